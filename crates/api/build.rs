@@ -89,10 +89,7 @@ fn generate(model: &Value) -> String {
         writeln!(out, "pub struct {name} {{").ok();
         for (member, spec) in members(shape) {
             let ty = rust_type(shapes, spec["shape"].as_str().expect("member shape"));
-            let field = field_name(member);
-            if required.contains(member.as_str()) {
-                writeln!(out, "    /// Required by the model.").ok();
-            }
+            let field = field_name(member.as_str());
             writeln!(
                 out,
                 "    #[serde(rename = \"{member}\", default, skip_serializing_if = \"Option::is_none\")]\n    pub {field}: Option<{ty}>,"
@@ -100,14 +97,24 @@ fn generate(model: &Value) -> String {
             .ok();
         }
         writeln!(out, "}}\n").ok();
-        // Required members, for the "must not be null" checks ECS performs.
-        let req: Vec<String> = required.iter().map(|r| format!("{r:?}")).collect();
-        writeln!(
-            out,
-            "impl Shape for {name} {{\n    const NAME: &'static str = {name:?};\n    const REQUIRED: &'static [&'static str] = &[{}];\n}}\n",
-            req.join(", ")
-        )
-        .ok();
+        // Required members, checked recursively so the error names the full path.
+        writeln!(out, "impl Shape for {name} {{").ok();
+        writeln!(out, "    fn check_required(&self, path: &str) -> Result<(), String> {{").ok();
+        writeln!(out, "        let _ = path;").ok();
+        for (member, spec) in members(shape) {
+            let field = field_name(member.as_str());
+            let target = spec["shape"].as_str().expect("member shape");
+            if required.contains(member.as_str()) {
+                writeln!(out, "        if self.{field}.is_none() {{ return Err(join(path, {member:?})); }}").ok();
+            }
+            match nested_struct(shapes, target) {
+                Nested::Struct => writeln!(out, "        if let Some(v) = &self.{field} {{ v.check_required(&join(path, {member:?}))?; }}").ok(),
+                Nested::List => writeln!(out, "        if let Some(v) = &self.{field} {{ for (i, x) in v.iter().enumerate() {{ x.check_required(&format!(\"{{}}[{{i}}]\", join(path, {member:?})))?; }} }}").ok(),
+                Nested::Map => writeln!(out, "        if let Some(v) = &self.{field} {{ for (k, x) in v {{ x.check_required(&format!(\"{{}}.{{k}}\", join(path, {member:?})))?; }} }}").ok(),
+                Nested::None => None,
+            };
+        }
+        writeln!(out, "        Ok(())\n    }}\n}}\n").ok();
     }
 
     // Enumerations, as constant lists of their values.
@@ -146,10 +153,11 @@ fn generate(model: &Value) -> String {
     }
     out.push_str("        }\n    }\n\n");
     out.push_str("    /// Parses `body` as the input of `operation`; `Ok(None)` for an operation Berth does not serve.\n");
-    out.push_str("    pub fn parse(operation: &str, body: &[u8]) -> Result<Option<EcsRequest>, SerializationError> {\n");
+    out.push_str("    pub fn parse(operation: &str, body: &[u8]) -> Result<Option<EcsRequest>, ParseError> {\n");
     out.push_str("        Ok(Some(match operation {\n");
     for op in IMPLEMENTED {
         writeln!(out, "            {op:?} => EcsRequest::{op}(from_body(body)?),").ok();
+        let _ = op;
     }
     out.push_str("            _ => return Ok(None),\n        }))\n    }\n}\n\n");
 
@@ -161,6 +169,25 @@ fn generate(model: &Value) -> String {
     )
     .ok();
     out
+}
+
+enum Nested {
+    None,
+    Struct,
+    List,
+    Map,
+}
+
+/// Whether a member holds structures whose own required members need checking.
+fn nested_struct(shapes: &Map<String, Value>, name: &str) -> Nested {
+    let shape = &shapes[name];
+    let is_struct = |n: &Value| shapes[n.as_str().expect("shape")]["type"] == "structure";
+    match shape["type"].as_str() {
+        Some("structure") => Nested::Struct,
+        Some("list") if is_struct(&shape["member"]["shape"]) => Nested::List,
+        Some("map") if is_struct(&shape["value"]["shape"]) => Nested::Map,
+        _ => Nested::None,
+    }
 }
 
 fn members(shape: &Value) -> Map<String, Value> {

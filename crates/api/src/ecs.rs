@@ -7,6 +7,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{from_body, SerializationError, Shape};
+use crate::{from_body, join, ParseError, Shape};
 
 include!(concat!(env!("OUT_DIR"), "/ecs.rs"));

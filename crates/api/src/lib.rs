@@ -1,1 +1,139 @@
-//! api
+//! Berth's wire layer for ECS's JSON 1.1 protocol: the only crate that knows ECS's JSON.
+//!
+//! - [`ecs`]: every shape of the operations Berth serves, generated from botocore's model, and
+//!   [`ecs::EcsRequest`], one variant per operation.
+//! - [`error`]: [`EcsError`], ECS's exception names and HTTP statuses.
+//! - [`sigv4`]: verification of AWS Signature Version 4 on incoming requests.
+//! - [`convert`]: wire shapes to the domain model ([`berth_model`]) and back.
+
+pub mod convert;
+pub mod ecs;
+pub mod error;
+pub mod sigv4;
+
+pub use error::{EcsError, ErrorKind};
+
+/// The `X-Amz-Target` prefix of ECS operations.
+pub const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+/// The content type of JSON 1.1 requests and responses.
+pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// A generated shape: knows its required members.
+pub trait Shape {
+    /// The path of the first required member that is missing, if any.
+    fn check_required(&self, path: &str) -> Result<(), String>;
+}
+
+/// Why a request body could not become a typed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, or a member of the wrong type.
+    #[error("{0}")]
+    Serialization(String),
+    /// A member the model requires is absent or null.
+    #[error("member must not be null: {0}")]
+    Missing(String),
+}
+
+fn join(path: &str, member: &str) -> String {
+    if path.is_empty() {
+        member.to_string()
+    } else {
+        format!("{path}.{member}")
+    }
+}
+
+/// Deserializes a request body, naming the member path of any type error. An empty body is `{}`.
+fn from_body<T: serde::de::DeserializeOwned + Shape>(body: &[u8]) -> Result<T, ParseError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ParseError::Serialization(inner.to_string())
+        } else {
+            ParseError::Serialization(format!("{path}: {inner}"))
+        }
+    })?;
+    value.check_required("").map_err(ParseError::Missing)?;
+    Ok(value)
+}
+
+/// Parses the body of the ECS operation named by an `X-Amz-Target` header.
+pub fn parse_ecs_request(target: Option<&str>, body: &[u8]) -> Result<ecs::EcsRequest, EcsError> {
+    let Some(target) = target else {
+        return Err(EcsError::new(ErrorKind::UnknownOperation, "the request has no X-Amz-Target header"));
+    };
+    let Some(operation) = target.strip_prefix(ECS_TARGET_PREFIX) else {
+        return Err(EcsError::new(ErrorKind::UnknownOperation, format!("unknown target '{target}'")));
+    };
+    match ecs::EcsRequest::parse(operation, body) {
+        Ok(Some(req)) => Ok(req),
+        Ok(None) if ecs::ALL_OPERATIONS.contains(&operation) => Err(EcsError::new(
+            ErrorKind::UnknownOperation,
+            format!("ECS operation '{operation}' is not implemented by Berth yet"),
+        )),
+        Ok(None) => Err(EcsError::new(ErrorKind::UnknownOperation, format!("unknown operation '{operation}'"))),
+        Err(ParseError::Serialization(m)) => Err(EcsError::new(ErrorKind::Serialization, m)),
+        Err(ParseError::Missing(path)) => Err(EcsError::new(
+            ErrorKind::InvalidParameter,
+            format!("Value null at '{path}' failed to satisfy constraint: Member must not be null"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(op: &str) -> String {
+        format!("{ECS_TARGET_PREFIX}{op}")
+    }
+
+    #[test]
+    fn parses_known_operation_and_ignores_unknown_members() {
+        let req = parse_ecs_request(Some(&target("CreateCluster")), br#"{"clusterName":"a","bogus":1}"#).unwrap();
+        match req {
+            ecs::EcsRequest::CreateCluster(r) => assert_eq!(r.cluster_name.as_deref(), Some("a")),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse_ecs_request(Some(&target("ListClusters")), b"").is_ok(), "empty body is {{}}");
+    }
+
+    #[test]
+    fn type_errors_name_the_member_path() {
+        let err = parse_ecs_request(
+            Some(&target("RegisterTaskDefinition")),
+            br#"{"family":"f","containerDefinitions":[{"name":"a","cpu":"lots"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Serialization);
+        assert!(err.message.contains("containerDefinitions[0].cpu"), "{}", err.message);
+    }
+
+    #[test]
+    fn missing_required_members_are_named() {
+        let err = parse_ecs_request(Some(&target("RegisterTaskDefinition")), br#"{"family":"f"}"#).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidParameter);
+        assert!(err.message.contains("'containerDefinitions'"), "{}", err.message);
+        let err = parse_ecs_request(
+            Some(&target("RegisterTaskDefinition")),
+            br#"{"family":"f","containerDefinitions":[{"name":"a","environmentFiles":[{"value":"x"}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("containerDefinitions[0].environmentFiles[0].type"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_targets() {
+        let e = parse_ecs_request(Some(&target("Frobnicate")), b"{}").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnknownOperation);
+        let e = parse_ecs_request(Some("Other.CreateCluster"), b"{}").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnknownOperation);
+        let e = parse_ecs_request(Some(&target("CreateService")), b"{}").unwrap_err();
+        assert!(e.message.contains("not implemented by Berth yet"), "{}", e.message);
+        let e = parse_ecs_request(Some(&target("ListClusters")), b"{not json").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Serialization);
+    }
+}

@@ -1,1 +1,140 @@
-//! store
+//! Berth's state store: etcd's data model behind one trait, so the control plane never knows
+//! which backend holds its state.
+//!
+//! - Every write bumps one store-wide [`Revision`]; each key remembers the revision that created
+//!   it and the one that last changed it.
+//! - [`Store::txn`] is compare-and-swap over a few keys: all compares hold, then all ops apply
+//!   atomically, or nothing does.
+//! - [`Store::watch`] replays changes under a prefix from a revision, then follows live ones.
+//!
+//! [`Embedded`] is the durable single-file backend (redb); [`Embedded::in_memory`] is the same
+//! code on memory, for fast tests. An etcd backend implements the same trait.
+
+mod embedded;
+pub use embedded::Embedded;
+
+use async_trait::async_trait;
+use std::fmt::Debug;
+use tokio::sync::mpsc;
+
+/// A store-wide, strictly increasing write counter.
+pub type Revision = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// A condition a transaction checks before it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key exists and was last changed at this revision.
+    ModRevision(String, Revision),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// Compare-and-swap over a few keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Txn::default()
+    }
+
+    pub fn when(mut self, c: Compare) -> Self {
+        self.compares.push(c);
+        self
+    }
+
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+        self.ops.push(Op::Put { key: key.into(), value });
+        self
+    }
+
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Op::Delete { key: key.into() });
+        self
+    }
+
+    /// Guards a read-modify-write of `key` seen at `seen` (`None`: seen absent).
+    pub fn unchanged(self, key: &str, seen: Option<&KeyValue>) -> Self {
+        match seen {
+            Some(kv) => self.when(Compare::ModRevision(key.to_string(), kv.mod_revision)),
+            None => self.when(Compare::Absent(key.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Applied; the store is now at this revision.
+    Committed(Revision),
+    /// A compare failed; nothing changed.
+    Conflict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change, as a watch reports it. For deletes `value` is empty and `mod_revision` is the
+/// revision of the delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+/// A stream of changes under a prefix, in revision order.
+#[derive(Debug)]
+pub struct Watch {
+    pub rx: mpsc::Receiver<Result<Event, StoreError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, a lock held by another process).
+    #[error("store backend: {0}")]
+    Backend(String),
+    /// A watch asked for history that compaction has discarded.
+    #[error("revision {requested} has been compacted; the oldest kept is {oldest}")]
+    Compacted { requested: Revision, oldest: Revision },
+    /// A watcher fell too far behind the live stream and must re-read.
+    #[error("watcher fell behind the live stream")]
+    Lagged,
+    /// A stored record could not be encoded or decoded.
+    #[error("stored record {key}: {message}")]
+    Codec { key: String, message: String },
+}
+
+/// The state store every Berth server reads and writes.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Keys starting with `prefix`, in key order, strictly after `start_after` if given, at most
+    /// `limit` of them if given.
+    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Vec<KeyValue>, StoreError>;
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
+    /// Changes under `prefix` with revision greater than `after`, then live ones.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, StoreError>;
+    /// The store's current revision.
+    async fn revision(&self) -> Result<Revision, StoreError>;
+    /// Deletes every key under `prefix` in one revision; returns how many.
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError>;
+}

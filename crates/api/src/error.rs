@@ -1,0 +1,130 @@
+//! ECS's errors as they cross the wire: `{"__type": NAME, "message": ...}` with an HTTP status.
+
+use berth_model::{Invalid, InvalidKind};
+
+/// The exceptions Berth answers with. Each doc line is the wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// ClientException
+    Client,
+    /// InvalidParameterException
+    InvalidParameter,
+    /// ClusterNotFoundException
+    ClusterNotFound,
+    /// ClusterContainsServicesException
+    ClusterContainsServices,
+    /// ClusterContainsContainerInstancesException
+    ClusterContainsContainerInstances,
+    /// ClusterContainsTasksException
+    ClusterContainsTasks,
+    /// ResourceNotFoundException
+    ResourceNotFound,
+    /// LimitExceededException
+    LimitExceeded,
+    /// ServerException (the only 500)
+    Server,
+    /// SerializationException
+    Serialization,
+    /// UnknownOperationException
+    UnknownOperation,
+    /// MissingAuthenticationTokenException
+    MissingAuthenticationToken,
+    /// UnrecognizedClientException
+    UnrecognizedClient,
+    /// InvalidSignatureException
+    InvalidSignature,
+    /// IncompleteSignatureException
+    IncompleteSignature,
+    /// RequestEntityTooLargeException
+    RequestEntityTooLarge,
+    /// RequestTimeoutException
+    RequestTimeout,
+}
+
+impl ErrorKind {
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            ErrorKind::Client => "ClientException",
+            ErrorKind::InvalidParameter => "InvalidParameterException",
+            ErrorKind::ClusterNotFound => "ClusterNotFoundException",
+            ErrorKind::ClusterContainsServices => "ClusterContainsServicesException",
+            ErrorKind::ClusterContainsContainerInstances => "ClusterContainsContainerInstancesException",
+            ErrorKind::ClusterContainsTasks => "ClusterContainsTasksException",
+            ErrorKind::ResourceNotFound => "ResourceNotFoundException",
+            ErrorKind::LimitExceeded => "LimitExceededException",
+            ErrorKind::Server => "ServerException",
+            ErrorKind::Serialization => "SerializationException",
+            ErrorKind::UnknownOperation => "UnknownOperationException",
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorKind::InvalidSignature => "InvalidSignatureException",
+            ErrorKind::IncompleteSignature => "IncompleteSignatureException",
+            ErrorKind::RequestEntityTooLarge => "RequestEntityTooLargeException",
+            ErrorKind::RequestTimeout => "RequestTimeoutException",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::Server => 500,
+            ErrorKind::MissingAuthenticationToken
+            | ErrorKind::UnrecognizedClient
+            | ErrorKind::InvalidSignature
+            | ErrorKind::IncompleteSignature => 403,
+            ErrorKind::RequestEntityTooLarge => 413,
+            ErrorKind::RequestTimeout => 408,
+            _ => 400,
+        }
+    }
+}
+
+/// An error answer: the exception and a message that says what was wrong, with which value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.wire_name())]
+pub struct EcsError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl EcsError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        EcsError { kind, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        EcsError::new(ErrorKind::InvalidParameter, message)
+    }
+
+    pub fn client(message: impl Into<String>) -> Self {
+        EcsError::new(ErrorKind::Client, message)
+    }
+
+    pub fn server(message: impl Into<String>) -> Self {
+        EcsError::new(ErrorKind::Server, message)
+    }
+
+    /// The JSON body botocore parses: `{"__type": ..., "message": ...}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "__type": self.kind.wire_name(), "message": self.message }))
+            .unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+impl From<Invalid> for EcsError {
+    fn from(e: Invalid) -> Self {
+        let kind = match e.kind {
+            InvalidKind::Parameter => ErrorKind::InvalidParameter,
+            InvalidKind::Client => ErrorKind::Client,
+        };
+        EcsError::new(kind, e.message)
+    }
+}
+
+/// Checks a string against one of the model's enumerations.
+pub fn check_enum(field: &str, value: &str, allowed: &[&str]) -> Result<(), EcsError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(EcsError::invalid(format!("{field} '{value}' is not one of: {}", allowed.join(", "))))
+    }
+}
