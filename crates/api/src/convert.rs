@@ -5,19 +5,25 @@ use crate::ecs::{self, enums, RegisterTaskDefinitionRequest};
 use crate::error::check_enum;
 use crate::EcsError;
 use berth_model::task_definition::{
-    Compatibility, ContainerSpec, Dependency, DependencyCondition, HealthCheck, NetworkMode, PortMapping, TaskDefinitionSpec,
-    VolumeSpec,
+    Compatibility, ContainerSpec, Dependency, DependencyCondition, HealthCheck, NetworkMode,
+    PortMapping, TaskDefinitionSpec, VolumeSpec,
 };
 
 fn port(field: &str, container: &str, v: Option<i32>) -> Result<Option<u16>, EcsError> {
     v.map(|p| {
-        u16::try_from(p).map_err(|_| EcsError::invalid(format!("container '{container}': {field} {p} is out of range 0-65535")))
+        u16::try_from(p).map_err(|_| {
+            EcsError::invalid(format!(
+                "container '{container}': {field} {p} is out of range 0-65535"
+            ))
+        })
     })
     .transpose()
 }
 
 /// The typed view of a RegisterTaskDefinition request.
-pub fn task_definition_spec(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinitionSpec, EcsError> {
+pub fn task_definition_spec(
+    req: &RegisterTaskDefinitionRequest,
+) -> Result<TaskDefinitionSpec, EcsError> {
     let network_mode = match &req.network_mode {
         Some(m) => {
             check_enum("networkMode", m, enums::NETWORK_MODE)?;
@@ -66,15 +72,25 @@ pub fn task_definition_spec(req: &RegisterTaskDefinitionRequest) -> Result<TaskD
 
 fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<ContainerSpec, EcsError> {
     let name = c.name.clone().ok_or_else(|| {
-        EcsError::client(format!("containerDefinitions[{index}]: Container.name should not be null or empty."))
+        EcsError::client(format!(
+            "containerDefinitions[{index}]: Container.name should not be null or empty."
+        ))
     })?;
     let mut port_mappings = Vec::new();
     for p in c.port_mappings.iter().flatten() {
         if let Some(proto) = &p.protocol {
-            check_enum(&format!("container '{name}': portMappings.protocol"), proto, enums::TRANSPORT_PROTOCOL)?;
+            check_enum(
+                &format!("container '{name}': portMappings.protocol"),
+                proto,
+                enums::TRANSPORT_PROTOCOL,
+            )?;
         }
         if let Some(app) = &p.app_protocol {
-            check_enum(&format!("container '{name}': portMappings.appProtocol"), app, enums::APPLICATION_PROTOCOL)?;
+            check_enum(
+                &format!("container '{name}': portMappings.appProtocol"),
+                app,
+                enums::APPLICATION_PROTOCOL,
+            )?;
         }
         port_mappings.push(PortMapping {
             container_port: port("containerPort", &name, p.container_port)?,
@@ -85,7 +101,11 @@ fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<Containe
     let mut depends_on = Vec::new();
     for d in c.depends_on.iter().flatten() {
         let cond = d.condition.clone().unwrap_or_default();
-        check_enum(&format!("container '{name}': dependsOn.condition"), &cond, enums::CONTAINER_CONDITION)?;
+        check_enum(
+            &format!("container '{name}': dependsOn.condition"),
+            &cond,
+            enums::CONTAINER_CONDITION,
+        )?;
         depends_on.push(Dependency {
             container: d.container_name.clone().unwrap_or_default(),
             condition: DependencyCondition::parse(&cond).unwrap_or(DependencyCondition::Start),
@@ -96,14 +116,27 @@ fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<Containe
         interval: h.interval.map_or(HealthCheck::DEFAULT_INTERVAL, i64::from),
         timeout: h.timeout.map_or(HealthCheck::DEFAULT_TIMEOUT, i64::from),
         retries: h.retries.map_or(HealthCheck::DEFAULT_RETRIES, i64::from),
-        start_period: h.start_period.map_or(HealthCheck::DEFAULT_START_PERIOD, i64::from),
+        start_period: h
+            .start_period
+            .map_or(HealthCheck::DEFAULT_START_PERIOD, i64::from),
     });
-    let log_driver = c.log_configuration.as_ref().and_then(|l| l.log_driver.clone());
+    let log_driver = c
+        .log_configuration
+        .as_ref()
+        .and_then(|l| l.log_driver.clone());
     if let Some(d) = &log_driver {
-        check_enum(&format!("container '{name}': logConfiguration.logDriver"), d, enums::LOG_DRIVER)?;
+        check_enum(
+            &format!("container '{name}': logConfiguration.logDriver"),
+            d,
+            enums::LOG_DRIVER,
+        )?;
     }
     for u in c.ulimits.iter().flatten() {
-        check_enum(&format!("container '{name}': ulimits.name"), u.name.as_deref().unwrap_or(""), enums::ULIMIT_NAME)?;
+        check_enum(
+            &format!("container '{name}': ulimits.name"),
+            u.name.as_deref().unwrap_or(""),
+            enums::ULIMIT_NAME,
+        )?;
         if u.soft_limit > u.hard_limit {
             return Err(EcsError::client(format!(
                 "container '{name}': ulimit {} softLimit {} exceeds hardLimit {}",
@@ -122,8 +155,18 @@ fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<Containe
         port_mappings,
         depends_on,
         health_check,
-        mount_volumes: c.mount_points.iter().flatten().filter_map(|m| m.source_volume.clone()).collect(),
-        volumes_from: c.volumes_from.iter().flatten().filter_map(|v| v.source_container.clone()).collect(),
+        mount_volumes: c
+            .mount_points
+            .iter()
+            .flatten()
+            .filter_map(|m| m.source_volume.clone())
+            .collect(),
+        volumes_from: c
+            .volumes_from
+            .iter()
+            .flatten()
+            .filter_map(|v| v.source_container.clone())
+            .collect(),
         log_driver,
         has_ulimits: c.ulimits.as_ref().is_some_and(|u| !u.is_empty()),
         has_docker_labels: c.docker_labels.as_ref().is_some_and(|l| !l.is_empty()),
@@ -135,7 +178,10 @@ fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<Containe
 /// The container definitions as ECS returns them: defaults filled in (essential, cpu 0, empty
 /// lists, tcp, health-check timings, and host ports equal to container ports where the network
 /// mode requires it).
-pub fn normalize_containers(defs: &[ecs::ContainerDefinition], mode: NetworkMode) -> Vec<ecs::ContainerDefinition> {
+pub fn normalize_containers(
+    defs: &[ecs::ContainerDefinition],
+    mode: NetworkMode,
+) -> Vec<ecs::ContainerDefinition> {
     defs.iter()
         .cloned()
         .map(|mut c| {
@@ -147,12 +193,14 @@ pub fn normalize_containers(defs: &[ecs::ContainerDefinition], mode: NetworkMode
             c.system_controls.get_or_insert_with(Vec::new);
             for p in c.port_mappings.get_or_insert_with(Vec::new) {
                 p.protocol.get_or_insert_with(|| "tcp".into());
-                if matches!(mode, NetworkMode::Awsvpc | NetworkMode::Host) && p.host_port.is_none() {
+                if matches!(mode, NetworkMode::Awsvpc | NetworkMode::Host) && p.host_port.is_none()
+                {
                     p.host_port = p.container_port;
                 }
             }
             if let Some(h) = &mut c.health_check {
-                h.interval.get_or_insert(HealthCheck::DEFAULT_INTERVAL as i32);
+                h.interval
+                    .get_or_insert(HealthCheck::DEFAULT_INTERVAL as i32);
                 h.timeout.get_or_insert(HealthCheck::DEFAULT_TIMEOUT as i32);
                 h.retries.get_or_insert(HealthCheck::DEFAULT_RETRIES as i32);
             }
@@ -171,26 +219,51 @@ mod tests {
 
     #[test]
     fn builds_spec_and_checks_enums() {
-        let r = req(r#"{"family":"web","networkMode":"bridge","containerDefinitions":[{"name":"a","image":"busybox","memory":64,
-            "portMappings":[{"containerPort":80}],"dependsOn":[],"healthCheck":{"command":["CMD","true"]}}]}"#);
+        let r = req(
+            r#"{"family":"web","networkMode":"bridge","containerDefinitions":[{"name":"a","image":"busybox","memory":64,
+            "portMappings":[{"containerPort":80}],"dependsOn":[],"healthCheck":{"command":["CMD","true"]}}]}"#,
+        );
         let s = task_definition_spec(&r).unwrap();
         assert_eq!(s.containers[0].health_check.as_ref().unwrap().interval, 30);
         assert!(s.containers[0].essential);
         let bad = req(r#"{"family":"web","networkMode":"bridged","containerDefinitions":[]}"#);
         let e = task_definition_spec(&bad).unwrap_err();
         assert!(e.message.contains("networkMode 'bridged'"), "{}", e.message);
-        let bad = req(r#"{"family":"web","containerDefinitions":[{"name":"a","portMappings":[{"containerPort":70000}]}]}"#);
-        assert!(task_definition_spec(&bad).unwrap_err().message.contains("containerPort 70000"));
-        let bad = req(r#"{"family":"web","containerDefinitions":[{"name":"a","logConfiguration":{"logDriver":"loki"}}]}"#);
-        assert!(task_definition_spec(&bad).unwrap_err().message.contains("logDriver 'loki'"));
+        let bad = req(
+            r#"{"family":"web","containerDefinitions":[{"name":"a","portMappings":[{"containerPort":70000}]}]}"#,
+        );
+        assert!(task_definition_spec(&bad)
+            .unwrap_err()
+            .message
+            .contains("containerPort 70000"));
+        let bad = req(
+            r#"{"family":"web","containerDefinitions":[{"name":"a","logConfiguration":{"logDriver":"loki"}}]}"#,
+        );
+        assert!(task_definition_spec(&bad)
+            .unwrap_err()
+            .message
+            .contains("logDriver 'loki'"));
     }
 
     #[test]
     fn normalizes_like_ecs() {
-        let r = req(r#"{"family":"web","containerDefinitions":[{"name":"a","portMappings":[{"containerPort":80}]}]}"#);
-        let out = normalize_containers(r.container_definitions.as_deref().unwrap(), NetworkMode::Awsvpc);
+        let r = req(
+            r#"{"family":"web","containerDefinitions":[{"name":"a","portMappings":[{"containerPort":80}]}]}"#,
+        );
+        let out = normalize_containers(
+            r.container_definitions.as_deref().unwrap(),
+            NetworkMode::Awsvpc,
+        );
         assert_eq!(out[0].essential, Some(true));
-        assert_eq!(out[0].port_mappings.as_ref().unwrap()[0].host_port, Some(80));
-        assert_eq!(out[0].port_mappings.as_ref().unwrap()[0].protocol.as_deref(), Some("tcp"));
+        assert_eq!(
+            out[0].port_mappings.as_ref().unwrap()[0].host_port,
+            Some(80)
+        );
+        assert_eq!(
+            out[0].port_mappings.as_ref().unwrap()[0]
+                .protocol
+                .as_deref(),
+            Some("tcp")
+        );
     }
 }

@@ -48,7 +48,9 @@ impl ErrorKind {
             ErrorKind::InvalidParameter => "InvalidParameterException",
             ErrorKind::ClusterNotFound => "ClusterNotFoundException",
             ErrorKind::ClusterContainsServices => "ClusterContainsServicesException",
-            ErrorKind::ClusterContainsContainerInstances => "ClusterContainsContainerInstancesException",
+            ErrorKind::ClusterContainsContainerInstances => {
+                "ClusterContainsContainerInstancesException"
+            }
             ErrorKind::ClusterContainsTasks => "ClusterContainsTasksException",
             ErrorKind::ResourceNotFound => "ResourceNotFoundException",
             ErrorKind::LimitExceeded => "LimitExceededException",
@@ -88,7 +90,10 @@ pub struct EcsError {
 
 impl EcsError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        EcsError { kind, message: message.into() }
+        EcsError {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -105,8 +110,10 @@ impl EcsError {
 
     /// The JSON body botocore parses: `{"__type": ..., "message": ...}`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({ "__type": self.kind.wire_name(), "message": self.message }))
-            .unwrap_or_else(|_| b"{}".to_vec())
+        serde_json::to_vec(
+            &serde_json::json!({ "__type": self.kind.wire_name(), "message": self.message }),
+        )
+        .unwrap_or_else(|_| b"{}".to_vec())
     }
 }
 
@@ -125,6 +132,9 @@ pub fn check_enum(field: &str, value: &str, allowed: &[&str]) -> Result<(), EcsE
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(EcsError::invalid(format!("{field} '{value}' is not one of: {}", allowed.join(", "))))
+        Err(EcsError::invalid(format!(
+            "{field} '{value}' is not one of: {}",
+            allowed.join(", ")
+        )))
     }
 }

@@ -45,7 +45,11 @@ fn join(path: &str, member: &str) -> String {
 
 /// Deserializes a request body, naming the member path of any type error. An empty body is `{}`.
 fn from_body<T: serde::de::DeserializeOwned + Shape>(body: &[u8]) -> Result<T, ParseError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -63,10 +67,16 @@ fn from_body<T: serde::de::DeserializeOwned + Shape>(body: &[u8]) -> Result<T, P
 /// Parses the body of the ECS operation named by an `X-Amz-Target` header.
 pub fn parse_ecs_request(target: Option<&str>, body: &[u8]) -> Result<ecs::EcsRequest, EcsError> {
     let Some(target) = target else {
-        return Err(EcsError::new(ErrorKind::UnknownOperation, "the request has no X-Amz-Target header"));
+        return Err(EcsError::new(
+            ErrorKind::UnknownOperation,
+            "the request has no X-Amz-Target header",
+        ));
     };
     let Some(operation) = target.strip_prefix(ECS_TARGET_PREFIX) else {
-        return Err(EcsError::new(ErrorKind::UnknownOperation, format!("unknown target '{target}'")));
+        return Err(EcsError::new(
+            ErrorKind::UnknownOperation,
+            format!("unknown target '{target}'"),
+        ));
     };
     match ecs::EcsRequest::parse(operation, body) {
         Ok(Some(req)) => Ok(req),
@@ -74,7 +84,10 @@ pub fn parse_ecs_request(target: Option<&str>, body: &[u8]) -> Result<ecs::EcsRe
             ErrorKind::UnknownOperation,
             format!("ECS operation '{operation}' is not implemented by Berth yet"),
         )),
-        Ok(None) => Err(EcsError::new(ErrorKind::UnknownOperation, format!("unknown operation '{operation}'"))),
+        Ok(None) => Err(EcsError::new(
+            ErrorKind::UnknownOperation,
+            format!("unknown operation '{operation}'"),
+        )),
         Err(ParseError::Serialization(m)) => Err(EcsError::new(ErrorKind::Serialization, m)),
         Err(ParseError::Missing(path)) => Err(EcsError::new(
             ErrorKind::InvalidParameter,
@@ -93,12 +106,19 @@ mod tests {
 
     #[test]
     fn parses_known_operation_and_ignores_unknown_members() {
-        let req = parse_ecs_request(Some(&target("CreateCluster")), br#"{"clusterName":"a","bogus":1}"#).unwrap();
+        let req = parse_ecs_request(
+            Some(&target("CreateCluster")),
+            br#"{"clusterName":"a","bogus":1}"#,
+        )
+        .unwrap();
         match req {
             ecs::EcsRequest::CreateCluster(r) => assert_eq!(r.cluster_name.as_deref(), Some("a")),
             other => panic!("parsed as {other:?}"),
         }
-        assert!(parse_ecs_request(Some(&target("ListClusters")), b"").is_ok(), "empty body is {{}}");
+        assert!(
+            parse_ecs_request(Some(&target("ListClusters")), b"").is_ok(),
+            "empty body is {{}}"
+        );
     }
 
     #[test]
@@ -109,20 +129,37 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Serialization);
-        assert!(err.message.contains("containerDefinitions[0].cpu"), "{}", err.message);
+        assert!(
+            err.message.contains("containerDefinitions[0].cpu"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn missing_required_members_are_named() {
-        let err = parse_ecs_request(Some(&target("RegisterTaskDefinition")), br#"{"family":"f"}"#).unwrap_err();
+        let err = parse_ecs_request(
+            Some(&target("RegisterTaskDefinition")),
+            br#"{"family":"f"}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidParameter);
-        assert!(err.message.contains("'containerDefinitions'"), "{}", err.message);
+        assert!(
+            err.message.contains("'containerDefinitions'"),
+            "{}",
+            err.message
+        );
         let err = parse_ecs_request(
             Some(&target("RegisterTaskDefinition")),
             br#"{"family":"f","containerDefinitions":[{"name":"a","environmentFiles":[{"value":"x"}]}]}"#,
         )
         .unwrap_err();
-        assert!(err.message.contains("containerDefinitions[0].environmentFiles[0].type"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("containerDefinitions[0].environmentFiles[0].type"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -132,7 +169,11 @@ mod tests {
         let e = parse_ecs_request(Some("Other.CreateCluster"), b"{}").unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownOperation);
         let e = parse_ecs_request(Some(&target("CreateService")), b"{}").unwrap_err();
-        assert!(e.message.contains("not implemented by Berth yet"), "{}", e.message);
+        assert!(
+            e.message.contains("not implemented by Berth yet"),
+            "{}",
+            e.message
+        );
         let e = parse_ecs_request(Some(&target("ListClusters")), b"{not json").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Serialization);
     }

@@ -11,12 +11,15 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
-use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+use time::{
+    format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime,
+};
 
 /// How far a request's `X-Amz-Date` may be from our clock, as AWS allows.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
-const AMZ_DATE: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const AMZ_DATE: &[FormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,12 +50,20 @@ fn incomplete(msg: impl Into<String>) -> EcsError {
 /// Token".
 pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, EcsError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(EcsError::new(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
+        return Err(EcsError::new(
+            ErrorKind::MissingAuthenticationToken,
+            "Missing Authentication Token",
+        ));
     };
-    let value = value.to_str().map_err(|_| incomplete("the Authorization header is not ASCII"))?;
-    let rest = value
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or_else(|| incomplete(format!("Authorization header requires the AWS4-HMAC-SHA256 algorithm, got '{}'", value.split(' ').next().unwrap_or(""))))?;
+    let value = value
+        .to_str()
+        .map_err(|_| incomplete("the Authorization header is not ASCII"))?;
+    let rest = value.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
+        incomplete(format!(
+            "Authorization header requires the AWS4-HMAC-SHA256 algorithm, got '{}'",
+            value.split(' ').next().unwrap_or("")
+        ))
+    })?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let part = part.trim();
@@ -64,7 +75,11 @@ pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, EcsErro
             signature = Some(v);
         }
     }
-    let missing = |what: &str| incomplete(format!("Authorization header requires '{what}' parameter. Authorization={value}"));
+    let missing = |what: &str| {
+        incomplete(format!(
+            "Authorization header requires '{what}' parameter. Authorization={value}"
+        ))
+    };
     let credential = credential.ok_or_else(|| missing("Credential"))?;
     let signed = signed.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
@@ -74,8 +89,13 @@ pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, EcsErro
             "Credential '{credential}' must have the form ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request"
         )));
     };
-    if access_key.is_empty() || signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(incomplete("the Authorization header's Credential or Signature is malformed"));
+    if access_key.is_empty()
+        || signature.len() != 64
+        || !signature.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(incomplete(
+            "the Authorization header's Credential or Signature is malformed",
+        ));
     }
     Ok(Authorization {
         access_key: access_key.to_string(),
@@ -94,7 +114,11 @@ fn request_time(headers: &HeaderMap) -> Result<(SystemTime, String), EcsError> {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| incomplete("the request must carry an X-Amz-Date header"))?;
     let t = PrimitiveDateTime::parse(raw, AMZ_DATE)
-        .map_err(|_| incomplete(format!("X-Amz-Date '{raw}' is not of the form YYYYMMDDTHHMMSSZ")))?
+        .map_err(|_| {
+            incomplete(format!(
+                "X-Amz-Date '{raw}' is not of the form YYYYMMDDTHHMMSSZ"
+            ))
+        })?
         .assume_utc();
     Ok((t.into(), raw.to_string()))
 }
@@ -124,25 +148,38 @@ pub fn check_well_formed(
     if auth.service != service {
         return Err(EcsError::new(
             ErrorKind::InvalidSignature,
-            format!("Credential should be scoped to correct service: '{service}', not '{}'.", auth.service),
+            format!(
+                "Credential should be scoped to correct service: '{service}', not '{}'.",
+                auth.service
+            ),
         ));
     }
     for required in ["host", "x-amz-date"] {
         if !auth.signed_headers.iter().any(|h| h == required) {
-            return Err(incomplete(format!("SignedHeaders must include '{required}'")));
+            return Err(incomplete(format!(
+                "SignedHeaders must include '{required}'"
+            )));
         }
     }
     let fmt = |t: SystemTime| OffsetDateTime::from(t).format(AMZ_DATE).unwrap_or_default();
     if when + MAX_CLOCK_SKEW < now {
         return Err(EcsError::new(
             ErrorKind::InvalidSignature,
-            format!("Signature expired: {raw} is now earlier than {} ({} - 15 min.)", fmt(now - MAX_CLOCK_SKEW), fmt(now)),
+            format!(
+                "Signature expired: {raw} is now earlier than {} ({} - 15 min.)",
+                fmt(now - MAX_CLOCK_SKEW),
+                fmt(now)
+            ),
         ));
     }
     if when > now + MAX_CLOCK_SKEW {
         return Err(EcsError::new(
             ErrorKind::InvalidSignature,
-            format!("Signature not yet current: {raw} is still later than {} ({} + 15 min.)", fmt(now + MAX_CLOCK_SKEW), fmt(now)),
+            format!(
+                "Signature not yet current: {raw} is still later than {} ({} + 15 min.)",
+                fmt(now + MAX_CLOCK_SKEW),
+                fmt(now)
+            ),
         ));
     }
     Ok(when)
@@ -169,16 +206,32 @@ pub fn verify(
     }
 }
 
-fn signature_for(req: &SignedRequest<'_>, auth: &Authorization, secret: &str, when: SystemTime) -> Result<String, EcsError> {
+fn signature_for(
+    req: &SignedRequest<'_>,
+    auth: &Authorization,
+    secret: &str,
+    when: SystemTime,
+) -> Result<String, EcsError> {
     let mut headers: Vec<(&str, String)> = Vec::with_capacity(auth.signed_headers.len());
     for name in &auth.signed_headers {
-        let values: Vec<&str> = req.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+        let values: Vec<&str> = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         if values.is_empty() {
-            return Err(incomplete(format!("SignedHeaders lists '{name}', which the request does not carry")));
+            return Err(incomplete(format!(
+                "SignedHeaders lists '{name}', which the request does not carry"
+            )));
         }
         headers.push((name.as_str(), values.join(",")));
     }
-    let host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     let uri = format!("http://{host}{}", req.path_and_query);
     let signable = SignableRequest::new(
         req.method,
@@ -222,8 +275,13 @@ pub fn sign_request(
     service: &str,
     when: SystemTime,
 ) -> Result<Vec<(String, String)>, EcsError> {
-    let signable = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
-        .map_err(|e| EcsError::client(format!("cannot sign request: {e}")))?;
+    let signable = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| EcsError::client(format!("cannot sign request: {e}")))?;
     let identity: Identity = Credentials::new(access_key, secret, None, None, "berth").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -237,7 +295,10 @@ pub fn sign_request(
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| EcsError::client(format!("cannot sign request: {e}")))?
         .into_parts();
-    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -249,17 +310,49 @@ mod tests {
     const SK: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
     fn signed(body: &[u8], when: SystemTime) -> HeaderMap {
-        let base = [("host", "127.0.0.1:7060"), ("content-type", "application/x-amz-json-1.1"), ("x-amz-target", "T.Op")];
-        let extra = sign_request("POST", "http://127.0.0.1:7060/", &base, body, AK, SK, "us-east-1", "ecs", when).unwrap();
+        let base = [
+            ("host", "127.0.0.1:7060"),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "T.Op"),
+        ];
+        let extra = sign_request(
+            "POST",
+            "http://127.0.0.1:7060/",
+            &base,
+            body,
+            AK,
+            SK,
+            "us-east-1",
+            "ecs",
+            when,
+        )
+        .unwrap();
         let mut h = HeaderMap::new();
-        for (k, v) in base.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(extra) {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(&v).unwrap());
+        for (k, v) in base
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(extra)
+        {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(&v).unwrap(),
+            );
         }
         h
     }
 
-    fn check(headers: &HeaderMap, body: &[u8], secret: &str, now: SystemTime) -> Result<(), EcsError> {
-        let req = SignedRequest { method: "POST", path_and_query: "/", headers, body };
+    fn check(
+        headers: &HeaderMap,
+        body: &[u8],
+        secret: &str,
+        now: SystemTime,
+    ) -> Result<(), EcsError> {
+        let req = SignedRequest {
+            method: "POST",
+            path_and_query: "/",
+            headers,
+            body,
+        };
         let auth = parse_authorization(headers)?;
         verify(&req, &auth, secret, "us-east-1", "ecs", now)
     }
@@ -275,36 +368,69 @@ mod tests {
     fn rejects_tampering_wrong_secret_and_skew() {
         let now = SystemTime::now();
         let h = signed(b"{}", now);
-        assert_eq!(check(&h, b"{\"x\":1}", SK, now).unwrap_err().kind, ErrorKind::InvalidSignature, "body changed");
-        assert_eq!(check(&h, b"{}", "other", now).unwrap_err().kind, ErrorKind::InvalidSignature, "wrong secret");
+        assert_eq!(
+            check(&h, b"{\"x\":1}", SK, now).unwrap_err().kind,
+            ErrorKind::InvalidSignature,
+            "body changed"
+        );
+        assert_eq!(
+            check(&h, b"{}", "other", now).unwrap_err().kind,
+            ErrorKind::InvalidSignature,
+            "wrong secret"
+        );
         let late = now + Duration::from_secs(16 * 60);
         let e = check(&h, b"{}", SK, late).unwrap_err();
         assert!(e.message.starts_with("Signature expired"), "{}", e.message);
         let mut h2 = h.clone();
         h2.insert("x-amz-target", HeaderValue::from_static("T.Other"));
-        assert_eq!(check(&h2, b"{}", SK, now).unwrap_err().kind, ErrorKind::InvalidSignature, "signed header changed");
+        assert_eq!(
+            check(&h2, b"{}", SK, now).unwrap_err().kind,
+            ErrorKind::InvalidSignature,
+            "signed header changed"
+        );
     }
 
     #[test]
     fn missing_and_malformed_authorization() {
         let h = HeaderMap::new();
-        assert_eq!(parse_authorization(&h).unwrap_err().kind, ErrorKind::MissingAuthenticationToken);
+        assert_eq!(
+            parse_authorization(&h).unwrap_err().kind,
+            ErrorKind::MissingAuthenticationToken
+        );
         let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=x"));
-        assert_eq!(parse_authorization(&h).unwrap_err().kind, ErrorKind::IncompleteSignature);
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=x"),
+        );
+        assert_eq!(
+            parse_authorization(&h).unwrap_err().kind,
+            ErrorKind::IncompleteSignature
+        );
         h.insert("authorization", HeaderValue::from_static("Basic abc"));
-        assert_eq!(parse_authorization(&h).unwrap_err().kind, ErrorKind::IncompleteSignature);
+        assert_eq!(
+            parse_authorization(&h).unwrap_err().kind,
+            ErrorKind::IncompleteSignature
+        );
     }
 
     #[test]
     fn scope_must_match_region_and_service() {
         let now = SystemTime::now();
         let h = signed(b"{}", now);
-        let req = SignedRequest { method: "POST", path_and_query: "/", headers: &h, body: b"{}" };
+        let req = SignedRequest {
+            method: "POST",
+            path_and_query: "/",
+            headers: &h,
+            body: b"{}",
+        };
         let auth = parse_authorization(&h).unwrap();
         let e = verify(&req, &auth, SK, "eu-west-1", "ecs", now).unwrap_err();
         assert!(e.message.contains("valid region"), "{}", e.message);
         let e = verify(&req, &auth, SK, "us-east-1", "ecr", now).unwrap_err();
-        assert!(e.message.contains("correct service: 'ecr'"), "{}", e.message);
+        assert!(
+            e.message.contains("correct service: 'ecr'"),
+            "{}",
+            e.message
+        );
     }
 }

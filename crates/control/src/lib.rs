@@ -1,1 +1,176 @@
-//! control
+//! Berth's control plane: ECS's operations over the [`Store`], and the HTTP server that speaks
+//! ECS's JSON 1.1 protocol in front of them.
+//!
+//! Read [`http`] for a request's path (body → SigV4 → [`berth_api::ecs::EcsRequest`] →
+//! [`Control::handle`] → JSON), then one file per resource: [`clusters`], [`task_definitions`],
+//! [`tags`], [`settings`]. [`keys`] says where each record lives in the store.
+
+pub mod auth;
+pub mod clusters;
+pub mod http;
+pub mod keys;
+pub mod settings;
+pub mod tags;
+pub mod task_definitions;
+
+mod paging;
+
+use berth_api::ecs::EcsRequest;
+use berth_api::{EcsError, ErrorKind};
+use berth_store::{Store, StoreError, Txn, TxnOutcome};
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a server is, as its flags say.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub region: String,
+    pub account_id: String,
+    /// Accept any well-formed SigV4 credentials and serve `POST /_berth/reset`.
+    pub dev: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            dev: false,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key: String,
+    /// The IAM-style ARN of the caller, as ECS reports it in `registeredBy` and `principalArn`.
+    pub principal_arn: String,
+}
+
+/// The ECS handlers. Cheap to clone; all state is in the store.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+}
+
+/// How many times a read-modify-write is retried when another writer got there first.
+const CAS_ATTEMPTS: usize = 64;
+
+impl Control {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Control {
+            store,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Runs one ECS operation; the answer is the operation's output shape as JSON.
+    pub async fn handle(&self, caller: &Caller, req: EcsRequest) -> Result<Vec<u8>, EcsError> {
+        match req {
+            EcsRequest::CreateCluster(r) => json(self.create_cluster(r).await?),
+            EcsRequest::DescribeClusters(r) => json(self.describe_clusters(r).await?),
+            EcsRequest::ListClusters(r) => json(self.list_clusters(r).await?),
+            EcsRequest::UpdateCluster(r) => json(self.update_cluster(r).await?),
+            EcsRequest::UpdateClusterSettings(r) => json(self.update_cluster_settings(r).await?),
+            EcsRequest::DeleteCluster(r) => json(self.delete_cluster(r).await?),
+            EcsRequest::RegisterTaskDefinition(r) => {
+                json(self.register_task_definition(caller, r).await?)
+            }
+            EcsRequest::DescribeTaskDefinition(r) => json(self.describe_task_definition(r).await?),
+            EcsRequest::ListTaskDefinitions(r) => json(self.list_task_definitions(r).await?),
+            EcsRequest::ListTaskDefinitionFamilies(r) => {
+                json(self.list_task_definition_families(r).await?)
+            }
+            EcsRequest::DeregisterTaskDefinition(r) => {
+                json(self.deregister_task_definition(r).await?)
+            }
+            EcsRequest::DeleteTaskDefinitions(r) => json(self.delete_task_definitions(r).await?),
+            EcsRequest::TagResource(r) => json(self.tag_resource(r).await?),
+            EcsRequest::UntagResource(r) => json(self.untag_resource(r).await?),
+            EcsRequest::ListTagsForResource(r) => json(self.list_tags_for_resource(r).await?),
+            EcsRequest::PutAccountSetting(r) => json(self.put_account_setting(caller, r).await?),
+            EcsRequest::PutAccountSettingDefault(r) => {
+                json(self.put_account_setting_default(r).await?)
+            }
+            EcsRequest::DeleteAccountSetting(r) => {
+                json(self.delete_account_setting(caller, r).await?)
+            }
+            EcsRequest::ListAccountSettings(r) => {
+                json(self.list_account_settings(caller, r).await?)
+            }
+        }
+    }
+
+    /// Wipes every record (dev mode's `POST /_berth/reset`), keeping the access keys so the
+    /// caller can go on.
+    pub async fn reset(&self) -> Result<usize, EcsError> {
+        let mut n = 0;
+        for prefix in keys::RESETTABLE {
+            n += self
+                .store
+                .delete_prefix(prefix)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(n)
+    }
+
+    pub(crate) async fn get_record<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, berth_store::KeyValue)>, EcsError> {
+        match self.store.get(key).await.map_err(store_error)? {
+            Some(kv) => Ok(Some((decode(&kv)?, kv))),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits `txn`, mapping a conflict to `Ok(false)` for the caller's retry loop.
+    pub(crate) async fn commit(&self, txn: Txn) -> Result<bool, EcsError> {
+        Ok(matches!(
+            self.store.txn(txn).await.map_err(store_error)?,
+            TxnOutcome::Committed(_)
+        ))
+    }
+
+    pub(crate) fn arn(&self, kind: berth_model::arn::ResourceKind, id: &str) -> String {
+        berth_model::arn::Arn::new(&self.config.region, &self.config.account_id, kind, id)
+            .to_string()
+    }
+}
+
+pub(crate) fn json<T: Serialize>(value: T) -> Result<Vec<u8>, EcsError> {
+    serde_json::to_vec(&value).map_err(|e| EcsError::server(format!("encoding the response: {e}")))
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EcsError> {
+    serde_json::to_vec(value).map_err(|e| EcsError::server(format!("encoding a record: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(kv: &berth_store::KeyValue) -> Result<T, EcsError> {
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| EcsError::server(format!("stored record {} is unreadable: {e}", kv.key)))
+}
+
+pub(crate) fn store_error(e: StoreError) -> EcsError {
+    tracing::error!(error = %e, "store failure");
+    EcsError::server(format!("the state store failed: {e}"))
+}
+
+pub(crate) fn conflict_exhausted(what: &str) -> EcsError {
+    EcsError::new(
+        ErrorKind::Server,
+        format!("{what}: too many concurrent changes, try again"),
+    )
+}
+
+/// Seconds since the epoch with millisecond precision, as ECS's timestamps are.
+pub(crate) fn now_epoch() -> f64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}

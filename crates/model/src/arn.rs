@@ -50,7 +50,12 @@ pub struct Arn {
 
 impl Arn {
     pub fn new(region: &str, account: &str, kind: ResourceKind, id: impl Into<String>) -> Self {
-        Arn { region: region.into(), account: account.into(), kind, id: id.into() }
+        Arn {
+            region: region.into(),
+            account: account.into(),
+            kind,
+            id: id.into(),
+        }
     }
 
     /// Parses an ECS ARN; the error names the offending value.
@@ -82,7 +87,14 @@ impl Arn {
 
 impl fmt::Display for Arn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "arn:aws:ecs:{}:{}:{}/{}", self.region, self.account, self.kind.as_str(), self.id)
+        write!(
+            f,
+            "arn:aws:ecs:{}:{}:{}/{}",
+            self.region,
+            self.account,
+            self.kind.as_str(),
+            self.id
+        )
     }
 }
 
@@ -92,9 +104,17 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let a = Arn::new("us-east-1", "000000000000", ResourceKind::TaskDefinition, "web:3");
+        let a = Arn::new(
+            "us-east-1",
+            "000000000000",
+            ResourceKind::TaskDefinition,
+            "web:3",
+        );
         let s = a.to_string();
-        assert_eq!(s, "arn:aws:ecs:us-east-1:000000000000:task-definition/web:3");
+        assert_eq!(
+            s,
+            "arn:aws:ecs:us-east-1:000000000000:task-definition/web:3"
+        );
         assert_eq!(Arn::parse(&s).unwrap(), a);
         let c = Arn::parse("arn:aws:ecs:eu-west-1:123:cluster/prod").unwrap();
         assert_eq!((c.kind, c.id.as_str()), (ResourceKind::Cluster, "prod"));
@@ -102,7 +122,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "arn:aws:s3:::bucket", "arn:aws:ecs:r:a:cluster", "arn:aws:ecs:r:a:widget/x", "arn:aws:ecs::a:cluster/x"] {
+        for s in [
+            "",
+            "arn:aws:s3:::bucket",
+            "arn:aws:ecs:r:a:cluster",
+            "arn:aws:ecs:r:a:widget/x",
+            "arn:aws:ecs::a:cluster/x",
+        ] {
             assert!(Arn::parse(s).is_err(), "{s}");
         }
     }

@@ -28,10 +28,16 @@ impl fmt::Display for Invalid {
 
 impl Invalid {
     pub fn parameter(message: impl Into<String>) -> Self {
-        Invalid { kind: InvalidKind::Parameter, message: message.into() }
+        Invalid {
+            kind: InvalidKind::Parameter,
+            message: message.into(),
+        }
     }
 
     pub fn client(message: impl Into<String>) -> Self {
-        Invalid { kind: InvalidKind::Client, message: message.into() }
+        Invalid {
+            kind: InvalidKind::Client,
+            message: message.into(),
+        }
     }
 }

@@ -7,7 +7,8 @@ use crate::Invalid;
 fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub fn cluster_name(name: &str) -> Result<(), Invalid> {

@@ -12,16 +12,24 @@ fn allowed(c: char) -> bool {
 pub fn check_tag(key: &str, value: &str) -> Result<(), Invalid> {
     let key_len = key.chars().count();
     if key_len == 0 || key_len > 128 {
-        return Err(Invalid::parameter(format!("tag key '{key}' must be 1 to 128 characters long")));
+        return Err(Invalid::parameter(format!(
+            "tag key '{key}' must be 1 to 128 characters long"
+        )));
     }
     if value.chars().count() > 256 {
-        return Err(Invalid::parameter(format!("tag value for key '{key}' must be at most 256 characters long")));
+        return Err(Invalid::parameter(format!(
+            "tag value for key '{key}' must be at most 256 characters long"
+        )));
     }
     if let Some(c) = key.chars().chain(value.chars()).find(|c| !allowed(*c)) {
-        return Err(Invalid::parameter(format!("tag '{key}' contains the character {c:?}, which tags do not allow")));
+        return Err(Invalid::parameter(format!(
+            "tag '{key}' contains the character {c:?}, which tags do not allow"
+        )));
     }
     if key.to_ascii_lowercase().starts_with("aws:") {
-        return Err(Invalid::parameter(format!("tag key '{key}' uses the reserved prefix 'aws:'")));
+        return Err(Invalid::parameter(format!(
+            "tag key '{key}' uses the reserved prefix 'aws:'"
+        )));
     }
     Ok(())
 }

@@ -196,7 +196,9 @@ impl TaskDefinitionSpec {
     pub fn validate(&self) -> Result<TaskSize, Invalid> {
         names::family(&self.family)?;
         if self.containers.is_empty() {
-            return Err(Invalid::client("containerDefinitions must hold at least one container"));
+            return Err(Invalid::client(
+                "containerDefinitions must hold at least one container",
+            ));
         }
         if self.containers.len() > MAX_CONTAINERS {
             return Err(Invalid::client(format!(
@@ -206,14 +208,22 @@ impl TaskDefinitionSpec {
         }
         let size = TaskSize {
             cpu: self.cpu.as_deref().map(units::parse_cpu).transpose()?,
-            memory: self.memory.as_deref().map(units::parse_memory).transpose()?,
+            memory: self
+                .memory
+                .as_deref()
+                .map(units::parse_memory)
+                .transpose()?,
         };
-        let fargate = self.requires_compatibilities.contains(&Compatibility::Fargate);
+        let fargate = self
+            .requires_compatibilities
+            .contains(&Compatibility::Fargate);
         let ec2_like = self.requires_compatibilities.is_empty()
-            || self
-                .requires_compatibilities
-                .iter()
-                .any(|c| matches!(c, Compatibility::Ec2 | Compatibility::External | Compatibility::ManagedInstances));
+            || self.requires_compatibilities.iter().any(|c| {
+                matches!(
+                    c,
+                    Compatibility::Ec2 | Compatibility::External | Compatibility::ManagedInstances
+                )
+            });
 
         let mut volume_names = HashSet::new();
         for v in &self.volumes {
@@ -221,7 +231,10 @@ impl TaskDefinitionSpec {
                 Invalid::client(format!("volumes.name '{}' is invalid: up to 255 letters, numbers, hyphens and underscores are allowed", v.name))
             })?;
             if !volume_names.insert(v.name.as_str()) {
-                return Err(Invalid::client(format!("volumes.name '{}' is declared more than once", v.name)));
+                return Err(Invalid::client(format!(
+                    "volumes.name '{}' is declared more than once",
+                    v.name
+                )));
             }
             if fargate && v.host_source_path.is_some() {
                 return Err(Invalid::client(format!(
@@ -235,14 +248,22 @@ impl TaskDefinitionSpec {
         for c in &self.containers {
             names::container_name(&c.name)?;
             if !seen.insert(c.name.as_str()) {
-                return Err(Invalid::client(format!("containerDefinitions: the container name '{}' is used more than once", c.name)));
+                return Err(Invalid::client(format!(
+                    "containerDefinitions: the container name '{}' is used more than once",
+                    c.name
+                )));
             }
             if c.image.trim().is_empty() {
-                return Err(Invalid::client(format!("container '{}': image should not be null or empty", c.name)));
+                return Err(Invalid::client(format!(
+                    "container '{}': image should not be null or empty",
+                    c.name
+                )));
             }
         }
         if !self.containers.iter().any(|c| c.essential) {
-            return Err(Invalid::client("at least one container in containerDefinitions must be essential"));
+            return Err(Invalid::client(
+                "at least one container in containerDefinitions must be essential",
+            ));
         }
 
         let mode = self.effective_network_mode();
@@ -267,7 +288,9 @@ impl TaskDefinitionSpec {
                 )));
             }
             let (Some(cpu), Some(memory)) = (size.cpu, size.memory) else {
-                return Err(Invalid::client("FARGATE requires both cpu and memory at the task level"));
+                return Err(Invalid::client(
+                    "FARGATE requires both cpu and memory at the task level",
+                ));
             };
             if !fargate::is_valid_size(cpu, memory) {
                 return Err(Invalid::client(format!(
@@ -278,14 +301,25 @@ impl TaskDefinitionSpec {
         Ok(size)
     }
 
-    fn validate_container(&self, c: &ContainerSpec, size: TaskSize, mode: NetworkMode, ec2_like: bool) -> Result<(), Invalid> {
+    fn validate_container(
+        &self,
+        c: &ContainerSpec,
+        size: TaskSize,
+        mode: NetworkMode,
+        ec2_like: bool,
+    ) -> Result<(), Invalid> {
         let name = &c.name;
         if c.cpu < 0 {
-            return Err(Invalid::client(format!("container '{name}': cpu {} must not be negative", c.cpu)));
+            return Err(Invalid::client(format!(
+                "container '{name}': cpu {} must not be negative",
+                c.cpu
+            )));
         }
         if let Some(m) = c.memory {
             if m < 6 {
-                return Err(Invalid::client(format!("container '{name}': memory {m} MiB is below the minimum of 6 MiB")));
+                return Err(Invalid::client(format!(
+                    "container '{name}': memory {m} MiB is below the minimum of 6 MiB"
+                )));
             }
             if let Some(task_memory) = size.memory {
                 if m > i64::from(task_memory) {
@@ -297,7 +331,9 @@ impl TaskDefinitionSpec {
         }
         if let Some(r) = c.memory_reservation {
             if r < 4 {
-                return Err(Invalid::client(format!("container '{name}': memoryReservation {r} MiB is below the minimum of 4 MiB")));
+                return Err(Invalid::client(format!(
+                    "container '{name}': memoryReservation {r} MiB is below the minimum of 4 MiB"
+                )));
             }
             if let Some(m) = c.memory {
                 if r > m {
@@ -307,7 +343,8 @@ impl TaskDefinitionSpec {
                 }
             }
         }
-        if ec2_like && size.memory.is_none() && c.memory.is_none() && c.memory_reservation.is_none() {
+        if ec2_like && size.memory.is_none() && c.memory.is_none() && c.memory_reservation.is_none()
+        {
             return Err(Invalid::client(format!(
                 "Invalid setting for container '{name}'. At least one of 'memory' or 'memoryReservation' must be specified."
             )));
@@ -328,10 +365,14 @@ impl TaskDefinitionSpec {
                 continue;
             }
             let Some(cp) = p.container_port else {
-                return Err(Invalid::client(format!("container '{name}': a port mapping needs containerPort or containerPortRange")));
+                return Err(Invalid::client(format!(
+                    "container '{name}': a port mapping needs containerPort or containerPortRange"
+                )));
             };
             if cp == 0 {
-                return Err(Invalid::client(format!("container '{name}': containerPort 0 is out of range 1-65535")));
+                return Err(Invalid::client(format!(
+                    "container '{name}': containerPort 0 is out of range 1-65535"
+                )));
             }
             if matches!(mode, NetworkMode::Awsvpc | NetworkMode::Host) {
                 if let Some(hp) = p.host_port {
@@ -347,7 +388,9 @@ impl TaskDefinitionSpec {
 
         if let Some(hc) = &c.health_check {
             if hc.command.is_empty() {
-                return Err(Invalid::client(format!("container '{name}': healthCheck.command must not be empty")));
+                return Err(Invalid::client(format!(
+                    "container '{name}': healthCheck.command must not be empty"
+                )));
             }
             for (field, value, lo, hi) in [
                 ("interval", hc.interval, 5, 300),
@@ -371,10 +414,14 @@ impl TaskDefinitionSpec {
                 )));
             };
             if target.name == *name {
-                return Err(Invalid::client(format!("container '{name}': dependsOn must not name the container itself")));
+                return Err(Invalid::client(format!(
+                    "container '{name}': dependsOn must not name the container itself"
+                )));
             }
             match d.condition {
-                DependencyCondition::Complete | DependencyCondition::Success if target.essential => {
+                DependencyCondition::Complete | DependencyCondition::Success
+                    if target.essential =>
+                {
                     return Err(Invalid::client(format!(
                         "container '{name}': dependsOn condition {} on container '{}' is not allowed because that container is essential",
                         d.condition.as_str(),
@@ -391,7 +438,10 @@ impl TaskDefinitionSpec {
             }
         }
         if let Some(cycle) = self.dependency_cycle() {
-            return Err(Invalid::client(format!("dependsOn forms a cycle: {}", cycle.join(" -> "))));
+            return Err(Invalid::client(format!(
+                "dependsOn forms a cycle: {}",
+                cycle.join(" -> ")
+            )));
         }
 
         for v in &c.mount_volumes {
@@ -413,7 +463,12 @@ impl TaskDefinitionSpec {
 
     /// A dependsOn cycle, as container names, if there is one.
     fn dependency_cycle(&self) -> Option<Vec<String>> {
-        fn visit<'a>(spec: &'a TaskDefinitionSpec, name: &'a str, path: &mut Vec<&'a str>, done: &mut HashSet<&'a str>) -> Option<Vec<String>> {
+        fn visit<'a>(
+            spec: &'a TaskDefinitionSpec,
+            name: &'a str,
+            path: &mut Vec<&'a str>,
+            done: &mut HashSet<&'a str>,
+        ) -> Option<Vec<String>> {
             if let Some(pos) = path.iter().position(|p| *p == name) {
                 let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
                 cycle.push(name.to_string());
@@ -435,7 +490,9 @@ impl TaskDefinitionSpec {
             None
         }
         let mut done = HashSet::new();
-        self.containers.iter().find_map(|c| visit(self, &c.name, &mut Vec::new(), &mut done))
+        self.containers
+            .iter()
+            .find_map(|c| visit(self, &c.name, &mut Vec::new(), &mut done))
     }
 
     /// The launch types this definition can run on (`compatibilities` in ECS's answer).
@@ -445,11 +502,18 @@ impl TaskDefinitionSpec {
         if mode != NetworkMode::Awsvpc {
             out.insert(0, Compatibility::External);
         }
-        let fargate_size = matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::is_valid_size(c, m));
-        if mode == NetworkMode::Awsvpc && fargate_size && self.volumes.iter().all(|v| v.host_source_path.is_none()) {
+        let fargate_size =
+            matches!((size.cpu, size.memory), (Some(c), Some(m)) if fargate::is_valid_size(c, m));
+        if mode == NetworkMode::Awsvpc
+            && fargate_size
+            && self.volumes.iter().all(|v| v.host_source_path.is_none())
+        {
             out.push(Compatibility::Fargate);
         }
-        if self.requires_compatibilities.contains(&Compatibility::ManagedInstances) {
+        if self
+            .requires_compatibilities
+            .contains(&Compatibility::ManagedInstances)
+        {
             out.push(Compatibility::ManagedInstances);
         }
         out
@@ -485,7 +549,9 @@ impl TaskDefinitionSpec {
                 add("com.amazonaws.ecs.capability.docker-remote-api.1.18".into());
             }
             if let Some(driver) = &c.log_driver {
-                add(format!("com.amazonaws.ecs.capability.logging-driver.{driver}"));
+                add(format!(
+                    "com.amazonaws.ecs.capability.logging-driver.{driver}"
+                ));
                 if driver == "awslogs" && self.execution_role {
                     add("ecs.capability.execution-role-awslogs".into());
                 }
@@ -552,7 +618,11 @@ mod tests {
     fn rejects(s: &TaskDefinitionSpec, needle: &str) {
         match s.validate() {
             Ok(_) => panic!("expected a rejection mentioning {needle:?}"),
-            Err(e) => assert!(e.message.contains(needle), "message {:?} lacks {needle:?}", e.message),
+            Err(e) => assert!(
+                e.message.contains(needle),
+                "message {:?} lacks {needle:?}",
+                e.message
+            ),
         }
     }
 
@@ -560,14 +630,23 @@ mod tests {
     fn minimal_definition_is_valid() {
         let s = spec(vec![container("app")]);
         assert_eq!(s.validate().unwrap(), TaskSize::default());
-        assert_eq!(s.compatibilities(TaskSize::default()), vec![Compatibility::External, Compatibility::Ec2]);
+        assert_eq!(
+            s.compatibilities(TaskSize::default()),
+            vec![Compatibility::External, Compatibility::Ec2]
+        );
     }
 
     #[test]
     fn container_count_and_names() {
         rejects(&spec(vec![]), "at least one container");
-        rejects(&spec((0..11).map(|i| container(&format!("c{i}"))).collect()), "at most 10");
-        rejects(&spec(vec![container("a"), container("a")]), "'a' is used more than once");
+        rejects(
+            &spec((0..11).map(|i| container(&format!("c{i}"))).collect()),
+            "at most 10",
+        );
+        rejects(
+            &spec(vec![container("a"), container("a")]),
+            "'a' is used more than once",
+        );
         rejects(&spec(vec![container("bad name")]), "'bad name'");
         let mut c = container("a");
         c.image = " ".into();
@@ -581,7 +660,10 @@ mod tests {
         rejects(&spec(vec![c]), "must be essential");
         let mut c = container("a");
         c.memory = None;
-        rejects(&spec(vec![c.clone()]), "At least one of 'memory' or 'memoryReservation'");
+        rejects(
+            &spec(vec![c.clone()]),
+            "At least one of 'memory' or 'memoryReservation'",
+        );
         let mut s = spec(vec![c.clone()]);
         s.memory = Some("512".into());
         assert!(s.validate().is_ok(), "task-level memory satisfies the rule");
@@ -589,7 +671,10 @@ mod tests {
         rejects(&spec(vec![c.clone()]), "below the minimum of 6 MiB");
         c.memory = Some(100);
         c.memory_reservation = Some(200);
-        rejects(&spec(vec![c]), "memoryReservation 200 MiB must be less than or equal to memory 100");
+        rejects(
+            &spec(vec![c]),
+            "memoryReservation 200 MiB must be less than or equal to memory 100",
+        );
     }
 
     #[test]
@@ -597,7 +682,13 @@ mod tests {
         let mut s = spec(vec![container("a")]);
         s.cpu = Some("1 vCPU".into());
         s.memory = Some("2 GB".into());
-        assert_eq!(s.validate().unwrap(), TaskSize { cpu: Some(1024), memory: Some(2048) });
+        assert_eq!(
+            s.validate().unwrap(),
+            TaskSize {
+                cpu: Some(1024),
+                memory: Some(2048)
+            }
+        );
         s.cpu = Some("lots".into());
         rejects(&s, "task cpu 'lots'");
         s.cpu = Some("256".into());
@@ -617,7 +708,10 @@ mod tests {
         assert!(s.compatibilities(size).contains(&Compatibility::Fargate));
         s.memory = Some("8192".into());
         s.containers[0].memory = None;
-        rejects(&s, "No Fargate configuration exists for given values: 256 CPU, 8192 memory");
+        rejects(
+            &s,
+            "No Fargate configuration exists for given values: 256 CPU, 8192 memory",
+        );
         s.memory = None;
         rejects(&s, "both cpu and memory");
     }
@@ -626,11 +720,22 @@ mod tests {
     fn ports() {
         let mut s = spec(vec![container("a")]);
         s.network_mode = Some(NetworkMode::Awsvpc);
-        s.containers[0].port_mappings = vec![PortMapping { container_port: Some(80), host_port: Some(8080), container_port_range: None }];
-        rejects(&s, "host ports and container ports in port mappings must match");
+        s.containers[0].port_mappings = vec![PortMapping {
+            container_port: Some(80),
+            host_port: Some(8080),
+            container_port_range: None,
+        }];
+        rejects(
+            &s,
+            "host ports and container ports in port mappings must match",
+        );
         s.network_mode = Some(NetworkMode::Bridge);
         assert!(s.validate().is_ok(), "bridge mode maps freely");
-        s.containers[0].port_mappings = vec![PortMapping { container_port: None, host_port: None, container_port_range: Some("90-80".into()) }];
+        s.containers[0].port_mappings = vec![PortMapping {
+            container_port: None,
+            host_port: None,
+            container_port_range: Some("90-80".into()),
+        }];
         rejects(&s, "containerPortRange '90-80'");
         s.containers[0].port_mappings[0].container_port_range = Some("80-90".into());
         assert!(s.validate().is_ok());
@@ -639,8 +744,17 @@ mod tests {
     #[test]
     fn health_check_ranges() {
         let mut c = container("a");
-        c.health_check = Some(HealthCheck { command: vec!["CMD".into(), "true".into()], interval: 4, timeout: 5, retries: 3, start_period: 0 });
-        rejects(&spec(vec![c.clone()]), "healthCheck.interval 4 is out of range 5-300");
+        c.health_check = Some(HealthCheck {
+            command: vec!["CMD".into(), "true".into()],
+            interval: 4,
+            timeout: 5,
+            retries: 3,
+            start_period: 0,
+        });
+        rejects(
+            &spec(vec![c.clone()]),
+            "healthCheck.interval 4 is out of range 5-300",
+        );
         c.health_check.as_mut().unwrap().interval = 30;
         c.health_check.as_mut().unwrap().retries = 11;
         rejects(&spec(vec![c]), "healthCheck.retries 11");
@@ -650,18 +764,42 @@ mod tests {
     fn depends_on_rules() {
         let mut a = container("a");
         let b = container("b");
-        a.depends_on = vec![Dependency { container: "nope".into(), condition: DependencyCondition::Start }];
-        rejects(&spec(vec![a.clone(), b.clone()]), "'nope', which is not in this task definition");
-        a.depends_on = vec![Dependency { container: "b".into(), condition: DependencyCondition::Success }];
-        rejects(&spec(vec![a.clone(), b.clone()]), "because that container is essential");
+        a.depends_on = vec![Dependency {
+            container: "nope".into(),
+            condition: DependencyCondition::Start,
+        }];
+        rejects(
+            &spec(vec![a.clone(), b.clone()]),
+            "'nope', which is not in this task definition",
+        );
+        a.depends_on = vec![Dependency {
+            container: "b".into(),
+            condition: DependencyCondition::Success,
+        }];
+        rejects(
+            &spec(vec![a.clone(), b.clone()]),
+            "because that container is essential",
+        );
         let mut b2 = b.clone();
         b2.essential = false;
         assert!(spec(vec![a.clone(), b2]).validate().is_ok());
-        a.depends_on = vec![Dependency { container: "b".into(), condition: DependencyCondition::Healthy }];
-        rejects(&spec(vec![a.clone(), b.clone()]), "needs that container to have a healthCheck");
+        a.depends_on = vec![Dependency {
+            container: "b".into(),
+            condition: DependencyCondition::Healthy,
+        }];
+        rejects(
+            &spec(vec![a.clone(), b.clone()]),
+            "needs that container to have a healthCheck",
+        );
         let mut b3 = b;
-        a.depends_on = vec![Dependency { container: "b".into(), condition: DependencyCondition::Start }];
-        b3.depends_on = vec![Dependency { container: "a".into(), condition: DependencyCondition::Start }];
+        a.depends_on = vec![Dependency {
+            container: "b".into(),
+            condition: DependencyCondition::Start,
+        }];
+        b3.depends_on = vec![Dependency {
+            container: "a".into(),
+            condition: DependencyCondition::Start,
+        }];
         rejects(&spec(vec![a, b3]), "cycle");
     }
 
@@ -669,9 +807,17 @@ mod tests {
     fn volumes() {
         let mut c = container("a");
         c.mount_volumes = vec!["data".into()];
-        rejects(&spec(vec![c.clone()]), "sourceVolume 'data' is not declared");
+        rejects(
+            &spec(vec![c.clone()]),
+            "sourceVolume 'data' is not declared",
+        );
         let mut s = spec(vec![c]);
-        s.volumes = vec![VolumeSpec { name: "data".into(), host_source_path: Some("/srv".into()), docker_volume: false, efs: false }];
+        s.volumes = vec![VolumeSpec {
+            name: "data".into(),
+            host_source_path: Some("/srv".into()),
+            docker_volume: false,
+            efs: false,
+        }];
         assert!(s.validate().is_ok());
         s.volumes.push(s.volumes[0].clone());
         rejects(&s, "declared more than once");
@@ -680,10 +826,18 @@ mod tests {
     #[test]
     fn required_attributes_follow_features() {
         let mut c = container("a");
-        c.health_check = Some(HealthCheck { command: vec!["CMD".into(), "true".into()], interval: 30, timeout: 5, retries: 3, start_period: 0 });
+        c.health_check = Some(HealthCheck {
+            command: vec!["CMD".into(), "true".into()],
+            interval: 30,
+            timeout: 5,
+            retries: 3,
+            start_period: 0,
+        });
         c.log_driver = Some("json-file".into());
         let attrs = spec(vec![c]).required_attributes();
         assert!(attrs.contains(&"ecs.capability.container-health-check".to_string()));
-        assert!(attrs.contains(&"com.amazonaws.ecs.capability.logging-driver.json-file".to_string()));
+        assert!(
+            attrs.contains(&"com.amazonaws.ecs.capability.logging-driver.json-file".to_string())
+        );
     }
 }

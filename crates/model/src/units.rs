@@ -5,21 +5,30 @@ use crate::Invalid;
 
 /// CPU units (1024 per vCPU) from a task-level `cpu` string.
 pub fn parse_cpu(s: &str) -> Result<u32, Invalid> {
-    parse_quantity(s, &["vcpu"], 1024.0)
-        .ok_or_else(|| Invalid::client(format!("task cpu '{s}' is invalid: give CPU units (\"1024\") or vCPUs (\"1 vCPU\")")))
+    parse_quantity(s, &["vcpu"], 1024.0).ok_or_else(|| {
+        Invalid::client(format!(
+            "task cpu '{s}' is invalid: give CPU units (\"1024\") or vCPUs (\"1 vCPU\")"
+        ))
+    })
 }
 
 /// MiB from a task-level `memory` string.
 pub fn parse_memory(s: &str) -> Result<u32, Invalid> {
-    parse_quantity(s, &["gb", "gib"], 1024.0)
-        .ok_or_else(|| Invalid::client(format!("task memory '{s}' is invalid: give MiB (\"2048\") or GB (\"2 GB\")")))
+    parse_quantity(s, &["gb", "gib"], 1024.0).ok_or_else(|| {
+        Invalid::client(format!(
+            "task memory '{s}' is invalid: give MiB (\"2048\") or GB (\"2 GB\")"
+        ))
+    })
 }
 
 fn parse_quantity(s: &str, units: &[&str], per_unit: f64) -> Option<u32> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let (number, scale) = match units.iter().find(|u| lower.ends_with(*u)) {
-        Some(u) => (lower[..lower.len() - u.len()].trim_end().to_string(), per_unit),
+        Some(u) => (
+            lower[..lower.len() - u.len()].trim_end().to_string(),
+            per_unit,
+        ),
         None => (lower, 1.0),
     };
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {

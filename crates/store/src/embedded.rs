@@ -4,7 +4,9 @@
 //! fsyncs every commit, so an acknowledged write survives `kill -9` and power loss. Writes are
 //! serialized by redb's single writer, which is exactly the compare-and-swap point we need.
 
-use crate::{Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+use crate::{
+    Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch,
+};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
@@ -47,11 +49,27 @@ fn encode_kv(create: Revision, modified: Revision, value: &[u8]) -> Vec<u8> {
 
 fn decode_kv(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
     if raw.len() < 16 {
-        return Err(StoreError::Codec { key: key.into(), message: format!("record of {} bytes is truncated", raw.len()) });
+        return Err(StoreError::Codec {
+            key: key.into(),
+            message: format!("record of {} bytes is truncated", raw.len()),
+        });
     }
-    let create = u64::from_le_bytes(raw[0..8].try_into().map_err(|_| StoreError::Backend("slice".into()))?);
-    let modified = u64::from_le_bytes(raw[8..16].try_into().map_err(|_| StoreError::Backend("slice".into()))?);
-    Ok(KeyValue { key: key.into(), value: raw[16..].to_vec(), create_revision: create, mod_revision: modified })
+    let create = u64::from_le_bytes(
+        raw[0..8]
+            .try_into()
+            .map_err(|_| StoreError::Backend("slice".into()))?,
+    );
+    let modified = u64::from_le_bytes(
+        raw[8..16]
+            .try_into()
+            .map_err(|_| StoreError::Backend("slice".into()))?,
+    );
+    Ok(KeyValue {
+        key: key.into(),
+        value: raw[16..].to_vec(),
+        create_revision: create,
+        mod_revision: modified,
+    })
 }
 
 /// Log entries: a sequence of (kind u8, key len u32, key, value len u32, value, create u64).
@@ -72,7 +90,10 @@ fn encode_events(events: &[Event]) -> Vec<u8> {
 }
 
 fn decode_events(rev: Revision, mut raw: &[u8]) -> Result<Vec<Event>, StoreError> {
-    let corrupt = || StoreError::Codec { key: format!("log/{rev}"), message: "corrupt log entry".into() };
+    let corrupt = || StoreError::Codec {
+        key: format!("log/{rev}"),
+        message: "corrupt log entry".into(),
+    };
     let take = |n: usize, raw: &mut &[u8]| -> Result<Vec<u8>, StoreError> {
         if raw.len() < n {
             return Err(corrupt());
@@ -83,16 +104,29 @@ fn decode_events(rev: Revision, mut raw: &[u8]) -> Result<Vec<Event>, StoreError
     };
     let mut out = Vec::new();
     while !raw.is_empty() {
-        let kind = if take(1, &mut raw)?[0] == 0 { EventKind::Put } else { EventKind::Delete };
+        let kind = if take(1, &mut raw)?[0] == 0 {
+            EventKind::Put
+        } else {
+            EventKind::Delete
+        };
         let mut parts = Vec::new();
         for _ in 0..2 {
-            let len = u32::from_le_bytes(take(4, &mut raw)?.try_into().map_err(|_| corrupt())?) as usize;
+            let len =
+                u32::from_le_bytes(take(4, &mut raw)?.try_into().map_err(|_| corrupt())?) as usize;
             parts.push(take(len, &mut raw)?);
         }
         let create = u64::from_le_bytes(take(8, &mut raw)?.try_into().map_err(|_| corrupt())?);
         let value = parts.pop().unwrap_or_default();
         let key = String::from_utf8(parts.pop().unwrap_or_default()).map_err(|_| corrupt())?;
-        out.push(Event { kind, kv: KeyValue { key, value, create_revision: create, mod_revision: rev } });
+        out.push(Event {
+            kind,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision: create,
+                mod_revision: rev,
+            },
+        });
     }
     Ok(out)
 }
@@ -100,13 +134,16 @@ fn decode_events(rev: Revision, mut raw: &[u8]) -> Result<Vec<Event>, StoreError
 impl Embedded {
     /// Opens (or creates) the store file at `path`. Fails if another process has it open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         Self::init(db)
     }
 
     /// The same store on memory: nothing survives the process. For tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(backend)?;
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(backend)?;
         Self::init(db)
     }
 
@@ -119,7 +156,10 @@ impl Embedded {
         }
         w.commit().map_err(backend)?;
         let (live, _) = broadcast::channel(4096);
-        Ok(Embedded { db: Arc::new(db), live })
+        Ok(Embedded {
+            db: Arc::new(db),
+            live,
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -151,7 +191,11 @@ impl Embedded {
                 }
             }
             let mut meta = w.open_table(META).map_err(backend)?;
-            let current = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let current = meta
+                .get("revision")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             let rev = current + 1;
             let mut events = Vec::with_capacity(txn.ops.len());
             for op in txn.ops {
@@ -161,15 +205,29 @@ impl Embedded {
                             Some(v) => decode_kv(&key, v.value())?.create_revision,
                             None => rev,
                         };
-                        kv.insert(key.as_str(), encode_kv(create, rev, &value).as_slice()).map_err(backend)?;
-                        events.push(Event { kind: EventKind::Put, kv: KeyValue { key, value, create_revision: create, mod_revision: rev } });
+                        kv.insert(key.as_str(), encode_kv(create, rev, &value).as_slice())
+                            .map_err(backend)?;
+                        events.push(Event {
+                            kind: EventKind::Put,
+                            kv: KeyValue {
+                                key,
+                                value,
+                                create_revision: create,
+                                mod_revision: rev,
+                            },
+                        });
                     }
                     Op::Delete { key } => {
                         if let Some(old) = kv.remove(key.as_str()).map_err(backend)? {
                             let create = decode_kv(&key, old.value())?.create_revision;
                             events.push(Event {
                                 kind: EventKind::Delete,
-                                kv: KeyValue { key, value: Vec::new(), create_revision: create, mod_revision: rev },
+                                kv: KeyValue {
+                                    key,
+                                    value: Vec::new(),
+                                    create_revision: create,
+                                    mod_revision: rev,
+                                },
                             });
                         }
                     }
@@ -177,7 +235,8 @@ impl Embedded {
             }
             meta.insert("revision", rev).map_err(backend)?;
             let mut log = w.open_table(LOG).map_err(backend)?;
-            log.insert(rev, encode_events(&events).as_slice()).map_err(backend)?;
+            log.insert(rev, encode_events(&events).as_slice())
+                .map_err(backend)?;
             if rev > LOG_KEEP {
                 // Compaction: one old entry out for each new one in.
                 log.remove(rev - LOG_KEEP).map_err(backend)?;
@@ -188,19 +247,38 @@ impl Embedded {
         Ok((TxnOutcome::Committed(rev), events))
     }
 
-    fn history(db: &Database, prefix: &str, after: Revision) -> Result<(Revision, Vec<Event>), StoreError> {
+    fn history(
+        db: &Database,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(Revision, Vec<Event>), StoreError> {
         let r = db.begin_read().map_err(backend)?;
         let meta = r.open_table(META).map_err(backend)?;
-        let current = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+        let current = meta
+            .get("revision")
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         let log = r.open_table(LOG).map_err(backend)?;
-        let oldest = log.first().map_err(backend)?.map(|(k, _)| k.value()).unwrap_or(current + 1);
+        let oldest = log
+            .first()
+            .map_err(backend)?
+            .map(|(k, _)| k.value())
+            .unwrap_or(current + 1);
         if after + 1 < oldest && after < current && log.len().map_err(backend)? > 0 {
-            return Err(StoreError::Compacted { requested: after + 1, oldest });
+            return Err(StoreError::Compacted {
+                requested: after + 1,
+                oldest,
+            });
         }
         let mut out = Vec::new();
         for entry in log.range(after + 1..).map_err(backend)? {
             let (k, v) = entry.map_err(backend)?;
-            out.extend(decode_events(k.value(), v.value())?.into_iter().filter(|e| e.kv.key.starts_with(prefix)));
+            out.extend(
+                decode_events(k.value(), v.value())?
+                    .into_iter()
+                    .filter(|e| e.kv.key.starts_with(prefix)),
+            );
         }
         Ok((current, out))
     }
@@ -219,7 +297,12 @@ impl Store for Embedded {
         .await
     }
 
-    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Vec<KeyValue>, StoreError> {
+    async fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let prefix = prefix.to_string();
         let start_after = start_after.map(str::to_string);
         self.blocking(move |db| {
@@ -266,7 +349,9 @@ impl Store for Embedded {
         // Subscribe before reading history so nothing falls between the two.
         let mut live = self.live.subscribe();
         let p = prefix.to_string();
-        let (upto, history) = self.blocking(move |db| Self::history(db, &p, after)).await?;
+        let (upto, history) = self
+            .blocking(move |db| Self::history(db, &p, after))
+            .await?;
         let (tx, rx) = mpsc::channel(1024);
         let prefix = prefix.to_string();
         tokio::spawn(async move {
@@ -303,7 +388,11 @@ impl Store for Embedded {
         self.blocking(|db| {
             let r = db.begin_read().map_err(backend)?;
             let meta = r.open_table(META).map_err(backend)?;
-            Ok(meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+            Ok(meta
+                .get("revision")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0))
         })
         .await
     }
@@ -326,25 +415,46 @@ mod tests {
     use std::time::Duration;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
     fn cas_and_revisions() {
         rt().block_on(async {
             let s = Embedded::in_memory().unwrap();
-            assert_eq!(s.txn(Txn::new().put("a", b"1".to_vec())).await.unwrap(), TxnOutcome::Committed(1));
+            assert_eq!(
+                s.txn(Txn::new().put("a", b"1".to_vec())).await.unwrap(),
+                TxnOutcome::Committed(1)
+            );
             let a = s.get("a").await.unwrap().unwrap();
             assert_eq!((a.create_revision, a.mod_revision), (1, 1));
             // A stale read-modify-write loses.
-            s.txn(Txn::new().unchanged("a", Some(&a)).put("a", b"2".to_vec())).await.unwrap();
+            s.txn(Txn::new().unchanged("a", Some(&a)).put("a", b"2".to_vec()))
+                .await
+                .unwrap();
             let stale = Txn::new().unchanged("a", Some(&a)).put("a", b"3".to_vec());
             assert_eq!(s.txn(stale).await.unwrap(), TxnOutcome::Conflict);
             let a2 = s.get("a").await.unwrap().unwrap();
-            assert_eq!((a2.value.as_slice(), a2.create_revision, a2.mod_revision), (&b"2"[..], 1, 2));
+            assert_eq!(
+                (a2.value.as_slice(), a2.create_revision, a2.mod_revision),
+                (&b"2"[..], 1, 2)
+            );
             // Absent guards creation.
-            assert_eq!(s.txn(Txn::new().unchanged("a", None).put("a", vec![])).await.unwrap(), TxnOutcome::Conflict);
-            assert_eq!(s.revision().await.unwrap(), 2, "a conflict does not bump the revision");
+            assert_eq!(
+                s.txn(Txn::new().unchanged("a", None).put("a", vec![]))
+                    .await
+                    .unwrap(),
+                TxnOutcome::Conflict
+            );
+            assert_eq!(
+                s.revision().await.unwrap(),
+                2,
+                "a conflict does not bump the revision"
+            );
         });
     }
 
@@ -352,12 +462,23 @@ mod tests {
     fn range_with_prefix_and_pagination() {
         rt().block_on(async {
             let s = Embedded::in_memory().unwrap();
-            let t = ["p/a", "p/b", "p/c", "q/a"].iter().fold(Txn::new(), |t, k| t.put(*k, k.as_bytes().to_vec()));
+            let t = ["p/a", "p/b", "p/c", "q/a"]
+                .iter()
+                .fold(Txn::new(), |t, k| t.put(*k, k.as_bytes().to_vec()));
             s.txn(t).await.unwrap();
             let keys = |v: Vec<KeyValue>| v.into_iter().map(|kv| kv.key).collect::<Vec<_>>();
-            assert_eq!(keys(s.range("p/", None, None).await.unwrap()), ["p/a", "p/b", "p/c"]);
-            assert_eq!(keys(s.range("p/", Some("p/a"), Some(1)).await.unwrap()), ["p/b"]);
-            assert_eq!(keys(s.range("p/", Some("p/c"), None).await.unwrap()), Vec::<String>::new());
+            assert_eq!(
+                keys(s.range("p/", None, None).await.unwrap()),
+                ["p/a", "p/b", "p/c"]
+            );
+            assert_eq!(
+                keys(s.range("p/", Some("p/a"), Some(1)).await.unwrap()),
+                ["p/b"]
+            );
+            assert_eq!(
+                keys(s.range("p/", Some("p/c"), None).await.unwrap()),
+                Vec::<String>::new()
+            );
             assert_eq!(s.delete_prefix("p/").await.unwrap(), 3);
             assert_eq!(keys(s.range("", None, None).await.unwrap()), ["q/a"]);
         });
@@ -374,12 +495,20 @@ mod tests {
             s.txn(Txn::new().put("w/2", b"c".to_vec())).await.unwrap();
             let mut seen = Vec::new();
             for _ in 0..3 {
-                let e = tokio::time::timeout(Duration::from_secs(5), w.rx.recv()).await.unwrap().unwrap().unwrap();
+                let e = tokio::time::timeout(Duration::from_secs(5), w.rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
                 seen.push((e.kind, e.kv.key, e.kv.mod_revision));
             }
             assert_eq!(
                 seen,
-                [(EventKind::Put, "w/1".to_string(), 1), (EventKind::Delete, "w/1".to_string(), 3), (EventKind::Put, "w/2".to_string(), 4)]
+                [
+                    (EventKind::Put, "w/1".to_string(), 1),
+                    (EventKind::Delete, "w/1".to_string(), 3),
+                    (EventKind::Put, "w/2".to_string(), 4)
+                ]
             );
         });
     }
@@ -415,7 +544,8 @@ mod tests {
             prop_oneof![
                 (0u8..6, any::<u8>()).prop_map(|(k, v)| Step::Put(k, v)),
                 (0u8..6).prop_map(Step::Delete),
-                (0u8..6, any::<u8>(), any::<bool>()).prop_map(|(k, v, fresh)| Step::CasPut(k, v, fresh)),
+                (0u8..6, any::<u8>(), any::<bool>())
+                    .prop_map(|(k, v, fresh)| Step::CasPut(k, v, fresh)),
             ]
         }
 

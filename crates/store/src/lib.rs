@@ -61,7 +61,10 @@ impl Txn {
     }
 
     pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
-        self.ops.push(Op::Put { key: key.into(), value });
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value,
+        });
         self
     }
 
@@ -114,7 +117,10 @@ pub enum StoreError {
     Backend(String),
     /// A watch asked for history that compaction has discarded.
     #[error("revision {requested} has been compacted; the oldest kept is {oldest}")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     /// A watcher fell too far behind the live stream and must re-read.
     #[error("watcher fell behind the live stream")]
     Lagged,
@@ -129,7 +135,12 @@ pub trait Store: Send + Sync + Debug {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Keys starting with `prefix`, in key order, strictly after `start_after` if given, at most
     /// `limit` of them if given.
-    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Vec<KeyValue>, StoreError>;
+    async fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyValue>, StoreError>;
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
     /// Changes under `prefix` with revision greater than `after`, then live ones.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, StoreError>;

@@ -1,0 +1,75 @@
+//! Access keys: the admin key made on first start, and the lookup SigV4 verification needs.
+
+use crate::{encode, keys, Caller, Control};
+use berth_api::EcsError;
+use berth_store::Txn;
+use rand::{distributions::Alphanumeric, Rng};
+use serde::{Deserialize, Serialize};
+
+/// An access key as stored. The secret is stored as is: the store is the server's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub principal_arn: String,
+}
+
+fn random_upper(n: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(|c| (c as char).to_ascii_uppercase())
+        .collect()
+}
+
+impl Control {
+    /// The admin key, created on first start. `true` when it was created just now.
+    pub async fn ensure_admin_key(&self) -> Result<(AccessKey, bool), EcsError> {
+        for _ in 0..crate::CAS_ATTEMPTS {
+            if let Some((id, _)) = self.get_record::<String>(keys::ADMIN_KEY).await? {
+                if let Some((key, _)) = self.get_record::<AccessKey>(&keys::access_key(&id)).await?
+                {
+                    return Ok((key, false));
+                }
+            }
+            let key = AccessKey {
+                access_key_id: format!("AKIA{}", random_upper(16)),
+                secret_access_key: rand::thread_rng()
+                    .sample_iter(&Alphanumeric)
+                    .take(40)
+                    .map(char::from)
+                    .collect(),
+                principal_arn: format!("arn:aws:iam::{}:user/berth-admin", self.config.account_id),
+            };
+            let seen = self
+                .store
+                .get(keys::ADMIN_KEY)
+                .await
+                .map_err(crate::store_error)?;
+            let txn = Txn::new()
+                .unchanged(keys::ADMIN_KEY, seen.as_ref())
+                .put(keys::ADMIN_KEY, encode(&key.access_key_id)?)
+                .put(keys::access_key(&key.access_key_id), encode(&key)?);
+            if self.commit(txn).await? {
+                return Ok((key, true));
+            }
+        }
+        Err(crate::conflict_exhausted("creating the admin key"))
+    }
+
+    /// The key with this id, if the server knows it.
+    pub async fn access_key(&self, id: &str) -> Result<Option<AccessKey>, EcsError> {
+        Ok(self
+            .get_record::<AccessKey>(&keys::access_key(id))
+            .await?
+            .map(|(k, _)| k))
+    }
+
+    /// The caller dev mode assumes for a key it does not know.
+    pub fn dev_caller(&self, access_key: &str) -> Caller {
+        Caller {
+            access_key: access_key.to_string(),
+            principal_arn: format!("arn:aws:iam::{}:user/{access_key}", self.config.account_id),
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! CreateCluster, DescribeClusters, ListClusters, UpdateCluster, UpdateClusterSettings,
+//! DeleteCluster.
+
+use crate::paging::{decode_token, max_results, page};
+use crate::{conflict_exhausted, encode, keys, store_error, Control, CAS_ATTEMPTS};
+use berth_api::ecs::{self, enums, Cluster, ClusterSetting, KeyValuePair};
+use berth_api::error::check_enum;
+use berth_api::{EcsError, ErrorKind};
+use berth_model::arn::{Arn, ResourceKind};
+use berth_model::names;
+use berth_model::status::ClusterStatus;
+use berth_store::Txn;
+
+/// The capacity providers every account has without creating them.
+const BUILT_IN_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
+
+pub(crate) fn not_found(cluster: &str) -> EcsError {
+    EcsError::new(
+        ErrorKind::ClusterNotFound,
+        format!("Cluster not found: '{cluster}'"),
+    )
+}
+
+/// What a cluster holds right now.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterCounts {
+    pub instances: usize,
+    pub tasks: usize,
+    pub services: usize,
+}
+
+impl Control {
+    /// The cluster name an identifier (name or ARN; absent means `default`) refers to.
+    pub fn cluster_name(&self, ident: Option<&str>) -> Result<String, EcsError> {
+        let ident = ident.unwrap_or("default");
+        if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident)?;
+            if arn.kind != ResourceKind::Cluster
+                || arn.region != self.config.region
+                || arn.account != self.config.account_id
+            {
+                return Err(not_found(ident));
+            }
+            return Ok(arn.id);
+        }
+        names::cluster_name(ident)?;
+        Ok(ident.to_string())
+    }
+
+    /// An ACTIVE cluster by identifier, or ClusterNotFoundException.
+    pub async fn active_cluster(
+        &self,
+        ident: Option<&str>,
+    ) -> Result<(Cluster, berth_store::KeyValue), EcsError> {
+        let name = self.cluster_name(ident)?;
+        match self.get_record::<Cluster>(&keys::cluster(&name)).await? {
+            Some((c, kv)) if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) => {
+                Ok((c, kv))
+            }
+            _ => Err(not_found(ident.unwrap_or("default"))),
+        }
+    }
+
+    pub async fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, EcsError> {
+        let count = |p: String| async move {
+            self.store
+                .range(&p, None, None)
+                .await
+                .map(|v| v.len())
+                .map_err(store_error)
+        };
+        Ok(ClusterCounts {
+            instances: count(keys::instances_of(name)).await?,
+            tasks: count(keys::tasks_of(name)).await?,
+            services: count(keys::services_of(name)).await?,
+        })
+    }
+
+    /// The cluster as ECS answers: counts filled in, optional parts only when asked for.
+    async fn present(&self, mut c: Cluster, include: &[String]) -> Result<Cluster, EcsError> {
+        let name = c.cluster_name.clone().unwrap_or_default();
+        let counts = self.cluster_counts(&name).await?;
+        c.registered_container_instances_count = Some(counts.instances as i32);
+        c.running_tasks_count = Some(counts.tasks as i32);
+        c.pending_tasks_count = Some(0);
+        c.active_services_count = Some(counts.services as i32);
+        let has = |f: &str| include.iter().any(|i| i == f);
+        if has("STATISTICS") {
+            let stat = |name: &str, v: usize| KeyValuePair {
+                name: Some(name.into()),
+                value: Some(v.to_string()),
+            };
+            c.statistics = Some(vec![
+                stat("runningEC2TasksCount", counts.tasks),
+                stat("runningFargateTasksCount", 0),
+                stat("pendingEC2TasksCount", 0),
+                stat("pendingFargateTasksCount", 0),
+                stat("activeEC2ServiceCount", counts.services),
+                stat("activeFargateServiceCount", 0),
+                stat("drainingEC2ServiceCount", 0),
+                stat("drainingFargateServiceCount", 0),
+            ]);
+        }
+        if has("TAGS") {
+            c.tags = Some(
+                self.tags_of(c.cluster_arn.as_deref().unwrap_or_default())
+                    .await?,
+            );
+        } else {
+            c.tags = None;
+        }
+        if !has("SETTINGS") {
+            c.settings = None;
+        }
+        if !has("CONFIGURATIONS") {
+            c.configuration = None;
+        }
+        if has("ATTACHMENTS") {
+            c.attachments.get_or_insert_with(Vec::new);
+        }
+        Ok(c)
+    }
+
+    /// The response form of CreateCluster and the mutating operations: everything stored.
+    async fn present_all(&self, c: Cluster) -> Result<Cluster, EcsError> {
+        let all = ["SETTINGS", "CONFIGURATIONS", "TAGS"].map(String::from);
+        let mut out = self.present(c, &all).await?;
+        if out.tags.as_ref().is_some_and(Vec::is_empty) {
+            out.tags = None;
+        }
+        Ok(out)
+    }
+
+    fn check_settings(settings: &[ClusterSetting]) -> Result<(), EcsError> {
+        for s in settings {
+            check_enum(
+                "settings.name",
+                s.name.as_deref().unwrap_or(""),
+                enums::CLUSTER_SETTING_NAME,
+            )?;
+            let v = s.value.as_deref().unwrap_or("");
+            if !["enabled", "disabled", "enhanced"].contains(&v) {
+                return Err(EcsError::invalid(format!(
+                    "settings.value '{v}' for containerInsights must be one of: enabled, disabled, enhanced"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_capacity(r: &ecs::CreateClusterRequest) -> Result<(), EcsError> {
+        let providers = r.capacity_providers.clone().unwrap_or_default();
+        for p in &providers {
+            if !BUILT_IN_PROVIDERS.contains(&p.as_str()) {
+                return Err(EcsError::invalid(format!(
+                    "capacityProviders: the capacity provider '{p}' was not found; Berth offers: {}",
+                    BUILT_IN_PROVIDERS.join(", ")
+                )));
+            }
+        }
+        for item in r.default_capacity_provider_strategy.iter().flatten() {
+            let p = item.capacity_provider.as_deref().unwrap_or("");
+            if !providers.iter().any(|x| x == p) {
+                return Err(EcsError::invalid(format!(
+                    "defaultCapacityProviderStrategy names capacity provider '{p}', which is not in the cluster's capacityProviders"
+                )));
+            }
+            if let Some(b) = item.base {
+                if !(0..=100_000).contains(&b) {
+                    return Err(EcsError::invalid(format!(
+                        "defaultCapacityProviderStrategy.base {b} must be between 0 and 100000"
+                    )));
+                }
+            }
+            if let Some(w) = item.weight {
+                if !(0..=1000).contains(&w) {
+                    return Err(EcsError::invalid(format!(
+                        "defaultCapacityProviderStrategy.weight {w} must be between 0 and 1000"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_cluster(
+        &self,
+        r: ecs::CreateClusterRequest,
+    ) -> Result<ecs::CreateClusterResponse, EcsError> {
+        let name = r.cluster_name.clone().unwrap_or_else(|| "default".into());
+        names::cluster_name(&name)?;
+        Self::check_settings(r.settings.as_deref().unwrap_or_default())?;
+        Self::check_capacity(&r)?;
+        let tags = r.tags.clone().unwrap_or_default();
+        crate::tags::check_tags(&tags)?;
+        let arn = self.arn(ResourceKind::Cluster, &name);
+        let key = keys::cluster(&name);
+        for _ in 0..CAS_ATTEMPTS {
+            let existing = self.get_record::<Cluster>(&key).await?;
+            if let Some((c, _)) = &existing {
+                if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) {
+                    // Idempotent on name, as ECS is: the existing cluster comes back unchanged.
+                    return Ok(ecs::CreateClusterResponse {
+                        cluster: Some(self.present_all(c.clone()).await?),
+                    });
+                }
+            }
+            let cluster = Cluster {
+                cluster_arn: Some(arn.clone()),
+                cluster_name: Some(name.clone()),
+                status: Some(ClusterStatus::Active.as_str().into()),
+                settings: Some(r.settings.clone().unwrap_or_else(|| {
+                    vec![ClusterSetting {
+                        name: Some("containerInsights".into()),
+                        value: Some("disabled".into()),
+                    }]
+                })),
+                configuration: r.configuration.clone(),
+                capacity_providers: Some(r.capacity_providers.clone().unwrap_or_default()),
+                default_capacity_provider_strategy: Some(
+                    r.default_capacity_provider_strategy
+                        .clone()
+                        .unwrap_or_default(),
+                ),
+                service_connect_defaults: r.service_connect_defaults.as_ref().map(|d| {
+                    ecs::ClusterServiceConnectDefaults {
+                        namespace: d.namespace.clone(),
+                    }
+                }),
+                ..Default::default()
+            };
+            let mut txn = Txn::new()
+                .unchanged(&key, existing.as_ref().map(|(_, kv)| kv))
+                .put(key.clone(), encode(&cluster)?);
+            // A re-created cluster starts with only the tags of this request.
+            txn = if tags.is_empty() {
+                txn.delete(keys::tags(&arn))
+            } else {
+                txn.put(keys::tags(&arn), encode(&tags)?)
+            };
+            if self.commit(txn).await? {
+                tracing::info!(cluster = %name, "cluster created");
+                return Ok(ecs::CreateClusterResponse {
+                    cluster: Some(self.present_all(cluster).await?),
+                });
+            }
+        }
+        Err(conflict_exhausted("CreateCluster"))
+    }
+
+    pub async fn describe_clusters(
+        &self,
+        r: ecs::DescribeClustersRequest,
+    ) -> Result<ecs::DescribeClustersResponse, EcsError> {
+        let include = r.include.clone().unwrap_or_default();
+        for i in &include {
+            check_enum("include", i, enums::CLUSTER_FIELD)?;
+        }
+        let idents = r.clusters.clone().unwrap_or_else(|| vec!["default".into()]);
+        if idents.len() > 100 {
+            return Err(EcsError::invalid(format!(
+                "clusters holds {} entries; at most 100 are allowed",
+                idents.len()
+            )));
+        }
+        let (mut clusters, mut failures) = (Vec::new(), Vec::new());
+        for ident in idents {
+            let missing = || ecs::Failure {
+                arn: Some(if Arn::looks_like_arn(&ident) {
+                    ident.clone()
+                } else {
+                    self.arn(ResourceKind::Cluster, &ident)
+                }),
+                reason: Some("MISSING".into()),
+                detail: None,
+            };
+            let Ok(name) = self.cluster_name(Some(&ident)) else {
+                failures.push(missing());
+                continue;
+            };
+            match self.get_record::<Cluster>(&keys::cluster(&name)).await? {
+                Some((c, _)) => clusters.push(self.present(c, &include).await?),
+                None => failures.push(missing()),
+            }
+        }
+        Ok(ecs::DescribeClustersResponse {
+            clusters: Some(clusters),
+            failures: Some(failures),
+        })
+    }
+
+    pub async fn list_clusters(
+        &self,
+        r: ecs::ListClustersRequest,
+    ) -> Result<ecs::ListClustersResponse, EcsError> {
+        let limit = max_results(r.max_results, 100)?;
+        let token = decode_token(r.next_token.as_deref())?;
+        let all = self
+            .store
+            .range(keys::CLUSTERS, None, None)
+            .await
+            .map_err(store_error)?;
+        let mut items = Vec::new();
+        for kv in all {
+            let c: Cluster = crate::decode(&kv)?;
+            if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) {
+                items.push((kv.key, c.cluster_arn.unwrap_or_default()));
+            }
+        }
+        let (arns, next) = page(items, token.as_deref(), limit, false);
+        Ok(ecs::ListClustersResponse {
+            cluster_arns: Some(arns),
+            next_token: next,
+        })
+    }
+
+    /// Read-modify-write of an ACTIVE cluster.
+    async fn modify_cluster(
+        &self,
+        ident: &str,
+        f: impl Fn(&mut Cluster) -> Result<(), EcsError>,
+    ) -> Result<Cluster, EcsError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut c, kv) = self.active_cluster(Some(ident)).await?;
+            f(&mut c)?;
+            if self
+                .commit(
+                    Txn::new()
+                        .unchanged(&kv.key, Some(&kv))
+                        .put(kv.key.clone(), encode(&c)?),
+                )
+                .await?
+            {
+                return self.present_all(c).await;
+            }
+        }
+        Err(conflict_exhausted("updating the cluster"))
+    }
+
+    pub async fn update_cluster(
+        &self,
+        r: ecs::UpdateClusterRequest,
+    ) -> Result<ecs::UpdateClusterResponse, EcsError> {
+        let ident = r.cluster.clone().unwrap_or_default();
+        Self::check_settings(r.settings.as_deref().unwrap_or_default())?;
+        let c = self
+            .modify_cluster(&ident, |c| {
+                if let Some(s) = &r.settings {
+                    merge_settings(c, s);
+                }
+                if let Some(conf) = &r.configuration {
+                    c.configuration = Some(conf.clone());
+                }
+                if let Some(d) = &r.service_connect_defaults {
+                    c.service_connect_defaults = Some(ecs::ClusterServiceConnectDefaults {
+                        namespace: d.namespace.clone(),
+                    });
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(ecs::UpdateClusterResponse { cluster: Some(c) })
+    }
+
+    pub async fn update_cluster_settings(
+        &self,
+        r: ecs::UpdateClusterSettingsRequest,
+    ) -> Result<ecs::UpdateClusterSettingsResponse, EcsError> {
+        let ident = r.cluster.clone().unwrap_or_default();
+        let settings = r.settings.clone().unwrap_or_default();
+        Self::check_settings(&settings)?;
+        let c = self
+            .modify_cluster(&ident, |c| {
+                merge_settings(c, &settings);
+                Ok(())
+            })
+            .await?;
+        Ok(ecs::UpdateClusterSettingsResponse { cluster: Some(c) })
+    }
+
+    pub async fn delete_cluster(
+        &self,
+        r: ecs::DeleteClusterRequest,
+    ) -> Result<ecs::DeleteClusterResponse, EcsError> {
+        let ident = r.cluster.clone().unwrap_or_default();
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut c, kv) = self.active_cluster(Some(&ident)).await?;
+            let name = c.cluster_name.clone().unwrap_or_default();
+            let counts = self.cluster_counts(&name).await?;
+            if counts.services > 0 {
+                return Err(EcsError::new(
+                    ErrorKind::ClusterContainsServices,
+                    format!(
+                        "The Cluster cannot be deleted while Services are active: '{name}' has {}",
+                        counts.services
+                    ),
+                ));
+            }
+            if counts.instances > 0 {
+                return Err(EcsError::new(
+                    ErrorKind::ClusterContainsContainerInstances,
+                    format!("The Cluster cannot be deleted while Container Instances are active or draining: '{name}' has {}", counts.instances),
+                ));
+            }
+            if counts.tasks > 0 {
+                return Err(EcsError::new(
+                    ErrorKind::ClusterContainsTasks,
+                    format!(
+                        "The Cluster cannot be deleted while Tasks are active: '{name}' has {}",
+                        counts.tasks
+                    ),
+                ));
+            }
+            c.status = Some(ClusterStatus::Inactive.as_str().into());
+            // Whatever is later placed into a cluster guards on the cluster record's revision,
+            // so nothing can join a cluster between the counts above and this commit.
+            if self
+                .commit(
+                    Txn::new()
+                        .unchanged(&kv.key, Some(&kv))
+                        .put(kv.key.clone(), encode(&c)?),
+                )
+                .await?
+            {
+                tracing::info!(cluster = %name, "cluster deleted");
+                return Ok(ecs::DeleteClusterResponse {
+                    cluster: Some(self.present_all(c).await?),
+                });
+            }
+        }
+        Err(conflict_exhausted("DeleteCluster"))
+    }
+}
+
+fn merge_settings(c: &mut Cluster, new: &[ClusterSetting]) {
+    let settings = c.settings.get_or_insert_with(Vec::new);
+    for s in new {
+        match settings.iter_mut().find(|x| x.name == s.name) {
+            Some(x) => x.value = s.value.clone(),
+            None => settings.push(s.clone()),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The HTTP face of the control plane: ECS's JSON 1.1 protocol on `POST /`, plus `GET /healthz`
+//! and, in dev mode only, `POST /_berth/reset`.
+//!
+//! A request's path: size and time limits on the body → SigV4 → parse the target and body into
+//! an [`EcsRequest`](berth_api::ecs::EcsRequest) → [`Control::handle`] → JSON or an ECS error,
+//! always with an `x-amzn-RequestId`.
+
+use crate::{Caller, Control};
+use berth_api::sigv4::{self, SignedRequest};
+use berth_api::{parse_ecs_request, EcsError, ErrorKind, JSON_CONTENT_TYPE};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+
+/// Bounds on what one request may cost the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted; ECS's own documents are at most 64 KiB.
+    pub max_body: usize,
+    /// How long a client may take to send its headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 1024 * 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    control: Control,
+    limits: Limits,
+}
+
+/// Serves the ECS API on `listener` until `shutdown` completes, then lets requests in flight
+/// finish (up to `limits.drain_timeout`).
+pub async fn serve(
+    listener: TcpListener,
+    control: Control,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let state = Arc::new(State { control, limits });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let st = state.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, Infallible>(handle(st, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(state.limits.header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(state.limits.drain_timeout) => tracing::warn!("shutdown: gave up waiting for requests in flight"),
+    }
+    Ok(())
+}
+
+fn respond(
+    status: u16,
+    request_id: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_str(content_type)
+            .unwrap_or(http::HeaderValue::from_static("application/json")),
+    );
+    resp
+}
+
+fn error_response(e: &EcsError, request_id: &str) -> Response<Full<Bytes>> {
+    respond(
+        e.kind.http_status(),
+        request_id,
+        e.to_json(),
+        JSON_CONTENT_TYPE,
+    )
+}
+
+async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthz") => {
+            return respond(200, &request_id, b"ok\n".to_vec(), "text/plain")
+        }
+        (Method::POST, "/_berth/reset") if st.control.config.dev => {
+            let (status, body) = match st.control.reset().await {
+                Ok(n) => (
+                    200,
+                    serde_json::json!({ "deleted": n }).to_string().into_bytes(),
+                ),
+                Err(e) => (e.kind.http_status(), e.to_json()),
+            };
+            tracing::warn!(request_id, status, "dev mode: all state reset");
+            return respond(status, &request_id, body, "application/json");
+        }
+        (Method::POST, "/") => {}
+        _ => {
+            let e = EcsError::new(
+                ErrorKind::UnknownOperation,
+                format!("no such route: {method} {path}"),
+            );
+            let mut r = error_response(&e, &request_id);
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
+        }
+    }
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let operation = target
+        .as_deref()
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("-")
+        .to_string();
+    let result = ecs_request(&st, req).await;
+    let (status, resp) = match result {
+        Ok(body) => (200, respond(200, &request_id, body, JSON_CONTENT_TYPE)),
+        Err(e) => (e.kind.http_status(), error_response(&e, &request_id)),
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match resp.status().as_u16() {
+        403 => tracing::warn!(
+            request_id,
+            operation,
+            status,
+            latency_ms,
+            "request refused: not authenticated"
+        ),
+        500.. => tracing::error!(request_id, operation, status, latency_ms, "request failed"),
+        _ => tracing::info!(request_id, operation, status, latency_ms, "request"),
+    }
+    resp
+}
+
+async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsError> {
+    let (parts, body) = req.into_parts();
+    let max = st.limits.max_body;
+    let too_large = |n: Option<u64>| {
+        EcsError::new(
+            ErrorKind::RequestEntityTooLarge,
+            match n {
+                Some(n) => {
+                    format!("the request body of {n} bytes exceeds the limit of {max} bytes")
+                }
+                None => format!("the request body exceeds the limit of {max} bytes"),
+            },
+        )
+    };
+    if let Some(len) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max as u64 {
+            return Err(too_large(Some(len)));
+        }
+    }
+    let body = match tokio::time::timeout(st.limits.body_timeout, Limited::new(body, max).collect())
+        .await
+    {
+        Err(_) => {
+            return Err(EcsError::new(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} seconds",
+                    st.limits.body_timeout.as_secs()
+                ),
+            ))
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(None)),
+        Ok(Err(e)) => {
+            return Err(EcsError::new(
+                ErrorKind::Serialization,
+                format!("the request body could not be read: {e}"),
+            ))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    let caller = authenticate(st, &parts, &body).await?;
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    let request = parse_ecs_request(target, &body)?;
+    // Run the handler on its own task: a bug that panics becomes a ServerException, not a
+    // dropped connection.
+    let control = st.control.clone();
+    tokio::spawn(async move { control.handle(&caller, request).await })
+        .await
+        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+async fn authenticate(
+    st: &State,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Caller, EcsError> {
+    let cfg = &st.control.config;
+    let auth = sigv4::parse_authorization(&parts.headers)?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let signed = SignedRequest {
+        method: parts.method.as_str(),
+        path_and_query,
+        headers: &parts.headers,
+        body,
+    };
+    let now = SystemTime::now();
+    let known = st.control.access_key(&auth.access_key).await?;
+    if cfg.dev {
+        sigv4::check_well_formed(&signed, &auth, &cfg.region, "ecs", now)?;
+        return Ok(match known {
+            Some(k) => Caller {
+                access_key: k.access_key_id,
+                principal_arn: k.principal_arn,
+            },
+            None => st.control.dev_caller(&auth.access_key),
+        });
+    }
+    let Some(key) = known else {
+        return Err(EcsError::new(
+            ErrorKind::UnrecognizedClient,
+            "The security token included in the request is invalid.",
+        ));
+    };
+    sigv4::verify(
+        &signed,
+        &auth,
+        &key.secret_access_key,
+        &cfg.region,
+        "ecs",
+        now,
+    )?;
+    Ok(Caller {
+        access_key: key.access_key_id,
+        principal_arn: key.principal_arn,
+    })
+}

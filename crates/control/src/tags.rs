@@ -1,0 +1,133 @@
+//! TagResource, UntagResource, ListTagsForResource.
+
+use crate::{conflict_exhausted, encode, keys, Control, CAS_ATTEMPTS};
+use berth_api::ecs::{self, Tag};
+use berth_api::{EcsError, ErrorKind};
+use berth_model::arn::{Arn, ResourceKind};
+use berth_model::tags as rules;
+use berth_store::Txn;
+
+pub(crate) fn check_tags(tags: &[Tag]) -> Result<(), EcsError> {
+    rules::check_count(tags.len())?;
+    for t in tags {
+        rules::check_tag(
+            t.key.as_deref().unwrap_or(""),
+            t.value.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(())
+}
+
+impl Control {
+    pub(crate) async fn tags_of(&self, arn: &str) -> Result<Vec<Tag>, EcsError> {
+        Ok(self
+            .get_record::<Vec<Tag>>(&keys::tags(arn))
+            .await?
+            .map(|(t, _)| t)
+            .unwrap_or_default())
+    }
+
+    /// The resource an ARN names must exist; its canonical ARN comes back.
+    async fn taggable(&self, resource_arn: &str) -> Result<String, EcsError> {
+        let arn = Arn::parse(resource_arn)?;
+        if arn.region != self.config.region || arn.account != self.config.account_id {
+            return Err(EcsError::new(
+                ErrorKind::ResourceNotFound,
+                format!("The specified resource is not found: '{resource_arn}'"),
+            ));
+        }
+        match arn.kind {
+            ResourceKind::Cluster => {
+                self.active_cluster(Some(resource_arn)).await?;
+            }
+            ResourceKind::TaskDefinition => {
+                let r = self.parse_task_definition_ref(resource_arn)?;
+                if r.revision.is_none() || self.find_task_definition(resource_arn).await.is_err() {
+                    return Err(EcsError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!("The specified resource is not found: '{resource_arn}'"),
+                    ));
+                }
+            }
+            _ => {
+                return Err(EcsError::new(
+                    ErrorKind::ResourceNotFound,
+                    format!("The specified resource is not found: '{resource_arn}'"),
+                ));
+            }
+        }
+        Ok(arn.to_string())
+    }
+
+    async fn modify_tags(
+        &self,
+        resource_arn: &str,
+        f: impl Fn(&mut Vec<Tag>),
+    ) -> Result<(), EcsError> {
+        let arn = self.taggable(resource_arn).await?;
+        let key = keys::tags(&arn);
+        for _ in 0..CAS_ATTEMPTS {
+            let seen = self.get_record::<Vec<Tag>>(&key).await?;
+            let mut tags = seen.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+            f(&mut tags);
+            check_tags(&tags)?;
+            let txn = Txn::new().unchanged(&key, seen.as_ref().map(|(_, kv)| kv));
+            let txn = if tags.is_empty() {
+                txn.delete(key.clone())
+            } else {
+                txn.put(key.clone(), encode(&tags)?)
+            };
+            if self.commit(txn).await? {
+                return Ok(());
+            }
+        }
+        Err(conflict_exhausted("tagging"))
+    }
+
+    pub async fn tag_resource(
+        &self,
+        r: ecs::TagResourceRequest,
+    ) -> Result<ecs::TagResourceResponse, EcsError> {
+        let new = r.tags.unwrap_or_default();
+        for t in &new {
+            rules::check_tag(
+                t.key.as_deref().unwrap_or(""),
+                t.value.as_deref().unwrap_or(""),
+            )?;
+        }
+        self.modify_tags(r.resource_arn.as_deref().unwrap_or_default(), |tags| {
+            for t in &new {
+                match tags.iter_mut().find(|x| x.key == t.key) {
+                    Some(x) => x.value = t.value.clone(),
+                    None => tags.push(t.clone()),
+                }
+            }
+        })
+        .await?;
+        Ok(ecs::TagResourceResponse {})
+    }
+
+    pub async fn untag_resource(
+        &self,
+        r: ecs::UntagResourceRequest,
+    ) -> Result<ecs::UntagResourceResponse, EcsError> {
+        let remove = r.tag_keys.unwrap_or_default();
+        self.modify_tags(r.resource_arn.as_deref().unwrap_or_default(), |tags| {
+            tags.retain(|t| !remove.iter().any(|k| Some(k) == t.key.as_ref()));
+        })
+        .await?;
+        Ok(ecs::UntagResourceResponse {})
+    }
+
+    pub async fn list_tags_for_resource(
+        &self,
+        r: ecs::ListTagsForResourceRequest,
+    ) -> Result<ecs::ListTagsForResourceResponse, EcsError> {
+        let arn = self
+            .taggable(r.resource_arn.as_deref().unwrap_or_default())
+            .await?;
+        Ok(ecs::ListTagsForResourceResponse {
+            tags: Some(self.tags_of(&arn).await?),
+        })
+    }
+}
