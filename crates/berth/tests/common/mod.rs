@@ -34,15 +34,26 @@ impl TestServer {
     pub async fn start_with(dev: bool, limits: Limits) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
-        let control = Control::new(Arc::new(store), Config { dev, ..Config::default() });
+        let control = Control::new(
+            Arc::new(store),
+            Config {
+                dev,
+                ..Config::default()
+            },
+        );
         let (key, created) = control.ensure_admin_key().await.unwrap();
         assert!(created);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(berth_control::http::serve(listener, control.clone(), limits, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(berth_control::http::serve(
+            listener,
+            control.clone(),
+            limits,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             endpoint: format!("http://{addr}"),
             addr,
@@ -60,14 +71,26 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), t).await.expect("server stops within 15 s").unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .expect("server stops within 15 s")
+                .unwrap()
+                .unwrap();
         }
     }
 
     /// A signed ECS call; success answers are checked against the operation's output shape and
     /// error answers against the error shape.
     pub async fn call(&self, op: &str, body: Value) -> Answer {
-        let answer = self.call_as(op, &body.to_string(), &self.access_key.clone(), &self.secret_key.clone(), SystemTime::now()).await;
+        let answer = self
+            .call_as(
+                op,
+                &body.to_string(),
+                &self.access_key.clone(),
+                &self.secret_key.clone(),
+                SystemTime::now(),
+            )
+            .await;
         contract::check_answer(op, &answer);
         answer
     }
@@ -82,18 +105,56 @@ impl TestServer {
     /// Like [`call`], but the answer must be the named error; returns its message.
     pub async fn err(&self, op: &str, body: Value, error: &str) -> String {
         let a = self.call(op, body).await;
-        assert_eq!(a.error_type().as_deref(), Some(error), "{op}: expected {error}, got {} {}", a.status, a.body);
+        assert_eq!(
+            a.error_type().as_deref(),
+            Some(error),
+            "{op}: expected {error}, got {} {}",
+            a.status,
+            a.body
+        );
         a.body["message"].as_str().unwrap_or_default().to_string()
     }
 
-    pub async fn call_as(&self, op: &str, body: &str, ak: &str, sk: &str, when: SystemTime) -> Answer {
+    pub async fn call_as(
+        &self,
+        op: &str,
+        body: &str,
+        ak: &str,
+        sk: &str,
+        when: SystemTime,
+    ) -> Answer {
         let host = self.addr.to_string();
         let target = format!("{TARGET_PREFIX}{op}");
-        let base = [("host", host.as_str()), ("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target.as_str())];
-        let signed = berth_api::sigv4::sign_request("POST", &format!("{}/", self.endpoint), &base, body.as_bytes(), ak, sk, "us-east-1", "ecs", when).unwrap();
-        let mut headers: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let base = [
+            ("host", host.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signed = berth_api::sigv4::sign_request(
+            "POST",
+            &format!("{}/", self.endpoint),
+            &base,
+            body.as_bytes(),
+            ak,
+            sk,
+            "us-east-1",
+            "ecs",
+            when,
+        )
+        .unwrap();
+        let mut headers: Vec<(String, String)> = base
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         headers.extend(signed);
-        raw_request(&self.endpoint, "POST", "/", &headers, body.as_bytes().to_vec()).await
+        raw_request(
+            &self.endpoint,
+            "POST",
+            "/",
+            &headers,
+            body.as_bytes().to_vec(),
+        )
+        .await
     }
 }
 
@@ -107,25 +168,48 @@ pub struct Answer {
 
 impl Answer {
     pub fn error_type(&self) -> Option<String> {
-        self.body.get("__type").and_then(Value::as_str).map(str::to_string)
+        self.body
+            .get("__type")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     }
 }
 
-pub async fn raw_request(endpoint: &str, method: &str, path: &str, headers: &[(String, String)], body: Vec<u8>) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = http::Request::builder().method(method).uri(format!("{endpoint}{path}"));
+pub async fn raw_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("{endpoint}{path}"));
     for (k, v) in headers {
         if k != "host" {
             req = req.header(k, v);
         }
     }
     let req = req.body(Full::new(Bytes::from(body))).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req)).await.expect("answer within 30 s").unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("answer within 30 s")
+        .unwrap();
     let status = resp.status().as_u16();
-    let request_id = resp.headers().get("x-amzn-requestid").map(|v| v.to_str().unwrap().to_string());
+    let request_id = resp
+        .headers()
+        .get("x-amzn-requestid")
+        .map(|v| v.to_str().unwrap().to_string());
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    Answer { status, request_id, body }
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Answer {
+        status,
+        request_id,
+        body,
+    }
 }
 
 /// A minimal valid EC2 task definition for `family`.

@@ -1,0 +1,204 @@
+//! The real AWS CLI (`pip install awscli`) against Berth. `.ci/run` installs it into a venv and
+//! sets BERTH_AWS_CLI; without it this test fails loudly unless BERTH_SKIP_AWS_CLI=1.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::TestServer;
+use serde_json::Value;
+use std::process::Command;
+
+fn aws_cli() -> Option<String> {
+    if std::env::var("BERTH_SKIP_AWS_CLI").as_deref() == Ok("1") {
+        eprintln!("BERTH_SKIP_AWS_CLI=1: skipping the AWS CLI test");
+        return None;
+    }
+    let cli = std::env::var("BERTH_AWS_CLI").unwrap_or_else(|_| "aws".into());
+    match Command::new(&cli).arg("--version").output() {
+        Ok(o) if o.status.success() => Some(cli),
+        _ => panic!("the AWS CLI ('{cli}') is not installed: run .ci/run, or set BERTH_AWS_CLI, or BERTH_SKIP_AWS_CLI=1 to opt out"),
+    }
+}
+
+struct Cli<'a> {
+    bin: String,
+    s: &'a TestServer,
+    secret: String,
+}
+
+impl Cli<'_> {
+    /// Runs `aws ecs ARGS`; Ok(json) on success, Err(stderr) on failure.
+    fn run(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(&self.bin)
+            .arg("ecs")
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &self.s.endpoint,
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", &self.s.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            Ok(if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            })
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_main_path_and_errors() {
+    let Some(bin) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let cli = Cli {
+        bin: bin.clone(),
+        s: &s,
+        secret: s.secret_key.clone(),
+    };
+    let run = |args: &[&str]| cli.run(args);
+
+    let c = tokio::task::block_in_place(|| {
+        run(&[
+            "create-cluster",
+            "--cluster-name",
+            "cli",
+            "--tags",
+            "key=team,value=web",
+        ])
+    })
+    .unwrap();
+    assert_eq!(c["cluster"]["status"], "ACTIVE");
+    let d = tokio::task::block_in_place(|| {
+        run(&[
+            "describe-clusters",
+            "--clusters",
+            "cli",
+            "ghost",
+            "--include",
+            "TAGS",
+        ])
+    })
+    .unwrap();
+    assert_eq!(d["clusters"][0]["tags"][0]["key"], "team");
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+
+    let file = s.dir.path().join("web.json");
+    std::fs::write(&file, r#"{"family":"cliweb","networkMode":"bridge","containerDefinitions":[{"name":"web","image":"busybox","memory":64,
+        "portMappings":[{"containerPort":80,"hostPort":0}],"environment":[{"name":"A","value":"1"}]}]}"#).unwrap();
+    let input = format!("file://{}", file.display());
+    let r = tokio::task::block_in_place(|| {
+        run(&["register-task-definition", "--cli-input-json", &input])
+    })
+    .unwrap();
+    assert_eq!(r["taskDefinition"]["revision"], 1);
+    assert_eq!(
+        r["taskDefinition"]["containerDefinitions"][0]["environment"][0]["name"],
+        "A"
+    );
+    let r = tokio::task::block_in_place(|| {
+        run(&[
+            "describe-task-definition",
+            "--task-definition",
+            "cliweb:1",
+            "--include",
+            "TAGS",
+        ])
+    })
+    .unwrap();
+    assert_eq!(r["taskDefinition"]["family"], "cliweb");
+    let l =
+        tokio::task::block_in_place(|| run(&["list-task-definitions", "--family-prefix", "cli"]))
+            .unwrap();
+    assert_eq!(
+        l["taskDefinitionArns"][0],
+        "arn:aws:ecs:us-east-1:000000000000:task-definition/cliweb:1"
+    );
+    // The CLI's own paginator follows nextToken.
+    for i in 0..3 {
+        tokio::task::block_in_place(|| {
+            run(&["create-cluster", "--cluster-name", &format!("p{i}")])
+        })
+        .unwrap();
+    }
+    let all = tokio::task::block_in_place(|| run(&["list-clusters", "--page-size", "1"])).unwrap();
+    assert_eq!(all["clusterArns"].as_array().unwrap().len(), 4, "{all}");
+    tokio::task::block_in_place(|| {
+        run(&[
+            "deregister-task-definition",
+            "--task-definition",
+            "cliweb:1",
+        ])
+    })
+    .unwrap();
+    let del = tokio::task::block_in_place(|| {
+        run(&["delete-task-definitions", "--task-definitions", "cliweb:1"])
+    })
+    .unwrap();
+    assert_eq!(del["taskDefinitions"][0]["status"], "DELETE_IN_PROGRESS");
+    tokio::task::block_in_place(|| {
+        run(&[
+            "tag-resource",
+            "--resource-arn",
+            "arn:aws:ecs:us-east-1:000000000000:cluster/cli",
+            "--tags",
+            "key=a,value=b",
+        ])
+    })
+    .unwrap();
+    let t = tokio::task::block_in_place(|| {
+        run(&[
+            "list-tags-for-resource",
+            "--resource-arn",
+            "arn:aws:ecs:us-east-1:000000000000:cluster/cli",
+        ])
+    })
+    .unwrap();
+    assert_eq!(t["tags"].as_array().unwrap().len(), 2);
+    let st = tokio::task::block_in_place(|| {
+        run(&[
+            "list-account-settings",
+            "--effective-settings",
+            "--name",
+            "taskLongArnFormat",
+        ])
+    })
+    .unwrap();
+    assert_eq!(st["settings"][0]["value"], "enabled");
+    let del = tokio::task::block_in_place(|| run(&["delete-cluster", "--cluster", "cli"])).unwrap();
+    assert_eq!(del["cluster"]["status"], "INACTIVE");
+
+    // Errors as the CLI reports them.
+    let e =
+        tokio::task::block_in_place(|| run(&["delete-cluster", "--cluster", "ghost"])).unwrap_err();
+    assert!(e.contains("ClusterNotFoundException"), "{e}");
+    let e = tokio::task::block_in_place(|| {
+        run(&["describe-task-definition", "--task-definition", "ghost"])
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("(ClientException)") && e.contains("'ghost'"),
+        "{e}"
+    );
+    let bad = Cli {
+        bin,
+        s: &s,
+        secret: "wrong".into(),
+    };
+    let e = tokio::task::block_in_place(|| bad.run(&["list-clusters"])).unwrap_err();
+    assert!(e.contains("InvalidSignatureException"), "{e}");
+    s.stop().await;
+}

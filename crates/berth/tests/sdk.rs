@@ -1,0 +1,204 @@
+//! The `aws-sdk-ecs` crate, unchanged, against Berth.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::types::{ContainerDefinition, PortMapping, Tag, TaskDefinitionStatus};
+use common::TestServer;
+
+fn client(s: &TestServer, secret: &str) -> aws_sdk_ecs::Client {
+    let conf = aws_sdk_ecs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&s.endpoint)
+        .credentials_provider(Credentials::new(&s.access_key, secret, None, None, "test"))
+        .build();
+    aws_sdk_ecs::Client::from_conf(conf)
+}
+
+#[tokio::test]
+async fn sdk_drives_clusters_and_task_definitions() {
+    let s = TestServer::start().await;
+    let ecs = client(&s, &s.secret_key);
+    let c = ecs
+        .create_cluster()
+        .cluster_name("sdk")
+        .tags(Tag::builder().key("k").value("v").build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.cluster().unwrap().cluster_name(), Some("sdk"));
+    let d = ecs
+        .describe_clusters()
+        .clusters("sdk")
+        .clusters("ghost")
+        .include(aws_sdk_ecs::types::ClusterField::Tags)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.clusters()[0].tags()[0].key(), Some("k"));
+    assert_eq!(d.failures()[0].reason(), Some("MISSING"));
+    assert_eq!(
+        ecs.list_clusters()
+            .send()
+            .await
+            .unwrap()
+            .cluster_arns()
+            .len(),
+        1
+    );
+
+    let container = ContainerDefinition::builder()
+        .name("web")
+        .image("busybox")
+        .memory(64)
+        .port_mappings(PortMapping::builder().container_port(8080).build())
+        .build();
+    let r = ecs
+        .register_task_definition()
+        .family("sdkweb")
+        .container_definitions(container.clone())
+        .send()
+        .await
+        .unwrap();
+    let td = r.task_definition().unwrap();
+    assert_eq!(td.revision(), 1);
+    assert_eq!(td.status(), Some(&TaskDefinitionStatus::Active));
+    assert!(
+        td.registered_at().is_some(),
+        "timestamps parse as epoch seconds"
+    );
+    ecs.register_task_definition()
+        .family("sdkweb")
+        .container_definitions(container)
+        .send()
+        .await
+        .unwrap();
+    let desc = ecs
+        .describe_task_definition()
+        .task_definition("sdkweb")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(desc.task_definition().unwrap().revision(), 2);
+    let list = ecs
+        .list_task_definitions()
+        .family_prefix("sdk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.task_definition_arns().len(), 2);
+    let fams = ecs.list_task_definition_families().send().await.unwrap();
+    assert_eq!(fams.families(), ["sdkweb"]);
+    let dereg = ecs
+        .deregister_task_definition()
+        .task_definition("sdkweb:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        dereg.task_definition().unwrap().status(),
+        Some(&TaskDefinitionStatus::Inactive)
+    );
+    let del = ecs
+        .delete_task_definitions()
+        .task_definitions("sdkweb:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        del.task_definitions()[0].status(),
+        Some(&TaskDefinitionStatus::DeleteInProgress)
+    );
+
+    let arn = c.cluster().unwrap().cluster_arn().unwrap().to_string();
+    ecs.tag_resource()
+        .resource_arn(&arn)
+        .tags(Tag::builder().key("x").value("y").build())
+        .send()
+        .await
+        .unwrap();
+    ecs.untag_resource()
+        .resource_arn(&arn)
+        .tag_keys("k")
+        .send()
+        .await
+        .unwrap();
+    let tags = ecs
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tags().len(), 1);
+    ecs.put_account_setting()
+        .name(aws_sdk_ecs::types::SettingName::ContainerInsights)
+        .value("enabled")
+        .send()
+        .await
+        .unwrap();
+    let settings = ecs
+        .list_account_settings()
+        .effective_settings(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.settings().len(), 10);
+    ecs.update_cluster_settings()
+        .cluster("sdk")
+        .settings(
+            aws_sdk_ecs::types::ClusterSetting::builder()
+                .name(aws_sdk_ecs::types::ClusterSettingName::ContainerInsights)
+                .value("enabled")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.update_cluster().cluster("sdk").send().await.unwrap();
+    let gone = ecs.delete_cluster().cluster("sdk").send().await.unwrap();
+    assert_eq!(gone.cluster().unwrap().status(), Some("INACTIVE"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sdk_sees_typed_errors() {
+    let s = TestServer::start().await;
+    let ecs = client(&s, &s.secret_key);
+    let e = ecs
+        .delete_cluster()
+        .cluster("ghost")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error()
+            .unwrap()
+            .is_cluster_not_found_exception(),
+        "{e:?}"
+    );
+    let e = ecs
+        .describe_task_definition()
+        .task_definition("ghost")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.as_service_error().unwrap().is_client_exception(), "{e:?}");
+    let e = ecs
+        .create_cluster()
+        .cluster_name("no spaces")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error()
+            .unwrap()
+            .is_invalid_parameter_exception(),
+        "{e:?}"
+    );
+    let bad = client(&s, "wrong-secret");
+    let e = bad.list_clusters().send().await.unwrap_err();
+    assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
+    s.stop().await;
+}
