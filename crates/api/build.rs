@@ -64,11 +64,9 @@ fn generate(model: &Value) -> String {
     while let Some(name) = stack.pop() {
         let shape = &shapes[&name];
         match shape["type"].as_str() {
-            Some("structure") => {
-                if reachable.insert(name.clone()) {
-                    for m in members(shape).values() {
-                        stack.push(m["shape"].as_str().expect("member shape").to_string());
-                    }
+            Some("structure") if reachable.insert(name.clone()) => {
+                for m in members(shape).values() {
+                    stack.push(m["shape"].as_str().expect("member shape").to_string());
                 }
             }
             Some("list") => stack.push(shape["member"]["shape"].as_str().expect("list").into()),

@@ -263,18 +263,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Signs a request the way the AWS SDKs do; used by Berth's own clients and tests.
+/// Who signs, for where: the inputs of [`sign_request`] besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningKey<'a> {
+    pub access_key: &'a str,
+    pub secret: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+/// Signs a request the way the AWS SDKs do; used by Berth's own clients and tests. Returns the
+/// headers to add.
 pub fn sign_request(
+    key: &SigningKey<'_>,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-    access_key: &str,
-    secret: &str,
-    region: &str,
-    service: &str,
     when: SystemTime,
 ) -> Result<Vec<(String, String)>, EcsError> {
+    let SigningKey {
+        access_key,
+        secret,
+        region,
+        service,
+    } = *key;
     let signable = SignableRequest::new(
         method,
         url,
@@ -316,14 +329,16 @@ mod tests {
             ("x-amz-target", "T.Op"),
         ];
         let extra = sign_request(
+            &SigningKey {
+                access_key: AK,
+                secret: SK,
+                region: "us-east-1",
+                service: "ecs",
+            },
             "POST",
             "http://127.0.0.1:7060/",
             &base,
             body,
-            AK,
-            SK,
-            "us-east-1",
-            "ecs",
             when,
         )
         .unwrap();

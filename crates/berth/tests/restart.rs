@@ -59,14 +59,16 @@ async fn call(p: &Proc, op: &str, body: Value) -> common::Answer {
         ("x-amz-target", target.as_str()),
     ];
     let signed = berth_api::sigv4::sign_request(
+        &berth_api::sigv4::SigningKey {
+            access_key: &p.ak,
+            secret: &p.sk,
+            region: "us-east-1",
+            service: "ecs",
+        },
         "POST",
         &format!("{}/", p.endpoint),
         &base,
         body.as_bytes(),
-        &p.ak,
-        &p.sk,
-        "us-east-1",
-        "ecs",
         SystemTime::now(),
     )
     .unwrap();

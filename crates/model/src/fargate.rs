@@ -14,9 +14,7 @@ const SIZES: &[(u32, u32, u32, u32)] = &[
 /// Whether Fargate offers a task of `cpu` units and `memory` MiB.
 pub fn is_valid_size(cpu: u32, memory: u32) -> bool {
     SIZES.iter().any(|&(c, lo, hi, step)| {
-        c == cpu
-            && (lo..=hi).contains(&memory)
-            && ((memory - lo) % step == 0 || (c == 256 && memory == 1024))
+        c == cpu && (lo..=hi).contains(&memory) && (memory - lo).is_multiple_of(step)
     })
 }
 

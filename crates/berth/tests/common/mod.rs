@@ -131,14 +131,16 @@ impl TestServer {
             ("x-amz-target", target.as_str()),
         ];
         let signed = berth_api::sigv4::sign_request(
+            &berth_api::sigv4::SigningKey {
+                access_key: ak,
+                secret: sk,
+                region: "us-east-1",
+                service: "ecs",
+            },
             "POST",
             &format!("{}/", self.endpoint),
             &base,
             body.as_bytes(),
-            ak,
-            sk,
-            "us-east-1",
-            "ecs",
             when,
         )
         .unwrap();

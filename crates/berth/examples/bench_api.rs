@@ -1,0 +1,152 @@
+//! `bench/run api`: signed RegisterTaskDefinition, then DescribeTaskDefinition, from 8
+//! concurrent clients on loopback against the release `berth server` (store fsync on).
+//! Last line: `api: register_rps=N describe_rps=N describe_p99_ms=N`.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const CLIENTS: usize = 8;
+const PHASE: Duration = Duration::from_secs(10);
+
+struct Target {
+    endpoint: String,
+    host: String,
+    ak: String,
+    sk: String,
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+async fn call(client: &Client, t: &Target, op: &str, body: &str) -> u16 {
+    let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
+    let base = [
+        ("host", t.host.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let signed = berth_api::sigv4::sign_request(
+        &berth_api::sigv4::SigningKey {
+            access_key: &t.ak,
+            secret: &t.sk,
+            region: "us-east-1",
+            service: "ecs",
+        },
+        "POST",
+        &format!("{}/", t.endpoint),
+        &base,
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut req = http::Request::post(format!("{}/", t.endpoint))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", &target);
+    for (k, v) in signed {
+        req = req.header(k, v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+/// Runs `op` from CLIENTS clients for PHASE; returns (requests/s, p99 ms).
+async fn phase(
+    t: std::sync::Arc<Target>,
+    op: &'static str,
+    body: impl Fn(usize, usize) -> String + Send + Sync + 'static,
+) -> (f64, f64) {
+    let body = std::sync::Arc::new(body);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (t, body) = (t.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let client: Client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while start.elapsed() < PHASE {
+                let t0 = Instant::now();
+                let status = call(&client, &t, op, &body(c, i)).await;
+                assert_eq!(status, 200, "{op} failed");
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    let p99 = all[((all.len() as f64 * 0.99) as usize).min(all.len() - 1)];
+    (all.len() as f64 / secs, p99)
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = std::env::args()
+        .nth(1)
+        .expect("usage: bench_api PATH_TO_BERTH");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&bin)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
+    while endpoint.is_empty() {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
+            ak = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
+            sk = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
+            endpoint = v.into()
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let host = endpoint.trim_start_matches("http://").to_string();
+    let t = std::sync::Arc::new(Target {
+        endpoint,
+        host,
+        ak,
+        sk,
+    });
+    let td = |c: usize, _i: usize| {
+        format!(
+            r#"{{"family":"bench{c}","containerDefinitions":[{{"name":"web","image":"busybox","memory":128,"portMappings":[{{"containerPort":80}}],"environment":[{{"name":"A","value":"1"}}]}}]}}"#
+        )
+    };
+    let (register_rps, register_p99) = phase(t.clone(), "RegisterTaskDefinition", td).await;
+    let (describe_rps, describe_p99) = phase(t.clone(), "DescribeTaskDefinition", |c, i| {
+        format!(r#"{{"taskDefinition":"bench{c}:{}"}}"#, i % 50 + 1)
+    })
+    .await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    println!(
+        "clients={CLIENTS} phase_s={} register_p99_ms={register_p99:.2}",
+        PHASE.as_secs()
+    );
+    println!("api: register_rps={register_rps:.0} describe_rps={describe_rps:.0} describe_p99_ms={describe_p99:.2}");
+}
