@@ -314,6 +314,40 @@ pub fn sign_request(
         .collect())
 }
 
+/// Every header of a signed ECS JSON 1.1 call of `operation` to `endpoint` (`http://host:port`),
+/// as an SDK sends it; the HTTP client supplies `host` itself.
+pub fn ecs_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    operation: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    let target = format!("{}{operation}", crate::ECS_TARGET_PREFIX);
+    let base = [
+        ("host", host),
+        ("content-type", crate::JSON_CONTENT_TYPE),
+        ("x-amz-target", target.as_str()),
+    ];
+    let signed = sign_request(
+        key,
+        "POST",
+        &format!("{}/", endpoint.trim_end_matches('/')),
+        &base,
+        body,
+        when,
+    )?;
+    Ok(base[1..]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(signed)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

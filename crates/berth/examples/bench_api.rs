@@ -14,7 +14,6 @@ const PHASE: Duration = Duration::from_secs(10);
 
 struct Target {
     endpoint: String,
-    host: String,
     ak: String,
     sk: String,
 }
@@ -25,30 +24,22 @@ type Client = hyper_util::client::legacy::Client<
 >;
 
 async fn call(client: &Client, t: &Target, op: &str, body: &str) -> u16 {
-    let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
-    let base = [
-        ("host", t.host.as_str()),
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let signed = berth_api::sigv4::sign_request(
-        &berth_api::sigv4::SigningKey {
-            access_key: &t.ak,
-            secret: &t.sk,
-            region: "us-east-1",
-            service: "ecs",
-        },
-        "POST",
-        &format!("{}/", t.endpoint),
-        &base,
+    let key = berth_api::sigv4::SigningKey {
+        access_key: &t.ak,
+        secret: &t.sk,
+        region: "us-east-1",
+        service: "ecs",
+    };
+    let headers = berth_api::sigv4::ecs_request_headers(
+        &key,
+        &t.endpoint,
+        op,
         body.as_bytes(),
         SystemTime::now(),
     )
     .unwrap();
-    let mut req = http::Request::post(format!("{}/", t.endpoint))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", &target);
-    for (k, v) in signed {
+    let mut req = http::Request::post(format!("{}/", t.endpoint));
+    for (k, v) in headers {
         req = req.header(k, v);
     }
     let resp = client
@@ -125,13 +116,7 @@ async fn main() {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    let host = endpoint.trim_start_matches("http://").to_string();
-    let t = std::sync::Arc::new(Target {
-        endpoint,
-        host,
-        ak,
-        sk,
-    });
+    let t = std::sync::Arc::new(Target { endpoint, ak, sk });
     let td = |c: usize, _i: usize| {
         format!(
             r#"{{"family":"bench{c}","containerDefinitions":[{{"name":"web","image":"busybox","memory":128,"portMappings":[{{"containerPort":80}}],"environment":[{{"name":"A","value":"1"}}]}}]}}"#

@@ -50,34 +50,15 @@ fn start(dir: &std::path::Path) -> Proc {
 }
 
 async fn call(p: &Proc, op: &str, body: Value) -> common::Answer {
-    let addr = p.endpoint.trim_start_matches("http://").to_string();
-    let target = format!("{}{op}", common::TARGET_PREFIX);
-    let body = body.to_string();
-    let base = [
-        ("host", addr.as_str()),
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let signed = berth_api::sigv4::sign_request(
-        &berth_api::sigv4::SigningKey {
-            access_key: &p.ak,
-            secret: &p.sk,
-            region: "us-east-1",
-            service: "ecs",
-        },
-        "POST",
-        &format!("{}/", p.endpoint),
-        &base,
-        body.as_bytes(),
+    let a = common::signed_call(
+        &p.endpoint,
+        op,
+        &body.to_string(),
+        &p.ak,
+        &p.sk,
         SystemTime::now(),
     )
-    .unwrap();
-    let mut headers: Vec<(String, String)> = base
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    headers.extend(signed);
-    let a = common::raw_request(&p.endpoint, "POST", "/", &headers, body.into_bytes()).await;
+    .await;
     common::contract::check_answer(op, &a);
     a
 }

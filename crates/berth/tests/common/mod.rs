@@ -123,41 +123,33 @@ impl TestServer {
         sk: &str,
         when: SystemTime,
     ) -> Answer {
-        let host = self.addr.to_string();
-        let target = format!("{TARGET_PREFIX}{op}");
-        let base = [
-            ("host", host.as_str()),
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        let signed = berth_api::sigv4::sign_request(
-            &berth_api::sigv4::SigningKey {
-                access_key: ak,
-                secret: sk,
-                region: "us-east-1",
-                service: "ecs",
-            },
-            "POST",
-            &format!("{}/", self.endpoint),
-            &base,
-            body.as_bytes(),
-            when,
-        )
-        .unwrap();
-        let mut headers: Vec<(String, String)> = base
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        headers.extend(signed);
-        raw_request(
-            &self.endpoint,
-            "POST",
-            "/",
-            &headers,
-            body.as_bytes().to_vec(),
-        )
-        .await
+        signed_call(&self.endpoint, op, body, ak, sk, when).await
     }
+}
+
+/// A signed ECS call of `op` to any server at `endpoint`.
+pub async fn signed_call(
+    endpoint: &str,
+    op: &str,
+    body: &str,
+    ak: &str,
+    sk: &str,
+    when: SystemTime,
+) -> Answer {
+    let headers = berth_api::sigv4::ecs_request_headers(
+        &berth_api::sigv4::SigningKey {
+            access_key: ak,
+            secret: sk,
+            region: "us-east-1",
+            service: "ecs",
+        },
+        endpoint,
+        op,
+        body.as_bytes(),
+        when,
+    )
+    .unwrap();
+    raw_request(endpoint, "POST", "/", &headers, body.as_bytes().to_vec()).await
 }
 
 /// One HTTP answer.
