@@ -21,6 +21,12 @@ pub enum ErrorKind {
     ResourceNotFound,
     /// LimitExceededException
     LimitExceeded,
+    /// AccessDeniedException
+    AccessDenied,
+    /// TargetNotFoundException
+    TargetNotFound,
+    /// AttributeLimitExceededException
+    AttributeLimitExceeded,
     /// ServerException (the only 500)
     Server,
     /// SerializationException
@@ -54,6 +60,9 @@ impl ErrorKind {
             ErrorKind::ClusterContainsTasks => "ClusterContainsTasksException",
             ErrorKind::ResourceNotFound => "ResourceNotFoundException",
             ErrorKind::LimitExceeded => "LimitExceededException",
+            ErrorKind::AccessDenied => "AccessDeniedException",
+            ErrorKind::TargetNotFound => "TargetNotFoundException",
+            ErrorKind::AttributeLimitExceeded => "AttributeLimitExceededException",
             ErrorKind::Server => "ServerException",
             ErrorKind::Serialization => "SerializationException",
             ErrorKind::UnknownOperation => "UnknownOperationException",

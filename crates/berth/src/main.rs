@@ -1,14 +1,16 @@
-//! The `berth` binary: `berth server` runs the control plane; `berth up` runs everything one
-//! machine needs. All the work is in the library crates; this file parses flags, opens the
+//! The `berth` binary: `berth server` runs the control plane; `berth agent` runs one host's
+//! tasks; `berth up` runs both for one machine. All the work is in the library crates; this file parses flags, opens the
 //! store, wires the pieces and handles signals.
 
 use anyhow::{Context, Result};
 use berth_control::{http::Limits, Config, Control};
+use berth_agent::AgentConfig;
 use berth_store::Embedded;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,8 +27,75 @@ struct Cli {
 enum Command {
     /// Run the control plane: the ECS API on an embedded store.
     Server(ServerArgs),
-    /// Run Berth on this machine: the server and a `default` cluster.
-    Up(ServerArgs),
+    /// Run Berth on this machine: the server, a `default` cluster and an agent on the local
+    /// Docker Engine.
+    Up(UpArgs),
+    /// Make this host a container instance of a cluster and run its tasks on the local Docker
+    /// Engine.
+    Agent(AgentArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Stop the tasks' containers when `berth up` exits (default: they keep running, and are
+    /// adopted at the next start).
+    #[arg(long)]
+    stop_tasks_on_exit: bool,
+    /// How long stopped containers stay before they are removed, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    container_cleanup_after: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct AgentArgs {
+    /// The berth server, `http://host:port`.
+    #[arg(long, env = "BERTH_SERVER")]
+    server: String,
+    /// The cluster to join.
+    #[arg(long, default_value = "default", env = "BERTH_CLUSTER")]
+    cluster: String,
+    /// The cluster registration token (`berth server` prints it and keeps it in its data dir
+    /// as `join-token`). Needed only the first time.
+    #[arg(long, env = "BERTH_JOIN_TOKEN")]
+    token: Option<String>,
+    /// A custom attribute, `name=value`; may be repeated.
+    #[arg(long = "attribute", value_parser = parse_attribute)]
+    attributes: Vec<(String, String)>,
+    /// The `ecs.availability-zone` attribute.
+    #[arg(long)]
+    availability_zone: Option<String>,
+    /// The `ecs.instance-type` attribute.
+    #[arg(long)]
+    instance_type: Option<String>,
+    /// Where the agent keeps its identity (default: ~/.berth/agent).
+    #[arg(long, env = "BERTH_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// MiB of memory kept away from tasks.
+    #[arg(long, default_value_t = 0)]
+    reserved_memory: i64,
+    /// CPU units to offer (default: 1024 per core).
+    #[arg(long)]
+    cpu: Option<i32>,
+    /// MiB of memory to offer (default: the host's, less --reserved-memory).
+    #[arg(long)]
+    memory: Option<i32>,
+    /// Register as an EXTERNAL instance (id mi-…), for launchType EXTERNAL.
+    #[arg(long)]
+    external: bool,
+    /// How long stopped containers stay before they are removed, in seconds.
+    #[arg(long, default_value_t = 3 * 3600)]
+    container_cleanup_after: u64,
+    /// Stop this instance's containers when the agent exits.
+    #[arg(long)]
+    stop_tasks_on_exit: bool,
+}
+
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("attribute '{s}' must be name=value"))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -47,6 +116,12 @@ struct ServerArgs {
     /// `POST /_berth/reset` wipes all state. Never use it for anything you want to keep.
     #[arg(long)]
     dev: bool,
+    /// Seconds without a poll after which an instance's agent counts as disconnected.
+    #[arg(long, default_value_t = 60)]
+    agent_timeout: u64,
+    /// Seconds a STOPPED task stays describable before it is purged.
+    #[arg(long, default_value_t = 3600)]
+    task_retention: u64,
 }
 
 fn main() -> Result<()> {
@@ -63,8 +138,9 @@ fn main() -> Result<()> {
         .build()
         .context("starting the runtime")?;
     match cli.command {
-        Command::Server(args) => rt.block_on(run(args, false)),
-        Command::Up(args) => rt.block_on(run(args, true)),
+        Command::Server(args) => rt.block_on(run(args, None)),
+        Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
+        Command::Agent(args) => rt.block_on(agent(args)),
     }
 }
 
@@ -75,7 +151,50 @@ fn default_data_dir() -> PathBuf {
         .join(".berth")
 }
 
-async fn run(args: ServerArgs, up: bool) -> Result<()> {
+/// The agent alone, against a server elsewhere.
+async fn agent(args: AgentArgs) -> Result<()> {
+    let runtime = docker().await?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir().join("agent"));
+    let mut cfg = AgentConfig::new(&args.server, &args.cluster, data_dir);
+    cfg.token = args.token;
+    cfg.attributes = args.attributes.into_iter().collect();
+    cfg.availability_zone = args.availability_zone;
+    cfg.instance_type = args.instance_type;
+    cfg.reserved_memory = args.reserved_memory;
+    cfg.cpu = args.cpu;
+    cfg.memory = args.memory;
+    cfg.external = args.external;
+    cfg.cleanup_after = Duration::from_secs(args.container_cleanup_after);
+    cfg.stop_tasks_on_exit = args.stop_tasks_on_exit;
+    tracing::info!(server = cfg.server, cluster = cfg.cluster, "agent starting");
+    berth_agent::run(cfg, runtime, shutdown_signal())
+        .await
+        .context("the agent stopped")?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// The local Docker Engine, or an error that says how to get one.
+async fn docker() -> Result<Arc<dyn berth_agent::runtime::Runtime>> {
+    match berth_agent::docker::Docker::connect().await {
+        Ok(d) => Ok(Arc::new(d)),
+        Err(e) => anyhow::bail!(
+            "the Docker Engine is not reachable ({e}).\n\
+             Berth runs tasks on Docker: start it (`sudo systemctl start docker`, or `sudo dockerd &`), \
+             or point DOCKER_HOST at one (e.g. DOCKER_HOST=unix:///run/user/1000/docker.sock)."
+        ),
+    }
+}
+
+async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
+    // `berth up` needs Docker; say so before anything else happens.
+    let runtime = match &up {
+        Some(_) => Some(docker().await?),
+        None => None,
+    };
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
@@ -89,6 +208,8 @@ async fn run(args: ServerArgs, up: bool) -> Result<()> {
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         dev: args.dev,
+        agent_timeout: Duration::from_secs(args.agent_timeout),
+        task_retention: Duration::from_secs(args.task_retention),
     };
     let control = Control::new(Arc::new(store), config);
 
@@ -105,7 +226,12 @@ async fn run(args: ServerArgs, up: bool) -> Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let endpoint = format!("http://{addr}");
-    if up {
+    let join_token = control
+        .ensure_join_token()
+        .await
+        .context("creating the join token")?;
+    write_secret(&data_dir.join("join-token"), &format!("{join_token}\n"))?;
+    if up.is_some() {
         control
             .create_cluster(berth_api::ecs::CreateClusterRequest {
                 cluster_name: Some("default".into()),
@@ -138,19 +264,87 @@ async fn run(args: ServerArgs, up: bool) -> Result<()> {
         "export AWS_DEFAULT_REGION={} AWS_REGION={}",
         args.region, args.region
     );
-    if up {
-        println!("Try: aws ecs describe-clusters --clusters default");
+    match &up {
+        Some(_) => {
+            println!("Try: aws ecs list-container-instances --cluster default");
+            println!(
+                "     aws ecs register-task-definition --family hello --container-definitions \
+                 '[{{\"name\":\"hello\",\"image\":\"berth-test/busybox:latest\",\"memory\":32,\"command\":[\"sleep\",\"600\"]}}]'"
+            );
+            println!("     aws ecs run-task --task-definition hello");
+            println!("(scripts/build-test-images builds berth-test/busybox:latest)");
+        }
+        None => println!(
+            "Agents join with: berth agent --server {endpoint} --cluster NAME --token {join_token}"
+        ),
     }
     tracing::info!(%endpoint, dev = args.dev, "serving");
 
-    berth_control::http::serve(listener, control, Limits::default(), shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(housekeeping(control.clone(), stop_rx.clone()));
+    let agent = match (up, runtime) {
+        (Some(up), Some(runtime)) => {
+            let mut cfg = AgentConfig::new(&endpoint, "default", data_dir.join("agent"));
+            cfg.token = Some(join_token.clone());
+            cfg.cleanup_after = Duration::from_secs(up.container_cleanup_after);
+            cfg.stop_tasks_on_exit = up.stop_tasks_on_exit;
+            Some(tokio::spawn(berth_agent::run(
+                cfg,
+                runtime,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        _ => None,
+    };
+    let server = tokio::spawn(berth_control::http::serve(
+        listener,
+        control,
+        Limits::default(),
+        stopped(stop_rx.clone()),
+    ));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    if let Some(agent) = agent {
+        match agent.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the agent stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the agent failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    server.await.context("the server task failed")??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Background chores: purge long-stopped tasks.
+async fn housekeeping(control: Control, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match control
+            .purge_stopped_tasks(control.config.task_retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged stopped tasks"),
+            Err(e) => tracing::warn!(error = %e, "purging stopped tasks failed"),
+        }
+    }
 }
 
 /// The AWS shared-credentials format, readable only by its owner.
 fn write_credentials(path: &Path, id: &str, secret: &str) -> Result<()> {
     let text = format!("[berth]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
+    write_secret(path, &text)
+}
+
+/// Writes a file only its owner can read, atomically.
+fn write_secret(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     #[cfg(unix)]

@@ -12,13 +12,22 @@ pub struct AccessKey {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub principal_arn: String,
+    /// Set for an agent's key: the container instance it speaks for. Such a key may only call
+    /// the agent protocol, never the ECS API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 fn random_upper(n: usize) -> String {
+    random_secret(n).to_ascii_uppercase()
+}
+
+/// `n` random letters and digits.
+pub(crate) fn random_secret(n: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(n)
-        .map(|c| (c as char).to_ascii_uppercase())
+        .map(char::from)
         .collect()
 }
 
@@ -34,12 +43,9 @@ impl Control {
             }
             let key = AccessKey {
                 access_key_id: format!("AKIA{}", random_upper(16)),
-                secret_access_key: rand::thread_rng()
-                    .sample_iter(&Alphanumeric)
-                    .take(40)
-                    .map(char::from)
-                    .collect(),
+                secret_access_key: random_secret(40),
                 principal_arn: format!("arn:aws:iam::{}:user/berth-admin", self.config.account_id),
+                instance: None,
             };
             let seen = self
                 .store
@@ -70,6 +76,7 @@ impl Control {
         Caller {
             access_key: access_key.to_string(),
             principal_arn: format!("arn:aws:iam::{}:user/{access_key}", self.config.account_id),
+            instance: None,
         }
     }
 }

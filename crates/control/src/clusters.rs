@@ -61,18 +61,30 @@ impl Control {
         }
     }
 
+    /// Registered (ACTIVE or DRAINING) instances, tasks not yet STOPPED, and services.
     pub async fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, EcsError> {
-        let count = |p: String| async move {
-            self.store
-                .range(&p, None, None)
-                .await
-                .map(|v| v.len())
-                .map_err(store_error)
-        };
+        let instances = self
+            .instances_of(name)
+            .await?
+            .iter()
+            .filter(|(ci, _)| ci.status.as_deref() != Some("INACTIVE"))
+            .count();
+        let tasks = self
+            .tasks_in(name)
+            .await?
+            .iter()
+            .filter(|(t, _)| t.last_status.as_deref() != Some("STOPPED"))
+            .count();
+        let services = self
+            .store
+            .range(&keys::services_of(name), None, None)
+            .await
+            .map_err(store_error)?
+            .len();
         Ok(ClusterCounts {
-            instances: count(keys::instances_of(name)).await?,
-            tasks: count(keys::tasks_of(name)).await?,
-            services: count(keys::services_of(name)).await?,
+            instances,
+            tasks,
+            services,
         })
     }
 

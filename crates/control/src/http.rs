@@ -6,6 +6,7 @@
 //! always with an `x-amzn-RequestId`.
 
 use crate::{Caller, Control};
+use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
 use berth_api::{parse_ecs_request, EcsError, ErrorKind, JSON_CONTENT_TYPE};
 use bytes::Bytes;
@@ -47,6 +48,8 @@ impl Default for Limits {
 struct State {
     control: Control,
     limits: Limits,
+    /// Turns true when shutdown starts, so long polls answer at once.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Serves the ECS API on `listener` until `shutdown` completes, then lets requests in flight
@@ -57,7 +60,12 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let state = Arc::new(State { control, limits });
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let state = Arc::new(State {
+        control,
+        limits,
+        stopping,
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -93,6 +101,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let _ = stop_tx.send(true);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(state.limits.drain_timeout) => tracing::warn!("shutdown: gave up waiting for requests in flight"),
@@ -150,6 +159,26 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             return respond(status, &request_id, body, "application/json");
         }
         (Method::POST, "/") => {}
+        (Method::POST, p)
+            if p == agent_proto::JOIN_PATH
+                || p == agent_proto::POLL_PATH
+                || p == agent_proto::REPORT_PATH =>
+        {
+            let result = agent_request(&st, req).await;
+            let status = match &result {
+                Ok(_) => 200,
+                Err(e) => e.kind.http_status(),
+            };
+            if status >= 400 {
+                tracing::warn!(request_id, path, status, error = ?result.as_ref().err(), "agent request refused");
+            } else {
+                tracing::debug!(request_id, path, "agent request");
+            }
+            return match result {
+                Ok(body) => respond(200, &request_id, body, "application/json"),
+                Err(e) => error_response(&e, &request_id),
+            };
+        }
         _ => {
             let e = EcsError::new(
                 ErrorKind::UnknownOperation,
@@ -192,6 +221,65 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
 
 async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsError> {
     let (parts, body) = req.into_parts();
+    let body = read_body(st, &parts, body).await?;
+    let caller = authenticate(st, &parts, &body).await?;
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    let request = parse_ecs_request(target, &body)?;
+    // Run the handler on its own task: a bug that panics becomes a ServerException, not a
+    // dropped connection.
+    let control = st.control.clone();
+    tokio::spawn(async move { control.handle(&caller, request).await })
+        .await
+        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+/// The agent protocol: join with the registration token; poll and report signed with the
+/// agent's own key.
+async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsError> {
+    fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EcsError> {
+        serde_json::from_slice(body).map_err(|e| {
+            EcsError::new(
+                ErrorKind::Serialization,
+                format!("the agent request is not valid: {e}"),
+            )
+        })
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(st, &parts, body).await?;
+    let control = st.control.clone();
+    let path = parts.uri.path().to_string();
+    if path == agent_proto::JOIN_PATH {
+        let r: agent_proto::JoinRequest = parse(&body)?;
+        return crate::json(control.agent_join(r).await?);
+    }
+    let caller = authenticate(st, &parts, &body).await?;
+    let Some(instance) = caller.instance else {
+        return Err(EcsError::new(
+            ErrorKind::AccessDenied,
+            "the agent protocol needs an agent's key, not a user's",
+        ));
+    };
+    if path == agent_proto::POLL_PATH {
+        let r: agent_proto::PollRequest = parse(&body)?;
+        let mut stopping = st.stopping.clone();
+        let stop = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        crate::json(control.agent_poll(&instance, r, stop).await?)
+    } else {
+        let r: agent_proto::ReportRequest = parse(&body)?;
+        crate::json(control.agent_report(&instance, r).await?)
+    }
+}
+
+async fn read_body(
+    st: &State,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Bytes, EcsError> {
     let max = st.limits.max_body;
     let too_large = |n: Option<u64>| {
         EcsError::new(
@@ -235,19 +323,7 @@ async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsE
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-
-    let caller = authenticate(st, &parts, &body).await?;
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok());
-    let request = parse_ecs_request(target, &body)?;
-    // Run the handler on its own task: a bug that panics becomes a ServerException, not a
-    // dropped connection.
-    let control = st.control.clone();
-    tokio::spawn(async move { control.handle(&caller, request).await })
-        .await
-        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+    Ok(body)
 }
 
 async fn authenticate(
@@ -276,6 +352,7 @@ async fn authenticate(
             Some(k) => Caller {
                 access_key: k.access_key_id,
                 principal_arn: k.principal_arn,
+                instance: k.instance,
             },
             None => st.control.dev_caller(&auth.access_key),
         });
@@ -297,5 +374,6 @@ async fn authenticate(
     Ok(Caller {
         access_key: key.access_key_id,
         principal_arn: key.principal_arn,
+        instance: key.instance,
     })
 }

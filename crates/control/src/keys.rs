@@ -68,4 +68,24 @@ pub const RESETTABLE: &[&str] = &[
     "instances/",
     "tasks/",
     "services/",
+    "runtokens/",
 ];
+
+/// `instances/CLUSTER/ID` → `ecs::ContainerInstance`, with `remainingResources` kept current by
+/// every placement and every task that stops (in the same transaction).
+pub fn instance(cluster: &str, id: &str) -> String {
+    format!("instances/{cluster}/{id}")
+}
+
+/// `tasks/CLUSTER/ID` → `ecs::Task`.
+pub fn task(cluster: &str, id: &str) -> String {
+    format!("tasks/{cluster}/{id}")
+}
+
+/// `runtokens/CLUSTER/CLIENT_TOKEN` → the task ARNs a RunTask with that `clientToken` started.
+pub fn run_token(cluster: &str, token: &str) -> String {
+    format!("runtokens/{cluster}/{token}")
+}
+
+/// `auth/join-token` → the token agents present to join a cluster.
+pub const JOIN_TOKEN: &str = "auth/join-token";

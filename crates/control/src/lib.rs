@@ -5,13 +5,17 @@
 //! [`Control::handle`] → JSON), then one file per resource: [`clusters`], [`task_definitions`],
 //! [`tags`], [`settings`]. [`keys`] says where each record lives in the store.
 
+pub mod agents;
 pub mod auth;
 pub mod clusters;
 pub mod http;
+pub mod instances;
 pub mod keys;
+pub mod plan;
 pub mod settings;
 pub mod tags;
 pub mod task_definitions;
+pub mod tasks;
 
 mod paging;
 
@@ -20,7 +24,7 @@ use berth_api::{EcsError, ErrorKind};
 use berth_store::{Store, StoreError, Txn, TxnOutcome};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a server is, as its flags say.
 #[derive(Debug, Clone)]
@@ -29,6 +33,10 @@ pub struct Config {
     pub account_id: String,
     /// Accept any well-formed SigV4 credentials and serve `POST /_berth/reset`.
     pub dev: bool,
+    /// An instance whose agent has not polled for this long is `agentConnected: false`.
+    pub agent_timeout: Duration,
+    /// How long a STOPPED task stays describable before it is purged.
+    pub task_retention: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +45,8 @@ impl Default for Config {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             dev: false,
+            agent_timeout: Duration::from_secs(60),
+            task_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -47,6 +57,8 @@ pub struct Caller {
     pub access_key: String,
     /// The IAM-style ARN of the caller, as ECS reports it in `registeredBy` and `principalArn`.
     pub principal_arn: String,
+    /// For an agent: the container instance it speaks for.
+    pub instance: Option<String>,
 }
 
 /// The ECS handlers. Cheap to clone; all state is in the store.
@@ -54,6 +66,8 @@ pub struct Caller {
 pub struct Control {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    /// Which agents are connected (in memory: every poll is a heartbeat).
+    pub agents: Arc<agents::Presence>,
 }
 
 /// How many times a read-modify-write is retried when another writer got there first.
@@ -63,12 +77,19 @@ impl Control {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         Control {
             store,
+            agents: Arc::new(agents::Presence::new(config.agent_timeout)),
             config: Arc::new(config),
         }
     }
 
     /// Runs one ECS operation; the answer is the operation's output shape as JSON.
     pub async fn handle(&self, caller: &Caller, req: EcsRequest) -> Result<Vec<u8>, EcsError> {
+        if let Some(instance) = &caller.instance {
+            return Err(EcsError::new(
+                ErrorKind::AccessDenied,
+                format!("the key of the agent of {instance} may only speak the agent protocol"),
+            ));
+        }
         match req {
             EcsRequest::CreateCluster(r) => json(self.create_cluster(r).await?),
             EcsRequest::DescribeClusters(r) => json(self.describe_clusters(r).await?),
@@ -101,6 +122,27 @@ impl Control {
             EcsRequest::ListAccountSettings(r) => {
                 json(self.list_account_settings(caller, r).await?)
             }
+            EcsRequest::RegisterContainerInstance(r) => {
+                json(self.register_container_instance(r).await?)
+            }
+            EcsRequest::DeregisterContainerInstance(r) => {
+                json(self.deregister_container_instance(r).await?)
+            }
+            EcsRequest::DescribeContainerInstances(r) => {
+                json(self.describe_container_instances(r).await?)
+            }
+            EcsRequest::ListContainerInstances(r) => json(self.list_container_instances(r).await?),
+            EcsRequest::UpdateContainerInstancesState(r) => {
+                json(self.update_container_instances_state(r).await?)
+            }
+            EcsRequest::PutAttributes(r) => json(self.put_attributes(r).await?),
+            EcsRequest::DeleteAttributes(r) => json(self.delete_attributes(r).await?),
+            EcsRequest::ListAttributes(r) => json(self.list_attributes(r).await?),
+            EcsRequest::RunTask(r) => json(self.run_task(r).await?),
+            EcsRequest::StartTask(r) => json(self.start_task(r).await?),
+            EcsRequest::StopTask(r) => json(self.stop_task(r).await?),
+            EcsRequest::DescribeTasks(r) => json(self.describe_tasks(r).await?),
+            EcsRequest::ListTasks(r) => json(self.list_tasks(r).await?),
         }
     }
 

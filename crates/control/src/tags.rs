@@ -49,6 +49,25 @@ impl Control {
                     ));
                 }
             }
+            ResourceKind::Task | ResourceKind::ContainerInstance => {
+                let exists = match arn.id.split_once('/') {
+                    Some((cluster, id)) => {
+                        let key = if arn.kind == ResourceKind::Task {
+                            keys::task(cluster, id)
+                        } else {
+                            keys::instance(cluster, id)
+                        };
+                        self.store.get(&key).await.map_err(crate::store_error)?.is_some()
+                    }
+                    None => false,
+                };
+                if !exists {
+                    return Err(EcsError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!("The specified resource is not found: '{resource_arn}'"),
+                    ));
+                }
+            }
             _ => {
                 return Err(EcsError::new(
                     ErrorKind::ResourceNotFound,

@@ -1,0 +1,270 @@
+//! The agent protocol: what a `berth agent` and the `berth server` say to each other.
+//!
+//! Three HTTP calls on the server's own port, JSON bodies:
+//! - [`JOIN_PATH`]: once per host, with the cluster's registration token (no SigV4): the server
+//!   registers the container instance and hands back the agent's own access key.
+//! - [`POLL_PATH`] (SigV4-signed with that key): a long poll. The answer is the *whole* desired
+//!   set of the instance's tasks with a version; the server holds the request until the set
+//!   differs from the version the agent already has, or until `wait_ms`. Every poll is also the
+//!   agent's heartbeat.
+//! - [`REPORT_PATH`] (signed): task and container state changes. The agent resends a report
+//!   until it is acknowledged; the server applies reports idempotently (statuses only move
+//!   forward), so duplicates are harmless.
+//!
+//! Everything is keyed by task ARN, so reconnects and restarts on either side are harmless.
+//! This crate is the only place these shapes are defined; server and agent share it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const JOIN_PATH: &str = "/_berth/agent/v1/join";
+pub const POLL_PATH: &str = "/_berth/agent/v1/poll";
+pub const REPORT_PATH: &str = "/_berth/agent/v1/report";
+
+/// What the agent knows about its host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// `i-…` (or `mi-…` for EXTERNAL instances), chosen by the agent once and kept in its data dir.
+    pub instance_id: String,
+    /// CPU units, 1024 per core.
+    pub cpu: i32,
+    /// Memory in MiB available to tasks (after `--reserved-memory`).
+    pub memory_mib: i32,
+    /// Host ports no task may take.
+    pub reserved_ports: Vec<u16>,
+    /// `ecs.os-type`, `ecs.availability-zone`, capabilities and custom attributes; a `None`
+    /// value is an attribute without a value, as the `ecs.capability.*` ones are.
+    pub attributes: BTreeMap<String, Option<String>>,
+    pub agent_version: String,
+    pub docker_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub cluster: String,
+    pub token: String,
+    pub host: HostInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub container_instance_arn: String,
+    pub cluster_arn: String,
+    /// The region the agent signs its requests for.
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollRequest {
+    /// The version of the desired set the agent holds; `None` on the first poll.
+    pub known_version: Option<String>,
+    /// How long the server may hold the request when nothing changed.
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub version: String,
+    /// ACTIVE, DRAINING or INACTIVE (deregistered: the agent should stop polling).
+    pub instance_status: String,
+    pub tasks: Vec<DesiredTask>,
+}
+
+/// A task the server wants on this instance, with everything needed to run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredTask {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    pub family: String,
+    pub revision: i32,
+    /// RUNNING or STOPPED.
+    pub desired_status: String,
+    /// bridge, host or none.
+    pub network_mode: String,
+    pub containers: Vec<ContainerPlan>,
+    pub volumes: Vec<VolumePlan>,
+    /// The reason the server will record when it asked for the stop (StopTask).
+    pub stop_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entry_point: Option<Vec<String>>,
+    pub environment: Vec<(String, String)>,
+    pub working_directory: Option<String>,
+    pub user: Option<String>,
+    /// CPU units; become Docker's cpu shares.
+    pub cpu: Option<i32>,
+    /// Hard limit, MiB.
+    pub memory: Option<i32>,
+    /// Soft limit, MiB.
+    pub memory_reservation: Option<i32>,
+    pub ulimits: Vec<UlimitPlan>,
+    pub docker_labels: BTreeMap<String, String>,
+    pub readonly_root_filesystem: bool,
+    pub privileged: bool,
+    pub hostname: Option<String>,
+    pub mount_points: Vec<MountPlan>,
+    pub port_mappings: Vec<PortPlan>,
+    pub essential: bool,
+    pub depends_on: Vec<Dependency>,
+    pub health_check: Option<HealthCheckPlan>,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub stop_timeout: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UlimitPlan {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPlan {
+    pub source_volume: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortPlan {
+    pub container_port: u16,
+    /// `None` (or 0 from the user): a dynamic port in bridge mode.
+    pub host_port: Option<u16>,
+    /// tcp or udp.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub container_name: String,
+    /// START, COMPLETE, SUCCESS or HEALTHY.
+    pub condition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckPlan {
+    /// ECS's form: `["CMD-SHELL", "…"]` or `["CMD", …]`.
+    pub command: Vec<String>,
+    pub interval_s: i64,
+    pub timeout_s: i64,
+    pub retries: i64,
+    pub start_period_s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumePlan {
+    pub name: String,
+    /// A bind mount of this host path; `None` with `docker` also `None` means an empty
+    /// task-scoped volume.
+    pub host_path: Option<String>,
+    pub docker: Option<DockerVolumePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerVolumePlan {
+    /// task or shared.
+    pub scope: String,
+    pub autoprovision: bool,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportRequest {
+    pub reports: Vec<TaskReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// How many reports changed something (the rest were already known).
+    pub applied: usize,
+}
+
+/// What the agent observed about one task. Times are seconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TaskReport {
+    pub task_arn: String,
+    /// PENDING, RUNNING or STOPPED.
+    pub last_status: String,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub started_at: Option<f64>,
+    /// When the agent began stopping the task on its own (an essential container exited).
+    pub stopping_at: Option<f64>,
+    pub execution_stopped_at: Option<f64>,
+    /// Set when the agent decided the task must stop (EssentialContainerExited, TaskFailedToStart).
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    pub health_status: Option<String>,
+    pub containers: Vec<ContainerReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ContainerReport {
+    pub name: String,
+    pub runtime_id: Option<String>,
+    /// PENDING, RUNNING or STOPPED.
+    pub last_status: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub network_bindings: Vec<Binding>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    pub health_status: Option<String>,
+    pub image_digest: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub bind_ip: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: String,
+}
+
+/// Docker labels the agent puts on every container, the ECS agent's names first so existing
+/// tooling recognises them.
+pub mod labels {
+    pub const TASK_ARN: &str = "com.amazonaws.ecs.task-arn";
+    pub const CLUSTER: &str = "com.amazonaws.ecs.cluster";
+    pub const CONTAINER_NAME: &str = "com.amazonaws.ecs.container-name";
+    pub const FAMILY: &str = "com.amazonaws.ecs.task-definition-family";
+    pub const VERSION: &str = "com.amazonaws.ecs.task-definition-version";
+    /// Which agent owns the container: several agents may share one Docker Engine.
+    pub const INSTANCE: &str = "io.berth.container-instance-arn";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_through_json() {
+        let r = TaskReport {
+            task_arn: "arn:aws:ecs:us-east-1:0:task/c/1".into(),
+            last_status: "RUNNING".into(),
+            containers: vec![ContainerReport {
+                name: "web".into(),
+                last_status: "RUNNING".into(),
+                network_bindings: vec![Binding {
+                    bind_ip: "0.0.0.0".into(),
+                    container_port: 80,
+                    host_port: 32768,
+                    protocol: "tcp".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<TaskReport>(&text).unwrap(), r);
+    }
+}

@@ -1,0 +1,216 @@
+//! The agent's side of the protocol: join, poll and report over HTTP, poll and report signed
+//! with the agent's own key; and the [`Reporter`] that keeps each task's latest report until
+//! the server acknowledges it.
+
+use crate::AgentError;
+use berth_agent_proto::{
+    JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
+    TaskReport, JOIN_PATH, POLL_PATH, REPORT_PATH,
+};
+use berth_api::sigv4::{sign_request, SigningKey};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+/// Who this agent is, once joined; kept in the data dir so a restart keeps its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub server: String,
+    pub cluster: String,
+    pub instance_id: String,
+    pub container_instance_arn: String,
+    pub cluster_arn: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ServerClient {
+    pub fn new(server: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        ServerClient {
+            base: server.trim_end_matches('/').to_string(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        identity: Option<&Identity>,
+        timeout: Duration,
+    ) -> Result<T, AgentError> {
+        let url = format!("{}{path}", self.base);
+        let host = self
+            .base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
+        let mut req = http::Request::post(&url)
+            .header("host", &host)
+            .header("content-type", "application/json");
+        if let Some(id) = identity {
+            let key = SigningKey {
+                access_key: &id.access_key_id,
+                secret: &id.secret_access_key,
+                region: &id.region,
+                service: "ecs",
+            };
+            let headers = sign_request(
+                &key,
+                "POST",
+                &url,
+                &[("host", &host), ("content-type", "application/json")],
+                &body,
+                SystemTime::now(),
+            )
+            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let resp = tokio::time::timeout(timeout, self.http.request(req))
+            .await
+            .map_err(|_| AgentError::Server(format!("{path}: no answer within {timeout:?}")))?
+            .map_err(|e| AgentError::Server(format!("{path}: {e}")))?;
+        let status = resp.status();
+        let bytes = tokio::time::timeout(timeout, resp.into_body().collect())
+            .await
+            .map_err(|_| AgentError::Server(format!("{path}: the answer stalled")))?
+            .map_err(|e| AgentError::Server(format!("{path}: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes).to_string();
+            return Err(if status.as_u16() == 403 || text.contains("AccessDenied") {
+                AgentError::Refused(text)
+            } else {
+                AgentError::Server(format!("{path}: {status}: {text}"))
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::Protocol(format!("{path}: the answer is not valid: {e}")))
+    }
+
+    pub async fn join(&self, r: &JoinRequest) -> Result<JoinResponse, AgentError> {
+        let body = serde_json::to_vec(r).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.post(JOIN_PATH, body, None, Duration::from_secs(30))
+            .await
+    }
+
+    pub async fn poll(
+        &self,
+        id: &Identity,
+        known_version: Option<String>,
+        wait: Duration,
+    ) -> Result<PollResponse, AgentError> {
+        let body = serde_json::to_vec(&PollRequest {
+            known_version,
+            wait_ms: wait.as_millis() as u64,
+        })
+        .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.post(POLL_PATH, body, Some(id), wait + Duration::from_secs(15))
+            .await
+    }
+
+    pub async fn report(
+        &self,
+        id: &Identity,
+        reports: Vec<TaskReport>,
+    ) -> Result<ReportResponse, AgentError> {
+        let body = serde_json::to_vec(&ReportRequest { reports })
+            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.post(REPORT_PATH, body, Some(id), Duration::from_secs(30))
+            .await
+    }
+}
+
+/// Each task's latest report, until the server has acknowledged it. A report is a whole
+/// snapshot of the task, so a newer one replaces an unsent older one.
+#[derive(Debug, Default)]
+pub struct Reporter {
+    pending: Mutex<BTreeMap<String, (u64, TaskReport)>>,
+    seq: std::sync::atomic::AtomicU64,
+    pub(crate) notify: Notify,
+}
+
+impl Reporter {
+    pub fn submit(&self, report: TaskReport) {
+        let seq = self
+            .seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(report.task_arn.clone(), (seq, report));
+        }
+        self.notify.notify_one();
+    }
+
+    /// What to send now, with the sequence numbers to acknowledge afterwards.
+    pub fn batch(&self) -> Vec<(u64, TaskReport)> {
+        self.pending
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the reports that were sent and not replaced since.
+    pub fn acknowledge(&self, sent: &[(u64, TaskReport)]) {
+        if let Ok(mut p) = self.pending.lock() {
+            for (seq, r) in sent {
+                if p.get(&r.task_arn).is_some_and(|(s, _)| s == seq) {
+                    p.remove(&r.task_arn);
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(arn: &str, status: &str) -> TaskReport {
+        TaskReport {
+            task_arn: arn.into(),
+            last_status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_report_replaced_while_in_flight_is_sent_again() {
+        let r = Reporter::default();
+        r.submit(rep("a", "PENDING"));
+        r.submit(rep("b", "RUNNING"));
+        let sent = r.batch();
+        assert_eq!(sent.len(), 2);
+        r.submit(rep("a", "RUNNING"));
+        r.acknowledge(&sent);
+        let left = r.batch();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.last_status, "RUNNING");
+        r.acknowledge(&left);
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,337 @@
+//! [`Runtime`] on the Docker Engine API, through bollard.
+
+use crate::runtime::{CreateSpec, Listed, Observed, Runtime, RuntimeError};
+use async_trait::async_trait;
+use berth_agent_proto::Binding;
+use bollard::container::{
+    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
+};
+use bollard::errors::Error as BollardError;
+use bollard::image::CreateImageOptions;
+use bollard::models::{HealthConfig, HealthStatusEnum, HostConfig, PortBinding, ResourcesUlimits};
+use bollard::volume::CreateVolumeOptions;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+fn api(e: BollardError) -> RuntimeError {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => RuntimeError::Api(message),
+        BollardError::HyperResponseError { .. } | BollardError::IOError { .. } => {
+            RuntimeError::Unreachable(e.to_string())
+        }
+        other => RuntimeError::Api(other.to_string()),
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Docker's zero time means "never".
+fn epoch(s: Option<&str>) -> Option<f64> {
+    let s = s?;
+    if s.starts_with("0001-") {
+        return None;
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+impl Docker {
+    /// Connects to the engine at `DOCKER_HOST` or the local socket, and checks it answers.
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        let client = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
+            .with_timeout(Duration::from_secs(120));
+        client
+            .ping()
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Ok(Docker { client })
+    }
+}
+
+#[async_trait]
+impl Runtime for Docker {
+    async fn version(&self) -> Result<String, RuntimeError> {
+        let v = self.client.version().await.map_err(api)?;
+        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.client.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+        let opts = CreateImageOptions {
+            from_image: image,
+            ..Default::default()
+        };
+        let mut stream = self.client.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            let pull_error = |message: String| RuntimeError::Pull {
+                image: image.to_string(),
+                message,
+            };
+            match item {
+                Ok(info) => {
+                    if let Some(err) = info.error {
+                        return Err(pull_error(err));
+                    }
+                }
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    return Err(pull_error(message))
+                }
+                Err(BollardError::DockerStreamError { error }) => return Err(pull_error(error)),
+                Err(e) => return Err(api(e)),
+            }
+        }
+        // A pull that "succeeds" without the image is still a failure.
+        self.client
+            .inspect_image(image)
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Pull {
+                image: image.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        opts: &HashMap<String, String>,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        match self.client.inspect_volume(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+        self.client
+            .create_volume(CreateVolumeOptions {
+                name: name.to_string(),
+                driver: driver.unwrap_or("local").to_string(),
+                driver_opts: opts.clone(),
+                labels: labels.clone(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(api)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.client.remove_volume(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(e)),
+        }
+    }
+
+    async fn create(&self, s: &CreateSpec) -> Result<String, RuntimeError> {
+        let mut exposed = HashMap::new();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for (port, proto, host) in &s.ports {
+            let key = format!("{port}/{proto}");
+            exposed.insert(key.clone(), HashMap::new());
+            if s.network_mode == "bridge" {
+                bindings.insert(
+                    key,
+                    Some(vec![PortBinding {
+                        host_ip: None,
+                        host_port: Some(host.map(|h| h.to_string()).unwrap_or_default()),
+                    }]),
+                );
+            }
+        }
+        let config = Config {
+            image: Some(s.image.clone()),
+            cmd: s.cmd.clone(),
+            entrypoint: s.entrypoint.clone(),
+            env: Some(s.env.clone()),
+            working_dir: s.working_dir.clone(),
+            user: s.user.clone(),
+            hostname: s.hostname.clone(),
+            labels: Some(s.labels.clone()),
+            exposed_ports: Some(exposed),
+            stop_timeout: s.stop_timeout,
+            healthcheck: s.healthcheck.as_ref().map(|h| HealthConfig {
+                test: Some(h.test.clone()),
+                interval: Some(h.interval_ns),
+                timeout: Some(h.timeout_ns),
+                retries: Some(h.retries),
+                start_period: Some(h.start_period_ns),
+                ..Default::default()
+            }),
+            host_config: Some(HostConfig {
+                cpu_shares: s.cpu_shares,
+                memory: s.memory_bytes,
+                memory_reservation: s.memory_reservation_bytes,
+                ulimits: Some(
+                    s.ulimits
+                        .iter()
+                        .map(|(name, soft, hard)| ResourcesUlimits {
+                            name: Some(name.clone()),
+                            soft: Some(*soft),
+                            hard: Some(*hard),
+                        })
+                        .collect(),
+                ),
+                readonly_rootfs: Some(s.readonly_rootfs),
+                privileged: Some(s.privileged),
+                binds: Some(s.binds.clone()),
+                network_mode: Some(s.network_mode.clone()),
+                port_bindings: Some(bindings),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: s.name.clone(),
+                    platform: None,
+                }),
+                config,
+            )
+            .await
+            .map_err(api)?;
+        Ok(r.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.client
+            .start_container::<String>(id, None)
+            .await
+            .map_err(api)
+    }
+
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<Observed>, RuntimeError> {
+        let c = match self.client.inspect_container(name_or_id, None).await {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(api(e)),
+        };
+        let state = c.state.unwrap_or_default();
+        let started = epoch(state.started_at.as_deref()).is_some();
+        let running = state.running.unwrap_or(false);
+        let mut bindings = Vec::new();
+        for (key, list) in c
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default()
+        {
+            let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+            let Ok(container_port) = port.parse::<u16>() else {
+                continue;
+            };
+            for b in list.unwrap_or_default() {
+                if let Some(host_port) = b.host_port.and_then(|p| p.parse::<u16>().ok()) {
+                    bindings.push(Binding {
+                        bind_ip: b.host_ip.unwrap_or_else(|| "0.0.0.0".into()),
+                        container_port,
+                        host_port,
+                        protocol: proto.to_string(),
+                    });
+                }
+            }
+        }
+        bindings.sort_by(|a, b| (a.container_port, &a.bind_ip).cmp(&(b.container_port, &b.bind_ip)));
+        let health = state.health.and_then(|h| h.status).and_then(|s| match s {
+            HealthStatusEnum::HEALTHY => Some("healthy".to_string()),
+            HealthStatusEnum::UNHEALTHY => Some("unhealthy".to_string()),
+            HealthStatusEnum::STARTING => Some("starting".to_string()),
+            _ => None,
+        });
+        Ok(Some(Observed {
+            id: c.id.unwrap_or_default(),
+            running,
+            started,
+            exit_code: (!running && started).then_some(state.exit_code.unwrap_or(0)),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.filter(|e| !e.is_empty()),
+            health,
+            bindings,
+            image_id: c.image,
+            labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
+            finished_at: if running {
+                None
+            } else {
+                epoch(state.finished_at.as_deref())
+            },
+        }))
+    }
+
+    async fn stop(&self, id: &str, timeout_s: i64) -> Result<(), RuntimeError> {
+        match self
+            .client
+            .stop_container(id, Some(StopContainerOptions { t: timeout_s }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 304: already stopped; 404: already gone.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(api(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .client
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: false,
+                    link: false,
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(e)),
+        }
+    }
+
+    async fn list(&self, label: &str, value: &str) -> Result<Vec<Listed>, RuntimeError> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{label}={value}")]);
+        let list = self
+            .client
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(api)?;
+        Ok(list
+            .into_iter()
+            .map(|c| Listed {
+                id: c.id.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                running: c.state.as_deref() == Some("running"),
+            })
+            .collect())
+    }
+}

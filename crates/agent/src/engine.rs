@@ -1,0 +1,702 @@
+//! The task engine: one [`run_task`] loop owns each task, from pulling its images through
+//! stopping its containers to removing them. Only that loop changes the task's observed state;
+//! the server's wishes arrive on a watch channel, the observations leave through the
+//! [`Reporter`].
+//!
+//! A container is found by its deterministic name before it is created, so a restarted agent
+//! adopts what is running instead of starting it twice.
+
+use crate::client::Reporter;
+use crate::runtime::{CreateSpec, HealthcheckSpec, Observed, Runtime, RuntimeError};
+use berth_agent_proto::{labels, ContainerPlan, ContainerReport, DesiredTask, TaskReport};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// What every task loop shares.
+#[derive(Debug)]
+pub struct EngineContext {
+    pub runtime: Arc<dyn Runtime>,
+    pub reporter: Arc<Reporter>,
+    pub instance_arn: String,
+    /// How long stopped containers stay before they are removed.
+    pub cleanup_after: Duration,
+    /// SIGTERM→SIGKILL grace when a container definition gives no `stopTimeout`.
+    pub default_stop_timeout: i64,
+    /// How often running containers are inspected.
+    pub tick: Duration,
+}
+
+pub(crate) fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+fn cluster_name(cluster_arn: &str) -> &str {
+    cluster_arn.rsplit('/').next().unwrap_or(cluster_arn)
+}
+
+/// The Docker name of a task's container: deterministic, so it identifies the container across
+/// agent restarts, and Docker refuses a second one.
+pub fn container_name(t: &DesiredTask, c: &str) -> String {
+    format!("ecs-{}-{}-{}-{}", t.family, t.revision, c, task_id(&t.task_arn))
+}
+
+fn volume_name(t: &DesiredTask, v: &str) -> String {
+    format!("ecs-{}-{}-{}-{}", t.family, t.revision, v, task_id(&t.task_arn))
+}
+
+/// The container to create for `c` of task `t` on the instance `instance_arn`. Pure.
+pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> CreateSpec {
+    let mut lbls: HashMap<String, String> = c
+        .docker_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    lbls.insert(labels::TASK_ARN.into(), t.task_arn.clone());
+    lbls.insert(labels::CLUSTER.into(), cluster_name(&t.cluster_arn).into());
+    lbls.insert(labels::CONTAINER_NAME.into(), c.name.clone());
+    lbls.insert(labels::FAMILY.into(), t.family.clone());
+    lbls.insert(labels::VERSION.into(), t.revision.to_string());
+    lbls.insert(labels::INSTANCE.into(), instance_arn.into());
+    let binds = c
+        .mount_points
+        .iter()
+        .filter_map(|m| {
+            let v = t.volumes.iter().find(|v| v.name == m.source_volume)?;
+            let source = match (&v.host_path, &v.docker) {
+                (Some(path), _) => path.clone(),
+                (None, Some(d)) if d.scope == "shared" => v.name.clone(),
+                _ => volume_name(t, &v.name),
+            };
+            Some(format!(
+                "{source}:{}{}",
+                m.container_path,
+                if m.read_only { ":ro" } else { "" }
+            ))
+        })
+        .collect();
+    CreateSpec {
+        name: container_name(t, &c.name),
+        image: c.image.clone(),
+        cmd: c.command.clone(),
+        entrypoint: c.entry_point.clone(),
+        env: c
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        working_dir: c.working_directory.clone(),
+        user: c.user.clone(),
+        hostname: c.hostname.clone(),
+        labels: lbls,
+        // As the ECS agent does: CPU units are Docker's shares, at least 2.
+        cpu_shares: Some(i64::from(c.cpu.unwrap_or(0)).max(2)),
+        memory_bytes: c.memory.map(|m| i64::from(m) * 1024 * 1024),
+        memory_reservation_bytes: c.memory_reservation.map(|m| i64::from(m) * 1024 * 1024),
+        ulimits: c
+            .ulimits
+            .iter()
+            .map(|u| (u.name.clone(), u.soft, u.hard))
+            .collect(),
+        readonly_rootfs: c.readonly_root_filesystem,
+        privileged: c.privileged,
+        binds,
+        network_mode: t.network_mode.clone(),
+        ports: c
+            .port_mappings
+            .iter()
+            .map(|p| {
+                let host = if t.network_mode == "host" {
+                    Some(p.container_port)
+                } else {
+                    p.host_port
+                };
+                (p.container_port, p.protocol.clone(), host)
+            })
+            .collect(),
+        healthcheck: c.health_check.as_ref().map(|h| HealthcheckSpec {
+            test: h.command.clone(),
+            interval_ns: h.interval_s * 1_000_000_000,
+            timeout_ns: h.timeout_s * 1_000_000_000,
+            retries: h.retries,
+            start_period_ns: h.start_period_s * 1_000_000_000,
+        }),
+        stop_timeout: c.stop_timeout.map(i64::from),
+    }
+}
+
+/// What became of a container, as the engine tracks it.
+#[derive(Debug, Clone, Default)]
+struct Ctr {
+    plan: ContainerPlan,
+    id: Option<String>,
+    obs: Option<Observed>,
+    /// Why it never ran or why it stopped, in ECS's words.
+    reason: Option<String>,
+    failed_to_start: bool,
+}
+
+impl Ctr {
+    fn exited(&self) -> bool {
+        self.obs
+            .as_ref()
+            .is_some_and(|o| o.started && !o.running)
+    }
+
+    fn running(&self) -> bool {
+        self.obs.as_ref().is_some_and(|o| o.running)
+    }
+
+    fn status(&self) -> &'static str {
+        if self.running() {
+            "RUNNING"
+        } else if self.exited() || self.failed_to_start {
+            "STOPPED"
+        } else {
+            "PENDING"
+        }
+    }
+
+    fn health(&self) -> Option<String> {
+        self.plan.health_check.as_ref()?;
+        Some(
+            match self.obs.as_ref().and_then(|o| o.health.as_deref()) {
+                Some("healthy") if self.running() => "HEALTHY",
+                Some("unhealthy") => "UNHEALTHY",
+                _ => "UNKNOWN",
+            }
+            .to_string(),
+        )
+    }
+}
+
+/// Whether a container may start, given its dependencies.
+enum Readiness {
+    Ready,
+    Wait,
+    Never(String),
+}
+
+fn readiness(c: &Ctr, all: &[Ctr]) -> Readiness {
+    for d in &c.plan.depends_on {
+        let Some(dep) = all.iter().find(|x| x.plan.name == d.container_name) else {
+            return Readiness::Never(format!(
+                "dependency {} is not a container of the task",
+                d.container_name
+            ));
+        };
+        if dep.failed_to_start {
+            return Readiness::Never(format!("dependency {} failed to start", dep.plan.name));
+        }
+        let obs = dep.obs.as_ref();
+        let exit = obs.and_then(|o| o.exit_code).filter(|_| dep.exited());
+        let ok = match d.condition.as_str() {
+            "START" => obs.is_some_and(|o| o.started),
+            "COMPLETE" => dep.exited(),
+            "SUCCESS" => match exit {
+                Some(0) => true,
+                Some(code) => {
+                    return Readiness::Never(format!(
+                        "dependency {} exited with code {code}, not 0 (condition SUCCESS)",
+                        dep.plan.name
+                    ))
+                }
+                None => false,
+            },
+            "HEALTHY" => {
+                if dep.exited() || dep.health().as_deref() == Some("UNHEALTHY") {
+                    return Readiness::Never(format!(
+                        "dependency {} did not become healthy (condition HEALTHY)",
+                        dep.plan.name
+                    ));
+                }
+                dep.health().as_deref() == Some("HEALTHY")
+            }
+            other => {
+                return Readiness::Never(format!("unknown dependency condition {other}"));
+            }
+        };
+        if !ok {
+            return Readiness::Wait;
+        }
+    }
+    Readiness::Ready
+}
+
+/// One task, owned by one loop.
+struct TaskRun {
+    ctx: Arc<EngineContext>,
+    plan: DesiredTask,
+    ctrs: Vec<Ctr>,
+    last_status: &'static str,
+    pull_started_at: Option<f64>,
+    pull_stopped_at: Option<f64>,
+    started_at: Option<f64>,
+    stopping_at: Option<f64>,
+    execution_stopped_at: Option<f64>,
+    stop_code: Option<String>,
+    stopped_reason: Option<String>,
+    last_sent: Option<TaskReport>,
+}
+
+impl TaskRun {
+    fn report(&self) -> TaskReport {
+        let essentials_with_checks: Vec<String> = self
+            .ctrs
+            .iter()
+            .filter(|c| c.plan.essential)
+            .filter_map(|c| c.health())
+            .collect();
+        let health = if essentials_with_checks.iter().any(|h| h == "UNHEALTHY") {
+            "UNHEALTHY"
+        } else if !essentials_with_checks.is_empty()
+            && essentials_with_checks.iter().all(|h| h == "HEALTHY")
+        {
+            "HEALTHY"
+        } else {
+            "UNKNOWN"
+        };
+        TaskReport {
+            task_arn: self.plan.task_arn.clone(),
+            last_status: self.last_status.to_string(),
+            pull_started_at: self.pull_started_at,
+            pull_stopped_at: self.pull_stopped_at,
+            started_at: self.started_at,
+            stopping_at: self.stopping_at,
+            execution_stopped_at: self.execution_stopped_at,
+            stop_code: self.stop_code.clone(),
+            stopped_reason: self.stopped_reason.clone(),
+            health_status: Some(health.to_string()),
+            containers: self
+                .ctrs
+                .iter()
+                .map(|c| ContainerReport {
+                    name: c.plan.name.clone(),
+                    runtime_id: c.id.clone(),
+                    last_status: c.status().to_string(),
+                    exit_code: c
+                        .obs
+                        .as_ref()
+                        .filter(|_| c.exited())
+                        .and_then(|o| o.exit_code)
+                        .map(|e| e as i32),
+                    reason: c.reason.clone(),
+                    network_bindings: c
+                        .obs
+                        .as_ref()
+                        .map(|o| o.bindings.clone())
+                        .unwrap_or_default(),
+                    health_status: c.health(),
+                    image_digest: c.obs.as_ref().and_then(|o| o.image_id.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Sends the task's state if it changed since the last report.
+    fn publish(&mut self) {
+        let r = self.report();
+        if self.last_sent.as_ref() != Some(&r) {
+            self.ctx.reporter.submit(r.clone());
+            self.last_sent = Some(r);
+        }
+    }
+
+    /// Decides the task must stop, keeping the first reason.
+    fn must_stop(&mut self, code: &str, reason: String) {
+        if self.stop_code.is_none() {
+            self.stop_code = Some(code.into());
+            self.stopped_reason = Some(reason);
+            self.stopping_at = Some(now());
+        }
+    }
+
+    async fn observe(&mut self) -> Result<(), RuntimeError> {
+        for c in &mut self.ctrs {
+            if let Some(id) = &c.id {
+                c.obs = self.ctx.runtime.inspect(id).await?;
+                if let Some(o) = &c.obs {
+                    if o.oom_killed && c.exited() {
+                        c.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+                    } else if let (Some(err), true) = (&o.error, c.reason.is_none()) {
+                        c.reason = Some(err.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds containers a previous agent run created.
+    async fn adopt(&mut self) -> Result<bool, RuntimeError> {
+        let mut any = false;
+        for c in &mut self.ctrs {
+            let name = container_name(&self.plan, &c.plan.name);
+            if let Some(o) = self.ctx.runtime.inspect(&name).await? {
+                if o.labels.get(labels::TASK_ARN) == Some(&self.plan.task_arn) {
+                    c.id = Some(o.id.clone());
+                    c.obs = Some(o);
+                    any = true;
+                }
+            }
+        }
+        Ok(any)
+    }
+
+    async fn pull_and_prepare(&mut self) -> Result<(), String> {
+        self.pull_started_at = Some(now());
+        self.publish();
+        let mut images: Vec<String> = self.ctrs.iter().map(|c| c.plan.image.clone()).collect();
+        images.dedup();
+        for image in images {
+            if let Err(e) = self.ctx.runtime.ensure_image(&image).await {
+                let msg = match e {
+                    RuntimeError::Pull { image, message } => {
+                        format!("CannotPullContainerError: pull image {image}: {message}")
+                    }
+                    other => format!("CannotPullContainerError: {other}"),
+                };
+                for c in self.ctrs.iter_mut().filter(|c| c.plan.image == image) {
+                    c.reason = Some(msg.clone());
+                    c.failed_to_start = true;
+                }
+                return Err(msg);
+            }
+        }
+        self.pull_stopped_at = Some(now());
+        for v in &self.plan.volumes {
+            if v.host_path.is_some() {
+                continue;
+            }
+            let (name, driver, opts, lbls) = match &v.docker {
+                Some(d) if d.scope == "shared" && !d.autoprovision => continue,
+                Some(d) => (
+                    if d.scope == "shared" {
+                        v.name.clone()
+                    } else {
+                        volume_name(&self.plan, &v.name)
+                    },
+                    d.driver.clone(),
+                    d.driver_opts.clone().into_iter().collect(),
+                    d.labels.clone().into_iter().collect(),
+                ),
+                None => (
+                    volume_name(&self.plan, &v.name),
+                    None,
+                    HashMap::new(),
+                    HashMap::new(),
+                ),
+            };
+            self.ctx
+                .runtime
+                .ensure_volume(&name, driver.as_deref(), &opts, &lbls)
+                .await
+                .map_err(|e| format!("CannotCreateVolumeError: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Creates and starts every container whose dependencies allow it.
+    async fn start_ready(&mut self) {
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].id.is_some() || self.ctrs[i].failed_to_start {
+                continue;
+            }
+            match readiness(&self.ctrs[i], &self.ctrs) {
+                Readiness::Wait => {}
+                Readiness::Never(why) => {
+                    self.ctrs[i].failed_to_start = true;
+                    self.ctrs[i].reason = Some(format!("ContainerDependencyError: {why}"));
+                    if self.ctrs[i].plan.essential {
+                        self.must_stop("TaskFailedToStart", format!("ContainerDependencyError: {why}"));
+                    }
+                }
+                Readiness::Ready => {
+                    let spec = create_spec(&self.plan, &self.ctrs[i].plan, &self.ctx.instance_arn);
+                    let created = match self.ctx.runtime.create(&spec).await {
+                        Ok(id) => {
+                            self.ctrs[i].id = Some(id.clone());
+                            self.ctx
+                                .runtime
+                                .start(&id)
+                                .await
+                                .map_err(|e| format!("CannotStartContainerError: {e}"))
+                        }
+                        Err(e) => Err(format!("CannotCreateContainerError: {e}")),
+                    };
+                    if let Err(msg) = created {
+                        tracing::warn!(task = self.plan.task_arn, container = self.ctrs[i].plan.name, error = msg, "container failed to start");
+                        self.ctrs[i].failed_to_start = true;
+                        self.ctrs[i].reason = Some(msg.clone());
+                        if self.ctrs[i].plan.essential {
+                            self.must_stop("TaskFailedToStart", msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every running container (SIGTERM, `stopTimeout`, SIGKILL), all at once.
+    async fn stop_all(&mut self) {
+        let rt = self.ctx.runtime.clone();
+        let stops = self.ctrs.iter().filter(|c| c.running()).filter_map(|c| {
+            let id = c.id.clone()?;
+            let t = c
+                .plan
+                .stop_timeout
+                .map(i64::from)
+                .unwrap_or(self.ctx.default_stop_timeout);
+            let rt = rt.clone();
+            Some(async move {
+                if let Err(e) = rt.stop(&id, t).await {
+                    tracing::warn!(container = id, error = %e, "stopping a container failed");
+                }
+            })
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// Owns one task until its containers are gone. Ends when the task has stopped and its
+/// containers have been removed after `cleanup_after`.
+pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<DesiredTask>) {
+    let plan = desired.borrow_and_update().clone();
+    let mut t = TaskRun {
+        ctrs: plan
+            .containers
+            .iter()
+            .map(|p| Ctr {
+                plan: p.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        plan,
+        ctx,
+        last_status: "PENDING",
+        pull_started_at: None,
+        pull_stopped_at: None,
+        started_at: None,
+        stopping_at: None,
+        execution_stopped_at: None,
+        stop_code: None,
+        stopped_reason: None,
+        last_sent: None,
+    };
+    let arn = t.plan.task_arn.clone();
+    tracing::info!(task = arn, "task engine: taking the task");
+
+    // Adopt, or pull and prepare.
+    let adopted = loop {
+        match t.adopt().await {
+            Ok(a) => break a,
+            Err(e) => {
+                tracing::warn!(task = arn, error = %e, "cannot inspect containers; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    if !adopted && t.plan.desired_status == "RUNNING" {
+        if let Err(msg) = t.pull_and_prepare().await {
+            t.must_stop("TaskFailedToStart", msg);
+        }
+    }
+
+    // Run until something says stop.
+    loop {
+        if desired.borrow().desired_status == "STOPPED" {
+            // The server's reason (StopTask) is recorded by the server; ours stays empty.
+            if t.stopping_at.is_none() {
+                t.stopping_at = Some(now());
+            }
+            break;
+        }
+        if t.stop_code.is_some() {
+            break;
+        }
+        t.start_ready().await;
+        if let Err(e) = t.observe().await {
+            tracing::warn!(task = arn, error = %e, "cannot inspect containers");
+        }
+        if let Some(c) = t.ctrs.iter().find(|c| c.plan.essential && c.exited()) {
+            let name = c.plan.name.clone();
+            tracing::info!(task = arn, container = name, "essential container exited");
+            t.must_stop(
+                "EssentialContainerExited",
+                "Essential container in task exited".into(),
+            );
+            break;
+        }
+        if t.ctrs.iter().all(|c| c.exited() || c.failed_to_start) {
+            t.must_stop(
+                "EssentialContainerExited",
+                "Essential container in task exited".into(),
+            );
+            break;
+        }
+        let essentials_up = t
+            .ctrs
+            .iter()
+            .filter(|c| c.plan.essential)
+            .all(|c| c.running());
+        let all_placed = t
+            .ctrs
+            .iter()
+            .all(|c| c.id.is_some() || c.failed_to_start);
+        if t.last_status == "PENDING" && essentials_up && all_placed {
+            t.last_status = "RUNNING";
+            t.started_at = Some(now());
+            tracing::info!(task = arn, "task running");
+        }
+        t.publish();
+        let tick = t.ctx.tick;
+        tokio::select! {
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    // The agent is shutting down: leave the containers as they are.
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+
+    // Stop.
+    t.publish();
+    t.stop_all().await;
+    if let Err(e) = t.observe().await {
+        tracing::warn!(task = arn, error = %e, "cannot inspect stopped containers");
+    }
+    for c in &mut t.ctrs {
+        if c.id.is_none() && !c.failed_to_start {
+            c.failed_to_start = true;
+        }
+    }
+    t.last_status = "STOPPED";
+    t.execution_stopped_at = Some(now());
+    t.publish();
+    tracing::info!(task = arn, code = ?t.stop_code, "task stopped");
+
+    // Clean up after the delay.
+    tokio::time::sleep(t.ctx.cleanup_after).await;
+    for c in &t.ctrs {
+        if let Some(id) = &c.id {
+            if let Err(e) = t.ctx.runtime.remove(id).await {
+                tracing::warn!(container = id, error = %e, "removing a stopped container failed");
+            }
+        }
+    }
+    for v in &t.plan.volumes {
+        let task_scoped = v.host_path.is_none()
+            && v.docker.as_ref().is_none_or(|d| d.scope != "shared");
+        if task_scoped {
+            let _ = t.ctx.runtime.remove_volume(&volume_name(&t.plan, &v.name)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_agent_proto::{Dependency, MountPlan, PortPlan, VolumePlan};
+
+    fn plan() -> DesiredTask {
+        DesiredTask {
+            task_arn: "arn:aws:ecs:us-east-1:0:task/prod/abc123".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:0:cluster/prod".into(),
+            family: "web".into(),
+            revision: 4,
+            desired_status: "RUNNING".into(),
+            network_mode: "bridge".into(),
+            containers: vec![ContainerPlan {
+                name: "app".into(),
+                image: "busybox".into(),
+                command: None,
+                entry_point: None,
+                environment: vec![("A".into(), "1".into())],
+                working_directory: None,
+                user: None,
+                cpu: Some(0),
+                memory: Some(64),
+                memory_reservation: Some(32),
+                ulimits: vec![],
+                docker_labels: [("team".to_string(), "x".to_string())].into(),
+                readonly_root_filesystem: true,
+                privileged: false,
+                hostname: None,
+                mount_points: vec![MountPlan {
+                    source_volume: "data".into(),
+                    container_path: "/data".into(),
+                    read_only: true,
+                }],
+                port_mappings: vec![PortPlan {
+                    container_port: 80,
+                    host_port: None,
+                    protocol: "tcp".into(),
+                }],
+                essential: true,
+                depends_on: vec![],
+                health_check: None,
+                stop_timeout: None,
+            }],
+            volumes: vec![VolumePlan {
+                name: "data".into(),
+                host_path: None,
+                docker: None,
+            }],
+            stop_reason: None,
+        }
+    }
+
+    #[test]
+    fn specs_carry_ecs_labels_limits_ports_and_volumes() {
+        let p = plan();
+        let s = create_spec(&p, &p.containers[0], "arn:ci");
+        assert_eq!(s.name, "ecs-web-4-app-abc123");
+        assert_eq!(s.labels[labels::TASK_ARN], p.task_arn);
+        assert_eq!(s.labels[labels::CLUSTER], "prod");
+        assert_eq!(s.labels[labels::VERSION], "4");
+        assert_eq!(s.labels["team"], "x");
+        assert_eq!(s.cpu_shares, Some(2), "cpu 0 becomes Docker's minimum of 2 shares");
+        assert_eq!(s.memory_bytes, Some(64 << 20));
+        assert_eq!(s.memory_reservation_bytes, Some(32 << 20));
+        assert_eq!(s.ports, [(80, "tcp".to_string(), None)]);
+        assert_eq!(s.binds, ["ecs-web-4-data-abc123:/data:ro"]);
+        assert_eq!(s.env, ["A=1"]);
+        assert!(s.readonly_rootfs);
+    }
+
+    #[test]
+    fn dependencies_wait_then_release_or_fail() {
+        let p = plan();
+        let base = Ctr {
+            plan: p.containers[0].clone(),
+            ..Default::default()
+        };
+        let mut init = base.clone();
+        init.plan.name = "init".into();
+        let mut app = base.clone();
+        app.plan.depends_on = vec![Dependency {
+            container_name: "init".into(),
+            condition: "SUCCESS".into(),
+        }];
+        assert!(matches!(readiness(&app, &[init.clone(), app.clone()]), Readiness::Wait));
+        init.obs = Some(Observed {
+            started: true,
+            running: false,
+            exit_code: Some(0),
+            ..Default::default()
+        });
+        assert!(matches!(readiness(&app, &[init.clone(), app.clone()]), Readiness::Ready));
+        init.obs.as_mut().unwrap().exit_code = Some(3);
+        assert!(matches!(readiness(&app, &[init, app.clone()]), Readiness::Never(m) if m.contains("code 3")));
+    }
+}

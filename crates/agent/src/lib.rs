@@ -1,0 +1,488 @@
+//! The berth agent: makes one host a container instance of a cluster and runs the tasks the
+//! server places there on the local Docker Engine.
+//!
+//! Start at [`run`]: join (or reuse the identity in the data dir), then a long-poll loop that
+//! receives the instance's desired tasks and hands each to its own loop in [`engine`], and a
+//! report loop that sends what the engine observed until the server acknowledges it
+//! ([`client::Reporter`]). Docker sits behind [`runtime::Runtime`]; [`docker`] is the real one.
+
+pub mod client;
+pub mod docker;
+pub mod engine;
+pub mod runtime;
+
+use berth_agent_proto::{labels, DesiredTask, HostInfo, JoinRequest};
+use client::{Identity, Reporter, ServerClient};
+use engine::EngineContext;
+use runtime::Runtime;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Ports the ECS agent reserves on every host: SSH, Docker's API, and its own.
+pub const RESERVED_PORTS: &[u16] = &[22, 2375, 2376, 51678, 51679];
+
+/// The `ecs.capability.*` and `com.amazonaws.ecs.capability.*` attributes this agent
+/// supports; a task definition that requires another one is not placed here.
+pub const CAPABILITIES: &[&str] = &[
+    "com.amazonaws.ecs.capability.docker-remote-api.1.17",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.18",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.19",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.20",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.21",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.22",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.23",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.24",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.25",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.29",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.32",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.35",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.38",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.39",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.40",
+    "ecs.capability.task-cpu-mem-limit",
+    "ecs.capability.container-health-check",
+    "ecs.capability.container-ordering",
+    "ecs.capability.docker-plugin.local",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the server: {0}")]
+    Server(String),
+    #[error("the server refused the agent: {0}")]
+    Refused(String),
+    #[error("the agent protocol: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("the agent's data dir {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("container instance {0} was deregistered")]
+    Deregistered(String),
+}
+
+/// An agent's flags.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://host:port` of a berth server.
+    pub server: String,
+    pub cluster: String,
+    /// The cluster registration token; needed only to join the first time.
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    pub attributes: BTreeMap<String, String>,
+    pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    /// MiB of the host's memory kept away from tasks.
+    pub reserved_memory: i64,
+    /// Register as an EXTERNAL (ECS Anywhere style) instance, id `mi-…`.
+    pub external: bool,
+    /// Override the CPU units and MiB the host offers (default: what it has).
+    pub cpu: Option<i32>,
+    pub memory: Option<i32>,
+    pub cleanup_after: Duration,
+    pub default_stop_timeout: i64,
+    pub poll_wait: Duration,
+    pub tick: Duration,
+    /// Stop this instance's containers when the agent exits (default: leave them running).
+    pub stop_tasks_on_exit: bool,
+}
+
+impl AgentConfig {
+    pub fn new(server: &str, cluster: &str, data_dir: PathBuf) -> Self {
+        AgentConfig {
+            server: server.into(),
+            cluster: cluster.into(),
+            token: None,
+            data_dir,
+            attributes: BTreeMap::new(),
+            availability_zone: None,
+            instance_type: None,
+            reserved_memory: 0,
+            external: false,
+            cpu: None,
+            memory: None,
+            cleanup_after: Duration::from_secs(3 * 3600),
+            default_stop_timeout: 30,
+            poll_wait: Duration::from_secs(20),
+            tick: Duration::from_millis(500),
+            stop_tasks_on_exit: false,
+        }
+    }
+}
+
+fn host_memory_mib() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024)
+}
+
+fn random_hex(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}
+
+fn host_info(cfg: &AgentConfig, instance_id: &str, docker_version: &str) -> HostInfo {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as i32)
+        .unwrap_or(1);
+    let memory = cfg
+        .memory
+        .map(i64::from)
+        .unwrap_or_else(|| host_memory_mib() - cfg.reserved_memory)
+        .max(0);
+    let mut attributes: BTreeMap<String, Option<String>> = CAPABILITIES
+        .iter()
+        .map(|c| (c.to_string(), None))
+        .collect();
+    attributes.insert("ecs.os-type".into(), Some("linux".into()));
+    attributes.insert("ecs.os-family".into(), Some("LINUX".into()));
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    };
+    attributes.insert("ecs.cpu-architecture".into(), Some(arch.into()));
+    attributes.insert(
+        "ecs.availability-zone".into(),
+        Some(cfg.availability_zone.clone().unwrap_or_else(|| "local-1a".into())),
+    );
+    attributes.insert(
+        "ecs.instance-type".into(),
+        Some(cfg.instance_type.clone().unwrap_or_else(|| "berth.host".into())),
+    );
+    for (k, v) in &cfg.attributes {
+        attributes.insert(k.clone(), Some(v.clone()));
+    }
+    HostInfo {
+        instance_id: instance_id.into(),
+        cpu: cfg.cpu.unwrap_or(cores * 1024),
+        memory_mib: i32::try_from(memory).unwrap_or(i32::MAX),
+        reserved_ports: RESERVED_PORTS.to_vec(),
+        attributes,
+        agent_version: AGENT_VERSION.into(),
+        docker_version: docker_version.into(),
+    }
+}
+
+fn identity_path(cfg: &AgentConfig) -> PathBuf {
+    cfg.data_dir.join("agent.json")
+}
+
+fn data_dir_error(cfg: &AgentConfig, e: impl std::fmt::Display) -> AgentError {
+    AgentError::DataDir {
+        path: cfg.data_dir.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// The identity kept in the data dir, or a new one from joining with the token.
+async fn identity(
+    cfg: &AgentConfig,
+    client: &ServerClient,
+    docker_version: &str,
+) -> Result<Identity, AgentError> {
+    let path = identity_path(cfg);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id: Identity = serde_json::from_str(&text).map_err(|e| data_dir_error(cfg, e))?;
+        if id.cluster == cfg.cluster && id.server == cfg.server {
+            return Ok(id);
+        }
+        tracing::warn!(
+            "the data dir's identity is for cluster {} on {}; joining {} on {} afresh",
+            id.cluster,
+            id.server,
+            cfg.cluster,
+            cfg.server
+        );
+    }
+    let token = cfg.token.clone().ok_or_else(|| {
+        AgentError::Refused(
+            "this host has not joined yet: give the cluster registration token (--token or BERTH_JOIN_TOKEN)".into(),
+        )
+    })?;
+    let instance_id = format!(
+        "{}-{}",
+        if cfg.external { "mi" } else { "i" },
+        random_hex(17)
+    );
+    let resp = client
+        .join(&JoinRequest {
+            cluster: cfg.cluster.clone(),
+            token,
+            host: host_info(cfg, &instance_id, docker_version),
+        })
+        .await?;
+    let id = Identity {
+        server: cfg.server.clone(),
+        cluster: cfg.cluster.clone(),
+        instance_id,
+        container_instance_arn: resp.container_instance_arn,
+        cluster_arn: resp.cluster_arn,
+        region: resp.region,
+        access_key_id: resp.access_key_id,
+        secret_access_key: resp.secret_access_key,
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| data_dir_error(cfg, e))?;
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(&id).map_err(|e| data_dir_error(cfg, e))?;
+    std::fs::write(&tmp, text).map_err(|e| data_dir_error(cfg, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| data_dir_error(cfg, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| data_dir_error(cfg, e))?;
+    tracing::info!(instance = id.container_instance_arn, "joined the cluster");
+    Ok(id)
+}
+
+/// Sends the reporter's batch whenever there is one, until `stop` turns true.
+async fn report_loop(
+    client: ServerClient,
+    id: Identity,
+    reporter: Arc<Reporter>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let batch = reporter.batch();
+        if !batch.is_empty() {
+            let reports = batch.iter().map(|(_, r)| r.clone()).collect();
+            match client.report(&id, reports).await {
+                Ok(_) => {
+                    reporter.acknowledge(&batch);
+                    backoff = Duration::from_millis(200);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reporting failed; will resend");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = reporter.notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => {
+                // One last flush of what is pending.
+                let batch = reporter.batch();
+                if !batch.is_empty() {
+                    let reports = batch.iter().map(|(_, r)| r.clone()).collect();
+                    if client.report(&id, reports).await.is_ok() {
+                        reporter.acknowledge(&batch);
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The task loops this agent runs, by task ARN.
+#[derive(Default)]
+struct Tasks {
+    running: HashMap<String, watch::Sender<DesiredTask>>,
+    /// Tasks whose loop ended, so a stale desired set does not start them again.
+    finished: HashMap<String, Instant>,
+}
+
+impl Tasks {
+    fn sync(&mut self, ctx: &Arc<EngineContext>, desired: Vec<DesiredTask>) {
+        let closed: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, tx)| tx.is_closed())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in closed {
+            self.running.remove(&k);
+            self.finished.insert(k, Instant::now());
+        }
+        self.finished
+            .retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+        for t in desired {
+            match self.running.get(&t.task_arn) {
+                Some(tx) => {
+                    tx.send_if_modified(|cur| {
+                        if *cur != t {
+                            *cur = t.clone();
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+                None if self.finished.contains_key(&t.task_arn) => {}
+                None => {
+                    let arn = t.task_arn.clone();
+                    let (tx, rx) = watch::channel(t);
+                    tokio::spawn(engine::run_task(ctx.clone(), rx));
+                    self.running.insert(arn, tx);
+                }
+            }
+        }
+    }
+}
+
+/// Stops and, after the cleanup delay, removes containers of this instance whose task no
+/// loop owns and the server no longer wants.
+async fn sweep(
+    runtime: &Arc<dyn Runtime>,
+    instance_arn: &str,
+    owned: &HashSet<String>,
+    cleanup_after: Duration,
+) {
+    let list = match runtime.list(labels::INSTANCE, instance_arn).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list containers");
+            return;
+        }
+    };
+    for c in list {
+        let Some(task) = c.labels.get(labels::TASK_ARN) else {
+            continue;
+        };
+        if owned.contains(task) {
+            continue;
+        }
+        if c.running {
+            tracing::info!(task, container = c.id, "stopping a container of a task the server no longer has");
+            let _ = runtime.stop(&c.id, 30).await;
+        } else if let Ok(Some(o)) = runtime.inspect(&c.id).await {
+            let old = o
+                .finished_at
+                .is_none_or(|f| engine::now() - f > cleanup_after.as_secs_f64());
+            if old {
+                let _ = runtime.remove(&c.id).await;
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes. Containers keep running when it returns.
+pub async fn run(
+    cfg: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let docker_version = runtime.version().await?;
+    let client = ServerClient::new(&cfg.server);
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Joining waits for the server to come up.
+    let mut backoff = Duration::from_millis(200);
+    let id = loop {
+        match identity(&cfg, &client, &docker_version).await {
+            Ok(id) => break id,
+            Err(e @ (AgentError::Refused(_) | AgentError::DataDir { .. })) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot join yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let reporter = Arc::new(Reporter::default());
+    let ctx = Arc::new(EngineContext {
+        runtime: runtime.clone(),
+        reporter: reporter.clone(),
+        instance_arn: id.container_instance_arn.clone(),
+        cleanup_after: cfg.cleanup_after,
+        default_stop_timeout: cfg.default_stop_timeout,
+        tick: cfg.tick,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reports = tokio::spawn(report_loop(
+        client.clone(),
+        id.clone(),
+        reporter.clone(),
+        stop_rx,
+    ));
+    let mut tasks = Tasks::default();
+    let mut known: Option<String> = None;
+    let mut backoff = Duration::from_millis(200);
+    let mut last_sweep: Option<Instant> = None;
+    let result = loop {
+        let poll = tokio::select! {
+            r = client.poll(&id, known.clone(), cfg.poll_wait) => r,
+            _ = &mut shutdown => break Ok(()),
+        };
+        match poll {
+            Ok(resp) => {
+                backoff = Duration::from_millis(200);
+                if resp.instance_status == "INACTIVE" {
+                    break Err(AgentError::Deregistered(id.container_instance_arn.clone()));
+                }
+                if known.is_none() {
+                    tracing::info!(instance = id.container_instance_arn, tasks = resp.tasks.len(), "connected to the server");
+                }
+                known = Some(resp.version);
+                let wanted: HashSet<String> =
+                    resp.tasks.iter().map(|t| t.task_arn.clone()).collect();
+                tasks.sync(&ctx, resp.tasks);
+                if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                    let mut owned: HashSet<String> = tasks.running.keys().cloned().collect();
+                    owned.extend(wanted);
+                    sweep(&runtime, &id.container_instance_arn, &owned, cfg.cleanup_after).await;
+                    last_sweep = Some(Instant::now());
+                }
+            }
+            Err(AgentError::Refused(msg)) => {
+                break Err(AgentError::Refused(msg));
+            }
+            Err(e) => {
+                if known.is_some() {
+                    tracing::warn!(error = %e, "lost the server; containers keep running, retrying");
+                }
+                known = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => break Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    drop(tasks);
+    if cfg.stop_tasks_on_exit {
+        if let Ok(list) = runtime.list(labels::INSTANCE, &id.container_instance_arn).await {
+            let stops = list.iter().filter(|c| c.running).map(|c| {
+                let rt = runtime.clone();
+                let id = c.id.clone();
+                async move { rt.stop(&id, cfg.default_stop_timeout).await }
+            });
+            futures::future::join_all(stops).await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reports).await;
+    result
+}

@@ -1,0 +1,299 @@
+//! The server's side of the agent protocol ([`berth_agent_proto`]): joining with the
+//! registration token, the long poll that hands an agent its desired tasks, and the reports
+//! that record what the agent observed.
+//!
+//! Presence is kept in memory: every poll is a heartbeat, and an instance is `agentConnected`
+//! while its last heartbeat is younger than [`Config::agent_timeout`](crate::Config).
+
+use crate::auth::{random_secret, AccessKey};
+use crate::instances::Registration;
+use crate::{decode, encode, keys, plan, store_error, Control};
+use berth_agent_proto::{
+    DesiredTask, JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest,
+    ReportResponse,
+};
+use berth_api::ecs::{self, TaskDefinition};
+use berth_api::{EcsError, ErrorKind};
+use berth_model::arn::{Arn, ResourceKind};
+use berth_model::status::InstanceStatus;
+use berth_store::Txn;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest a poll is held, whatever the agent asks for.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// When each instance's agent was last heard from.
+#[derive(Debug)]
+pub struct Presence {
+    seen: Mutex<HashMap<String, Instant>>,
+    timeout: Duration,
+}
+
+impl Presence {
+    pub fn new(timeout: Duration) -> Self {
+        Presence {
+            seen: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    pub fn heartbeat(&self, instance_arn: &str) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(instance_arn.to_string(), Instant::now());
+        }
+    }
+
+    pub fn is_connected(&self, instance_arn: &str) -> bool {
+        self.seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(instance_arn).copied())
+            .is_some_and(|t| t.elapsed() < self.timeout)
+    }
+}
+
+fn denied(message: impl Into<String>) -> EcsError {
+    EcsError::new(ErrorKind::AccessDenied, message)
+}
+
+/// `(cluster, instance id)` of a container instance ARN.
+fn instance_parts(arn: &str) -> Result<(String, String), EcsError> {
+    let a = Arn::parse(arn)?;
+    match (a.kind, a.id.split_once('/')) {
+        (ResourceKind::ContainerInstance, Some((c, id))) => Ok((c.to_string(), id.to_string())),
+        _ => Err(denied(format!("'{arn}' is not a container instance"))),
+    }
+}
+
+/// Constant-time equality, so the token cannot be guessed byte by byte from timings.
+fn same(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+impl Control {
+    /// The token agents present to join, created on first use.
+    pub async fn ensure_join_token(&self) -> Result<String, EcsError> {
+        for _ in 0..crate::CAS_ATTEMPTS {
+            if let Some((t, _)) = self.get_record::<String>(keys::JOIN_TOKEN).await? {
+                return Ok(t);
+            }
+            let token = format!("bjt-{}", random_secret(40));
+            let txn = Txn::new()
+                .unchanged(keys::JOIN_TOKEN, None)
+                .put(keys::JOIN_TOKEN, encode(&token)?);
+            if self.commit(txn).await? {
+                return Ok(token);
+            }
+        }
+        Err(crate::conflict_exhausted("creating the join token"))
+    }
+
+    /// Registers the agent's host and hands back the agent's own key.
+    pub async fn agent_join(&self, r: JoinRequest) -> Result<JoinResponse, EcsError> {
+        let expected = self.ensure_join_token().await?;
+        if !same(&r.token, &expected) {
+            return Err(denied("the cluster registration token is not valid"));
+        }
+        let h = r.host;
+        if h.cpu < 0 || h.memory_mib <= 0 {
+            return Err(EcsError::invalid(format!(
+                "the host reports {} CPU units and {} MiB of memory",
+                h.cpu, h.memory_mib
+            )));
+        }
+        let id = &h.instance_id;
+        if !(id.starts_with("i-") || id.starts_with("mi-"))
+            || id.len() > 64
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(EcsError::invalid(format!(
+                "instance id '{id}' must look like i-… or mi-…"
+            )));
+        }
+        let cluster = self.cluster_name(Some(&r.cluster))?;
+        let ci = self
+            .register_instance(
+                &cluster,
+                Registration {
+                    instance_id: h.instance_id.clone(),
+                    cpu: i64::from(h.cpu),
+                    memory: i64::from(h.memory_mib),
+                    ports: h.reserved_ports.iter().copied().collect(),
+                    ports_udp: BTreeSet::new(),
+                    attributes: h.attributes.clone(),
+                    version_info: Some(ecs::VersionInfo {
+                        agent_version: Some(h.agent_version.clone()),
+                        agent_hash: None,
+                        docker_version: Some(format!("DockerVersion: {}", h.docker_version)),
+                    }),
+                    tags: Vec::new(),
+                },
+            )
+            .await?;
+        let arn = ci.container_instance_arn.clone().unwrap_or_default();
+        let key = AccessKey {
+            access_key_id: format!("AKIA{}", random_secret(16).to_ascii_uppercase()),
+            secret_access_key: random_secret(40),
+            principal_arn: format!(
+                "arn:aws:sts::{}:assumed-role/berth-agent/{}",
+                self.config.account_id, h.instance_id
+            ),
+            instance: Some(arn.clone()),
+        };
+        let txn = Txn::new()
+            .unchanged(&keys::access_key(&key.access_key_id), None)
+            .put(keys::access_key(&key.access_key_id), encode(&key)?);
+        if !self.commit(txn).await? {
+            return Err(crate::conflict_exhausted("creating the agent's key"));
+        }
+        self.agents.heartbeat(&arn);
+        tracing::info!(instance = arn, host = h.instance_id, "agent joined");
+        let (cluster_rec, _) = self.active_cluster(Some(&cluster)).await?;
+        Ok(JoinResponse {
+            container_instance_arn: arn,
+            cluster_arn: cluster_rec.cluster_arn.unwrap_or_default(),
+            region: self.config.region.clone(),
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+        })
+    }
+
+    /// Removes every key issued to the agent of `instance_arn`.
+    pub(crate) async fn revoke_agent_keys(&self, instance_arn: &str) -> Result<(), EcsError> {
+        let kvs = self
+            .store
+            .range("auth/keys/", None, None)
+            .await
+            .map_err(store_error)?;
+        for kv in kvs {
+            let k: AccessKey = decode(&kv)?;
+            if k.instance.as_deref() == Some(instance_arn) {
+                self.commit(Txn::new().delete(kv.key.clone())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The instance's status and the tasks it should be running or stopping.
+    async fn desired_for(&self, instance_arn: &str) -> Result<(String, Vec<DesiredTask>), EcsError> {
+        let (cluster, id) = instance_parts(instance_arn)?;
+        let status = match self
+            .get_record::<ecs::ContainerInstance>(&keys::instance(&cluster, &id))
+            .await?
+        {
+            Some((ci, _)) => ci.status.unwrap_or_default(),
+            None => InstanceStatus::Inactive.as_str().to_string(),
+        };
+        let mut defs: HashMap<String, TaskDefinition> = HashMap::new();
+        let mut out = Vec::new();
+        for (t, _) in self.tasks_in(&cluster).await? {
+            if t.container_instance_arn.as_deref() != Some(instance_arn)
+                || t.last_status.as_deref() == Some("STOPPED")
+            {
+                continue;
+            }
+            let td_arn = t.task_definition_arn.clone().unwrap_or_default();
+            if !defs.contains_key(&td_arn) {
+                let (td, _) = self.find_task_definition(&td_arn).await?;
+                defs.insert(td_arn.clone(), td);
+            }
+            out.push(plan::desired_task(&t, &defs[&td_arn]));
+        }
+        out.sort_by(|a, b| a.task_arn.cmp(&b.task_arn));
+        Ok((status, out))
+    }
+
+    /// The long poll: answers at once when the desired set differs from `known_version`,
+    /// otherwise when it changes, when `wait_ms` has passed, or when `stop` completes.
+    pub async fn agent_poll(
+        &self,
+        instance_arn: &str,
+        r: PollRequest,
+        stop: impl Future<Output = ()>,
+    ) -> Result<PollResponse, EcsError> {
+        let (cluster, id) = instance_parts(instance_arn)?;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(r.wait_ms).min(MAX_POLL_WAIT);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            self.agents.heartbeat(instance_arn);
+            let rev = self.store.revision().await.map_err(store_error)?;
+            let (instance_status, tasks) = self.desired_for(instance_arn).await?;
+            let version = hex::encode(&Sha256::digest(
+                serde_json::to_vec(&(&instance_status, &tasks)).unwrap_or_default(),
+            )[..12]);
+            if r.known_version.as_deref() != Some(version.as_str())
+                || tokio::time::Instant::now() >= deadline
+                || instance_status == InstanceStatus::Inactive.as_str()
+            {
+                return Ok(PollResponse {
+                    version,
+                    instance_status,
+                    tasks,
+                });
+            }
+            let mut tasks_watch = self
+                .store
+                .watch(&keys::tasks_of(&cluster), rev)
+                .await
+                .map_err(store_error)?;
+            let mut instance_watch = self
+                .store
+                .watch(&keys::instance(&cluster, &id), rev)
+                .await
+                .map_err(store_error)?;
+            tokio::select! {
+                _ = tasks_watch.rx.recv() => {}
+                _ = instance_watch.rx.recv() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut stop => {
+                    return Ok(PollResponse { version, instance_status, tasks });
+                }
+            }
+        }
+    }
+
+    /// Records the agent's reports; each is applied at most once in effect.
+    pub async fn agent_report(
+        &self,
+        instance_arn: &str,
+        r: ReportRequest,
+    ) -> Result<ReportResponse, EcsError> {
+        let (cluster, _) = instance_parts(instance_arn)?;
+        self.agents.heartbeat(instance_arn);
+        let mut applied = 0;
+        for rep in &r.reports {
+            if self.apply_report(&cluster, instance_arn, rep).await? {
+                applied += 1;
+            }
+        }
+        Ok(ReportResponse { applied })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_expires() {
+        let p = Presence::new(Duration::from_millis(30));
+        assert!(!p.is_connected("a"));
+        p.heartbeat("a");
+        assert!(p.is_connected("a"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!p.is_connected("a"));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same("bjt-abc", "bjt-abc"));
+        assert!(!same("bjt-abc", "bjt-abd"));
+        assert!(!same("bjt-abc", "bjt-ab"));
+    }
+}

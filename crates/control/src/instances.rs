@@ -1,0 +1,785 @@
+//! Container instances: RegisterContainerInstance (ECS's own call and the agent's join),
+//! DeregisterContainerInstance, DescribeContainerInstances, ListContainerInstances,
+//! UpdateContainerInstancesState, and the attribute calls PutAttributes, DeleteAttributes,
+//! ListAttributes.
+//!
+//! An instance record keeps `registeredResources` as the host declared them and
+//! `remainingResources` as placements leave them; the running/pending counts and
+//! `agentConnected` are derived when the record is read.
+
+use crate::paging::{decode_token, max_results, page};
+use crate::{
+    conflict_exhausted, decode, encode, keys, now_epoch, store_error, Control, CAS_ATTEMPTS,
+};
+use berth_api::ecs::{self, Attribute, ContainerInstance, Resource, Tag, VersionInfo};
+use berth_api::{EcsError, ErrorKind};
+use berth_model::arn::{Arn, ResourceKind};
+use berth_model::status::InstanceStatus;
+use berth_store::{KeyValue, Txn};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// ECS allows ten custom attributes per resource.
+const MAX_CUSTOM_ATTRIBUTES: usize = 10;
+
+/// What a host brings when it registers.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub instance_id: String,
+    pub cpu: i64,
+    pub memory: i64,
+    pub ports: BTreeSet<u16>,
+    pub ports_udp: BTreeSet<u16>,
+    pub attributes: BTreeMap<String, Option<String>>,
+    pub version_info: Option<VersionInfo>,
+    pub tags: Vec<Tag>,
+}
+
+/// CPU, memory and ports as one value, converted to and from ECS's `Resource` list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: i64,
+    pub memory: i64,
+    pub ports: BTreeSet<u16>,
+    pub ports_udp: BTreeSet<u16>,
+}
+
+impl Resources {
+    pub fn to_ecs(&self) -> Vec<Resource> {
+        let int = |name: &str, v: i64| Resource {
+            name: Some(name.into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(v.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+            double_value: Some(0.0),
+            long_value: Some(0),
+            ..Default::default()
+        };
+        let set = |name: &str, v: &BTreeSet<u16>| Resource {
+            name: Some(name.into()),
+            r#type: Some("STRINGSET".into()),
+            string_set_value: Some(v.iter().map(|p| p.to_string()).collect()),
+            double_value: Some(0.0),
+            long_value: Some(0),
+            integer_value: Some(0),
+        };
+        vec![
+            int("CPU", self.cpu),
+            int("MEMORY", self.memory),
+            set("PORTS", &self.ports),
+            set("PORTS_UDP", &self.ports_udp),
+        ]
+    }
+
+    pub fn from_ecs(list: &[Resource]) -> Result<Self, EcsError> {
+        let mut r = Resources::default();
+        for res in list {
+            let name = res.name.as_deref().unwrap_or("");
+            let int = || -> Result<i64, EcsError> {
+                res.integer_value
+                    .map(i64::from)
+                    .or(res.long_value)
+                    .or(res.double_value.map(|d| d as i64))
+                    .filter(|v| *v >= 0)
+                    .ok_or_else(|| {
+                        EcsError::invalid(format!(
+                            "resource {name} needs a non-negative integerValue"
+                        ))
+                    })
+            };
+            let ports = || -> Result<BTreeSet<u16>, EcsError> {
+                res.string_set_value
+                    .iter()
+                    .flatten()
+                    .map(|p| {
+                        p.parse::<u16>().map_err(|_| {
+                            EcsError::invalid(format!("resource {name}: '{p}' is not a port number"))
+                        })
+                    })
+                    .collect()
+            };
+            match name {
+                "CPU" => r.cpu = int()?,
+                "MEMORY" => r.memory = int()?,
+                "PORTS" => r.ports = ports()?,
+                "PORTS_UDP" => r.ports_udp = ports()?,
+                // GPUs and other custom resources are accepted and not scheduled on yet.
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn check_attribute(name: &str, value: Option<&str>) -> Result<(), EcsError> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c));
+    if !name_ok {
+        return Err(EcsError::invalid(format!(
+            "attribute name '{name}' must be 1-128 letters, numbers, hyphens, underscores, slashes or periods"
+        )));
+    }
+    if let Some(v) = value {
+        let ok = !v.is_empty()
+            && v.len() <= 128
+            && v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c));
+        if !ok {
+            return Err(EcsError::invalid(format!(
+                "attribute '{name}' value '{v}' must be 1-128 letters, numbers, hyphens, underscores, periods, at signs, slashes, colons or spaces"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_builtin_attribute(name: &str) -> bool {
+    name.starts_with("ecs.") || name.starts_with("com.amazonaws.ecs.")
+}
+
+/// Reads `instanceId`, `instanceType` and `availabilityZone` from an EC2 instance identity
+/// document, as ECS does.
+fn identity_document(doc: &str) -> Result<(String, Option<String>, Option<String>), EcsError> {
+    let v: serde_json::Value = serde_json::from_str(doc).map_err(|e| {
+        EcsError::invalid(format!("instanceIdentityDocument is not valid JSON: {e}"))
+    })?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let id = field("instanceId").ok_or_else(|| {
+        EcsError::invalid("instanceIdentityDocument has no instanceId".to_string())
+    })?;
+    Ok((id, field("instanceType"), field("availabilityZone")))
+}
+
+impl Control {
+    /// The instance id an identifier (id or ARN) refers to in `cluster`.
+    pub(crate) fn instance_id(&self, cluster: &str, ident: &str) -> Result<String, EcsError> {
+        if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident)?;
+            if arn.kind != ResourceKind::ContainerInstance {
+                return Err(EcsError::invalid(format!(
+                    "'{ident}' is not a container instance ARN"
+                )));
+            }
+            return Ok(match arn.id.split_once('/') {
+                Some((c, id)) if c == cluster => id.to_string(),
+                Some(_) => {
+                    return Err(EcsError::invalid(format!(
+                        "container instance '{ident}' is not in cluster {cluster}"
+                    )))
+                }
+                None => arn.id,
+            });
+        }
+        if ident.is_empty()
+            || ident.len() > 64
+            || !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(EcsError::invalid(format!(
+                "'{ident}' is not a container instance id or ARN"
+            )));
+        }
+        Ok(ident.to_string())
+    }
+
+    pub(crate) fn instance_arn(&self, cluster: &str, id: &str) -> String {
+        self.arn(ResourceKind::ContainerInstance, &format!("{cluster}/{id}"))
+    }
+
+    pub(crate) async fn instances_of(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(ContainerInstance, KeyValue)>, EcsError> {
+        let kvs = self
+            .store
+            .range(&keys::instances_of(cluster), None, None)
+            .await
+            .map_err(store_error)?;
+        kvs.into_iter()
+            .map(|kv| Ok((decode::<ContainerInstance>(&kv)?, kv)))
+            .collect()
+    }
+
+    /// Registers a host in `cluster`, or updates the ACTIVE/DRAINING instance that already has
+    /// its instance id (a host that registers again keeps its ARN and its tasks).
+    pub async fn register_instance(
+        &self,
+        cluster: &str,
+        reg: Registration,
+    ) -> Result<ContainerInstance, EcsError> {
+        for (name, value) in &reg.attributes {
+            check_attribute(name, value.as_deref())?;
+        }
+        crate::tags::check_tags(&reg.tags)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let (_, cluster_kv) = self.active_cluster(Some(cluster)).await?;
+            let existing = self.instances_of(cluster).await?.into_iter().find(|(ci, _)| {
+                ci.ec2_instance_id.as_deref() == Some(&reg.instance_id)
+                    && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+            });
+            let registered = Resources {
+                cpu: reg.cpu,
+                memory: reg.memory,
+                ports: reg.ports.clone(),
+                ports_udp: reg.ports_udp.clone(),
+            };
+            let attributes: Vec<Attribute> = reg
+                .attributes
+                .iter()
+                .map(|(k, v)| Attribute {
+                    name: Some(k.clone()),
+                    value: v.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            let (ci, key, seen) = match existing {
+                Some((mut ci, kv)) => {
+                    // Keep what tasks hold: remaining = new registered - (old registered - old remaining).
+                    let old_reg = Resources::from_ecs(
+                        ci.registered_resources.as_deref().unwrap_or_default(),
+                    )?;
+                    let old_rem = Resources::from_ecs(
+                        ci.remaining_resources.as_deref().unwrap_or_default(),
+                    )?;
+                    let in_use_ports: BTreeSet<u16> =
+                        old_rem.ports.difference(&old_reg.ports).copied().collect();
+                    let remaining = Resources {
+                        cpu: registered.cpu - (old_reg.cpu - old_rem.cpu),
+                        memory: registered.memory - (old_reg.memory - old_rem.memory),
+                        ports: registered.ports.union(&in_use_ports).copied().collect(),
+                        ports_udp: registered.ports_udp.clone(),
+                    };
+                    // Custom attributes set through PutAttributes survive a re-registration.
+                    let mut merged = attributes.clone();
+                    for a in ci.attributes.iter().flatten() {
+                        let name = a.name.as_deref().unwrap_or("");
+                        if !is_builtin_attribute(name) && !reg.attributes.contains_key(name) {
+                            merged.push(a.clone());
+                        }
+                    }
+                    ci.registered_resources = Some(registered.to_ecs());
+                    ci.remaining_resources = Some(remaining.to_ecs());
+                    ci.attributes = Some(merged);
+                    ci.version_info = reg.version_info.clone().or(ci.version_info);
+                    ci.version = Some(ci.version.unwrap_or(0) + 1);
+                    let id = ci
+                        .container_instance_arn
+                        .as_deref()
+                        .and_then(|a| a.rsplit('/').next())
+                        .unwrap_or_default()
+                        .to_string();
+                    (ci, keys::instance(cluster, &id), Some(kv))
+                }
+                None => {
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    let ci = ContainerInstance {
+                        container_instance_arn: Some(self.instance_arn(cluster, &id)),
+                        ec2_instance_id: Some(reg.instance_id.clone()),
+                        version: Some(1),
+                        version_info: reg.version_info.clone(),
+                        registered_resources: Some(registered.to_ecs()),
+                        remaining_resources: Some(registered.to_ecs()),
+                        status: Some(InstanceStatus::Active.as_str().into()),
+                        agent_connected: Some(false),
+                        running_tasks_count: Some(0),
+                        pending_tasks_count: Some(0),
+                        attributes: Some(attributes),
+                        registered_at: Some(now_epoch()),
+                        ..Default::default()
+                    };
+                    (ci, keys::instance(cluster, &id), None)
+                }
+            };
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            let mut txn = Txn::new()
+                .unchanged(&keys::cluster(cluster), Some(&cluster_kv))
+                .unchanged(&key, seen.as_ref())
+                .put(key.clone(), encode(&ci)?);
+            if !reg.tags.is_empty() {
+                txn = txn.put(keys::tags(&arn), encode(&reg.tags)?);
+            }
+            if self.commit(txn).await? {
+                return self.present_instance(cluster, ci, false).await;
+            }
+        }
+        Err(conflict_exhausted("registering the container instance"))
+    }
+
+    /// Derived members: agentConnected, running and pending counts, tags when asked.
+    async fn present_instance(
+        &self,
+        cluster: &str,
+        mut ci: ContainerInstance,
+        with_tags: bool,
+    ) -> Result<ContainerInstance, EcsError> {
+        let arn = ci.container_instance_arn.clone().unwrap_or_default();
+        let counts = self.task_counts_by_instance(cluster).await?;
+        let (running, pending) = counts.get(&arn).copied().unwrap_or((0, 0));
+        ci.running_tasks_count = Some(running);
+        ci.pending_tasks_count = Some(pending);
+        ci.agent_connected = Some(self.agents.is_connected(&arn));
+        if with_tags {
+            ci.tags = Some(self.tags_of(&arn).await?);
+        }
+        Ok(ci)
+    }
+
+    pub async fn register_container_instance(
+        &self,
+        r: ecs::RegisterContainerInstanceRequest,
+    ) -> Result<ecs::RegisterContainerInstanceResponse, EcsError> {
+        let cluster = self.cluster_name(r.cluster.as_deref())?;
+        let resources = Resources::from_ecs(r.total_resources.as_deref().unwrap_or_default())?;
+        let mut attributes = BTreeMap::new();
+        for a in r.attributes.iter().flatten() {
+            let name = a.name.clone().ok_or_else(|| {
+                EcsError::invalid("every attribute needs a name".to_string())
+            })?;
+            attributes.insert(name, a.value.clone());
+        }
+        let instance_id = match r.instance_identity_document.as_deref() {
+            Some(doc) => {
+                let (id, itype, az) = identity_document(doc)?;
+                if let Some(t) = itype {
+                    attributes.insert("ecs.instance-type".into(), Some(t));
+                }
+                if let Some(az) = az {
+                    attributes.insert("ecs.availability-zone".into(), Some(az));
+                }
+                id
+            }
+            None => format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17]),
+        };
+        attributes
+            .entry("ecs.os-type".into())
+            .or_insert(Some("linux".into()));
+        let ci = self
+            .register_instance(
+                &cluster,
+                Registration {
+                    instance_id,
+                    cpu: resources.cpu,
+                    memory: resources.memory,
+                    ports: resources.ports,
+                    ports_udp: resources.ports_udp,
+                    attributes,
+                    version_info: r.version_info,
+                    tags: r.tags.unwrap_or_default(),
+                },
+            )
+            .await?;
+        Ok(ecs::RegisterContainerInstanceResponse {
+            container_instance: Some(ci),
+        })
+    }
+
+    /// An instance record of `cluster` by identifier.
+    pub(crate) async fn find_instance(
+        &self,
+        cluster: &str,
+        ident: &str,
+    ) -> Result<Option<(ContainerInstance, KeyValue)>, EcsError> {
+        let id = self.instance_id(cluster, ident)?;
+        self.get_record(&keys::instance(cluster, &id)).await
+    }
+
+    pub async fn deregister_container_instance(
+        &self,
+        r: ecs::DeregisterContainerInstanceRequest,
+    ) -> Result<ecs::DeregisterContainerInstanceResponse, EcsError> {
+        let (cluster, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster.cluster_name.unwrap_or_default();
+        let ident = r.container_instance.as_deref().unwrap_or_default();
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut ci, kv)) = self.find_instance(&cluster, ident).await? else {
+                return Err(EcsError::invalid(format!(
+                    "Container instance '{ident}' not found in cluster {cluster}"
+                )));
+            };
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            if ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str()) {
+                return Ok(ecs::DeregisterContainerInstanceResponse {
+                    container_instance: Some(self.present_instance(&cluster, ci, false).await?),
+                });
+            }
+            let live = self
+                .task_counts_by_instance(&cluster)
+                .await?
+                .get(&arn)
+                .map(|(r, p)| r + p)
+                .unwrap_or(0);
+            if live > 0 && !r.force.unwrap_or(false) {
+                return Err(EcsError::invalid(format!(
+                    "Found {live} running or pending tasks on container instance {arn}; stop them or deregister with force"
+                )));
+            }
+            ci.status = Some(InstanceStatus::Inactive.as_str().into());
+            ci.version = Some(ci.version.unwrap_or(0) + 1);
+            let txn = Txn::new()
+                .unchanged(&kv.key, Some(&kv))
+                .put(kv.key.clone(), encode(&ci)?);
+            if self.commit(txn).await? {
+                // Its agent's key stops working: a deregistered host cannot report or poll.
+                self.revoke_agent_keys(&arn).await?;
+                return Ok(ecs::DeregisterContainerInstanceResponse {
+                    container_instance: Some(self.present_instance(&cluster, ci, false).await?),
+                });
+            }
+        }
+        Err(conflict_exhausted("deregistering the container instance"))
+    }
+
+    pub async fn describe_container_instances(
+        &self,
+        r: ecs::DescribeContainerInstancesRequest,
+    ) -> Result<ecs::DescribeContainerInstancesResponse, EcsError> {
+        let (cluster, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster.cluster_name.unwrap_or_default();
+        let idents = r.container_instances.unwrap_or_default();
+        if idents.is_empty() || idents.len() > 100 {
+            return Err(EcsError::invalid(format!(
+                "containerInstances must name between 1 and 100 instances, not {}",
+                idents.len()
+            )));
+        }
+        let include = r.include.unwrap_or_default();
+        for i in &include {
+            berth_api::error::check_enum(
+                "include",
+                i,
+                ecs::enums::CONTAINER_INSTANCE_FIELD,
+            )?;
+        }
+        let with_tags = include.iter().any(|i| i == "TAGS");
+        let mut found = Vec::new();
+        let mut failures = Vec::new();
+        for ident in idents {
+            let hit = match self.instance_id(&cluster, &ident) {
+                Ok(_) => self.find_instance(&cluster, &ident).await?,
+                Err(_) => None,
+            };
+            match hit {
+                Some((ci, _)) => found.push(self.present_instance(&cluster, ci, with_tags).await?),
+                None => failures.push(ecs::Failure {
+                    arn: Some(ident),
+                    reason: Some("MISSING".into()),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(ecs::DescribeContainerInstancesResponse {
+            container_instances: Some(found),
+            failures: Some(failures),
+        })
+    }
+
+    pub async fn list_container_instances(
+        &self,
+        r: ecs::ListContainerInstancesRequest,
+    ) -> Result<ecs::ListContainerInstancesResponse, EcsError> {
+        let (cluster, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster.cluster_name.unwrap_or_default();
+        let limit = max_results(r.max_results, 100)?;
+        let token = decode_token(r.next_token.as_deref())?;
+        if let Some(s) = r.status.as_deref() {
+            berth_api::error::check_enum("status", s, ecs::enums::CONTAINER_INSTANCE_STATUS)?;
+        }
+        if let Some(f) = r.filter.as_deref() {
+            return Err(EcsError::invalid(format!(
+                "filter '{f}': the cluster query language is not supported by Berth yet"
+            )));
+        }
+        let items: Vec<(String, String)> = self
+            .instances_of(&cluster)
+            .await?
+            .into_iter()
+            .filter(|(ci, _)| {
+                let st = ci.status.as_deref().unwrap_or("");
+                match r.status.as_deref() {
+                    Some(want) => st == want,
+                    None => st != InstanceStatus::Inactive.as_str(),
+                }
+            })
+            .map(|(ci, kv)| (kv.key, ci.container_instance_arn.unwrap_or_default()))
+            .collect();
+        let (arns, next) = page(items, token.as_deref(), limit, false);
+        Ok(ecs::ListContainerInstancesResponse {
+            container_instance_arns: Some(arns),
+            next_token: next,
+        })
+    }
+
+    pub async fn update_container_instances_state(
+        &self,
+        r: ecs::UpdateContainerInstancesStateRequest,
+    ) -> Result<ecs::UpdateContainerInstancesStateResponse, EcsError> {
+        let (cluster, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster.cluster_name.unwrap_or_default();
+        let status = r.status.unwrap_or_default();
+        let want = match InstanceStatus::parse(&status) {
+            Some(s @ (InstanceStatus::Active | InstanceStatus::Draining)) => s,
+            _ => {
+                return Err(EcsError::invalid(format!(
+                    "status '{status}' must be ACTIVE or DRAINING"
+                )))
+            }
+        };
+        let idents = r.container_instances.unwrap_or_default();
+        if idents.is_empty() || idents.len() > 10 {
+            return Err(EcsError::invalid(format!(
+                "containerInstances must name between 1 and 10 instances, not {}",
+                idents.len()
+            )));
+        }
+        let mut done = Vec::new();
+        let mut failures = Vec::new();
+        'each: for ident in idents {
+            for _ in 0..CAS_ATTEMPTS {
+                let hit = match self.instance_id(&cluster, &ident) {
+                    Ok(_) => self.find_instance(&cluster, &ident).await?,
+                    Err(_) => None,
+                };
+                let Some((mut ci, kv)) = hit else {
+                    failures.push(ecs::Failure {
+                        arn: Some(ident.clone()),
+                        reason: Some("MISSING".into()),
+                        detail: None,
+                    });
+                    continue 'each;
+                };
+                if ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str()) {
+                    failures.push(ecs::Failure {
+                        arn: ci.container_instance_arn.clone(),
+                        reason: Some("INACTIVE".into()),
+                        detail: Some("the container instance is deregistered".into()),
+                    });
+                    continue 'each;
+                }
+                if ci.status.as_deref() != Some(want.as_str()) {
+                    ci.status = Some(want.as_str().into());
+                    ci.version = Some(ci.version.unwrap_or(0) + 1);
+                    let txn = Txn::new()
+                        .unchanged(&kv.key, Some(&kv))
+                        .put(kv.key.clone(), encode(&ci)?);
+                    if !self.commit(txn).await? {
+                        continue;
+                    }
+                }
+                done.push(self.present_instance(&cluster, ci, false).await?);
+                continue 'each;
+            }
+            return Err(conflict_exhausted("updating the container instance"));
+        }
+        Ok(ecs::UpdateContainerInstancesStateResponse {
+            container_instances: Some(done),
+            failures: Some(failures),
+        })
+    }
+
+    /// Applies `f` to the attributes of the instance each attribute targets.
+    async fn change_attributes(
+        &self,
+        cluster_ident: Option<&str>,
+        attributes: Vec<Attribute>,
+        put: bool,
+    ) -> Result<Vec<Attribute>, EcsError> {
+        let (cluster, _) = self.active_cluster(cluster_ident).await?;
+        let cluster = cluster.cluster_name.unwrap_or_default();
+        if attributes.is_empty() || attributes.len() > 10 {
+            return Err(EcsError::invalid(format!(
+                "attributes must hold between 1 and 10 attributes, not {}",
+                attributes.len()
+            )));
+        }
+        for a in &attributes {
+            let name = a.name.as_deref().unwrap_or("");
+            check_attribute(name, if put { a.value.as_deref() } else { None })?;
+            if let Some(t) = a.target_type.as_deref() {
+                berth_api::error::check_enum("targetType", t, ecs::enums::TARGET_TYPE)?;
+            }
+            if a.target_id.is_none() {
+                return Err(EcsError::invalid(format!(
+                    "attribute '{name}' needs a targetId (a container instance id or ARN)"
+                )));
+            }
+        }
+        let mut out = Vec::new();
+        for a in attributes {
+            let target = a.target_id.clone().unwrap_or_default();
+            let not_found = || {
+                EcsError::new(
+                    ErrorKind::TargetNotFound,
+                    format!("Could not find container instance '{target}' in cluster {cluster}"),
+                )
+            };
+            let mut committed = false;
+            for _ in 0..CAS_ATTEMPTS {
+                let hit = match self.instance_id(&cluster, &target) {
+                    Ok(_) => self.find_instance(&cluster, &target).await?,
+                    Err(_) => None,
+                };
+                let Some((mut ci, kv)) = hit else {
+                    return Err(not_found());
+                };
+                let name = a.name.clone().unwrap_or_default();
+                let mut attrs = ci.attributes.take().unwrap_or_default();
+                attrs.retain(|x| x.name.as_deref() != Some(&name));
+                if put {
+                    attrs.push(Attribute {
+                        name: Some(name.clone()),
+                        value: a.value.clone(),
+                        ..Default::default()
+                    });
+                    let custom = attrs
+                        .iter()
+                        .filter(|x| !is_builtin_attribute(x.name.as_deref().unwrap_or("")))
+                        .count();
+                    if custom > MAX_CUSTOM_ATTRIBUTES {
+                        return Err(EcsError::new(
+                            ErrorKind::AttributeLimitExceeded,
+                            format!(
+                                "container instance {target} would have {custom} custom attributes; the limit is {MAX_CUSTOM_ATTRIBUTES}"
+                            ),
+                        ));
+                    }
+                }
+                ci.attributes = Some(attrs);
+                let txn = Txn::new()
+                    .unchanged(&kv.key, Some(&kv))
+                    .put(kv.key.clone(), encode(&ci)?);
+                if self.commit(txn).await? {
+                    out.push(Attribute {
+                        name: Some(name),
+                        value: if put { a.value.clone() } else { None },
+                        target_id: ci.container_instance_arn.clone(),
+                        target_type: Some("container-instance".into()),
+                    });
+                    committed = true;
+                    break;
+                }
+            }
+            if !committed {
+                return Err(conflict_exhausted("changing attributes"));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn put_attributes(
+        &self,
+        r: ecs::PutAttributesRequest,
+    ) -> Result<ecs::PutAttributesResponse, EcsError> {
+        let attributes = self
+            .change_attributes(r.cluster.as_deref(), r.attributes.unwrap_or_default(), true)
+            .await?;
+        Ok(ecs::PutAttributesResponse {
+            attributes: Some(attributes),
+        })
+    }
+
+    pub async fn delete_attributes(
+        &self,
+        r: ecs::DeleteAttributesRequest,
+    ) -> Result<ecs::DeleteAttributesResponse, EcsError> {
+        let attributes = self
+            .change_attributes(r.cluster.as_deref(), r.attributes.unwrap_or_default(), false)
+            .await?;
+        Ok(ecs::DeleteAttributesResponse {
+            attributes: Some(attributes),
+        })
+    }
+
+    pub async fn list_attributes(
+        &self,
+        r: ecs::ListAttributesRequest,
+    ) -> Result<ecs::ListAttributesResponse, EcsError> {
+        let (cluster, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster.cluster_name.unwrap_or_default();
+        let target_type = r.target_type.unwrap_or_default();
+        berth_api::error::check_enum("targetType", &target_type, ecs::enums::TARGET_TYPE)?;
+        if r.attribute_value.is_some() && r.attribute_name.is_none() {
+            return Err(EcsError::invalid(
+                "attributeValue can only be given with attributeName".to_string(),
+            ));
+        }
+        let limit = max_results(r.max_results, 100)?;
+        let token = decode_token(r.next_token.as_deref())?;
+        let mut items = Vec::new();
+        for (ci, kv) in self.instances_of(&cluster).await? {
+            if ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str()) {
+                continue;
+            }
+            for a in ci.attributes.iter().flatten() {
+                if r.attribute_name.is_some() && a.name != r.attribute_name {
+                    continue;
+                }
+                if r.attribute_value.is_some() && a.value != r.attribute_value {
+                    continue;
+                }
+                items.push((
+                    format!("{}\u{0}{}", kv.key, a.name.as_deref().unwrap_or("")),
+                    Attribute {
+                        name: a.name.clone(),
+                        value: a.value.clone(),
+                        target_id: ci.container_instance_arn.clone(),
+                        target_type: Some("container-instance".into()),
+                    },
+                ));
+            }
+        }
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let (attributes, next) = page(items, token.as_deref(), limit, false);
+        Ok(ecs::ListAttributesResponse {
+            attributes: Some(attributes),
+            next_token: next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_round_trip_through_ecs_shapes() {
+        let r = Resources {
+            cpu: 2048,
+            memory: 3900,
+            ports: [22, 2375, 2376, 51678].into(),
+            ports_udp: BTreeSet::new(),
+        };
+        assert_eq!(Resources::from_ecs(&r.to_ecs()).unwrap(), r);
+        let bad = vec![Resource {
+            name: Some("PORTS".into()),
+            string_set_value: Some(vec!["http".into()]),
+            ..Default::default()
+        }];
+        assert!(Resources::from_ecs(&bad)
+            .unwrap_err()
+            .message
+            .contains("'http' is not a port"));
+    }
+
+    #[test]
+    fn identity_documents_give_id_type_and_zone() {
+        let (id, t, az) = identity_document(
+            r#"{"instanceId":"i-0abc","instanceType":"m5.large","availabilityZone":"us-east-1a"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (id.as_str(), t.as_deref(), az.as_deref()),
+            ("i-0abc", Some("m5.large"), Some("us-east-1a"))
+        );
+        assert!(identity_document("{}").is_err());
+        assert!(identity_document("nope").is_err());
+    }
+
+    #[test]
+    fn attribute_names_and_values_are_checked() {
+        assert!(check_attribute("stack", Some("prod")).is_ok());
+        assert!(check_attribute("ecs.capability.x", None).is_ok());
+        assert!(check_attribute("bad name", Some("x")).is_err());
+        assert!(check_attribute("ok", Some("semi;colon")).is_err());
+    }
+}

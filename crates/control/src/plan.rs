@@ -1,0 +1,199 @@
+//! A task record and its task definition turned into what an agent runs: the
+//! [`DesiredTask`] of the agent protocol, overrides applied. Pure.
+
+use berth_agent_proto::{
+    ContainerPlan, Dependency, DesiredTask, DockerVolumePlan, HealthCheckPlan, MountPlan,
+    PortPlan, UlimitPlan, VolumePlan,
+};
+use berth_api::ecs::{ContainerDefinition, Task, TaskDefinition};
+
+/// The plan for `task`, a task of `td`.
+pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
+    let overrides = task.overrides.clone().unwrap_or_default();
+    let containers = td
+        .container_definitions
+        .iter()
+        .flatten()
+        .map(|c| {
+            let o = overrides
+                .container_overrides
+                .iter()
+                .flatten()
+                .find(|o| o.name == c.name);
+            let mut plan = container_plan(c);
+            if let Some(o) = o {
+                if let Some(cmd) = &o.command {
+                    plan.command = Some(cmd.clone());
+                }
+                for kv in o.environment.iter().flatten() {
+                    let (Some(k), v) = (kv.name.clone(), kv.value.clone().unwrap_or_default())
+                    else {
+                        continue;
+                    };
+                    match plan.environment.iter_mut().find(|(n, _)| *n == k) {
+                        Some(e) => e.1 = v,
+                        None => plan.environment.push((k, v)),
+                    }
+                }
+                plan.cpu = o.cpu.or(plan.cpu);
+                plan.memory = o.memory.or(plan.memory);
+                plan.memory_reservation = o.memory_reservation.or(plan.memory_reservation);
+            }
+            plan
+        })
+        .collect();
+    let volumes = td
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| VolumePlan {
+            name: v.name.clone().unwrap_or_default(),
+            host_path: v.host.as_ref().and_then(|h| h.source_path.clone()),
+            docker: v
+                .docker_volume_configuration
+                .as_ref()
+                .map(|d| DockerVolumePlan {
+                    scope: d.scope.clone().unwrap_or_else(|| "task".into()),
+                    autoprovision: d.autoprovision.unwrap_or(false),
+                    driver: d.driver.clone(),
+                    driver_opts: d.driver_opts.clone().unwrap_or_default(),
+                    labels: d.labels.clone().unwrap_or_default(),
+                }),
+        })
+        .collect();
+    DesiredTask {
+        task_arn: task.task_arn.clone().unwrap_or_default(),
+        cluster_arn: task.cluster_arn.clone().unwrap_or_default(),
+        family: td.family.clone().unwrap_or_default(),
+        revision: td.revision.unwrap_or(0),
+        desired_status: task
+            .desired_status
+            .clone()
+            .unwrap_or_else(|| "RUNNING".into()),
+        network_mode: td.network_mode.clone().unwrap_or_else(|| "bridge".into()),
+        containers,
+        volumes,
+        stop_reason: task.stopped_reason.clone(),
+    }
+}
+
+fn container_plan(c: &ContainerDefinition) -> ContainerPlan {
+    ContainerPlan {
+        name: c.name.clone().unwrap_or_default(),
+        image: c.image.clone().unwrap_or_default(),
+        command: c.command.clone(),
+        entry_point: c.entry_point.clone(),
+        environment: c
+            .environment
+            .iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.name.clone()?, kv.value.clone().unwrap_or_default())))
+            .collect(),
+        working_directory: c.working_directory.clone(),
+        user: c.user.clone(),
+        cpu: c.cpu,
+        memory: c.memory,
+        memory_reservation: c.memory_reservation,
+        ulimits: c
+            .ulimits
+            .iter()
+            .flatten()
+            .map(|u| UlimitPlan {
+                name: u.name.clone().unwrap_or_default(),
+                soft: i64::from(u.soft_limit.unwrap_or(0)),
+                hard: i64::from(u.hard_limit.unwrap_or(0)),
+            })
+            .collect(),
+        docker_labels: c.docker_labels.clone().unwrap_or_default(),
+        readonly_root_filesystem: c.readonly_root_filesystem.unwrap_or(false),
+        privileged: c.privileged.unwrap_or(false),
+        hostname: c.hostname.clone(),
+        mount_points: c
+            .mount_points
+            .iter()
+            .flatten()
+            .map(|m| MountPlan {
+                source_volume: m.source_volume.clone().unwrap_or_default(),
+                container_path: m.container_path.clone().unwrap_or_default(),
+                read_only: m.read_only.unwrap_or(false),
+            })
+            .collect(),
+        port_mappings: c
+            .port_mappings
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortPlan {
+                    container_port: u16::try_from(p.container_port?).ok()?,
+                    host_port: p
+                        .host_port
+                        .and_then(|h| u16::try_from(h).ok())
+                        .filter(|h| *h > 0),
+                    protocol: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
+                })
+            })
+            .collect(),
+        essential: c.essential.unwrap_or(true),
+        depends_on: c
+            .depends_on
+            .iter()
+            .flatten()
+            .filter_map(|d| {
+                Some(Dependency {
+                    container_name: d.container_name.clone()?,
+                    condition: d.condition.clone().unwrap_or_else(|| "START".into()),
+                })
+            })
+            .collect(),
+        health_check: c.health_check.as_ref().map(|h| HealthCheckPlan {
+            command: h.command.clone().unwrap_or_default(),
+            interval_s: i64::from(h.interval.unwrap_or(30)),
+            timeout_s: i64::from(h.timeout.unwrap_or(5)),
+            retries: i64::from(h.retries.unwrap_or(3)),
+            start_period_s: i64::from(h.start_period.unwrap_or(0)),
+        }),
+        stop_timeout: c.stop_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_command_and_merge_environment() {
+        let td: TaskDefinition = serde_json::from_value(serde_json::json!({
+            "family": "web", "revision": 3,
+            "containerDefinitions": [{
+                "name": "app", "image": "busybox", "memory": 64,
+                "command": ["sleep", "1"],
+                "environment": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                "portMappings": [{"containerPort": 80, "hostPort": 0}],
+                "healthCheck": {"command": ["CMD-SHELL", "true"]}
+            }]
+        }))
+        .unwrap();
+        let task: Task = serde_json::from_value(serde_json::json!({
+            "taskArn": "arn:aws:ecs:us-east-1:0:task/c/1",
+            "desiredStatus": "RUNNING",
+            "overrides": {"containerOverrides": [{
+                "name": "app", "command": ["sleep", "2"], "memory": 128,
+                "environment": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]
+            }]}
+        }))
+        .unwrap();
+        let d = desired_task(&task, &td);
+        let c = &d.containers[0];
+        assert_eq!((d.family.as_str(), d.revision), ("web", 3));
+        assert_eq!(c.command.as_deref(), Some(&["sleep".to_string(), "2".to_string()][..]));
+        assert_eq!(c.memory, Some(128));
+        assert_eq!(
+            c.environment,
+            [("A".into(), "1".into()), ("B".into(), "3".into()), ("C".into(), "4".into())]
+        );
+        assert_eq!(c.port_mappings[0].host_port, None, "hostPort 0 means dynamic");
+        let h = c.health_check.as_ref().unwrap();
+        assert_eq!((h.interval_s, h.timeout_s, h.retries), (30, 5, 3));
+        assert!(c.essential);
+    }
+}

@@ -1,0 +1,1086 @@
+//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks, the agent's reports applied
+//! to task records, and the purge of long-stopped tasks.
+//!
+//! Placement reads the cluster's instances, asks [`berth_scheduler::place`] where each copy
+//! goes, and commits the new tasks together with the instances' new `remainingResources` in one
+//! transaction guarded on the revisions it read (and on the cluster record's), so concurrent
+//! RunTask calls never over-commit a host. A task that reaches STOPPED gives its resources
+//! back in the same transaction that records the stop, exactly once.
+
+use crate::instances::Resources;
+use crate::paging::{decode_token, max_results, page};
+use crate::{
+    conflict_exhausted, decode, encode, keys, now_epoch, store_error, Control, CAS_ATTEMPTS,
+};
+use berth_agent_proto::TaskReport;
+use berth_api::ecs::{self, Container, ContainerInstance, TaskDefinition, TaskOverride};
+use berth_api::error::check_enum;
+use berth_api::EcsError;
+use berth_model::arn::{Arn, ResourceKind};
+use berth_model::status::{InstanceStatus, TaskDefinitionStatus, TaskStatus};
+use berth_model::units;
+use berth_scheduler::{Candidate, Demand};
+use berth_store::{KeyValue, Txn};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// RunTask starts at most ten copies per call.
+const MAX_COUNT: i32 = 10;
+
+/// Where a placement may go.
+enum Target {
+    /// Any instance of the launch type (RunTask).
+    LaunchType(String),
+    /// Exactly these instance ids, one copy each (StartTask).
+    Instances(Vec<String>),
+}
+
+/// Who asked for the tasks and how to label them.
+#[derive(Default)]
+struct Meta {
+    started_by: Option<String>,
+    group: Option<String>,
+    tags: Vec<ecs::Tag>,
+    overrides: TaskOverride,
+    client_token: Option<String>,
+}
+
+/// The resources one copy of `td` with `overrides` needs on an instance.
+pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<Demand, EcsError> {
+    let containers = td.container_definitions.as_deref().unwrap_or_default();
+    let co = |name: &str| {
+        overrides
+            .container_overrides
+            .iter()
+            .flatten()
+            .find(|o| o.name.as_deref() == Some(name))
+    };
+    let cpu = match overrides.cpu.as_deref().or(td.cpu.as_deref()) {
+        Some(s) => units::parse_cpu(s).map_err(EcsError::from)? as i64,
+        None => containers
+            .iter()
+            .map(|c| {
+                co(c.name.as_deref().unwrap_or(""))
+                    .and_then(|o| o.cpu)
+                    .or(c.cpu)
+                    .unwrap_or(0) as i64
+            })
+            .sum(),
+    };
+    let memory = match overrides.memory.as_deref().or(td.memory.as_deref()) {
+        Some(s) => units::parse_memory(s).map_err(EcsError::from)? as i64,
+        None => containers
+            .iter()
+            .map(|c| {
+                let o = co(c.name.as_deref().unwrap_or(""));
+                // The scheduler reserves the soft limit when there is one, as ECS does.
+                o.and_then(|o| o.memory_reservation)
+                    .or(c.memory_reservation)
+                    .or(o.and_then(|o| o.memory))
+                    .or(c.memory)
+                    .unwrap_or(0) as i64
+            })
+            .sum(),
+    };
+    let host_mode = td.network_mode.as_deref() == Some("host");
+    let mut ports = Vec::new();
+    let mut udp_ports = Vec::new();
+    for c in containers {
+        for pm in c.port_mappings.iter().flatten() {
+            let host = match pm.host_port {
+                Some(p) if p > 0 => Some(p),
+                _ if host_mode => pm.container_port,
+                _ => None,
+            };
+            if let Some(p) = host.and_then(|p| u16::try_from(p).ok()) {
+                if pm.protocol.as_deref() == Some("udp") {
+                    udp_ports.push(p);
+                } else {
+                    ports.push(p);
+                }
+            }
+        }
+    }
+    let required_attributes = td
+        .requires_attributes
+        .iter()
+        .flatten()
+        .filter_map(|a| a.name.clone())
+        .collect();
+    Ok(Demand {
+        cpu,
+        memory,
+        ports,
+        udp_ports,
+        required_attributes,
+    })
+}
+
+fn candidate(ci: &ContainerInstance, connected: bool) -> Result<Candidate, EcsError> {
+    let rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
+    Ok(Candidate {
+        arn: ci.container_instance_arn.clone().unwrap_or_default(),
+        active: ci.status.as_deref() == Some(InstanceStatus::Active.as_str()),
+        agent_connected: connected,
+        cpu: rem.cpu,
+        memory: rem.memory,
+        ports_used: rem.ports,
+        udp_ports_used: rem.ports_udp,
+        attributes: ci
+            .attributes
+            .iter()
+            .flatten()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
+    })
+}
+
+/// An instance record with its remaining resources set from a candidate.
+fn with_remaining(mut ci: ContainerInstance, c: &Candidate) -> ContainerInstance {
+    let r = Resources {
+        cpu: c.cpu,
+        memory: c.memory,
+        ports: c.ports_used.clone(),
+        ports_udp: c.udp_ports_used.clone(),
+    };
+    ci.remaining_resources = Some(r.to_ecs());
+    ci.version = Some(ci.version.unwrap_or(0) + 1);
+    ci
+}
+
+/// EXTERNAL instances are ECS Anywhere's, whose ids start `mi-`.
+fn launch_type_of(ci: &ContainerInstance) -> &'static str {
+    if ci
+        .ec2_instance_id
+        .as_deref()
+        .is_some_and(|i| i.starts_with("mi-"))
+    {
+        "EXTERNAL"
+    } else {
+        "EC2"
+    }
+}
+
+fn task_id_of(arn: &str) -> Option<&str> {
+    arn.rsplit('/').next()
+}
+
+fn attribute<'a>(ci: &'a ContainerInstance, name: &str) -> Option<&'a str> {
+    ci.attributes
+        .iter()
+        .flatten()
+        .find(|a| a.name.as_deref() == Some(name))
+        .and_then(|a| a.value.as_deref())
+}
+
+impl Control {
+    pub(crate) fn task_arn(&self, cluster: &str, id: &str) -> String {
+        self.arn(ResourceKind::Task, &format!("{cluster}/{id}"))
+    }
+
+    /// The task id an identifier (id or ARN) names in `cluster`.
+    fn task_id(&self, cluster: &str, ident: &str) -> Option<String> {
+        if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident).ok()?;
+            if arn.kind != ResourceKind::Task {
+                return None;
+            }
+            return match arn.id.split_once('/') {
+                Some((c, id)) if c == cluster => Some(id.to_string()),
+                Some(_) => None,
+                None => Some(arn.id),
+            };
+        }
+        (!ident.is_empty() && ident.len() <= 64 && ident.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| ident.to_string())
+    }
+
+    pub(crate) async fn tasks_in(&self, cluster: &str) -> Result<Vec<(ecs::Task, KeyValue)>, EcsError> {
+        let kvs = self
+            .store
+            .range(&keys::tasks_of(cluster), None, None)
+            .await
+            .map_err(store_error)?;
+        kvs.into_iter()
+            .map(|kv| Ok((decode::<ecs::Task>(&kv)?, kv)))
+            .collect()
+    }
+
+    /// Running and pending task counts per container instance ARN.
+    pub(crate) async fn task_counts_by_instance(
+        &self,
+        cluster: &str,
+    ) -> Result<HashMap<String, (i32, i32)>, EcsError> {
+        let mut out: HashMap<String, (i32, i32)> = HashMap::new();
+        for (t, _) in self.tasks_in(cluster).await? {
+            let Some(arn) = t.container_instance_arn else {
+                continue;
+            };
+            let e = out.entry(arn).or_default();
+            match t.last_status.as_deref().and_then(TaskStatus::parse) {
+                Some(TaskStatus::Running) => e.0 += 1,
+                Some(s) if s < TaskStatus::Running => e.1 += 1,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The task definition a run refers to, checked as runnable with this launch type.
+    async fn runnable_definition(
+        &self,
+        ident: Option<&str>,
+        launch_type: &str,
+    ) -> Result<TaskDefinition, EcsError> {
+        let ident = ident.unwrap_or_default();
+        let (td, _) = self.find_task_definition(ident).await?;
+        let status = td.status.as_deref().unwrap_or("");
+        if status != TaskDefinitionStatus::Active.as_str() {
+            return Err(EcsError::client(format!(
+                "TaskDefinition '{ident}' is {status} and cannot run new tasks"
+            )));
+        }
+        let compat = td.compatibilities.clone().unwrap_or_default();
+        if !compat.iter().any(|c| c == launch_type) {
+            return Err(EcsError::invalid(format!(
+                "Task definition '{}' does not support launch type {launch_type} (it is compatible with {})",
+                td.task_definition_arn.as_deref().unwrap_or(ident),
+                compat.join(", ")
+            )));
+        }
+        let mode = td.network_mode.as_deref().unwrap_or("bridge");
+        if mode == "awsvpc" {
+            return Err(EcsError::invalid(
+                "networkMode awsvpc is not supported by Berth's agents yet; use bridge, host or none"
+                    .to_string(),
+            ));
+        }
+        Ok(td)
+    }
+
+    fn check_overrides(td: &TaskDefinition, o: &TaskOverride) -> Result<(), EcsError> {
+        for co in o.container_overrides.iter().flatten() {
+            let name = co.name.as_deref().unwrap_or("");
+            if !td
+                .container_definitions
+                .iter()
+                .flatten()
+                .any(|c| c.name.as_deref() == Some(name))
+            {
+                return Err(EcsError::invalid(format!(
+                    "Override for container named {name} is not a container in the TaskDefinition."
+                )));
+            }
+            for n in [co.cpu, co.memory, co.memory_reservation].into_iter().flatten() {
+                if n < 0 {
+                    return Err(EcsError::invalid(format!(
+                        "override for container {name}: {n} must not be negative"
+                    )));
+                }
+            }
+        }
+        if let Some(c) = o.cpu.as_deref() {
+            units::parse_cpu(c)?;
+        }
+        if let Some(m) = o.memory.as_deref() {
+            units::parse_memory(m)?;
+        }
+        Ok(())
+    }
+
+    /// A new task record for `td` on `ci`.
+    fn new_task(
+        &self,
+        cluster: &str,
+        cluster_arn: &str,
+        td: &TaskDefinition,
+        ci: &ContainerInstance,
+        d: &Demand,
+        meta: &Meta,
+        launch_type: &str,
+    ) -> ecs::Task {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let task_arn = self.task_arn(cluster, &id);
+        let containers = td
+            .container_definitions
+            .iter()
+            .flatten()
+            .map(|c| Container {
+                container_arn: Some(format!(
+                    "arn:aws:ecs:{}:{}:container/{cluster}/{id}/{}",
+                    self.config.region,
+                    self.config.account_id,
+                    uuid::Uuid::new_v4()
+                )),
+                task_arn: Some(task_arn.clone()),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                last_status: Some("PENDING".into()),
+                network_bindings: Some(Vec::new()),
+                network_interfaces: Some(Vec::new()),
+                cpu: Some(c.cpu.unwrap_or(0).to_string()),
+                memory: c.memory.map(|m| m.to_string()),
+                memory_reservation: c.memory_reservation.map(|m| m.to_string()),
+                health_status: c.health_check.as_ref().map(|_| "UNKNOWN".to_string()),
+                ..Default::default()
+            })
+            .collect();
+        let family = td.family.clone().unwrap_or_default();
+        ecs::Task {
+            task_arn: Some(task_arn),
+            cluster_arn: Some(cluster_arn.to_string()),
+            task_definition_arn: td.task_definition_arn.clone(),
+            container_instance_arn: ci.container_instance_arn.clone(),
+            availability_zone: attribute(ci, "ecs.availability-zone").map(str::to_string),
+            overrides: Some(TaskOverride {
+                container_overrides: Some(
+                    meta.overrides.container_overrides.clone().unwrap_or_default(),
+                ),
+                inference_accelerator_overrides: Some(Vec::new()),
+                ..meta.overrides.clone()
+            }),
+            last_status: Some(TaskStatus::Pending.as_str().into()),
+            desired_status: Some("RUNNING".into()),
+            cpu: Some(d.cpu.to_string()),
+            memory: Some(d.memory.to_string()),
+            containers: Some(containers),
+            created_at: Some(now_epoch()),
+            version: Some(1),
+            launch_type: Some(launch_type.into()),
+            started_by: meta.started_by.clone(),
+            group: Some(
+                meta.group
+                    .clone()
+                    .unwrap_or_else(|| format!("family:{family}")),
+            ),
+            health_status: Some("UNKNOWN".into()),
+            enable_execute_command: Some(false),
+            attachments: Some(Vec::new()),
+            attributes: Some(vec![ecs::Attribute {
+                name: Some("ecs.cpu-architecture".into()),
+                value: attribute(ci, "ecs.cpu-architecture").map(str::to_string),
+                ..Default::default()
+            }]),
+            tags: Some(meta.tags.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Places and commits tasks; the heart of RunTask and StartTask.
+    async fn start_tasks(
+        &self,
+        cluster_ident: Option<&str>,
+        td_ident: Option<&str>,
+        target: Target,
+        count: usize,
+        meta: Meta,
+    ) -> Result<(Vec<ecs::Task>, Vec<ecs::Failure>), EcsError> {
+        let (cluster_rec, _) = self.active_cluster(cluster_ident).await?;
+        let cluster = cluster_rec.cluster_name.clone().unwrap_or_default();
+        let cluster_arn = cluster_rec.cluster_arn.clone().unwrap_or_default();
+        let launch_type = match &target {
+            Target::LaunchType(l) => l.clone(),
+            Target::Instances(_) => "EC2".to_string(),
+        };
+        let td = self.runnable_definition(td_ident, &launch_type).await?;
+        Self::check_overrides(&td, &meta.overrides)?;
+        crate::tags::check_tags(&meta.tags)?;
+        let d = demand(&td, &meta.overrides)?;
+
+        if let Some(token) = &meta.client_token {
+            if let Some((arns, _)) = self
+                .get_record::<Vec<String>>(&keys::run_token(&cluster, token))
+                .await?
+            {
+                let mut tasks = Vec::new();
+                for arn in arns {
+                    if let Some(id) = task_id_of(&arn) {
+                        if let Some((t, _)) = self.get_record(&keys::task(&cluster, id)).await? {
+                            tasks.push(t);
+                        }
+                    }
+                }
+                return Ok((tasks, Vec::new()));
+            }
+        }
+
+        for _ in 0..CAS_ATTEMPTS {
+            let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
+            let all = self.instances_of(&cluster).await?;
+            let mut failures = Vec::new();
+            // The instances this placement may use, in a stable order.
+            let pool: Vec<(ContainerInstance, KeyValue)> = match &target {
+                Target::LaunchType(lt) => all
+                    .into_iter()
+                    .filter(|(ci, _)| {
+                        launch_type_of(ci) == lt
+                            && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+                    })
+                    .collect(),
+                Target::Instances(ids) => {
+                    let mut by_id: HashMap<String, (ContainerInstance, KeyValue)> = all
+                        .into_iter()
+                        .map(|(ci, kv)| {
+                            let id = kv.key.rsplit('/').next().unwrap_or_default().to_string();
+                            (id, (ci, kv))
+                        })
+                        .collect();
+                    let mut pool = Vec::new();
+                    for id in ids {
+                        match by_id.remove(id) {
+                            Some(x) => pool.push(x),
+                            None => failures.push(ecs::Failure {
+                                arn: Some(self.instance_arn(&cluster, id)),
+                                reason: Some("MISSING".into()),
+                                detail: None,
+                            }),
+                        }
+                    }
+                    pool
+                }
+            };
+            if pool.is_empty() && failures.is_empty() {
+                return Err(EcsError::invalid(
+                    "No Container Instances were found in your cluster.".to_string(),
+                ));
+            }
+            let mut cands = pool
+                .iter()
+                .map(|(ci, _)| {
+                    candidate(
+                        ci,
+                        self.agents
+                            .is_connected(ci.container_instance_arn.as_deref().unwrap_or("")),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let placed: Vec<usize> = match &target {
+                Target::LaunchType(_) => {
+                    let p = berth_scheduler::place(&mut cands, &d, count);
+                    for (i, reason) in p.failures {
+                        failures.push(ecs::Failure {
+                            arn: Some(cands[i].arn.clone()),
+                            reason: Some(reason.ecs_reason()),
+                            detail: reason.detail(),
+                        });
+                    }
+                    p.placed
+                }
+                Target::Instances(_) => {
+                    let mut placed = Vec::new();
+                    for i in 0..cands.len() {
+                        match berth_scheduler::misfit(&cands[i], &d) {
+                            None => {
+                                berth_scheduler::take(&mut cands[i], &d);
+                                placed.push(i);
+                            }
+                            Some(reason) => failures.push(ecs::Failure {
+                                arn: Some(cands[i].arn.clone()),
+                                reason: Some(reason.ecs_reason()),
+                                detail: reason.detail(),
+                            }),
+                        }
+                    }
+                    placed
+                }
+            };
+            let mut txn = Txn::new().unchanged(&keys::cluster(&cluster), Some(&cluster_kv));
+            let mut tasks = Vec::new();
+            for &i in &placed {
+                let (ci, _) = &pool[i];
+                let lt = launch_type_of(ci);
+                let t = self.new_task(&cluster, &cluster_arn, &td, ci, &d, &meta, lt);
+                let id = task_id_of(t.task_arn.as_deref().unwrap_or_default())
+                    .unwrap_or_default()
+                    .to_string();
+                txn = txn.put(keys::task(&cluster, &id), encode(&t)?);
+                if !meta.tags.is_empty() {
+                    txn = txn.put(
+                        keys::tags(t.task_arn.as_deref().unwrap_or_default()),
+                        encode(&meta.tags)?,
+                    );
+                }
+                tasks.push(t);
+            }
+            let mut touched: Vec<usize> = placed.clone();
+            touched.sort_unstable();
+            touched.dedup();
+            for i in touched {
+                let (ci, kv) = &pool[i];
+                txn = txn
+                    .unchanged(&kv.key, Some(kv))
+                    .put(kv.key.clone(), encode(&with_remaining(ci.clone(), &cands[i]))?);
+            }
+            if let Some(token) = &meta.client_token {
+                let key = keys::run_token(&cluster, token);
+                let arns: Vec<String> = tasks.iter().filter_map(|t| t.task_arn.clone()).collect();
+                txn = txn.unchanged(&key, None).put(key, encode(&arns)?);
+            }
+            if tasks.is_empty() {
+                return Ok((tasks, failures));
+            }
+            if self.commit(txn).await? {
+                tracing::info!(cluster, count = tasks.len(), "tasks placed");
+                return Ok((tasks, failures));
+            }
+        }
+        Err(conflict_exhausted("placing tasks"))
+    }
+
+    pub async fn run_task(&self, r: ecs::RunTaskRequest) -> Result<ecs::RunTaskResponse, EcsError> {
+        let count = r.count.unwrap_or(1);
+        if !(1..=MAX_COUNT).contains(&count) {
+            return Err(EcsError::invalid(format!(
+                "count {count} must be between 1 and {MAX_COUNT}"
+            )));
+        }
+        if r.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+            if r.launch_type.is_some() {
+                return Err(EcsError::invalid(
+                    "Specifying both a launch type and capacity provider strategy is not supported."
+                        .to_string(),
+                ));
+            }
+            return Err(EcsError::invalid(
+                "capacityProviderStrategy is not supported by Berth yet; give launchType EC2 or EXTERNAL"
+                    .to_string(),
+            ));
+        }
+        let launch_type = r.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
+        if launch_type != "EC2" && launch_type != "EXTERNAL" {
+            return Err(EcsError::invalid(format!(
+                "launchType {launch_type} is not supported by Berth yet; use EC2 or EXTERNAL"
+            )));
+        }
+        if let Some(t) = &r.client_token {
+            if t.is_empty() || t.len() > 64 || !t.is_ascii() {
+                return Err(EcsError::invalid(format!(
+                    "clientToken '{t}' must be 1-64 ASCII characters"
+                )));
+            }
+        }
+        check_started_by(r.started_by.as_deref())?;
+        check_group(r.group.as_deref())?;
+        if !r.placement_constraints.as_deref().unwrap_or_default().is_empty()
+            || !r.placement_strategy.as_deref().unwrap_or_default().is_empty()
+        {
+            return Err(EcsError::invalid(
+                "placementConstraints and placementStrategy are not supported by Berth yet (placement is first-fit)"
+                    .to_string(),
+            ));
+        }
+        let (tasks, failures) = self
+            .start_tasks(
+                r.cluster.as_deref(),
+                r.task_definition.as_deref(),
+                Target::LaunchType(launch_type),
+                count as usize,
+                Meta {
+                    started_by: r.started_by,
+                    group: r.group,
+                    tags: r.tags.unwrap_or_default(),
+                    overrides: r.overrides.unwrap_or_default(),
+                    client_token: r.client_token,
+                },
+            )
+            .await?;
+        Ok(ecs::RunTaskResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
+    }
+
+    pub async fn start_task(
+        &self,
+        r: ecs::StartTaskRequest,
+    ) -> Result<ecs::StartTaskResponse, EcsError> {
+        let cluster = self.cluster_name(r.cluster.as_deref())?;
+        let idents = r.container_instances.unwrap_or_default();
+        if idents.is_empty() || idents.len() > 10 {
+            return Err(EcsError::invalid(format!(
+                "containerInstances must name between 1 and 10 instances, not {}",
+                idents.len()
+            )));
+        }
+        let ids = idents
+            .iter()
+            .map(|i| self.instance_id(&cluster, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_started_by(r.started_by.as_deref())?;
+        check_group(r.group.as_deref())?;
+        let n = ids.len();
+        let (tasks, failures) = self
+            .start_tasks(
+                r.cluster.as_deref(),
+                r.task_definition.as_deref(),
+                Target::Instances(ids),
+                n,
+                Meta {
+                    started_by: r.started_by,
+                    group: r.group,
+                    tags: r.tags.unwrap_or_default(),
+                    overrides: r.overrides.unwrap_or_default(),
+                    client_token: None,
+                },
+            )
+            .await?;
+        Ok(ecs::StartTaskResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
+    }
+
+    pub async fn stop_task(&self, r: ecs::StopTaskRequest) -> Result<ecs::StopTaskResponse, EcsError> {
+        let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster_rec.cluster_name.unwrap_or_default();
+        let ident = r.task.unwrap_or_default();
+        if let Some(reason) = &r.reason {
+            if reason.len() > 1024 {
+                return Err(EcsError::invalid(format!(
+                    "reason is {} characters; the limit is 1024",
+                    reason.len()
+                )));
+            }
+        }
+        let missing = || EcsError::invalid(format!("The referenced task was not found: '{ident}'"));
+        let id = self.task_id(&cluster, &ident).ok_or_else(missing)?;
+        let key = keys::task(&cluster, &id);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut t, kv)) = self.get_record::<ecs::Task>(&key).await? else {
+                return Err(missing());
+            };
+            if t.desired_status.as_deref() == Some("STOPPED") {
+                return Ok(ecs::StopTaskResponse { task: Some(t) });
+            }
+            let now = now_epoch();
+            t.desired_status = Some("STOPPED".into());
+            t.stopping_at = Some(now);
+            t.stop_code = Some("UserInitiated".into());
+            t.stopped_reason = Some(r.reason.clone().unwrap_or_else(|| "Task stopped by user".into()));
+            t.version = Some(t.version.unwrap_or(0) + 1);
+            // A task whose host is gone has nobody to stop it: it stops now.
+            let instance = match t.container_instance_arn.as_deref() {
+                Some(arn) => self.find_instance(&cluster, arn).await?,
+                None => None,
+            };
+            let host_gone = instance
+                .as_ref()
+                .is_none_or(|(ci, _)| ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str()));
+            let mut txn = Txn::new().unchanged(&key, Some(&kv));
+            if host_gone {
+                finish_stopped(&mut t, now);
+            }
+            txn = txn.put(key.clone(), encode(&t)?);
+            if self.commit(txn).await? {
+                return Ok(ecs::StopTaskResponse { task: Some(t) });
+            }
+        }
+        Err(conflict_exhausted("stopping the task"))
+    }
+
+    pub async fn describe_tasks(
+        &self,
+        r: ecs::DescribeTasksRequest,
+    ) -> Result<ecs::DescribeTasksResponse, EcsError> {
+        let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster_rec.cluster_name.unwrap_or_default();
+        let idents = r.tasks.unwrap_or_default();
+        if idents.is_empty() || idents.len() > 100 {
+            return Err(EcsError::invalid(format!(
+                "tasks must name between 1 and 100 tasks, not {}",
+                idents.len()
+            )));
+        }
+        let include = r.include.unwrap_or_default();
+        for i in &include {
+            check_enum("include", i, ecs::enums::TASK_FIELD)?;
+        }
+        let with_tags = include.iter().any(|i| i == "TAGS");
+        let mut tasks = Vec::new();
+        let mut failures = Vec::new();
+        for ident in idents {
+            let hit = match self.task_id(&cluster, &ident) {
+                Some(id) => self.get_record::<ecs::Task>(&keys::task(&cluster, &id)).await?,
+                None => None,
+            };
+            match hit {
+                Some((mut t, _)) => {
+                    t.tags = if with_tags {
+                        Some(self.tags_of(t.task_arn.as_deref().unwrap_or_default()).await?)
+                    } else {
+                        None
+                    };
+                    tasks.push(t);
+                }
+                None => failures.push(ecs::Failure {
+                    arn: Some(ident),
+                    reason: Some("MISSING".into()),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(ecs::DescribeTasksResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
+    }
+
+    pub async fn list_tasks(&self, r: ecs::ListTasksRequest) -> Result<ecs::ListTasksResponse, EcsError> {
+        let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster_rec.cluster_name.unwrap_or_default();
+        let limit = max_results(r.max_results, 100)?;
+        let token = decode_token(r.next_token.as_deref())?;
+        let desired = r.desired_status.clone().unwrap_or_else(|| "RUNNING".into());
+        check_enum("desiredStatus", &desired, ecs::enums::DESIRED_STATUS)?;
+        if let Some(l) = r.launch_type.as_deref() {
+            check_enum("launchType", l, ecs::enums::LAUNCH_TYPE)?;
+        }
+        if r.family.is_some() && r.service_name.is_some() {
+            return Err(EcsError::invalid(
+                "family and serviceName cannot be given together".to_string(),
+            ));
+        }
+        let instance = match r.container_instance.as_deref() {
+            Some(i) => Some(self.instance_arn(&cluster, &self.instance_id(&cluster, i)?)),
+            None => None,
+        };
+        let service_group = r.service_name.as_deref().map(|s| format!("service:{s}"));
+        let items: Vec<(String, String)> = self
+            .tasks_in(&cluster)
+            .await?
+            .into_iter()
+            .filter(|(t, _)| {
+                let family_ok = r.family.as_deref().is_none_or(|f| {
+                    t.task_definition_arn
+                        .as_deref()
+                        .and_then(|a| a.rsplit('/').next())
+                        .and_then(|fr| fr.rsplit_once(':'))
+                        .is_some_and(|(fam, _)| fam == f)
+                });
+                t.desired_status.as_deref() == Some(desired.as_str())
+                    && family_ok
+                    && instance.is_none() | (t.container_instance_arn == instance)
+                    && r.started_by.is_none() | (t.started_by == r.started_by)
+                    && r.launch_type.is_none() | (t.launch_type == r.launch_type)
+                    && service_group.is_none() | (t.group == service_group)
+            })
+            .map(|(t, kv)| (kv.key, t.task_arn.unwrap_or_default()))
+            .collect();
+        let (arns, next) = page(items, token.as_deref(), limit, false);
+        Ok(ecs::ListTasksResponse {
+            task_arns: Some(arns),
+            next_token: next,
+        })
+    }
+
+    /// Applies one agent report to the task it names; `Ok(true)` when something changed.
+    /// Reports for tasks that are not on `instance_arn` are ignored.
+    pub async fn apply_report(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        rep: &TaskReport,
+    ) -> Result<bool, EcsError> {
+        let Some(id) = self.task_id(cluster, &rep.task_arn) else {
+            return Ok(false);
+        };
+        let key = keys::task(cluster, &id);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut t, kv)) = self.get_record::<ecs::Task>(&key).await? else {
+                return Ok(false);
+            };
+            if t.container_instance_arn.as_deref() != Some(instance_arn) {
+                tracing::warn!(task = rep.task_arn, instance_arn, "report for a task on another instance ignored");
+                return Ok(false);
+            }
+            let before = encode(&t)?;
+            let was = t.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(TaskStatus::Pending);
+            merge_report(&mut t, rep);
+            let now_status = t.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(was);
+            let after = encode(&t)?;
+            if before == after {
+                return Ok(false);
+            }
+            t.version = Some(t.version.unwrap_or(0) + 1);
+            let mut txn = Txn::new().unchanged(&key, Some(&kv));
+            if was != TaskStatus::Stopped && now_status == TaskStatus::Stopped {
+                // Give the task's resources back, once, in the same transaction.
+                if let Some((ci, ikv)) = self.find_instance(cluster, instance_arn).await? {
+                    let ci = self.released(ci, &t).await?;
+                    txn = txn.unchanged(&ikv.key, Some(&ikv)).put(ikv.key.clone(), encode(&ci)?);
+                }
+            }
+            txn = txn.put(key.clone(), encode(&t)?);
+            if self.commit(txn).await? {
+                return Ok(true);
+            }
+        }
+        Err(conflict_exhausted("recording the task's state"))
+    }
+
+    /// `ci` with task `t`'s resources given back.
+    async fn released(&self, mut ci: ContainerInstance, t: &ecs::Task) -> Result<ContainerInstance, EcsError> {
+        let reg = Resources::from_ecs(ci.registered_resources.as_deref().unwrap_or_default())?;
+        let mut rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
+        let td = self
+            .find_task_definition(t.task_definition_arn.as_deref().unwrap_or_default())
+            .await
+            .ok()
+            .map(|(td, _)| td);
+        let d = match td {
+            Some(td) => demand(&td, &t.overrides.clone().unwrap_or_default())?,
+            None => Demand::default(),
+        };
+        rem.cpu = (rem.cpu + d.cpu).min(reg.cpu);
+        rem.memory = (rem.memory + d.memory).min(reg.memory);
+        for p in d.ports {
+            if !reg.ports.contains(&p) {
+                rem.ports.remove(&p);
+            }
+        }
+        for p in d.udp_ports {
+            if !reg.ports_udp.contains(&p) {
+                rem.ports_udp.remove(&p);
+            }
+        }
+        ci.remaining_resources = Some(rem.to_ecs());
+        ci.version = Some(ci.version.unwrap_or(0) + 1);
+        Ok(ci)
+    }
+
+    /// Deletes tasks that stopped more than `retention` ago, and their tags. Returns how many.
+    pub async fn purge_stopped_tasks(&self, retention: Duration) -> Result<usize, EcsError> {
+        let cutoff = now_epoch() - retention.as_secs_f64();
+        let kvs = self.store.range("tasks/", None, None).await.map_err(store_error)?;
+        let mut n = 0;
+        for kv in kvs {
+            let t: ecs::Task = decode(&kv)?;
+            if t.last_status.as_deref() == Some("STOPPED") && t.stopped_at.is_some_and(|s| s < cutoff) {
+                let txn = Txn::new()
+                    .unchanged(&kv.key, Some(&kv))
+                    .delete(kv.key.clone())
+                    .delete(keys::tags(t.task_arn.as_deref().unwrap_or_default()));
+                if self.commit(txn).await? {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Marks a task STOPPED now (its containers too) when nobody is left to report it.
+fn finish_stopped(t: &mut ecs::Task, now: f64) {
+    t.last_status = Some("STOPPED".into());
+    t.stopped_at = Some(now);
+    t.execution_stopped_at.get_or_insert(now);
+    for c in t.containers.iter_mut().flatten() {
+        c.last_status = Some("STOPPED".into());
+    }
+}
+
+/// Folds an agent report into a task record. Statuses only move forward; timestamps are
+/// set once; the server's own stop reason (StopTask) wins over the agent's.
+pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
+    let was = t.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(TaskStatus::Pending);
+    let next = TaskStatus::parse(&rep.last_status).unwrap_or(was);
+    for c in t.containers.iter_mut().flatten() {
+        let Some(cr) = rep.containers.iter().find(|cr| Some(&cr.name) == c.name.as_ref()) else {
+            continue;
+        };
+        let cw = c.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(TaskStatus::Pending);
+        if let Some(cn) = TaskStatus::parse(&cr.last_status) {
+            if cw.can_become(cn) {
+                c.last_status = Some(cn.as_str().into());
+            }
+        }
+        if cr.runtime_id.is_some() {
+            c.runtime_id = cr.runtime_id.clone();
+        }
+        if cr.exit_code.is_some() {
+            c.exit_code = cr.exit_code;
+        }
+        if cr.reason.is_some() {
+            c.reason = cr.reason.clone();
+        }
+        if cr.image_digest.is_some() {
+            c.image_digest = cr.image_digest.clone();
+        }
+        if cr.health_status.is_some() {
+            c.health_status = cr.health_status.clone();
+        }
+        if !cr.network_bindings.is_empty() {
+            c.network_bindings = Some(
+                cr.network_bindings
+                    .iter()
+                    .map(|b| ecs::NetworkBinding {
+                        bind_ip: Some(b.bind_ip.clone()),
+                        container_port: Some(i32::from(b.container_port)),
+                        host_port: Some(i32::from(b.host_port)),
+                        protocol: Some(b.protocol.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    if t.pull_started_at.is_none() {
+        t.pull_started_at = rep.pull_started_at;
+    }
+    if t.pull_stopped_at.is_none() {
+        t.pull_stopped_at = rep.pull_stopped_at;
+    }
+    if rep.health_status.is_some() {
+        t.health_status = rep.health_status.clone();
+    }
+    if rep.stop_code.is_some() && t.desired_status.as_deref() != Some("STOPPED") {
+        t.desired_status = Some("STOPPED".into());
+        t.stopping_at = rep.stopping_at.or(Some(now_epoch()));
+        t.stop_code = rep.stop_code.clone();
+        t.stopped_reason = rep.stopped_reason.clone();
+    }
+    if was.can_become(next) {
+        t.last_status = Some(next.as_str().into());
+        if next >= TaskStatus::Running && t.started_at.is_none() {
+            t.started_at = rep.started_at;
+        }
+        if next == TaskStatus::Running {
+            t.connectivity = Some("CONNECTED".into());
+            t.connectivity_at = rep.started_at;
+        }
+        if next == TaskStatus::Stopped {
+            let now = now_epoch();
+            t.desired_status = Some("STOPPED".into());
+            t.stopping_at.get_or_insert(now);
+            t.execution_stopped_at = rep.execution_stopped_at.or(Some(now));
+            t.stopped_at = Some(now);
+            if t.stop_code.is_none() {
+                t.stop_code = rep.stop_code.clone().or(Some("EssentialContainerExited".into()));
+                t.stopped_reason = rep.stopped_reason.clone();
+            }
+        }
+    }
+}
+
+fn check_started_by(s: Option<&str>) -> Result<(), EcsError> {
+    if let Some(s) = s {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+        if !ok {
+            return Err(EcsError::invalid(format!(
+                "startedBy '{s}' must be 1-128 letters, numbers, hyphens or underscores"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_group(s: Option<&str>) -> Result<(), EcsError> {
+    if let Some(s) = s {
+        if s.is_empty() || s.len() > 255 {
+            return Err(EcsError::invalid(format!(
+                "group '{s}' must be 1-255 characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_agent_proto::{Binding, ContainerReport};
+
+    fn task() -> ecs::Task {
+        ecs::Task {
+            last_status: Some("PENDING".into()),
+            desired_status: Some("RUNNING".into()),
+            containers: Some(vec![Container {
+                name: Some("web".into()),
+                last_status: Some("PENDING".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn report(status: &str) -> TaskReport {
+        TaskReport {
+            task_arn: "t".into(),
+            last_status: status.into(),
+            started_at: Some(10.0),
+            containers: vec![ContainerReport {
+                name: "web".into(),
+                last_status: status.into(),
+                network_bindings: vec![Binding {
+                    bind_ip: "0.0.0.0".into(),
+                    container_port: 80,
+                    host_port: 32768,
+                    protocol: "tcp".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_move_status_forward_only() {
+        let mut t = task();
+        merge_report(&mut t, &report("RUNNING"));
+        assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(t.started_at, Some(10.0));
+        let bindings = t.containers.as_ref().unwrap()[0].network_bindings.clone().unwrap();
+        assert_eq!(bindings[0].host_port, Some(32768));
+        // A late, duplicated PENDING report changes nothing.
+        merge_report(&mut t, &report("PENDING"));
+        assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(t.containers.as_ref().unwrap()[0].last_status.as_deref(), Some("RUNNING"));
+    }
+
+    #[test]
+    fn the_agents_stop_reason_is_kept_unless_the_user_stopped_first() {
+        let mut t = task();
+        let mut r = report("STOPPED");
+        r.stop_code = Some("EssentialContainerExited".into());
+        r.stopped_reason = Some("Essential container in task exited".into());
+        merge_report(&mut t, &r);
+        assert_eq!(t.desired_status.as_deref(), Some("STOPPED"));
+        assert_eq!(t.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert!(t.stopped_at.is_some() && t.execution_stopped_at.is_some());
+
+        let mut t = task();
+        t.desired_status = Some("STOPPED".into());
+        t.stop_code = Some("UserInitiated".into());
+        t.stopped_reason = Some("bye".into());
+        merge_report(&mut t, &r);
+        assert_eq!(t.stop_code.as_deref(), Some("UserInitiated"));
+        assert_eq!(t.stopped_reason.as_deref(), Some("bye"));
+    }
+
+    #[test]
+    fn demand_reserves_soft_limits_task_sizes_and_static_ports() {
+        let td: TaskDefinition = serde_json::from_value(serde_json::json!({
+            "networkMode": "bridge",
+            "containerDefinitions": [
+                {"name": "a", "cpu": 128, "memory": 512, "memoryReservation": 128,
+                 "portMappings": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]},
+                {"name": "b", "cpu": 256, "memory": 256,
+                 "portMappings": [{"containerPort": 53, "hostPort": 53, "protocol": "udp"}]}
+            ]
+        }))
+        .unwrap();
+        let d = demand(&td, &TaskOverride::default()).unwrap();
+        assert_eq!((d.cpu, d.memory), (384, 384));
+        assert_eq!((d.ports, d.udp_ports), (vec![8080], vec![53]));
+        let o = TaskOverride {
+            cpu: Some("1 vCPU".into()),
+            memory: Some("2GB".into()),
+            ..Default::default()
+        };
+        let d = demand(&td, &o).unwrap();
+        assert_eq!((d.cpu, d.memory), (1024, 2048));
+    }
+}
