@@ -33,17 +33,43 @@ impl TestServer {
 
     pub async fn start_with(dev: bool, limits: Limits) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, None, dev, limits).await
+    }
+
+    /// A server on `dir`'s store, on `addr` (or a fresh port).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        addr: Option<std::net::SocketAddr>,
+        dev: bool,
+        limits: Limits,
+    ) -> TestServer {
         let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
         let control = Control::new(
             Arc::new(store),
             Config {
                 dev,
+                agent_timeout: Duration::from_secs(15),
                 ..Config::default()
             },
         );
-        let (key, created) = control.ensure_admin_key().await.unwrap();
-        assert!(created);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (key, _) = control.ensure_admin_key().await.unwrap();
+        let listener = match addr {
+            Some(a) => {
+                let mut tries = 0;
+                loop {
+                    match tokio::net::TcpListener::bind(a).await {
+                        Ok(l) => break l,
+                        Err(e) if tries < 50 => {
+                            tries += 1;
+                            eprintln!("rebinding {a}: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("cannot rebind {a}: {e}"),
+                    }
+                }
+            }
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(berth_control::http::serve(
@@ -64,6 +90,32 @@ impl TestServer {
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Stops the server and starts another on the same store and port.
+    pub async fn restart(mut self) -> TestServer {
+        let addr = self.addr;
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .expect("server stops within 15 s")
+                .unwrap()
+                .unwrap();
+        }
+        let TestServer { dir, control, .. } = self;
+        drop(control);
+        // The store is closed when the last handle goes; give spawned handlers a moment.
+        let path = dir.path().join("state.redb");
+        for _ in 0..100 {
+            if Embedded::open(&path).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self::start_in(dir, Some(addr), false, Limits::default()).await
     }
 
     pub async fn stop(mut self) {
@@ -212,4 +264,172 @@ pub fn task_def(family: &str) -> Value {
         "family": family,
         "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64}]
     })
+}
+
+/// Fails loudly when the Docker Engine is missing, unless the tests are told to skip it with
+/// `BERTH_SKIP_DOCKER=1` (then returns false).
+pub fn docker_available() -> bool {
+    if std::env::var("BERTH_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("BERTH_SKIP_DOCKER=1: skipping a test that needs the Docker Engine");
+        return false;
+    }
+    let ok = std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs a Docker Engine (`docker info` failed); start one, or set BERTH_SKIP_DOCKER=1 to skip"
+    );
+    build_test_images();
+    true
+}
+
+/// Builds berth-test/busybox:latest once per test process.
+pub fn build_test_images() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts/build-test-images");
+        let status = std::process::Command::new(script).status().unwrap();
+        assert!(status.success(), "scripts/build-test-images failed");
+    });
+}
+
+pub const BUSYBOX: &str = "berth-test/busybox:latest";
+
+/// A `berth agent` running in this process against a [`TestServer`], on the real Docker Engine.
+pub struct TestAgent {
+    pub data_dir: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), berth_agent::AgentError>>>,
+}
+
+impl TestAgent {
+    pub fn config(server: &TestServer, data_dir: &std::path::Path) -> berth_agent::AgentConfig {
+        let mut cfg = berth_agent::AgentConfig::new(&server.endpoint, "default", data_dir.into());
+        cfg.cpu = Some(2048);
+        cfg.memory = Some(2048);
+        cfg.cleanup_after = Duration::from_secs(3600);
+        cfg.poll_wait = Duration::from_secs(5);
+        cfg.tick = Duration::from_millis(200);
+        cfg
+    }
+
+    pub async fn start(server: &TestServer, cfg: berth_agent::AgentConfig) -> TestAgent {
+        let mut cfg = cfg;
+        if cfg.token.is_none() {
+            cfg.token = Some(server.control.ensure_join_token().await.unwrap());
+        }
+        let runtime: Arc<dyn berth_agent::runtime::Runtime> =
+            Arc::new(berth_agent::docker::Docker::connect().await.unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let data_dir = cfg.data_dir.clone();
+        let task = tokio::spawn(berth_agent::run(cfg, runtime, async {
+            let _ = rx.await;
+        }));
+        TestAgent {
+            data_dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the agent; its containers keep running.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("agent stops within 20 s")
+                .unwrap();
+            r.unwrap();
+        }
+    }
+
+    /// Kills the agent's loops without letting it say goodbye (what `kill -9` leaves).
+    pub fn abort(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The container instance ARN the agent's data dir holds, once it has joined.
+pub async fn wait_joined(agent: &TestAgent) -> String {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(agent.data_dir.join("agent.json")) {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            return v["container_instance_arn"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the agent did not join within 10 s");
+}
+
+/// Polls DescribeTasks until `pred` holds for the task, or panics after `secs`.
+pub async fn wait_task(
+    server: &TestServer,
+    cluster: &str,
+    task_arn: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut last = Value::Null;
+    while std::time::Instant::now() < deadline {
+        let v = server
+            .ok(
+                "DescribeTasks",
+                serde_json::json!({"cluster": cluster, "tasks": [task_arn]}),
+            )
+            .await;
+        last = v["tasks"][0].clone();
+        if pred(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {task_arn} did not reach '{what}' within {secs} s; last seen: {last:#}");
+}
+
+/// `docker inspect` of one container, as JSON.
+pub fn docker_inspect(id: &str) -> Value {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker inspect {id}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+/// Removes every container an agent of this test server made (by the test's instance ARN).
+pub fn docker_cleanup(instance_arn: &str) {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.berth.container-instance-arn={instance_arn}"),
+        ])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&ids)
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
 }
