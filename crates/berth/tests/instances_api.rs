@@ -1,0 +1,589 @@
+//! Container instances, attributes, tasks and the agent protocol over the wire, without Docker:
+//! a scripted agent speaks the protocol by hand, so every state change is deterministic.
+
+mod common;
+
+use berth_agent_proto as proto;
+use common::{raw_request, Answer, TestServer};
+use serde_json::{json, Value};
+use std::time::SystemTime;
+
+/// A scripted agent: joins with the token, then polls and reports on request.
+struct FakeAgent {
+    endpoint: String,
+    arn: String,
+    ak: String,
+    sk: String,
+}
+
+async fn agent_post(endpoint: &str, path: &str, body: &Value, key: Option<(&str, &str)>) -> Answer {
+    let body = body.to_string();
+    let host = endpoint.trim_start_matches("http://");
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    if let Some((ak, sk)) = key {
+        let signed = berth_api::sigv4::sign_request(
+            &berth_api::sigv4::SigningKey {
+                access_key: ak,
+                secret: sk,
+                region: "us-east-1",
+                service: "ecs",
+            },
+            "POST",
+            &format!("{endpoint}{path}"),
+            &[("host", host), ("content-type", "application/json")],
+            body.as_bytes(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        headers.extend(signed);
+    }
+    raw_request(endpoint, "POST", path, &headers, body.into_bytes()).await
+}
+
+fn host(memory: i32, az: &str) -> Value {
+    json!({
+        "instance_id": format!("i-{:017x}", rand_id()),
+        "cpu": 2048,
+        "memory_mib": memory,
+        "reserved_ports": [22, 2375, 2376, 51678, 51679],
+        "attributes": {"ecs.os-type": "linux", "ecs.availability-zone": az,
+                       "com.amazonaws.ecs.capability.docker-remote-api.1.17": null},
+        "agent_version": "test",
+        "docker_version": "test"
+    })
+}
+
+fn rand_id() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        * 7919
+}
+
+impl FakeAgent {
+    async fn join(s: &TestServer, memory: i32) -> FakeAgent {
+        let token = s.control.ensure_join_token().await.unwrap();
+        let a = agent_post(
+            &s.endpoint,
+            proto::JOIN_PATH,
+            &json!({"cluster": "default", "token": token, "host": host(memory, "zone-a")}),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "join failed: {}", a.body);
+        FakeAgent {
+            endpoint: s.endpoint.clone(),
+            arn: a.body["container_instance_arn"].as_str().unwrap().into(),
+            ak: a.body["access_key_id"].as_str().unwrap().into(),
+            sk: a.body["secret_access_key"].as_str().unwrap().into(),
+        }
+    }
+
+    async fn poll(&self, known: Option<&str>, wait_ms: u64) -> Answer {
+        agent_post(
+            &self.endpoint,
+            proto::POLL_PATH,
+            &json!({"known_version": known, "wait_ms": wait_ms}),
+            Some((&self.ak, &self.sk)),
+        )
+        .await
+    }
+
+    async fn report(&self, task: &str, status: &str, exit: Option<i32>) -> Answer {
+        let a = agent_post(
+            &self.endpoint,
+            proto::REPORT_PATH,
+            &json!({"reports": [{
+                "task_arn": task, "last_status": status, "started_at": 1.0,
+                "containers": [{"name": "app", "last_status": status, "exit_code": exit,
+                                "network_bindings": []}]
+            }]}),
+            Some((&self.ak, &self.sk)),
+        )
+        .await;
+        assert_eq!(a.status, 200, "report failed: {}", a.body);
+        a
+    }
+}
+
+async fn setup() -> TestServer {
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", json!({"clusterName": "default"})).await;
+    s
+}
+
+async fn register_td(s: &TestServer, family: &str, memory: i32) -> String {
+    let v = s
+        .ok(
+            "RegisterTaskDefinition",
+            json!({"family": family, "containerDefinitions": [
+                {"name": "app", "image": "busybox", "memory": memory}]}),
+        )
+        .await;
+    v["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().into()
+}
+
+fn resource(ci: &Value, list: &str, name: &str) -> Value {
+    ci[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {list}: {ci:#}"))
+}
+
+async fn describe_instance(s: &TestServer, arn: &str) -> Value {
+    s.ok(
+        "DescribeContainerInstances",
+        json!({"cluster": "default", "containerInstances": [arn], "include": ["TAGS"]}),
+    )
+    .await["containerInstances"][0]
+        .clone()
+}
+
+#[tokio::test]
+async fn register_container_instance_reads_the_identity_document() {
+    let s = setup().await;
+    let doc = json!({"instanceId": "i-0123456789abcdef0", "instanceType": "m5.large",
+                     "availabilityZone": "us-east-1b", "region": "us-east-1"})
+    .to_string();
+    let v = s
+        .ok(
+            "RegisterContainerInstance",
+            json!({
+                "cluster": "default",
+                "instanceIdentityDocument": doc,
+                "totalResources": [
+                    {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+                    {"name": "MEMORY", "type": "INTEGER", "integerValue": 7680},
+                    {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22", "2375"]}
+                ],
+                "attributes": [{"name": "stack", "value": "prod"}],
+                "versionInfo": {"agentVersion": "1.80.0", "dockerVersion": "DockerVersion: 20.10"},
+                "tags": [{"key": "team", "value": "a"}]
+            }),
+        )
+        .await;
+    let ci = &v["containerInstance"];
+    assert_eq!(ci["ec2InstanceId"], "i-0123456789abcdef0");
+    assert_eq!(ci["status"], "ACTIVE");
+    assert_eq!(ci["agentConnected"], false, "no agent speaks for it");
+    assert_eq!(resource(ci, "registeredResources", "MEMORY")["integerValue"], 7680);
+    assert_eq!(resource(ci, "remainingResources", "CPU")["integerValue"], 2048);
+    let attrs = ci["attributes"].as_array().unwrap();
+    let attr = |n: &str| attrs.iter().find(|a| a["name"] == n).map(|a| a["value"].clone());
+    assert_eq!(attr("ecs.instance-type"), Some(json!("m5.large")));
+    assert_eq!(attr("ecs.availability-zone"), Some(json!("us-east-1b")));
+    assert_eq!(attr("stack"), Some(json!("prod")));
+    let arn = ci["containerInstanceArn"].as_str().unwrap();
+    assert!(arn.starts_with("arn:aws:ecs:us-east-1:000000000000:container-instance/default/"));
+    let d = describe_instance(&s, arn).await;
+    assert_eq!(d["tags"], json!([{"key": "team", "value": "a"}]));
+    assert_eq!(d["runningTasksCount"], 0);
+
+    // A second registration of the same EC2 instance is the same container instance.
+    let again = s
+        .ok(
+            "RegisterContainerInstance",
+            json!({"cluster": "default", "instanceIdentityDocument": doc,
+                   "totalResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 4096},
+                                      {"name": "MEMORY", "type": "INTEGER", "integerValue": 7680}]}),
+        )
+        .await;
+    assert_eq!(again["containerInstance"]["containerInstanceArn"], arn);
+
+    let bad = s
+        .err(
+            "RegisterContainerInstance",
+            json!({"cluster": "default", "instanceIdentityDocument": "not json"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(bad.contains("instanceIdentityDocument"), "{bad}");
+    s.err(
+        "RegisterContainerInstance",
+        json!({"cluster": "nope", "totalResources": []}),
+        "ClusterNotFoundException",
+    )
+    .await;
+    // Deleting a cluster that has instances is refused.
+    s.err(
+        "DeleteCluster",
+        json!({"cluster": "default"}),
+        "ClusterContainsContainerInstancesException",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn draining_listing_and_attributes() {
+    let s = setup().await;
+    let a = FakeAgent::join(&s, 1024).await;
+    let b = FakeAgent::join(&s, 1024).await;
+    let v = s
+        .ok(
+            "UpdateContainerInstancesState",
+            json!({"cluster": "default", "containerInstances": [a.arn, "nope0000"], "status": "DRAINING"}),
+        )
+        .await;
+    assert_eq!(v["containerInstances"][0]["status"], "DRAINING");
+    assert_eq!(v["failures"][0]["reason"], "MISSING");
+    let m = s
+        .err(
+            "UpdateContainerInstancesState",
+            json!({"cluster": "default", "containerInstances": [a.arn], "status": "INACTIVE"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(m.contains("ACTIVE or DRAINING"), "{m}");
+    let draining = s
+        .ok("ListContainerInstances", json!({"cluster": "default", "status": "DRAINING"}))
+        .await;
+    assert_eq!(draining["containerInstanceArns"], json!([a.arn]));
+    let all = s
+        .ok("ListContainerInstances", json!({"cluster": "default", "maxResults": 1}))
+        .await;
+    assert_eq!(all["containerInstanceArns"].as_array().unwrap().len(), 1);
+    let rest = s
+        .ok(
+            "ListContainerInstances",
+            json!({"cluster": "default", "nextToken": all["nextToken"]}),
+        )
+        .await;
+    assert_eq!(rest["containerInstanceArns"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.get("nextToken"), None);
+
+    // Attributes.
+    let put = s
+        .ok(
+            "PutAttributes",
+            json!({"cluster": "default", "attributes": [
+                {"name": "stack", "value": "prod", "targetId": b.arn, "targetType": "container-instance"}]}),
+        )
+        .await;
+    assert_eq!(put["attributes"][0]["targetId"], b.arn.as_str());
+    let listed = s
+        .ok(
+            "ListAttributes",
+            json!({"cluster": "default", "targetType": "container-instance", "attributeName": "stack"}),
+        )
+        .await;
+    assert_eq!(
+        listed["attributes"],
+        json!([{"name": "stack", "value": "prod", "targetId": b.arn, "targetType": "container-instance"}])
+    );
+    let too_many: Vec<Value> = (0..10)
+        .map(|i| json!({"name": format!("custom{i}"), "value": "x", "targetId": b.arn}))
+        .collect();
+    s.err(
+        "PutAttributes",
+        json!({"cluster": "default", "attributes": too_many}),
+        "AttributeLimitExceededException",
+    )
+    .await;
+    s.err(
+        "PutAttributes",
+        json!({"cluster": "default", "attributes": [{"name": "x", "value": "y", "targetId": "0123abcd"}]}),
+        "TargetNotFoundException",
+    )
+    .await;
+    s.err(
+        "PutAttributes",
+        json!({"cluster": "default", "attributes": [{"name": "bad name", "value": "y", "targetId": b.arn}]}),
+        "InvalidParameterException",
+    )
+    .await;
+    s.ok(
+        "DeleteAttributes",
+        json!({"cluster": "default", "attributes": [{"name": "stack", "targetId": b.arn}]}),
+    )
+    .await;
+    let listed = s
+        .ok(
+            "ListAttributes",
+            json!({"cluster": "default", "targetType": "container-instance", "attributeName": "stack"}),
+        )
+        .await;
+    assert_eq!(listed["attributes"], json!([]));
+}
+
+#[tokio::test]
+async fn the_agent_protocol_needs_the_token_and_keeps_agent_keys_to_itself() {
+    let s = setup().await;
+    let bad = agent_post(
+        &s.endpoint,
+        proto::JOIN_PATH,
+        &json!({"cluster": "default", "token": "bjt-wrong", "host": host(512, "z")}),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.error_type().as_deref(), Some("AccessDeniedException"));
+    let listed = s
+        .ok("ListContainerInstances", json!({"cluster": "default"}))
+        .await;
+    assert_eq!(listed["containerInstanceArns"], json!([]), "a refused join registers nothing");
+
+    let a = FakeAgent::join(&s, 512).await;
+    // The agent's key cannot drive the ECS API ...
+    let denied = s
+        .call_as(
+            "ListClusters",
+            "{}",
+            &a.ak,
+            &a.sk,
+            SystemTime::now(),
+        )
+        .await;
+    assert_eq!(denied.error_type().as_deref(), Some("AccessDeniedException"));
+    // ... and the admin's key cannot speak for an agent.
+    let denied = agent_post(
+        &s.endpoint,
+        proto::POLL_PATH,
+        &json!({"known_version": null, "wait_ms": 0}),
+        Some((&s.access_key, &s.secret_key)),
+    )
+    .await;
+    assert_eq!(denied.error_type().as_deref(), Some("AccessDeniedException"));
+    // An unsigned poll is not authenticated.
+    let unsigned = agent_post(&s.endpoint, proto::POLL_PATH, &json!({"wait_ms": 0}), None).await;
+    assert_eq!(unsigned.status, 403);
+    // Garbage is a SerializationException, not a crash.
+    let garbage = agent_post(&s.endpoint, proto::JOIN_PATH, &json!({"cluster": 5}), None).await;
+    assert_eq!(garbage.error_type().as_deref(), Some("SerializationException"));
+
+    let ci = describe_instance(&s, &a.arn).await;
+    assert_eq!(ci["agentConnected"], true);
+    assert_eq!(ci["versionInfo"]["agentVersion"], "test");
+}
+
+#[tokio::test]
+async fn a_task_goes_from_placement_through_the_agent_to_stopped() {
+    let s = setup().await;
+    let td = register_td(&s, "web", 256).await;
+    let a = FakeAgent::join(&s, 1000).await;
+
+    let first = a.poll(None, 0).await;
+    assert_eq!(first.body["tasks"], json!([]));
+    let version = first.body["version"].as_str().unwrap().to_string();
+
+    // The poll is held until a task arrives.
+    let waiting = {
+        let ep = s.endpoint.clone();
+        let (ak, sk) = (a.ak.clone(), a.sk.clone());
+        let v = version.clone();
+        tokio::spawn(async move {
+            agent_post(
+                &ep,
+                proto::POLL_PATH,
+                &json!({"known_version": v, "wait_ms": 10000}),
+                Some((&ak, &sk)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let run = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 2, "group": "g1",
+                   "tags": [{"key": "k", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(run["failures"], json!([]));
+    let tasks: Vec<String> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(run["tasks"][0]["taskDefinitionArn"], td.as_str());
+    assert_eq!(run["tasks"][0]["group"], "g1");
+    let polled = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("the held poll answered when the task was placed")
+        .unwrap();
+    assert_eq!(polled.body["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(polled.body["tasks"][0]["containers"][0]["image"], "busybox");
+
+    let ci = describe_instance(&s, &a.arn).await;
+    assert_eq!(ci["pendingTasksCount"], 2);
+    assert_eq!(resource(&ci, "remainingResources", "MEMORY")["integerValue"], 1000 - 512);
+
+    a.report(&tasks[0], "RUNNING", None).await;
+    let again = a.report(&tasks[0], "RUNNING", None).await;
+    assert_eq!(again.body["applied"], 0, "a duplicate report changes nothing");
+    let d = s
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": [tasks[0], "ffff"], "include": ["TAGS"]}),
+        )
+        .await;
+    assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
+    assert_eq!(d["tasks"][0]["tags"], json!([{"key": "k", "value": "v"}]));
+    assert_eq!(d["failures"][0], json!({"arn": "ffff", "reason": "MISSING"}));
+
+    // StopTask: desired STOPPED at once; STOPPED once the agent says so.
+    let stopped = s
+        .ok("StopTask", json!({"cluster": "default", "task": tasks[0]}))
+        .await;
+    assert_eq!(stopped["task"]["desiredStatus"], "STOPPED");
+    assert_eq!(stopped["task"]["lastStatus"], "RUNNING");
+    let p = a.poll(None, 0).await;
+    let desired: Vec<&str> = p.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["desired_status"].as_str().unwrap())
+        .collect();
+    assert!(desired.contains(&"STOPPED"));
+    a.report(&tasks[0], "STOPPED", Some(143)).await;
+    // A late RUNNING report cannot bring it back.
+    a.report(&tasks[0], "RUNNING", None).await;
+    let d = s
+        .ok("DescribeTasks", json!({"cluster": "default", "tasks": [tasks[0]]}))
+        .await;
+    let t = &d["tasks"][0];
+    assert_eq!(t["lastStatus"], "STOPPED");
+    assert_eq!(t["stopCode"], "UserInitiated");
+    assert_eq!(t["containers"][0]["exitCode"], 143);
+    let ci = describe_instance(&s, &a.arn).await;
+    assert_eq!(resource(&ci, "remainingResources", "MEMORY")["integerValue"], 1000 - 256);
+    assert_eq!(ci["pendingTasksCount"], 1);
+
+    // Listing.
+    let running = s.ok("ListTasks", json!({"cluster": "default"})).await;
+    assert_eq!(running["taskArns"], json!([tasks[1]]));
+    let stopped = s
+        .ok("ListTasks", json!({"cluster": "default", "desiredStatus": "STOPPED"}))
+        .await;
+    assert_eq!(stopped["taskArns"], json!([tasks[0]]));
+    let by_family = s
+        .ok("ListTasks", json!({"cluster": "default", "family": "other"}))
+        .await;
+    assert_eq!(by_family["taskArns"], json!([]));
+    let by_instance = s
+        .ok("ListTasks", json!({"cluster": "default", "containerInstance": a.arn}))
+        .await;
+    assert_eq!(by_instance["taskArns"], json!([tasks[1]]));
+
+    // A deregistration with a live task needs force; the agent's key dies with it.
+    s.err(
+        "DeregisterContainerInstance",
+        json!({"cluster": "default", "containerInstance": a.arn}),
+        "InvalidParameterException",
+    )
+    .await;
+    let gone = s
+        .ok(
+            "DeregisterContainerInstance",
+            json!({"cluster": "default", "containerInstance": a.arn, "force": true}),
+        )
+        .await;
+    assert_eq!(gone["containerInstance"]["status"], "INACTIVE");
+    let refused = a.poll(None, 0).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    // Its task can still be stopped: nobody is left to run it.
+    let t = s
+        .ok("StopTask", json!({"cluster": "default", "task": tasks[1]}))
+        .await;
+    assert_eq!(t["task"]["lastStatus"], "STOPPED");
+}
+
+#[tokio::test]
+async fn run_task_refuses_what_it_cannot_do_and_reports_what_does_not_fit() {
+    let s = setup().await;
+    register_td(&s, "web", 256).await;
+    let m = s
+        .err(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert_eq!(m, "No Container Instances were found in your cluster.");
+    // An instance without an agent takes nothing.
+    s.ok(
+        "RegisterContainerInstance",
+        json!({"cluster": "default", "totalResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": 1024}]}),
+    )
+    .await;
+    let v = s
+        .ok("RunTask", json!({"cluster": "default", "taskDefinition": "web"}))
+        .await;
+    assert_eq!(v["tasks"], json!([]));
+    assert_eq!(v["failures"][0]["reason"], "AGENT");
+
+    for (body, error, says) in [
+        (json!({"taskDefinition": "web", "count": 11}), "InvalidParameterException", "count 11"),
+        (json!({"taskDefinition": "web", "launchType": "FARGATE"}), "InvalidParameterException", "FARGATE"),
+        (json!({"taskDefinition": "web", "launchType": "EC3"}), "InvalidParameterException", "EC3"),
+        (json!({"taskDefinition": "nope"}), "ClientException", "nope"),
+        (json!({"taskDefinition": "web", "overrides": {"containerOverrides": [{"name": "ghost"}]}}),
+         "InvalidParameterException", "ghost"),
+        (json!({"taskDefinition": "web", "startedBy": "has space"}), "InvalidParameterException", "startedBy"),
+        (json!({"taskDefinition": "web", "cluster": "nope"}), "ClusterNotFoundException", "nope"),
+    ] {
+        let mut body = body;
+        if body.get("cluster").is_none() {
+            body["cluster"] = json!("default");
+        }
+        let m = s.err("RunTask", body.clone(), error).await;
+        assert!(m.contains(says), "RunTask {body}: message '{m}' should mention '{says}'");
+    }
+    s.err(
+        "StopTask",
+        json!({"cluster": "default", "task": "0123456789abcdef"}),
+        "InvalidParameterException",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_run_tasks_never_over_commit_an_instance() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join(&s, 1000).await;
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let ep = s.endpoint.clone();
+        let (ak, sk) = (s.access_key.clone(), s.secret_key.clone());
+        calls.push(tokio::spawn(async move {
+            let body = json!({"cluster": "default", "taskDefinition": "web",
+                              "clientToken": format!("token-{i}")})
+            .to_string();
+            common::signed_call(&ep, "RunTask", &body, &ak, &sk, SystemTime::now()).await
+        }));
+    }
+    let mut placed = 0;
+    let mut refused = 0;
+    for c in calls {
+        let a = c.await.unwrap();
+        assert_eq!(a.status, 200, "{}", a.body);
+        placed += a.body["tasks"].as_array().unwrap().len();
+        refused += a.body["failures"].as_array().unwrap().len();
+    }
+    assert_eq!((placed, refused), (10, 6), "1000 MiB holds exactly ten 100 MiB tasks");
+    let ci = describe_instance(&s, &a.arn).await;
+    assert_eq!(resource(&ci, "remainingResources", "MEMORY")["integerValue"], 0);
+
+    // The same clientToken gives back the same tasks, not new ones.
+    let again = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "clientToken": "token-0"}),
+        )
+        .await;
+    let listed = s.ok("ListTasks", json!({"cluster": "default"})).await;
+    assert_eq!(listed["taskArns"].as_array().unwrap().len(), 10);
+    if let Some(t) = again["tasks"].as_array().unwrap().first() {
+        assert!(listed["taskArns"].as_array().unwrap().contains(&t["taskArn"]));
+    }
+}
