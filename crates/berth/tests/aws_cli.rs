@@ -202,3 +202,83 @@ async fn aws_cli_main_path_and_errors() {
     assert!(e.contains("InvalidSignatureException"), "{e}");
     s.stop().await;
 }
+
+/// The task path through the CLI: an agent on the real Docker Engine, run-task, the CLI's own
+/// waiters, stop-task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aws_cli_runs_and_stops_a_task_on_docker() {
+    let Some(bin) = aws_cli() else { return };
+    if !common::docker_available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", serde_json::json!({"clusterName": "default"}))
+        .await;
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = common::TestAgent::start(
+        &s,
+        common::TestAgent::config(&s, agent_dir.path()),
+    )
+    .await;
+    let instance = common::wait_joined(&agent).await;
+    let cli = Cli {
+        bin,
+        s: &s,
+        secret: s.secret_key.clone(),
+    };
+    let run = |args: &[&str]| tokio::task::block_in_place(|| cli.run(args));
+
+    let listed = run(&["list-container-instances", "--cluster", "default"]).unwrap();
+    assert_eq!(listed["containerInstanceArns"][0], instance.as_str());
+    let defs = format!(
+        r#"[{{"name":"app","image":"{}","memory":32,"command":["sleep","600"],"stopTimeout":2}}]"#,
+        common::BUSYBOX
+    );
+    run(&[
+        "register-task-definition",
+        "--family",
+        "clitask",
+        "--container-definitions",
+        &defs,
+    ])
+    .unwrap();
+    let r = run(&[
+        "run-task",
+        "--cluster",
+        "default",
+        "--task-definition",
+        "clitask",
+        "--started-by",
+        "cli",
+    ])
+    .unwrap();
+    assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
+    let arn = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    run(&["wait", "tasks-running", "--cluster", "default", "--tasks", &arn])
+        .expect("aws ecs wait tasks-running");
+    let d = run(&["describe-tasks", "--cluster", "default", "--tasks", &arn]).unwrap();
+    assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
+    assert_eq!(d["tasks"][0]["containers"][0]["lastStatus"], "RUNNING");
+    let ci = run(&[
+        "describe-container-instances",
+        "--cluster",
+        "default",
+        "--container-instances",
+        &instance,
+    ])
+    .unwrap();
+    assert_eq!(ci["containerInstances"][0]["runningTasksCount"], 1);
+    assert_eq!(ci["containerInstances"][0]["agentConnected"], true);
+    run(&["stop-task", "--cluster", "default", "--task", &arn, "--reason", "cli says stop"])
+        .unwrap();
+    run(&["wait", "tasks-stopped", "--cluster", "default", "--tasks", &arn])
+        .expect("aws ecs wait tasks-stopped");
+    let d = run(&["describe-tasks", "--cluster", "default", "--tasks", &arn]).unwrap();
+    assert_eq!(d["tasks"][0]["stoppedReason"], "cli says stop");
+    let err = run(&["run-task", "--cluster", "default", "--task-definition", "clitask", "--count", "11"])
+        .unwrap_err();
+    assert!(err.contains("InvalidParameterException"), "{err}");
+    agent.stop().await;
+    common::docker_cleanup(&instance);
+    s.stop().await;
+}
