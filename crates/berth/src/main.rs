@@ -137,11 +137,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    match cli.command {
+    let result = match cli.command {
         Command::Server(args) => rt.block_on(run(args, None)),
         Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
         Command::Agent(args) => rt.block_on(agent(args)),
+    };
+    // Errors are for people: the message and its causes, without a backtrace.
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
+    Ok(())
 }
 
 fn default_data_dir() -> PathBuf {
@@ -280,7 +286,9 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     }
     tracing::info!(%endpoint, dev = args.dev, "serving");
 
+    // The agent stops first, so its last reports reach the server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (agent_stop_tx, agent_stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -294,7 +302,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             Some(tokio::spawn(berth_agent::run(
                 cfg,
                 runtime,
-                stopped(stop_rx.clone()),
+                stopped(agent_stop_rx),
             )))
         }
         _ => None,
@@ -306,7 +314,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         stopped(stop_rx.clone()),
     ));
     shutdown_signal().await;
-    let _ = stop_tx.send(true);
+    let _ = agent_stop_tx.send(true);
     if let Some(agent) = agent {
         match agent.await {
             Ok(Err(e)) => tracing::error!(error = %e, "the agent stopped with an error"),
@@ -314,6 +322,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             Ok(Ok(())) => {}
         }
     }
+    let _ = stop_tx.send(true);
     server.await.context("the server task failed")??;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,245 @@
+//! `bench/run tasks`: RunTask → RUNNING latency of a busybox task under the release `berth up`
+//! (server and agent on the local Docker Engine), against `docker run -d` of the same image
+//! and command in the same run, interleaved; then 100 tasks from 10 RunTask calls → all
+//! RUNNING, wall time.
+//! Last line: `tasks: runtask_p50_ms=N docker_run_p50_ms=N ratio=R hundred_tasks_s=N`.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const IMAGE: &str = "berth-test/busybox:latest";
+const SAMPLES: usize = 20;
+
+struct Api {
+    endpoint: String,
+    ak: String,
+    sk: String,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+}
+
+impl Api {
+    async fn call(&self, op: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let key = berth_api::sigv4::SigningKey {
+            access_key: &self.ak,
+            secret: &self.sk,
+            region: "us-east-1",
+            service: "ecs",
+        };
+        let headers = berth_api::sigv4::ecs_request_headers(
+            &key,
+            &self.endpoint,
+            op,
+            body.as_bytes(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mut req = http::Request::post(format!("{}/", self.endpoint));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, 200, "{op} failed: {v}");
+        v
+    }
+
+    /// Waits until every task is RUNNING; panics on STOPPED or after 120 s.
+    async fn wait_running(&self, arns: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut left: Vec<String> = arns.to_vec();
+        while !left.is_empty() {
+            assert!(Instant::now() < deadline, "tasks not RUNNING within 120 s: {left:?}");
+            let mut still = Vec::new();
+            for chunk in left.chunks(100) {
+                let v = self
+                    .call("DescribeTasks", json!({"cluster": "default", "tasks": chunk}))
+                    .await;
+                for t in v["tasks"].as_array().unwrap() {
+                    match t["lastStatus"].as_str().unwrap() {
+                        "RUNNING" => {}
+                        "STOPPED" => panic!("a benchmark task stopped: {t:#}"),
+                        _ => still.push(t["taskArn"].as_str().unwrap().to_string()),
+                    }
+                }
+            }
+            left = still;
+            if !left.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn p50(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = std::env::args()
+        .nth(1)
+        .expect("usage: bench_tasks PATH_TO_BERTH");
+    let images = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
+    assert!(Command::new(images).status().unwrap().success(), "building the test image failed");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&bin)
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--container-cleanup-after",
+            "5",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
+    while endpoint.is_empty() {
+        let line = lines.next().expect("berth up output").unwrap();
+        if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
+            ak = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
+            sk = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
+            endpoint = v.into()
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let api = Api {
+        endpoint,
+        ak,
+        sk,
+        client: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http(),
+    };
+    // Wait for the agent to join.
+    let instance = loop {
+        let v = api
+            .call("ListContainerInstances", json!({"cluster": "default"}))
+            .await;
+        if let Some(a) = v["containerInstanceArns"][0].as_str() {
+            let d = api
+                .call(
+                    "DescribeContainerInstances",
+                    json!({"cluster": "default", "containerInstances": [a]}),
+                )
+                .await;
+            if d["containerInstances"][0]["agentConnected"] == true {
+                break a.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    api.call(
+        "RegisterTaskDefinition",
+        json!({"family": "bench", "containerDefinitions": [{
+            "name": "app", "image": IMAGE, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}]}),
+    )
+    .await;
+
+    // Latency, interleaved so both see the same machine.
+    let mut berth = Vec::new();
+    let mut plain = Vec::new();
+    let mut all = Vec::new();
+    let mut plain_ids = Vec::new();
+    for _ in 0..SAMPLES {
+        let t0 = Instant::now();
+        let v = api
+            .call("RunTask", json!({"cluster": "default", "taskDefinition": "bench"}))
+            .await;
+        let arn = v["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+        api.wait_running(std::slice::from_ref(&arn)).await;
+        berth.push(t0.elapsed().as_secs_f64() * 1000.0);
+        all.push(arn);
+
+        let t0 = Instant::now();
+        let id = docker(&["run", "-d", "--label", "io.berth.bench=1", IMAGE, "sleep", "600"]);
+        plain.push(t0.elapsed().as_secs_f64() * 1000.0);
+        plain_ids.push(id);
+    }
+    let runtask_p50 = p50(&mut berth);
+    let docker_p50 = p50(&mut plain);
+
+    // 100 tasks from 10 RunTask calls, all RUNNING.
+    let t0 = Instant::now();
+    let mut hundred = Vec::new();
+    for _ in 0..10 {
+        let v = api
+            .call(
+                "RunTask",
+                json!({"cluster": "default", "taskDefinition": "bench", "count": 10}),
+            )
+            .await;
+        assert_eq!(v["failures"], json!([]), "{v}");
+        for t in v["tasks"].as_array().unwrap() {
+            hundred.push(t["taskArn"].as_str().unwrap().to_string());
+        }
+    }
+    api.wait_running(&hundred).await;
+    let hundred_s = t0.elapsed().as_secs_f64();
+    all.extend(hundred);
+
+    // Clean up: stop the tasks, stop berth up, remove what is left.
+    for arn in &all {
+        api.call("StopTask", json!({"cluster": "default", "task": arn}))
+            .await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut leftovers: Vec<String> = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.berth.container-instance-arn={instance}"),
+    ])
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    leftovers.extend(plain_ids);
+    if !leftovers.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(leftovers.iter().map(String::as_str));
+        docker(&args);
+    }
+    println!(
+        "samples={SAMPLES} runtask_p50_ms={runtask_p50:.1} (RunTask call to DescribeTasks showing RUNNING, polled every 10 ms) docker_run_p50_ms={docker_p50:.1} (docker run -d returns)"
+    );
+    println!(
+        "tasks: runtask_p50_ms={runtask_p50:.0} docker_run_p50_ms={docker_p50:.0} ratio={:.2} hundred_tasks_s={hundred_s:.1}",
+        runtask_p50 / docker_p50
+    );
+}
