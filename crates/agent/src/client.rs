@@ -153,9 +153,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn submit(&self, report: TaskReport) {
-        let seq = self
-            .seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut p) = self.pending.lock() {
             p.insert(report.task_arn.clone(), (seq, report));
         }

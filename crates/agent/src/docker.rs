@@ -232,11 +232,7 @@ impl Runtime for Docker {
         let started = epoch(state.started_at.as_deref()).is_some();
         let running = state.running.unwrap_or(false);
         let mut bindings = Vec::new();
-        for (key, list) in c
-            .network_settings
-            .and_then(|n| n.ports)
-            .unwrap_or_default()
-        {
+        for (key, list) in c.network_settings.and_then(|n| n.ports).unwrap_or_default() {
             let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
             let Ok(container_port) = port.parse::<u16>() else {
                 continue;
@@ -252,7 +248,8 @@ impl Runtime for Docker {
                 }
             }
         }
-        bindings.sort_by(|a, b| (a.container_port, &a.bind_ip).cmp(&(b.container_port, &b.bind_ip)));
+        bindings
+            .sort_by(|a, b| (a.container_port, &a.bind_ip).cmp(&(b.container_port, &b.bind_ip)));
         let health = state.health.and_then(|h| h.status).and_then(|s| match s {
             HealthStatusEnum::HEALTHY => Some("healthy".to_string()),
             HealthStatusEnum::UNHEALTHY => Some("unhealthy".to_string()),

@@ -46,11 +46,23 @@ fn cluster_name(cluster_arn: &str) -> &str {
 /// The Docker name of a task's container: deterministic, so it identifies the container across
 /// agent restarts, and Docker refuses a second one.
 pub fn container_name(t: &DesiredTask, c: &str) -> String {
-    format!("ecs-{}-{}-{}-{}", t.family, t.revision, c, task_id(&t.task_arn))
+    format!(
+        "ecs-{}-{}-{}-{}",
+        t.family,
+        t.revision,
+        c,
+        task_id(&t.task_arn)
+    )
 }
 
 fn volume_name(t: &DesiredTask, v: &str) -> String {
-    format!("ecs-{}-{}-{}-{}", t.family, t.revision, v, task_id(&t.task_arn))
+    format!(
+        "ecs-{}-{}-{}-{}",
+        t.family,
+        t.revision,
+        v,
+        task_id(&t.task_arn)
+    )
 }
 
 /// The container to create for `c` of task `t` on the instance `instance_arn`. Pure.
@@ -146,9 +158,7 @@ struct Ctr {
 
 impl Ctr {
     fn exited(&self) -> bool {
-        self.obs
-            .as_ref()
-            .is_some_and(|o| o.started && !o.running)
+        self.obs.as_ref().is_some_and(|o| o.started && !o.running)
     }
 
     fn running(&self) -> bool {
@@ -325,7 +335,8 @@ impl TaskRun {
                 c.obs = self.ctx.runtime.inspect(id).await?;
                 if let Some(o) = &c.obs {
                     if o.oom_killed && c.exited() {
-                        c.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+                        c.reason =
+                            Some("OutOfMemoryError: Container killed due to memory usage".into());
                     } else if let (Some(err), true) = (&o.error, c.reason.is_none()) {
                         c.reason = Some(err.clone());
                     }
@@ -416,7 +427,10 @@ impl TaskRun {
                     self.ctrs[i].failed_to_start = true;
                     self.ctrs[i].reason = Some(format!("ContainerDependencyError: {why}"));
                     if self.ctrs[i].plan.essential {
-                        self.must_stop("TaskFailedToStart", format!("ContainerDependencyError: {why}"));
+                        self.must_stop(
+                            "TaskFailedToStart",
+                            format!("ContainerDependencyError: {why}"),
+                        );
                     }
                 }
                 Readiness::Ready => {
@@ -433,7 +447,12 @@ impl TaskRun {
                         Err(e) => Err(format!("CannotCreateContainerError: {e}")),
                     };
                     if let Err(msg) = created {
-                        tracing::warn!(task = self.plan.task_arn, container = self.ctrs[i].plan.name, error = msg, "container failed to start");
+                        tracing::warn!(
+                            task = self.plan.task_arn,
+                            container = self.ctrs[i].plan.name,
+                            error = msg,
+                            "container failed to start"
+                        );
                         self.ctrs[i].failed_to_start = true;
                         self.ctrs[i].reason = Some(msg.clone());
                         if self.ctrs[i].plan.essential {
@@ -547,10 +566,7 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
             .iter()
             .filter(|c| c.plan.essential)
             .all(|c| c.running());
-        let all_placed = t
-            .ctrs
-            .iter()
-            .all(|c| c.id.is_some() || c.failed_to_start);
+        let all_placed = t.ctrs.iter().all(|c| c.id.is_some() || c.failed_to_start);
         if t.last_status == "PENDING" && essentials_up && all_placed {
             t.last_status = "RUNNING";
             t.started_at = Some(now());
@@ -595,10 +611,14 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         }
     }
     for v in &t.plan.volumes {
-        let task_scoped = v.host_path.is_none()
-            && v.docker.as_ref().is_none_or(|d| d.scope != "shared");
+        let task_scoped =
+            v.host_path.is_none() && v.docker.as_ref().is_none_or(|d| d.scope != "shared");
         if task_scoped {
-            let _ = t.ctx.runtime.remove_volume(&volume_name(&t.plan, &v.name)).await;
+            let _ = t
+                .ctx
+                .runtime
+                .remove_volume(&volume_name(&t.plan, &v.name))
+                .await;
         }
     }
 }
@@ -665,7 +685,11 @@ mod tests {
         assert_eq!(s.labels[labels::CLUSTER], "prod");
         assert_eq!(s.labels[labels::VERSION], "4");
         assert_eq!(s.labels["team"], "x");
-        assert_eq!(s.cpu_shares, Some(2), "cpu 0 becomes Docker's minimum of 2 shares");
+        assert_eq!(
+            s.cpu_shares,
+            Some(2),
+            "cpu 0 becomes Docker's minimum of 2 shares"
+        );
         assert_eq!(s.memory_bytes, Some(64 << 20));
         assert_eq!(s.memory_reservation_bytes, Some(32 << 20));
         assert_eq!(s.ports, [(80, "tcp".to_string(), None)]);
@@ -688,15 +712,23 @@ mod tests {
             container_name: "init".into(),
             condition: "SUCCESS".into(),
         }];
-        assert!(matches!(readiness(&app, &[init.clone(), app.clone()]), Readiness::Wait));
+        assert!(matches!(
+            readiness(&app, &[init.clone(), app.clone()]),
+            Readiness::Wait
+        ));
         init.obs = Some(Observed {
             started: true,
             running: false,
             exit_code: Some(0),
             ..Default::default()
         });
-        assert!(matches!(readiness(&app, &[init.clone(), app.clone()]), Readiness::Ready));
+        assert!(matches!(
+            readiness(&app, &[init.clone(), app.clone()]),
+            Readiness::Ready
+        ));
         init.obs.as_mut().unwrap().exit_code = Some(3);
-        assert!(matches!(readiness(&app, &[init, app.clone()]), Readiness::Never(m) if m.contains("code 3")));
+        assert!(
+            matches!(readiness(&app, &[init, app.clone()]), Readiness::Never(m) if m.contains("code 3"))
+        );
     }
 }

@@ -147,10 +147,8 @@ fn host_info(cfg: &AgentConfig, instance_id: &str, docker_version: &str) -> Host
         .map(i64::from)
         .unwrap_or_else(|| host_memory_mib() - cfg.reserved_memory)
         .max(0);
-    let mut attributes: BTreeMap<String, Option<String>> = CAPABILITIES
-        .iter()
-        .map(|c| (c.to_string(), None))
-        .collect();
+    let mut attributes: BTreeMap<String, Option<String>> =
+        CAPABILITIES.iter().map(|c| (c.to_string(), None)).collect();
     attributes.insert("ecs.os-type".into(), Some("linux".into()));
     attributes.insert("ecs.os-family".into(), Some("LINUX".into()));
     let arch = match std::env::consts::ARCH {
@@ -160,11 +158,19 @@ fn host_info(cfg: &AgentConfig, instance_id: &str, docker_version: &str) -> Host
     attributes.insert("ecs.cpu-architecture".into(), Some(arch.into()));
     attributes.insert(
         "ecs.availability-zone".into(),
-        Some(cfg.availability_zone.clone().unwrap_or_else(|| "local-1a".into())),
+        Some(
+            cfg.availability_zone
+                .clone()
+                .unwrap_or_else(|| "local-1a".into()),
+        ),
     );
     attributes.insert(
         "ecs.instance-type".into(),
-        Some(cfg.instance_type.clone().unwrap_or_else(|| "berth.host".into())),
+        Some(
+            cfg.instance_type
+                .clone()
+                .unwrap_or_else(|| "berth.host".into()),
+        ),
     );
     for (k, v) in &cfg.attributes {
         attributes.insert(k.clone(), Some(v.clone()));
@@ -199,16 +205,16 @@ async fn identity(
 ) -> Result<Identity, AgentError> {
     let path = identity_path(cfg);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let id: Identity = serde_json::from_str(&text).map_err(|e| data_dir_error(cfg, e))?;
-        if id.cluster == cfg.cluster && id.server == cfg.server {
+        let mut id: Identity = serde_json::from_str(&text).map_err(|e| data_dir_error(cfg, e))?;
+        if id.cluster == cfg.cluster {
+            // The same server may have moved to another address; the key says who we are.
+            id.server = cfg.server.clone();
             return Ok(id);
         }
         tracing::warn!(
-            "the data dir's identity is for cluster {} on {}; joining {} on {} afresh",
+            "the data dir's identity is for cluster {}; joining {} afresh",
             id.cluster,
-            id.server,
-            cfg.cluster,
-            cfg.server
+            cfg.cluster
         );
     }
     let token = cfg.token.clone().ok_or_else(|| {
@@ -372,7 +378,11 @@ async fn sweep(
             continue;
         }
         if c.running {
-            tracing::info!(task, container = c.id, "stopping a container of a task the server no longer has");
+            tracing::info!(
+                task,
+                container = c.id,
+                "stopping a container of a task the server no longer has"
+            );
             let _ = runtime.stop(&c.id, 30).await;
         } else if let Ok(Some(o)) = runtime.inspect(&c.id).await {
             let old = o
@@ -442,7 +452,11 @@ pub async fn run(
                     break Err(AgentError::Deregistered(id.container_instance_arn.clone()));
                 }
                 if known.is_none() {
-                    tracing::info!(instance = id.container_instance_arn, tasks = resp.tasks.len(), "connected to the server");
+                    tracing::info!(
+                        instance = id.container_instance_arn,
+                        tasks = resp.tasks.len(),
+                        "connected to the server"
+                    );
                 }
                 known = Some(resp.version);
                 let wanted: HashSet<String> =
@@ -451,7 +465,13 @@ pub async fn run(
                 if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     let mut owned: HashSet<String> = tasks.running.keys().cloned().collect();
                     owned.extend(wanted);
-                    sweep(&runtime, &id.container_instance_arn, &owned, cfg.cleanup_after).await;
+                    sweep(
+                        &runtime,
+                        &id.container_instance_arn,
+                        &owned,
+                        cfg.cleanup_after,
+                    )
+                    .await;
                     last_sweep = Some(Instant::now());
                 }
             }
@@ -473,7 +493,10 @@ pub async fn run(
     };
     drop(tasks);
     if cfg.stop_tasks_on_exit {
-        if let Ok(list) = runtime.list(labels::INSTANCE, &id.container_instance_arn).await {
+        if let Ok(list) = runtime
+            .list(labels::INSTANCE, &id.container_instance_arn)
+            .await
+        {
             let stops = list.iter().filter(|c| c.running).map(|c| {
                 let rt = runtime.clone();
                 let id = c.id.clone();

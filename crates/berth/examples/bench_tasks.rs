@@ -63,11 +63,17 @@ impl Api {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut left: Vec<String> = arns.to_vec();
         while !left.is_empty() {
-            assert!(Instant::now() < deadline, "tasks not RUNNING within 120 s: {left:?}");
+            assert!(
+                Instant::now() < deadline,
+                "tasks not RUNNING within 120 s: {left:?}"
+            );
             let mut still = Vec::new();
             for chunk in left.chunks(100) {
                 let v = self
-                    .call("DescribeTasks", json!({"cluster": "default", "tasks": chunk}))
+                    .call(
+                        "DescribeTasks",
+                        json!({"cluster": "default", "tasks": chunk}),
+                    )
                     .await;
                 for t in v["tasks"].as_array().unwrap() {
                     match t["lastStatus"].as_str().unwrap() {
@@ -105,8 +111,12 @@ async fn main() {
     let bin = std::env::args()
         .nth(1)
         .expect("usage: bench_tasks PATH_TO_BERTH");
-    let images = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
-    assert!(Command::new(images).status().unwrap().success(), "building the test image failed");
+    let images =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
+    assert!(
+        Command::new(images).status().unwrap().success(),
+        "building the test image failed"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(&bin)
         .args([
@@ -177,7 +187,10 @@ async fn main() {
     for _ in 0..SAMPLES {
         let t0 = Instant::now();
         let v = api
-            .call("RunTask", json!({"cluster": "default", "taskDefinition": "bench"}))
+            .call(
+                "RunTask",
+                json!({"cluster": "default", "taskDefinition": "bench"}),
+            )
             .await;
         let arn = v["tasks"][0]["taskArn"].as_str().unwrap().to_string();
         api.wait_running(std::slice::from_ref(&arn)).await;
@@ -185,7 +198,15 @@ async fn main() {
         all.push(arn);
 
         let t0 = Instant::now();
-        let id = docker(&["run", "-d", "--label", "io.berth.bench=1", IMAGE, "sleep", "600"]);
+        let id = docker(&[
+            "run",
+            "-d",
+            "--label",
+            "io.berth.bench=1",
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
         plain.push(t0.elapsed().as_secs_f64() * 1000.0);
         plain_ids.push(id);
     }

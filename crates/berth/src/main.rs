@@ -3,8 +3,8 @@
 //! store, wires the pieces and handles signals.
 
 use anyhow::{Context, Result};
-use berth_control::{http::Limits, Config, Control};
 use berth_agent::AgentConfig;
+use berth_control::{http::Limits, Config, Control};
 use berth_store::Embedded;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;

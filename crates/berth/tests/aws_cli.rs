@@ -212,14 +212,13 @@ async fn aws_cli_runs_and_stops_a_task_on_docker() {
         return;
     }
     let s = TestServer::start().await;
-    s.ok("CreateCluster", serde_json::json!({"clusterName": "default"}))
-        .await;
-    let agent_dir = tempfile::tempdir().unwrap();
-    let agent = common::TestAgent::start(
-        &s,
-        common::TestAgent::config(&s, agent_dir.path()),
+    s.ok(
+        "CreateCluster",
+        serde_json::json!({"clusterName": "default"}),
     )
     .await;
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = common::TestAgent::start(&s, common::TestAgent::config(&s, agent_dir.path())).await;
     let instance = common::wait_joined(&agent).await;
     let cli = Cli {
         bin,
@@ -254,8 +253,15 @@ async fn aws_cli_runs_and_stops_a_task_on_docker() {
     .unwrap();
     assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
     let arn = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
-    run(&["wait", "tasks-running", "--cluster", "default", "--tasks", &arn])
-        .expect("aws ecs wait tasks-running");
+    run(&[
+        "wait",
+        "tasks-running",
+        "--cluster",
+        "default",
+        "--tasks",
+        &arn,
+    ])
+    .expect("aws ecs wait tasks-running");
     let d = run(&["describe-tasks", "--cluster", "default", "--tasks", &arn]).unwrap();
     assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
     assert_eq!(d["tasks"][0]["containers"][0]["lastStatus"], "RUNNING");
@@ -269,14 +275,37 @@ async fn aws_cli_runs_and_stops_a_task_on_docker() {
     .unwrap();
     assert_eq!(ci["containerInstances"][0]["runningTasksCount"], 1);
     assert_eq!(ci["containerInstances"][0]["agentConnected"], true);
-    run(&["stop-task", "--cluster", "default", "--task", &arn, "--reason", "cli says stop"])
-        .unwrap();
-    run(&["wait", "tasks-stopped", "--cluster", "default", "--tasks", &arn])
-        .expect("aws ecs wait tasks-stopped");
+    run(&[
+        "stop-task",
+        "--cluster",
+        "default",
+        "--task",
+        &arn,
+        "--reason",
+        "cli says stop",
+    ])
+    .unwrap();
+    run(&[
+        "wait",
+        "tasks-stopped",
+        "--cluster",
+        "default",
+        "--tasks",
+        &arn,
+    ])
+    .expect("aws ecs wait tasks-stopped");
     let d = run(&["describe-tasks", "--cluster", "default", "--tasks", &arn]).unwrap();
     assert_eq!(d["tasks"][0]["stoppedReason"], "cli says stop");
-    let err = run(&["run-task", "--cluster", "default", "--task-definition", "clitask", "--count", "11"])
-        .unwrap_err();
+    let err = run(&[
+        "run-task",
+        "--cluster",
+        "default",
+        "--task-definition",
+        "clitask",
+        "--count",
+        "11",
+    ])
+    .unwrap_err();
     assert!(err.contains("InvalidParameterException"), "{err}");
     agent.stop().await;
     common::docker_cleanup(&instance);

@@ -1,6 +1,8 @@
 //! Container instances, attributes, tasks and the agent protocol over the wire, without Docker:
 //! a scripted agent speaks the protocol by hand, so every state change is deterministic.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use berth_agent_proto as proto;
@@ -112,7 +114,8 @@ impl FakeAgent {
 
 async fn setup() -> TestServer {
     let s = TestServer::start().await;
-    s.ok("CreateCluster", json!({"clusterName": "default"})).await;
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
     s
 }
 
@@ -124,7 +127,10 @@ async fn register_td(s: &TestServer, family: &str, memory: i32) -> String {
                 {"name": "app", "image": "busybox", "memory": memory}]}),
         )
         .await;
-    v["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().into()
+    v["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .into()
 }
 
 fn resource(ci: &Value, list: &str, name: &str) -> Value {
@@ -173,10 +179,21 @@ async fn register_container_instance_reads_the_identity_document() {
     assert_eq!(ci["ec2InstanceId"], "i-0123456789abcdef0");
     assert_eq!(ci["status"], "ACTIVE");
     assert_eq!(ci["agentConnected"], false, "no agent speaks for it");
-    assert_eq!(resource(ci, "registeredResources", "MEMORY")["integerValue"], 7680);
-    assert_eq!(resource(ci, "remainingResources", "CPU")["integerValue"], 2048);
+    assert_eq!(
+        resource(ci, "registeredResources", "MEMORY")["integerValue"],
+        7680
+    );
+    assert_eq!(
+        resource(ci, "remainingResources", "CPU")["integerValue"],
+        2048
+    );
     let attrs = ci["attributes"].as_array().unwrap();
-    let attr = |n: &str| attrs.iter().find(|a| a["name"] == n).map(|a| a["value"].clone());
+    let attr = |n: &str| {
+        attrs
+            .iter()
+            .find(|a| a["name"] == n)
+            .map(|a| a["value"].clone())
+    };
     assert_eq!(attr("ecs.instance-type"), Some(json!("m5.large")));
     assert_eq!(attr("ecs.availability-zone"), Some(json!("us-east-1b")));
     assert_eq!(attr("stack"), Some(json!("prod")));
@@ -242,11 +259,17 @@ async fn draining_listing_and_attributes() {
         .await;
     assert!(m.contains("ACTIVE or DRAINING"), "{m}");
     let draining = s
-        .ok("ListContainerInstances", json!({"cluster": "default", "status": "DRAINING"}))
+        .ok(
+            "ListContainerInstances",
+            json!({"cluster": "default", "status": "DRAINING"}),
+        )
         .await;
     assert_eq!(draining["containerInstanceArns"], json!([a.arn]));
     let all = s
-        .ok("ListContainerInstances", json!({"cluster": "default", "maxResults": 1}))
+        .ok(
+            "ListContainerInstances",
+            json!({"cluster": "default", "maxResults": 1}),
+        )
         .await;
     assert_eq!(all["containerInstanceArns"].as_array().unwrap().len(), 1);
     let rest = s
@@ -327,20 +350,21 @@ async fn the_agent_protocol_needs_the_token_and_keeps_agent_keys_to_itself() {
     let listed = s
         .ok("ListContainerInstances", json!({"cluster": "default"}))
         .await;
-    assert_eq!(listed["containerInstanceArns"], json!([]), "a refused join registers nothing");
+    assert_eq!(
+        listed["containerInstanceArns"],
+        json!([]),
+        "a refused join registers nothing"
+    );
 
     let a = FakeAgent::join(&s, 512).await;
     // The agent's key cannot drive the ECS API ...
     let denied = s
-        .call_as(
-            "ListClusters",
-            "{}",
-            &a.ak,
-            &a.sk,
-            SystemTime::now(),
-        )
+        .call_as("ListClusters", "{}", &a.ak, &a.sk, SystemTime::now())
         .await;
-    assert_eq!(denied.error_type().as_deref(), Some("AccessDeniedException"));
+    assert_eq!(
+        denied.error_type().as_deref(),
+        Some("AccessDeniedException")
+    );
     // ... and the admin's key cannot speak for an agent.
     let denied = agent_post(
         &s.endpoint,
@@ -349,13 +373,19 @@ async fn the_agent_protocol_needs_the_token_and_keeps_agent_keys_to_itself() {
         Some((&s.access_key, &s.secret_key)),
     )
     .await;
-    assert_eq!(denied.error_type().as_deref(), Some("AccessDeniedException"));
+    assert_eq!(
+        denied.error_type().as_deref(),
+        Some("AccessDeniedException")
+    );
     // An unsigned poll is not authenticated.
     let unsigned = agent_post(&s.endpoint, proto::POLL_PATH, &json!({"wait_ms": 0}), None).await;
     assert_eq!(unsigned.status, 403);
     // Garbage is a SerializationException, not a crash.
     let garbage = agent_post(&s.endpoint, proto::JOIN_PATH, &json!({"cluster": 5}), None).await;
-    assert_eq!(garbage.error_type().as_deref(), Some("SerializationException"));
+    assert_eq!(
+        garbage.error_type().as_deref(),
+        Some("SerializationException")
+    );
 
     let ci = describe_instance(&s, &a.arn).await;
     assert_eq!(ci["agentConnected"], true);
@@ -413,11 +443,17 @@ async fn a_task_goes_from_placement_through_the_agent_to_stopped() {
 
     let ci = describe_instance(&s, &a.arn).await;
     assert_eq!(ci["pendingTasksCount"], 2);
-    assert_eq!(resource(&ci, "remainingResources", "MEMORY")["integerValue"], 1000 - 512);
+    assert_eq!(
+        resource(&ci, "remainingResources", "MEMORY")["integerValue"],
+        1000 - 512
+    );
 
     a.report(&tasks[0], "RUNNING", None).await;
     let again = a.report(&tasks[0], "RUNNING", None).await;
-    assert_eq!(again.body["applied"], 0, "a duplicate report changes nothing");
+    assert_eq!(
+        again.body["applied"], 0,
+        "a duplicate report changes nothing"
+    );
     let d = s
         .ok(
             "DescribeTasks",
@@ -426,7 +462,10 @@ async fn a_task_goes_from_placement_through_the_agent_to_stopped() {
         .await;
     assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
     assert_eq!(d["tasks"][0]["tags"], json!([{"key": "k", "value": "v"}]));
-    assert_eq!(d["failures"][0], json!({"arn": "ffff", "reason": "MISSING"}));
+    assert_eq!(
+        d["failures"][0],
+        json!({"arn": "ffff", "reason": "MISSING"})
+    );
 
     // StopTask: desired STOPPED at once; STOPPED once the agent says so.
     let stopped = s
@@ -446,29 +485,44 @@ async fn a_task_goes_from_placement_through_the_agent_to_stopped() {
     // A late RUNNING report cannot bring it back.
     a.report(&tasks[0], "RUNNING", None).await;
     let d = s
-        .ok("DescribeTasks", json!({"cluster": "default", "tasks": [tasks[0]]}))
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": [tasks[0]]}),
+        )
         .await;
     let t = &d["tasks"][0];
     assert_eq!(t["lastStatus"], "STOPPED");
     assert_eq!(t["stopCode"], "UserInitiated");
     assert_eq!(t["containers"][0]["exitCode"], 143);
     let ci = describe_instance(&s, &a.arn).await;
-    assert_eq!(resource(&ci, "remainingResources", "MEMORY")["integerValue"], 1000 - 256);
+    assert_eq!(
+        resource(&ci, "remainingResources", "MEMORY")["integerValue"],
+        1000 - 256
+    );
     assert_eq!(ci["pendingTasksCount"], 1);
 
     // Listing.
     let running = s.ok("ListTasks", json!({"cluster": "default"})).await;
     assert_eq!(running["taskArns"], json!([tasks[1]]));
     let stopped = s
-        .ok("ListTasks", json!({"cluster": "default", "desiredStatus": "STOPPED"}))
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "desiredStatus": "STOPPED"}),
+        )
         .await;
     assert_eq!(stopped["taskArns"], json!([tasks[0]]));
     let by_family = s
-        .ok("ListTasks", json!({"cluster": "default", "family": "other"}))
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "family": "other"}),
+        )
         .await;
     assert_eq!(by_family["taskArns"], json!([]));
     let by_instance = s
-        .ok("ListTasks", json!({"cluster": "default", "containerInstance": a.arn}))
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "containerInstance": a.arn}),
+        )
         .await;
     assert_eq!(by_instance["taskArns"], json!([tasks[1]]));
 
@@ -516,27 +570,56 @@ async fn run_task_refuses_what_it_cannot_do_and_reports_what_does_not_fit() {
     )
     .await;
     let v = s
-        .ok("RunTask", json!({"cluster": "default", "taskDefinition": "web"}))
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web"}),
+        )
         .await;
     assert_eq!(v["tasks"], json!([]));
     assert_eq!(v["failures"][0]["reason"], "AGENT");
 
     for (body, error, says) in [
-        (json!({"taskDefinition": "web", "count": 11}), "InvalidParameterException", "count 11"),
-        (json!({"taskDefinition": "web", "launchType": "FARGATE"}), "InvalidParameterException", "FARGATE"),
-        (json!({"taskDefinition": "web", "launchType": "EC3"}), "InvalidParameterException", "EC3"),
+        (
+            json!({"taskDefinition": "web", "count": 11}),
+            "InvalidParameterException",
+            "count 11",
+        ),
+        (
+            json!({"taskDefinition": "web", "launchType": "FARGATE"}),
+            "InvalidParameterException",
+            "FARGATE",
+        ),
+        (
+            json!({"taskDefinition": "web", "launchType": "EC3"}),
+            "InvalidParameterException",
+            "EC3",
+        ),
         (json!({"taskDefinition": "nope"}), "ClientException", "nope"),
-        (json!({"taskDefinition": "web", "overrides": {"containerOverrides": [{"name": "ghost"}]}}),
-         "InvalidParameterException", "ghost"),
-        (json!({"taskDefinition": "web", "startedBy": "has space"}), "InvalidParameterException", "startedBy"),
-        (json!({"taskDefinition": "web", "cluster": "nope"}), "ClusterNotFoundException", "nope"),
+        (
+            json!({"taskDefinition": "web", "overrides": {"containerOverrides": [{"name": "ghost"}]}}),
+            "InvalidParameterException",
+            "ghost",
+        ),
+        (
+            json!({"taskDefinition": "web", "startedBy": "has space"}),
+            "InvalidParameterException",
+            "startedBy",
+        ),
+        (
+            json!({"taskDefinition": "web", "cluster": "nope"}),
+            "ClusterNotFoundException",
+            "nope",
+        ),
     ] {
         let mut body = body;
         if body.get("cluster").is_none() {
             body["cluster"] = json!("default");
         }
         let m = s.err("RunTask", body.clone(), error).await;
-        assert!(m.contains(says), "RunTask {body}: message '{m}' should mention '{says}'");
+        assert!(
+            m.contains(says),
+            "RunTask {body}: message '{m}' should mention '{says}'"
+        );
     }
     s.err(
         "StopTask",
@@ -570,9 +653,16 @@ async fn concurrent_run_tasks_never_over_commit_an_instance() {
         placed += a.body["tasks"].as_array().unwrap().len();
         refused += a.body["failures"].as_array().unwrap().len();
     }
-    assert_eq!((placed, refused), (10, 6), "1000 MiB holds exactly ten 100 MiB tasks");
+    assert_eq!(
+        (placed, refused),
+        (10, 6),
+        "1000 MiB holds exactly ten 100 MiB tasks"
+    );
     let ci = describe_instance(&s, &a.arn).await;
-    assert_eq!(resource(&ci, "remainingResources", "MEMORY")["integerValue"], 0);
+    assert_eq!(
+        resource(&ci, "remainingResources", "MEMORY")["integerValue"],
+        0
+    );
 
     // The same clientToken gives back the same tasks, not new ones.
     let again = s
@@ -584,6 +674,9 @@ async fn concurrent_run_tasks_never_over_commit_an_instance() {
     let listed = s.ok("ListTasks", json!({"cluster": "default"})).await;
     assert_eq!(listed["taskArns"].as_array().unwrap().len(), 10);
     if let Some(t) = again["tasks"].as_array().unwrap().first() {
-        assert!(listed["taskArns"].as_array().unwrap().contains(&t["taskArn"]));
+        assert!(listed["taskArns"]
+            .as_array()
+            .unwrap()
+            .contains(&t["taskArn"]));
     }
 }

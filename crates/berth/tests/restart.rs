@@ -128,3 +128,174 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `berth up` (server and agent in one process) killed with `kill -9` mid-flight: after a
+/// restart the task is still RUNNING in the same container, nothing is duplicated, and a stop
+/// still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_up_killed_with_dash_nine_adopts_its_tasks_on_restart() {
+    if !common::docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let up = |dir: &std::path::Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir)
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
+        for _ in 0..30 {
+            let Some(Ok(line)) = lines.next() else { break };
+            if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
+                ak = v.into();
+            } else if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
+                sk = v.into();
+            } else if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
+                endpoint = v.into();
+                break;
+            }
+        }
+        assert!(!endpoint.is_empty(), "berth up printed its endpoint");
+        std::thread::spawn(move || lines.for_each(drop));
+        Proc {
+            child,
+            endpoint,
+            ak,
+            sk,
+        }
+    };
+    let wait_status = |p: &Proc, arn: &str, want: &'static str| {
+        let (p_endpoint, ak, sk, arn) = (
+            p.endpoint.clone(),
+            p.ak.clone(),
+            p.sk.clone(),
+            arn.to_string(),
+        );
+        async move {
+            for _ in 0..300 {
+                let a = common::signed_call(
+                    &p_endpoint,
+                    "DescribeTasks",
+                    &json!({"tasks": [arn]}).to_string(),
+                    &ak,
+                    &sk,
+                    SystemTime::now(),
+                )
+                .await;
+                let t = a.body["tasks"][0].clone();
+                if t["lastStatus"] == want {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("task {arn} did not reach {want} within 30 s");
+        }
+    };
+
+    let mut p = up(dir.path());
+    let td = json!({"family": "upkill", "containerDefinitions": [{"name": "app",
+        "image": common::BUSYBOX, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}]});
+    assert_eq!(call(&p, "RegisterTaskDefinition", td).await.status, 200);
+    // The agent joins right after the server starts; RunTask may race it.
+    let mut arn = String::new();
+    for _ in 0..100 {
+        let r = call(&p, "RunTask", json!({"taskDefinition": "upkill"})).await;
+        if let Some(a) = r.body["tasks"][0]["taskArn"].as_str() {
+            arn = a.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !arn.is_empty(),
+        "RunTask placed the task once the agent joined"
+    );
+    let t = wait_status(&p, &arn, "RUNNING").await;
+    let id = t["containers"][0]["runtimeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let instance = t["containerInstanceArn"].as_str().unwrap().to_string();
+
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.StartedAt}}",
+            &id,
+        ])
+        .output()
+        .unwrap();
+    let before = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        before.starts_with("true"),
+        "the container outlives a killed berth: {before}"
+    );
+
+    let mut p = up(dir.path());
+    let t = wait_status(&p, &arn, "RUNNING").await;
+    assert_eq!(
+        t["containers"][0]["runtimeId"],
+        id.as_str(),
+        "adopted, not recreated"
+    );
+    assert_eq!(
+        t["containerInstanceArn"],
+        instance.as_str(),
+        "the same instance"
+    );
+    // Give the agent a moment to (wrongly) start a duplicate, then look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.StartedAt}}",
+            &id,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).trim(),
+        before,
+        "not restarted"
+    );
+    let ps = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.amazonaws.ecs.task-arn={arn}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout)
+            .split_whitespace()
+            .count(),
+        1,
+        "no duplicate"
+    );
+    let listed = call(&p, "ListContainerInstances", json!({})).await;
+    assert_eq!(listed.body["containerInstanceArns"], json!([instance]));
+
+    assert_eq!(call(&p, "StopTask", json!({"task": arn})).await.status, 200);
+    wait_status(&p, &arn, "STOPPED").await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status();
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "berth up exits 0 on SIGTERM: {status}");
+    common::docker_cleanup(&instance);
+}

@@ -2,6 +2,8 @@
 //! the engine, checked with `docker inspect` and over HTTP. Needs Docker (set
 //! BERTH_SKIP_DOCKER=1 to skip explicitly); images come from scripts/build-test-images.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{
@@ -68,12 +70,19 @@ impl Fixture {
         v["tasks"][0]["taskArn"].as_str().unwrap().to_string()
     }
 
-    async fn wait(&self, task: &str, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    async fn wait(
+        &self,
+        task: &str,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_task(&self.server, "default", task, secs, what, pred).await
     }
 
     async fn wait_status(&self, task: &str, status: &str) -> Value {
-        self.wait(task, 60, status, |t| t["lastStatus"] == status).await
+        self.wait(task, 60, status, |t| t["lastStatus"] == status)
+            .await
     }
 
     async fn finish(self) {
@@ -101,7 +110,9 @@ fn runtime_id(task: &Value, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_runs_with_its_limits_environment_and_labels_then_stops_on_request() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "limits",
@@ -132,7 +143,10 @@ async fn a_task_runs_with_its_limits_environment_and_labels_then_stops_on_reques
 
     let t = f.wait_status(&task, "RUNNING").await;
     for stamp in ["createdAt", "pullStartedAt", "pullStoppedAt", "startedAt"] {
-        assert!(t[stamp].is_number(), "{stamp} missing on a RUNNING task: {t:#}");
+        assert!(
+            t[stamp].is_number(),
+            "{stamp} missing on a RUNNING task: {t:#}"
+        );
     }
     assert_eq!(t["stoppedAt"], Value::Null);
     assert_eq!(container(&t, "app")["lastStatus"], "RUNNING");
@@ -153,7 +167,10 @@ async fn a_task_runs_with_its_limits_environment_and_labels_then_stops_on_reques
         .iter()
         .map(|e| e.as_str().unwrap())
         .collect();
-    assert!(env.contains(&"GREETING=hello") && env.contains(&"EXTRA=1"), "{env:?}");
+    assert!(
+        env.contains(&"GREETING=hello") && env.contains(&"EXTRA=1"),
+        "{env:?}"
+    );
     let labels = &d["Config"]["Labels"];
     assert_eq!(labels["com.amazonaws.ecs.task-arn"], task.as_str());
     assert_eq!(labels["com.amazonaws.ecs.cluster"], "default");
@@ -184,11 +201,18 @@ async fn a_task_runs_with_its_limits_environment_and_labels_then_stops_on_reques
             .unwrap()
     };
     assert_eq!(remaining(ci, "CPU"), 2048 - 256);
-    assert_eq!(remaining(ci, "MEMORY"), 2048 - 64, "the soft limit is what is reserved");
+    assert_eq!(
+        remaining(ci, "MEMORY"),
+        2048 - 64,
+        "the soft limit is what is reserved"
+    );
 
     let listed = f
         .server
-        .ok("ListTasks", json!({"cluster": "default", "startedBy": "tester"}))
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "startedBy": "tester"}),
+        )
         .await;
     assert_eq!(listed["taskArns"], json!([task]));
 
@@ -203,7 +227,10 @@ async fn a_task_runs_with_its_limits_environment_and_labels_then_stops_on_reques
     assert_eq!(t["stopCode"], "UserInitiated");
     assert_eq!(t["stoppedReason"], "done testing");
     for stamp in ["stoppingAt", "executionStoppedAt", "stoppedAt"] {
-        assert!(t[stamp].is_number(), "{stamp} missing on a STOPPED task: {t:#}");
+        assert!(
+            t[stamp].is_number(),
+            "{stamp} missing on a STOPPED task: {t:#}"
+        );
     }
     // sleep as PID 1 ignores SIGTERM, so the stop ended in SIGKILL: 137.
     assert_eq!(container(&t, "app")["exitCode"], 137);
@@ -214,7 +241,11 @@ async fn a_task_runs_with_its_limits_environment_and_labels_then_stops_on_reques
             json!({"cluster": "default", "containerInstances": [f.instance]}),
         )
         .await;
-    assert_eq!(remaining(&ci["containerInstances"][0], "MEMORY"), 2048, "resources come back");
+    assert_eq!(
+        remaining(&ci["containerInstances"][0], "MEMORY"),
+        2048,
+        "resources come back"
+    );
     f.finish().await;
 }
 
@@ -236,7 +267,9 @@ async fn http_get(port: u16) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_tasks_with_dynamic_ports_both_answer_http() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "web",
@@ -262,7 +295,10 @@ async fn two_tasks_with_dynamic_ports_both_answer_http() {
             .unwrap_or_else(|| panic!("no IPv4 binding for port 80: {b:#}"))["hostPort"]
             .as_u64()
             .unwrap() as u16;
-        assert!(port >= 1024, "a dynamic port from the ephemeral range, got {port}");
+        assert!(
+            port >= 1024,
+            "a dynamic port from the ephemeral range, got {port}"
+        );
         ports.push(port);
     }
     assert_ne!(ports[0], ports[1], "each task gets its own host port");
@@ -283,7 +319,9 @@ async fn two_tasks_with_dynamic_ports_both_answer_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_essential_exit_stops_the_task_a_non_essential_one_does_not() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "exits",
@@ -311,7 +349,9 @@ async fn an_essential_exit_stops_the_task_a_non_essential_one_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn depends_on_orders_the_containers() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "ordered",
@@ -342,7 +382,10 @@ async fn depends_on_orders_the_containers() {
     assert_eq!(init["State"]["ExitCode"], 0);
     let init_finished = init["State"]["FinishedAt"].as_str().unwrap().to_string();
     // RFC 3339 strings of the same zone compare in time order.
-    assert!(started("app") > init_finished, "app started before init finished");
+    assert!(
+        started("app") > init_finished,
+        "app started before init finished"
+    );
     assert!(started("app") > started("db"), "app started before db");
     assert_eq!(container(&t, "db")["healthStatus"], "HEALTHY");
     assert_eq!(t["healthStatus"], "HEALTHY");
@@ -353,7 +396,9 @@ async fn depends_on_orders_the_containers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_health_check_makes_the_task_unhealthy() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "sick",
@@ -372,7 +417,9 @@ async fn a_failing_health_check_makes_the_task_unhealthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_oom_kill_and_a_missing_image_are_reported_as_ecs_does() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let hog = f
         .register(json!({
             "family": "hog",
@@ -397,18 +444,26 @@ async fn an_oom_kill_and_a_missing_image_are_reported_as_ecs_does() {
     assert_eq!(container(&t, "app")["exitCode"], 137);
     let t = f.wait_status(&t2, "STOPPED").await;
     assert_eq!(t["stopCode"], "TaskFailedToStart");
-    let reason = container(&t, "app")["reason"].as_str().unwrap_or_default().to_string();
+    let reason = container(&t, "app")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         reason.starts_with("CannotPullContainerError:") && reason.contains("no-such-image"),
         "{reason}"
     );
-    assert!(t["stoppedReason"].as_str().unwrap().starts_with("CannotPullContainerError"));
+    assert!(t["stoppedReason"]
+        .as_str()
+        .unwrap()
+        .starts_with("CannotPullContainerError"));
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stop_task_honours_stop_timeout_for_a_container_that_ignores_sigterm() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "stubborn",
@@ -435,7 +490,9 @@ async fn stop_task_honours_stop_timeout_for_a_container_that_ignores_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_task_beyond_capacity_reports_failures() {
-    let Some(f) = Fixture::start_with(|c| c.memory = Some(300)).await else { return };
+    let Some(f) = Fixture::start_with(|c| c.memory = Some(300)).await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "big",
@@ -455,14 +512,20 @@ async fn run_task_beyond_capacity_reports_failures() {
         }))
         .await;
     let v = f.run(&td2, json!({"count": 3})).await;
-    assert_eq!(v["tasks"].as_array().unwrap().len(), 1, "300 MiB - 128 leaves room for one: {v:#}");
+    assert_eq!(
+        v["tasks"].as_array().unwrap().len(),
+        1,
+        "300 MiB - 128 leaves room for one: {v:#}"
+    );
     assert_eq!(v["failures"][0]["reason"], "RESOURCE:MEMORY");
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_agent_comes_back_and_adopts_its_containers() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "survivor",
@@ -488,7 +551,10 @@ async fn a_killed_agent_comes_back_and_adopts_its_containers() {
     // Work queued while it is away is done when it is back.
     let second = {
         let v = server
-            .ok("RunTask", json!({"cluster": "default", "taskDefinition": td}))
+            .ok(
+                "RunTask",
+                json!({"cluster": "default", "taskDefinition": td}),
+            )
             .await;
         v["tasks"][0]["taskArn"].as_str().unwrap().to_string()
     };
@@ -518,24 +584,29 @@ async fn a_killed_agent_comes_back_and_adopts_its_containers() {
         .output()
         .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).split_whitespace().count(),
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count(),
         1,
         "no duplicate container"
     );
     let ci = f
         .server
-        .ok(
-            "ListContainerInstances",
-            json!({"cluster": "default"}),
-        )
+        .ok("ListContainerInstances", json!({"cluster": "default"}))
         .await;
-    assert_eq!(ci["containerInstanceArns"], json!([f.instance]), "the same instance, not a new one");
+    assert_eq!(
+        ci["containerInstanceArns"],
+        json!([f.instance]),
+        "the same instance, not a new one"
+    );
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_restart_loses_nothing_and_the_agent_reconnects() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "durable",

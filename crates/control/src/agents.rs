@@ -72,7 +72,10 @@ fn instance_parts(arn: &str) -> Result<(String, String), EcsError> {
 /// Constant-time equality, so the token cannot be guessed byte by byte from timings.
 fn same(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 impl Control {
@@ -180,7 +183,10 @@ impl Control {
     }
 
     /// The instance's status and the tasks it should be running or stopping.
-    async fn desired_for(&self, instance_arn: &str) -> Result<(String, Vec<DesiredTask>), EcsError> {
+    async fn desired_for(
+        &self,
+        instance_arn: &str,
+    ) -> Result<(String, Vec<DesiredTask>), EcsError> {
         let (cluster, id) = instance_parts(instance_arn)?;
         let status = match self
             .get_record::<ecs::ContainerInstance>(&keys::instance(&cluster, &id))
@@ -224,9 +230,11 @@ impl Control {
             self.agents.heartbeat(instance_arn);
             let rev = self.store.revision().await.map_err(store_error)?;
             let (instance_status, tasks) = self.desired_for(instance_arn).await?;
-            let version = hex::encode(&Sha256::digest(
-                serde_json::to_vec(&(&instance_status, &tasks)).unwrap_or_default(),
-            )[..12]);
+            let version = hex::encode(
+                &Sha256::digest(
+                    serde_json::to_vec(&(&instance_status, &tasks)).unwrap_or_default(),
+                )[..12],
+            );
             if r.known_version.as_deref() != Some(version.as_str())
                 || tokio::time::Instant::now() >= deadline
                 || instance_status == InstanceStatus::Inactive.as_str()

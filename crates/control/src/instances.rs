@@ -91,7 +91,9 @@ impl Resources {
                     .flatten()
                     .map(|p| {
                         p.parse::<u16>().map_err(|_| {
-                            EcsError::invalid(format!("resource {name}: '{p}' is not a port number"))
+                            EcsError::invalid(format!(
+                                "resource {name}: '{p}' is not a port number"
+                            ))
                         })
                     })
                     .collect()
@@ -123,8 +125,7 @@ fn check_attribute(name: &str, value: Option<&str>) -> Result<(), EcsError> {
     if let Some(v) = value {
         let ok = !v.is_empty()
             && v.len() <= 128
-            && v
-                .chars()
+            && v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c));
         if !ok {
             return Err(EcsError::invalid(format!(
@@ -214,10 +215,14 @@ impl Control {
         crate::tags::check_tags(&reg.tags)?;
         for _ in 0..CAS_ATTEMPTS {
             let (_, cluster_kv) = self.active_cluster(Some(cluster)).await?;
-            let existing = self.instances_of(cluster).await?.into_iter().find(|(ci, _)| {
-                ci.ec2_instance_id.as_deref() == Some(&reg.instance_id)
-                    && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
-            });
+            let existing = self
+                .instances_of(cluster)
+                .await?
+                .into_iter()
+                .find(|(ci, _)| {
+                    ci.ec2_instance_id.as_deref() == Some(&reg.instance_id)
+                        && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+                });
             let registered = Resources {
                 cpu: reg.cpu,
                 memory: reg.memory,
@@ -239,9 +244,8 @@ impl Control {
                     let old_reg = Resources::from_ecs(
                         ci.registered_resources.as_deref().unwrap_or_default(),
                     )?;
-                    let old_rem = Resources::from_ecs(
-                        ci.remaining_resources.as_deref().unwrap_or_default(),
-                    )?;
+                    let old_rem =
+                        Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
                     let in_use_ports: BTreeSet<u16> =
                         old_rem.ports.difference(&old_reg.ports).copied().collect();
                     let remaining = Resources {
@@ -333,9 +337,10 @@ impl Control {
         let resources = Resources::from_ecs(r.total_resources.as_deref().unwrap_or_default())?;
         let mut attributes = BTreeMap::new();
         for a in r.attributes.iter().flatten() {
-            let name = a.name.clone().ok_or_else(|| {
-                EcsError::invalid("every attribute needs a name".to_string())
-            })?;
+            let name = a
+                .name
+                .clone()
+                .ok_or_else(|| EcsError::invalid("every attribute needs a name".to_string()))?;
             attributes.insert(name, a.value.clone());
         }
         let instance_id = match r.instance_identity_document.as_deref() {
@@ -445,11 +450,7 @@ impl Control {
         }
         let include = r.include.unwrap_or_default();
         for i in &include {
-            berth_api::error::check_enum(
-                "include",
-                i,
-                ecs::enums::CONTAINER_INSTANCE_FIELD,
-            )?;
+            berth_api::error::check_enum("include", i, ecs::enums::CONTAINER_INSTANCE_FIELD)?;
         }
         let with_tags = include.iter().any(|i| i == "TAGS");
         let mut found = Vec::new();
@@ -683,7 +684,11 @@ impl Control {
         r: ecs::DeleteAttributesRequest,
     ) -> Result<ecs::DeleteAttributesResponse, EcsError> {
         let attributes = self
-            .change_attributes(r.cluster.as_deref(), r.attributes.unwrap_or_default(), false)
+            .change_attributes(
+                r.cluster.as_deref(),
+                r.attributes.unwrap_or_default(),
+                false,
+            )
             .await?;
         Ok(ecs::DeleteAttributesResponse {
             attributes: Some(attributes),

@@ -2,8 +2,8 @@
 //! [`DesiredTask`] of the agent protocol, overrides applied. Pure.
 
 use berth_agent_proto::{
-    ContainerPlan, Dependency, DesiredTask, DockerVolumePlan, HealthCheckPlan, MountPlan,
-    PortPlan, UlimitPlan, VolumePlan,
+    ContainerPlan, Dependency, DesiredTask, DockerVolumePlan, HealthCheckPlan, MountPlan, PortPlan,
+    UlimitPlan, VolumePlan,
 };
 use berth_api::ecs::{ContainerDefinition, Task, TaskDefinition};
 
@@ -185,13 +185,23 @@ mod tests {
         let d = desired_task(&task, &td);
         let c = &d.containers[0];
         assert_eq!((d.family.as_str(), d.revision), ("web", 3));
-        assert_eq!(c.command.as_deref(), Some(&["sleep".to_string(), "2".to_string()][..]));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["sleep".to_string(), "2".to_string()][..])
+        );
         assert_eq!(c.memory, Some(128));
         assert_eq!(
             c.environment,
-            [("A".into(), "1".into()), ("B".into(), "3".into()), ("C".into(), "4".into())]
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "3".into()),
+                ("C".into(), "4".into())
+            ]
         );
-        assert_eq!(c.port_mappings[0].host_port, None, "hostPort 0 means dynamic");
+        assert_eq!(
+            c.port_mappings[0].host_port, None,
+            "hostPort 0 means dynamic"
+        );
         let h = c.health_check.as_ref().unwrap();
         assert_eq!((h.interval_s, h.timeout_s, h.retries), (30, 5, 3));
         assert!(c.essential);

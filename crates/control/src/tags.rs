@@ -57,7 +57,11 @@ impl Control {
                         } else {
                             keys::instance(cluster, id)
                         };
-                        self.store.get(&key).await.map_err(crate::store_error)?.is_some()
+                        self.store
+                            .get(&key)
+                            .await
+                            .map_err(crate::store_error)?
+                            .is_some()
                     }
                     None => false,
                 };

@@ -195,7 +195,10 @@ impl Control {
             .then(|| ident.to_string())
     }
 
-    pub(crate) async fn tasks_in(&self, cluster: &str) -> Result<Vec<(ecs::Task, KeyValue)>, EcsError> {
+    pub(crate) async fn tasks_in(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(ecs::Task, KeyValue)>, EcsError> {
         let kvs = self
             .store
             .range(&keys::tasks_of(cluster), None, None)
@@ -271,7 +274,10 @@ impl Control {
                     "Override for container named {name} is not a container in the TaskDefinition."
                 )));
             }
-            for n in [co.cpu, co.memory, co.memory_reservation].into_iter().flatten() {
+            for n in [co.cpu, co.memory, co.memory_reservation]
+                .into_iter()
+                .flatten()
+            {
                 if n < 0 {
                     return Err(EcsError::invalid(format!(
                         "override for container {name}: {n} must not be negative"
@@ -291,13 +297,11 @@ impl Control {
     /// A new task record for `td` on `ci`.
     fn new_task(
         &self,
-        cluster: &str,
-        cluster_arn: &str,
+        (cluster, cluster_arn): (&str, &str),
         td: &TaskDefinition,
         ci: &ContainerInstance,
         d: &Demand,
         meta: &Meta,
-        launch_type: &str,
     ) -> ecs::Task {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let task_arn = self.task_arn(cluster, &id);
@@ -334,7 +338,10 @@ impl Control {
             availability_zone: attribute(ci, "ecs.availability-zone").map(str::to_string),
             overrides: Some(TaskOverride {
                 container_overrides: Some(
-                    meta.overrides.container_overrides.clone().unwrap_or_default(),
+                    meta.overrides
+                        .container_overrides
+                        .clone()
+                        .unwrap_or_default(),
                 ),
                 inference_accelerator_overrides: Some(Vec::new()),
                 ..meta.overrides.clone()
@@ -346,7 +353,7 @@ impl Control {
             containers: Some(containers),
             created_at: Some(now_epoch()),
             version: Some(1),
-            launch_type: Some(launch_type.into()),
+            launch_type: Some(launch_type_of(ci).into()),
             started_by: meta.started_by.clone(),
             group: Some(
                 meta.group
@@ -468,14 +475,14 @@ impl Control {
                 }
                 Target::Instances(_) => {
                     let mut placed = Vec::new();
-                    for i in 0..cands.len() {
-                        match berth_scheduler::misfit(&cands[i], &d) {
+                    for (i, c) in cands.iter_mut().enumerate() {
+                        match berth_scheduler::misfit(c, &d) {
                             None => {
-                                berth_scheduler::take(&mut cands[i], &d);
+                                berth_scheduler::take(c, &d);
                                 placed.push(i);
                             }
                             Some(reason) => failures.push(ecs::Failure {
-                                arn: Some(cands[i].arn.clone()),
+                                arn: Some(c.arn.clone()),
                                 reason: Some(reason.ecs_reason()),
                                 detail: reason.detail(),
                             }),
@@ -488,8 +495,7 @@ impl Control {
             let mut tasks = Vec::new();
             for &i in &placed {
                 let (ci, _) = &pool[i];
-                let lt = launch_type_of(ci);
-                let t = self.new_task(&cluster, &cluster_arn, &td, ci, &d, &meta, lt);
+                let t = self.new_task((&cluster, &cluster_arn), &td, ci, &d, &meta);
                 let id = task_id_of(t.task_arn.as_deref().unwrap_or_default())
                     .unwrap_or_default()
                     .to_string();
@@ -507,9 +513,10 @@ impl Control {
             touched.dedup();
             for i in touched {
                 let (ci, kv) = &pool[i];
-                txn = txn
-                    .unchanged(&kv.key, Some(kv))
-                    .put(kv.key.clone(), encode(&with_remaining(ci.clone(), &cands[i]))?);
+                txn = txn.unchanged(&kv.key, Some(kv)).put(
+                    kv.key.clone(),
+                    encode(&with_remaining(ci.clone(), &cands[i]))?,
+                );
             }
             if let Some(token) = &meta.client_token {
                 let key = keys::run_token(&cluster, token);
@@ -534,7 +541,10 @@ impl Control {
                 "count {count} must be between 1 and {MAX_COUNT}"
             )));
         }
-        if r.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+        if r.capacity_provider_strategy
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
+        {
             if r.launch_type.is_some() {
                 return Err(EcsError::invalid(
                     "Specifying both a launch type and capacity provider strategy is not supported."
@@ -562,8 +572,16 @@ impl Control {
         }
         check_started_by(r.started_by.as_deref())?;
         check_group(r.group.as_deref())?;
-        if !r.placement_constraints.as_deref().unwrap_or_default().is_empty()
-            || !r.placement_strategy.as_deref().unwrap_or_default().is_empty()
+        if !r
+            .placement_constraints
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+            || !r
+                .placement_strategy
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
         {
             return Err(EcsError::invalid(
                 "placementConstraints and placementStrategy are not supported by Berth yet (placement is first-fit)"
@@ -631,7 +649,10 @@ impl Control {
         })
     }
 
-    pub async fn stop_task(&self, r: ecs::StopTaskRequest) -> Result<ecs::StopTaskResponse, EcsError> {
+    pub async fn stop_task(
+        &self,
+        r: ecs::StopTaskRequest,
+    ) -> Result<ecs::StopTaskResponse, EcsError> {
         let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
         let cluster = cluster_rec.cluster_name.unwrap_or_default();
         let ident = r.task.unwrap_or_default();
@@ -657,16 +678,20 @@ impl Control {
             t.desired_status = Some("STOPPED".into());
             t.stopping_at = Some(now);
             t.stop_code = Some("UserInitiated".into());
-            t.stopped_reason = Some(r.reason.clone().unwrap_or_else(|| "Task stopped by user".into()));
+            t.stopped_reason = Some(
+                r.reason
+                    .clone()
+                    .unwrap_or_else(|| "Task stopped by user".into()),
+            );
             t.version = Some(t.version.unwrap_or(0) + 1);
             // A task whose host is gone has nobody to stop it: it stops now.
             let instance = match t.container_instance_arn.as_deref() {
                 Some(arn) => self.find_instance(&cluster, arn).await?,
                 None => None,
             };
-            let host_gone = instance
-                .as_ref()
-                .is_none_or(|(ci, _)| ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str()));
+            let host_gone = instance.as_ref().is_none_or(|(ci, _)| {
+                ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str())
+            });
             let mut txn = Txn::new().unchanged(&key, Some(&kv));
             if host_gone {
                 finish_stopped(&mut t, now);
@@ -701,13 +726,19 @@ impl Control {
         let mut failures = Vec::new();
         for ident in idents {
             let hit = match self.task_id(&cluster, &ident) {
-                Some(id) => self.get_record::<ecs::Task>(&keys::task(&cluster, &id)).await?,
+                Some(id) => {
+                    self.get_record::<ecs::Task>(&keys::task(&cluster, &id))
+                        .await?
+                }
                 None => None,
             };
             match hit {
                 Some((mut t, _)) => {
                     t.tags = if with_tags {
-                        Some(self.tags_of(t.task_arn.as_deref().unwrap_or_default()).await?)
+                        Some(
+                            self.tags_of(t.task_arn.as_deref().unwrap_or_default())
+                                .await?,
+                        )
                     } else {
                         None
                     };
@@ -726,7 +757,10 @@ impl Control {
         })
     }
 
-    pub async fn list_tasks(&self, r: ecs::ListTasksRequest) -> Result<ecs::ListTasksResponse, EcsError> {
+    pub async fn list_tasks(
+        &self,
+        r: ecs::ListTasksRequest,
+    ) -> Result<ecs::ListTasksResponse, EcsError> {
         let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
         let cluster = cluster_rec.cluster_name.unwrap_or_default();
         let limit = max_results(r.max_results, 100)?;
@@ -791,13 +825,25 @@ impl Control {
                 return Ok(false);
             };
             if t.container_instance_arn.as_deref() != Some(instance_arn) {
-                tracing::warn!(task = rep.task_arn, instance_arn, "report for a task on another instance ignored");
+                tracing::warn!(
+                    task = rep.task_arn,
+                    instance_arn,
+                    "report for a task on another instance ignored"
+                );
                 return Ok(false);
             }
             let before = encode(&t)?;
-            let was = t.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(TaskStatus::Pending);
+            let was = t
+                .last_status
+                .as_deref()
+                .and_then(TaskStatus::parse)
+                .unwrap_or(TaskStatus::Pending);
             merge_report(&mut t, rep);
-            let now_status = t.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(was);
+            let now_status = t
+                .last_status
+                .as_deref()
+                .and_then(TaskStatus::parse)
+                .unwrap_or(was);
             let after = encode(&t)?;
             if before == after {
                 return Ok(false);
@@ -808,7 +854,9 @@ impl Control {
                 // Give the task's resources back, once, in the same transaction.
                 if let Some((ci, ikv)) = self.find_instance(cluster, instance_arn).await? {
                     let ci = self.released(ci, &t).await?;
-                    txn = txn.unchanged(&ikv.key, Some(&ikv)).put(ikv.key.clone(), encode(&ci)?);
+                    txn = txn
+                        .unchanged(&ikv.key, Some(&ikv))
+                        .put(ikv.key.clone(), encode(&ci)?);
                 }
             }
             txn = txn.put(key.clone(), encode(&t)?);
@@ -820,7 +868,11 @@ impl Control {
     }
 
     /// `ci` with task `t`'s resources given back.
-    async fn released(&self, mut ci: ContainerInstance, t: &ecs::Task) -> Result<ContainerInstance, EcsError> {
+    async fn released(
+        &self,
+        mut ci: ContainerInstance,
+        t: &ecs::Task,
+    ) -> Result<ContainerInstance, EcsError> {
         let reg = Resources::from_ecs(ci.registered_resources.as_deref().unwrap_or_default())?;
         let mut rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
         let td = self
@@ -852,11 +904,17 @@ impl Control {
     /// Deletes tasks that stopped more than `retention` ago, and their tags. Returns how many.
     pub async fn purge_stopped_tasks(&self, retention: Duration) -> Result<usize, EcsError> {
         let cutoff = now_epoch() - retention.as_secs_f64();
-        let kvs = self.store.range("tasks/", None, None).await.map_err(store_error)?;
+        let kvs = self
+            .store
+            .range("tasks/", None, None)
+            .await
+            .map_err(store_error)?;
         let mut n = 0;
         for kv in kvs {
             let t: ecs::Task = decode(&kv)?;
-            if t.last_status.as_deref() == Some("STOPPED") && t.stopped_at.is_some_and(|s| s < cutoff) {
+            if t.last_status.as_deref() == Some("STOPPED")
+                && t.stopped_at.is_some_and(|s| s < cutoff)
+            {
                 let txn = Txn::new()
                     .unchanged(&kv.key, Some(&kv))
                     .delete(kv.key.clone())
@@ -883,13 +941,25 @@ fn finish_stopped(t: &mut ecs::Task, now: f64) {
 /// Folds an agent report into a task record. Statuses only move forward; timestamps are
 /// set once; the server's own stop reason (StopTask) wins over the agent's.
 pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
-    let was = t.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(TaskStatus::Pending);
+    let was = t
+        .last_status
+        .as_deref()
+        .and_then(TaskStatus::parse)
+        .unwrap_or(TaskStatus::Pending);
     let next = TaskStatus::parse(&rep.last_status).unwrap_or(was);
     for c in t.containers.iter_mut().flatten() {
-        let Some(cr) = rep.containers.iter().find(|cr| Some(&cr.name) == c.name.as_ref()) else {
+        let Some(cr) = rep
+            .containers
+            .iter()
+            .find(|cr| Some(&cr.name) == c.name.as_ref())
+        else {
             continue;
         };
-        let cw = c.last_status.as_deref().and_then(TaskStatus::parse).unwrap_or(TaskStatus::Pending);
+        let cw = c
+            .last_status
+            .as_deref()
+            .and_then(TaskStatus::parse)
+            .unwrap_or(TaskStatus::Pending);
         if let Some(cn) = TaskStatus::parse(&cr.last_status) {
             if cw.can_become(cn) {
                 c.last_status = Some(cn.as_str().into());
@@ -956,7 +1026,10 @@ pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
             t.execution_stopped_at = rep.execution_stopped_at.or(Some(now));
             t.stopped_at = Some(now);
             if t.stop_code.is_none() {
-                t.stop_code = rep.stop_code.clone().or(Some("EssentialContainerExited".into()));
+                t.stop_code = rep
+                    .stop_code
+                    .clone()
+                    .or(Some("EssentialContainerExited".into()));
                 t.stopped_reason = rep.stopped_reason.clone();
             }
         }
@@ -967,7 +1040,8 @@ fn check_started_by(s: Option<&str>) -> Result<(), EcsError> {
     if let Some(s) = s {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
         if !ok {
             return Err(EcsError::invalid(format!(
                 "startedBy '{s}' must be 1-128 letters, numbers, hyphens or underscores"
@@ -1032,12 +1106,18 @@ mod tests {
         merge_report(&mut t, &report("RUNNING"));
         assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
         assert_eq!(t.started_at, Some(10.0));
-        let bindings = t.containers.as_ref().unwrap()[0].network_bindings.clone().unwrap();
+        let bindings = t.containers.as_ref().unwrap()[0]
+            .network_bindings
+            .clone()
+            .unwrap();
         assert_eq!(bindings[0].host_port, Some(32768));
         // A late, duplicated PENDING report changes nothing.
         merge_report(&mut t, &report("PENDING"));
         assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
-        assert_eq!(t.containers.as_ref().unwrap()[0].last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(
+            t.containers.as_ref().unwrap()[0].last_status.as_deref(),
+            Some("RUNNING")
+        );
     }
 
     #[test]

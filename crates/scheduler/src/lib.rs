@@ -177,7 +177,11 @@ mod tests {
 
     #[test]
     fn failures_give_each_hosts_reason_in_ecs_words() {
-        let mut c = vec![host("a", 100, 4096), host("b", 4096, 100), host("c", 4096, 4096)];
+        let mut c = vec![
+            host("a", 100, 4096),
+            host("b", 4096, 100),
+            host("c", 4096, 4096),
+        ];
         c[2].ports_used.insert(80);
         let d = Demand {
             cpu: 512,
@@ -188,12 +192,19 @@ mod tests {
         let p = place(&mut c, &d, 1);
         assert!(p.placed.is_empty());
         let reasons: Vec<String> = p.failures.iter().map(|(_, r)| r.ecs_reason()).collect();
-        assert_eq!(reasons, ["RESOURCE:CPU", "RESOURCE:MEMORY", "RESOURCE:PORTS"]);
+        assert_eq!(
+            reasons,
+            ["RESOURCE:CPU", "RESOURCE:MEMORY", "RESOURCE:PORTS"]
+        );
     }
 
     #[test]
     fn drained_disconnected_and_unequipped_hosts_are_skipped() {
-        let mut c = vec![host("a", 4096, 4096), host("b", 4096, 4096), host("c", 4096, 4096)];
+        let mut c = vec![
+            host("a", 4096, 4096),
+            host("b", 4096, 4096),
+            host("c", 4096, 4096),
+        ];
         c[0].active = false;
         c[1].agent_connected = false;
         let d = Demand {
@@ -208,7 +219,10 @@ mod tests {
             [
                 (0, Reason::Inactive),
                 (1, Reason::Agent),
-                (2, Reason::Attribute("ecs.capability.docker-plugin.local".into()))
+                (
+                    2,
+                    Reason::Attribute("ecs.capability.docker-plugin.local".into())
+                )
             ]
         );
     }

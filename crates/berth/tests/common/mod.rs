@@ -404,7 +404,11 @@ pub fn docker_inspect(id: &str) -> Value {
         .args(["inspect", id])
         .output()
         .unwrap();
-    assert!(out.status.success(), "docker inspect {id}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker inspect {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v[0].clone()
 }
