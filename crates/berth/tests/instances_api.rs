@@ -680,3 +680,47 @@ async fn concurrent_run_tasks_never_over_commit_an_instance() {
             .contains(&t["taskArn"]));
     }
 }
+
+#[tokio::test]
+async fn clusters_count_tasks_and_refuse_deletion_while_they_live() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join(&s, 1000).await;
+    let run = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 2}),
+        )
+        .await;
+    let t0 = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let t1 = run["tasks"][1]["taskArn"].as_str().unwrap().to_string();
+    a.report(&t0, "RUNNING", None).await;
+    let c = s
+        .ok("DescribeClusters", json!({"clusters": ["default"]}))
+        .await;
+    assert_eq!(c["clusters"][0]["runningTasksCount"], 1);
+    assert_eq!(c["clusters"][0]["pendingTasksCount"], 1);
+    assert_eq!(c["clusters"][0]["registeredContainerInstancesCount"], 1);
+    s.ok(
+        "DeregisterContainerInstance",
+        json!({"cluster": "default", "containerInstance": a.arn, "force": true}),
+    )
+    .await;
+    s.err(
+        "DeleteCluster",
+        json!({"cluster": "default"}),
+        "ClusterContainsTasksException",
+    )
+    .await;
+    // The refused delete left the cluster ACTIVE and usable.
+    let c = s
+        .ok("DescribeClusters", json!({"clusters": ["default"]}))
+        .await;
+    assert_eq!(c["clusters"][0]["status"], "ACTIVE");
+    for t in [&t0, &t1] {
+        s.ok("StopTask", json!({"cluster": "default", "task": t}))
+            .await;
+    }
+    let gone = s.ok("DeleteCluster", json!({"cluster": "default"})).await;
+    assert_eq!(gone["cluster"]["status"], "INACTIVE");
+}

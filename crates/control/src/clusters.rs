@@ -25,7 +25,10 @@ pub(crate) fn not_found(cluster: &str) -> EcsError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ClusterCounts {
     pub instances: usize,
+    /// Tasks not yet STOPPED (running + pending).
     pub tasks: usize,
+    pub running: usize,
+    pub pending: usize,
     pub services: usize,
 }
 
@@ -69,12 +72,14 @@ impl Control {
             .iter()
             .filter(|(ci, _)| ci.status.as_deref() != Some("INACTIVE"))
             .count();
-        let tasks = self
-            .tasks_in(name)
-            .await?
-            .iter()
-            .filter(|(t, _)| t.last_status.as_deref() != Some("STOPPED"))
-            .count();
+        let (mut running, mut pending) = (0, 0);
+        for (t, _) in self.tasks_in(name).await? {
+            match t.last_status.as_deref() {
+                Some("STOPPED") => {}
+                Some("RUNNING") => running += 1,
+                _ => pending += 1,
+            }
+        }
         let services = self
             .store
             .range(&keys::services_of(name), None, None)
@@ -83,7 +88,9 @@ impl Control {
             .len();
         Ok(ClusterCounts {
             instances,
-            tasks,
+            tasks: running + pending,
+            running,
+            pending,
             services,
         })
     }
@@ -93,8 +100,8 @@ impl Control {
         let name = c.cluster_name.clone().unwrap_or_default();
         let counts = self.cluster_counts(&name).await?;
         c.registered_container_instances_count = Some(counts.instances as i32);
-        c.running_tasks_count = Some(counts.tasks as i32);
-        c.pending_tasks_count = Some(0);
+        c.running_tasks_count = Some(counts.running as i32);
+        c.pending_tasks_count = Some(counts.pending as i32);
         c.active_services_count = Some(counts.services as i32);
         let has = |f: &str| include.iter().any(|i| i == f);
         if has("STATISTICS") {
@@ -103,9 +110,9 @@ impl Control {
                 value: Some(v.to_string()),
             };
             c.statistics = Some(vec![
-                stat("runningEC2TasksCount", counts.tasks),
+                stat("runningEC2TasksCount", counts.running),
                 stat("runningFargateTasksCount", 0),
-                stat("pendingEC2TasksCount", 0),
+                stat("pendingEC2TasksCount", counts.pending),
                 stat("pendingFargateTasksCount", 0),
                 stat("activeEC2ServiceCount", counts.services),
                 stat("activeFargateServiceCount", 0),
@@ -398,49 +405,73 @@ impl Control {
         for _ in 0..CAS_ATTEMPTS {
             let (mut c, kv) = self.active_cluster(Some(&ident)).await?;
             let name = c.cluster_name.clone().unwrap_or_default();
-            let counts = self.cluster_counts(&name).await?;
-            if counts.services > 0 {
-                return Err(EcsError::new(
-                    ErrorKind::ClusterContainsServices,
-                    format!(
-                        "The Cluster cannot be deleted while Services are active: '{name}' has {}",
-                        counts.services
-                    ),
-                ));
+            self.check_empty(&name).await?;
+            // Two steps, so nothing can slip in between the emptiness check and the delete:
+            // mark the cluster DEPROVISIONING (every placement guards on the cluster record's
+            // revision, so none commits after this), count again, then finish or undo.
+            c.status = Some("DEPROVISIONING".into());
+            let marked = Txn::new()
+                .unchanged(&kv.key, Some(&kv))
+                .put(kv.key.clone(), encode(&c)?);
+            if !self.commit(marked).await? {
+                continue;
             }
-            if counts.instances > 0 {
-                return Err(EcsError::new(
-                    ErrorKind::ClusterContainsContainerInstances,
-                    format!("The Cluster cannot be deleted while Container Instances are active or draining: '{name}' has {}", counts.instances),
-                ));
+            let Some(marked_kv) = self.store.get(&kv.key).await.map_err(store_error)? else {
+                return Err(not_found(&ident));
+            };
+            let still_empty = self.check_empty(&name).await;
+            c.status = Some(
+                if still_empty.is_ok() {
+                    ClusterStatus::Inactive
+                } else {
+                    ClusterStatus::Active
+                }
+                .as_str()
+                .into(),
+            );
+            let finish = Txn::new()
+                .unchanged(&kv.key, Some(&marked_kv))
+                .put(kv.key.clone(), encode(&c)?);
+            if !self.commit(finish).await? {
+                return Err(conflict_exhausted("DeleteCluster"));
             }
-            if counts.tasks > 0 {
-                return Err(EcsError::new(
-                    ErrorKind::ClusterContainsTasks,
-                    format!(
-                        "The Cluster cannot be deleted while Tasks are active: '{name}' has {}",
-                        counts.tasks
-                    ),
-                ));
-            }
-            c.status = Some(ClusterStatus::Inactive.as_str().into());
-            // Whatever is later placed into a cluster guards on the cluster record's revision,
-            // so nothing can join a cluster between the counts above and this commit.
-            if self
-                .commit(
-                    Txn::new()
-                        .unchanged(&kv.key, Some(&kv))
-                        .put(kv.key.clone(), encode(&c)?),
-                )
-                .await?
-            {
-                tracing::info!(cluster = %name, "cluster deleted");
-                return Ok(ecs::DeleteClusterResponse {
-                    cluster: Some(self.present_all(c).await?),
-                });
-            }
+            still_empty?;
+            tracing::info!(cluster = %name, "cluster deleted");
+            return Ok(ecs::DeleteClusterResponse {
+                cluster: Some(self.present_all(c).await?),
+            });
         }
         Err(conflict_exhausted("DeleteCluster"))
+    }
+
+    /// ECS's refusals for a cluster that still holds services, instances or tasks.
+    async fn check_empty(&self, name: &str) -> Result<(), EcsError> {
+        let counts = self.cluster_counts(name).await?;
+        if counts.services > 0 {
+            return Err(EcsError::new(
+                ErrorKind::ClusterContainsServices,
+                format!(
+                    "The Cluster cannot be deleted while Services are active: '{name}' has {}",
+                    counts.services
+                ),
+            ));
+        }
+        if counts.instances > 0 {
+            return Err(EcsError::new(
+                ErrorKind::ClusterContainsContainerInstances,
+                format!("The Cluster cannot be deleted while Container Instances are active or draining: '{name}' has {}", counts.instances),
+            ));
+        }
+        if counts.tasks > 0 {
+            return Err(EcsError::new(
+                ErrorKind::ClusterContainsTasks,
+                format!(
+                    "The Cluster cannot be deleted while Tasks are active: '{name}' has {}",
+                    counts.tasks
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
