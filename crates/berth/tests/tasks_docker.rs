@@ -637,3 +637,155 @@ async fn a_server_restart_loses_nothing_and_the_agent_reconnects() {
     f.wait_status(&task, "STOPPED").await;
     f.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_cut_off_from_the_server_reports_what_happened_once_it_is_back() {
+    let Some(f) = Fixture::start().await else { return };
+    let td = f
+        .register(json!({
+            "family": "brief",
+            "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16,
+                "command": ["sh", "-c", "sleep 3; exit 7"]}]
+        }))
+        .await;
+    let task = f.run_one(&td).await;
+    let t = f.wait_status(&task, "RUNNING").await;
+    let id = runtime_id(&t, "app");
+    let Fixture {
+        server,
+        agent,
+        instance,
+        _agent_dir,
+    } = f;
+    // The server goes away; the container exits while nobody can be told.
+    let (dir, addr) = server.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while docker_inspect(&id)["State"]["Running"] == true {
+        assert!(Instant::now() < deadline, "the container did not exit");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the agent try (and fail) to report a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = TestServer::start_in(dir, Some(addr), false, Default::default()).await;
+    let f = Fixture {
+        server,
+        agent,
+        instance,
+        _agent_dir,
+    };
+    let t = f.wait_status(&task, "STOPPED").await;
+    assert_eq!(container(&t, "app")["exitCode"], 7);
+    assert_eq!(t["stopCode"], "EssentialContainerExited");
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_containers_are_removed_after_the_delay_and_stopped_tasks_purged_after_retention() {
+    let Some(f) = Fixture::start_with(|c| c.cleanup_after = Duration::from_secs(1)).await else {
+        return;
+    };
+    let td = f
+        .register(json!({
+            "family": "short",
+            "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16, "command": ["true"]}]
+        }))
+        .await;
+    let task = f.run_one(&td).await;
+    let t = f.wait_status(&task, "STOPPED").await;
+    let id = runtime_id(&t, "app");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", &id])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stopped container was not removed after 1 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Still describable within the retention ...
+    let kept = f
+        .server
+        .control
+        .purge_stopped_tasks(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    f.wait_status(&task, "STOPPED").await;
+    // ... and gone after it.
+    let purged = f
+        .server
+        .control
+        .purge_stopped_tasks(Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let d = f
+        .server
+        .ok("DescribeTasks", json!({"cluster": "default", "tasks": [task]}))
+        .await;
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_task_host_and_none_networks_and_host_volumes() {
+    let Some(f) = Fixture::start().await else { return };
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("greeting"), "from the host").unwrap();
+    let td = f
+        .register(json!({
+            "family": "hostnet",
+            "networkMode": "host",
+            "volumes": [{"name": "h", "host": {"sourcePath": host_dir.path()}}],
+            "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16,
+                "command": ["sh", "-c", "grep -q 'from the host' /h/greeting && sleep 600"],
+                "mountPoints": [{"sourceVolume": "h", "containerPath": "/h", "readOnly": true}],
+                "portMappings": [{"containerPort": 18181}]}]
+        }))
+        .await;
+    let v = f
+        .server
+        .ok(
+            "StartTask",
+            json!({"cluster": "default", "taskDefinition": td, "containerInstances": [f.instance]}),
+        )
+        .await;
+    assert_eq!(v["failures"], json!([]), "{v:#}");
+    let task = v["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let t = f.wait_status(&task, "RUNNING").await;
+    let d = docker_inspect(&runtime_id(&t, "app"));
+    assert_eq!(d["HostConfig"]["NetworkMode"], "host");
+    assert_eq!(d["Mounts"][0]["Source"], host_dir.path().to_str().unwrap());
+    assert_eq!(d["Mounts"][0]["RW"], false);
+    // Host mode reserves the container port on the instance: a second copy does not fit.
+    let again = f
+        .server
+        .ok(
+            "StartTask",
+            json!({"cluster": "default", "taskDefinition": td, "containerInstances": [f.instance, "0000ffff"]}),
+        )
+        .await;
+    assert_eq!(again["tasks"], json!([]));
+    let reasons: Vec<&str> = again["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["MISSING", "RESOURCE:PORTS"]);
+
+    let none = f
+        .register(json!({
+            "family": "nonet",
+            "networkMode": "none",
+            "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16, "command": ["sleep", "600"]}]
+        }))
+        .await;
+    let t2 = f.run_one(&none).await;
+    let t = f.wait_status(&t2, "RUNNING").await;
+    assert_eq!(docker_inspect(&runtime_id(&t, "app"))["HostConfig"]["NetworkMode"], "none");
+    f.finish().await;
+}

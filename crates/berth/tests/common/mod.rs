@@ -93,7 +93,13 @@ impl TestServer {
     }
 
     /// Stops the server and starts another on the same store and port.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        let (dir, addr) = self.shutdown().await;
+        Self::start_in(dir, Some(addr), false, Limits::default()).await
+    }
+
+    /// Stops the server, handing back its data dir and address for a later [`start_in`].
+    pub async fn shutdown(mut self) -> (tempfile::TempDir, std::net::SocketAddr) {
         let addr = self.addr;
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -115,7 +121,7 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self::start_in(dir, Some(addr), false, Limits::default()).await
+        (dir, addr)
     }
 
     pub async fn stop(mut self) {
