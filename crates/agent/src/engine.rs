@@ -332,7 +332,19 @@ impl TaskRun {
     async fn observe(&mut self) -> Result<(), RuntimeError> {
         for c in &mut self.ctrs {
             if let Some(id) = &c.id {
-                c.obs = self.ctx.runtime.inspect(id).await?;
+                let seen = self.ctx.runtime.inspect(id).await?;
+                if seen.is_none() && c.obs.is_some() {
+                    // Removed behind our back (`docker rm -f`): it has stopped, code unknown.
+                    c.reason = Some("the container was removed outside Berth".into());
+                    c.obs = Some(Observed {
+                        id: id.clone(),
+                        started: true,
+                        running: false,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                c.obs = seen;
                 if let Some(o) = &c.obs {
                     if o.oom_killed && c.exited() {
                         c.reason =
@@ -730,5 +742,172 @@ mod tests {
         assert!(
             matches!(readiness(&app, &[init, app.clone()]), Readiness::Never(m) if m.contains("code 3"))
         );
+    }
+
+    mod with_fake_runtime {
+        use super::*;
+        use crate::runtime::fake::FakeRuntime;
+        use crate::runtime::Runtime;
+
+        struct Harness {
+            rt: Arc<FakeRuntime>,
+            reporter: Arc<Reporter>,
+            tx: watch::Sender<DesiredTask>,
+            handle: tokio::task::JoinHandle<()>,
+        }
+
+        fn ctr(name: &str, image: &str) -> ContainerPlan {
+            ContainerPlan {
+                name: name.into(),
+                image: image.into(),
+                essential: true,
+                ..Default::default()
+            }
+        }
+
+        fn task(containers: Vec<ContainerPlan>) -> DesiredTask {
+            DesiredTask {
+                containers,
+                volumes: vec![],
+                ..plan()
+            }
+        }
+
+        fn start(rt: Arc<FakeRuntime>, t: DesiredTask) -> Harness {
+            let reporter = Arc::new(Reporter::default());
+            let ctx = Arc::new(EngineContext {
+                runtime: rt.clone() as Arc<dyn Runtime>,
+                reporter: reporter.clone(),
+                instance_arn: "arn:ci".into(),
+                cleanup_after: Duration::from_secs(3600),
+                default_stop_timeout: 30,
+                tick: Duration::from_millis(5),
+            });
+            let (tx, rx) = watch::channel(t);
+            let handle = tokio::spawn(run_task(ctx, rx));
+            Harness {
+                rt,
+                reporter,
+                tx,
+                handle,
+            }
+        }
+
+        impl Harness {
+            /// The latest report once `pred` holds for it (bounded: 2 s).
+            async fn until(&self, what: &str, pred: impl Fn(&TaskReport) -> bool) -> TaskReport {
+                for _ in 0..400 {
+                    if let Some((_, r)) = self.reporter.batch().into_iter().last() {
+                        if pred(&r) {
+                            return r;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!(
+                    "no report '{what}'; log: {:?}; last: {:?}",
+                    self.rt.log(),
+                    self.reporter.batch()
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn containers_start_in_dependency_order() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let mut app = ctr("app", "img");
+            app.depends_on = vec![Dependency {
+                container_name: "db".into(),
+                condition: "HEALTHY".into(),
+            }];
+            let mut db = ctr("db", "img");
+            db.health_check = Some(berth_agent_proto::HealthCheckPlan {
+                command: vec!["CMD".into(), "true".into()],
+                interval_s: 5,
+                timeout_s: 5,
+                retries: 3,
+                start_period_s: 0,
+            });
+            let h = start(rt.clone(), task(vec![app, db]));
+            h.until("db started", |r| r.containers[1].last_status == "RUNNING")
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                !rt.log().contains(&"create app".to_string()),
+                "app waits for db to be healthy"
+            );
+            rt.set_health("-db-", "healthy");
+            let r = h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            assert_eq!(r.health_status.as_deref(), Some("HEALTHY"));
+            let log = rt.log();
+            let pos = |s: &str| log.iter().position(|x| x == s).unwrap();
+            assert!(pos("start db") < pos("create app"), "{log:?}");
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn an_essential_exit_stops_the_rest_with_their_timeout() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let mut side = ctr("side", "img");
+            side.stop_timeout = Some(7);
+            let h = start(rt.clone(), task(vec![ctr("main", "img"), side]));
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            rt.exit("-main-", 2);
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("EssentialContainerExited"));
+            assert_eq!(
+                r.stopped_reason.as_deref(),
+                Some("Essential container in task exited")
+            );
+            assert_eq!(r.containers[0].exit_code, Some(2));
+            assert!(
+                rt.log().contains(&"stop side 7".to_string()),
+                "{:?}",
+                rt.log()
+            );
+            assert!(r.execution_stopped_at.is_some() && r.stopping_at.is_some());
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_pull_failure_fails_the_task_without_creating_anything() {
+            let rt = Arc::new(FakeRuntime::with_images(&[]));
+            let h = start(rt.clone(), task(vec![ctr("app", "ghost:1")]));
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
+            let reason = r.containers[0].reason.clone().unwrap();
+            assert!(
+                reason.starts_with("CannotPullContainerError: pull image ghost:1"),
+                "{reason}"
+            );
+            assert!(!rt.log().iter().any(|l| l.starts_with("create")));
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn running_containers_are_adopted_not_recreated_and_stop_on_request() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let t = task(vec![ctr("app", "img")]);
+            // A previous agent run left the container running.
+            let spec = create_spec(&t, &t.containers[0], "arn:ci");
+            let id = rt.create(&spec).await.unwrap();
+            rt.start(&id).await.unwrap();
+            rt.log.lock().unwrap().clear();
+            let h = start(rt.clone(), t.clone());
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            assert!(
+                rt.log().is_empty(),
+                "adoption touches nothing: {:?}",
+                rt.log()
+            );
+            h.tx.send_modify(|t| t.desired_status = "STOPPED".into());
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(
+                r.stop_code, None,
+                "a stop the server asked for carries the server's reason"
+            );
+            assert_eq!(rt.log(), ["stop app 30"]);
+            h.handle.abort();
+        }
     }
 }

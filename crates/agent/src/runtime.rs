@@ -106,3 +106,166 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     /// Containers, running or not, carrying `label=value`.
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Listed>, RuntimeError>;
 }
+
+/// An in-memory runtime for the engine's fast tests: containers are records, "running" is a
+/// flag the test flips, and every call is logged so a test can check the order of operations.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct FakeContainer {
+        pub spec: CreateSpec,
+        pub obs: Observed,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct FakeRuntime {
+        pub images: Mutex<Vec<String>>,
+        pub containers: Mutex<HashMap<String, FakeContainer>>,
+        /// `create NAME`, `start NAME`, `stop NAME TIMEOUT`, `remove NAME`, `pull IMAGE`.
+        pub log: Mutex<Vec<String>>,
+    }
+
+    impl FakeRuntime {
+        pub fn with_images(images: &[&str]) -> Self {
+            let f = FakeRuntime::default();
+            f.images
+                .lock()
+                .unwrap()
+                .extend(images.iter().map(|s| s.to_string()));
+            f
+        }
+
+        fn note(&self, s: String) {
+            self.log.lock().unwrap().push(s);
+        }
+
+        pub fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+
+        /// Makes the container whose name ends with `-SUFFIX` exit with `code`.
+        pub fn exit(&self, suffix: &str, code: i64) {
+            let mut m = self.containers.lock().unwrap();
+            let c = m
+                .values_mut()
+                .find(|c| c.spec.name.contains(suffix))
+                .expect("container exists");
+            c.obs.running = false;
+            c.obs.exit_code = Some(code);
+        }
+
+        pub fn set_health(&self, suffix: &str, health: &str) {
+            let mut m = self.containers.lock().unwrap();
+            if let Some(c) = m.values_mut().find(|c| c.spec.name.contains(suffix)) {
+                c.obs.health = Some(health.into());
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Runtime for FakeRuntime {
+        async fn version(&self) -> Result<String, RuntimeError> {
+            Ok("fake".into())
+        }
+        async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+            self.note(format!("pull {image}"));
+            if self.images.lock().unwrap().iter().any(|i| i == image) {
+                Ok(())
+            } else {
+                Err(RuntimeError::Pull {
+                    image: image.into(),
+                    message: "manifest unknown".into(),
+                })
+            }
+        }
+        async fn ensure_volume(
+            &self,
+            name: &str,
+            _: Option<&str>,
+            _: &HashMap<String, String>,
+            _: &HashMap<String, String>,
+        ) -> Result<(), RuntimeError> {
+            self.note(format!("volume {name}"));
+            Ok(())
+        }
+        async fn remove_volume(&self, _: &str) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+            let short = spec.name.split('-').nth(3).unwrap_or("").to_string();
+            self.note(format!("create {short}"));
+            let mut m = self.containers.lock().unwrap();
+            if m.contains_key(&spec.name) {
+                return Err(RuntimeError::Api(format!("name {} in use", spec.name)));
+            }
+            m.insert(
+                spec.name.clone(),
+                FakeContainer {
+                    spec: spec.clone(),
+                    obs: Observed {
+                        id: spec.name.clone(),
+                        labels: spec.labels.clone(),
+                        ..Default::default()
+                    },
+                },
+            );
+            Ok(spec.name.clone())
+        }
+        async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+            let short = id.split('-').nth(3).unwrap_or("").to_string();
+            self.note(format!("start {short}"));
+            let mut m = self.containers.lock().unwrap();
+            let c = m
+                .get_mut(id)
+                .ok_or(RuntimeError::Api("no such container".into()))?;
+            c.obs.running = true;
+            c.obs.started = true;
+            if c.spec.healthcheck.is_some() {
+                c.obs.health = Some("starting".into());
+            }
+            Ok(())
+        }
+        async fn inspect(&self, name_or_id: &str) -> Result<Option<Observed>, RuntimeError> {
+            Ok(self
+                .containers
+                .lock()
+                .unwrap()
+                .get(name_or_id)
+                .map(|c| c.obs.clone()))
+        }
+        async fn stop(&self, id: &str, timeout_s: i64) -> Result<(), RuntimeError> {
+            let short = id.split('-').nth(3).unwrap_or("").to_string();
+            self.note(format!("stop {short} {timeout_s}"));
+            if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
+                if c.obs.running {
+                    c.obs.running = false;
+                    c.obs.exit_code = Some(143);
+                }
+            }
+            Ok(())
+        }
+        async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+            let short = id.split('-').nth(3).unwrap_or("").to_string();
+            self.note(format!("remove {short}"));
+            self.containers.lock().unwrap().remove(id);
+            Ok(())
+        }
+        async fn list(&self, label: &str, value: &str) -> Result<Vec<Listed>, RuntimeError> {
+            Ok(self
+                .containers
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|c| c.spec.labels.get(label).map(String::as_str) == Some(value))
+                .map(|c| Listed {
+                    id: c.obs.id.clone(),
+                    labels: c.spec.labels.clone(),
+                    running: c.obs.running,
+                })
+                .collect())
+        }
+    }
+}

@@ -640,7 +640,9 @@ async fn a_server_restart_loses_nothing_and_the_agent_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_cut_off_from_the_server_reports_what_happened_once_it_is_back() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let td = f
         .register(json!({
             "family": "brief",
@@ -702,7 +704,10 @@ async fn stopped_containers_are_removed_after_the_delay_and_stopped_tasks_purged
         if !out.status.success() {
             break;
         }
-        assert!(Instant::now() < deadline, "the stopped container was not removed after 1 s");
+        assert!(
+            Instant::now() < deadline,
+            "the stopped container was not removed after 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Still describable within the retention ...
@@ -724,7 +729,10 @@ async fn stopped_containers_are_removed_after_the_delay_and_stopped_tasks_purged
     assert_eq!(purged, 1);
     let d = f
         .server
-        .ok("DescribeTasks", json!({"cluster": "default", "tasks": [task]}))
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": [task]}),
+        )
         .await;
     assert_eq!(d["failures"][0]["reason"], "MISSING");
     f.finish().await;
@@ -732,7 +740,9 @@ async fn stopped_containers_are_removed_after_the_delay_and_stopped_tasks_purged
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn start_task_host_and_none_networks_and_host_volumes() {
-    let Some(f) = Fixture::start().await else { return };
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
     let host_dir = tempfile::tempdir().unwrap();
     std::fs::write(host_dir.path().join("greeting"), "from the host").unwrap();
     let td = f
@@ -786,6 +796,9 @@ async fn start_task_host_and_none_networks_and_host_volumes() {
         .await;
     let t2 = f.run_one(&none).await;
     let t = f.wait_status(&t2, "RUNNING").await;
-    assert_eq!(docker_inspect(&runtime_id(&t, "app"))["HostConfig"]["NetworkMode"], "none");
+    assert_eq!(
+        docker_inspect(&runtime_id(&t, "app"))["HostConfig"]["NetworkMode"],
+        "none"
+    );
     f.finish().await;
 }

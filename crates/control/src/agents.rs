@@ -205,8 +205,16 @@ impl Control {
             }
             let td_arn = t.task_definition_arn.clone().unwrap_or_default();
             if !defs.contains_key(&td_arn) {
-                let (td, _) = self.find_task_definition(&td_arn).await?;
-                defs.insert(td_arn.clone(), td);
+                match self.find_task_definition(&td_arn).await {
+                    Ok((td, _)) => {
+                        defs.insert(td_arn.clone(), td);
+                    }
+                    Err(e) => {
+                        // One unreadable task must not keep the agent from all the others.
+                        tracing::error!(task = ?t.task_arn, error = %e, "task definition of a placed task is gone");
+                        continue;
+                    }
+                }
             }
             out.push(plan::desired_task(&t, &defs[&td_arn]));
         }

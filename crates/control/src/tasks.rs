@@ -880,10 +880,17 @@ impl Control {
             .await
             .ok()
             .map(|(td, _)| td);
-        let d = match td {
+        let mut d = match td {
             Some(td) => demand(&td, &t.overrides.clone().unwrap_or_default())?,
             None => Demand::default(),
         };
+        // The task record holds what placement reserved; it is the amount to give back.
+        if let Some(cpu) = t.cpu.as_deref().and_then(|c| c.parse::<i64>().ok()) {
+            d.cpu = cpu;
+        }
+        if let Some(memory) = t.memory.as_deref().and_then(|m| m.parse::<i64>().ok()) {
+            d.memory = memory;
+        }
         rem.cpu = (rem.cpu + d.cpu).min(reg.cpu);
         rem.memory = (rem.memory + d.memory).min(reg.memory);
         for p in d.ports {
