@@ -794,10 +794,10 @@ impl Control {
                 });
                 t.desired_status.as_deref() == Some(desired.as_str())
                     && family_ok
-                    && instance.is_none() | (t.container_instance_arn == instance)
-                    && r.started_by.is_none() | (t.started_by == r.started_by)
-                    && r.launch_type.is_none() | (t.launch_type == r.launch_type)
-                    && service_group.is_none() | (t.group == service_group)
+                    && (instance.is_none() || t.container_instance_arn == instance)
+                    && (r.started_by.is_none() || t.started_by == r.started_by)
+                    && (r.launch_type.is_none() || t.launch_type == r.launch_type)
+                    && (service_group.is_none() || t.group == service_group)
             })
             .map(|(t, kv)| (kv.key, t.task_arn.unwrap_or_default()))
             .collect();
