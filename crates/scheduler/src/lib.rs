@@ -9,6 +9,8 @@
 //! The caller commits the result against the revisions the snapshot was read at, so two
 //! concurrent placements can never both take the same capacity.
 
+pub mod query;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One container instance as placement sees it.
