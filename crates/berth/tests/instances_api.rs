@@ -68,11 +68,15 @@ fn rand_id() -> u64 {
 
 impl FakeAgent {
     async fn join(s: &TestServer, memory: i32) -> FakeAgent {
+        Self::join_in(s, memory, "zone-a").await
+    }
+
+    async fn join_in(s: &TestServer, memory: i32, zone: &str) -> FakeAgent {
         let token = s.control.ensure_join_token().await.unwrap();
         let a = agent_post(
             &s.endpoint,
             proto::JOIN_PATH,
-            &json!({"cluster": "default", "token": token, "host": host(memory, "zone-a")}),
+            &json!({"cluster": "default", "token": token, "host": host(memory, zone)}),
             None,
         )
         .await;
@@ -723,4 +727,133 @@ async fn clusters_count_tasks_and_refuse_deletion_while_they_live() {
     }
     let gone = s.ok("DeleteCluster", json!({"cluster": "default"})).await;
     assert_eq!(gone["cluster"]["status"], "INACTIVE");
+}
+
+#[tokio::test]
+async fn placement_strategies_constraints_and_filters_over_the_wire() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join_in(&s, 1000, "zone-a").await;
+    let b = FakeAgent::join_in(&s, 2000, "zone-b").await;
+    let c = FakeAgent::join_in(&s, 3000, "zone-c").await;
+    let per_instance = |v: &Value| {
+        let mut m = std::collections::BTreeMap::<String, usize>::new();
+        for t in v["tasks"].as_array().unwrap() {
+            *m.entry(t["containerInstanceArn"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        m
+    };
+
+    // Spread over zones: two per zone.
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 6, "group": "spread",
+                   "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}]}),
+        )
+        .await;
+    assert_eq!(
+        per_instance(&v).values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{v:#}"
+    );
+
+    // Binpack on memory: everything on the instance with the least memory left.
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 3, "group": "pack",
+                   "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+        )
+        .await;
+    assert_eq!(per_instance(&v), [(a.arn.clone(), 3)].into(), "{v:#}");
+
+    // memberOf binds; distinctInstance allows one per instance.
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 2, "group": "member",
+                   "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.availability-zone == zone-b"}]}),
+        )
+        .await;
+    assert_eq!(per_instance(&v), [(b.arn.clone(), 2)].into(), "{v:#}");
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 4, "group": "distinct",
+                   "placementConstraints": [{"type": "distinctInstance"}]}),
+        )
+        .await;
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 3);
+    assert!(v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["reason"] == "DistinctInstance placement constraint unsatisfied."));
+
+    // task:group in a constraint sees what is already placed.
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 1, "group": "beside",
+                   "placementConstraints": [{"type": "memberOf", "expression": "task:group == member"}]}),
+        )
+        .await;
+    assert_eq!(per_instance(&v), [(b.arn.clone(), 1)].into());
+
+    // Errors say where.
+    let m = s
+        .err(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web",
+                   "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack =="}]}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(m.contains("found the end at position 18"), "{m}");
+    s.err(
+        "RunTask",
+        json!({"cluster": "default", "taskDefinition": "web",
+               "placementStrategy": [{"type": "binpack", "field": "disk"}]}),
+        "InvalidParameterException",
+    )
+    .await;
+
+    // The same language filters ListContainerInstances.
+    let listed = s
+        .ok(
+            "ListContainerInstances",
+            json!({"cluster": "default", "filter": "attribute:ecs.availability-zone in [zone-a, zone-c]"}),
+        )
+        .await;
+    let mut want = vec![a.arn.clone(), c.arn.clone()];
+    want.sort();
+    let mut got: Vec<String> = listed["containerInstanceArns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let busy = s
+        .ok(
+            "ListContainerInstances",
+            json!({"cluster": "default", "filter": "runningTasksCount < 4"}),
+        )
+        .await;
+    assert_eq!(
+        busy["containerInstanceArns"],
+        json!([c.arn]),
+        "a and b hold six tasks each, c three"
+    );
+    let m = s
+        .err(
+            "ListContainerInstances",
+            json!({"cluster": "default", "filter": "colour == red"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(m.contains("unknown subject 'colour'"), "{m}");
 }

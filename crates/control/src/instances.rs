@@ -486,24 +486,37 @@ impl Control {
         if let Some(s) = r.status.as_deref() {
             berth_api::error::check_enum("status", s, ecs::enums::CONTAINER_INSTANCE_STATUS)?;
         }
-        if let Some(f) = r.filter.as_deref() {
-            return Err(EcsError::invalid(format!(
-                "filter '{f}': the cluster query language is not supported by Berth yet"
-            )));
-        }
-        let items: Vec<(String, String)> = self
-            .instances_of(&cluster)
-            .await?
-            .into_iter()
-            .filter(|(ci, _)| {
-                let st = ci.status.as_deref().unwrap_or("");
-                match r.status.as_deref() {
-                    Some(want) => st == want,
-                    None => st != InstanceStatus::Inactive.as_str(),
+        let filter = match r.filter.as_deref() {
+            Some(f) => Some(crate::placement::expression("filter", f)?),
+            None => None,
+        };
+        let mut groups = match filter {
+            Some(_) => self.groups_by_instance(&cluster).await?,
+            None => Default::default(),
+        };
+        let mut items: Vec<(String, String)> = Vec::new();
+        for (ci, kv) in self.instances_of(&cluster).await? {
+            let st = ci.status.as_deref().unwrap_or("");
+            let status_ok = match r.status.as_deref() {
+                Some(want) => st == want,
+                None => st != InstanceStatus::Inactive.as_str(),
+            };
+            if !status_ok {
+                continue;
+            }
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            if let Some(f) = &filter {
+                let c = crate::placement::candidate(
+                    &ci,
+                    self.agents.is_connected(&arn),
+                    groups.remove(&arn).unwrap_or_default(),
+                )?;
+                if !f.matches(&c) {
+                    continue;
                 }
-            })
-            .map(|(ci, kv)| (kv.key, ci.container_instance_arn.unwrap_or_default()))
-            .collect();
+            }
+            items.push((kv.key, arn));
+        }
         let (arns, next) = page(items, token.as_deref(), limit, false);
         Ok(ecs::ListContainerInstancesResponse {
             container_instance_arns: Some(arns),

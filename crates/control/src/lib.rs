@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod http;
 pub mod instances;
 pub mod keys;
+pub mod placement;
 pub mod plan;
 pub mod settings;
 pub mod tags;

@@ -19,7 +19,7 @@ use berth_api::EcsError;
 use berth_model::arn::{Arn, ResourceKind};
 use berth_model::status::{InstanceStatus, TaskDefinitionStatus, TaskStatus};
 use berth_model::units;
-use berth_scheduler::{Candidate, Demand};
+use berth_scheduler::{Candidate, Demand, Rules};
 use berth_store::{KeyValue, Txn};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,9 +35,11 @@ enum Target {
     Instances(Vec<String>),
 }
 
-/// Who asked for the tasks and how to label them.
+/// Who asked for the tasks, how to label them, and the request's placement rules.
 #[derive(Default)]
 struct Meta {
+    constraints: Vec<ecs::PlacementConstraint>,
+    strategies: Vec<ecs::PlacementStrategy>,
     started_by: Option<String>,
     group: Option<String>,
     tags: Vec<ecs::Tag>,
@@ -113,25 +115,6 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
         ports,
         udp_ports,
         required_attributes,
-    })
-}
-
-fn candidate(ci: &ContainerInstance, connected: bool) -> Result<Candidate, EcsError> {
-    let rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
-    Ok(Candidate {
-        arn: ci.container_instance_arn.clone().unwrap_or_default(),
-        active: ci.status.as_deref() == Some(InstanceStatus::Active.as_str()),
-        agent_connected: connected,
-        cpu: rem.cpu,
-        memory: rem.memory,
-        ports_used: rem.ports,
-        udp_ports_used: rem.ports_udp,
-        attributes: ci
-            .attributes
-            .iter()
-            .flatten()
-            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-            .collect(),
     })
 }
 
@@ -393,6 +376,19 @@ impl Control {
         Self::check_overrides(&td, &meta.overrides)?;
         crate::tags::check_tags(&meta.tags)?;
         let d = demand(&td, &meta.overrides)?;
+        let family = td.family.clone().unwrap_or_default();
+        let rules = Rules {
+            constraints: crate::placement::constraints(
+                &meta.constraints,
+                td.placement_constraints.as_deref().unwrap_or_default(),
+            )?,
+            strategies: crate::placement::strategies(&meta.strategies)?,
+            group: meta
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("family:{family}")),
+            seed: rand::random(),
+        };
 
         if let Some(token) = &meta.client_token {
             if let Some((arns, _)) = self
@@ -451,19 +447,21 @@ impl Control {
                     "No Container Instances were found in your cluster.".to_string(),
                 ));
             }
+            let mut groups = self.groups_by_instance(&cluster).await?;
             let mut cands = pool
                 .iter()
                 .map(|(ci, _)| {
-                    candidate(
+                    let arn = ci.container_instance_arn.as_deref().unwrap_or("");
+                    crate::placement::candidate(
                         ci,
-                        self.agents
-                            .is_connected(ci.container_instance_arn.as_deref().unwrap_or("")),
+                        self.agents.is_connected(arn),
+                        groups.remove(arn).unwrap_or_default(),
                     )
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<Candidate>, _>>()?;
             let placed: Vec<usize> = match &target {
                 Target::LaunchType(_) => {
-                    let p = berth_scheduler::place(&mut cands, &d, count);
+                    let p = berth_scheduler::place(&mut cands, &d, &rules, count);
                     for (i, reason) in p.failures {
                         failures.push(ecs::Failure {
                             arn: Some(cands[i].arn.clone()),
@@ -476,9 +474,10 @@ impl Control {
                 Target::Instances(_) => {
                     let mut placed = Vec::new();
                     for (i, c) in cands.iter_mut().enumerate() {
-                        match berth_scheduler::misfit(c, &d) {
+                        match berth_scheduler::rejects(c, &d, &rules) {
                             None => {
                                 berth_scheduler::take(c, &d);
+                                *c.groups.entry(rules.group.clone()).or_default() += 1;
                                 placed.push(i);
                             }
                             Some(reason) => failures.push(ecs::Failure {
@@ -572,22 +571,6 @@ impl Control {
         }
         check_started_by(r.started_by.as_deref())?;
         check_group(r.group.as_deref())?;
-        if !r
-            .placement_constraints
-            .as_deref()
-            .unwrap_or_default()
-            .is_empty()
-            || !r
-                .placement_strategy
-                .as_deref()
-                .unwrap_or_default()
-                .is_empty()
-        {
-            return Err(EcsError::invalid(
-                "placementConstraints and placementStrategy are not supported by Berth yet (placement is first-fit)"
-                    .to_string(),
-            ));
-        }
         let (tasks, failures) = self
             .start_tasks(
                 r.cluster.as_deref(),
@@ -595,6 +578,8 @@ impl Control {
                 Target::LaunchType(launch_type),
                 count as usize,
                 Meta {
+                    constraints: r.placement_constraints.unwrap_or_default(),
+                    strategies: r.placement_strategy.unwrap_or_default(),
                     started_by: r.started_by,
                     group: r.group,
                     tags: r.tags.unwrap_or_default(),
@@ -640,6 +625,7 @@ impl Control {
                     tags: r.tags.unwrap_or_default(),
                     overrides: r.overrides.unwrap_or_default(),
                     client_token: None,
+                    ..Default::default()
                 },
             )
             .await?;

@@ -71,7 +71,11 @@ pub enum Value {
 
 #[derive(Debug, Clone)]
 pub enum Expr {
-    Compare { field: Field, op: Op, value: Option<Value> },
+    Compare {
+        field: Field,
+        op: Op,
+        value: Option<Value>,
+    },
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -134,7 +138,10 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
             '<' => out.push((start, Tok::Sym("<"))),
             '!' => {
                 // `!exists`, `!in` are operators; `!` alone is `not`.
-                let rest: String = chars[i + 1..].iter().take_while(|c| c.is_ascii_alphabetic()).collect();
+                let rest: String = chars[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .collect();
                 if rest == "exists" || rest == "in" {
                     out.push((start, Tok::Word(format!("!{rest}"))));
                     i += 1 + rest.len();
@@ -171,7 +178,8 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     // Stop before an operator that follows a word with no space.
                     let two: String = chars[j..(j + 2).min(chars.len())].iter().collect();
                     if !text.is_empty()
-                        && (["==", "!=", ">=", "<=", "=~", "!~", "&&", "||"].contains(&two.as_str())
+                        && (["==", "!=", ">=", "<=", "=~", "!~", "&&", "||"]
+                            .contains(&two.as_str())
                             || d == '>'
                             || d == '<')
                     {
@@ -334,7 +342,9 @@ impl Parser {
 
     fn scalar(&mut self) -> Result<String, QueryError> {
         match self.peek().cloned() {
-            Some(Tok::Word(w)) if !["and", "or", "not"].contains(&w.to_ascii_lowercase().as_str()) => {
+            Some(Tok::Word(w))
+                if !["and", "or", "not"].contains(&w.to_ascii_lowercase().as_str()) =>
+            {
                 self.pos += 1;
                 Ok(w)
             }
@@ -403,7 +413,10 @@ pub fn parse(s: &str) -> Result<Expr, QueryError> {
     let e = p.or()?;
     if p.pos < p.toks.len() {
         let t = p.toks[p.pos].1.clone();
-        return p.err(format!("unexpected {} after a complete expression", show(&t)));
+        return p.err(format!(
+            "unexpected {} after a complete expression",
+            show(&t)
+        ));
     }
     Ok(e)
 }
@@ -511,10 +524,7 @@ fn compare(field: &Field, op: Op, value: Option<&Value>, s: &impl Subject) -> bo
         };
     }
     let text: Option<String> = match field {
-        Field::Attribute(name) => match s.attribute(name) {
-            None => None,
-            Some(v) => Some(v.unwrap_or("").to_string()),
-        },
+        Field::Attribute(name) => s.attribute(name).map(|v| v.unwrap_or("").to_string()),
         Field::AgentConnected => Some(s.agent_connected().to_string()),
         Field::AgentVersion => s.agent_version().map(str::to_string),
         Field::Ec2InstanceId => Some(s.ec2_instance_id().to_string()),
@@ -596,8 +606,14 @@ mod tests {
     fn host() -> Host {
         Host {
             attrs: [
-                ("ecs.instance-type".to_string(), Some("t2.micro".to_string())),
-                ("ecs.availability-zone".to_string(), Some("us-east-1a".to_string())),
+                (
+                    "ecs.instance-type".to_string(),
+                    Some("t2.micro".to_string()),
+                ),
+                (
+                    "ecs.availability-zone".to_string(),
+                    Some("us-east-1a".to_string()),
+                ),
                 ("ecs.capability.container-health-check".to_string(), None),
                 ("stack".to_string(), Some("prod".to_string())),
             ]
