@@ -382,7 +382,11 @@ impl Control {
                 &meta.constraints,
                 td.placement_constraints.as_deref().unwrap_or_default(),
             )?,
-            strategies: crate::placement::strategies(&meta.strategies)?,
+            // ECS's default for standalone tasks is random placement.
+            strategies: match crate::placement::strategies(&meta.strategies)? {
+                s if s.is_empty() => vec![berth_scheduler::Strategy::Random],
+                s => s,
+            },
             group: meta
                 .group
                 .clone()

@@ -7,18 +7,22 @@
 //! (`distinctInstance`, `memberOf(expression)` in the [`query`] language) must hold; then the
 //! strategies, up to five, each keeping only the best candidates of the one before (`binpack`
 //! on cpu or memory, `spread` on `instanceId`/`host` or `attribute:NAME` across the tasks of
-//! the same group, `random`). Remaining ties are broken by a hash of the request's seed, so the
-//! same input and seed always give the same output.
+//! the same group, `random`, seeded by the request). Remaining ties are broken by [`rank`], a
+//! fixed pseudo-random order of instances, so the same input and seed always give the same
+//! output.
 //!
-//! [`place`] scans every candidate for every copy: exact, and the reference the indexed
-//! engine of the placement issue is to be checked against.
+//! [`place`] scans every candidate for every copy: exact and simple, the reference.
+//! [`index::ClusterIndex`] gives the same answers from ordered indices kept current as tasks
+//! are placed, for the strategy chains clusters use most, and falls back to the scan for the
+//! rest.
 //!
 //! The caller commits the result against the revisions the snapshot was read at, so two
 //! concurrent placements can never both take the same capacity.
 
+pub mod index;
 pub mod query;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One container instance as placement sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -233,6 +237,12 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The final tie-break between otherwise equal candidates: a fixed pseudo-random order of
+/// instances, so ties do not always fall to the first instance registered.
+pub fn rank(arn: &str) -> u64 {
+    mix(hash_str(arn))
+}
+
 fn hash_str(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -262,6 +272,19 @@ pub fn place(candidates: &mut [Candidate], d: &Demand, rules: &Rules, count: usi
             if set.len() <= 1 {
                 break;
             }
+            // Each value's task count for a spread over an attribute, counted once per step.
+            let per_value: HashMap<Option<&str>, u64> = match s {
+                Strategy::Spread(SpreadField::Attribute(name)) => {
+                    let mut m = HashMap::new();
+                    for o in candidates.iter() {
+                        *m.entry(o.attributes.get(name).map(|v| v.as_deref().unwrap_or("")))
+                            .or_default() +=
+                            u64::from(o.groups.get(&rules.group).copied().unwrap_or(0));
+                    }
+                    m
+                }
+                _ => HashMap::new(),
+            };
             let key = |i: usize| -> u64 {
                 let c = &candidates[i];
                 match s {
@@ -271,14 +294,10 @@ pub fn place(candidates: &mut [Candidate], d: &Demand, rules: &Rules, count: usi
                     Strategy::Spread(SpreadField::Instance) => {
                         u64::from(c.groups.get(&rules.group).copied().unwrap_or(0))
                     }
-                    Strategy::Spread(SpreadField::Attribute(name)) => {
-                        let value = c.attributes.get(name);
-                        candidates
-                            .iter()
-                            .filter(|o| o.attributes.get(name) == value)
-                            .map(|o| u64::from(o.groups.get(&rules.group).copied().unwrap_or(0)))
-                            .sum()
-                    }
+                    Strategy::Spread(SpreadField::Attribute(name)) => per_value
+                        .get(&c.attributes.get(name).map(|v| v.as_deref().unwrap_or("")))
+                        .copied()
+                        .unwrap_or(0),
                 }
             };
             let keys: Vec<(usize, u64)> = set.iter().map(|&i| (i, key(i))).collect();
@@ -291,7 +310,7 @@ pub fn place(candidates: &mut [Candidate], d: &Demand, rules: &Rules, count: usi
         }
         let chosen = set
             .into_iter()
-            .min_by_key(|&i| mix(round ^ ids[i] ^ 0x5EED))
+            .min_by_key(|&i| (rank(&candidates[i].arn), i))
             .unwrap_or(0);
         let c = &mut candidates[chosen];
         take(c, d);

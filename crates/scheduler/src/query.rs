@@ -500,6 +500,18 @@ fn cmp_text(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 impl Expr {
+    /// True when the answer cannot change as tasks are placed (no `task:group`, no
+    /// `runningTasksCount`), so it may be computed once per instance and cached.
+    pub fn is_static(&self) -> bool {
+        match self {
+            Expr::Compare { field, .. } => {
+                !matches!(field, Field::TaskGroup | Field::RunningTasksCount)
+            }
+            Expr::Not(e) => e.is_static(),
+            Expr::And(a, b) | Expr::Or(a, b) => a.is_static() && b.is_static(),
+        }
+    }
+
     pub fn matches(&self, s: &impl Subject) -> bool {
         match self {
             Expr::Not(e) => !e.matches(s),

@@ -1,0 +1,384 @@
+//! The indexed engine: the same answers as [`place`](crate::place), without scanning every
+//! instance for every copy.
+//!
+//! A [`ClusterIndex`] owns the instances of one snapshot and keeps, per strategy chain it has
+//! been asked for, ordered sets of `(key, rank, instance)` — the key being remaining memory or
+//! CPU (binpack), or the group's task count (spread on instances) — partitioned by the value of
+//! a leading `spread(attribute:NAME)`, plus each group's task count per value. A copy then costs
+//! a walk from each partition's lower bound to its first feasible instance, and a placement
+//! updates the few sets the chosen instance is in. Static `memberOf` expressions are evaluated
+//! once per instance and cached.
+//!
+//! Supported chains: `[spread(attribute)]? [binpack(cpu|memory) | spread(instanceId)]?` with
+//! `distinctInstance` and static `memberOf` constraints. Anything else (random, longer chains,
+//! expressions on `task:group`) goes to the full scan over the same instances, so every answer
+//! is exact.
+
+use crate::{
+    query, rejects, take, Candidate, Constraint, Demand, Placement, Reason, Resource,
+    Rules, SpreadField, Strategy,
+};
+use std::collections::{BTreeSet, HashMap};
+
+/// What orders the instances of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyKind {
+    /// Only the rank: no strategy after the partition.
+    Rank,
+    Memory,
+    Cpu,
+    /// The number of tasks of this group on the instance.
+    Group(String),
+}
+
+type Entry = (u64, u64, u32);
+
+#[derive(Debug, Default)]
+struct OrderedIndex {
+    /// Partition value (of the spread attribute; `None`: no attribute or no partitioning).
+    parts: HashMap<Option<String>, BTreeSet<Entry>>,
+}
+
+/// Instances of one snapshot with the indices placement has needed so far.
+#[derive(Debug)]
+pub struct ClusterIndex {
+    inst: Vec<Candidate>,
+    ranks: Vec<u64>,
+    indices: HashMap<(Option<String>, KeyKind), OrderedIndex>,
+    /// `(group, attribute)` → attribute value → tasks of the group there.
+    spread_counts: HashMap<(String, String), HashMap<Option<String>, u64>>,
+    /// Static memberOf expression (by its text) → does each instance match.
+    member: HashMap<String, Vec<bool>>,
+    /// How many copies went through the full scan instead (for the benchmark's honesty).
+    pub scanned: u64,
+}
+
+fn key_of(c: &Candidate, k: &KeyKind) -> u64 {
+    match k {
+        KeyKind::Rank => 0,
+        KeyKind::Memory => c.memory.max(0) as u64,
+        KeyKind::Cpu => c.cpu.max(0) as u64,
+        KeyKind::Group(g) => u64::from(c.groups.get(g).copied().unwrap_or(0)),
+    }
+}
+
+fn part_of(c: &Candidate, attr: &Option<String>) -> Option<String> {
+    attr.as_ref()
+        .and_then(|a| c.attributes.get(a).cloned().flatten())
+        .or_else(|| {
+            // An attribute present without a value and an absent one are different values.
+            attr.as_ref()
+                .filter(|a| c.attributes.contains_key(*a))
+                .map(|_| String::new())
+        })
+}
+
+/// The chain shape the index serves: (partition attribute, key), or `None` for the scan.
+fn shape(rules: &Rules) -> Option<(Option<String>, KeyKind)> {
+    let mut it = rules.strategies.iter().peekable();
+    let attr = match it.peek() {
+        Some(Strategy::Spread(SpreadField::Attribute(a))) => {
+            let a = a.clone();
+            it.next();
+            Some(a)
+        }
+        _ => None,
+    };
+    let key = match it.next() {
+        None => KeyKind::Rank,
+        Some(Strategy::Binpack(Resource::Memory)) => KeyKind::Memory,
+        Some(Strategy::Binpack(Resource::Cpu)) => KeyKind::Cpu,
+        Some(Strategy::Spread(SpreadField::Instance)) => KeyKind::Group(rules.group.clone()),
+        Some(_) => return None,
+    };
+    if it.next().is_some() {
+        return None;
+    }
+    for c in &rules.constraints {
+        if let Constraint::MemberOf(e) = c {
+            if !e.is_static() {
+                return None;
+            }
+        }
+    }
+    Some((attr, key))
+}
+
+impl ClusterIndex {
+    pub fn new(instances: Vec<Candidate>) -> Self {
+        let ranks = instances.iter().map(|c| crate::rank(&c.arn)).collect();
+        ClusterIndex {
+            inst: instances,
+            ranks,
+            indices: HashMap::new(),
+            spread_counts: HashMap::new(),
+            member: HashMap::new(),
+            scanned: 0,
+        }
+    }
+
+    pub fn instances(&self) -> &[Candidate] {
+        &self.inst
+    }
+
+    fn ensure_index(&mut self, attr: &Option<String>, key: &KeyKind) {
+        let id = (attr.clone(), key.clone());
+        if self.indices.contains_key(&id) {
+            return;
+        }
+        let mut idx = OrderedIndex::default();
+        for (i, c) in self.inst.iter().enumerate() {
+            idx.parts
+                .entry(part_of(c, attr))
+                .or_default()
+                .insert((key_of(c, key), self.ranks[i], i as u32));
+        }
+        self.indices.insert(id, idx);
+    }
+
+    fn ensure_spread_counts(&mut self, group: &str, attr: &str) {
+        let id = (group.to_string(), attr.to_string());
+        if self.spread_counts.contains_key(&id) {
+            return;
+        }
+        let mut m: HashMap<Option<String>, u64> = HashMap::new();
+        let a = Some(attr.to_string());
+        for c in &self.inst {
+            *m.entry(part_of(c, &a)).or_default() += u64::from(c.groups.get(group).copied().unwrap_or(0));
+        }
+        self.spread_counts.insert(id, m);
+    }
+
+    fn ensure_member(&mut self, e: &query::Expr) -> String {
+        let text = format!("{e:?}");
+        if !self.member.contains_key(&text) {
+            let bits = self.inst.iter().map(|c| e.matches(c)).collect();
+            self.member.insert(text.clone(), bits);
+        }
+        text
+    }
+
+    /// Places `count` copies, exactly as [`crate::place`] would over these instances.
+    pub fn place(&mut self, d: &Demand, rules: &Rules, count: usize) -> Placement {
+        let Some((attr, key)) = shape(rules) else {
+            self.scanned += count as u64;
+            return self.place_by_scan(d, rules, count);
+        };
+        self.ensure_index(&attr, &key);
+        if let Some(a) = &attr {
+            self.ensure_spread_counts(&rules.group, a);
+        }
+        let members: Vec<String> = rules
+            .constraints
+            .iter()
+            .filter_map(|c| match c {
+                Constraint::MemberOf(e) => Some(self.ensure_member(e)),
+                Constraint::DistinctInstance => None,
+            })
+            .collect();
+        let distinct = rules
+            .constraints
+            .iter()
+            .any(|c| matches!(c, Constraint::DistinctInstance));
+        let mut out = Placement::default();
+        for _ in 0..count {
+            let Some(chosen) = self.choose(d, rules, &attr, &key, &members, distinct) else {
+                out.failures = self
+                    .inst
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| rejects(c, d, rules).map(|r| (i, r)))
+                    .collect::<Vec<(usize, Reason)>>();
+                break;
+            };
+            self.commit(chosen, d, &rules.group);
+            out.placed.push(chosen);
+        }
+        out
+    }
+
+    fn feasible(&self, i: usize, d: &Demand, group: &str, members: &[String], distinct: bool) -> bool {
+        let c = &self.inst[i];
+        crate::misfit(c, d).is_none()
+            && !(distinct && c.groups.get(group).is_some_and(|n| *n > 0))
+            && members.iter().all(|m| self.member[m][i])
+    }
+
+    fn choose(
+        &self,
+        d: &Demand,
+        rules: &Rules,
+        attr: &Option<String>,
+        key: &KeyKind,
+        members: &[String],
+        distinct: bool,
+    ) -> Option<usize> {
+        let idx = &self.indices[&(attr.clone(), key.clone())];
+        let lower = match key {
+            KeyKind::Memory => d.memory.max(0) as u64,
+            KeyKind::Cpu => d.cpu.max(0) as u64,
+            _ => 0,
+        };
+        // (spread count, key, rank, instance) of each partition's best feasible instance.
+        let mut best: Option<(u64, Entry)> = None;
+        for (part, set) in &idx.parts {
+            let spread = match attr {
+                Some(a) => self.spread_counts[&(rules.group.clone(), a.clone())]
+                    .get(part)
+                    .copied()
+                    .unwrap_or(0),
+                None => 0,
+            };
+            if best.is_some_and(|(s, _)| s < spread) {
+                continue;
+            }
+            let hit = set
+                .range((lower, 0, 0)..)
+                .find(|e| self.feasible(e.2 as usize, d, &rules.group, members, distinct));
+            if let Some(e) = hit {
+                let cand = (spread, *e);
+                if best.is_none_or(|b| cand < b) {
+                    best = Some(cand);
+                }
+            }
+        }
+        best.map(|(_, e)| e.2 as usize)
+    }
+
+    /// Takes the copy's resources from instance `i` and moves it in every index.
+    fn commit(&mut self, i: usize, d: &Demand, group: &str) {
+        let before: Vec<((Option<String>, KeyKind), Option<String>, u64)> = self
+            .indices
+            .keys()
+            .map(|(a, k)| {
+                (
+                    (a.clone(), k.clone()),
+                    part_of(&self.inst[i], a),
+                    key_of(&self.inst[i], k),
+                )
+            })
+            .collect();
+        let c = &mut self.inst[i];
+        take(c, d);
+        *c.groups.entry(group.to_string()).or_default() += 1;
+        c.running_tasks_count += 1;
+        let rank = self.ranks[i];
+        for (id, part, old) in before {
+            let new = key_of(&self.inst[i], &id.1);
+            if new != old {
+                if let Some(set) = self.indices.get_mut(&id).and_then(|x| x.parts.get_mut(&part)) {
+                    set.remove(&(old, rank, i as u32));
+                    set.insert((new, rank, i as u32));
+                }
+            }
+        }
+        for ((g, a), counts) in self.spread_counts.iter_mut() {
+            if g == group {
+                *counts.entry(part_of(&self.inst[i], &Some(a.clone()))).or_default() += 1;
+            }
+        }
+    }
+
+    /// The full scan over the index's instances, keeping the indices current.
+    fn place_by_scan(&mut self, d: &Demand, rules: &Rules, count: usize) -> Placement {
+        let mut scratch = self.inst.clone();
+        let p = crate::place(&mut scratch, d, rules, count);
+        for &i in &p.placed {
+            self.commit(i, d, &rules.group);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::{any, prop, prop_assert_eq, proptest};
+    use std::collections::BTreeMap;
+
+    fn cluster(spec: &[(i64, i64, usize, bool)]) -> Vec<Candidate> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, (cpu, mem, zone, big))| {
+                let mut attributes = BTreeMap::new();
+                attributes.insert(
+                    "ecs.availability-zone".to_string(),
+                    Some(["a", "b", "c", "d"][*zone].to_string()),
+                );
+                attributes.insert(
+                    "ecs.instance-type".to_string(),
+                    Some(if *big { "m5.large" } else { "t3.small" }.to_string()),
+                );
+                Candidate {
+                    arn: format!("arn:aws:ecs:r:1:container-instance/c/{i}"),
+                    active: true,
+                    agent_connected: true,
+                    cpu: *cpu,
+                    memory: *mem,
+                    attributes,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The index and the full scan agree on every copy, whatever the chain it serves.
+        #[test]
+        fn the_index_places_exactly_as_the_full_scan(
+            spec in prop::collection::vec((0i64..4096, 0i64..8192, 0usize..4, any::<bool>()), 1..30),
+            chain in 0usize..6,
+            distinct in any::<bool>(),
+            member in any::<bool>(),
+            demands in prop::collection::vec((0i64..1024, 1i64..2048, 1usize..12), 1..10),
+        ) {
+            let az = || Strategy::Spread(SpreadField::Attribute("ecs.availability-zone".into()));
+            let strategies = match chain {
+                0 => vec![],
+                1 => vec![Strategy::Binpack(Resource::Memory)],
+                2 => vec![az(), Strategy::Binpack(Resource::Memory)],
+                3 => vec![Strategy::Spread(SpreadField::Instance)],
+                4 => vec![az(), Strategy::Binpack(Resource::Cpu)],
+                _ => vec![az()],
+            };
+            let mut rules = Rules { strategies, group: "g".into(), seed: 1, ..Default::default() };
+            if distinct { rules.constraints.push(Constraint::DistinctInstance); }
+            if member {
+                rules.constraints.push(Constraint::MemberOf(query::parse("attribute:ecs.instance-type == m5.large").unwrap()));
+            }
+            let mut scan = cluster(&spec);
+            let mut index = ClusterIndex::new(cluster(&spec));
+            for (cpu, memory, count) in demands {
+                let d = Demand { cpu, memory, ..Default::default() };
+                let want = crate::place(&mut scan, &d, &rules, count);
+                let got = index.place(&d, &rules, count);
+                prop_assert_eq!(&got, &want);
+            }
+            prop_assert_eq!(index.scanned, 0);
+            prop_assert_eq!(index.instances(), &scan[..]);
+        }
+    }
+
+    #[test]
+    fn unsupported_chains_fall_back_to_the_scan_and_stay_exact() {
+        let spec = [(4096, 4096, 0, true), (4096, 2048, 1, false), (1024, 1024, 2, true)];
+        let rules = Rules {
+            strategies: vec![Strategy::Random, Strategy::Binpack(Resource::Memory)],
+            group: "g".into(),
+            seed: 9,
+            ..Default::default()
+        };
+        let d = Demand {
+            cpu: 128,
+            memory: 256,
+            ..Default::default()
+        };
+        let mut scan = cluster(&spec);
+        let mut index = ClusterIndex::new(cluster(&spec));
+        for _ in 0..5 {
+            let want = crate::place(&mut scan, &d, &rules, 3);
+            assert_eq!(index.place(&d, &rules, 3), want);
+        }
+        assert_eq!(index.scanned, 15);
+    }
+}
