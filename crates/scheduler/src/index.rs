@@ -15,8 +15,8 @@
 //! is exact.
 
 use crate::{
-    query, rejects, take, Candidate, Constraint, Demand, Placement, Reason, Resource,
-    Rules, SpreadField, Strategy,
+    query, rejects, take, Candidate, Constraint, Demand, Placement, Reason, Resource, Rules,
+    SpreadField, Strategy,
 };
 use std::collections::{BTreeSet, HashMap};
 
@@ -33,20 +33,49 @@ enum KeyKind {
 
 type Entry = (u64, u64, u32);
 
+/// Indices kept at once; the least recently used goes first.
+const MAX_INDICES: usize = 16;
+
 #[derive(Debug, Default)]
 struct OrderedIndex {
-    /// Partition value (of the spread attribute; `None`: no attribute or no partitioning).
-    parts: HashMap<Option<String>, BTreeSet<Entry>>,
+    /// By partition: the value of the spread attribute (`None`: no attribute or no
+    /// partitioning) and, for keys that are not a resource, the instance's CPU class, so that
+    /// instances too full for a copy are passed over a class at a time instead of one by one.
+    parts: HashMap<(Option<String>, u8), BTreeSet<Entry>>,
 }
+
+/// `⌈log2(cpu + 1)⌉`: class k holds CPU in `[2^(k-1), 2^k)`; class 0 holds none.
+fn cpu_class(key: &KeyKind, c: &Candidate) -> u8 {
+    match key {
+        KeyKind::Memory | KeyKind::Cpu => 0,
+        KeyKind::Rank | KeyKind::Group(_) => (64 - (c.cpu.max(0) as u64).leading_zeros()) as u8,
+    }
+}
+
+/// Whether a class may hold an instance with `cpu` units left.
+fn class_may_fit(key: &KeyKind, class: u8, cpu: i64) -> bool {
+    match key {
+        KeyKind::Memory | KeyKind::Cpu => true,
+        _ => class >= 63 || (1i64 << class) > cpu,
+    }
+}
+
+/// An index is for one chain shape over the instances that pass its static memberOf
+/// expressions (by their text): the others can never be chosen, so they are left out.
+type IndexId = (Option<String>, KeyKind, Vec<String>);
 
 /// Instances of one snapshot with the indices placement has needed so far.
 #[derive(Debug)]
 pub struct ClusterIndex {
     inst: Vec<Candidate>,
     ranks: Vec<u64>,
-    indices: HashMap<(Option<String>, KeyKind), OrderedIndex>,
+    indices: HashMap<IndexId, OrderedIndex>,
+    /// When each index was last used, so that the indices of groups no longer placed are
+    /// dropped (every index is updated on every placement).
+    last_used: HashMap<IndexId, u64>,
+    clock: u64,
     /// `(group, attribute)` → attribute value → tasks of the group there.
-    spread_counts: HashMap<(String, String), HashMap<Option<String>, u64>>,
+    spread_counts: HashMap<String, HashMap<String, HashMap<Option<String>, u64>>>,
     /// Static memberOf expression (by its text) → does each instance match.
     member: HashMap<String, Vec<bool>>,
     /// How many copies went through the full scan instead (for the benchmark's honesty).
@@ -111,6 +140,8 @@ impl ClusterIndex {
             inst: instances,
             ranks,
             indices: HashMap::new(),
+            last_used: HashMap::new(),
+            clock: 0,
             spread_counts: HashMap::new(),
             member: HashMap::new(),
             scanned: 0,
@@ -121,32 +152,57 @@ impl ClusterIndex {
         &self.inst
     }
 
-    fn ensure_index(&mut self, attr: &Option<String>, key: &KeyKind) {
-        let id = (attr.clone(), key.clone());
-        if self.indices.contains_key(&id) {
+    fn ensure_index(&mut self, id: &IndexId) {
+        self.clock += 1;
+        self.last_used.insert(id.clone(), self.clock);
+        if self.indices.contains_key(id) {
             return;
         }
+        if self.indices.len() >= MAX_INDICES {
+            if let Some(oldest) = self
+                .last_used
+                .iter()
+                .filter(|(k, _)| *k != id)
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+            {
+                self.indices.remove(&oldest);
+                self.last_used.remove(&oldest);
+            }
+        }
+        let (attr, key, members) = id;
+        let bits: Vec<&Vec<bool>> = members.iter().map(|m| &self.member[m]).collect();
         let mut idx = OrderedIndex::default();
         for (i, c) in self.inst.iter().enumerate() {
+            if !bits.iter().all(|b| b[i]) {
+                continue;
+            }
             idx.parts
-                .entry(part_of(c, attr))
+                .entry((part_of(c, attr), cpu_class(key, c)))
                 .or_default()
                 .insert((key_of(c, key), self.ranks[i], i as u32));
         }
-        self.indices.insert(id, idx);
+        self.indices.insert(id.clone(), idx);
     }
 
     fn ensure_spread_counts(&mut self, group: &str, attr: &str) {
-        let id = (group.to_string(), attr.to_string());
-        if self.spread_counts.contains_key(&id) {
+        if self
+            .spread_counts
+            .get(group)
+            .is_some_and(|m| m.contains_key(attr))
+        {
             return;
         }
         let mut m: HashMap<Option<String>, u64> = HashMap::new();
         let a = Some(attr.to_string());
         for c in &self.inst {
-            *m.entry(part_of(c, &a)).or_default() += u64::from(c.groups.get(group).copied().unwrap_or(0));
+            *m.entry(part_of(c, &a)).or_default() +=
+                u64::from(c.groups.get(group).copied().unwrap_or(0));
         }
-        self.spread_counts.insert(id, m);
+        self.spread_counts
+            .entry(group.to_string())
+            .or_default()
+            .insert(attr.to_string(), m);
     }
 
     fn ensure_member(&mut self, e: &query::Expr) -> String {
@@ -164,11 +220,10 @@ impl ClusterIndex {
             self.scanned += count as u64;
             return self.place_by_scan(d, rules, count);
         };
-        self.ensure_index(&attr, &key);
         if let Some(a) = &attr {
             self.ensure_spread_counts(&rules.group, a);
         }
-        let members: Vec<String> = rules
+        let mut members: Vec<String> = rules
             .constraints
             .iter()
             .filter_map(|c| match c {
@@ -176,13 +231,17 @@ impl ClusterIndex {
                 Constraint::DistinctInstance => None,
             })
             .collect();
+        members.sort();
+        members.dedup();
         let distinct = rules
             .constraints
             .iter()
             .any(|c| matches!(c, Constraint::DistinctInstance));
+        let id: IndexId = (attr, key, members);
+        self.ensure_index(&id);
         let mut out = Placement::default();
         for _ in 0..count {
-            let Some(chosen) = self.choose(d, rules, &attr, &key, &members, distinct) else {
+            let Some(chosen) = self.choose(d, rules, &id, distinct) else {
                 out.failures = self
                     .inst
                     .iter()
@@ -197,44 +256,34 @@ impl ClusterIndex {
         out
     }
 
-    fn feasible(&self, i: usize, d: &Demand, group: &str, members: &[String], distinct: bool) -> bool {
+    /// Resources, ports, attributes and distinctInstance; the index holds only members.
+    fn feasible(&self, i: usize, d: &Demand, group: &str, distinct: bool) -> bool {
         let c = &self.inst[i];
-        crate::misfit(c, d).is_none()
-            && !(distinct && c.groups.get(group).is_some_and(|n| *n > 0))
-            && members.iter().all(|m| self.member[m][i])
+        crate::misfit(c, d).is_none() && !(distinct && c.groups.get(group).is_some_and(|n| *n > 0))
     }
 
-    fn choose(
-        &self,
-        d: &Demand,
-        rules: &Rules,
-        attr: &Option<String>,
-        key: &KeyKind,
-        members: &[String],
-        distinct: bool,
-    ) -> Option<usize> {
-        let idx = &self.indices[&(attr.clone(), key.clone())];
+    fn choose(&self, d: &Demand, rules: &Rules, id: &IndexId, distinct: bool) -> Option<usize> {
+        let (attr, key, _) = id;
+        let idx = &self.indices[id];
         let lower = match key {
             KeyKind::Memory => d.memory.max(0) as u64,
             KeyKind::Cpu => d.cpu.max(0) as u64,
             _ => 0,
         };
+        let counts = attr.as_ref().map(|a| &self.spread_counts[&rules.group][a]);
         // (spread count, key, rank, instance) of each partition's best feasible instance.
         let mut best: Option<(u64, Entry)> = None;
-        for (part, set) in &idx.parts {
-            let spread = match attr {
-                Some(a) => self.spread_counts[&(rules.group.clone(), a.clone())]
-                    .get(part)
-                    .copied()
-                    .unwrap_or(0),
-                None => 0,
-            };
+        for ((part, class), set) in &idx.parts {
+            if !class_may_fit(key, *class, d.cpu) {
+                continue;
+            }
+            let spread = counts.and_then(|m| m.get(part)).copied().unwrap_or(0);
             if best.is_some_and(|(s, _)| s < spread) {
                 continue;
             }
             let hit = set
                 .range((lower, 0, 0)..)
-                .find(|e| self.feasible(e.2 as usize, d, &rules.group, members, distinct));
+                .find(|e| self.feasible(e.2 as usize, d, &rules.group, distinct));
             if let Some(e) = hit {
                 let cand = (spread, *e);
                 if best.is_none_or(|b| cand < b) {
@@ -245,36 +294,49 @@ impl ClusterIndex {
         best.map(|(_, e)| e.2 as usize)
     }
 
-    /// Takes the copy's resources from instance `i` and moves it in every index.
+    /// Takes the copy's resources from instance `i` and moves it in the indices it is in.
     fn commit(&mut self, i: usize, d: &Demand, group: &str) {
-        let before: Vec<((Option<String>, KeyKind), Option<String>, u64)> = self
-            .indices
-            .keys()
-            .map(|(a, k)| {
-                (
-                    (a.clone(), k.clone()),
-                    part_of(&self.inst[i], a),
-                    key_of(&self.inst[i], k),
-                )
-            })
-            .collect();
         let c = &mut self.inst[i];
+        let (old_cpu, old_memory) = (c.cpu, c.memory);
+        let old_count = u64::from(c.groups.get(group).copied().unwrap_or(0));
         take(c, d);
         *c.groups.entry(group.to_string()).or_default() += 1;
         c.running_tasks_count += 1;
-        let rank = self.ranks[i];
-        for (id, part, old) in before {
-            let new = key_of(&self.inst[i], &id.1);
-            if new != old {
-                if let Some(set) = self.indices.get_mut(&id).and_then(|x| x.parts.get_mut(&part)) {
-                    set.remove(&(old, rank, i as u32));
-                    set.insert((new, rank, i as u32));
-                }
+        let (inst, rank) = (&self.inst[i], self.ranks[i]);
+        let class_of = |key: &KeyKind, cpu: i64| match key {
+            KeyKind::Memory | KeyKind::Cpu => 0,
+            _ => (64 - (cpu.max(0) as u64).leading_zeros()) as u8,
+        };
+        for (id, idx) in self.indices.iter_mut() {
+            let key = &id.1;
+            let old_key = match key {
+                KeyKind::Rank => 0,
+                KeyKind::Memory => old_memory.max(0) as u64,
+                KeyKind::Cpu => old_cpu.max(0) as u64,
+                KeyKind::Group(g) if g == group => old_count,
+                KeyKind::Group(_) => key_of(inst, key),
+            };
+            let (from, to) = (class_of(key, old_cpu), class_of(key, inst.cpu));
+            let new_key = key_of(inst, key);
+            if old_key == new_key && from == to {
+                continue;
+            }
+            let part = part_of(inst, &id.0);
+            // Only indices the instance is in (it may not be a member of them all).
+            let removed = idx
+                .parts
+                .get_mut(&(part.clone(), from))
+                .is_some_and(|set| set.remove(&(old_key, rank, i as u32)));
+            if removed {
+                idx.parts
+                    .entry((part, to))
+                    .or_default()
+                    .insert((new_key, rank, i as u32));
             }
         }
-        for ((g, a), counts) in self.spread_counts.iter_mut() {
-            if g == group {
-                *counts.entry(part_of(&self.inst[i], &Some(a.clone()))).or_default() += 1;
+        if let Some(by_attr) = self.spread_counts.get_mut(group) {
+            for (a, counts) in by_attr.iter_mut() {
+                *counts.entry(part_of(inst, &Some(a.clone()))).or_default() += 1;
             }
         }
     }
@@ -361,7 +423,11 @@ mod tests {
 
     #[test]
     fn unsupported_chains_fall_back_to_the_scan_and_stay_exact() {
-        let spec = [(4096, 4096, 0, true), (4096, 2048, 1, false), (1024, 1024, 2, true)];
+        let spec = [
+            (4096, 4096, 0, true),
+            (4096, 2048, 1, false),
+            (1024, 1024, 2, true),
+        ];
         let rules = Rules {
             strategies: vec![Strategy::Random, Strategy::Binpack(Resource::Memory)],
             group: "g".into(),
