@@ -2,6 +2,8 @@
 //! tasks; `berth up` runs both for one machine. All the work is in the library crates; this file parses flags, opens the
 //! store, wires the pieces and handles signals.
 
+mod plan;
+
 use anyhow::{Context, Result};
 use berth_agent::AgentConfig;
 use berth_control::{http::Limits, Config, Control};
@@ -33,6 +35,17 @@ enum Command {
     /// Make this host a container instance of a cluster and run its tasks on the local Docker
     /// Engine.
     Agent(AgentArgs),
+    /// What if: where a workload would go on a cluster, and what would not fit, placing
+    /// nothing. The cluster file is `{"instances": [{"id", "cpu", "memory", "attributes",
+    /// "ports"}]}` or the JSON of `aws ecs describe-container-instances` (a live snapshot); the
+    /// workload is `{"tasks": [{"name", "count", "cpu", "memory", "ports", "group",
+    /// "placementConstraints", "placementStrategy"}]}`.
+    Plan {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        workload: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -141,6 +154,7 @@ fn main() -> Result<()> {
         Command::Server(args) => rt.block_on(run(args, None)),
         Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
         Command::Agent(args) => rt.block_on(agent(args)),
+        Command::Plan { cluster, workload } => plan::run(&cluster, &workload),
     };
     // Errors are for people: the message and its causes, without a backtrace.
     if let Err(e) = result {
