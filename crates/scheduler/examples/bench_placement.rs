@@ -180,10 +180,7 @@ fn check_against_scan(scenario: char) -> (f64, f64) {
         );
     }
     lat.sort_by(|a, b| a.total_cmp(b));
-    (
-        SCAN_SAMPLE as f64 / scan_secs,
-        lat[lat.len() * 99 / 100],
-    )
+    (SCAN_SAMPLE as f64 / scan_secs, lat[lat.len() * 99 / 100])
 }
 
 fn rss_mib() -> u64 {
