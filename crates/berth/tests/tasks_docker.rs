@@ -424,7 +424,7 @@ async fn an_oom_kill_and_a_missing_image_are_reported_as_ecs_does() {
         .register(json!({
             "family": "hog",
             "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16,
-                "command": ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 600"]}]
+                "command": ["sh", "-c", "x=a; while true; do x=\"$x$x\"; done"]}]
         }))
         .await;
     let missing = f
