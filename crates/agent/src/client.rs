@@ -55,6 +55,54 @@ impl ServerClient {
         identity: Option<&Identity>,
         timeout: Duration,
     ) -> Result<T, AgentError> {
+        let key = identity.map(|id| SigningKey {
+            access_key: &id.access_key_id,
+            secret: &id.secret_access_key,
+            region: &id.region,
+            service: "ecs",
+        });
+        self.post_signed(path, body, key, timeout).await
+    }
+
+    /// A cluster's registration token, asked with a user's (admin's) key: Berth's own
+    /// `POST /_berth/v1/join-token`.
+    pub async fn join_token(
+        &self,
+        cluster: &str,
+        access_key: &str,
+        secret: &str,
+        region: &str,
+    ) -> Result<String, AgentError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            token: String,
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "cluster": cluster }))
+            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let key = SigningKey {
+            access_key,
+            secret,
+            region,
+            service: "ecs",
+        };
+        let a: Answer = self
+            .post_signed(
+                "/_berth/v1/join-token",
+                body,
+                Some(key),
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(a.token)
+    }
+
+    async fn post_signed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        key: Option<SigningKey<'_>>,
+        timeout: Duration,
+    ) -> Result<T, AgentError> {
         let url = format!("{}{path}", self.base);
         let host = self
             .base
@@ -64,13 +112,7 @@ impl ServerClient {
         let mut req = http::Request::post(&url)
             .header("host", &host)
             .header("content-type", "application/json");
-        if let Some(id) = identity {
-            let key = SigningKey {
-                access_key: &id.access_key_id,
-                secret: &id.secret_access_key,
-                region: &id.region,
-                service: "ecs",
-            };
+        if let Some(key) = key {
             let headers = sign_request(
                 &key,
                 "POST",

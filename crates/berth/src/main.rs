@@ -35,6 +35,17 @@ enum Command {
     /// Make this host a container instance of a cluster and run its tasks on the local Docker
     /// Engine.
     Agent(AgentArgs),
+    /// Print a cluster's registration token (agents need it to join), asked of a server with
+    /// the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment.
+    JoinToken {
+        /// The berth server, `http://host:port`.
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        server: String,
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
+    },
     /// What if: where a workload would go on a cluster, and what would not fit, placing
     /// nothing. The cluster file is `{"instances": [{"id", "cpu", "memory", "attributes",
     /// "ports"}]}` or the JSON of `aws ecs describe-container-instances` (a live snapshot); the
@@ -69,8 +80,9 @@ struct AgentArgs {
     /// The cluster to join.
     #[arg(long, default_value = "default", env = "BERTH_CLUSTER")]
     cluster: String,
-    /// The cluster registration token (`berth server` prints it and keeps it in its data dir
-    /// as `join-token`). Needed only the first time.
+    /// The cluster's registration token (`berth join-token --cluster NAME` prints it; `berth
+    /// up` keeps the default cluster's in its data dir as `join-token`). Needed only the
+    /// first time.
     #[arg(long, env = "BERTH_JOIN_TOKEN")]
     token: Option<String>,
     /// A custom attribute, `name=value`; may be repeated.
@@ -155,6 +167,11 @@ fn main() -> Result<()> {
         Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
         Command::Agent(args) => rt.block_on(agent(args)),
         Command::Plan { cluster, workload } => plan::run(&cluster, &workload),
+        Command::JoinToken {
+            server,
+            cluster,
+            region,
+        } => rt.block_on(join_token(&server, &cluster, &region)),
     };
     // Errors are for people: the message and its causes, without a backtrace.
     if let Err(e) = result {
@@ -169,6 +186,21 @@ fn default_data_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
         .join(".berth")
+}
+
+async fn join_token(server: &str, cluster: &str, region: &str) -> Result<()> {
+    let (Ok(ak), Ok(sk)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        anyhow::bail!("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a Berth user's key (the export lines `berth server` printed)");
+    };
+    let token = berth_agent::client::ServerClient::new(server)
+        .join_token(cluster, &ak, &sk, region)
+        .await
+        .with_context(|| format!("asking {server} for cluster {cluster}'s token"))?;
+    println!("{token}");
+    Ok(())
 }
 
 /// The agent alone, against a server elsewhere.
@@ -246,11 +278,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let endpoint = format!("http://{addr}");
-    let join_token = control
-        .ensure_join_token()
-        .await
-        .context("creating the join token")?;
-    write_secret(&data_dir.join("join-token"), &format!("{join_token}\n"))?;
+    let mut join_token = None;
     if up.is_some() {
         control
             .create_cluster(berth_api::ecs::CreateClusterRequest {
@@ -259,6 +287,12 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             })
             .await
             .context("creating the default cluster")?;
+        let token = control
+            .ensure_join_token("default")
+            .await
+            .context("creating the default cluster's join token")?;
+        write_secret(&data_dir.join("join-token"), &format!("{token}\n"))?;
+        join_token = Some(token);
     }
 
     println!(
@@ -295,7 +329,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             println!("(scripts/build-test-images builds berth-test/busybox:latest)");
         }
         None => println!(
-            "Agents join with: berth agent --server {endpoint} --cluster NAME --token {join_token}"
+            "Agents join with: berth agent --server {endpoint} --cluster NAME --token $(berth join-token --server {endpoint} --cluster NAME)"
         ),
     }
     tracing::info!(%endpoint, dev = args.dev, "serving");
@@ -310,7 +344,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     let agent = match (up, runtime) {
         (Some(up), Some(runtime)) => {
             let mut cfg = AgentConfig::new(&endpoint, "default", data_dir.join("agent"));
-            cfg.token = Some(join_token.clone());
+            cfg.token = join_token.clone();
             cfg.cleanup_after = Duration::from_secs(up.container_cleanup_after);
             cfg.stop_tasks_on_exit = up.stop_tasks_on_exit;
             Some(tokio::spawn(berth_agent::run(

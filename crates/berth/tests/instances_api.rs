@@ -72,7 +72,7 @@ impl FakeAgent {
     }
 
     async fn join_in(s: &TestServer, memory: i32, zone: &str) -> FakeAgent {
-        let token = s.control.ensure_join_token().await.unwrap();
+        let token = s.control.ensure_join_token("default").await.unwrap();
         let a = agent_post(
             &s.endpoint,
             proto::JOIN_PATH,
@@ -360,7 +360,55 @@ async fn the_agent_protocol_needs_the_token_and_keeps_agent_keys_to_itself() {
         "a refused join registers nothing"
     );
 
+    // Each cluster has its own token: default's does not open another cluster.
+    s.ok("CreateCluster", json!({"clusterName": "other"})).await;
+    let token = s.control.ensure_join_token("default").await.unwrap();
+    let wrong = agent_post(
+        &s.endpoint,
+        proto::JOIN_PATH,
+        &json!({"cluster": "other", "token": token, "host": host(512, "z")}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        wrong.error_type().as_deref(),
+        Some("AccessDeniedException"),
+        "{}",
+        wrong.body
+    );
+    // The admin reads a cluster's token with Berth's own signed call; unknown clusters have none.
+    let got = agent_post(
+        &s.endpoint,
+        berth_control::http::JOIN_TOKEN_PATH,
+        &json!({"cluster": "default"}),
+        Some((&s.access_key, &s.secret_key)),
+    )
+    .await;
+    assert_eq!(got.body["token"], token.as_str(), "{}", got.body);
+    let none = agent_post(
+        &s.endpoint,
+        berth_control::http::JOIN_TOKEN_PATH,
+        &json!({"cluster": "ghost"}),
+        Some((&s.access_key, &s.secret_key)),
+    )
+    .await;
+    assert_eq!(
+        none.error_type().as_deref(),
+        Some("ClusterNotFoundException")
+    );
+
     let a = FakeAgent::join(&s, 512).await;
+    let denied = agent_post(
+        &s.endpoint,
+        berth_control::http::JOIN_TOKEN_PATH,
+        &json!({"cluster": "default"}),
+        Some((&a.ak, &a.sk)),
+    )
+    .await;
+    assert_eq!(
+        denied.error_type().as_deref(),
+        Some("AccessDeniedException")
+    );
     // The agent's key cannot drive the ECS API ...
     let denied = s
         .call_as("ListClusters", "{}", &a.ak, &a.sk, SystemTime::now())

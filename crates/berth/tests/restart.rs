@@ -299,3 +299,134 @@ async fn berth_up_killed_with_dash_nine_adopts_its_tasks_on_restart() {
     assert!(status.success(), "berth up exits 0 on SIGTERM: {status}");
     common::docker_cleanup(&instance);
 }
+
+/// The multi-host path with the real binaries: `berth server`, `berth join-token`, and a
+/// separate `berth agent` process that joins, runs a task, and comes back after `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_berth_agent_joins_with_its_clusters_token() {
+    if !common::docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path());
+    assert_eq!(
+        call(&p, "CreateCluster", json!({"clusterName": "farm"}))
+            .await
+            .status,
+        200
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["join-token", "--server", &p.endpoint, "--cluster", "farm"])
+        .env("AWS_ACCESS_KEY_ID", &p.ak)
+        .env("AWS_SECRET_ACCESS_KEY", &p.sk)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("bjt-"), "{token}");
+
+    let agent = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args([
+            "agent",
+            "--server",
+            &p.endpoint,
+            "--cluster",
+            "farm",
+            "--data-dir",
+        ])
+        .arg(agent_dir.path())
+        .args(["--attribute", "stack=blue", "--availability-zone", "zone-q"])
+        .env("BERTH_LOG", "warn");
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        cmd.spawn().unwrap()
+    };
+    // A wrong token is refused and the agent says why.
+    let bad = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "agent",
+            "--server",
+            &p.endpoint,
+            "--cluster",
+            "farm",
+            "--token",
+            "bjt-nope",
+            "--data-dir",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("BERTH_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not valid for cluster farm"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let mut a = agent(Some(&token));
+    let mut instance = String::new();
+    for _ in 0..100 {
+        let l = call(&p, "ListContainerInstances", json!({"cluster": "farm", "filter": "attribute:stack == blue and attribute:ecs.availability-zone == zone-q"})).await;
+        if let Some(arn) = l.body["containerInstanceArns"][0].as_str() {
+            instance = arn.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !instance.is_empty(),
+        "the agent registered with its attributes"
+    );
+    let td = json!({"family": "farmer", "containerDefinitions": [{"name": "app",
+        "image": common::BUSYBOX, "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}]});
+    assert_eq!(call(&p, "RegisterTaskDefinition", td).await.status, 200);
+    let r = call(
+        &p,
+        "RunTask",
+        json!({"cluster": "farm", "taskDefinition": "farmer"}),
+    )
+    .await;
+    let arn = r.body["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let running = |p_endpoint: String, ak: String, sk: String, arn: String| async move {
+        for _ in 0..300 {
+            let a = common::signed_call(
+                &p_endpoint,
+                "DescribeTasks",
+                &json!({"cluster": "farm", "tasks": [arn]}).to_string(),
+                &ak,
+                &sk,
+                SystemTime::now(),
+            )
+            .await;
+            if a.body["tasks"][0]["lastStatus"] == "RUNNING" {
+                return a.body["tasks"][0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task {arn} not RUNNING");
+    };
+    running(p.endpoint.clone(), p.ak.clone(), p.sk.clone(), arn.clone()).await;
+
+    // kill -9 the agent; it comes back without the token (its key is in its data dir).
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let mut a = agent(None);
+    let t = running(p.endpoint.clone(), p.ak.clone(), p.sk.clone(), arn.clone()).await;
+    assert_eq!(t["containerInstanceArn"], instance.as_str());
+    let l = call(&p, "ListContainerInstances", json!({"cluster": "farm"})).await;
+    assert_eq!(l.body["containerInstanceArns"], json!([instance]));
+
+    a.kill().unwrap();
+    a.wait().unwrap();
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    common::docker_cleanup(&instance);
+}

@@ -79,16 +79,19 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Control {
-    /// The token agents present to join, created on first use.
-    pub async fn ensure_join_token(&self) -> Result<String, EcsError> {
+    /// The registration token of an ACTIVE cluster, created on first use. Each cluster has its
+    /// own: a token lets a host join that cluster and no other.
+    pub async fn ensure_join_token(&self, cluster: &str) -> Result<String, EcsError> {
+        let (c, _) = self.active_cluster(Some(cluster)).await?;
+        let key = keys::join_token(&c.cluster_name.unwrap_or_default());
         for _ in 0..crate::CAS_ATTEMPTS {
-            if let Some((t, _)) = self.get_record::<String>(keys::JOIN_TOKEN).await? {
+            if let Some((t, _)) = self.get_record::<String>(&key).await? {
                 return Ok(t);
             }
             let token = format!("bjt-{}", random_secret(40));
             let txn = Txn::new()
-                .unchanged(keys::JOIN_TOKEN, None)
-                .put(keys::JOIN_TOKEN, encode(&token)?);
+                .unchanged(&key, None)
+                .put(key.clone(), encode(&token)?);
             if self.commit(txn).await? {
                 return Ok(token);
             }
@@ -98,9 +101,16 @@ impl Control {
 
     /// Registers the agent's host and hands back the agent's own key.
     pub async fn agent_join(&self, r: JoinRequest) -> Result<JoinResponse, EcsError> {
-        let expected = self.ensure_join_token().await?;
-        if !same(&r.token, &expected) {
-            return Err(denied("the cluster registration token is not valid"));
+        let cluster = self.cluster_name(Some(&r.cluster))?;
+        // Whether the cluster exists or not, the answer is the same: the token is not valid.
+        let expected = self
+            .get_record::<String>(&keys::join_token(&cluster))
+            .await?
+            .map(|(t, _)| t);
+        if !expected.is_some_and(|t| same(&r.token, &t)) {
+            return Err(denied(format!(
+                "the cluster registration token is not valid for cluster {cluster}"
+            )));
         }
         let h = r.host;
         if h.cpu < 0 || h.memory_mib <= 0 {
@@ -118,7 +128,6 @@ impl Control {
                 "instance id '{id}' must look like i-… or mi-…"
             )));
         }
-        let cluster = self.cluster_name(Some(&r.cluster))?;
         let ci = self
             .register_instance(
                 &cluster,

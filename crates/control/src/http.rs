@@ -44,6 +44,10 @@ impl Default for Limits {
     }
 }
 
+/// Berth's own call (not ECS's): `POST {"cluster": NAME}`, signed with a user's key, answers
+/// `{"cluster", "token"}`: the registration token agents need to join that cluster.
+pub const JOIN_TOKEN_PATH: &str = "/_berth/v1/join-token";
+
 #[derive(Debug)]
 struct State {
     control: Control,
@@ -162,7 +166,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         (Method::POST, p)
             if p == agent_proto::JOIN_PATH
                 || p == agent_proto::POLL_PATH
-                || p == agent_proto::REPORT_PATH =>
+                || p == agent_proto::REPORT_PATH
+                || p == JOIN_TOKEN_PATH =>
         {
             let result = agent_request(&st, req).await;
             let status = match &result {
@@ -256,6 +261,21 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         return crate::json(control.agent_join(r).await?);
     }
     let caller = authenticate(st, &parts, &body).await?;
+    if path == JOIN_TOKEN_PATH {
+        if let Some(instance) = caller.instance {
+            return Err(EcsError::new(
+                ErrorKind::AccessDenied,
+                format!("the key of the agent of {instance} cannot read registration tokens"),
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct Req {
+            cluster: String,
+        }
+        let r: Req = parse(&body)?;
+        let token = control.ensure_join_token(&r.cluster).await?;
+        return crate::json(serde_json::json!({"cluster": r.cluster, "token": token}));
+    }
     let Some(instance) = caller.instance else {
         return Err(EcsError::new(
             ErrorKind::AccessDenied,

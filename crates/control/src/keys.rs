@@ -87,5 +87,7 @@ pub fn run_token(cluster: &str, token: &str) -> String {
     format!("runtokens/{cluster}/{token}")
 }
 
-/// `auth/join-token` → the token agents present to join a cluster.
-pub const JOIN_TOKEN: &str = "auth/join-token";
+/// `auth/join-token/CLUSTER` → the registration token agents present to join that cluster.
+pub fn join_token(cluster: &str) -> String {
+    format!("auth/join-token/{cluster}")
+}

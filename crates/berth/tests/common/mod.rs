@@ -327,7 +327,13 @@ impl TestAgent {
     pub async fn start(server: &TestServer, cfg: berth_agent::AgentConfig) -> TestAgent {
         let mut cfg = cfg;
         if cfg.token.is_none() {
-            cfg.token = Some(server.control.ensure_join_token().await.unwrap());
+            cfg.token = Some(
+                server
+                    .control
+                    .ensure_join_token(&cfg.cluster)
+                    .await
+                    .unwrap(),
+            );
         }
         let runtime: Arc<dyn berth_agent::runtime::Runtime> =
             Arc::new(berth_agent::docker::Docker::connect().await.unwrap());
