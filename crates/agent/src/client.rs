@@ -189,6 +189,8 @@ impl ServerClient {
 #[derive(Debug, Default)]
 pub struct Reporter {
     pending: Mutex<BTreeMap<String, (u64, TaskReport)>>,
+    /// Tasks whose STOPPED report the server has acknowledged.
+    stopped: Mutex<std::collections::HashSet<String>>,
     seq: std::sync::atomic::AtomicU64,
     pub(crate) notify: Notify,
 }
@@ -212,6 +214,13 @@ impl Reporter {
 
     /// Forgets the reports that were sent and not replaced since.
     pub fn acknowledge(&self, sent: &[(u64, TaskReport)]) {
+        if let Ok(mut s) = self.stopped.lock() {
+            s.extend(
+                sent.iter()
+                    .filter(|(_, r)| r.last_status == "STOPPED")
+                    .map(|(_, r)| r.task_arn.clone()),
+            );
+        }
         if let Ok(mut p) = self.pending.lock() {
             for (seq, r) in sent {
                 if p.get(&r.task_arn).is_some_and(|(s, _)| s == seq) {
@@ -219,6 +228,14 @@ impl Reporter {
                 }
             }
         }
+    }
+
+    /// Whether the server has acknowledged `task_arn` as STOPPED.
+    pub fn stop_acknowledged(&self, task_arn: &str) -> bool {
+        self.stopped
+            .lock()
+            .map(|s| s.contains(task_arn))
+            .unwrap_or(false)
     }
 
     pub fn is_empty(&self) -> bool {

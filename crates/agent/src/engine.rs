@@ -14,6 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+/// The stop reason of tasks stopped because their agent exits with `--stop-tasks-on-exit`.
+pub const AGENT_EXIT_REASON: &str =
+    "The container instance's agent stopped with --stop-tasks-on-exit";
+
 /// What every task loop shares.
 #[derive(Debug)]
 pub struct EngineContext {
@@ -544,8 +548,11 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
     // Run until something says stop.
     loop {
         if desired.borrow().desired_status == "STOPPED" {
-            // The server's reason (StopTask) is recorded by the server; ours stays empty.
-            if t.stopping_at.is_none() {
+            if desired.borrow().stop_reason.as_deref() == Some(AGENT_EXIT_REASON) {
+                // The agent itself is going away (`--stop-tasks-on-exit`): say so.
+                t.must_stop("TerminationNotice", AGENT_EXIT_REASON.into());
+            } else if t.stopping_at.is_none() {
+                // The server's reason (StopTask) is recorded by the server; ours stays empty.
                 t.stopping_at = Some(now());
             }
             break;

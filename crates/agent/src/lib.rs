@@ -491,20 +491,26 @@ pub async fn run(
             }
         }
     };
-    drop(tasks);
     if cfg.stop_tasks_on_exit {
-        if let Ok(list) = runtime
-            .list(labels::INSTANCE, &id.container_instance_arn)
-            .await
-        {
-            let stops = list.iter().filter(|c| c.running).map(|c| {
-                let rt = runtime.clone();
-                let id = c.id.clone();
-                async move { rt.stop(&id, cfg.default_stop_timeout).await }
+        // Every task loop stops its containers and reports it, before the reports stop.
+        for tx in tasks.running.values() {
+            tx.send_modify(|t| {
+                t.desired_status = "STOPPED".into();
+                t.stop_reason = Some(engine::AGENT_EXIT_REASON.into());
             });
-            futures::future::join_all(stops).await;
+        }
+        let deadline =
+            Instant::now() + Duration::from_secs(cfg.default_stop_timeout.max(0) as u64 + 30);
+        while Instant::now() < deadline
+            && !tasks
+                .running
+                .keys()
+                .all(|arn| reporter.stop_acknowledged(arn))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    drop(tasks);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), reports).await;
     result

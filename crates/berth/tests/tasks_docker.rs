@@ -802,3 +802,40 @@ async fn start_task_host_and_none_networks_and_host_volumes() {
     );
     f.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_tasks_on_exit_stops_and_reports_before_the_agent_leaves() {
+    let Some(f) = Fixture::start_with(|c| c.stop_tasks_on_exit = true).await else {
+        return;
+    };
+    let td = f
+        .register(json!({
+            "family": "leaver",
+            "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16,
+                "command": ["sleep", "600"], "stopTimeout": 1}]
+        }))
+        .await;
+    let task = f.run_one(&td).await;
+    let t = f.wait_status(&task, "RUNNING").await;
+    let id = runtime_id(&t, "app");
+    let Fixture {
+        server,
+        agent,
+        instance,
+        _agent_dir,
+    } = f;
+    agent.stop().await;
+    // Once the agent has returned, the server already knows.
+    let d = server
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": [task]}),
+        )
+        .await;
+    let t = &d["tasks"][0];
+    assert_eq!(t["lastStatus"], "STOPPED", "{t:#}");
+    assert_eq!(t["stopCode"], "TerminationNotice");
+    assert_eq!(docker_inspect(&id)["State"]["Running"], false);
+    docker_cleanup(&instance);
+    server.stop().await;
+}
