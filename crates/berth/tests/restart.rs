@@ -16,8 +16,14 @@ struct Proc {
 }
 
 fn start(dir: &std::path::Path) -> Proc {
+    spawn(&["server", "--listen", "127.0.0.1:0"], dir)
+}
+
+/// Runs `berth ARGS --data-dir DIR` and reads the endpoint and credentials it prints.
+fn spawn(args: &[&str], dir: &std::path::Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
         .arg(dir)
         .env("BERTH_LOG", "warn")
         .stdout(Stdio::piped())
@@ -25,7 +31,7 @@ fn start(dir: &std::path::Path) -> Proc {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
-    for _ in 0..20 {
+    for _ in 0..30 {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
             ak = v.into();
@@ -38,7 +44,7 @@ fn start(dir: &std::path::Path) -> Proc {
     }
     assert!(
         !endpoint.is_empty() && !ak.is_empty() && !sk.is_empty(),
-        "the server printed its endpoint and credentials"
+        "berth {args:?} printed its endpoint and credentials"
     );
     std::thread::spawn(move || lines.for_each(drop));
     Proc {
@@ -143,36 +149,8 @@ async fn berth_up_killed_with_dash_nine_adopts_its_tasks_on_restart() {
         .local_addr()
         .unwrap()
         .port();
-    let up = |dir: &std::path::Path| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .env("BERTH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
-        for _ in 0..30 {
-            let Some(Ok(line)) = lines.next() else { break };
-            if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
-                ak = v.into();
-            } else if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
-                sk = v.into();
-            } else if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
-                endpoint = v.into();
-                break;
-            }
-        }
-        assert!(!endpoint.is_empty(), "berth up printed its endpoint");
-        std::thread::spawn(move || lines.for_each(drop));
-        Proc {
-            child,
-            endpoint,
-            ak,
-            sk,
-        }
-    };
+    let listen = format!("127.0.0.1:{port}");
+    let up = |dir: &std::path::Path| spawn(&["up", "--listen", &listen], dir);
     let wait_status = |p: &Proc, arn: &str, want: &'static str| {
         let (p_endpoint, ak, sk, arn) = (
             p.endpoint.clone(),

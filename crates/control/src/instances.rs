@@ -591,7 +591,7 @@ impl Control {
         })
     }
 
-    /// Applies `f` to the attributes of the instance each attribute targets.
+    /// Puts (or, with `put` false, deletes) each attribute on the instance it targets.
     async fn change_attributes(
         &self,
         cluster_ident: Option<&str>,
