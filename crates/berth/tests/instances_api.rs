@@ -905,3 +905,45 @@ async fn placement_strategies_constraints_and_filters_over_the_wire() {
         .await;
     assert!(m.contains("unknown subject 'colour'"), "{m}");
 }
+
+#[tokio::test]
+async fn an_agent_that_stops_polling_is_disconnected_and_gets_no_tasks() {
+    let s = TestServer::start_config(
+        tempfile::tempdir().unwrap(),
+        None,
+        Default::default(),
+        berth_control::Config {
+            agent_timeout: std::time::Duration::from_millis(800),
+            ..Default::default()
+        },
+    )
+    .await;
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join(&s, 1000).await;
+    assert_eq!(describe_instance(&s, &a.arn).await["agentConnected"], true);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(
+        describe_instance(&s, &a.arn).await["agentConnected"],
+        false,
+        "no poll for longer than the timeout"
+    );
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web"}),
+        )
+        .await;
+    assert_eq!(v["failures"][0]["reason"], "AGENT");
+    // Polling again reconnects it.
+    a.poll(None, 0).await;
+    assert_eq!(describe_instance(&s, &a.arn).await["agentConnected"], true);
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web"}),
+        )
+        .await;
+    assert_eq!(v["failures"], json!([]));
+}

@@ -43,15 +43,28 @@ impl TestServer {
         dev: bool,
         limits: Limits,
     ) -> TestServer {
-        let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
-        let control = Control::new(
-            Arc::new(store),
+        Self::start_config(
+            dir,
+            addr,
+            limits,
             Config {
                 dev,
                 agent_timeout: Duration::from_secs(15),
                 ..Config::default()
             },
-        );
+        )
+        .await
+    }
+
+    /// A server with the given configuration.
+    pub async fn start_config(
+        dir: tempfile::TempDir,
+        addr: Option<std::net::SocketAddr>,
+        limits: Limits,
+        config: Config,
+    ) -> TestServer {
+        let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
+        let control = Control::new(Arc::new(store), config);
         let (key, _) = control.ensure_admin_key().await.unwrap();
         let listener = match addr {
             Some(a) => {
