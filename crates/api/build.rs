@@ -12,20 +12,24 @@ use std::path::PathBuf;
 /// The ECS operations Berth serves. Extending the API starts here.
 const IMPLEMENTED: &[&str] = &[
     "CreateCluster",
+    "CreateService",
     "DeleteAccountSetting",
     "DeleteAttributes",
     "DeleteCluster",
+    "DeleteService",
     "DeleteTaskDefinitions",
     "DeregisterContainerInstance",
     "DeregisterTaskDefinition",
     "DescribeClusters",
     "DescribeContainerInstances",
+    "DescribeServices",
     "DescribeTaskDefinition",
     "DescribeTasks",
     "ListAccountSettings",
     "ListAttributes",
     "ListClusters",
     "ListContainerInstances",
+    "ListServices",
     "ListTagsForResource",
     "ListTaskDefinitionFamilies",
     "ListTaskDefinitions",
@@ -43,6 +47,7 @@ const IMPLEMENTED: &[&str] = &[
     "UpdateCluster",
     "UpdateClusterSettings",
     "UpdateContainerInstancesState",
+    "UpdateService",
 ];
 
 fn main() {

@@ -1,0 +1,311 @@
+//! The REPLICA service reconciler: keep `desired` tasks of the primary deployment running,
+//! replace tasks that stop or turn unhealthy, and roll from older deployments to the primary
+//! one without going below `minimumHealthyPercent` (rounded up) of `desired` healthy tasks nor
+//! above `maximumPercent` (rounded down) of it in live tasks, as ECS does.
+
+/// One deployment of a service; the first of [`Service::deployments`] is the PRIMARY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub desired: u32,
+    pub minimum_healthy_percent: u32,
+    pub maximum_percent: u32,
+    /// Seconds after a task starts during which a failing health check is not acted on.
+    pub health_check_grace_period: f64,
+    /// PRIMARY first, then older ones.
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Placed, not running yet.
+    Pending,
+    Running,
+    /// Asked to stop (desiredStatus STOPPED) but not stopped yet.
+    Stopping,
+    Stopped,
+}
+
+/// A task of the service as the reconciler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub arn: String,
+    pub deployment: String,
+    pub phase: Phase,
+    /// Health checks pass (or there are none).
+    pub healthy: bool,
+    /// A health check says UNHEALTHY.
+    pub unhealthy: bool,
+    /// Seconds since the epoch, when it started running.
+    pub started_at: Option<f64>,
+}
+
+impl Task {
+    fn live(&self) -> bool {
+        matches!(self.phase, Phase::Pending | Phase::Running)
+    }
+
+    fn counts_healthy(&self) -> bool {
+        self.phase == Phase::Running && self.healthy && !self.unhealthy
+    }
+}
+
+/// What to do now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Actions {
+    /// How many tasks of the PRIMARY deployment to start.
+    pub start: u32,
+    /// Tasks to stop, with why.
+    pub stop: Vec<(String, StopWhy)>,
+    /// Older deployments with no task left: they become INACTIVE.
+    pub retire: Vec<String>,
+    /// The service is where it should be: only the PRIMARY, `desired` healthy tasks.
+    pub steady: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopWhy {
+    /// Health checks failed after the grace period.
+    Unhealthy,
+    /// More tasks than desired.
+    ScaleDown,
+    /// Replaced by the PRIMARY deployment.
+    Replaced,
+}
+
+/// `ceil(desired * percent / 100)`.
+pub fn minimum_healthy(desired: u32, percent: u32) -> u32 {
+    (u64::from(desired) * u64::from(percent)).div_ceil(100) as u32
+}
+
+/// `floor(desired * percent / 100)`.
+pub fn maximum_live(desired: u32, percent: u32) -> u32 {
+    (u64::from(desired) * u64::from(percent) / 100) as u32
+}
+
+pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
+    let mut out = Actions::default();
+    let Some(primary) = s.deployments.first().map(|d| d.id.clone()) else {
+        return out;
+    };
+    let min_healthy = minimum_healthy(s.desired, s.minimum_healthy_percent);
+    // The ceiling never keeps the service below `desired` (maximumPercent is at least 100).
+    let max_live = maximum_live(s.desired, s.maximum_percent).max(s.desired);
+    let mut stopping: Vec<&str> = Vec::new();
+
+    // 1. Tasks whose health checks failed after the grace period are replaced, whatever the
+    //    floor: an unhealthy task does not count toward it anyway.
+    for t in tasks.iter().filter(|t| t.live() && t.unhealthy) {
+        let in_grace = t
+            .started_at
+            .is_some_and(|at| now - at < s.health_check_grace_period);
+        if !in_grace {
+            out.stop.push((t.arn.clone(), StopWhy::Unhealthy));
+            stopping.push(&t.arn);
+        }
+    }
+    let live = |t: &&Task| t.live() && !stopping.contains(&t.arn.as_str());
+
+    // 2. Too many PRIMARY tasks: stop the extra, not-yet-running ones first.
+    let mut primary_live: Vec<&Task> = tasks
+        .iter()
+        .filter(live)
+        .filter(|t| t.deployment == primary)
+        .collect();
+    primary_live.sort_by_key(|t| (t.phase == Phase::Running, t.counts_healthy(), t.arn.clone()));
+    let excess = primary_live.len().saturating_sub(s.desired as usize);
+    for t in primary_live.iter().take(excess) {
+        out.stop.push((t.arn.clone(), StopWhy::ScaleDown));
+        stopping.push(&t.arn);
+    }
+    let primary_count = primary_live.len() - excess;
+
+    // 3. Older deployments' tasks go while enough healthy tasks remain.
+    let healthy_total = tasks
+        .iter()
+        .filter(|t| t.counts_healthy() && !stopping.contains(&t.arn.as_str()))
+        .count() as u32;
+    let mut can_stop_healthy = healthy_total.saturating_sub(min_healthy);
+    let mut old: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.live() && t.deployment != primary && !stopping.contains(&t.arn.as_str()))
+        .collect();
+    // Not-running or unhealthy old tasks first: stopping them costs no healthy capacity.
+    old.sort_by_key(|t| (t.counts_healthy(), t.arn.clone()));
+    for t in old {
+        if !t.counts_healthy() {
+            out.stop.push((t.arn.clone(), StopWhy::Replaced));
+            stopping.push(&t.arn);
+        } else if can_stop_healthy > 0 {
+            can_stop_healthy -= 1;
+            out.stop.push((t.arn.clone(), StopWhy::Replaced));
+            stopping.push(&t.arn);
+        }
+    }
+
+    // 4. Start PRIMARY tasks up to desired, within the ceiling on live tasks.
+    let live_after = tasks
+        .iter()
+        .filter(|t| t.live() && !stopping.contains(&t.arn.as_str()))
+        .count() as u32;
+    let need = s.desired.saturating_sub(primary_count as u32);
+    out.start = need.min(max_live.saturating_sub(live_after));
+
+    // 5. Old deployments with nothing left retire; steady when only the PRIMARY remains with
+    //    `desired` healthy tasks and nothing to do.
+    for d in s.deployments.iter().skip(1) {
+        if !tasks.iter().any(|t| t.deployment == d.id && t.phase != Phase::Stopped) {
+            out.retire.push(d.id.clone());
+        }
+    }
+    let primary_healthy = tasks
+        .iter()
+        .filter(|t| t.deployment == primary && t.counts_healthy())
+        .count() as u32;
+    out.steady = out.start == 0
+        && out.stop.is_empty()
+        && s.deployments.len() - out.retire.len() == 1
+        && primary_healthy == s.desired
+        && !tasks.iter().any(|t| t.phase == Phase::Stopping);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn svc(desired: u32, min: u32, max: u32, deployments: &[&str]) -> Service {
+        Service {
+            desired,
+            minimum_healthy_percent: min,
+            maximum_percent: max,
+            health_check_grace_period: 0.0,
+            deployments: deployments
+                .iter()
+                .map(|d| Deployment { id: d.to_string() })
+                .collect(),
+        }
+    }
+
+    fn running(arn: &str, dep: &str) -> Task {
+        Task {
+            arn: arn.into(),
+            deployment: dep.into(),
+            phase: Phase::Running,
+            healthy: true,
+            unhealthy: false,
+            started_at: Some(0.0),
+        }
+    }
+
+    #[test]
+    fn starts_what_is_missing_and_is_steady_when_all_run() {
+        let s = svc(3, 100, 200, &["d1"]);
+        assert_eq!(reconcile(&s, &[], 0.0).start, 3);
+        let ts = vec![running("a", "d1"), running("b", "d1")];
+        assert_eq!(reconcile(&s, &ts, 0.0).start, 1, "a stopped task is replaced");
+        let ts = vec![running("a", "d1"), running("b", "d1"), running("c", "d1")];
+        let a = reconcile(&s, &ts, 0.0);
+        assert!(a.steady && a.start == 0 && a.stop.is_empty());
+    }
+
+    #[test]
+    fn scaling_down_stops_pending_tasks_first() {
+        let s = svc(1, 100, 200, &["d1"]);
+        let mut p = running("p", "d1");
+        p.phase = Phase::Pending;
+        let a = reconcile(&s, &[running("a", "d1"), p], 0.0);
+        assert_eq!(a.stop, [("p".to_string(), StopWhy::ScaleDown)]);
+    }
+
+    #[test]
+    fn unhealthy_tasks_are_replaced_after_the_grace_period() {
+        let mut s = svc(1, 100, 200, &["d1"]);
+        s.health_check_grace_period = 60.0;
+        let mut t = running("a", "d1");
+        t.unhealthy = true;
+        t.healthy = false;
+        t.started_at = Some(100.0);
+        assert!(reconcile(&s, &[t.clone()], 130.0).stop.is_empty(), "still in grace");
+        let a = reconcile(&s, &[t], 161.0);
+        assert_eq!(a.stop, [("a".to_string(), StopWhy::Unhealthy)]);
+        assert_eq!(a.start, 1);
+    }
+
+    #[test]
+    fn rounding_follows_ecs() {
+        assert_eq!(minimum_healthy(3, 50), 2, "rounded up");
+        assert_eq!(maximum_live(3, 150), 4, "rounded down");
+    }
+
+    /// A tick-by-tick simulation of a rolling update: started tasks run (healthy) the next
+    /// tick, stopped ones are gone the next tick.
+    fn roll(desired: u32, min: u32, max: u32) -> Result<u32, String> {
+        let mut s = svc(desired, min, max, &["new", "old"]);
+        let mut tasks: Vec<Task> = (0..desired).map(|i| running(&format!("old{i}"), "old")).collect();
+        let floor = minimum_healthy(desired, min);
+        let ceiling = maximum_live(desired, max).max(desired);
+        let mut n = 0;
+        for tick in 0..100 {
+            let a = reconcile(&s, &tasks, tick as f64);
+            if a.steady {
+                return Ok(tick);
+            }
+            for (arn, _) in &a.stop {
+                if let Some(t) = tasks.iter_mut().find(|t| &t.arn == arn) {
+                    t.phase = Phase::Stopping;
+                }
+            }
+            s.deployments.retain(|d| !a.retire.contains(&d.id));
+            let healthy = tasks.iter().filter(|t| t.counts_healthy()).count() as u32;
+            if healthy < floor {
+                return Err(format!("tick {tick}: {healthy} healthy, floor {floor}"));
+            }
+            for _ in 0..a.start {
+                n += 1;
+                let mut t = running(&format!("new{n}"), "new");
+                t.phase = Phase::Pending;
+                tasks.push(t);
+            }
+            let live = tasks.iter().filter(|t| t.live()).count() as u32;
+            if live > ceiling {
+                return Err(format!("tick {tick}: {live} live, ceiling {ceiling}"));
+            }
+            // Next tick: pending runs, stopping stops.
+            for t in tasks.iter_mut() {
+                t.phase = match t.phase {
+                    Phase::Pending => Phase::Running,
+                    Phase::Stopping => Phase::Stopped,
+                    p => p,
+                };
+            }
+            tasks.retain(|t| t.phase != Phase::Stopped);
+        }
+        Err("never steady".into())
+    }
+
+    #[test]
+    fn rolling_updates_respect_floor_and_ceiling() {
+        assert!(roll(4, 100, 200).unwrap() <= 3);
+        assert!(roll(4, 50, 100).unwrap() <= 5);
+        assert!(roll(4, 0, 100).is_ok());
+    }
+
+    proptest! {
+        /// Whatever the counts and percentages, a rolling update finishes without going below
+        /// the floor of healthy tasks or above the ceiling of live ones.
+        #[test]
+        fn every_rollout_stays_between_floor_and_ceiling(desired in 0u32..20, min in 0u32..=100, extra in 0u32..=100) {
+            let max = (min + extra).max(100).min(200);
+            // With no room between floor and ceiling no rollout can move (ECS neither).
+            prop_assume!(desired == 0 || minimum_healthy(desired, min) < maximum_live(desired, max).max(desired));
+            prop_assert!(roll(desired, min, max).is_ok(), "{:?}", roll(desired, min, max));
+        }
+    }
+}
+
