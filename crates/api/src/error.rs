@@ -23,6 +23,10 @@ pub enum ErrorKind {
     LimitExceeded,
     /// AccessDeniedException
     AccessDenied,
+    /// ServiceNotFoundException
+    ServiceNotFound,
+    /// ServiceNotActiveException
+    ServiceNotActive,
     /// TargetNotFoundException
     TargetNotFound,
     /// AttributeLimitExceededException
@@ -61,6 +65,8 @@ impl ErrorKind {
             ErrorKind::ResourceNotFound => "ResourceNotFoundException",
             ErrorKind::LimitExceeded => "LimitExceededException",
             ErrorKind::AccessDenied => "AccessDeniedException",
+            ErrorKind::ServiceNotFound => "ServiceNotFoundException",
+            ErrorKind::ServiceNotActive => "ServiceNotActiveException",
             ErrorKind::TargetNotFound => "TargetNotFoundException",
             ErrorKind::AttributeLimitExceeded => "AttributeLimitExceededException",
             ErrorKind::Server => "ServerException",

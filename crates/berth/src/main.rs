@@ -341,6 +341,11 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     tokio::spawn(housekeeping(control.clone(), stop_rx.clone()));
+    {
+        let control = control.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { control.run_service_loop(Duration::from_secs(1), stop).await });
+    }
     let agent = match (up, runtime) {
         (Some(up), Some(runtime)) => {
             let mut cfg = AgentConfig::new(&endpoint, "default", data_dir.join("agent"));

@@ -947,3 +947,273 @@ async fn an_agent_that_stops_polling_is_disconnected_and_gets_no_tasks() {
         .await;
     assert_eq!(v["failures"], json!([]));
 }
+
+impl FakeAgent {
+    /// Does what the server asks: every desired task RUNNING, every stopping one STOPPED.
+    async fn settle(&self) {
+        let p = self.poll(None, 0).await;
+        for t in p.body["tasks"].as_array().unwrap() {
+            let arn = t["task_arn"].as_str().unwrap();
+            if t["desired_status"] == "STOPPED" {
+                self.report(arn, "STOPPED", Some(0)).await;
+            } else {
+                self.report(arn, "RUNNING", None).await;
+            }
+        }
+    }
+}
+
+async fn service(s: &TestServer, name: &str) -> Value {
+    s.ok(
+        "DescribeServices",
+        json!({"cluster": "default", "services": [name]}),
+    )
+    .await["services"][0]
+        .clone()
+}
+
+/// Live (not stopping) and running tasks of a service, by task definition revision.
+async fn live_tasks(s: &TestServer, name: &str) -> (usize, usize) {
+    let arns = s
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "serviceName": name}),
+        )
+        .await["taskArns"]
+        .as_array()
+        .unwrap()
+        .clone();
+    if arns.is_empty() {
+        return (0, 0);
+    }
+    let d = s
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": arns}),
+        )
+        .await;
+    let tasks = d["tasks"].as_array().unwrap();
+    let running = tasks
+        .iter()
+        .filter(|t| t["lastStatus"] == "RUNNING")
+        .count();
+    (tasks.len(), running)
+}
+
+#[tokio::test]
+async fn a_service_keeps_its_tasks_running_scales_and_deletes() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join_in(&s, 2000, "zone-a").await;
+    let b = FakeAgent::join_in(&s, 2000, "zone-b").await;
+    let created = s
+        .ok(
+            "CreateService",
+            json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web", "desiredCount": 3}),
+        )
+        .await;
+    let svc = &created["service"];
+    assert_eq!(svc["status"], "ACTIVE");
+    assert_eq!(svc["deployments"][0]["status"], "PRIMARY");
+    assert_eq!(svc["deployments"][0]["rolloutState"], "IN_PROGRESS");
+    assert_eq!(svc["deploymentConfiguration"]["maximumPercent"], 200);
+
+    s.control.reconcile_services().await.unwrap();
+    let v = service(&s, "web").await;
+    assert_eq!(v["pendingCount"], 3);
+    assert!(
+        v["events"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("(service web) has started 3 tasks: (task "),
+        "{:#}",
+        v["events"]
+    );
+    a.settle().await;
+    b.settle().await;
+    s.control.reconcile_services().await.unwrap();
+    let v = service(&s, "web").await;
+    assert_eq!(
+        (v["runningCount"].clone(), v["pendingCount"].clone()),
+        (json!(3), json!(0))
+    );
+    assert_eq!(
+        v["events"][0]["message"],
+        "(service web) has reached a steady state."
+    );
+    assert_eq!(v["deployments"][0]["rolloutState"], "COMPLETED");
+    // Spread over the two zones by default.
+    let ci = describe_instance(&s, &a.arn).await;
+    let on_a = ci["runningTasksCount"].as_i64().unwrap();
+    assert!(on_a == 1 || on_a == 2, "spread across zones, {on_a} on a");
+    // A repeat of the steady state is not written again.
+    s.control.reconcile_services().await.unwrap();
+    let again = service(&s, "web").await;
+    assert_eq!(
+        again["events"].as_array().unwrap().len(),
+        v["events"].as_array().unwrap().len()
+    );
+
+    // A task that stops is replaced.
+    let arns = s
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "serviceName": "web"}),
+        )
+        .await["taskArns"]
+        .clone();
+    let victim = arns[0].as_str().unwrap().to_string();
+    let owner = if s
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": [victim]}),
+        )
+        .await["tasks"][0]["containerInstanceArn"]
+        == a.arn.as_str()
+    {
+        &a
+    } else {
+        &b
+    };
+    owner.report(&victim, "STOPPED", Some(137)).await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(
+        live_tasks(&s, "web").await,
+        (3, 2),
+        "a replacement was placed"
+    );
+    a.settle().await;
+    b.settle().await;
+
+    // Scale 3 → 5 → 2.
+    s.ok(
+        "UpdateService",
+        json!({"cluster": "default", "service": "web", "desiredCount": 5}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    a.settle().await;
+    b.settle().await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(live_tasks(&s, "web").await, (5, 5));
+    s.ok(
+        "UpdateService",
+        json!({"cluster": "default", "service": "web", "desiredCount": 2}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    a.settle().await;
+    b.settle().await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(live_tasks(&s, "web").await, (2, 2));
+    assert_eq!(service(&s, "web").await["runningCount"], 2);
+
+    // Errors as ECS gives them.
+    s.err(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web", "desiredCount": 1}),
+        "InvalidParameterException",
+    )
+    .await;
+    s.err(
+        "UpdateService",
+        json!({"cluster": "default", "service": "ghost", "desiredCount": 1}),
+        "ServiceNotFoundException",
+    )
+    .await;
+    let d = s
+        .ok(
+            "DescribeServices",
+            json!({"cluster": "default", "services": ["web", "ghost"]}),
+        )
+        .await;
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+    s.err(
+        "DeleteCluster",
+        json!({"cluster": "default"}),
+        "ClusterContainsServicesException",
+    )
+    .await;
+    let m = s
+        .err(
+            "DeleteService",
+            json!({"cluster": "default", "service": "web"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(m.contains("scaled above 0"), "{m}");
+    let del = s
+        .ok(
+            "DeleteService",
+            json!({"cluster": "default", "service": "web", "force": true}),
+        )
+        .await;
+    assert_eq!(del["service"]["status"], "DRAINING");
+    s.control.reconcile_services().await.unwrap();
+    a.settle().await;
+    b.settle().await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(service(&s, "web").await["status"], "INACTIVE");
+    let listed = s.ok("ListServices", json!({"cluster": "default"})).await;
+    assert_eq!(listed["serviceArns"], json!([]));
+}
+
+#[tokio::test]
+async fn rolling_updates_stay_between_floor_and_ceiling() {
+    for (min, max) in [(100, 200), (50, 100)] {
+        let s = setup().await;
+        register_td(&s, "web", 100).await;
+        let a = FakeAgent::join_in(&s, 4000, "zone-a").await;
+        s.ok(
+            "CreateService",
+            json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web:1", "desiredCount": 4,
+                   "deploymentConfiguration": {"minimumHealthyPercent": min, "maximumPercent": max}}),
+        )
+        .await;
+        for _ in 0..3 {
+            s.control.reconcile_services().await.unwrap();
+            a.settle().await;
+        }
+        assert_eq!(live_tasks(&s, "web").await, (4, 4));
+        register_td(&s, "web", 100).await;
+        s.ok(
+            "UpdateService",
+            json!({"cluster": "default", "service": "web", "taskDefinition": "web:2"}),
+        )
+        .await;
+        let v = service(&s, "web").await;
+        assert_eq!(v["deployments"].as_array().unwrap().len(), 2);
+        assert_eq!(v["deployments"][1]["status"], "ACTIVE");
+        let floor = (4 * min as usize).div_ceil(100);
+        let ceiling = 4 * max as usize / 100;
+        let mut steady = false;
+        for round in 0..12 {
+            s.control.reconcile_services().await.unwrap();
+            let (live, running) = live_tasks(&s, "web").await;
+            assert!(
+                live <= ceiling,
+                "{min}/{max} round {round}: {live} live > ceiling {ceiling}"
+            );
+            a.settle().await;
+            let (_, running_after) = live_tasks(&s, "web").await;
+            assert!(
+                running.min(running_after) >= floor,
+                "{min}/{max} round {round}: {running} running < floor {floor}"
+            );
+            let v = service(&s, "web").await;
+            if v["deployments"].as_array().unwrap().len() == 1
+                && v["events"][0]["message"] == "(service web) has reached a steady state."
+            {
+                steady = true;
+                break;
+            }
+        }
+        assert!(steady, "{min}/{max}: the rollout finished");
+        let v = service(&s, "web").await;
+        assert!(v["deployments"][0]["taskDefinition"]
+            .as_str()
+            .unwrap()
+            .ends_with("web:2"));
+        assert_eq!(v["runningCount"], 4);
+    }
+}

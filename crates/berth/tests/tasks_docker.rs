@@ -839,3 +839,144 @@ async fn stop_tasks_on_exit_stops_and_reports_before_the_agent_leaves() {
     docker_cleanup(&instance);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_replaces_a_killed_container_and_the_cli_waiter_sees_it_stable() {
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
+    f.server.spawn_service_loop();
+    f.register(json!({
+        "family": "svc",
+        "containerDefinitions": [{"name": "app", "image": BUSYBOX, "memory": 16,
+            "command": ["sleep", "600"], "stopTimeout": 1}]
+    }))
+    .await;
+    f.server
+        .ok(
+            "CreateService",
+            json!({"cluster": "default", "serviceName": "svc", "taskDefinition": "svc", "desiredCount": 2}),
+        )
+        .await;
+    stable(&f.server).await;
+    let arns = f
+        .server
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "serviceName": "svc"}),
+        )
+        .await["taskArns"]
+        .clone();
+    let victim = arns[0].as_str().unwrap().to_string();
+    let t = f.wait_status(&victim, "RUNNING").await;
+    let out = std::process::Command::new("docker")
+        .args(["kill", &runtime_id(&t, "app")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    f.wait_status(&victim, "STOPPED").await;
+    // A replacement, not the old task, brings it back to two.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = f
+            .server
+            .ok(
+                "ListTasks",
+                json!({"cluster": "default", "serviceName": "svc"}),
+            )
+            .await["taskArns"]
+            .clone();
+        let list = now.as_array().unwrap();
+        if list.len() == 2 && !list.contains(&json!(victim)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replacement: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let svc = stable(&f.server).await;
+    let messages: Vec<&str> = svc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .filter(|m| m.contains("has started 1 tasks"))
+            .count()
+            >= 1,
+        "{messages:#?}"
+    );
+    // The AWS CLI's own waiter agrees (when the CLI is there).
+    if let Ok(cli) = std::env::var("BERTH_AWS_CLI") {
+        let out = std::process::Command::new(cli)
+            .args([
+                "ecs",
+                "wait",
+                "services-stable",
+                "--cluster",
+                "default",
+                "--services",
+                "svc",
+            ])
+            .args([
+                "--endpoint-url",
+                &f.server.endpoint,
+                "--region",
+                "us-east-1",
+            ])
+            .env("AWS_ACCESS_KEY_ID", &f.server.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &f.server.secret_key)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws ecs wait services-stable: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    f.server
+        .ok(
+            "DeleteService",
+            json!({"cluster": "default", "service": "svc", "force": true}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = f
+            .server
+            .ok(
+                "DescribeServices",
+                json!({"cluster": "default", "services": ["svc"]}),
+            )
+            .await;
+        if v["services"][0]["status"] == "INACTIVE" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "service not INACTIVE: {v:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f.finish().await;
+}
+
+/// Waits until the service `svc` runs its two tasks under a single deployment.
+async fn stable(s: &TestServer) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = s
+            .ok(
+                "DescribeServices",
+                json!({"cluster": "default", "services": ["svc"]}),
+            )
+            .await;
+        let svc = &v["services"][0];
+        if svc["runningCount"] == 2 && svc["deployments"].as_array().unwrap().len() == 1 {
+            return svc.clone();
+        }
+        assert!(Instant::now() < deadline, "service not stable: {svc:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -80,12 +80,18 @@ impl Control {
                 _ => pending += 1,
             }
         }
-        let services = self
+        let mut services = 0;
+        for kv in self
             .store
             .range(&keys::services_of(name), None, None)
             .await
             .map_err(store_error)?
-            .len();
+        {
+            let s: ecs::Service = crate::decode(&kv)?;
+            if s.status.as_deref() != Some("INACTIVE") {
+                services += 1;
+            }
+        }
         Ok(ClusterCounts {
             instances,
             tasks: running + pending,

@@ -77,6 +77,11 @@ pub fn instance(cluster: &str, id: &str) -> String {
     format!("instances/{cluster}/{id}")
 }
 
+/// `services/CLUSTER/NAME` → `ecs::Service`, deployments and events included.
+pub fn service(cluster: &str, name: &str) -> String {
+    format!("services/{cluster}/{name}")
+}
+
 /// `tasks/CLUSTER/ID` → `ecs::Task`.
 pub fn task(cluster: &str, id: &str) -> String {
     format!("tasks/{cluster}/{id}")

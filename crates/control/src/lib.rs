@@ -13,6 +13,7 @@ pub mod instances;
 pub mod keys;
 pub mod placement;
 pub mod plan;
+pub mod services;
 pub mod settings;
 pub mod tags;
 pub mod task_definitions;
@@ -69,6 +70,8 @@ pub struct Control {
     pub config: Arc<Config>,
     /// Which agents are connected (in memory: every poll is a heartbeat).
     pub agents: Arc<agents::Presence>,
+    /// One service reconciliation pass at a time in this process.
+    pub(crate) reconciling: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How many times a read-modify-write is retried when another writer got there first.
@@ -79,6 +82,7 @@ impl Control {
         Control {
             store,
             agents: Arc::new(agents::Presence::new(config.agent_timeout)),
+            reconciling: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(config),
         }
     }
@@ -144,6 +148,11 @@ impl Control {
             EcsRequest::StopTask(r) => json(self.stop_task(r).await?),
             EcsRequest::DescribeTasks(r) => json(self.describe_tasks(r).await?),
             EcsRequest::ListTasks(r) => json(self.list_tasks(r).await?),
+            EcsRequest::CreateService(r) => json(self.create_service(caller, r).await?),
+            EcsRequest::UpdateService(r) => json(self.update_service(r).await?),
+            EcsRequest::DeleteService(r) => json(self.delete_service(r).await?),
+            EcsRequest::DescribeServices(r) => json(self.describe_services(r).await?),
+            EcsRequest::ListServices(r) => json(self.list_services(r).await?),
         }
     }
 

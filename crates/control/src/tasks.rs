@@ -28,7 +28,7 @@ use std::time::Duration;
 const MAX_COUNT: i32 = 10;
 
 /// Where a placement may go.
-enum Target {
+pub(crate) enum Target {
     /// Any instance of the launch type (RunTask).
     LaunchType(String),
     /// Exactly these instance ids, one copy each (StartTask).
@@ -37,14 +37,16 @@ enum Target {
 
 /// Who asked for the tasks, how to label them, and the request's placement rules.
 #[derive(Default)]
-struct Meta {
-    constraints: Vec<ecs::PlacementConstraint>,
-    strategies: Vec<ecs::PlacementStrategy>,
-    started_by: Option<String>,
-    group: Option<String>,
-    tags: Vec<ecs::Tag>,
-    overrides: TaskOverride,
-    client_token: Option<String>,
+pub(crate) struct Meta {
+    /// Services keep running revisions that were deregistered since.
+    pub(crate) allow_inactive: bool,
+    pub(crate) constraints: Vec<ecs::PlacementConstraint>,
+    pub(crate) strategies: Vec<ecs::PlacementStrategy>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) tags: Vec<ecs::Tag>,
+    pub(crate) overrides: TaskOverride,
+    pub(crate) client_token: Option<String>,
 }
 
 /// The resources one copy of `td` with `overrides` needs on an instance.
@@ -213,15 +215,18 @@ impl Control {
     }
 
     /// The task definition a run refers to, checked as runnable with this launch type.
-    async fn runnable_definition(
+    pub(crate) async fn runnable_definition(
         &self,
         ident: Option<&str>,
         launch_type: &str,
+        allow_inactive: bool,
     ) -> Result<TaskDefinition, EcsError> {
         let ident = ident.unwrap_or_default();
         let (td, _) = self.find_task_definition(ident).await?;
         let status = td.status.as_deref().unwrap_or("");
-        if status != TaskDefinitionStatus::Active.as_str() {
+        let ok = status == TaskDefinitionStatus::Active.as_str()
+            || (allow_inactive && status == TaskDefinitionStatus::Inactive.as_str());
+        if !ok {
             return Err(EcsError::client(format!(
                 "TaskDefinition '{ident}' is {status} and cannot run new tasks"
             )));
@@ -357,7 +362,7 @@ impl Control {
     }
 
     /// Places and commits tasks; the heart of RunTask and StartTask.
-    async fn start_tasks(
+    pub(crate) async fn start_tasks(
         &self,
         cluster_ident: Option<&str>,
         td_ident: Option<&str>,
@@ -372,7 +377,9 @@ impl Control {
             Target::LaunchType(l) => l.clone(),
             Target::Instances(_) => "EC2".to_string(),
         };
-        let td = self.runnable_definition(td_ident, &launch_type).await?;
+        let td = self
+            .runnable_definition(td_ident, &launch_type, meta.allow_inactive)
+            .await?;
         Self::check_overrides(&td, &meta.overrides)?;
         crate::tags::check_tags(&meta.tags)?;
         let d = demand(&td, &meta.overrides)?;
@@ -582,6 +589,7 @@ impl Control {
                 Target::LaunchType(launch_type),
                 count as usize,
                 Meta {
+                    allow_inactive: false,
                     constraints: r.placement_constraints.unwrap_or_default(),
                     strategies: r.placement_strategy.unwrap_or_default(),
                     started_by: r.started_by,
@@ -656,27 +664,39 @@ impl Control {
         }
         let missing = || EcsError::invalid(format!("The referenced task was not found: '{ident}'"));
         let id = self.task_id(&cluster, &ident).ok_or_else(missing)?;
-        let key = keys::task(&cluster, &id);
+        let reason = r.reason.unwrap_or_else(|| "Task stopped by user".into());
+        self.stop_task_as(&cluster, &id, "UserInitiated", &reason)
+            .await?
+            .map(|t| ecs::StopTaskResponse { task: Some(t) })
+            .ok_or_else(missing)
+    }
+
+    /// Sets a task's desiredStatus to STOPPED with `code` and `reason` (the agent does the
+    /// stopping); `None` when there is no such task.
+    pub(crate) async fn stop_task_as(
+        &self,
+        cluster: &str,
+        id: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<Option<ecs::Task>, EcsError> {
+        let key = keys::task(cluster, id);
         for _ in 0..CAS_ATTEMPTS {
             let Some((mut t, kv)) = self.get_record::<ecs::Task>(&key).await? else {
-                return Err(missing());
+                return Ok(None);
             };
             if t.desired_status.as_deref() == Some("STOPPED") {
-                return Ok(ecs::StopTaskResponse { task: Some(t) });
+                return Ok(Some(t));
             }
             let now = now_epoch();
             t.desired_status = Some("STOPPED".into());
             t.stopping_at = Some(now);
-            t.stop_code = Some("UserInitiated".into());
-            t.stopped_reason = Some(
-                r.reason
-                    .clone()
-                    .unwrap_or_else(|| "Task stopped by user".into()),
-            );
+            t.stop_code = Some(code.into());
+            t.stopped_reason = Some(reason.into());
             t.version = Some(t.version.unwrap_or(0) + 1);
             // A task whose host is gone has nobody to stop it: it stops now.
             let instance = match t.container_instance_arn.as_deref() {
-                Some(arn) => self.find_instance(&cluster, arn).await?,
+                Some(arn) => self.find_instance(cluster, arn).await?,
                 None => None,
             };
             let host_gone = instance.as_ref().is_none_or(|(ci, _)| {
@@ -688,7 +708,7 @@ impl Control {
             }
             txn = txn.put(key.clone(), encode(&t)?);
             if self.commit(txn).await? {
-                return Ok(ecs::StopTaskResponse { task: Some(t) });
+                return Ok(Some(t));
             }
         }
         Err(conflict_exhausted("stopping the task"))

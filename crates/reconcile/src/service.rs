@@ -158,7 +158,10 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     // 5. Old deployments with nothing left retire; steady when only the PRIMARY remains with
     //    `desired` healthy tasks and nothing to do.
     for d in s.deployments.iter().skip(1) {
-        if !tasks.iter().any(|t| t.deployment == d.id && t.phase != Phase::Stopped) {
+        if !tasks
+            .iter()
+            .any(|t| t.deployment == d.id && t.phase != Phase::Stopped)
+        {
             out.retire.push(d.id.clone());
         }
     }
@@ -208,7 +211,11 @@ mod tests {
         let s = svc(3, 100, 200, &["d1"]);
         assert_eq!(reconcile(&s, &[], 0.0).start, 3);
         let ts = vec![running("a", "d1"), running("b", "d1")];
-        assert_eq!(reconcile(&s, &ts, 0.0).start, 1, "a stopped task is replaced");
+        assert_eq!(
+            reconcile(&s, &ts, 0.0).start,
+            1,
+            "a stopped task is replaced"
+        );
         let ts = vec![running("a", "d1"), running("b", "d1"), running("c", "d1")];
         let a = reconcile(&s, &ts, 0.0);
         assert!(a.steady && a.start == 0 && a.stop.is_empty());
@@ -231,7 +238,10 @@ mod tests {
         t.unhealthy = true;
         t.healthy = false;
         t.started_at = Some(100.0);
-        assert!(reconcile(&s, &[t.clone()], 130.0).stop.is_empty(), "still in grace");
+        assert!(
+            reconcile(&s, &[t.clone()], 130.0).stop.is_empty(),
+            "still in grace"
+        );
         let a = reconcile(&s, &[t], 161.0);
         assert_eq!(a.stop, [("a".to_string(), StopWhy::Unhealthy)]);
         assert_eq!(a.start, 1);
@@ -247,7 +257,9 @@ mod tests {
     /// tick, stopped ones are gone the next tick.
     fn roll(desired: u32, min: u32, max: u32) -> Result<u32, String> {
         let mut s = svc(desired, min, max, &["new", "old"]);
-        let mut tasks: Vec<Task> = (0..desired).map(|i| running(&format!("old{i}"), "old")).collect();
+        let mut tasks: Vec<Task> = (0..desired)
+            .map(|i| running(&format!("old{i}"), "old"))
+            .collect();
         let floor = minimum_healthy(desired, min);
         let ceiling = maximum_live(desired, max).max(desired);
         let mut n = 0;
@@ -301,11 +313,10 @@ mod tests {
         /// the floor of healthy tasks or above the ceiling of live ones.
         #[test]
         fn every_rollout_stays_between_floor_and_ceiling(desired in 0u32..20, min in 0u32..=100, extra in 0u32..=100) {
-            let max = (min + extra).max(100).min(200);
+            let max = (min + extra).clamp(100, 200);
             // With no room between floor and ceiling no rollout can move (ECS neither).
             prop_assume!(desired == 0 || minimum_healthy(desired, min) < maximum_live(desired, max).max(desired));
             prop_assert!(roll(desired, min, max).is_ok(), "{:?}", roll(desired, min, max));
         }
     }
 }
-

@@ -24,6 +24,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Dropped with the server, which ends its background loops.
+    background: tokio::sync::watch::Sender<()>,
 }
 
 impl TestServer {
@@ -102,7 +104,22 @@ impl TestServer {
             dir,
             stop: Some(tx),
             task: Some(task),
+            background: tokio::sync::watch::channel(()).0,
         }
+    }
+
+    /// Runs the service reconciler every 200 ms until the server stops.
+    pub fn spawn_service_loop(&self) {
+        let control = self.control.clone();
+        let mut gone = self.background.subscribe();
+        tokio::spawn(async move {
+            control
+                .run_service_loop(Duration::from_millis(200), async move {
+                    // Ends when the test's server is dropped or shut down.
+                    let _ = gone.changed().await;
+                })
+                .await
+        });
     }
 
     /// Stops the server and starts another on the same store and port.
