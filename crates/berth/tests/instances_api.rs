@@ -1217,3 +1217,84 @@ async fn rolling_updates_stay_between_floor_and_ceiling() {
         assert_eq!(v["runningCount"], 4);
     }
 }
+
+#[tokio::test]
+async fn service_tasks_move_off_draining_instances_and_lost_agents() {
+    let s = TestServer::start_config(
+        tempfile::tempdir().unwrap(),
+        None,
+        Default::default(),
+        berth_control::Config {
+            agent_timeout: std::time::Duration::from_millis(1500),
+            ..Default::default()
+        },
+    )
+    .await;
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join_in(&s, 2000, "zone-a").await;
+    let b = FakeAgent::join_in(&s, 2000, "zone-b").await;
+    let c = FakeAgent::join_in(&s, 2000, "zone-c").await;
+    s.ok(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web", "desiredCount": 3}),
+    )
+    .await;
+    let settle_all = || async {
+        for agent in [&a, &b, &c] {
+            agent.settle().await;
+        }
+    };
+    for _ in 0..2 {
+        s.control.reconcile_services().await.unwrap();
+        settle_all().await;
+    }
+    let on = |ci: Value| ci["runningTasksCount"].as_i64().unwrap();
+    assert_eq!(on(describe_instance(&s, &a.arn).await), 1, "one per zone");
+
+    // Draining a: its task is replaced elsewhere first, then stopped.
+    s.ok(
+        "UpdateContainerInstancesState",
+        json!({"cluster": "default", "containerInstances": [a.arn], "status": "DRAINING"}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(
+        live_tasks(&s, "web").await.0,
+        4,
+        "replacement started, drained task kept"
+    );
+    settle_all().await;
+    s.control.reconcile_services().await.unwrap();
+    settle_all().await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(
+        on(describe_instance(&s, &a.arn).await),
+        0,
+        "nothing left on the drained instance"
+    );
+    assert_eq!(live_tasks(&s, "web").await, (3, 3));
+
+    // b's agent goes quiet: after the timeout its task is replaced on c.
+    let b_tasks = on(describe_instance(&s, &b.arn).await);
+    assert!(b_tasks >= 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        c.poll(None, 0).await; // c stays in touch
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    s.control.reconcile_services().await.unwrap();
+    c.settle().await;
+    s.control.reconcile_services().await.unwrap();
+    let (live, running) = live_tasks(&s, "web").await;
+    assert_eq!((live, running), (3, 3), "all three run on c now");
+    assert_eq!(on(describe_instance(&s, &c.arn).await), 3);
+    // When b comes back it is told to stop what it had.
+    let p = b.poll(None, 0).await;
+    assert!(p.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["desired_status"] == "STOPPED"));
+}

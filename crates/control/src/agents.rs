@@ -31,6 +31,9 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
 pub struct Presence {
     seen: Mutex<HashMap<String, Instant>>,
     timeout: Duration,
+    /// An agent never heard from since this server started counts from here, so a restarted
+    /// server gives every agent a full timeout to come back.
+    started: Instant,
 }
 
 impl Presence {
@@ -38,6 +41,7 @@ impl Presence {
         Presence {
             seen: Mutex::new(HashMap::new()),
             timeout,
+            started: Instant::now(),
         }
     }
 
@@ -45,6 +49,17 @@ impl Presence {
         if let Ok(mut m) = self.seen.lock() {
             m.insert(instance_arn.to_string(), Instant::now());
         }
+    }
+
+    /// Not heard from for longer than the timeout (counting from this server's start).
+    pub fn is_gone(&self, instance_arn: &str) -> bool {
+        let last = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(instance_arn).copied())
+            .unwrap_or(self.started);
+        last.elapsed() >= self.timeout
     }
 
     pub fn is_connected(&self, instance_arn: &str) -> bool {

@@ -534,9 +534,18 @@ impl Control {
             .map(|(t, _)| t)
             .filter(|t| t.group.as_deref() == Some(group.as_str()))
             .collect();
+        let draining: std::collections::HashSet<String> = self
+            .instances_of(cluster)
+            .await?
+            .into_iter()
+            .filter(|(ci, _)| ci.status.as_deref() != Some("ACTIVE"))
+            .filter_map(|(ci, _)| ci.container_instance_arn)
+            .collect();
         let view: Vec<rec::Task> = tasks
             .iter()
             .map(|t| {
+                let host = t.container_instance_arn.as_deref().unwrap_or_default();
+                let gone = self.agents.is_gone(host);
                 let last = t
                     .last_status
                     .as_deref()
@@ -561,9 +570,11 @@ impl Control {
                     arn: t.task_arn.clone().unwrap_or_default(),
                     deployment: t.started_by.clone().unwrap_or_default(),
                     phase,
-                    healthy: checks.iter().all(|h| *h == "HEALTHY"),
+                    // Nobody can vouch for a task whose agent is gone.
+                    healthy: !gone && checks.iter().all(|h| *h == "HEALTHY"),
                     unhealthy: checks.contains(&"UNHEALTHY"),
                     started_at: t.started_at,
+                    displaced: gone || draining.contains(host),
                 }
             })
             .collect();

@@ -42,6 +42,9 @@ pub struct Task {
     pub unhealthy: bool,
     /// Seconds since the epoch, when it started running.
     pub started_at: Option<f64>,
+    /// Its instance is DRAINING, or its agent has been gone too long: it is replaced like a
+    /// task of an older deployment (a healthy one only as the floor allows).
+    pub displaced: bool,
 }
 
 impl Task {
@@ -114,7 +117,7 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     let mut primary_live: Vec<&Task> = tasks
         .iter()
         .filter(live)
-        .filter(|t| t.deployment == primary)
+        .filter(|t| t.deployment == primary && !t.displaced)
         .collect();
     primary_live.sort_by_key(|t| (t.phase == Phase::Running, t.counts_healthy(), t.arn.clone()));
     let excess = primary_live.len().saturating_sub(s.desired as usize);
@@ -124,7 +127,7 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     }
     let primary_count = primary_live.len() - excess;
 
-    // 3. Older deployments' tasks go while enough healthy tasks remain.
+    // 3. Older deployments' tasks, and displaced ones, go while enough healthy tasks remain.
     let healthy_total = tasks
         .iter()
         .filter(|t| t.counts_healthy() && !stopping.contains(&t.arn.as_str()))
@@ -132,7 +135,11 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     let mut can_stop_healthy = healthy_total.saturating_sub(min_healthy);
     let mut old: Vec<&Task> = tasks
         .iter()
-        .filter(|t| t.live() && t.deployment != primary && !stopping.contains(&t.arn.as_str()))
+        .filter(|t| {
+            t.live()
+                && (t.deployment != primary || t.displaced)
+                && !stopping.contains(&t.arn.as_str())
+        })
         .collect();
     // Not-running or unhealthy old tasks first: stopping them costs no healthy capacity.
     old.sort_by_key(|t| (t.counts_healthy(), t.arn.clone()));
@@ -203,7 +210,26 @@ mod tests {
             healthy: true,
             unhealthy: false,
             started_at: Some(0.0),
+            displaced: false,
         }
+    }
+
+    #[test]
+    fn tasks_on_a_draining_host_are_replaced_before_they_stop() {
+        let s = svc(2, 100, 200, &["d1"]);
+        let mut a = running("a", "d1");
+        a.displaced = true;
+        let ts = vec![a.clone(), running("b", "d1")];
+        let first = reconcile(&s, &ts, 0.0);
+        assert_eq!(first.start, 1, "a replacement first");
+        assert!(
+            first.stop.is_empty(),
+            "the floor of 2 healthy holds a in place"
+        );
+        let ts = vec![a, running("b", "d1"), running("c", "d1")];
+        let second = reconcile(&s, &ts, 0.0);
+        assert_eq!(second.stop, [("a".to_string(), StopWhy::Replaced)]);
+        assert_eq!(second.start, 0);
     }
 
     #[test]
