@@ -1298,3 +1298,93 @@ async fn service_tasks_move_off_draining_instances_and_lost_agents() {
         .iter()
         .all(|t| t["desired_status"] == "STOPPED"));
 }
+
+#[tokio::test]
+async fn a_broken_deployment_trips_the_circuit_breaker_and_rolls_back() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await; // web:1 works
+    register_td(&s, "web", 100).await; // web:2 will fail
+    let a = FakeAgent::join_in(&s, 4000, "zone-a").await;
+    s.ok(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web:1", "desiredCount": 2,
+               "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+    )
+    .await;
+    for _ in 0..3 {
+        s.control.reconcile_services().await.unwrap();
+        a.settle().await;
+    }
+    assert_eq!(
+        service(&s, "web").await["deployments"][0]["rolloutState"],
+        "COMPLETED"
+    );
+    s.ok(
+        "UpdateService",
+        json!({"cluster": "default", "service": "web", "taskDefinition": "web:2"}),
+    )
+    .await;
+    // The agent: web:2 tasks die at once, everything else runs.
+    let mut rolled_back = false;
+    for _ in 0..20 {
+        s.control.reconcile_services().await.unwrap();
+        let p = a.poll(None, 0).await;
+        for t in p.body["tasks"].as_array().unwrap() {
+            let arn = t["task_arn"].as_str().unwrap();
+            if t["desired_status"] == "STOPPED" || t["revision"] == 2 {
+                a.report(arn, "STOPPED", Some(1)).await;
+            } else {
+                a.report(arn, "RUNNING", None).await;
+            }
+        }
+        let v = service(&s, "web").await;
+        let messages: Vec<String> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect();
+        if messages
+            .iter()
+            .any(|m| m.contains("rolling back to deployment"))
+        {
+            assert!(
+                messages
+                    .iter()
+                    .any(|m| m.ends_with("deployment failed: tasks failed to start.")),
+                "{messages:#?}"
+            );
+            // The failed deployment has no task left, so it is already retired.
+            assert!(v["deployments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["rolloutState"] != "FAILED"));
+            assert!(v["deployments"][0]["taskDefinition"]
+                .as_str()
+                .unwrap()
+                .ends_with("web:1"));
+            rolled_back = true;
+            break;
+        }
+    }
+    assert!(rolled_back, "the circuit breaker tripped and rolled back");
+    // The rollback deployment settles on web:1 with two running tasks.
+    for _ in 0..6 {
+        s.control.reconcile_services().await.unwrap();
+        a.settle().await;
+    }
+    let v = service(&s, "web").await;
+    assert_eq!(v["runningCount"], 2);
+    assert_eq!(
+        v["deployments"].as_array().unwrap().len(),
+        1,
+        "{:#}",
+        v["deployments"]
+    );
+    assert_eq!(v["deployments"][0]["rolloutState"], "COMPLETED");
+    assert_eq!(
+        v["events"][0]["message"],
+        "(service web) has reached a steady state."
+    );
+}

@@ -579,6 +579,104 @@ impl Control {
             })
             .collect();
         let config = s.deployment_configuration.clone().unwrap_or_default();
+        let mut events: Vec<String> = Vec::new();
+
+        // Failures of the PRIMARY deployment: its tasks that stopped without being asked to.
+        let failed_of = |dep: &str| -> Vec<&ecs::Task> {
+            tasks
+                .iter()
+                .filter(|t| t.started_by.as_deref() == Some(dep))
+                .filter(|t| t.last_status.as_deref() == Some("STOPPED"))
+                .filter(|t| {
+                    !matches!(
+                        t.stop_code.as_deref(),
+                        Some("ServiceSchedulerInitiated" | "UserInitiated")
+                    )
+                })
+                .collect()
+        };
+        let mut deployments = deployments;
+        let primary_id = deployments
+            .first()
+            .and_then(|d| d.id.clone())
+            .unwrap_or_default();
+        let failures = failed_of(&primary_id);
+        if let Some(p) = deployments.first_mut() {
+            p.failed_tasks = Some(failures.len() as i32);
+        }
+        let breaker = config
+            .deployment_circuit_breaker
+            .clone()
+            .unwrap_or_default();
+        let in_progress = deployments
+            .first()
+            .is_some_and(|d| d.rollout_state.as_deref() == Some("IN_PROGRESS"));
+        if breaker.enable.unwrap_or(false) && in_progress {
+            let threshold = rec::circuit_breaker_threshold(
+                s.desired_count.unwrap_or(0).max(0) as u32,
+                breaker
+                    .threshold_configuration
+                    .as_ref()
+                    .and_then(|t| t.r#type.as_deref()),
+                breaker
+                    .threshold_configuration
+                    .as_ref()
+                    .and_then(|t| t.value)
+                    .map(|v| v.max(0) as u32),
+            );
+            if failures.len() as u32 >= threshold {
+                if let Some(p) = deployments.first_mut() {
+                    p.rollout_state = Some("FAILED".into());
+                    p.rollout_state_reason =
+                        Some("ECS deployment circuit breaker: tasks failed to start.".into());
+                    p.updated_at = Some(now);
+                }
+                events.push(format!(
+                    "(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."
+                ));
+                let back_to = deployments
+                    .iter()
+                    .skip(1)
+                    .find(|d| d.rollout_state.as_deref() == Some("COMPLETED"))
+                    .cloned();
+                match (breaker.rollback.unwrap_or(false), back_to) {
+                    (true, Some(good)) => {
+                        let td = good.task_definition.clone().unwrap_or_default();
+                        let lt = s.launch_type.clone().unwrap_or_else(|| "EC2".into());
+                        for d in deployments.iter_mut() {
+                            d.status = Some("ACTIVE".into());
+                        }
+                        let rollback =
+                            self.new_deployment(&td, s.desired_count.unwrap_or(0), &lt, now);
+                        events.push(format!(
+                            "(service {name}) rolling back to deployment {}.",
+                            good.id.as_deref().unwrap_or("")
+                        ));
+                        deployments.insert(0, rollback);
+                        s.task_definition = Some(td);
+                    }
+                    (true, None) => events.push(format!(
+                        "(service {name}) has no completed deployment to roll back to."
+                    )),
+                    (false, _) => {}
+                }
+            }
+        }
+        // A FAILED PRIMARY starts nothing more; a PRIMARY whose tasks keep failing backs off.
+        let primary_failed = deployments
+            .first()
+            .is_some_and(|d| d.rollout_state.as_deref() == Some("FAILED"));
+        let current_failures = failed_of(
+            deployments
+                .first()
+                .and_then(|d| d.id.as_deref())
+                .unwrap_or_default(),
+        );
+        let last_failure = current_failures
+            .iter()
+            .filter_map(|t| t.stopped_at)
+            .fold(f64::MIN, f64::max);
+        let backing_off = now < last_failure + rec::restart_backoff(current_failures.len() as u32);
         let spec = rec::Service {
             desired: s.desired_count.unwrap_or(0).max(0) as u32,
             minimum_healthy_percent: config.minimum_healthy_percent.unwrap_or(100).max(0) as u32,
@@ -591,8 +689,15 @@ impl Control {
                 })
                 .collect(),
         };
-        let actions = rec::reconcile(&spec, &view, now);
-        let mut events: Vec<String> = Vec::new();
+        let mut actions = rec::reconcile(&spec, &view, now);
+        if primary_failed {
+            actions.start = 0;
+        } else if backing_off && actions.start > 0 {
+            actions.start = 0;
+            events.push(format!(
+                "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+            ));
+        }
 
         // Stop first, then start: room under the ceiling comes from stops.
         let mut stopped = Vec::new();

@@ -346,3 +346,55 @@ mod tests {
         }
     }
 }
+
+/// How many failed tasks trip the deployment circuit breaker: ECS's `thresholdConfiguration`
+/// (`COUNT`, `BOUNDED_PERCENT` — the default, 50 — or `UNBOUNDED_PERCENT`) of the desired count,
+/// bounded to 3..=200 for `BOUNDED_PERCENT`.
+pub fn circuit_breaker_threshold(desired: u32, kind: Option<&str>, value: Option<u32>) -> u32 {
+    let value = value.unwrap_or(50);
+    let percent = |v: u32| (u64::from(desired) * u64::from(v)).div_ceil(100) as u32;
+    match kind.unwrap_or("BOUNDED_PERCENT") {
+        "COUNT" => value.max(1),
+        "UNBOUNDED_PERCENT" => percent(value).max(1),
+        _ => percent(value).clamp(3, 200),
+    }
+}
+
+/// Seconds to wait before starting another task of a deployment whose tasks keep failing:
+/// none for the first two failures, then 5 s doubling up to 15 minutes.
+pub fn restart_backoff(failures: u32) -> f64 {
+    if failures <= 2 {
+        0.0
+    } else {
+        (5.0 * 2f64.powi(failures.saturating_sub(3).min(20) as i32)).min(900.0)
+    }
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_follow_ecs() {
+        assert_eq!(circuit_breaker_threshold(1, None, None), 3, "at least 3");
+        assert_eq!(circuit_breaker_threshold(10, None, None), 5);
+        assert_eq!(
+            circuit_breaker_threshold(1000, None, None),
+            200,
+            "at most 200"
+        );
+        assert_eq!(
+            circuit_breaker_threshold(1000, Some("UNBOUNDED_PERCENT"), Some(50)),
+            500
+        );
+        assert_eq!(circuit_breaker_threshold(4, Some("COUNT"), Some(7)), 7);
+    }
+
+    #[test]
+    fn backoff_doubles_to_fifteen_minutes() {
+        assert_eq!(restart_backoff(2), 0.0);
+        assert_eq!(restart_backoff(3), 5.0);
+        assert_eq!(restart_backoff(4), 10.0);
+        assert_eq!(restart_backoff(30), 900.0);
+    }
+}
