@@ -1388,3 +1388,77 @@ async fn a_broken_deployment_trips_the_circuit_breaker_and_rolls_back() {
         "(service web) has reached a steady state."
     );
 }
+
+#[tokio::test]
+async fn a_daemon_service_runs_one_task_per_instance() {
+    let s = setup().await;
+    register_td(&s, "agentd", 50).await;
+    let a = FakeAgent::join_in(&s, 1000, "zone-a").await;
+    let b = FakeAgent::join_in(&s, 1000, "zone-b").await;
+    s.err(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "d", "taskDefinition": "agentd",
+               "schedulingStrategy": "DAEMON", "desiredCount": 2}),
+        "InvalidParameterException",
+    )
+    .await;
+    let v = s
+        .ok(
+            "CreateService",
+            json!({"cluster": "default", "serviceName": "d", "taskDefinition": "agentd",
+                   "schedulingStrategy": "DAEMON"}),
+        )
+        .await;
+    assert_eq!(
+        v["service"]["deploymentConfiguration"]["maximumPercent"],
+        100
+    );
+    let on = |ci: Value| {
+        ci["runningTasksCount"].as_i64().unwrap() + ci["pendingTasksCount"].as_i64().unwrap()
+    };
+    s.control.reconcile_services().await.unwrap();
+    a.settle().await;
+    b.settle().await;
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(on(describe_instance(&s, &a.arn).await), 1);
+    assert_eq!(on(describe_instance(&s, &b.arn).await), 1);
+    let v = service(&s, "d").await;
+    assert_eq!(
+        (v["desiredCount"].clone(), v["runningCount"].clone()),
+        (json!(2), json!(2))
+    );
+    assert_eq!(
+        v["events"][0]["message"],
+        "(service d) has reached a steady state."
+    );
+
+    // A new instance gets one; a drained one loses its own.
+    let c = FakeAgent::join_in(&s, 1000, "zone-c").await;
+    s.ok(
+        "UpdateContainerInstancesState",
+        json!({"cluster": "default", "containerInstances": [a.arn], "status": "DRAINING"}),
+    )
+    .await;
+    for _ in 0..2 {
+        s.control.reconcile_services().await.unwrap();
+        for agent in [&a, &b, &c] {
+            agent.settle().await;
+        }
+    }
+    s.control.reconcile_services().await.unwrap();
+    assert_eq!(on(describe_instance(&s, &a.arn).await), 0);
+    assert_eq!(on(describe_instance(&s, &b.arn).await), 1);
+    assert_eq!(on(describe_instance(&s, &c.arn).await), 1);
+    let v = service(&s, "d").await;
+    assert_eq!(
+        (v["desiredCount"].clone(), v["runningCount"].clone()),
+        (json!(2), json!(2))
+    );
+    let listed = s
+        .ok(
+            "ListServices",
+            json!({"cluster": "default", "schedulingStrategy": "DAEMON"}),
+        )
+        .await;
+    assert_eq!(listed["serviceArns"].as_array().unwrap().len(), 1);
+}

@@ -154,16 +154,27 @@ impl Control {
             &strategy,
             ecs::enums::SCHEDULING_STRATEGY,
         )?;
-        if strategy == "DAEMON" {
+        let daemon = strategy == "DAEMON";
+        if daemon && r.desired_count.is_some() {
             return Err(EcsError::invalid(
-                "schedulingStrategy DAEMON is not supported by Berth yet".to_string(),
+                "The daemon scheduling strategy does not support a desired count for services."
+                    .to_string(),
             ));
         }
-        let desired = r.desired_count.ok_or_else(|| {
-            EcsError::invalid(
-                "desiredCount is required for the REPLICA scheduling strategy".to_string(),
-            )
-        })?;
+        if daemon && r.placement_strategy.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(EcsError::invalid(
+                "The daemon scheduling strategy does not support placement strategies.".to_string(),
+            ));
+        }
+        let desired = match r.desired_count {
+            Some(d) => d,
+            None if daemon => 0,
+            None => {
+                return Err(EcsError::invalid(
+                    "desiredCount is required for the REPLICA scheduling strategy".to_string(),
+                ))
+            }
+        };
         if desired < 0 {
             return Err(EcsError::invalid(format!(
                 "desiredCount {desired} must not be negative"
@@ -192,7 +203,32 @@ impl Control {
                 ));
             }
         }
-        let _ = percents(r.deployment_configuration.as_ref())?;
+        let mut deployment_configuration = r.deployment_configuration.clone().unwrap_or_default();
+        if daemon {
+            // One task per instance: never two on one (maximumPercent 100).
+            let min = deployment_configuration
+                .minimum_healthy_percent
+                .unwrap_or(0);
+            if !(0..=100).contains(&min) {
+                return Err(EcsError::invalid(format!(
+                    "minimumHealthyPercent {min} must be between 0 and 100"
+                )));
+            }
+            if deployment_configuration
+                .maximum_percent
+                .is_some_and(|m| m != 100)
+            {
+                return Err(EcsError::invalid(
+                    "maximumPercent must be 100 for the DAEMON scheduling strategy".to_string(),
+                ));
+            }
+            deployment_configuration.minimum_healthy_percent = Some(min);
+            deployment_configuration.maximum_percent = Some(100);
+        } else {
+            let (min, max) = percents(Some(&deployment_configuration))?;
+            deployment_configuration.minimum_healthy_percent = Some(min);
+            deployment_configuration.maximum_percent = Some(max);
+        }
         crate::placement::constraints(r.placement_constraints.as_deref().unwrap_or_default(), &[])?;
         crate::placement::strategies(r.placement_strategy.as_deref().unwrap_or_default())?;
         let td = self
@@ -224,13 +260,7 @@ impl Control {
                 pending_count: Some(0),
                 launch_type: Some(launch_type.clone()),
                 task_definition: Some(td_arn.clone()),
-                deployment_configuration: Some({
-                    let mut c = r.deployment_configuration.clone().unwrap_or_default();
-                    let (min, max) = percents(Some(&c))?;
-                    c.minimum_healthy_percent = Some(min);
-                    c.maximum_percent = Some(max);
-                    c
-                }),
+                deployment_configuration: Some(deployment_configuration.clone()),
                 deployments: Some(vec![self.new_deployment(
                     &td_arn,
                     desired,
@@ -523,6 +553,7 @@ impl Control {
         mut s: Service,
         kv: KeyValue,
     ) -> Result<bool, EcsError> {
+        let before = encode(&s)?;
         let name = s.service_name.clone().unwrap_or_default();
         let group = format!("service:{name}");
         let now = now_epoch();
@@ -689,11 +720,68 @@ impl Control {
                 })
                 .collect(),
         };
-        let mut actions = rec::reconcile(&spec, &view, now);
+        let lt = s.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        let (mut actions, mut targets) = if s.scheduling_strategy.as_deref() == Some("DAEMON") {
+            let eligible = if s.status.as_deref() == Some("DRAINING") {
+                Vec::new()
+            } else {
+                self.daemon_instances(cluster, &s, &lt).await?
+            };
+            if s.status.as_deref() != Some("DRAINING") {
+                s.desired_count = Some(eligible.len() as i32);
+            }
+            let placed: Vec<berth_reconcile::daemon::Placed> = view
+                .iter()
+                .zip(tasks.iter())
+                .map(|(v, t)| berth_reconcile::daemon::Placed {
+                    task: v.clone(),
+                    instance: t.container_instance_arn.clone().unwrap_or_default(),
+                })
+                .collect();
+            let d = berth_reconcile::daemon::reconcile(
+                spec.deployments
+                    .first()
+                    .map(|d| d.id.as_str())
+                    .unwrap_or(""),
+                &eligible,
+                &placed,
+            );
+            let retire = spec
+                .deployments
+                .iter()
+                .skip(1)
+                .filter(|d| {
+                    !view
+                        .iter()
+                        .any(|t| t.deployment == d.id && t.phase != rec::Phase::Stopped)
+                })
+                .map(|d| d.id.clone())
+                .collect();
+            let targets: Vec<(Target, usize)> = d
+                .start_on
+                .iter()
+                .map(|arn| (Target::Instances(vec![task_id(arn).to_string()]), 1))
+                .collect();
+            (
+                rec::Actions {
+                    start: d.start_on.len() as u32,
+                    stop: d.stop,
+                    retire,
+                    steady: d.steady,
+                },
+                targets,
+            )
+        } else {
+            let a = rec::reconcile(&spec, &view, now);
+            let n = a.start as usize;
+            (a, vec![(Target::LaunchType(lt.clone()), n)])
+        };
         if primary_failed {
             actions.start = 0;
+            targets.clear();
         } else if backing_off && actions.start > 0 {
             actions.start = 0;
+            targets.clear();
             events.push(format!(
                 "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
             ));
@@ -727,31 +815,33 @@ impl Control {
                 stopped.join(" ")
             ));
         }
-        if actions.start > 0 {
-            if let Some(primary) = deployments.first() {
-                let strategies = match s.placement_strategy.clone().unwrap_or_default() {
-                    st if st.is_empty() => vec![
-                        ecs::PlacementStrategy {
-                            r#type: Some("spread".into()),
-                            field: Some("attribute:ecs.availability-zone".into()),
-                        },
-                        ecs::PlacementStrategy {
-                            r#type: Some("spread".into()),
-                            field: Some("instanceId".into()),
-                        },
-                    ],
-                    st => st,
-                };
+        if let Some(primary) = deployments.first().filter(|_| actions.start > 0) {
+            let strategies = match s.placement_strategy.clone().unwrap_or_default() {
+                st if st.is_empty() && s.scheduling_strategy.as_deref() != Some("DAEMON") => vec![
+                    ecs::PlacementStrategy {
+                        r#type: Some("spread".into()),
+                        field: Some("attribute:ecs.availability-zone".into()),
+                    },
+                    ecs::PlacementStrategy {
+                        r#type: Some("spread".into()),
+                        field: Some("instanceId".into()),
+                    },
+                ],
+                st => st,
+            };
+            let mut started = Vec::new();
+            let mut unplaced: Option<String> = None;
+            for (target, count) in targets.into_iter().filter(|(_, n)| *n > 0) {
                 let placed = self
                     .start_tasks(
                         Some(cluster),
                         primary.task_definition.as_deref(),
-                        Target::LaunchType(s.launch_type.clone().unwrap_or_else(|| "EC2".into())),
-                        actions.start as usize,
+                        target,
+                        count,
                         Meta {
                             allow_inactive: true,
                             constraints: s.placement_constraints.clone().unwrap_or_default(),
-                            strategies,
+                            strategies: strategies.clone(),
                             started_by: primary.id.clone(),
                             group: Some(group.clone()),
                             ..Default::default()
@@ -760,38 +850,47 @@ impl Control {
                     .await;
                 match placed {
                     Ok((tasks, failures)) => {
-                        if !tasks.is_empty() {
-                            let ids: Vec<String> = tasks
-                                .iter()
-                                .map(|t| format!("(task {})", task_id(t.task_arn.as_deref().unwrap_or_default())))
-                                .collect();
-                            events.push(format!(
-                                "(service {name}) has started {} tasks: {}.",
-                                tasks.len(),
-                                ids.join(" ")
-                            ));
+                        if tasks.len() < count {
+                            unplaced = Some(
+                                failures
+                                    .first()
+                                    .map(|f| {
+                                        format!(
+                                            "{} on container instance {}",
+                                            f.reason.as_deref().unwrap_or(""),
+                                            f.arn.as_deref().unwrap_or("")
+                                        )
+                                    })
+                                    .unwrap_or_else(|| {
+                                        "no container instance met all of its requirements".into()
+                                    }),
+                            );
                         }
-                        if tasks.len() < actions.start as usize {
-                            let why = failures
-                                .first()
-                                .map(|f| {
-                                    format!(
-                                        "{} on container instance {}",
-                                        f.reason.as_deref().unwrap_or(""),
-                                        f.arn.as_deref().unwrap_or("")
-                                    )
-                                })
-                                .unwrap_or_else(|| "no container instance met all of its requirements".into());
-                            events.push(format!(
-                                "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {why}."
-                            ));
-                        }
+                        started.extend(tasks);
                     }
-                    Err(e) => events.push(format!(
-                        "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {}",
-                        e.message
-                    )),
+                    Err(e) => unplaced = Some(e.message),
                 }
+            }
+            if !started.is_empty() {
+                let ids: Vec<String> = started
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "(task {})",
+                            task_id(t.task_arn.as_deref().unwrap_or_default())
+                        )
+                    })
+                    .collect();
+                events.push(format!(
+                    "(service {name}) has started {} tasks: {}.",
+                    started.len(),
+                    ids.join(" ")
+                ));
+            }
+            if let Some(why) = unplaced {
+                events.push(format!(
+                    "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {why}."
+                ));
             }
         }
 
@@ -814,7 +913,6 @@ impl Control {
                 .filter(|t| t.last_status.as_deref() == Some(status))
                 .count() as i32
         };
-        let before = encode(&s)?;
         let desired = s.desired_count.unwrap_or(0);
         let mut deps = deployments;
         deps.retain(|d| {
@@ -868,6 +966,41 @@ impl Control {
             .unchanged(&kv.key, Some(&kv))
             .put(kv.key.clone(), encode(&s)?);
         self.commit(txn).await
+    }
+
+    /// The instances a DAEMON service should run on: ACTIVE, agent not gone, of its launch
+    /// type, meeting its memberOf constraints.
+    async fn daemon_instances(
+        &self,
+        cluster: &str,
+        s: &Service,
+        launch_type: &str,
+    ) -> Result<Vec<String>, EcsError> {
+        let constraints = crate::placement::constraints(
+            s.placement_constraints.as_deref().unwrap_or_default(),
+            &[],
+        )?;
+        let mut groups = self.groups_by_instance(cluster).await?;
+        let mut out = Vec::new();
+        for (ci, _) in self.instances_of(cluster).await? {
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            if ci.status.as_deref() != Some("ACTIVE")
+                || self.agents.is_gone(&arn)
+                || crate::tasks::launch_type_of(&ci) != launch_type
+            {
+                continue;
+            }
+            let c =
+                crate::placement::candidate(&ci, true, groups.remove(&arn).unwrap_or_default())?;
+            let members = constraints.iter().all(|k| match k {
+                berth_scheduler::Constraint::MemberOf(e) => e.matches(&c),
+                berth_scheduler::Constraint::DistinctInstance => true,
+            });
+            if members {
+                out.push(arn);
+            }
+        }
+        Ok(out)
     }
 
     /// Reconciles every service every `interval` until `stop` completes.

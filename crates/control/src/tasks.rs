@@ -134,7 +134,7 @@ fn with_remaining(mut ci: ContainerInstance, c: &Candidate) -> ContainerInstance
 }
 
 /// EXTERNAL instances are ECS Anywhere's, whose ids start `mi-`.
-fn launch_type_of(ci: &ContainerInstance) -> &'static str {
+pub(crate) fn launch_type_of(ci: &ContainerInstance) -> &'static str {
     if ci
         .ec2_instance_id
         .as_deref()
