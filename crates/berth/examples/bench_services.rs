@@ -1,0 +1,306 @@
+//! `bench/run services`: Berth's services against Docker Swarm on the same Docker Engine and
+//! image (`berth-test/busybox`, `sleep 600`, 1 s stop grace in both), in the same run:
+//! create → 50 replicas running; scale 50 → 100; a rolling update of 50 replicas to a new
+//! image tag (Berth: minimumHealthyPercent 100, maximumPercent 200, so all 50 new tasks may start
+//! before old ones stop; Swarm: `--update-parallelism 50 --update-order start-first`, the same).
+//! The benchmark runs `docker swarm init` itself and leaves the swarm after.
+//! Last line: `services: create_ratio=R scale_ratio=R update_ratio=R` (Berth time / Swarm time).
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const IMAGE: &str = "berth-test/busybox:latest";
+const IMAGE_V2: &str = "berth-test/busybox:v2";
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "{what}: not done within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Swarm's replicas `running/desired` for the service.
+fn swarm_running(name: &str) -> (usize, usize) {
+    let r = docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Replicas}}",
+    ]);
+    let (a, b) = r.split_once('/').unwrap_or(("0", "0"));
+    let b = b.split_whitespace().next().unwrap_or("0");
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+fn swarm() -> (f64, f64, f64) {
+    let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_ne!(
+        state, "active",
+        "this Docker Engine is already in a swarm; the benchmark needs its own"
+    );
+    docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    let name = "berth-bench";
+    let t0 = Instant::now();
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--no-resolve-image",
+        "--name",
+        name,
+        "--replicas",
+        "50",
+        "--stop-grace-period",
+        "1s",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    wait_until("swarm create", || swarm_running(name) == (50, 50));
+    let create = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    docker(&["service", "scale", "--detach", &format!("{name}=100")]);
+    wait_until("swarm scale", || swarm_running(name) == (100, 100));
+    let scale = t0.elapsed().as_secs_f64();
+    docker(&["service", "scale", "--detach", &format!("{name}=50")]);
+    wait_until("swarm scale down", || swarm_running(name) == (50, 50));
+    let t0 = Instant::now();
+    docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--no-resolve-image",
+        "--image",
+        IMAGE_V2,
+        "--update-parallelism",
+        "50",
+        "--update-order",
+        "start-first",
+        name,
+    ]);
+    wait_until("swarm update", || {
+        docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+            name,
+        ]) == "completed"
+            && swarm_running(name) == (50, 50)
+    });
+    let update = t0.elapsed().as_secs_f64();
+    docker(&["service", "rm", name]);
+    docker(&["swarm", "leave", "--force"]);
+    (create, scale, update)
+}
+
+struct Api {
+    endpoint: String,
+    ak: String,
+    sk: String,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+}
+
+impl Api {
+    async fn call(&self, op: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let key = berth_api::sigv4::SigningKey {
+            access_key: &self.ak,
+            secret: &self.sk,
+            region: "us-east-1",
+            service: "ecs",
+        };
+        let headers = berth_api::sigv4::ecs_request_headers(
+            &key,
+            &self.endpoint,
+            op,
+            body.as_bytes(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mut req = http::Request::post(format!("{}/", self.endpoint));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, 200, "{op} failed: {v}");
+        v
+    }
+
+    /// Until the service runs `n` tasks under one deployment of `revision`.
+    async fn wait_stable(&self, n: i64, revision: i64) {
+        let start = Instant::now();
+        loop {
+            let v = self
+                .call("DescribeServices", json!({"services": ["bench"]}))
+                .await;
+            let s = &v["services"][0];
+            let deps = s["deployments"].as_array().unwrap();
+            if s["runningCount"] == n
+                && deps.len() == 1
+                && deps[0]["taskDefinition"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!(":{revision}"))
+            {
+                return;
+            }
+            assert!(start.elapsed() < LIMIT, "berth: not stable: {s:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn berth(bin: &str) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin)
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--container-cleanup-after",
+            "5",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
+    while endpoint.is_empty() {
+        let line = lines.next().expect("berth up output").unwrap();
+        if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
+            ak = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
+            sk = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
+            endpoint = v.into()
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let api = Api {
+        endpoint,
+        ak,
+        sk,
+        client: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http(),
+    };
+    let instance = loop {
+        let v = api.call("ListContainerInstances", json!({})).await;
+        if let Some(a) = v["containerInstanceArns"][0].as_str() {
+            break a.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for image in [IMAGE, IMAGE_V2] {
+        api.call(
+            "RegisterTaskDefinition",
+            json!({"family": "bench", "containerDefinitions": [{"name": "app", "image": image,
+                "memory": 16, "command": ["sleep", "600"], "stopTimeout": 1}]}),
+        )
+        .await;
+    }
+    let t0 = Instant::now();
+    api.call(
+        "CreateService",
+        json!({"serviceName": "bench", "taskDefinition": "bench:1", "desiredCount": 50}),
+    )
+    .await;
+    api.wait_stable(50, 1).await;
+    let create = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    api.call(
+        "UpdateService",
+        json!({"service": "bench", "desiredCount": 100}),
+    )
+    .await;
+    api.wait_stable(100, 1).await;
+    let scale = t0.elapsed().as_secs_f64();
+    api.call(
+        "UpdateService",
+        json!({"service": "bench", "desiredCount": 50}),
+    )
+    .await;
+    api.wait_stable(50, 1).await;
+    let t0 = Instant::now();
+    api.call(
+        "UpdateService",
+        json!({"service": "bench", "taskDefinition": "bench:2"}),
+    )
+    .await;
+    api.wait_stable(50, 2).await;
+    let update = t0.elapsed().as_secs_f64();
+    api.call("DeleteService", json!({"service": "bench", "force": true}))
+        .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let left = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.berth.container-instance-arn={instance}"),
+    ]);
+    let ids: Vec<&str> = left.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    (create, scale, update)
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = std::env::args()
+        .nth(1)
+        .expect("usage: bench_services PATH_TO_BERTH");
+    let images =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
+    assert!(Command::new(images).status().unwrap().success());
+    docker(&["tag", IMAGE, IMAGE_V2]);
+    let (bc, bs, bu) = berth(&bin).await;
+    let (sc, ss, su) = tokio::task::spawn_blocking(swarm).await.unwrap();
+    println!("berth: create 50 {bc:.1} s, scale to 100 {bs:.1} s, rolling update of 50 {bu:.1} s (min 100%, max 200%, stopTimeout 1 s)");
+    println!("swarm: create 50 {sc:.1} s, scale to 100 {ss:.1} s, rolling update of 50 {su:.1} s (--update-parallelism 50 --update-order start-first, --stop-grace-period 1s)");
+    println!(
+        "services: create_ratio={:.2} scale_ratio={:.2} update_ratio={:.2}",
+        bc / sc,
+        bs / ss,
+        bu / su
+    );
+}
