@@ -88,6 +88,9 @@ impl Fixture {
     async fn finish(self) {
         self.agent.stop().await;
         docker_cleanup(&self.instance);
+        // A task loop caught mid-create when the agent stopped may still add a container.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        docker_cleanup(&self.instance);
         self.server.stop().await;
     }
 }

@@ -1003,7 +1003,8 @@ impl Control {
         Ok(out)
     }
 
-    /// Reconciles every service every `interval` until `stop` completes.
+    /// Reconciles every service whenever a task or service record changes (50 ms apart at
+    /// most) and at least every `interval`, until `stop` completes.
     pub async fn run_service_loop(
         &self,
         interval: std::time::Duration,
@@ -1011,13 +1012,26 @@ impl Control {
     ) {
         let mut stop = std::pin::pin!(stop);
         loop {
+            let rev = self.store.revision().await.unwrap_or(0);
             if let Err(e) = self.reconcile_services().await {
                 tracing::warn!(error = %e, "service reconciliation failed");
             }
+            let tasks = self.store.watch("tasks/", rev).await;
+            let services = self.store.watch("services/", rev).await;
+            let (Ok(mut tasks), Ok(mut services)) = (tasks, services) else {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => continue,
+                    _ = &mut stop => return,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = tasks.rx.recv() => {}
+                _ = services.rx.recv() => {}
                 _ = &mut stop => return,
             }
+            // Let a burst of changes (an agent reporting many tasks) land in one pass.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }
