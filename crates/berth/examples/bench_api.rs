@@ -3,11 +3,9 @@
 //! Last line: `api: register_rps=N describe_rps=N describe_p99_ms=N`.
 #![allow(clippy::unwrap_used)]
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+mod common;
+
+use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
 const PHASE: Duration = Duration::from_secs(10);
@@ -18,37 +16,10 @@ struct Target {
     sk: String,
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
-
-async fn call(client: &Client, t: &Target, op: &str, body: &str) -> u16 {
-    let key = berth_api::sigv4::SigningKey {
-        access_key: &t.ak,
-        secret: &t.sk,
-        region: "us-east-1",
-        service: "ecs",
-    };
-    let headers = berth_api::sigv4::ecs_request_headers(
-        &key,
-        &t.endpoint,
-        op,
-        body.as_bytes(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let mut req = http::Request::post(format!("{}/", t.endpoint));
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+async fn call(client: &common::Client, t: &Target, op: &str, body: &str) -> u16 {
+    common::call_raw(client, &t.endpoint, &t.ak, &t.sk, op, body)
         .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    resp.into_body().collect().await.unwrap();
-    status
+        .0
 }
 
 /// Runs `op` from CLIENTS clients for PHASE; returns (requests/s, p99 ms).
@@ -63,9 +34,7 @@ async fn phase(
     for c in 0..CLIENTS {
         let (t, body) = (t.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            let client: Client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http();
+            let client = common::client();
             let mut lat = Vec::new();
             let mut i = 0;
             while start.elapsed() < PHASE {
@@ -94,28 +63,12 @@ async fn main() {
         .nth(1)
         .expect("usage: bench_api PATH_TO_BERTH");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&bin)
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
-    while endpoint.is_empty() {
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
-            ak = v.into()
-        }
-        if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
-            sk = v.into()
-        }
-        if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
-            endpoint = v.into()
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut server = common::spawn(&bin, &["server", "--listen", "127.0.0.1:0"], dir.path());
+    let (endpoint, ak, sk) = (
+        server.endpoint.clone(),
+        server.ak.clone(),
+        server.sk.clone(),
+    );
     let t = std::sync::Arc::new(Target { endpoint, ak, sk });
     let td = |c: usize, _i: usize| {
         format!(
@@ -127,8 +80,8 @@ async fn main() {
         format!(r#"{{"taskDefinition":"bench{c}:{}"}}"#, i % 50 + 1)
     })
     .await;
-    child.kill().unwrap();
-    let _ = child.wait();
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
     println!(
         "clients={CLIENTS} phase_s={} register_p99_ms={register_p99:.2}",
         PHASE.as_secs()

@@ -7,12 +7,11 @@
 //! Last line: `services: create_ratio=R scale_ratio=R update_ratio=R` (Berth time / Swarm time).
 #![allow(clippy::unwrap_used)]
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+mod common;
+
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 const IMAGE: &str = "berth-test/busybox:latest";
 const IMAGE_V2: &str = "berth-test/busybox:v2";
@@ -113,49 +112,16 @@ fn swarm() -> (f64, f64, f64) {
     (create, scale, update)
 }
 
-struct Api {
-    endpoint: String,
-    ak: String,
-    sk: String,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
+struct Api(common::Api);
+
+impl std::ops::Deref for Api {
+    type Target = common::Api;
+    fn deref(&self) -> &common::Api {
+        &self.0
+    }
 }
 
 impl Api {
-    async fn call(&self, op: &str, body: Value) -> Value {
-        let body = body.to_string();
-        let key = berth_api::sigv4::SigningKey {
-            access_key: &self.ak,
-            secret: &self.sk,
-            region: "us-east-1",
-            service: "ecs",
-        };
-        let headers = berth_api::sigv4::ecs_request_headers(
-            &key,
-            &self.endpoint,
-            op,
-            body.as_bytes(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let mut req = http::Request::post(format!("{}/", self.endpoint));
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let resp = self
-            .client
-            .request(req.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(status, 200, "{op} failed: {v}");
-        v
-    }
-
     /// Until the service runs `n` tasks under one deployment of `revision`.
     async fn wait_stable(&self, n: i64, revision: i64) {
         let start = Instant::now();
@@ -182,42 +148,18 @@ impl Api {
 
 async fn berth(bin: &str) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin)
-        .args([
+    let server = common::spawn(
+        bin,
+        &[
             "up",
             "--listen",
             "127.0.0.1:0",
             "--container-cleanup-after",
             "5",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
-    while endpoint.is_empty() {
-        let line = lines.next().expect("berth up output").unwrap();
-        if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
-            ak = v.into()
-        }
-        if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
-            sk = v.into()
-        }
-        if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
-            endpoint = v.into()
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    let api = Api {
-        endpoint,
-        ak,
-        sk,
-        client: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http(),
-    };
+        ],
+        dir.path(),
+    );
+    let api = Api(common::Api::new(&server));
     let instance = loop {
         let v = api.call("ListContainerInstances", json!({})).await;
         if let Some(a) = v["containerInstanceArns"][0].as_str() {
@@ -265,10 +207,7 @@ async fn berth(bin: &str) -> (f64, f64, f64) {
     let update = t0.elapsed().as_secs_f64();
     api.call("DeleteService", json!({"service": "bench", "force": true}))
         .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    server.stop();
     let left = docker(&[
         "ps",
         "-aq",

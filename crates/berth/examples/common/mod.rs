@@ -1,0 +1,140 @@
+//! What the benchmarks share: starting the release `berth` binary and reading its banner, and a
+//! signed ECS client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::SystemTime;
+
+/// A running `berth` process and the endpoint and admin key its banner printed.
+pub struct Berth {
+    pub child: Child,
+    pub endpoint: String,
+    pub ak: String,
+    pub sk: String,
+}
+
+/// Runs `BIN ARGS --data-dir DIR` (quietly) and reads the `export` lines it prints.
+pub fn spawn(bin: &str, args: &[&str], dir: &std::path::Path) -> Berth {
+    let mut child = Command::new(bin)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
+    while endpoint.is_empty() {
+        let line = lines.next().expect("berth's banner").unwrap();
+        if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
+            ak = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
+            sk = v.into()
+        }
+        if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
+            endpoint = v.into()
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Berth {
+        child,
+        endpoint,
+        ak,
+        sk,
+    }
+}
+
+impl Berth {
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// One signed ECS call; the status and the body as sent back.
+pub async fn call_raw(
+    client: &Client,
+    endpoint: &str,
+    ak: &str,
+    sk: &str,
+    op: &str,
+    body: &str,
+) -> (u16, Bytes) {
+    let key = berth_api::sigv4::SigningKey {
+        access_key: ak,
+        secret: sk,
+        region: "us-east-1",
+        service: "ecs",
+    };
+    let headers = berth_api::sigv4::ecs_request_headers(
+        &key,
+        endpoint,
+        op,
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut req = http::Request::post(format!("{endpoint}/"));
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// A signed ECS client for one `berth`.
+pub struct Api {
+    pub endpoint: String,
+    ak: String,
+    sk: String,
+    client: Client,
+}
+
+impl Api {
+    pub fn new(b: &Berth) -> Self {
+        Api {
+            endpoint: b.endpoint.clone(),
+            ak: b.ak.clone(),
+            sk: b.sk.clone(),
+            client: client(),
+        }
+    }
+
+    /// Calls `op`; the answer must be a success.
+    pub async fn call(&self, op: &str, body: Value) -> Value {
+        let (status, bytes) = call_raw(
+            &self.client,
+            &self.endpoint,
+            &self.ak,
+            &self.sk,
+            op,
+            &body.to_string(),
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, 200, "{op} failed: {v}");
+        v
+    }
+}
