@@ -348,14 +348,7 @@ impl Control {
         for _ in 0..CAS_ATTEMPTS {
             let (mut c, kv) = self.active_cluster(Some(ident)).await?;
             f(&mut c)?;
-            if self
-                .commit(
-                    Txn::new()
-                        .unchanged(&kv.key, Some(&kv))
-                        .put(kv.key.clone(), encode(&c)?),
-                )
-                .await?
-            {
+            if self.commit(Txn::new().replace(&kv, encode(&c)?)).await? {
                 return self.present_all(c).await;
             }
         }
@@ -416,9 +409,7 @@ impl Control {
             // mark the cluster DEPROVISIONING (every placement guards on the cluster record's
             // revision, so none commits after this), count again, then finish or undo.
             c.status = Some("DEPROVISIONING".into());
-            let marked = Txn::new()
-                .unchanged(&kv.key, Some(&kv))
-                .put(kv.key.clone(), encode(&c)?);
+            let marked = Txn::new().replace(&kv, encode(&c)?);
             if !self.commit(marked).await? {
                 continue;
             }

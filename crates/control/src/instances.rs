@@ -421,9 +421,7 @@ impl Control {
             }
             ci.status = Some(InstanceStatus::Inactive.as_str().into());
             ci.version = Some(ci.version.unwrap_or(0) + 1);
-            let txn = Txn::new()
-                .unchanged(&kv.key, Some(&kv))
-                .put(kv.key.clone(), encode(&ci)?);
+            let txn = Txn::new().replace(&kv, encode(&ci)?);
             if self.commit(txn).await? {
                 // Its agent's key stops working: a deregistered host cannot report or poll.
                 self.revoke_agent_keys(&arn).await?;
@@ -573,9 +571,7 @@ impl Control {
                 if ci.status.as_deref() != Some(want.as_str()) {
                     ci.status = Some(want.as_str().into());
                     ci.version = Some(ci.version.unwrap_or(0) + 1);
-                    let txn = Txn::new()
-                        .unchanged(&kv.key, Some(&kv))
-                        .put(kv.key.clone(), encode(&ci)?);
+                    let txn = Txn::new().replace(&kv, encode(&ci)?);
                     if !self.commit(txn).await? {
                         continue;
                     }
@@ -659,9 +655,7 @@ impl Control {
                     }
                 }
                 ci.attributes = Some(attrs);
-                let txn = Txn::new()
-                    .unchanged(&kv.key, Some(&kv))
-                    .put(kv.key.clone(), encode(&ci)?);
+                let txn = Txn::new().replace(&kv, encode(&ci)?);
                 if self.commit(txn).await? {
                     out.push(Attribute {
                         name: Some(name),

@@ -394,9 +394,7 @@ impl Control {
                 p.desired_count = Some(desired);
                 p.updated_at = Some(now);
             }
-            let txn = Txn::new()
-                .unchanged(&kv.key, Some(&kv))
-                .put(kv.key.clone(), encode(&s)?);
+            let txn = Txn::new().replace(&kv, encode(&s)?);
             if self.commit(txn).await? {
                 return Ok(ecs::UpdateServiceResponse { service: Some(s) });
             }
@@ -426,9 +424,7 @@ impl Control {
             }
             s.status = Some("DRAINING".into());
             s.desired_count = Some(0);
-            let txn = Txn::new()
-                .unchanged(&kv.key, Some(&kv))
-                .put(kv.key.clone(), encode(&s)?);
+            let txn = Txn::new().replace(&kv, encode(&s)?);
             if self.commit(txn).await? {
                 return Ok(ecs::DeleteServiceResponse { service: Some(s) });
             }
@@ -962,9 +958,7 @@ impl Control {
             return Ok(false);
         }
         // A conflict means someone changed the service meanwhile: the next pass sees it.
-        let txn = Txn::new()
-            .unchanged(&kv.key, Some(&kv))
-            .put(kv.key.clone(), encode(&s)?);
+        let txn = Txn::new().replace(&kv, encode(&s)?);
         self.commit(txn).await
     }
 
