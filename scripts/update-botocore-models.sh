@@ -6,7 +6,7 @@ set -euo pipefail
 py=${1:-python3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$py" - "$here/crates/api/models" <<'PY'
-import json, os, sys, importlib
+import gzip, json, os, sys, importlib
 out = sys.argv[1]
 for mod in ("awscli.botocore", "botocore"):
     try:
@@ -22,9 +22,13 @@ def strip(x):
     if isinstance(x, list):
         return [strip(v) for v in x]
     return x
-for svc, ver in (("ecs", "2014-11-13"),):
+for svc, ver in (("ecs", "2014-11-13"), ("ecr", "2015-09-21")):
     src = os.path.join(root, svc, ver, "service-2.json")
-    model = strip(json.load(open(src)))
+    if not os.path.exists(src):
+        src += ".gz"  # newer botocore ships its models gzipped
+    opener = gzip.open if src.endswith(".gz") else open
+    with opener(src, "rt") as f:
+        model = strip(json.load(f))
     dst = os.path.join(out, f"{svc}-{ver}.json")
     with open(dst, "w") as f:
         json.dump(model, f, indent=1, sort_keys=True)

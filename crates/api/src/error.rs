@@ -1,4 +1,4 @@
-//! ECS's errors as they cross the wire: `{"__type": NAME, "message": ...}` with an HTTP status.
+//! ECS's and ECR's errors as they cross the wire: `{"__type": NAME, "message": ...}` with an HTTP status.
 
 use berth_model::{Invalid, InvalidKind};
 
@@ -31,6 +31,44 @@ pub enum ErrorKind {
     TargetNotFound,
     /// AttributeLimitExceededException
     AttributeLimitExceeded,
+    /// RepositoryNotFoundException (ECR)
+    RepositoryNotFound,
+    /// RepositoryAlreadyExistsException (ECR)
+    RepositoryAlreadyExists,
+    /// RepositoryNotEmptyException (ECR)
+    RepositoryNotEmpty,
+    /// RepositoryPolicyNotFoundException (ECR)
+    RepositoryPolicyNotFound,
+    /// LifecyclePolicyNotFoundException (ECR)
+    LifecyclePolicyNotFound,
+    /// ImageNotFoundException (ECR)
+    ImageNotFound,
+    /// ImageAlreadyExistsException (ECR)
+    ImageAlreadyExists,
+    /// ImageTagAlreadyExistsException (ECR)
+    ImageTagAlreadyExists,
+    /// ImageDigestDoesNotMatchException (ECR)
+    ImageDigestDoesNotMatch,
+    /// LayersNotFoundException (ECR)
+    LayersNotFound,
+    /// LayerAlreadyExistsException (ECR)
+    LayerAlreadyExists,
+    /// LayerPartTooSmallException (ECR)
+    LayerPartTooSmall,
+    /// InvalidLayerException (ECR)
+    InvalidLayer,
+    /// InvalidLayerPartException (ECR)
+    InvalidLayerPart,
+    /// UploadNotFoundException (ECR)
+    UploadNotFound,
+    /// EmptyUploadException (ECR)
+    EmptyUpload,
+    /// InvalidTagParameterException (ECR)
+    InvalidTagParameter,
+    /// TooManyTagsException (ECR)
+    TooManyTags,
+    /// ReferencedImagesNotFoundException (ECR)
+    ReferencedImagesNotFound,
     /// ServerException (the only 500)
     Server,
     /// SerializationException
@@ -69,6 +107,25 @@ impl ErrorKind {
             ErrorKind::ServiceNotActive => "ServiceNotActiveException",
             ErrorKind::TargetNotFound => "TargetNotFoundException",
             ErrorKind::AttributeLimitExceeded => "AttributeLimitExceededException",
+            ErrorKind::RepositoryNotFound => "RepositoryNotFoundException",
+            ErrorKind::RepositoryAlreadyExists => "RepositoryAlreadyExistsException",
+            ErrorKind::RepositoryNotEmpty => "RepositoryNotEmptyException",
+            ErrorKind::RepositoryPolicyNotFound => "RepositoryPolicyNotFoundException",
+            ErrorKind::LifecyclePolicyNotFound => "LifecyclePolicyNotFoundException",
+            ErrorKind::ImageNotFound => "ImageNotFoundException",
+            ErrorKind::ImageAlreadyExists => "ImageAlreadyExistsException",
+            ErrorKind::ImageTagAlreadyExists => "ImageTagAlreadyExistsException",
+            ErrorKind::ImageDigestDoesNotMatch => "ImageDigestDoesNotMatchException",
+            ErrorKind::LayersNotFound => "LayersNotFoundException",
+            ErrorKind::LayerAlreadyExists => "LayerAlreadyExistsException",
+            ErrorKind::LayerPartTooSmall => "LayerPartTooSmallException",
+            ErrorKind::InvalidLayer => "InvalidLayerException",
+            ErrorKind::InvalidLayerPart => "InvalidLayerPartException",
+            ErrorKind::UploadNotFound => "UploadNotFoundException",
+            ErrorKind::EmptyUpload => "EmptyUploadException",
+            ErrorKind::InvalidTagParameter => "InvalidTagParameterException",
+            ErrorKind::TooManyTags => "TooManyTagsException",
+            ErrorKind::ReferencedImagesNotFound => "ReferencedImagesNotFoundException",
             ErrorKind::Server => "ServerException",
             ErrorKind::Serialization => "SerializationException",
             ErrorKind::UnknownOperation => "UnknownOperationException",

@@ -1,12 +1,14 @@
-//! Berth's wire layer for ECS's JSON 1.1 protocol: the only crate that knows ECS's JSON.
+//! Berth's wire layer for the AWS JSON 1.1 protocol: the only crate that knows ECS's and ECR's
+//! JSON.
 //!
-//! - [`ecs`]: every shape of the operations Berth serves, generated from botocore's model, and
-//!   [`ecs::EcsRequest`], one variant per operation.
-//! - [`error`]: [`EcsError`], ECS's exception names and HTTP statuses.
+//! - [`ecs`]: every shape of the ECS operations Berth serves, generated from botocore's model,
+//!   and [`ecs::EcsRequest`], one variant per operation. [`ecr`] is the same for ECR.
+//! - [`error`]: [`EcsError`], the exception names and HTTP statuses of both.
 //! - [`sigv4`]: verification of AWS Signature Version 4 on incoming requests.
 //! - [`convert`]: wire shapes to the domain model ([`berth_model`]) and back.
 
 pub mod convert;
+pub mod ecr;
 pub mod ecs;
 pub mod error;
 pub mod sigv4;
@@ -15,6 +17,8 @@ pub use error::{EcsError, ErrorKind};
 
 /// The `X-Amz-Target` prefix of ECS operations.
 pub const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+/// The `X-Amz-Target` prefix of ECR operations.
+pub const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 /// The content type of JSON 1.1 requests and responses.
 pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -78,11 +82,35 @@ pub fn parse_ecs_request(target: Option<&str>, body: &[u8]) -> Result<ecs::EcsRe
             format!("unknown target '{target}'"),
         ));
     };
-    match ecs::EcsRequest::parse(operation, body) {
+    parsed(
+        "ECS",
+        operation,
+        ecs::EcsRequest::parse(operation, body),
+        ecs::ALL_OPERATIONS,
+    )
+}
+
+/// Parses the body of an ECR operation, named without its target prefix.
+pub fn parse_ecr_request(operation: &str, body: &[u8]) -> Result<ecr::EcrRequest, EcsError> {
+    parsed(
+        "ECR",
+        operation,
+        ecr::EcrRequest::parse(operation, body),
+        ecr::ALL_OPERATIONS,
+    )
+}
+
+fn parsed<R>(
+    service: &str,
+    operation: &str,
+    parsed: Result<Option<R>, ParseError>,
+    all: &[&str],
+) -> Result<R, EcsError> {
+    match parsed {
         Ok(Some(req)) => Ok(req),
-        Ok(None) if ecs::ALL_OPERATIONS.contains(&operation) => Err(EcsError::new(
+        Ok(None) if all.contains(&operation) => Err(EcsError::new(
             ErrorKind::UnknownOperation,
-            format!("ECS operation '{operation}' is not implemented by Berth yet"),
+            format!("{service} operation '{operation}' is not implemented by Berth yet"),
         )),
         Ok(None) => Err(EcsError::new(
             ErrorKind::UnknownOperation,
