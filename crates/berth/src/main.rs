@@ -147,6 +147,16 @@ struct ServerArgs {
     /// Seconds a STOPPED task stays describable before it is purged.
     #[arg(long, default_value_t = 3600)]
     task_retention: u64,
+    /// Address the image registry (the OCI distribution protocol, `/v2/`) listens on.
+    #[arg(long, default_value = "127.0.0.1:7070", env = "BERTH_REGISTRY_LISTEN")]
+    registry_listen: SocketAddr,
+    /// The file holding the registry's 256-bit encryption key as 64 hex characters (default:
+    /// DATA_DIR/registry.key, created on first start).
+    #[arg(long, env = "BERTH_REGISTRY_KEY_FILE")]
+    registry_key_file: Option<PathBuf>,
+    /// Let anyone pull from the registry without credentials.
+    #[arg(long)]
+    registry_anonymous_pull: bool,
 }
 
 fn main() -> Result<()> {
@@ -263,7 +273,28 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         agent_timeout: Duration::from_secs(args.agent_timeout),
         task_retention: Duration::from_secs(args.task_retention),
     };
-    let control = Control::new(Arc::new(store), config);
+    let registry_listener = tokio::net::TcpListener::bind(args.registry_listen)
+        .await
+        .with_context(|| format!("binding the registry to {}", args.registry_listen))?;
+    let registry_addr = registry_listener.local_addr()?;
+    let key_file = args
+        .registry_key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("registry.key"));
+    let blob_key = berth_registry::blobs::load_or_create_key(&key_file)
+        .with_context(|| format!("reading the registry key {}", key_file.display()))?;
+    let blobs = berth_registry::blobs::FsBlobs::open(data_dir.join("registry"), blob_key)
+        .context("opening the registry's blob store")?;
+    let control = Control::new(Arc::new(store), config).with_registry(
+        Arc::new(blobs),
+        berth_registry::Config {
+            region: args.region.clone(),
+            account_id: args.account_id.clone(),
+            endpoint: registry_addr.to_string(),
+            anonymous_pull: args.registry_anonymous_pull,
+            ..Default::default()
+        },
+    );
 
     let (key, created) = control
         .ensure_admin_key()
@@ -311,6 +342,9 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             cred_path.display()
         );
     }
+    println!(
+        "Registry on {registry_addr}: aws ecr get-login-password | docker login --username AWS --password-stdin {registry_addr}"
+    );
     println!("export AWS_ACCESS_KEY_ID={}", key.access_key_id);
     println!("export AWS_SECRET_ACCESS_KEY={}", key.secret_access_key);
     println!("export AWS_ENDPOINT_URL={endpoint}");
@@ -360,6 +394,17 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         }
         _ => None,
     };
+    if let Some(registry) = control.registry.clone() {
+        let stop = stopped(stop_rx.clone());
+        let r = registry.clone();
+        tokio::spawn(async move { r.run_housekeeping(Duration::from_secs(60), stop).await });
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = berth_registry::http::serve(registry_listener, registry, stop).await {
+                tracing::error!(error = %e, "the registry stopped");
+            }
+        });
+    }
     let server = tokio::spawn(berth_control::http::serve(
         listener,
         control,

@@ -80,3 +80,30 @@ impl Control {
         }
     }
 }
+
+/// The registry's view of the access keys: it reads them, the control plane owns them.
+#[derive(Debug, Clone)]
+pub struct StoreKeys {
+    pub store: std::sync::Arc<dyn berth_store::Store>,
+}
+
+#[async_trait::async_trait]
+impl berth_registry::Keys for StoreKeys {
+    async fn lookup(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Option<berth_registry::Principal>, berth_registry::Error> {
+        let Some(kv) = self.store.get(&keys::access_key(access_key_id)).await? else {
+            return Ok(None);
+        };
+        let key: AccessKey = serde_json::from_slice(&kv.value).map_err(|e| {
+            berth_registry::Error::Internal(format!("stored access key is unreadable: {e}"))
+        })?;
+        Ok(Some(berth_registry::Principal {
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+            principal_arn: key.principal_arn,
+            instance: key.instance,
+        }))
+    }
+}

@@ -8,7 +8,10 @@
 use crate::{Caller, Control};
 use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
-use berth_api::{parse_ecs_request, EcsError, ErrorKind, JSON_CONTENT_TYPE};
+use berth_api::{
+    parse_ecr_request, parse_ecs_request, EcsError, ErrorKind, ECR_TARGET_PREFIX,
+    JSON_CONTENT_TYPE,
+};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -204,7 +207,13 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .and_then(|t| t.rsplit('.').next())
         .unwrap_or("-")
         .to_string();
-    let result = ecs_request(&st, req).await;
+    let result = match target.as_deref().and_then(|t| t.strip_prefix(ECR_TARGET_PREFIX)) {
+        Some(op) => {
+            let op = op.to_string();
+            ecr_request(&st, req, &op).await
+        }
+        None => ecs_request(&st, req).await,
+    };
     let (status, resp) = match result {
         Ok(body) => (200, respond(200, &request_id, body, JSON_CONTENT_TYPE)),
         Err(e) => (e.kind.http_status(), error_response(&e, &request_id)),
@@ -226,8 +235,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
 
 async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsError> {
     let (parts, body) = req.into_parts();
-    let body = read_body(st, &parts, body).await?;
-    let caller = authenticate(st, &parts, &body).await?;
+    let body = read_body(st, &parts, body, st.limits.max_body).await?;
+    let caller = authenticate(st, &parts, &body, "ecs").await?;
     let target = parts
         .headers
         .get("x-amz-target")
@@ -237,6 +246,41 @@ async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsE
     // dropped connection.
     let control = st.control.clone();
     tokio::spawn(async move { control.handle(&caller, request).await })
+        .await
+        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+/// Largest ECR request body: UploadLayerPart carries up to 10 MiB of layer as base64.
+const ECR_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// ECR's JSON API, signed for service `ecr`, answered by the registry.
+async fn ecr_request(
+    st: &State,
+    req: Request<Incoming>,
+    operation: &str,
+) -> Result<Vec<u8>, EcsError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(st, &parts, body, st.limits.max_body.max(ECR_MAX_BODY)).await?;
+    let caller = authenticate(st, &parts, &body, "ecr").await?;
+    let request = parse_ecr_request(operation, &body)?;
+    let Some(registry) = st.control.registry.clone() else {
+        return Err(EcsError::new(
+            ErrorKind::UnknownOperation,
+            "this server runs no image registry",
+        ));
+    };
+    let principal = berth_registry::Principal {
+        access_key_id: caller.access_key.clone(),
+        // Only known keys reach here outside dev mode; dev mode's made-up callers get
+        // passwords that no registry check will accept.
+        secret_access_key: match st.control.access_key(&caller.access_key).await? {
+            Some(k) => k.secret_access_key,
+            None => String::new(),
+        },
+        principal_arn: caller.principal_arn,
+        instance: caller.instance,
+    };
+    tokio::spawn(async move { registry.handle_ecr(&principal, request).await })
         .await
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
 }
@@ -253,14 +297,14 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         })
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(st, &parts, body).await?;
+    let body = read_body(st, &parts, body, st.limits.max_body).await?;
     let control = st.control.clone();
     let path = parts.uri.path().to_string();
     if path == agent_proto::JOIN_PATH {
         let r: agent_proto::JoinRequest = parse(&body)?;
         return crate::json(control.agent_join(r).await?);
     }
-    let caller = authenticate(st, &parts, &body).await?;
+    let caller = authenticate(st, &parts, &body, "ecs").await?;
     if path == JOIN_TOKEN_PATH {
         if let Some(instance) = caller.instance {
             return Err(EcsError::new(
@@ -299,8 +343,8 @@ async fn read_body(
     st: &State,
     parts: &http::request::Parts,
     body: Incoming,
+    max: usize,
 ) -> Result<Bytes, EcsError> {
-    let max = st.limits.max_body;
     let too_large = |n: Option<u64>| {
         EcsError::new(
             ErrorKind::RequestEntityTooLarge,
@@ -350,6 +394,7 @@ async fn authenticate(
     st: &State,
     parts: &http::request::Parts,
     body: &[u8],
+    service: &str,
 ) -> Result<Caller, EcsError> {
     let cfg = &st.control.config;
     let auth = sigv4::parse_authorization(&parts.headers)?;
@@ -367,7 +412,7 @@ async fn authenticate(
     let now = SystemTime::now();
     let known = st.control.access_key(&auth.access_key).await?;
     if cfg.dev {
-        sigv4::check_well_formed(&signed, &auth, &cfg.region, "ecs", now)?;
+        sigv4::check_well_formed(&signed, &auth, &cfg.region, service, now)?;
         return Ok(match known {
             Some(k) => Caller {
                 access_key: k.access_key_id,
@@ -388,7 +433,7 @@ async fn authenticate(
         &auth,
         &key.secret_access_key,
         &cfg.region,
-        "ecs",
+        service,
         now,
     )?;
     Ok(Caller {

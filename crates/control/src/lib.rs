@@ -72,6 +72,8 @@ pub struct Control {
     pub agents: Arc<agents::Presence>,
     /// One service reconciliation pass at a time in this process.
     pub(crate) reconciling: Arc<tokio::sync::Mutex<()>>,
+    /// The image registry whose ECR API this server also answers, if it runs one.
+    pub registry: Option<berth_registry::Registry>,
 }
 
 /// How many times a read-modify-write is retried when another writer got there first.
@@ -84,7 +86,27 @@ impl Control {
             agents: Arc::new(agents::Presence::new(config.agent_timeout)),
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(config),
+            registry: None,
         }
+    }
+
+    /// Adds the image registry on `blobs`: its ECR API is then served beside ECS, with the
+    /// same access keys.
+    pub fn with_registry(
+        mut self,
+        blobs: Arc<dyn berth_registry::BlobStore>,
+        config: berth_registry::Config,
+    ) -> Self {
+        let keys = Arc::new(auth::StoreKeys {
+            store: self.store.clone(),
+        });
+        self.registry = Some(berth_registry::Registry::new(
+            self.store.clone(),
+            blobs,
+            keys,
+            config,
+        ));
+        self
     }
 
     /// Runs one ECS operation; the answer is the operation's output shape as JSON.

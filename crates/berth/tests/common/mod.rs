@@ -18,6 +18,8 @@ pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub struct TestServer {
     pub endpoint: String,
     pub addr: std::net::SocketAddr,
+    /// The image registry's `/v2/` listener.
+    pub registry_addr: std::net::SocketAddr,
     pub access_key: String,
     pub secret_key: String,
     pub control: Control,
@@ -66,7 +68,21 @@ impl TestServer {
         config: Config,
     ) -> TestServer {
         let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
-        let control = Control::new(Arc::new(store), config);
+        let registry_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let registry_addr = registry_listener.local_addr().unwrap();
+        let blob_key =
+            berth_registry::blobs::load_or_create_key(&dir.path().join("registry.key")).unwrap();
+        let blobs =
+            berth_registry::blobs::FsBlobs::open(dir.path().join("registry"), blob_key).unwrap();
+        let control = Control::new(Arc::new(store), config.clone()).with_registry(
+            Arc::new(blobs),
+            berth_registry::Config {
+                region: config.region.clone(),
+                account_id: config.account_id.clone(),
+                endpoint: registry_addr.to_string(),
+                ..Default::default()
+            },
+        );
         let (key, _) = control.ensure_admin_key().await.unwrap();
         let listener = match addr {
             Some(a) => {
@@ -86,6 +102,17 @@ impl TestServer {
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let addr = listener.local_addr().unwrap();
+        let background = tokio::sync::watch::channel(()).0;
+        if let Some(registry) = control.registry.clone() {
+            let mut gone = background.subscribe();
+            tokio::spawn(berth_registry::http::serve(
+                registry_listener,
+                registry,
+                async move {
+                    let _ = gone.changed().await;
+                },
+            ));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(berth_control::http::serve(
             listener,
@@ -98,13 +125,14 @@ impl TestServer {
         TestServer {
             endpoint: format!("http://{addr}"),
             addr,
+            registry_addr,
             access_key: key.access_key_id,
             secret_key: key.secret_access_key,
             control,
             dir,
             stop: Some(tx),
             task: Some(task),
-            background: tokio::sync::watch::channel(()).0,
+            background,
         }
     }
 
