@@ -70,6 +70,28 @@ pub struct PollResponse {
     /// ACTIVE, DRAINING or INACTIVE (deregistered: the agent should stop polling).
     pub instance_status: String,
     pub tasks: Vec<DesiredTask>,
+    /// Credentials for the server's image registry, renewed on every poll (outside `version`,
+    /// so a new password never looks like a change of the desired set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryCredentials>,
+}
+
+/// A pull-only login for the server's registry: images named `SERVER/...` are pulled with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCredentials {
+    /// `host:port`, as image names start.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl RegistryCredentials {
+    /// Whether `image` lives in this registry.
+    pub fn covers(&self, image: &str) -> bool {
+        image
+            .strip_prefix(self.server.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
 
 /// A task the server wants on this instance, with everything needed to run it.

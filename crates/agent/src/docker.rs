@@ -71,7 +71,11 @@ impl Runtime for Docker {
         Ok(v.version.unwrap_or_else(|| "unknown".into()))
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        auth: Option<&berth_agent_proto::RegistryCredentials>,
+    ) -> Result<(), RuntimeError> {
         match self.client.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
@@ -81,7 +85,13 @@ impl Runtime for Docker {
             from_image: image,
             ..Default::default()
         };
-        let mut stream = self.client.create_image(Some(opts), None, None);
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(a.server.clone()),
+            ..Default::default()
+        });
+        let mut stream = self.client.create_image(Some(opts), None, credentials);
         while let Some(item) = stream.next().await {
             let pull_error = |message: String| RuntimeError::Pull {
                 image: image.to_string(),

@@ -30,6 +30,8 @@ pub struct EngineContext {
     pub default_stop_timeout: i64,
     /// How often running containers are inspected.
     pub tick: Duration,
+    /// The server registry's latest pull credentials, from the last poll.
+    pub registry: std::sync::RwLock<Option<berth_agent_proto::RegistryCredentials>>,
 }
 
 pub(crate) fn now() -> f64 {
@@ -384,7 +386,14 @@ impl TaskRun {
         let mut images: Vec<String> = self.ctrs.iter().map(|c| c.plan.image.clone()).collect();
         images.dedup();
         for image in images {
-            if let Err(e) = self.ctx.runtime.ensure_image(&image).await {
+            let auth = self
+                .ctx
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .filter(|r| r.covers(&image));
+            if let Err(e) = self.ctx.runtime.ensure_image(&image, auth.as_ref()).await {
                 let msg = match e {
                     RuntimeError::Pull { image, message } => {
                         format!("CannotPullContainerError: pull image {image}: {message}")
@@ -789,6 +798,7 @@ mod tests {
                 cleanup_after: Duration::from_secs(3600),
                 default_stop_timeout: 30,
                 tick: Duration::from_millis(5),
+                registry: Default::default(),
             });
             let (tx, rx) = watch::channel(t);
             let handle = tokio::spawn(run_task(ctx, rx));

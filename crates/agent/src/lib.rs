@@ -428,6 +428,7 @@ pub async fn run(
         cleanup_after: cfg.cleanup_after,
         default_stop_timeout: cfg.default_stop_timeout,
         tick: cfg.tick,
+        registry: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let reports = tokio::spawn(report_loop(
@@ -459,6 +460,9 @@ pub async fn run(
                     );
                 }
                 known = Some(resp.version);
+                if resp.registry.is_some() {
+                    *ctx.registry.write().unwrap_or_else(|e| e.into_inner()) = resp.registry;
+                }
                 let wanted: HashSet<String> =
                     resp.tasks.iter().map(|t| t.task_arn.clone()).collect();
                 tasks.sync(&ctx, resp.tasks);

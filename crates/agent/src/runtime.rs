@@ -85,8 +85,12 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     /// The engine's version, for the instance's versionInfo.
     async fn version(&self) -> Result<String, RuntimeError>;
-    /// Pulls `image` unless it is already present.
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
+    /// Pulls `image` unless it is already present, logging in with `auth` if given.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        auth: Option<&berth_agent_proto::RegistryCredentials>,
+    ) -> Result<(), RuntimeError>;
     async fn ensure_volume(
         &self,
         name: &str,
@@ -170,7 +174,11 @@ pub mod fake {
         async fn version(&self) -> Result<String, RuntimeError> {
             Ok("fake".into())
         }
-        async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        async fn ensure_image(
+            &self,
+            image: &str,
+            _auth: Option<&berth_agent_proto::RegistryCredentials>,
+        ) -> Result<(), RuntimeError> {
             self.note(format!("pull {image}"));
             if self.images.lock().unwrap().iter().any(|i| i == image) {
                 Ok(())

@@ -323,11 +323,47 @@ pub fn ecs_request_headers(
     body: &[u8],
     when: SystemTime,
 ) -> Result<Vec<(String, String)>, EcsError> {
+    json_request_headers(
+        key,
+        endpoint,
+        crate::ECS_TARGET_PREFIX,
+        operation,
+        body,
+        when,
+    )
+}
+
+/// The same for an ECR operation (sign with `service: "ecr"`).
+pub fn ecr_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    operation: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
+    json_request_headers(
+        key,
+        endpoint,
+        crate::ECR_TARGET_PREFIX,
+        operation,
+        body,
+        when,
+    )
+}
+
+fn json_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    target_prefix: &str,
+    operation: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
     let host = endpoint
         .trim_start_matches("http://")
         .trim_start_matches("https://")
         .trim_end_matches('/');
-    let target = format!("{}{operation}", crate::ECS_TARGET_PREFIX);
+    let target = format!("{target_prefix}{operation}");
     let base = [
         ("host", host),
         ("content-type", crate::JSON_CONTENT_TYPE),

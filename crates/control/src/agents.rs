@@ -275,6 +275,7 @@ impl Control {
                     version,
                     instance_status,
                     tasks,
+                    registry: None,
                 });
             }
             let mut tasks_watch = self
@@ -292,7 +293,7 @@ impl Control {
                 _ = instance_watch.rx.recv() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = &mut stop => {
-                    return Ok(PollResponse { version, instance_status, tasks });
+                    return Ok(PollResponse { version, instance_status, tasks, registry: None });
                 }
             }
         }

@@ -9,8 +9,7 @@ use crate::{Caller, Control};
 use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
 use berth_api::{
-    parse_ecr_request, parse_ecs_request, EcsError, ErrorKind, ECR_TARGET_PREFIX,
-    JSON_CONTENT_TYPE,
+    parse_ecr_request, parse_ecs_request, EcsError, ErrorKind, ECR_TARGET_PREFIX, JSON_CONTENT_TYPE,
 };
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -207,7 +206,10 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .and_then(|t| t.rsplit('.').next())
         .unwrap_or("-")
         .to_string();
-    let result = match target.as_deref().and_then(|t| t.strip_prefix(ECR_TARGET_PREFIX)) {
+    let result = match target
+        .as_deref()
+        .and_then(|t| t.strip_prefix(ECR_TARGET_PREFIX))
+    {
         Some(op) => {
             let op = op.to_string();
             ecr_request(&st, req, &op).await
@@ -332,7 +334,24 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         let stop = async move {
             let _ = stopping.wait_for(|s| *s).await;
         };
-        crate::json(control.agent_poll(&instance, r, stop).await?)
+        let mut resp = control.agent_poll(&instance, r, stop).await?;
+        // A fresh pull-only password for the registry, made from the agent's own key.
+        if let Some(registry) = &control.registry {
+            if let Some(key) = control.access_key(&caller.access_key).await? {
+                let (password, _) = registry.issue_password(&berth_registry::Principal {
+                    access_key_id: key.access_key_id,
+                    secret_access_key: key.secret_access_key,
+                    principal_arn: key.principal_arn,
+                    instance: key.instance,
+                });
+                resp.registry = Some(agent_proto::RegistryCredentials {
+                    server: registry.config.endpoint.clone(),
+                    username: "AWS".into(),
+                    password,
+                });
+            }
+        }
+        crate::json(resp)
     } else {
         let r: agent_proto::ReportRequest = parse(&body)?;
         crate::json(control.agent_report(&instance, r).await?)

@@ -79,7 +79,10 @@ impl Registry {
     pub fn issue_password(&self, principal: &Principal) -> (String, SystemTime) {
         let expires = SystemTime::now() + self.config.token_lifetime;
         // Whole seconds, so the expiry reported is the one the MAC covers.
-        let secs = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let secs = expires
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let expires = UNIX_EPOCH + Duration::from_secs(secs);
         (make_password(principal, expires), expires)
     }
@@ -99,7 +102,10 @@ impl Registry {
         };
         let at: u64 = at.parse().map_err(|_| bad())?;
         let principal = self.keys.lookup(id).await?.ok_or_else(bad)?;
-        if !same(mac(&principal.secret_access_key, id, at).as_bytes(), given.as_bytes()) {
+        if !same(
+            mac(&principal.secret_access_key, id, at).as_bytes(),
+            given.as_bytes(),
+        ) {
             return Err(bad());
         }
         let now = SystemTime::now()
@@ -136,9 +142,10 @@ impl Registry {
             if user == "AWS" {
                 self.verify_password(pass).await?
             } else {
-                let p = self.keys.lookup(user).await?.ok_or_else(|| {
-                    Error::Unauthorized(format!("unknown access key '{user}'"))
-                })?;
+                let p =
+                    self.keys.lookup(user).await?.ok_or_else(|| {
+                        Error::Unauthorized(format!("unknown access key '{user}'"))
+                    })?;
                 if !same(p.secret_access_key.as_bytes(), pass.as_bytes()) {
                     return Err(Error::Unauthorized(format!(
                         "wrong secret for access key '{user}'"

@@ -31,12 +31,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Whether a blob with this digest is stored.
     async fn exists(&self, digest: &Digest) -> Result<bool, Error>;
     /// Bytes `[start, end)` of a blob of `size` bytes.
-    async fn read(
-        &self,
-        digest: &Digest,
-        start: u64,
-        end: u64,
-    ) -> Result<ByteStream, Error>;
+    async fn read(&self, digest: &Digest, start: u64, end: u64) -> Result<ByteStream, Error>;
     /// Starts an empty upload.
     async fn upload_start(&self, id: &str) -> Result<(), Error>;
     /// The bytes received so far, or `None` for an unknown upload.
@@ -108,7 +103,9 @@ impl FsBlobs {
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, Error> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(Error::BlobUploadUnknown(format!("upload '{id}' is unknown")));
+            return Err(Error::BlobUploadUnknown(format!(
+                "upload '{id}' is unknown"
+            )));
         }
         Ok(self.root.join("uploads").join(id))
     }
@@ -233,9 +230,9 @@ fn read_records(
     let mut buf = vec![0u8; RECORD + 16];
     while pos < end {
         let mut len = [0u8; 4];
-        reader.read_exact(&mut len).map_err(|e| {
-            Error::Corrupt(format!("blob file ends early at byte {pos}: {e}"))
-        })?;
+        reader
+            .read_exact(&mut len)
+            .map_err(|e| Error::Corrupt(format!("blob file ends early at byte {pos}: {e}")))?;
         let n = seal::record_len(len)?;
         let sealed = &mut buf[..n + 16];
         reader.read_exact(sealed)?;
@@ -335,7 +332,9 @@ impl BlobStore for FsBlobs {
     ) -> Result<u64, Error> {
         let path = self.upload_path(id)?;
         if !tokio::fs::try_exists(&path).await? {
-            return Err(Error::BlobUploadUnknown(format!("upload '{id}' is unknown")));
+            return Err(Error::BlobUploadUnknown(format!(
+                "upload '{id}' is unknown"
+            )));
         }
         let slot = self.slot(id);
         let mut guard = slot.lock().await;
@@ -406,7 +405,9 @@ impl BlobStore for FsBlobs {
         let state = slot.lock().await.take();
         let path = self.upload_path(id)?;
         let Some(state) = state else {
-            return Err(Error::BlobUploadUnknown(format!("upload '{id}' is unknown")));
+            return Err(Error::BlobUploadUnknown(format!(
+                "upload '{id}' is unknown"
+            )));
         };
         let actual = Digest::from_hash(&state.hasher.finalize());
         self.forget(id);
@@ -573,7 +574,10 @@ mod tests {
         // Three requests with odd chunk sizes, as a resumable client sends them.
         let (a, rest) = content.split_at(1000);
         let (b, c) = rest.split_at(RECORD + 7);
-        let n = blobs.upload_append("u1", 0, chunks(vec![a.to_vec()])).await.unwrap();
+        let n = blobs
+            .upload_append("u1", 0, chunks(vec![a.to_vec()]))
+            .await
+            .unwrap();
         assert_eq!(n, 1000);
         let wrong = blobs.upload_append("u1", 5, chunks(vec![b.to_vec()])).await;
         assert!(matches!(wrong, Err(Error::RangeInvalid(_))), "{wrong:?}");
@@ -585,8 +589,14 @@ mod tests {
         // A restart in the middle: the state is rebuilt from the file.
         let blobs = FsBlobs::open(dir.path(), Key([1; 32])).unwrap();
         assert_eq!(blobs.upload_size("u1").await.unwrap(), Some(n));
-        blobs.upload_append("u1", n, chunks(vec![c.to_vec()])).await.unwrap();
-        assert!(!blobs.exists(&digest).await.unwrap(), "not visible before commit");
+        blobs
+            .upload_append("u1", n, chunks(vec![c.to_vec()]))
+            .await
+            .unwrap();
+        assert!(
+            !blobs.exists(&digest).await.unwrap(),
+            "not visible before commit"
+        );
         assert_eq!(
             blobs.upload_commit("u1", &digest).await.unwrap(),
             content.len() as u64
@@ -594,7 +604,12 @@ mod tests {
         assert!(blobs.exists(&digest).await.unwrap());
         let len = content.len() as u64;
         assert_eq!(read_all(&blobs, &digest, 0, len).await, content);
-        for (s, e) in [(0, 1), (999, 1001), (RECORD as u64 - 1, 2 * RECORD as u64 + 5), (len - 3, len)] {
+        for (s, e) in [
+            (0, 1),
+            (999, 1001),
+            (RECORD as u64 - 1, 2 * RECORD as u64 + 5),
+            (len - 3, len),
+        ] {
             assert_eq!(
                 read_all(&blobs, &digest, s, e).await,
                 content[s as usize..e as usize].to_vec(),
@@ -624,7 +639,10 @@ mod tests {
         let e = blobs.upload_commit("bad", &digest).await.unwrap_err();
         assert!(matches!(e, Error::DigestInvalid(_)), "{e:?}");
         assert!(!blobs.exists(&digest).await.unwrap());
-        assert!(blobs.uploads().await.unwrap().is_empty(), "upload discarded");
+        assert!(
+            blobs.uploads().await.unwrap().is_empty(),
+            "upload discarded"
+        );
 
         // Two concurrent uploads of one layer.
         let blobs = Arc::new(blobs);

@@ -4,9 +4,9 @@
 use crate::images::{check_tags, RepoRecord};
 use crate::names::{check_tag, Digest, Reference};
 use crate::{lifecycle, Error, Principal, Registry};
+use base64::Engine as _;
 use berth_api::ecr::{self, EcrRequest};
 use berth_api::{EcsError, ErrorKind};
-use base64::Engine as _;
 use std::time::UNIX_EPOCH;
 
 /// Largest part UploadLayerPart takes, and the partSize InitiateLayerUpload advertises.
@@ -40,7 +40,11 @@ fn image_id(digest: &str, tag: Option<&str>) -> ecr::ImageIdentifier {
 
 impl Registry {
     /// Runs one ECR operation for `caller`.
-    pub async fn handle_ecr(&self, caller: &Principal, req: EcrRequest) -> Result<Vec<u8>, EcsError> {
+    pub async fn handle_ecr(
+        &self,
+        caller: &Principal,
+        req: EcrRequest,
+    ) -> Result<Vec<u8>, EcsError> {
         if caller.instance.is_some() {
             return Err(EcsError::new(
                 ErrorKind::AccessDenied,
@@ -93,7 +97,8 @@ impl Registry {
                         let more = page.len() > limit;
                         page.truncate(limit);
                         let next = if more {
-                            page.last().and_then(|x| x.repository.repository_name.clone())
+                            page.last()
+                                .and_then(|x| x.repository.repository_name.clone())
                         } else {
                             None
                         };
@@ -166,19 +171,20 @@ impl Registry {
             EcrRequest::DescribeImages(r) => {
                 let name = required(&r.repository_name, "repositoryName")?;
                 let images = self.images(name).await?;
-                let detail = |image: &crate::images::ImageRecord, tags: &[String]| ecr::ImageDetail {
-                    registry_id: Some(self.config.account_id.clone()),
-                    repository_name: Some(name.to_string()),
-                    image_digest: Some(image.digest.clone()),
-                    image_tags: (!tags.is_empty()).then(|| tags.to_vec()),
-                    image_size_in_bytes: Some(image.size as i64),
-                    image_pushed_at: Some(image.pushed_at),
-                    image_manifest_media_type: Some(image.media_type.clone()),
-                    artifact_media_type: image.artifact_type.clone(),
-                    subject_manifest_digest: image.subject.clone(),
-                    image_status: Some("ACTIVE".into()),
-                    ..Default::default()
-                };
+                let detail =
+                    |image: &crate::images::ImageRecord, tags: &[String]| ecr::ImageDetail {
+                        registry_id: Some(self.config.account_id.clone()),
+                        repository_name: Some(name.to_string()),
+                        image_digest: Some(image.digest.clone()),
+                        image_tags: (!tags.is_empty()).then(|| tags.to_vec()),
+                        image_size_in_bytes: Some(image.size as i64),
+                        image_pushed_at: Some(image.pushed_at),
+                        image_manifest_media_type: Some(image.media_type.clone()),
+                        artifact_media_type: image.artifact_type.clone(),
+                        subject_manifest_digest: image.subject.clone(),
+                        image_status: Some("ACTIVE".into()),
+                        ..Default::default()
+                    };
                 if let Some(ids) = r.image_ids {
                     if r.next_token.is_some() || r.max_results.is_some() {
                         return Err(Error::Invalid(
@@ -225,10 +231,14 @@ impl Registry {
                         Ok((image, _)) => {
                             if let Some(accepted) = &r.accepted_media_types {
                                 if !accepted.contains(&image.media_type) {
-                                    failures.push(failure(&id, "UnsupportedImageType", &format!(
+                                    failures.push(failure(
+                                        &id,
+                                        "UnsupportedImageType",
+                                        &format!(
                                         "the image's media type {} is not among the accepted ones",
                                         image.media_type
-                                    )));
+                                    ),
+                                    ));
                                     continue;
                                 }
                             }
@@ -306,7 +316,10 @@ impl Registry {
                 // Nothing would change: ECR says so.
                 let already = match &reference {
                     Reference::Tag(t) => self.resolve_tag(name, t).await? == Some(digest.clone()),
-                    Reference::Digest(d) => self.get_manifest(name, &Reference::Digest(d.clone())).await.is_ok(),
+                    Reference::Digest(d) => self
+                        .get_manifest(name, &Reference::Digest(d.clone()))
+                        .await
+                        .is_ok(),
                 };
                 if already {
                     return Err(Error::ecr(
@@ -387,7 +400,10 @@ impl Registry {
                 let blob = base64::engine::general_purpose::STANDARD
                     .decode(required(&r.layer_part_blob, "layerPartBlob")?)
                     .map_err(|e| Error::Invalid(format!("layerPartBlob is not base64: {e}")))?;
-                let (first, last) = (r.part_first_byte.unwrap_or(-1), r.part_last_byte.unwrap_or(-1));
+                let (first, last) = (
+                    r.part_first_byte.unwrap_or(-1),
+                    r.part_last_byte.unwrap_or(-1),
+                );
                 if first < 0 || last < first || (last - first + 1) as usize != blob.len() {
                     return Err(Error::ecr(
                         ErrorKind::InvalidLayerPart,
@@ -432,9 +448,8 @@ impl Registry {
                         digests.len()
                     )));
                 };
-                let digest = Digest::parse(d).map_err(|e| {
-                    Error::ecr(ErrorKind::InvalidLayer, e.to_string())
-                })?;
+                let digest = Digest::parse(d)
+                    .map_err(|e| Error::ecr(ErrorKind::InvalidLayer, e.to_string()))?;
                 let size = self.upload_status(name, id).await?;
                 if size == 0 {
                     return Err(Error::ecr(
@@ -446,7 +461,9 @@ impl Registry {
                     let _ = self.cancel_upload(name, id).await;
                     return Err(Error::ecr(
                         ErrorKind::LayerAlreadyExists,
-                        format!("layer {digest} already exists in the repository with name '{name}'"),
+                        format!(
+                            "layer {digest} already exists in the repository with name '{name}'"
+                        ),
                     ));
                 }
                 self.commit_upload(name, id, &digest).await?;
@@ -571,8 +588,8 @@ impl Registry {
                     }
                 }
                 let (password, expires) = self.issue_password(caller);
-                let token = base64::engine::general_purpose::STANDARD
-                    .encode(format!("AWS:{password}"));
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
                 let expires_at = expires
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
@@ -684,7 +701,11 @@ impl Registry {
         }
     }
 
-    fn lifecycle_reply(&self, name: &str, rec: &RepoRecord) -> Result<Result<Vec<u8>, EcsError>, Error> {
+    fn lifecycle_reply(
+        &self,
+        name: &str,
+        rec: &RepoRecord,
+    ) -> Result<Result<Vec<u8>, EcsError>, Error> {
         let Some(text) = &rec.lifecycle_policy else {
             return Err(Error::ecr(
                 ErrorKind::LifecyclePolicyNotFound,
@@ -721,7 +742,11 @@ impl Registry {
         );
         arn.strip_prefix(&prefix)
             .map(str::to_string)
-            .ok_or_else(|| Error::Invalid(format!("'{arn}' is not the ARN of a repository of this registry")))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "'{arn}' is not the ARN of a repository of this registry"
+                ))
+            })
     }
 }
 

@@ -99,7 +99,9 @@ impl Registry {
                 linked.insert(digest);
                 continue;
             }
-            let t = Txn::new().unchanged(&kv.key, Some(&kv)).delete(kv.key.clone());
+            let t = Txn::new()
+                .unchanged(&kv.key, Some(&kv))
+                .delete(kv.key.clone());
             if self.commit(t).await? {
                 done.links += 1;
             } else {

@@ -101,11 +101,17 @@ pub fn route(path: &str) -> Option<Route> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Some(Route::Tags(name.into()));
     }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or(rest.strip_suffix("/blobs/uploads")) {
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or(rest.strip_suffix("/blobs/uploads"))
+    {
         return Some(Route::Uploads(name.into()));
     }
     for (marker, make) in [
-        ("/blobs/uploads/", Route::Upload as fn(String, String) -> Route),
+        (
+            "/blobs/uploads/",
+            Route::Upload as fn(String, String) -> Route,
+        ),
         ("/manifests/", Route::Manifest),
         ("/blobs/", Route::Blob),
         ("/referrers/", Route::Referrers),
@@ -121,7 +127,9 @@ pub fn route(path: &str) -> Option<Route> {
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn empty() -> Body {
@@ -174,7 +182,8 @@ fn error_reply(e: &Error, head: bool, host: &str) -> Reply {
             format!("Bearer realm=\"http://{host}/v2/token\",service=\"berth-registry\""),
         );
     }
-    let body = serde_json::json!({"errors": [{"code": code, "message": e.to_string(), "detail": null}]});
+    let body =
+        serde_json::json!({"errors": [{"code": code, "message": e.to_string(), "detail": null}]});
     if head {
         reply
     } else {
@@ -231,16 +240,14 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -292,7 +299,9 @@ fn body_stream(body: Incoming) -> crate::blobs::ByteStream {
 async fn small_body(body: Incoming, max: usize) -> Result<Bytes, Error> {
     let limited = http_body_util::Limited::new(body, max);
     match tokio::time::timeout(BODY_IDLE, limited.collect()).await {
-        Err(_) => Err(Error::ManifestInvalid("the manifest did not arrive in time".into())),
+        Err(_) => Err(Error::ManifestInvalid(
+            "the manifest did not arrive in time".into(),
+        )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::SizeInvalid(
             format!("the manifest exceeds the limit of {max} bytes"),
         )),
@@ -332,10 +341,14 @@ fn chunk_start(h: &HeaderMap) -> Result<Option<u64>, Error> {
     let Some(v) = header(h, "content-range") else {
         return Ok(None);
     };
-    let v = v.trim().trim_start_matches("bytes").trim().trim_start_matches('=');
-    let (a, _) = v.split_once('-').ok_or_else(|| {
-        Error::RangeInvalid(format!("Content-Range '{v}' is not START-END"))
-    })?;
+    let v = v
+        .trim()
+        .trim_start_matches("bytes")
+        .trim()
+        .trim_start_matches('=');
+    let (a, _) = v
+        .split_once('-')
+        .ok_or_else(|| Error::RangeInvalid(format!("Content-Range '{v}' is not START-END")))?;
     a.trim()
         .parse()
         .map(Some)
@@ -347,7 +360,11 @@ fn byte_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Error> {
     let Some(v) = header(h, "range") else {
         return Ok(None);
     };
-    let bad = || Error::RangeInvalid(format!("Range '{v}' cannot be satisfied for a blob of {size} bytes"));
+    let bad = || {
+        Error::RangeInvalid(format!(
+            "Range '{v}' cannot be satisfied for a blob of {size} bytes"
+        ))
+    };
     let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
     if spec.contains(',') {
         return Err(bad());
@@ -371,16 +388,24 @@ fn byte_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Error> {
     Ok(Some((start, end)))
 }
 
-fn paginate(uri: &http::Uri, all: Vec<String>, base: &str) -> Result<(Vec<String>, Option<String>), Error> {
+fn paginate(
+    uri: &http::Uri,
+    all: Vec<String>,
+    base: &str,
+) -> Result<(Vec<String>, Option<String>), Error> {
     let n = match query(uri, "n") {
-        Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            Error::Invalid(format!("n='{n}' is not a number"))
-        })?),
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| Error::Invalid(format!("n='{n}' is not a number")))?,
+        ),
         None => None,
     };
     let last = query(uri, "last");
     let mut items: Vec<String> = match &last {
-        Some(l) => all.into_iter().filter(|x| x.as_str() > l.as_str()).collect(),
+        Some(l) => all
+            .into_iter()
+            .filter(|x| x.as_str() > l.as_str())
+            .collect(),
         None => all,
     };
     let mut link = None;
@@ -413,9 +438,10 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
         Ok(a) => a,
         // GetDownloadUrlForLayer's URLs carry their password in the query.
         Err(e) => match (&route, query(&parts.uri, "berth-token")) {
-            (Route::Blob(..), Some(t)) if method == Method::GET || method == Method::HEAD => {
-                reg.authenticate(Some(&format!("Bearer {t}"))).await.map_err(|_| e)?
-            }
+            (Route::Blob(..), Some(t)) if method == Method::GET || method == Method::HEAD => reg
+                .authenticate(Some(&format!("Bearer {t}")))
+                .await
+                .map_err(|_| e)?,
             _ => return Err(e),
         },
     };
@@ -468,12 +494,21 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                         .header("docker-content-digest", image.digest.clone())
                         .header("etag", format!("\"{}\"", image.digest))
                         .header("content-length", len.to_string());
-                    Ok(if head { r } else { r.body(full(image.manifest)) })
+                    Ok(if head {
+                        r
+                    } else {
+                        r.body(full(image.manifest))
+                    })
                 }
                 Method::PUT => {
                     let bytes = small_body(body, MAX_MANIFEST).await?;
                     let (digest, parsed) = reg
-                        .put_manifest(&name, &reference, header(&parts.headers, "content-type"), &bytes)
+                        .put_manifest(
+                            &name,
+                            &reference,
+                            header(&parts.headers, "content-type"),
+                            &bytes,
+                        )
                         .await?;
                     let mut r = Reply::new(201)
                         .header("location", format!("/v2/{name}/manifests/{digest}"))
@@ -573,7 +608,10 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                 Method::PATCH => {
                     let size = reg.upload_status(&name, &id).await?;
                     let offset = chunk_start(&parts.headers)?.unwrap_or(size);
-                    let size = reg.blobs.upload_append(&id, offset, body_stream(body)).await?;
+                    let size = reg
+                        .blobs
+                        .upload_append(&id, offset, body_stream(body))
+                        .await?;
                     Ok(upload_reply(202, &name, &id, size))
                 }
                 Method::PUT => {
@@ -585,7 +623,9 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                     let digest = Digest::parse(&d)?;
                     let size = reg.upload_status(&name, &id).await?;
                     let offset = chunk_start(&parts.headers)?.unwrap_or(size);
-                    reg.blobs.upload_append(&id, offset, body_stream(body)).await?;
+                    reg.blobs
+                        .upload_append(&id, offset, body_stream(body))
+                        .await?;
                     reg.commit_upload(&name, &id, &digest).await?;
                     Ok(blob_created(&name, &digest))
                 }
@@ -647,7 +687,10 @@ fn unsupported(method: &Method) -> Error {
 async fn token(reg: &Registry, auth: Option<&str>) -> Result<Reply, Error> {
     let access = reg.authenticate(auth).await?;
     let (token, expires) = match &access {
-        Access::Anonymous => ("anonymous".to_string(), SystemTime::now() + reg.config.token_lifetime),
+        Access::Anonymous => (
+            "anonymous".to_string(),
+            SystemTime::now() + reg.config.token_lifetime,
+        ),
         Access::User(p) | Access::Agent(p) => reg.issue_password(p),
     };
     let expires_in = expires
@@ -684,7 +727,10 @@ mod tests {
             route(&format!("/v2/web/blobs/{d}")),
             Some(Route::Blob("web".into(), d.into()))
         );
-        assert_eq!(route("/v2/web/blobs/uploads/"), Some(Route::Uploads("web".into())));
+        assert_eq!(
+            route("/v2/web/blobs/uploads/"),
+            Some(Route::Uploads("web".into()))
+        );
         assert_eq!(
             route("/v2/web/blobs/uploads/abc-1"),
             Some(Route::Upload("web".into(), "abc-1".into()))

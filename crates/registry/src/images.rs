@@ -121,7 +121,10 @@ fn tag_of_key<'a>(key: &'a str, name: &str) -> &'a str {
 
 impl Registry {
     pub(crate) async fn commit(&self, txn: Txn) -> Result<bool, Error> {
-        Ok(matches!(self.store.txn(txn).await?, TxnOutcome::Committed(_)))
+        Ok(matches!(
+            self.store.txn(txn).await?,
+            TxnOutcome::Committed(_)
+        ))
     }
 
     fn repository_arn(&self, name: &str) -> String {
@@ -167,12 +170,8 @@ impl Registry {
         check_repository_name(name)
             .map_err(|e| Error::Invalid(format!("{e}; repository names match (?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")))?;
         let mutability = mutability.unwrap_or_else(|| "MUTABLE".into());
-        berth_api::error::check_enum(
-            "imageTagMutability",
-            &mutability,
-            &["MUTABLE", "IMMUTABLE"],
-        )
-        .map_err(Error::Ecr)?;
+        berth_api::error::check_enum("imageTagMutability", &mutability, &["MUTABLE", "IMMUTABLE"])
+            .map_err(Error::Ecr)?;
         let encryption = match encryption {
             None => ecr::EncryptionConfiguration {
                 encryption_type: Some("AES256".into()),
@@ -279,7 +278,9 @@ impl Registry {
                     ),
                 ));
             }
-            let mut txn = Txn::new().unchanged(&kv.key, Some(&kv)).delete(kv.key.clone());
+            let mut txn = Txn::new()
+                .unchanged(&kv.key, Some(&kv))
+                .delete(kv.key.clone());
             for prefix in [images_of(name), tags_of(name), links_of(name)] {
                 for k in self.store.range(&prefix, None, None).await? {
                     txn = txn.delete(k.key);
@@ -296,10 +297,12 @@ impl Registry {
 
     /// The size of `digest` if the repository holds it.
     pub async fn link(&self, name: &str, digest: &Digest) -> Result<Option<u64>, Error> {
-        Ok(match self.store.get(&link_key(name, digest.as_str())).await? {
-            Some(kv) => Some(decode::<Link>(&kv)?.size),
-            None => None,
-        })
+        Ok(
+            match self.store.get(&link_key(name, digest.as_str())).await? {
+                Some(kv) => Some(decode::<Link>(&kv)?.size),
+                None => None,
+            },
+        )
     }
 
     async fn put_link(&self, name: &str, digest: &Digest, size: u64) -> Result<(), Error> {
@@ -338,7 +341,8 @@ impl Registry {
 
     /// Checks that upload `id` exists and is for `name`; returns its size so far.
     pub async fn upload_status(&self, name: &str, id: &str) -> Result<u64, Error> {
-        let unknown = || Error::BlobUploadUnknown(format!("upload '{id}' is unknown to repository '{name}'"));
+        let unknown =
+            || Error::BlobUploadUnknown(format!("upload '{id}' is unknown to repository '{name}'"));
         let Some(kv) = self.store.get(&upload_key(id)).await? else {
             return Err(unknown());
         };
@@ -459,7 +463,9 @@ impl Registry {
                     artifact_type: parsed.artifact_type.clone(),
                     annotations: parsed.annotations.clone(),
                 };
-                txn = txn.unchanged(&ikey, None).put(ikey.clone(), encode(&record)?);
+                txn = txn
+                    .unchanged(&ikey, None)
+                    .put(ikey.clone(), encode(&record)?);
             }
             if let Reference::Tag(tag) = reference {
                 let tkey = tag_key(name, tag);
@@ -496,12 +502,14 @@ impl Registry {
     }
 
     /// The manifest a reference names.
-    pub async fn get_manifest(&self, name: &str, reference: &Reference) -> Result<ImageRecord, Error> {
+    pub async fn get_manifest(
+        &self,
+        name: &str,
+        reference: &Reference,
+    ) -> Result<ImageRecord, Error> {
         self.repository(name).await?;
         let unknown = |r: &str| {
-            Error::ManifestUnknown(format!(
-                "manifest '{r}' is unknown to repository '{name}'"
-            ))
+            Error::ManifestUnknown(format!("manifest '{r}' is unknown to repository '{name}'"))
         };
         let digest = match reference {
             Reference::Digest(d) => d.clone(),

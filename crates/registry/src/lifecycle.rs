@@ -106,10 +106,14 @@ pub fn parse(text: &str) -> Result<Policy, Error> {
         let _ = &r.description;
         let p = r.rule_priority;
         if p < 1 {
-            return Err(invalid(format!("rulePriority {p} must be a positive integer")));
+            return Err(invalid(format!(
+                "rulePriority {p} must be a positive integer"
+            )));
         }
         if rules.iter().any(|x: &Rule| x.priority == p) {
-            return Err(invalid(format!("rulePriority {p} is used by more than one rule")));
+            return Err(invalid(format!(
+                "rulePriority {p} is used by more than one rule"
+            )));
         }
         if r.action.kind != "expire" {
             return Err(invalid(format!(
@@ -141,7 +145,9 @@ pub fn parse(text: &str) -> Result<Policy, Error> {
                     "rule {p}: use either tagPrefixList or tagPatternList, not both"
                 )))
             }
-            TagStatus::Untagged | TagStatus::Any if !prefixes.is_empty() || !patterns.is_empty() => {
+            TagStatus::Untagged | TagStatus::Any
+                if !prefixes.is_empty() || !patterns.is_empty() =>
+            {
                 return Err(invalid(format!(
                     "rule {p}: tagPrefixList and tagPatternList go only with tagStatus 'tagged'"
                 )))
@@ -168,11 +174,9 @@ pub fn parse(text: &str) -> Result<Policy, Error> {
                     "rule {p}: sinceImagePushed needs countUnit 'days', not {other:?}"
                 )))
             }
-            (other, _) => {
-                return Err(invalid(format!(
-                    "rule {p}: countType '{other}' is not one of imageCountMoreThan, sinceImagePushed"
-                )))
-            }
+            (other, _) => return Err(invalid(format!(
+                "rule {p}: countType '{other}' is not one of imageCountMoreThan, sinceImagePushed"
+            ))),
         };
         rules.push(Rule {
             priority: p,
@@ -350,11 +354,26 @@ mod tests {
         for (p, want) in [
             ("{}", "missing field `rules`"),
             (r#"{"rules":[]}"#, "at least one rule"),
-            (r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"tagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#, "needs a tagPrefixList"),
-            (r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}},{"rulePriority":2,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#, "highest rulePriority"),
-            (r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countNumber":1},"action":{"type":"expire"}}]}"#, "countUnit 'days'"),
-            (r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":0},"action":{"type":"expire"}}]}"#, "at least 1"),
-            (r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"delete"}}]}"#, "'expire'"),
+            (
+                r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"tagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#,
+                "needs a tagPrefixList",
+            ),
+            (
+                r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}},{"rulePriority":2,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#,
+                "highest rulePriority",
+            ),
+            (
+                r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countNumber":1},"action":{"type":"expire"}}]}"#,
+                "countUnit 'days'",
+            ),
+            (
+                r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":0},"action":{"type":"expire"}}]}"#,
+                "at least 1",
+            ),
+            (
+                r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"delete"}}]}"#,
+                "'expire'",
+            ),
         ] {
             let e = parse(p).unwrap_err().to_string();
             assert!(e.contains(want), "{p}: {e}");

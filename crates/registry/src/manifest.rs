@@ -64,8 +64,8 @@ impl Parsed {
 }
 
 fn descriptor(d: &Descriptor, what: &str) -> Result<(Digest, u64), Error> {
-    let digest = Digest::parse(&d.digest)
-        .map_err(|e| Error::ManifestInvalid(format!("{what}: {e}")))?;
+    let digest =
+        Digest::parse(&d.digest).map_err(|e| Error::ManifestInvalid(format!("{what}: {e}")))?;
     if d.size < 0 {
         return Err(Error::ManifestInvalid(format!(
             "{what}: size {} is negative",
@@ -131,7 +131,9 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
             ));
         };
         for (i, d) in list.iter().enumerate() {
-            parsed.children.push(descriptor(d, &format!("manifests[{i}]"))?);
+            parsed
+                .children
+                .push(descriptor(d, &format!("manifests[{i}]"))?);
         }
     } else {
         let Some(config) = &raw.config else {
@@ -181,7 +183,10 @@ mod tests {
         assert_eq!(p.blobs[1], (Digest::parse(D2).unwrap(), 20));
         assert!(!p.is_index());
         // Content-Type absent: the document's own mediaType decides.
-        assert_eq!(parse(m.as_bytes(), None).unwrap().media_type, DOCKER_MANIFEST);
+        assert_eq!(
+            parse(m.as_bytes(), None).unwrap().media_type,
+            DOCKER_MANIFEST
+        );
         // Disagreeing: refused.
         assert!(matches!(
             parse(m.as_bytes(), Some(OCI_MANIFEST)),
@@ -205,7 +210,10 @@ mod tests {
         for (doc, want) in [
             ("{not json", "not valid JSON"),
             (r#"{"schemaVersion":1}"#, "schemaVersion must be 2"),
-            (r#"{"schemaVersion":2,"mediaType":"text/plain"}"#, "not supported"),
+            (
+                r#"{"schemaVersion":2,"mediaType":"text/plain"}"#,
+                "not supported",
+            ),
             (r#"{"schemaVersion":2,"layers":[]}"#, "must have a 'config'"),
             (
                 r#"{"schemaVersion":2,"config":{"digest":"sha256:xyz","size":1},"layers":[]}"#,

@@ -20,7 +20,10 @@ impl Digest {
                 "digest algorithm '{algo}' is not supported; use sha256"
             )));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(Error::DigestInvalid(format!(
                 "'{s}' is not a digest: sha256 needs 64 lowercase hex characters"
@@ -143,11 +146,29 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        for ok in ["ab", "web", "team/web", "a-b/c_d.e", "a__b", "a---b", "x/y/z9"] {
+        for ok in [
+            "ab",
+            "web",
+            "team/web",
+            "a-b/c_d.e",
+            "a__b",
+            "a---b",
+            "x/y/z9",
+        ] {
             assert!(check_repository_name(ok).is_ok(), "{ok} should be valid");
         }
         for bad in [
-            "a", "Web", "-web", "web-", "team//web", "/web", "web/", "a..b", "a___b", "a.-b", "a b",
+            "a",
+            "Web",
+            "-web",
+            "web-",
+            "team//web",
+            "/web",
+            "web/",
+            "a..b",
+            "a___b",
+            "a.-b",
+            "a b",
             "a:b",
             &"a".repeat(257),
         ] {
