@@ -1462,3 +1462,109 @@ async fn a_daemon_service_runs_one_task_per_instance() {
         .await;
     assert_eq!(listed["serviceArns"].as_array().unwrap().len(), 1);
 }
+
+/// Every task a service ever started (running or stopped), by task definition revision.
+async fn all_service_tasks(s: &TestServer, name: &str) -> Vec<(String, String)> {
+    let mut arns = Vec::new();
+    for status in ["RUNNING", "STOPPED"] {
+        let v = s
+            .ok(
+                "ListTasks",
+                json!({"cluster": "default", "serviceName": name, "desiredStatus": status}),
+            )
+            .await;
+        arns.extend(v["taskArns"].as_array().unwrap().iter().cloned());
+    }
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    let d = s
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": arns}),
+        )
+        .await;
+    d["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["taskDefinitionArn"].as_str().unwrap().to_string(),
+                t["lastStatus"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deployment_carries_on_after_a_server_restart_without_duplicating_or_losing_tasks() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join_in(&s, 4000, "zone-a").await;
+    s.ok(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web:1", "desiredCount": 4,
+               "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 150}}),
+    )
+    .await;
+    for _ in 0..3 {
+        s.control.reconcile_services().await.unwrap();
+        a.settle().await;
+    }
+    assert_eq!(live_tasks(&s, "web").await, (4, 4));
+    register_td(&s, "web", 100).await;
+    s.ok(
+        "UpdateService",
+        json!({"cluster": "default", "service": "web", "taskDefinition": "web:2"}),
+    )
+    .await;
+    // One pass of the rollout: new tasks placed, old ones told to stop; the agent has not
+    // answered yet when the server goes down.
+    s.control.reconcile_services().await.unwrap();
+    let before = all_service_tasks(&s, "web").await;
+    let started_new = before
+        .iter()
+        .filter(|(td, _)| td.ends_with("web:2"))
+        .count();
+    assert!(started_new > 0, "the rollout began: {before:?}");
+
+    let s = s.restart().await;
+    // The restarted server counts what the store holds: the first pass's tasks are there, and
+    // the next pass only adds what the rollout still needs.
+    s.control.reconcile_services().await.unwrap();
+    let after = all_service_tasks(&s, "web").await;
+    let new_after = after.iter().filter(|(td, _)| td.ends_with("web:2")).count();
+    assert!(
+        (started_new..=4).contains(&new_after),
+        "{started_new} web:2 tasks before the restart, {new_after} after: {after:?}"
+    );
+    let mut steady = false;
+    for round in 0..12 {
+        a.settle().await;
+        s.control.reconcile_services().await.unwrap();
+        let (live, _) = live_tasks(&s, "web").await;
+        assert!(live <= 6, "round {round}: {live} live > ceiling 6");
+        let v = service(&s, "web").await;
+        if v["deployments"].as_array().unwrap().len() == 1 && v["runningCount"] == 4 {
+            steady = true;
+            break;
+        }
+    }
+    assert!(steady, "the rollout finished after the restart");
+    let all = all_service_tasks(&s, "web").await;
+    let new: Vec<_> = all.iter().filter(|(td, _)| td.ends_with("web:2")).collect();
+    let old: Vec<_> = all.iter().filter(|(td, _)| td.ends_with("web:1")).collect();
+    assert_eq!(
+        new.len(),
+        4,
+        "exactly four web:2 tasks were ever started: {all:?}"
+    );
+    assert!(new.iter().all(|(_, st)| st == "RUNNING"), "{all:?}");
+    assert_eq!(
+        old.len(),
+        4,
+        "no web:1 task was lost or duplicated: {all:?}"
+    );
+    assert!(old.iter().all(|(_, st)| st == "STOPPED"), "{all:?}");
+}

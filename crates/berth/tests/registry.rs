@@ -180,6 +180,16 @@ async fn distribution_protocol_round_trips_and_refuses_bad_input_precisely() {
     };
     assert_eq!(forged.req("GET", "/v2/", &[], b"").await.status, 401);
 
+    // Anonymous pulls only when the operator allows them; never anonymous pushes.
+    let registry = s.control.registry.clone().unwrap();
+    assert!(registry.authenticate(None).await.is_err());
+    let mut open = registry.clone();
+    let mut cfg = (*open.config).clone();
+    cfg.anonymous_pull = true;
+    open.config = std::sync::Arc::new(cfg);
+    let access = open.authenticate(None).await.unwrap();
+    assert!(!access.can_write(), "anonymous access is pull-only");
+
     // Repositories must exist, and have valid names.
     let r = reg.req("POST", "/v2/nope/blobs/uploads/", &[], b"").await;
     assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
@@ -385,6 +395,43 @@ async fn distribution_protocol_round_trips_and_refuses_bad_input_precisely() {
         assert_eq!(&r.body[..], &m[..], "the manifest comes back byte for byte");
         assert_eq!(r.header("content-type"), OCI);
     }
+
+    // An index over it; an index over a manifest the repository lacks is refused.
+    let index = |d: &str| {
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+               "manifests": [{"mediaType": OCI, "digest": d, "size": m.len(),
+                              "platform": {"architecture": "amd64", "os": "linux"}}]})
+        .to_string()
+        .into_bytes()
+    };
+    let idx_ct = [("content-type", "application/vnd.oci.image.index.v1+json")];
+    let r = reg
+        .req("PUT", "/v2/app/manifests/multi", &idx_ct, &index(&md))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let r = reg
+        .req(
+            "PUT",
+            "/v2/app/manifests/broken",
+            &idx_ct,
+            &index(&digest(b"nothing")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "MANIFEST_BLOB_UNKNOWN")
+    );
+    let r = reg.req("GET", "/v2/app/manifests/multi", &[], b"").await;
+    assert_eq!(
+        r.header("content-type"),
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        reg.req("DELETE", "/v2/app/manifests/multi", &[], b"")
+            .await
+            .status,
+        202
+    );
 
     // IMMUTABLE: the tag cannot move, and the first manifest stays.
     let cfg2 = br#"{"architecture":"arm64","os":"linux"}"#;
@@ -1118,4 +1165,186 @@ async fn docker_pushes_and_pulls_and_a_task_runs_an_image_from_the_registry() {
     tokio::task::block_in_place(|| {
         let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
     });
+}
+
+fn skopeo() -> Option<&'static str> {
+    if std::env::var("BERTH_SKIP_SKOPEO").as_deref() == Ok("1") {
+        eprintln!("BERTH_SKIP_SKOPEO=1: skipping the skopeo test");
+        return None;
+    }
+    let ok = Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "skopeo is not installed: run scripts/test (it installs Debian's skopeo), or set BERTH_SKIP_SKOPEO=1 to opt out"
+    );
+    Some("skopeo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_both_ways_and_inspects() {
+    if !docker_available() {
+        return;
+    }
+    let Some(skopeo) = skopeo() else { return };
+    let s = TestServer::start().await;
+    let a = ecr(&s, "CreateRepository", json!({"repositoryName": "sk"})).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let reg = s.registry_addr.to_string();
+    let creds = format!("{}:{}", s.access_key, s.secret_key);
+    let layout = tempfile::tempdir().unwrap();
+    let oci = format!("oci:{}:v1", layout.path().display());
+    let run = |args: &[&str]| {
+        tokio::task::block_in_place(|| {
+            let out = Command::new(skopeo).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "skopeo {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    // Docker's local image → Berth (Docker schema 2).
+    run(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &format!("docker-daemon:{BUSYBOX}"),
+        &format!("docker://{reg}/sk:docker"),
+    ]);
+    // Berth → an OCI layout on disk → Berth again, now as an OCI manifest.
+    run(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &format!("docker://{reg}/sk:docker"),
+        &oci,
+    ]);
+    run(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        "--format",
+        "oci",
+        &oci,
+        &format!("docker://{reg}/sk:oci"),
+    ]);
+    let raw: Value = serde_json::from_str(&run(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &format!("docker://{reg}/sk:oci"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["mediaType"], OCI, "{raw}");
+    let info: Value = serde_json::from_str(&run(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &format!("docker://{reg}/sk:docker"),
+    ]))
+    .unwrap();
+    assert_eq!(info["Os"], "linux");
+    assert!(!info["Layers"].as_array().unwrap().is_empty());
+    let tags: Value = serde_json::from_str(&run(&[
+        "list-tags",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &format!("docker://{reg}/sk"),
+    ]))
+    .unwrap();
+    assert_eq!(tags["Tags"], json!(["docker", "oci"]));
+    // The same layers back out: the OCI copy's layer digests are the Docker copy's.
+    let oci_info: Value = serde_json::from_str(&run(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &format!("docker://{reg}/sk:oci"),
+    ]))
+    .unwrap();
+    assert_eq!(oci_info["Layers"], info["Layers"]);
+}
+
+#[tokio::test]
+async fn the_aws_sdk_for_ecr_works_unchanged() {
+    use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_ecr::error::ProvideErrorMetadata;
+    let s = TestServer::start().await;
+    let conf = aws_sdk_ecr::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&s.endpoint)
+        .credentials_provider(Credentials::new(
+            &s.access_key,
+            &s.secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    let ecr = aws_sdk_ecr::Client::from_conf(conf);
+    let r = ecr
+        .create_repository()
+        .repository_name("sdk/app")
+        .image_tag_mutability(aws_sdk_ecr::types::ImageTagMutability::Immutable)
+        .send()
+        .await
+        .unwrap();
+    let repo = r.repository().unwrap();
+    assert_eq!(
+        repo.repository_uri(),
+        Some(format!("{}/sdk/app", s.registry_addr).as_str())
+    );
+    assert!(repo.created_at().is_some());
+    let e = ecr
+        .describe_images()
+        .repository_name("ghost")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("RepositoryNotFoundException"));
+    let token = ecr.get_authorization_token().send().await.unwrap();
+    let data = &token.authorization_data()[0];
+    assert_eq!(
+        data.proxy_endpoint(),
+        Some(format!("http://{}", s.registry_addr).as_str())
+    );
+    let expires = data.expires_at().unwrap().secs();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((expires - now - 12 * 3600).abs() < 60, "a 12-hour token");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(data.authorization_token().unwrap())
+        .unwrap();
+    let decoded = String::from_utf8(decoded).unwrap();
+    let (user, password) = decoded.split_once(':').unwrap();
+    assert_eq!(user, "AWS");
+    let login = Reg {
+        base: format!("http://{}", s.registry_addr),
+        auth: Some(format!("Bearer {password}")),
+    };
+    assert_eq!(
+        login.req("GET", "/v2/_catalog", &[], b"").await.json()["repositories"],
+        json!(["sdk/app"])
+    );
+    let list = ecr.describe_repositories().send().await.unwrap();
+    assert_eq!(list.repositories().len(), 1);
+    ecr.delete_repository()
+        .repository_name("sdk/app")
+        .send()
+        .await
+        .unwrap();
 }

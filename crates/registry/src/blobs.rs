@@ -236,11 +236,10 @@ fn read_records(
         let n = seal::record_len(len)?;
         let sealed = &mut buf[..n + 16];
         reader.read_exact(sealed)?;
-        let plain = sealer.open(index, len, sealed)?;
+        let plain = sealer.open_in_place(index, len, sealed)?;
         let lo = start.saturating_sub(pos) as usize;
-        let hi = ((end - pos) as usize).min(plain.len());
-        let mut bytes = Bytes::from(plain);
-        let part = bytes.split_to(hi).split_off(lo);
+        let hi = ((end - pos) as usize).min(plain);
+        let part = Bytes::copy_from_slice(&sealed[lo..hi]);
         if tx.blocking_send(Ok(part)).is_err() {
             return Ok(()); // the reader went away
         }
@@ -271,7 +270,7 @@ impl BlobStore for FsBlobs {
         if !tokio::fs::try_exists(&path).await? {
             return Err(Error::BlobUnknown(format!("blob {digest} is not stored")));
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         if start < end {
             let key = self.key.clone();
             let digest = digest.clone();

@@ -109,11 +109,12 @@ impl Registry {
             }
         }
         for (digest, modified) in self.blobs.list().await? {
-            if !linked.contains(digest.as_str()) && older(modified, self.config.gc_grace) {
-                if self.blobs.delete(&digest).await? {
-                    tracing::info!(%digest, "collected a blob nothing references");
-                    done.blobs += 1;
-                }
+            if !linked.contains(digest.as_str())
+                && older(modified, self.config.gc_grace)
+                && self.blobs.delete(&digest).await?
+            {
+                tracing::info!(%digest, "collected a blob nothing references");
+                done.blobs += 1;
             }
         }
         Ok(done)

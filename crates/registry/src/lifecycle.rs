@@ -174,9 +174,11 @@ pub fn parse(text: &str) -> Result<Policy, Error> {
                     "rule {p}: sinceImagePushed needs countUnit 'days', not {other:?}"
                 )))
             }
-            (other, _) => return Err(invalid(format!(
+            (other, _) => {
+                return Err(invalid(format!(
                 "rule {p}: countType '{other}' is not one of imageCountMoreThan, sinceImagePushed"
-            ))),
+            )))
+            }
         };
         rules.push(Rule {
             priority: p,

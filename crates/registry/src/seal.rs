@@ -10,8 +10,7 @@
 //! Records are at most [`RECORD`] bytes of plaintext, so memory stays flat however large the
 //! blob, and a range read seeks to the record that holds its first byte.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use crate::Error;
 
@@ -37,7 +36,7 @@ impl std::fmt::Debug for Key {
 /// Seals and opens the records of one file.
 #[derive(Clone)]
 pub struct Sealer {
-    cipher: Aes256Gcm,
+    cipher: std::sync::Arc<LessSafeKey>,
     prefix: [u8; 8],
 }
 
@@ -54,8 +53,9 @@ impl Sealer {
     }
 
     pub fn with_prefix(key: &Key, prefix: [u8; 8]) -> Sealer {
+        let unbound = UnboundKey::new(&AES_256_GCM, &key.0).expect("a 256-bit key fits AES-256");
         Sealer {
-            cipher: Aes256Gcm::new((&key.0).into()),
+            cipher: std::sync::Arc::new(LessSafeKey::new(unbound)),
             prefix,
         }
     }
@@ -77,47 +77,52 @@ impl Sealer {
         h
     }
 
-    fn nonce(&self, index: u32) -> [u8; 12] {
+    fn nonce(&self, index: u32) -> Nonce {
         let mut n = [0u8; 12];
         n[..8].copy_from_slice(&self.prefix);
         n[8..].copy_from_slice(&index.to_be_bytes());
-        n
+        Nonce::assume_unique_for_key(n)
     }
 
     /// Record `index` holding `plain` (1..=RECORD bytes), appended to `out`.
     pub fn seal(&self, index: u32, plain: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         debug_assert!(!plain.is_empty() && plain.len() <= RECORD);
         let len = (plain.len() as u32).to_le_bytes();
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&self.nonce(index)),
-                Payload {
-                    msg: plain,
-                    aad: &len,
-                },
-            )
-            .map_err(|_| Error::Internal("encryption failed".into()))?;
         out.extend_from_slice(&len);
-        out.extend_from_slice(&sealed);
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
+            .cipher
+            .seal_in_place_separate_tag(self.nonce(index), Aad::from(len), &mut out[start..])
+            .map_err(|_| Error::Internal("encryption failed".into()))?;
+        out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
-    /// The plaintext of record `index`, given its length field and its sealed bytes.
-    pub fn open(&self, index: u32, len: [u8; 4], sealed: &[u8]) -> Result<Vec<u8>, Error> {
+    /// Opens record `index` in place: `sealed` is its ciphertext and tag; the plaintext is
+    /// the first `len` bytes of it afterwards.
+    pub fn open_in_place(
+        &self,
+        index: u32,
+        len: [u8; 4],
+        sealed: &mut [u8],
+    ) -> Result<usize, Error> {
         self.cipher
-            .decrypt(
-                Nonce::from_slice(&self.nonce(index)),
-                Payload {
-                    msg: sealed,
-                    aad: &len,
-                },
-            )
+            .open_in_place(self.nonce(index), Aad::from(len), sealed)
+            .map(|plain| plain.len())
             .map_err(|_| {
                 Error::Corrupt(format!(
                     "record {index} failed authentication (wrong key or damaged file)"
                 ))
             })
+    }
+
+    /// The plaintext of record `index`, given its length field and its sealed bytes.
+    pub fn open(&self, index: u32, len: [u8; 4], sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut buf = sealed.to_vec();
+        let n = self.open_in_place(index, len, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
     }
 }
 

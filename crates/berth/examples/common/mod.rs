@@ -15,6 +15,8 @@ pub struct Berth {
     pub endpoint: String,
     pub ak: String,
     pub sk: String,
+    /// `host:port` of the image registry, from the banner's "Registry on" line.
+    pub registry: String,
 }
 
 /// Runs `BIN ARGS --data-dir DIR` (quietly) and reads the `export` lines it prints.
@@ -29,8 +31,12 @@ pub fn spawn(bin: &str, args: &[&str], dir: &std::path::Path) -> Berth {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
+    let mut registry = String::new();
     while endpoint.is_empty() {
         let line = lines.next().expect("berth's banner").unwrap();
+        if let Some(v) = line.strip_prefix("Registry on ") {
+            registry = v.split(':').take(2).collect::<Vec<_>>().join(":");
+        }
         if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
             ak = v.into()
         }
@@ -47,6 +53,7 @@ pub fn spawn(bin: &str, args: &[&str], dir: &std::path::Path) -> Berth {
         endpoint,
         ak,
         sk,
+        registry,
     }
 }
 

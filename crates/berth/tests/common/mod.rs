@@ -169,7 +169,14 @@ impl TestServer {
                 .unwrap()
                 .unwrap();
         }
-        let TestServer { dir, control, .. } = self;
+        let TestServer {
+            dir,
+            control,
+            background,
+            ..
+        } = self;
+        // Ends the registry's listener and any background loops, which hold the store too.
+        drop(background);
         drop(control);
         // The store is closed when the last handle goes; give spawned handlers a moment.
         let path = dir.path().join("state.redb");
