@@ -602,6 +602,7 @@ impl Control {
                     unhealthy: checks.contains(&"UNHEALTHY"),
                     started_at: t.started_at,
                     displaced: gone || draining.contains(host),
+                    host: host.to_string(),
                 }
             })
             .collect();

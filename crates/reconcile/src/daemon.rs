@@ -85,6 +85,7 @@ mod tests {
                 unhealthy: false,
                 started_at: None,
                 displaced: false,
+                host: instance.into(),
             },
             instance: instance.into(),
         }

@@ -45,6 +45,9 @@ pub struct Task {
     /// Its instance is DRAINING, or its agent has been gone too long: it is replaced like a
     /// task of an older deployment (a healthy one only as the floor allows).
     pub displaced: bool,
+    /// The container instance it runs on: scaling in takes from the instance holding the
+    /// most, so the tasks left stay spread as they were placed.
+    pub host: String,
 }
 
 impl Task {
@@ -113,19 +116,33 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     }
     let live = |t: &&Task| t.live() && !stopping.contains(&t.arn.as_str());
 
-    // 2. Too many PRIMARY tasks: stop the extra, not-yet-running ones first.
-    let mut primary_live: Vec<&Task> = tasks
+    // 2. Too many PRIMARY tasks: stop the extra, not-yet-running ones first, then healthy
+    //    ones from whichever instance holds the most of them, so the rest stays spread.
+    let primary_live: Vec<&Task> = tasks
         .iter()
         .filter(live)
         .filter(|t| t.deployment == primary && !t.displaced)
         .collect();
-    primary_live.sort_by_key(|t| (t.phase == Phase::Running, t.counts_healthy(), t.arn.clone()));
     let excess = primary_live.len().saturating_sub(s.desired as usize);
-    for t in primary_live.iter().take(excess) {
+    let mut keep = primary_live.clone();
+    for _ in 0..excess {
+        let on_host = |h: &str| keep.iter().filter(|t| t.host == h).count();
+        let Some(at) = (0..keep.len()).min_by_key(|&i| {
+            let t = keep[i];
+            (
+                t.phase == Phase::Running,
+                t.counts_healthy(),
+                std::cmp::Reverse(on_host(&t.host)),
+                t.arn.clone(),
+            )
+        }) else {
+            break;
+        };
+        let t = keep.remove(at);
         out.stop.push((t.arn.clone(), StopWhy::ScaleDown));
         stopping.push(&t.arn);
     }
-    let primary_count = primary_live.len() - excess;
+    let primary_count = keep.len();
 
     // 3. Older deployments' tasks, and displaced ones, go while enough healthy tasks remain.
     let healthy_total = tasks
@@ -211,7 +228,36 @@ mod tests {
             unhealthy: false,
             started_at: Some(0.0),
             displaced: false,
+            host: "h".into(),
         }
+    }
+
+    #[test]
+    fn scaling_in_takes_from_the_fullest_instance() {
+        let s = svc(2, 100, 200, &["d1"]);
+        let mut ts = Vec::new();
+        for (arn, host) in [
+            ("a1", "A"),
+            ("a2", "A"),
+            ("a3", "A"),
+            ("b1", "B"),
+            ("b2", "B"),
+        ] {
+            let mut t = running(arn, "d1");
+            t.host = host.into();
+            ts.push(t);
+        }
+        let out = reconcile(&s, &ts, 0.0);
+        let stopped: Vec<&str> = out.stop.iter().map(|(a, _)| a.as_str()).collect();
+        let left: Vec<&Task> = ts
+            .iter()
+            .filter(|t| !stopped.contains(&t.arn.as_str()))
+            .collect();
+        assert_eq!(left.len(), 2, "{stopped:?}");
+        assert_ne!(
+            left[0].host, left[1].host,
+            "one left on each instance: {stopped:?}"
+        );
     }
 
     #[test]

@@ -510,6 +510,12 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                             &bytes,
                         )
                         .await?;
+                    if let Reference::Tag(_) = reference {
+                        // A new tagged image may put older ones past the lifecycle policy.
+                        if let Err(e) = reg.enforce_lifecycle(&name).await {
+                            tracing::warn!(repository = name, error = %e, "lifecycle policy failed");
+                        }
+                    }
                     let mut r = Reply::new(201)
                         .header("location", format!("/v2/{name}/manifests/{digest}"))
                         .header("docker-content-digest", digest.as_str())
