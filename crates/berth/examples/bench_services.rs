@@ -223,6 +223,29 @@ async fn berth(bin: &str) -> (f64, f64, f64) {
     (create, scale, update)
 }
 
+/// How long the Docker Engine alone takes to create and start 50 containers like the
+/// benchmark's (10 `docker run -d` at a time), then removes them.
+fn engine_floor() -> f64 {
+    let t0 = Instant::now();
+    let status = Command::new("bash")
+        .args([
+            "-c",
+            &format!("seq 1 50 | xargs -P 10 -I{{}} docker run -d --label io.berth.bench-floor=1 {IMAGE} sleep 600 >/dev/null"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "docker run for the engine floor failed");
+    let floor = t0.elapsed().as_secs_f64();
+    let ids = docker(&["ps", "-aq", "--filter", "label=io.berth.bench-floor=1"]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    floor
+}
+
 #[tokio::main]
 async fn main() {
     let bin = std::env::args()
@@ -232,8 +255,13 @@ async fn main() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
     assert!(Command::new(images).status().unwrap().success());
     docker(&["tag", IMAGE, IMAGE_V2]);
+    let floor = tokio::task::spawn_blocking(engine_floor).await.unwrap();
     let (bc, bs, bu) = berth(&bin).await;
     let (sc, ss, su) = tokio::task::spawn_blocking(swarm).await.unwrap();
+    println!(
+        "engine floor: 50 `docker run -d` of the same image and command, 10 at a time, {floor:.1} s: the least any orchestrator on this engine can take to create 50 (ratio to swarm's create {:.2})",
+        floor / sc
+    );
     println!("berth: create 50 {bc:.1} s, scale to 100 {bs:.1} s, rolling update of 50 {bu:.1} s (min 100%, max 200%, stopTimeout 1 s)");
     println!("swarm: create 50 {sc:.1} s, scale to 100 {ss:.1} s, rolling update of 50 {su:.1} s (--update-parallelism 50 --update-order start-first, --stop-grace-period 1s)");
     println!(
