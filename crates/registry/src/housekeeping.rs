@@ -1,7 +1,7 @@
 //! What the registry does by itself: lifecycle policies, expiring abandoned uploads, and
 //! collecting blobs nothing references.
 
-use crate::images::{self, decode, ImageRecord, Link, UploadRecord};
+use crate::images::{self, decode, ImageRecord, Link};
 use crate::lifecycle::{self, ImageInfo};
 use crate::names::Digest;
 use crate::{now_epoch, Error, Registry};
@@ -66,11 +66,9 @@ impl Registry {
         let older = |t: SystemTime, d: Duration| now.duration_since(t).is_ok_and(|age| age >= d);
         for (id, modified) in self.blobs.uploads().await? {
             if older(modified, self.config.upload_expiry) {
-                let key = images::upload_key(&id);
-                if let Some(kv) = self.store.get(&key).await? {
-                    let _: UploadRecord = decode(&kv)?;
-                }
-                self.store.txn(Txn::new().delete(key)).await?;
+                self.store
+                    .txn(Txn::new().delete(images::upload_key(&id)))
+                    .await?;
                 let _ = self.blobs.upload_cancel(&id).await;
                 done.uploads += 1;
             }

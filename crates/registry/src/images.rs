@@ -287,6 +287,12 @@ impl Registry {
                 }
             }
             if self.commit(txn).await? {
+                // A push that committed between the reads above and this commit left keys the
+                // transaction did not name. No write can add more now (every write guards the
+                // repository record, which is gone), so one more sweep leaves nothing behind.
+                for prefix in [images_of(name), tags_of(name), links_of(name)] {
+                    self.store.delete_prefix(&prefix).await?;
+                }
                 return Ok(record);
             }
         }
