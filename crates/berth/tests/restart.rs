@@ -23,6 +23,8 @@ fn start(dir: &std::path::Path) -> Proc {
 fn spawn(args: &[&str], dir: &std::path::Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
+        // Tests run side by side: each registry on a port of its own.
+        .args(["--registry-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
         .env("BERTH_LOG", "warn")

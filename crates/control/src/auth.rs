@@ -81,6 +81,17 @@ impl Control {
     }
 }
 
+impl From<AccessKey> for berth_registry::Principal {
+    fn from(key: AccessKey) -> Self {
+        berth_registry::Principal {
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+            principal_arn: key.principal_arn,
+            instance: key.instance,
+        }
+    }
+}
+
 /// The registry's view of the access keys: it reads them, the control plane owns them.
 #[derive(Debug, Clone)]
 pub struct StoreKeys {
@@ -99,11 +110,6 @@ impl berth_registry::Keys for StoreKeys {
         let key: AccessKey = serde_json::from_slice(&kv.value).map_err(|e| {
             berth_registry::Error::Internal(format!("stored access key is unreadable: {e}"))
         })?;
-        Ok(Some(berth_registry::Principal {
-            access_key_id: key.access_key_id,
-            secret_access_key: key.secret_access_key,
-            principal_arn: key.principal_arn,
-            instance: key.instance,
-        }))
+        Ok(Some(key.into()))
     }
 }

@@ -271,16 +271,16 @@ async fn ecr_request(
             "this server runs no image registry",
         ));
     };
-    let principal = berth_registry::Principal {
-        access_key_id: caller.access_key.clone(),
-        // Only known keys reach here outside dev mode; dev mode's made-up callers get
-        // passwords that no registry check will accept.
-        secret_access_key: match st.control.access_key(&caller.access_key).await? {
-            Some(k) => k.secret_access_key,
-            None => String::new(),
+    let principal = match st.control.access_key(&caller.access_key).await? {
+        Some(key) => key.into(),
+        // Only dev mode lets unknown keys in; their registry passwords carry an empty secret,
+        // which no registry check accepts.
+        None => berth_registry::Principal {
+            access_key_id: caller.access_key.clone(),
+            secret_access_key: String::new(),
+            principal_arn: caller.principal_arn,
+            instance: caller.instance,
         },
-        principal_arn: caller.principal_arn,
-        instance: caller.instance,
     };
     tokio::spawn(async move { registry.handle_ecr(&principal, request).await })
         .await
@@ -338,12 +338,7 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         // A fresh pull-only password for the registry, made from the agent's own key.
         if let Some(registry) = &control.registry {
             if let Some(key) = control.access_key(&caller.access_key).await? {
-                let (password, _) = registry.issue_password(&berth_registry::Principal {
-                    access_key_id: key.access_key_id,
-                    secret_access_key: key.secret_access_key,
-                    principal_arn: key.principal_arn,
-                    instance: key.instance,
-                });
+                let (password, _) = registry.issue_password(&key.into());
                 resp.registry = Some(agent_proto::RegistryCredentials {
                     server: registry.config.endpoint.clone(),
                     username: "AWS".into(),

@@ -73,13 +73,13 @@ impl Txn {
         self
     }
 
-    /// Guards a read-modify-write of `key` seen at `seen` (`None`: seen absent).
     /// Writes `value` over the record `seen`, provided nobody changed it since it was read.
     pub fn replace(self, seen: &KeyValue, value: Vec<u8>) -> Self {
         self.unchanged(&seen.key, Some(seen))
             .put(seen.key.clone(), value)
     }
 
+    /// Guards a read-modify-write of `key` seen at `seen` (`None`: seen absent).
     pub fn unchanged(self, key: &str, seen: Option<&KeyValue>) -> Self {
         match seen {
             Some(kv) => self.when(Compare::ModRevision(key.to_string(), kv.mod_revision)),

@@ -21,8 +21,15 @@ pub struct Berth {
 
 /// Runs `BIN ARGS --data-dir DIR` (quietly) and reads the `export` lines it prints.
 pub fn spawn(bin: &str, args: &[&str], dir: &std::path::Path) -> Berth {
+    // The registry on a port of its own unless the caller chose one.
+    let registry_flag: &[&str] = if args.contains(&"--registry-listen") {
+        &[]
+    } else {
+        &["--registry-listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(bin)
         .args(args)
+        .args(registry_flag)
         .arg("--data-dir")
         .arg(dir)
         .env("BERTH_LOG", "warn")
