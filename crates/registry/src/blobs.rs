@@ -20,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A stream of a blob's bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, Error>>;
@@ -48,8 +48,10 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn upload_commit(&self, id: &str, digest: &Digest) -> Result<u64, Error>;
     /// Discards an upload.
     async fn upload_cancel(&self, id: &str) -> Result<(), Error>;
-    /// Removes a blob; `false` if there was none.
-    async fn delete(&self, digest: &Digest) -> Result<bool, Error>;
+    /// Removes a blob if it was last written or reused at least `older_than` ago; `false` if
+    /// there was none or it is younger. Checked atomically with commits of the same content,
+    /// so garbage collection never removes a blob a concurrent push has just reused.
+    async fn delete(&self, digest: &Digest, older_than: Duration) -> Result<bool, Error>;
     /// Every stored blob and when it was written, for garbage collection.
     async fn list(&self) -> Result<Vec<(Digest, SystemTime)>, Error>;
     /// Every upload and when it last changed, for expiring abandoned ones.
@@ -72,6 +74,9 @@ pub struct FsBlobs {
     key: Key,
     /// One writer per upload at a time; the state is cached between requests.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UploadState>>>>>,
+    /// Held (briefly, on a blocking thread) while a commit makes a blob visible or reuses one,
+    /// and while garbage collection decides to remove one: the two never interleave.
+    publish: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for UploadState {
@@ -93,6 +98,7 @@ impl FsBlobs {
             root,
             key,
             uploads: Mutex::new(HashMap::new()),
+            publish: Arc::new(Mutex::new(())),
         })
     }
 
@@ -417,9 +423,11 @@ impl BlobStore for FsBlobs {
             )));
         }
         let target = self.blob_path(digest);
+        let publish = self.publish.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             let dir = target.parent().expect("blob paths have a parent");
             fs::create_dir_all(dir)?;
+            let _published = publish.lock().unwrap_or_else(|e| e.into_inner());
             if target.exists() {
                 // Someone pushed the same content first: theirs is as good as ours. Touch it
                 // so garbage collection's grace period starts again.
@@ -453,12 +461,27 @@ impl BlobStore for FsBlobs {
         }
     }
 
-    async fn delete(&self, digest: &Digest) -> Result<bool, Error> {
-        match tokio::fs::remove_file(self.blob_path(digest)).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+    async fn delete(&self, digest: &Digest, older_than: Duration) -> Result<bool, Error> {
+        let path = self.blob_path(digest);
+        let publish = self.publish.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, Error> {
+            let _published = publish.lock().unwrap_or_else(|e| e.into_inner());
+            let modified = match fs::metadata(&path) {
+                Ok(m) => m.modified()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if SystemTime::now()
+                .duration_since(modified)
+                .map_or(true, |age| age < older_than)
+            {
+                return Ok(false);
+            }
+            fs::remove_file(&path)?;
+            Ok(true)
+        })
+        .await
+        .map_err(join_error)?
     }
 
     async fn list(&self) -> Result<Vec<(Digest, SystemTime)>, Error> {
@@ -661,6 +684,43 @@ mod tests {
         assert_eq!(blobs.list().await.unwrap().len(), 1);
         assert_eq!(read_all(&blobs, &digest, 0, 5000).await, content);
         assert!(blobs.uploads().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn collection_spares_a_blob_a_push_just_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FsBlobs::open(dir.path(), Key([1; 32])).unwrap();
+        let content = data(100);
+        let digest = Digest::of(&content);
+        for id in ["first", "again"] {
+            blobs.upload_start(id).await.unwrap();
+            blobs
+                .upload_append(id, 0, chunks(vec![content.clone()]))
+                .await
+                .unwrap();
+        }
+        blobs.upload_commit("first", &digest).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(
+            !blobs.delete(&digest, hour).await.unwrap(),
+            "too young to go"
+        );
+        // Two hours pass with nothing referencing it...
+        File::options()
+            .write(true)
+            .open(blobs.blob_path(&digest))
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * hour)
+            .unwrap();
+        // ...then a push of the same content reuses the file, just before the collector acts.
+        blobs.upload_commit("again", &digest).await.unwrap();
+        assert!(
+            !blobs.delete(&digest, hour).await.unwrap(),
+            "reused: young again"
+        );
+        assert!(blobs.exists(&digest).await.unwrap());
+        assert!(blobs.delete(&digest, Duration::ZERO).await.unwrap());
+        assert!(!blobs.exists(&digest).await.unwrap());
     }
 
     #[test]

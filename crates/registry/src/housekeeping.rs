@@ -107,9 +107,11 @@ impl Registry {
             }
         }
         for (digest, modified) in self.blobs.list().await? {
+            // The age is checked again by the store, atomically with commits: a push that
+            // reused this file since it was listed makes it young and keeps it.
             if !linked.contains(digest.as_str())
                 && older(modified, self.config.gc_grace)
-                && self.blobs.delete(&digest).await?
+                && self.blobs.delete(&digest, self.config.gc_grace).await?
             {
                 tracing::info!(%digest, "collected a blob nothing references");
                 done.blobs += 1;
