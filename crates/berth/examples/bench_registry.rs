@@ -10,10 +10,8 @@
 
 mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const LAYERS: usize = 4;
 const LAYER_MIB: usize = 256;
@@ -77,30 +75,16 @@ fn reference_registry(dir: &std::path::Path) -> (Child, String) {
 
 async fn create_repository(b: &common::Berth, name: &str) {
     let body = format!("{{\"repositoryName\":\"{name}\"}}");
-    let headers = berth_api::sigv4::ecr_request_headers(
-        &berth_api::sigv4::SigningKey {
-            access_key: &b.ak,
-            secret: &b.sk,
-            region: "us-east-1",
-            service: "ecr",
-        },
+    let (status, bytes) = common::ecr_call_raw(
+        &common::client(),
         &b.endpoint,
+        &b.ak,
+        &b.sk,
         "CreateRepository",
-        body.as_bytes(),
-        SystemTime::now(),
+        &body,
     )
-    .unwrap();
-    let mut req = http::Request::post(format!("{}/", b.endpoint));
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let resp = common::client()
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    assert!(status.is_success(), "CreateRepository: {bytes:?}");
+    .await;
+    assert_eq!(status, 200, "CreateRepository: {bytes:?}");
 }
 
 fn vm_hwm_mib(pid: u32) -> f64 {

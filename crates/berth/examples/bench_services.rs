@@ -112,16 +112,8 @@ fn swarm() -> (f64, f64, f64) {
     (create, scale, update)
 }
 
-struct Api(common::Api);
-
-impl std::ops::Deref for Api {
-    type Target = common::Api;
-    fn deref(&self) -> &common::Api {
-        &self.0
-    }
-}
-
-impl Api {
+// The benchmark's own waits, beside the shared client's calls.
+impl common::Api {
     /// Until the service runs `n` tasks under one deployment of `revision`.
     async fn wait_stable(&self, n: i64, revision: i64) {
         let start = Instant::now();
@@ -159,7 +151,7 @@ async fn berth(bin: &str) -> (f64, f64, f64) {
         ],
         dir.path(),
     );
-    let api = Api(common::Api::new(&server));
+    let api = common::Api::new(&server);
     let instance = loop {
         let v = api.call("ListContainerInstances", json!({})).await;
         if let Some(a) = v["containerInstanceArns"][0].as_str() {

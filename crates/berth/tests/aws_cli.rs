@@ -3,21 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::TestServer;
+use common::{aws_cli, TestServer};
 use serde_json::Value;
-use std::process::Command;
-
-fn aws_cli() -> Option<String> {
-    if std::env::var("BERTH_SKIP_AWS_CLI").as_deref() == Ok("1") {
-        eprintln!("BERTH_SKIP_AWS_CLI=1: skipping the AWS CLI test");
-        return None;
-    }
-    let cli = std::env::var("BERTH_AWS_CLI").unwrap_or_else(|_| "aws".into());
-    match Command::new(&cli).arg("--version").output() {
-        Ok(o) if o.status.success() => Some(cli),
-        _ => panic!("the AWS CLI ('{cli}') is not installed: run .ci/run, or set BERTH_AWS_CLI, or BERTH_SKIP_AWS_CLI=1 to opt out"),
-    }
-}
 
 struct Cli<'a> {
     bin: String,
@@ -28,35 +15,7 @@ struct Cli<'a> {
 impl Cli<'_> {
     /// Runs `aws ecs ARGS`; Ok(json) on success, Err(stderr) on failure.
     fn run(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(&self.bin)
-            .arg("ecs")
-            .args(args)
-            .args([
-                "--endpoint-url",
-                &self.s.endpoint,
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-            ])
-            .env("AWS_ACCESS_KEY_ID", &self.s.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_MAX_ATTEMPTS", "1")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .unwrap();
-        if out.status.success() {
-            let text = String::from_utf8_lossy(&out.stdout);
-            Ok(if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap()
-            })
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        common::aws_json(&self.bin, self.s, &self.secret, "ecs", args)
     }
 }
 

@@ -972,27 +972,9 @@ async fn service(s: &TestServer, name: &str) -> Value {
         .clone()
 }
 
-/// Live (not stopping) and running tasks of a service, by task definition revision.
+/// Live (not stopping) and running tasks of a service.
 async fn live_tasks(s: &TestServer, name: &str) -> (usize, usize) {
-    let arns = s
-        .ok(
-            "ListTasks",
-            json!({"cluster": "default", "serviceName": name}),
-        )
-        .await["taskArns"]
-        .as_array()
-        .unwrap()
-        .clone();
-    if arns.is_empty() {
-        return (0, 0);
-    }
-    let d = s
-        .ok(
-            "DescribeTasks",
-            json!({"cluster": "default", "tasks": arns}),
-        )
-        .await;
-    let tasks = d["tasks"].as_array().unwrap();
+    let tasks = common::service_tasks(s, name, None).await;
     let running = tasks
         .iter()
         .filter(|t| t["lastStatus"] == "RUNNING")
@@ -1463,30 +1445,11 @@ async fn a_daemon_service_runs_one_task_per_instance() {
     assert_eq!(listed["serviceArns"].as_array().unwrap().len(), 1);
 }
 
-/// Every task a service ever started (running or stopped), by task definition revision.
+/// Every task a service ever started (running or stopped): its definition and last status.
 async fn all_service_tasks(s: &TestServer, name: &str) -> Vec<(String, String)> {
-    let mut arns = Vec::new();
-    for status in ["RUNNING", "STOPPED"] {
-        let v = s
-            .ok(
-                "ListTasks",
-                json!({"cluster": "default", "serviceName": name, "desiredStatus": status}),
-            )
-            .await;
-        arns.extend(v["taskArns"].as_array().unwrap().iter().cloned());
-    }
-    if arns.is_empty() {
-        return Vec::new();
-    }
-    let d = s
-        .ok(
-            "DescribeTasks",
-            json!({"cluster": "default", "tasks": arns}),
-        )
-        .await;
-    d["tasks"]
-        .as_array()
-        .unwrap()
+    let mut tasks = common::service_tasks(s, name, Some("RUNNING")).await;
+    tasks.extend(common::service_tasks(s, name, Some("STOPPED")).await);
+    tasks
         .iter()
         .map(|t| {
             (

@@ -7,9 +7,9 @@
 mod common;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use common::{docker_available, wait_joined, wait_task, Answer, TestAgent, TestServer, BUSYBOX};
-use http_body_util::{BodyExt, Full};
+use common::{
+    aws_cli, docker_available, wait_joined, wait_task, Answer, Reg, TestAgent, TestServer, BUSYBOX,
+};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::process::Command;
@@ -20,95 +20,10 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 async fn ecr(s: &TestServer, op: &str, body: Value) -> Answer {
-    let body = body.to_string();
-    let headers = berth_api::sigv4::ecr_request_headers(
-        &berth_api::sigv4::SigningKey {
-            access_key: &s.access_key,
-            secret: &s.secret_key,
-            region: "us-east-1",
-            service: "ecr",
-        },
-        &s.endpoint,
-        op,
-        body.as_bytes(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    common::raw_request(&s.endpoint, "POST", "/", &headers, body.into_bytes()).await
-}
-
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    /// The distribution spec's error code.
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    }
-}
-
-/// A `/v2/` client with Basic credentials.
-struct Reg {
-    base: String,
-    auth: Option<String>,
+    common::signed_ecr_call(&s.endpoint, op, &body, &s.access_key, &s.secret_key).await
 }
 
 impl Reg {
-    fn new(s: &TestServer) -> Reg {
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", s.access_key, s.secret_key));
-        Reg {
-            base: format!("http://{}", s.registry_addr),
-            auth: Some(format!("Basic {basic}")),
-        }
-    }
-
-    async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
-        let uri = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        let mut req = http::Request::builder().method(method).uri(uri);
-        if let Some(a) = &self.auth {
-            req = req.header("authorization", a);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-            .await
-            .expect("answer within 30 s")
-            .unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
     /// Uploads a blob monolithically; returns its digest.
     async fn blob(&self, repo: &str, data: &[u8]) -> String {
         let d = digest(data);
@@ -596,45 +511,9 @@ async fn distribution_protocol_round_trips_and_refuses_bad_input_precisely() {
     );
 }
 
-fn aws_cli() -> Option<String> {
-    if std::env::var("BERTH_SKIP_AWS_CLI").as_deref() == Ok("1") {
-        eprintln!("BERTH_SKIP_AWS_CLI=1: skipping the AWS CLI test");
-        return None;
-    }
-    let cli = std::env::var("BERTH_AWS_CLI").unwrap_or_else(|_| "aws".into());
-    match Command::new(&cli).arg("--version").output() {
-        Ok(o) if o.status.success() => Some(cli),
-        _ => panic!("the AWS CLI ('{cli}') is not installed: run .ci/run, or set BERTH_AWS_CLI, or BERTH_SKIP_AWS_CLI=1 to opt out"),
-    }
-}
-
 /// Runs `aws ecr ARGS` against the server: Ok(json) or Err(stderr).
 fn aws_ecr(bin: &str, s: &TestServer, args: &[&str]) -> Result<Value, String> {
-    let out = Command::new(bin)
-        .arg("ecr")
-        .args(args)
-        .args([
-            "--endpoint-url",
-            &s.endpoint,
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ])
-        .env("AWS_ACCESS_KEY_ID", &s.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s.secret_key)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    common::aws_json(bin, s, &s.secret_key, "ecr", args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -984,19 +863,8 @@ async fn ecr_api_through_the_aws_cli_with_lifecycle_policies_enforced() {
 
     // get-login-password's password opens /v2/.
     let pw = tokio::task::block_in_place(|| {
-        Command::new(&bin)
-            .args([
-                "ecr",
-                "get-login-password",
-                "--endpoint-url",
-                &s.endpoint,
-                "--region",
-                "us-east-1",
-            ])
-            .env("AWS_ACCESS_KEY_ID", &s.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &s.secret_key)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        common::aws_command(&bin, &s, &s.secret_key)
+            .args(["ecr", "get-login-password"])
             .output()
             .unwrap()
     });

@@ -417,39 +417,6 @@ async fn a_separate_berth_agent_joins_with_its_clusters_token() {
     common::docker_cleanup(&instance);
 }
 
-/// One `/v2/` request with the admin key as Basic credentials: status, a header, the body.
-async fn v2(
-    p: &Proc,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, http::HeaderMap, bytes::Bytes) {
-    use base64::Engine as _;
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", p.ak, p.sk));
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", p.registry))
-        .header("authorization", format!("Basic {basic}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(http_body_util::Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (
-        status,
-        headers,
-        resp.into_body().collect().await.unwrap().to_bytes(),
-    )
-}
-
 /// `kill -9` between the chunks of an upload, and in the middle of one: the upload resumes
 /// from what the registry acknowledged, and no half-written blob is ever visible.
 #[tokio::test]
@@ -457,37 +424,31 @@ async fn kill_dash_nine_mid_upload_leaves_no_visible_blob_and_the_upload_resumes
     use sha2::Digest as _;
     let dir = tempfile::tempdir().unwrap();
     let mut p = start(dir.path());
-    let body = json!({"repositoryName": "crash"}).to_string();
-    let headers = berth_api::sigv4::ecr_request_headers(
-        &berth_api::sigv4::SigningKey {
-            access_key: &p.ak,
-            secret: &p.sk,
-            region: "us-east-1",
-            service: "ecr",
-        },
+    let a = common::signed_ecr_call(
         &p.endpoint,
         "CreateRepository",
-        body.as_bytes(),
-        SystemTime::now(),
+        &json!({"repositoryName": "crash"}),
+        &p.ak,
+        &p.sk,
     )
-    .unwrap();
-    let a = common::raw_request(&p.endpoint, "POST", "/", &headers, body.into_bytes()).await;
+    .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
 
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
-    let (status, h, _) = v2(&p, "POST", "/v2/crash/blobs/uploads/", &[], Vec::new()).await;
-    assert_eq!(status, 202);
-    let loc = h["location"].to_str().unwrap().to_string();
-    let (status, h, _) = v2(
-        &p,
-        "PATCH",
-        &loc,
-        &[("content-range", "0-399999")],
-        data[..400_000].to_vec(),
-    )
-    .await;
-    assert_eq!((status, h["range"].to_str().unwrap()), (202, "0-399999"));
+    let reg = common::Reg::basic(&p.registry, &p.ak, &p.sk);
+    let r = reg.req("POST", "/v2/crash/blobs/uploads/", &[], b"").await;
+    assert_eq!(r.status, 202);
+    let loc = r.header("location");
+    let r = reg
+        .req(
+            "PATCH",
+            &loc,
+            &[("content-range", "0-399999")],
+            &data[..400_000],
+        )
+        .await;
+    assert_eq!((r.status, r.header("range").as_str()), (202, "0-399999"));
 
     // A second upload dies with the server in the middle of its body.
     let other: Vec<u8> = vec![9u8; 2_000_000];
@@ -495,10 +456,9 @@ async fn kill_dash_nine_mid_upload_leaves_no_visible_blob_and_the_upload_resumes
     {
         use tokio::io::AsyncWriteExt;
         let mut tcp = tokio::net::TcpStream::connect(&p.registry).await.unwrap();
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", p.ak, p.sk));
         let head = format!(
-            "POST /v2/crash/blobs/uploads/?digest={other_digest} HTTP/1.1\r\nhost: x\r\nauthorization: Basic {basic}\r\ncontent-length: 2000000\r\n\r\n"
+            "POST /v2/crash/blobs/uploads/?digest={other_digest} HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 2000000\r\n\r\n",
+            reg.auth.as_ref().unwrap()
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
         tcp.write_all(&other[..1_000_000]).await.unwrap();
@@ -508,35 +468,33 @@ async fn kill_dash_nine_mid_upload_leaves_no_visible_blob_and_the_upload_resumes
     }
 
     let p = start(dir.path());
+    let reg = common::Reg::basic(&p.registry, &p.ak, &p.sk);
     for d in [&digest, &other_digest] {
-        let (status, _, _) = v2(&p, "HEAD", &format!("/v2/crash/blobs/{d}"), &[], Vec::new()).await;
-        assert_eq!(status, 404, "{d} must not be visible");
+        let r = reg
+            .req("HEAD", &format!("/v2/crash/blobs/{d}"), &[], b"")
+            .await;
+        assert_eq!(r.status, 404, "{d} must not be visible");
     }
     let blobs = dir.path().join("registry/blobs/sha256");
     let files = walk(&blobs);
     assert!(files.is_empty(), "no blob file after the crash: {files:?}");
     // The first upload picks up where the registry said it was.
-    let (status, h, _) = v2(&p, "GET", &loc, &[], Vec::new()).await;
-    assert_eq!((status, h["range"].to_str().unwrap()), (204, "0-399999"));
-    let (status, _, _) = v2(
-        &p,
-        "PUT",
-        &format!("{loc}?digest={digest}"),
-        &[("content-range", "400000-999999")],
-        data[400_000..].to_vec(),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, _, got) = v2(
-        &p,
-        "GET",
-        &format!("/v2/crash/blobs/{digest}"),
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(got[..] == data[..], "the resumed blob is the data sent");
+    let r = reg.req("GET", &loc, &[], b"").await;
+    assert_eq!((r.status, r.header("range").as_str()), (204, "0-399999"));
+    let r = reg
+        .req(
+            "PUT",
+            &format!("{loc}?digest={digest}"),
+            &[("content-range", "400000-999999")],
+            &data[400_000..],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = reg
+        .req("GET", &format!("/v2/crash/blobs/{digest}"), &[], b"")
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body[..] == data[..], "the resumed blob is the data sent");
     let mut p = p;
     p.child.kill().unwrap();
     p.child.wait().unwrap();

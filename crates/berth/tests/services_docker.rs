@@ -9,33 +9,11 @@ mod common;
 
 use berth_control::http::Limits;
 use berth_control::Config;
-use common::{docker_available, docker_cleanup, wait_joined, TestAgent, TestServer, BUSYBOX};
+use common::{
+    docker_available, docker_cleanup, service_tasks, wait_joined, TestAgent, TestServer, BUSYBOX,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// The service's tasks the server still wants running (ListTasks' default), described.
-async fn service_tasks(s: &TestServer, name: &str) -> Vec<Value> {
-    let arns = s
-        .ok(
-            "ListTasks",
-            json!({"cluster": "default", "serviceName": name}),
-        )
-        .await["taskArns"]
-        .as_array()
-        .unwrap()
-        .clone();
-    if arns.is_empty() {
-        return Vec::new();
-    }
-    s.ok(
-        "DescribeTasks",
-        json!({"cluster": "default", "tasks": arns}),
-    )
-    .await["tasks"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 fn running(ts: &[Value]) -> usize {
     ts.iter().filter(|t| t["lastStatus"] == "RUNNING").count()
@@ -69,7 +47,7 @@ async fn wait_tasks(
 ) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let ts = service_tasks(s, name).await;
+        let ts = service_tasks(s, name, None).await;
         if pred(&ts) {
             return ts;
         }
@@ -121,7 +99,7 @@ async fn sample_rollout(s: &TestServer, name: &str, rev: &str, floor: usize, cei
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut samples = 0;
     loop {
-        let ts = service_tasks(s, name).await;
+        let ts = service_tasks(s, name, None).await;
         samples += 1;
         assert!(
             ts.len() <= ceiling,
@@ -209,7 +187,7 @@ async fn services_on_two_docker_agents_scale_heal_roll_out_trip_the_breaker_and_
     }
 
     // `docker kill` of a task's container: a replacement runs.
-    let ts = service_tasks(&s, "web").await;
+    let ts = service_tasks(&s, "web", None).await;
     let victim = ts[0]["taskArn"].as_str().unwrap().to_string();
     let container = ts[0]["containers"][0]["runtimeId"]
         .as_str()
@@ -261,7 +239,7 @@ async fn services_on_two_docker_agents_scale_heal_roll_out_trip_the_breaker_and_
     .await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let ts = service_tasks(&s, "web").await;
+        let ts = service_tasks(&s, "web", None).await;
         assert!(
             running(&ts) >= 2,
             "below the floor during the broken rollout"

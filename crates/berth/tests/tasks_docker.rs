@@ -913,7 +913,7 @@ async fn a_service_replaces_a_killed_container_and_the_cli_waiter_sees_it_stable
     );
     // The AWS CLI's own waiter agrees (when the CLI is there).
     if let Ok(cli) = std::env::var("BERTH_AWS_CLI") {
-        let out = std::process::Command::new(cli)
+        let out = common::aws_command(&cli, &f.server, &f.server.secret_key)
             .args([
                 "ecs",
                 "wait",
@@ -923,16 +923,6 @@ async fn a_service_replaces_a_killed_container_and_the_cli_waiter_sees_it_stable
                 "--services",
                 "svc",
             ])
-            .args([
-                "--endpoint-url",
-                &f.server.endpoint,
-                "--region",
-                "us-east-1",
-            ])
-            .env("AWS_ACCESS_KEY_ID", &f.server.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &f.server.secret_key)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .output()
             .unwrap();
         assert!(

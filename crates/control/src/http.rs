@@ -5,6 +5,7 @@
 //! an [`EcsRequest`](berth_api::ecs::EcsRequest) → [`Control::handle`] → JSON or an ECS error,
 //! always with an `x-amzn-RequestId`.
 
+use crate::auth::AccessKey;
 use crate::{Caller, Control};
 use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
@@ -263,7 +264,7 @@ async fn ecr_request(
 ) -> Result<Vec<u8>, EcsError> {
     let (parts, body) = req.into_parts();
     let body = read_body(st, &parts, body, st.limits.max_body.max(ECR_MAX_BODY)).await?;
-    let caller = authenticate(st, &parts, &body, "ecr").await?;
+    let (caller, key) = authenticate_key(st, &parts, &body, "ecr").await?;
     let request = parse_ecr_request(operation, &body)?;
     let Some(registry) = st.control.registry.clone() else {
         return Err(EcsError::new(
@@ -271,7 +272,7 @@ async fn ecr_request(
             "this server runs no image registry",
         ));
     };
-    let principal = match st.control.access_key(&caller.access_key).await? {
+    let principal = match key {
         Some(key) => key.into(),
         // Only dev mode lets unknown keys in; their registry passwords carry an empty secret,
         // which no registry check accepts.
@@ -306,7 +307,7 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         let r: agent_proto::JoinRequest = parse(&body)?;
         return crate::json(control.agent_join(r).await?);
     }
-    let caller = authenticate(st, &parts, &body, "ecs").await?;
+    let (caller, key) = authenticate_key(st, &parts, &body, "ecs").await?;
     if path == JOIN_TOKEN_PATH {
         if let Some(instance) = caller.instance {
             return Err(EcsError::new(
@@ -337,7 +338,7 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         let mut resp = control.agent_poll(&instance, r, stop).await?;
         // A fresh pull-only password for the registry, made from the agent's own key.
         if let Some(registry) = &control.registry {
-            if let Some(key) = control.access_key(&caller.access_key).await? {
+            if let Some(key) = key {
                 let (password, _) = registry.issue_password(&key.into());
                 resp.registry = Some(agent_proto::RegistryCredentials {
                     server: registry.config.endpoint.clone(),
@@ -410,6 +411,17 @@ async fn authenticate(
     body: &[u8],
     service: &str,
 ) -> Result<Caller, EcsError> {
+    Ok(authenticate_key(st, parts, body, service).await?.0)
+}
+
+/// [`authenticate`], also handing back the caller's stored key (`None` only for dev mode's
+/// made-up callers), for answers that need its secret.
+async fn authenticate_key(
+    st: &State,
+    parts: &http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<(Caller, Option<AccessKey>), EcsError> {
     let cfg = &st.control.config;
     let auth = sigv4::parse_authorization(&parts.headers)?;
     let path_and_query = parts
@@ -427,14 +439,11 @@ async fn authenticate(
     let known = st.control.access_key(&auth.access_key).await?;
     if cfg.dev {
         sigv4::check_well_formed(&signed, &auth, &cfg.region, service, now)?;
-        return Ok(match known {
-            Some(k) => Caller {
-                access_key: k.access_key_id,
-                principal_arn: k.principal_arn,
-                instance: k.instance,
-            },
+        let caller = match &known {
+            Some(k) => caller_of(k),
             None => st.control.dev_caller(&auth.access_key),
-        });
+        };
+        return Ok((caller, known));
     }
     let Some(key) = known else {
         return Err(EcsError::new(
@@ -450,9 +459,13 @@ async fn authenticate(
         service,
         now,
     )?;
-    Ok(Caller {
-        access_key: key.access_key_id,
-        principal_arn: key.principal_arn,
-        instance: key.instance,
-    })
+    Ok((caller_of(&key), Some(key)))
+}
+
+fn caller_of(key: &AccessKey) -> Caller {
+    Caller {
+        access_key: key.access_key_id.clone(),
+        principal_arn: key.principal_arn.clone(),
+        instance: key.instance.clone(),
+    }
 }

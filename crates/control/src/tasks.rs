@@ -702,12 +702,10 @@ impl Control {
             let host_gone = instance.as_ref().is_none_or(|(ci, _)| {
                 ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str())
             });
-            let mut txn = Txn::new().unchanged(&key, Some(&kv));
             if host_gone {
                 finish_stopped(&mut t, now);
             }
-            txn = txn.put(key.clone(), encode(&t)?);
-            if self.commit(txn).await? {
+            if self.commit(Txn::new().replace(&kv, encode(&t)?)).await? {
                 return Ok(Some(t));
             }
         }
@@ -859,17 +857,14 @@ impl Control {
                 return Ok(false);
             }
             t.version = Some(t.version.unwrap_or(0) + 1);
-            let mut txn = Txn::new().unchanged(&key, Some(&kv));
+            let mut txn = Txn::new().replace(&kv, encode(&t)?);
             if was != TaskStatus::Stopped && now_status == TaskStatus::Stopped {
                 // Give the task's resources back, once, in the same transaction.
                 if let Some((ci, ikv)) = self.find_instance(cluster, instance_arn).await? {
                     let ci = self.released(ci, &t).await?;
-                    txn = txn
-                        .unchanged(&ikv.key, Some(&ikv))
-                        .put(ikv.key.clone(), encode(&ci)?);
+                    txn = txn.replace(&ikv, encode(&ci)?);
                 }
             }
-            txn = txn.put(key.clone(), encode(&t)?);
             if self.commit(txn).await? {
                 return Ok(true);
             }

@@ -193,7 +193,7 @@ impl Registry {
                     }
                     let mut details = Vec::new();
                     for id in ids {
-                        let (image, tags) = self.find(name, &images, &id)?;
+                        let (image, tags) = self.find(name, &images, &id).map_err(|(_, e)| e)?;
                         details.push(detail(image, tags));
                     }
                     json(ecr::DescribeImagesResponse {
@@ -659,13 +659,14 @@ impl Registry {
         Ok(s)
     }
 
-    /// The image an identifier names, or the failure ECR reports for it.
+    /// The image an identifier names; on a miss, ECR's failure code (what BatchGetImage and
+    /// BatchDeleteImage report) and the error the other operations answer.
     fn find<'a>(
         &self,
         name: &str,
         images: &'a [(crate::images::ImageRecord, Vec<String>)],
         id: &ecr::ImageIdentifier,
-    ) -> Result<(&'a crate::images::ImageRecord, &'a [String]), Error> {
+    ) -> Result<(&'a crate::images::ImageRecord, &'a [String]), (&'static str, Error)> {
         let not_found = || {
             Error::ecr(
                 ErrorKind::ImageNotFound,
@@ -678,26 +679,28 @@ impl Registry {
             )
         };
         if let Some(d) = &id.image_digest {
-            Digest::parse(d)?;
+            Digest::parse(d).map_err(|e| ("InvalidImageDigest", e))?;
         }
         if let Some(t) = &id.image_tag {
-            check_tag(t)?;
+            check_tag(t).map_err(|e| ("InvalidImageTag", e))?;
         }
         let hit = images.iter().find(|(image, tags)| {
             id.image_digest.as_ref().is_none_or(|d| *d == image.digest)
                 && id.image_tag.as_ref().is_none_or(|t| tags.contains(t))
         });
         match (hit, &id.image_digest, &id.image_tag) {
-            (_, None, None) => Err(Error::Invalid(
-                "an image identifier needs an imageDigest or an imageTag".into(),
+            (_, None, None) => Err((
+                "MissingDigestAndTag",
+                Error::Invalid("an image identifier needs an imageDigest or an imageTag".into()),
             )),
             (Some((i, t)), _, _) => Ok((i, t.as_slice())),
-            (None, Some(_), Some(t)) if images.iter().any(|(_, tags)| tags.contains(t)) => {
-                Err(Error::Invalid(format!(
+            (None, Some(_), Some(t)) if images.iter().any(|(_, tags)| tags.contains(t)) => Err((
+                "ImageTagDoesNotMatchDigest",
+                Error::Invalid(format!(
                     "ImageTagDoesNotMatchDigest: tag '{t}' points at another digest"
-                )))
-            }
-            (None, _, _) => Err(not_found()),
+                )),
+            )),
+            (None, _, _) => Err(("ImageNotFound", not_found())),
         }
     }
 
@@ -768,17 +771,8 @@ fn failure(id: &ecr::ImageIdentifier, code: &str, reason: &str) -> ecr::ImageFai
     }
 }
 
-fn failure_for(id: &ecr::ImageIdentifier, e: &Error) -> ecr::ImageFailure {
-    let code = match e {
-        Error::DigestInvalid(_) => "InvalidImageDigest",
-        Error::TagInvalid(_) => "InvalidImageTag",
-        Error::Invalid(m) if m.starts_with("ImageTagDoesNotMatchDigest") => {
-            "ImageTagDoesNotMatchDigest"
-        }
-        Error::Invalid(_) => "MissingDigestAndTag",
-        _ => "ImageNotFound",
-    };
-    let reason = match code {
+fn failure_for(id: &ecr::ImageIdentifier, (code, e): &(&str, Error)) -> ecr::ImageFailure {
+    let reason = match *code {
         "ImageNotFound" => "Requested image not found".to_string(),
         _ => e.to_string(),
     };

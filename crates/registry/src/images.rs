@@ -244,9 +244,7 @@ impl Registry {
                 return Ok(record);
             }
         }
-        Err(Error::Internal(format!(
-            "repository {name}: too many concurrent changes, try again"
-        )))
+        Err(conflict(name))
     }
 
     /// Every repository, in name order.
@@ -296,9 +294,7 @@ impl Registry {
                 return Ok(record);
             }
         }
-        Err(Error::Internal(format!(
-            "repository {name}: too many concurrent changes, try again"
-        )))
+        Err(conflict(name))
     }
 
     /// The size of `digest` if the repository holds it.
@@ -325,9 +321,7 @@ impl Registry {
                 return Ok(());
             }
         }
-        Err(Error::Internal(format!(
-            "repository {name}: too many concurrent changes, try again"
-        )))
+        Err(conflict(name))
     }
 
     /// Starts an upload into `name`; returns its id.
@@ -494,9 +488,7 @@ impl Registry {
                 return Ok((digest, parsed));
             }
         }
-        Err(Error::Internal(format!(
-            "repository {name}: too many concurrent changes, try again"
-        )))
+        Err(conflict(name))
     }
 
     /// The digest a tag points at.
@@ -552,9 +544,7 @@ impl Registry {
                 return Ok(removed);
             }
         }
-        Err(Error::Internal(format!(
-            "repository {name}: too many concurrent changes, try again"
-        )))
+        Err(conflict(name))
     }
 
     /// Removes a tag, leaving the manifest.
@@ -599,6 +589,13 @@ impl Registry {
         }
         Ok(out)
     }
+}
+
+/// What a read-modify-write of repository `name` answers when it lost every retry.
+fn conflict(name: &str) -> Error {
+    Error::Internal(format!(
+        "repository {name}: too many concurrent changes, try again"
+    ))
 }
 
 /// ECR's tag rules: at most 50, keys 1..=128 and values 0..=256 characters.

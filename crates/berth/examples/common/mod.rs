@@ -92,20 +92,52 @@ pub async fn call_raw(
     op: &str,
     body: &str,
 ) -> (u16, Bytes) {
-    let key = berth_api::sigv4::SigningKey {
-        access_key: ak,
-        secret: sk,
-        region: "us-east-1",
-        service: "ecs",
-    };
     let headers = berth_api::sigv4::ecs_request_headers(
-        &key,
+        &signing_key(ak, sk, "ecs"),
         endpoint,
         op,
         body.as_bytes(),
         SystemTime::now(),
     )
     .unwrap();
+    post(client, endpoint, headers, body).await
+}
+
+/// One signed ECR call; the status and the body as sent back.
+pub async fn ecr_call_raw(
+    client: &Client,
+    endpoint: &str,
+    ak: &str,
+    sk: &str,
+    op: &str,
+    body: &str,
+) -> (u16, Bytes) {
+    let headers = berth_api::sigv4::ecr_request_headers(
+        &signing_key(ak, sk, "ecr"),
+        endpoint,
+        op,
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    post(client, endpoint, headers, body).await
+}
+
+fn signing_key<'a>(ak: &'a str, sk: &'a str, service: &'a str) -> berth_api::sigv4::SigningKey<'a> {
+    berth_api::sigv4::SigningKey {
+        access_key: ak,
+        secret: sk,
+        region: "us-east-1",
+        service,
+    }
+}
+
+async fn post(
+    client: &Client,
+    endpoint: &str,
+    headers: Vec<(String, String)>,
+    body: &str,
+) -> (u16, Bytes) {
     let mut req = http::Request::post(format!("{endpoint}/"));
     for (k, v) in headers {
         req = req.header(k, v);

@@ -275,6 +275,188 @@ pub async fn signed_call(
     raw_request(endpoint, "POST", "/", &headers, body.as_bytes().to_vec()).await
 }
 
+/// A signed ECR call of `op` (service `ecr`) to any server at `endpoint`.
+pub async fn signed_ecr_call(endpoint: &str, op: &str, body: &Value, ak: &str, sk: &str) -> Answer {
+    let body = body.to_string();
+    let headers = berth_api::sigv4::ecr_request_headers(
+        &berth_api::sigv4::SigningKey {
+            access_key: ak,
+            secret: sk,
+            region: "us-east-1",
+            service: "ecr",
+        },
+        endpoint,
+        op,
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    raw_request(endpoint, "POST", "/", &headers, body.into_bytes()).await
+}
+
+/// One `/v2/` answer of the registry.
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    /// The distribution spec's error code.
+    pub fn code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// A `/v2/` client of the registry at `base`, with the given `Authorization` (or none).
+pub struct Reg {
+    pub base: String,
+    pub auth: Option<String>,
+}
+
+impl Reg {
+    /// Basic credentials of an access key, against the registry at `addr` (`host:port`).
+    pub fn basic(addr: &str, ak: &str, sk: &str) -> Reg {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{ak}:{sk}"));
+        Reg {
+            base: format!("http://{addr}"),
+            auth: Some(format!("Basic {basic}")),
+        }
+    }
+
+    /// The admin key of a test server, against its registry.
+    pub fn new(s: &TestServer) -> Reg {
+        Reg::basic(&s.registry_addr.to_string(), &s.access_key, &s.secret_key)
+    }
+
+    /// `path` is under the registry, or a whole URL.
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let uri = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = http::Request::builder().method(method).uri(uri);
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .expect("answer within 30 s")
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// The AWS CLI to run: `BERTH_AWS_CLI` (set by `scripts/test`) or `aws`. Fails loudly when it
+/// is missing, unless `BERTH_SKIP_AWS_CLI=1` (then `None`).
+pub fn aws_cli() -> Option<String> {
+    if std::env::var("BERTH_SKIP_AWS_CLI").as_deref() == Ok("1") {
+        eprintln!("BERTH_SKIP_AWS_CLI=1: skipping the AWS CLI test");
+        return None;
+    }
+    let cli = std::env::var("BERTH_AWS_CLI").unwrap_or_else(|_| "aws".into());
+    match std::process::Command::new(&cli).arg("--version").output() {
+        Ok(o) if o.status.success() => Some(cli),
+        _ => panic!("the AWS CLI ('{cli}') is not installed: run .ci/run, or set BERTH_AWS_CLI, or BERTH_SKIP_AWS_CLI=1 to opt out"),
+    }
+}
+
+/// `aws` against `s` with its admin key id and `secret`, nothing from the user's own
+/// configuration, and no retries; add the service, command and arguments.
+pub fn aws_command(bin: &str, s: &TestServer, secret: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--endpoint-url", &s.endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", &s.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env_remove("AWS_PROFILE");
+    cmd
+}
+
+/// Runs `aws SERVICE ARGS` against `s`: Ok(its JSON; `Null` for no output) or Err(stderr).
+pub fn aws_json(
+    bin: &str,
+    s: &TestServer,
+    secret: &str,
+    service: &str,
+    args: &[&str],
+) -> Result<Value, String> {
+    let out = aws_command(bin, s, secret)
+        .args(["--output", "json", service])
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+/// A service's tasks in `default` whose desired status is `desired` (ListTasks' default,
+/// RUNNING, when `None`), described.
+pub async fn service_tasks(s: &TestServer, name: &str, desired: Option<&str>) -> Vec<Value> {
+    let mut list = serde_json::json!({"cluster": "default", "serviceName": name});
+    if let Some(d) = desired {
+        list["desiredStatus"] = d.into();
+    }
+    let arns = s.ok("ListTasks", list).await["taskArns"]
+        .as_array()
+        .unwrap()
+        .clone();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    s.ok(
+        "DescribeTasks",
+        serde_json::json!({"cluster": "default", "tasks": arns}),
+    )
+    .await["tasks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 /// One HTTP answer.
 #[derive(Debug, Clone)]
 pub struct Answer {
