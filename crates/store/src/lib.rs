@@ -110,10 +110,18 @@ pub struct Event {
     pub kv: KeyValue,
 }
 
-/// A stream of changes under a prefix, in revision order.
+/// The changes one revision made under a watched prefix (never empty): a transaction's events
+/// arrive together, so a watcher never sees half of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub revision: Revision,
+    pub events: Vec<Event>,
+}
+
+/// A stream of changes under a prefix, one [`Batch`] per revision, in revision order.
 #[derive(Debug)]
 pub struct Watch {
-    pub rx: mpsc::Receiver<Result<Event, StoreError>>,
+    pub rx: mpsc::Receiver<Result<Batch, StoreError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +155,11 @@ pub trait Store: Send + Sync + Debug {
         start_after: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<KeyValue>, StoreError>;
+    /// Applies `txn` atomically; `Committed` only once it is durable. A transaction that
+    /// changes nothing (no ops, or deletes of absent keys) does not take a revision.
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
-    /// Changes under `prefix` with revision greater than `after`, then live ones.
+    /// Changes under `prefix` with revision greater than `after`, then live ones, a batch
+    /// per revision.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, StoreError>;
     /// The store's current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
