@@ -64,11 +64,16 @@ fn class_may_fit(key: &KeyKind, class: u8, cpu: i64) -> bool {
 /// expressions (by their text): the others can never be chosen, so they are left out.
 type IndexId = (Option<String>, KeyKind, Vec<String>);
 
-/// Instances of one snapshot with the indices placement has needed so far.
+/// Instances of one snapshot with the indices placement has needed so far. It can live as long
+/// as the cluster: [`ClusterIndex::upsert`] and [`ClusterIndex::remove`] keep it current as
+/// instances change (a server's watch-fed state does), and every answer stays the full scan's
+/// over [`ClusterIndex::instances`].
 #[derive(Debug)]
 pub struct ClusterIndex {
     inst: Vec<Candidate>,
     ranks: Vec<u64>,
+    /// Instance ARN → its position in `inst`.
+    by_arn: HashMap<String, usize>,
     indices: HashMap<IndexId, OrderedIndex>,
     /// When each index was last used, so that the indices of groups no longer placed are
     /// dropped (every index is updated on every placement).
@@ -78,6 +83,8 @@ pub struct ClusterIndex {
     spread_counts: HashMap<String, HashMap<String, HashMap<Option<String>, u64>>>,
     /// Static memberOf expression (by its text) → does each instance match.
     member: HashMap<String, Vec<bool>>,
+    /// The expressions behind `member`, to evaluate instances added or changed later.
+    member_exprs: HashMap<String, query::Expr>,
     /// How many copies went through the full scan instead (for the benchmark's honesty).
     pub scanned: u64,
 }
@@ -136,20 +143,125 @@ fn shape(rules: &Rules) -> Option<(Option<String>, KeyKind)> {
 impl ClusterIndex {
     pub fn new(instances: Vec<Candidate>) -> Self {
         let ranks = instances.iter().map(|c| crate::rank(&c.arn)).collect();
+        let by_arn = instances
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.arn.clone(), i))
+            .collect();
         ClusterIndex {
             inst: instances,
             ranks,
+            by_arn,
             indices: HashMap::new(),
             last_used: HashMap::new(),
             clock: 0,
             spread_counts: HashMap::new(),
             member: HashMap::new(),
+            member_exprs: HashMap::new(),
             scanned: 0,
         }
     }
 
     pub fn instances(&self) -> &[Candidate] {
         &self.inst
+    }
+
+    /// Where the instance `arn` is in [`ClusterIndex::instances`].
+    pub fn position(&self, arn: &str) -> Option<usize> {
+        self.by_arn.get(arn).copied()
+    }
+
+    /// Adds the instance, or replaces the one with the same ARN, and re-files it in every
+    /// index. Returns its position.
+    pub fn upsert(&mut self, c: Candidate) -> usize {
+        let i = match self.by_arn.get(&c.arn) {
+            Some(&i) => {
+                self.file(i, false);
+                self.inst[i] = c;
+                i
+            }
+            None => {
+                let i = self.inst.len();
+                self.by_arn.insert(c.arn.clone(), i);
+                self.ranks.push(crate::rank(&c.arn));
+                self.inst.push(c);
+                for bits in self.member.values_mut() {
+                    bits.push(false);
+                }
+                i
+            }
+        };
+        self.refresh_member_bits(i);
+        self.file(i, true);
+        i
+    }
+
+    /// Removes the instance `arn`; the last instance takes its position.
+    pub fn remove(&mut self, arn: &str) -> bool {
+        let Some(i) = self.by_arn.remove(arn) else {
+            return false;
+        };
+        self.file(i, false);
+        let last = self.inst.len() - 1;
+        if i != last {
+            self.file(last, false);
+        }
+        self.inst.swap_remove(i);
+        self.ranks.swap_remove(i);
+        for bits in self.member.values_mut() {
+            bits.swap_remove(i);
+        }
+        if i != last {
+            self.by_arn.insert(self.inst[i].arn.clone(), i);
+            self.file(i, true);
+        }
+        true
+    }
+
+    /// Takes one copy of `d` (of `group`) from instance `i`, as a placement there would: for
+    /// placements decided elsewhere (StartTask's named instances, a DAEMON's one per instance).
+    pub fn take(&mut self, i: usize, d: &Demand, group: &str) {
+        self.commit(i, d, group);
+    }
+
+    fn refresh_member_bits(&mut self, i: usize) {
+        let c = &self.inst[i];
+        for (text, bits) in self.member.iter_mut() {
+            bits[i] = self.member_exprs.get(text).is_some_and(|e| e.matches(c));
+        }
+    }
+
+    /// Files instance `i` into (`add`) or out of every index it belongs to and the spread
+    /// counts of the groups it holds, under its current candidate.
+    fn file(&mut self, i: usize, add: bool) {
+        let c = &self.inst[i];
+        let rank = self.ranks[i];
+        for (id, idx) in self.indices.iter_mut() {
+            let (attr, key, members) = id;
+            if !members.iter().all(|m| self.member.get(m).is_some_and(|b| b[i])) {
+                continue;
+            }
+            let part = (part_of(c, attr), cpu_class(key, c));
+            let entry = (key_of(c, key), rank, i as u32);
+            if add {
+                idx.parts.entry(part).or_default().insert(entry);
+            } else if let Some(set) = idx.parts.get_mut(&part) {
+                set.remove(&entry);
+            }
+        }
+        for (g, n) in &c.groups {
+            let Some(by_attr) = self.spread_counts.get_mut(g) else {
+                continue;
+            };
+            for (a, counts) in by_attr.iter_mut() {
+                let v = counts.entry(part_of(c, &Some(a.clone()))).or_default();
+                *v = if add {
+                    *v + u64::from(*n)
+                } else {
+                    v.saturating_sub(u64::from(*n))
+                };
+            }
+        }
     }
 
     fn ensure_index(&mut self, id: &IndexId) {
@@ -210,6 +322,7 @@ impl ClusterIndex {
         if !self.member.contains_key(&text) {
             let bits = self.inst.iter().map(|c| e.matches(c)).collect();
             self.member.insert(text.clone(), bits);
+            self.member_exprs.insert(text.clone(), e.clone());
         }
         text
     }
@@ -418,6 +531,79 @@ mod tests {
             }
             prop_assert_eq!(index.scanned, 0);
             prop_assert_eq!(index.instances(), &scan[..]);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        /// Instance k (of 12) with these resources, zone, type, and tasks of group g.
+        Upsert(usize, i64, i64, usize, bool, u32),
+        Remove(usize),
+        Place(i64, i64, usize),
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..12, 0i64..4096, 0i64..8192, 0usize..4, any::<bool>(), 0u32..3)
+                .prop_map(|(k, c, m, z, b, g)| Change::Upsert(k, c, m, z, b, g)),
+            (0usize..12).prop_map(Change::Remove),
+            (0i64..1024, 1i64..2048, 1usize..6).prop_map(|(c, m, n)| Change::Place(c, m, n)),
+        ]
+    }
+
+    proptest! {
+        /// An index kept for a cluster's life, with instances joining, changing and leaving
+        /// between placements, answers exactly as the full scan over its instances.
+        #[test]
+        fn a_long_lived_index_stays_exact_through_changes(
+            changes in prop::collection::vec(change(), 1..60),
+            chain in 0usize..6,
+            distinct in any::<bool>(),
+            member in any::<bool>(),
+        ) {
+            let az = || Strategy::Spread(SpreadField::Attribute("ecs.availability-zone".into()));
+            let strategies = match chain {
+                0 => vec![],
+                1 => vec![Strategy::Binpack(Resource::Memory)],
+                2 => vec![az(), Strategy::Binpack(Resource::Memory)],
+                3 => vec![Strategy::Spread(SpreadField::Instance)],
+                4 => vec![az(), Strategy::Spread(SpreadField::Instance)],
+                _ => vec![az()],
+            };
+            let mut rules = Rules { strategies, group: "g".into(), seed: 1, ..Default::default() };
+            if distinct { rules.constraints.push(Constraint::DistinctInstance); }
+            if member {
+                rules.constraints.push(Constraint::MemberOf(query::parse("attribute:ecs.instance-type == m5.large").unwrap()));
+            }
+            let mut index = ClusterIndex::new(Vec::new());
+            for ch in changes {
+                match ch {
+                    Change::Upsert(k, cpu, memory, zone, big, tasks) => {
+                        let mut c = cluster(&[(cpu, memory, zone, big)]).remove(0);
+                        c.arn = format!("arn:aws:ecs:r:1:container-instance/c/{k}");
+                        if tasks > 0 {
+                            c.groups.insert("g".into(), tasks);
+                        }
+                        index.upsert(c);
+                    }
+                    Change::Remove(k) => {
+                        index.remove(&format!("arn:aws:ecs:r:1:container-instance/c/{k}"));
+                    }
+                    Change::Place(cpu, memory, count) => {
+                        let d = Demand { cpu, memory, ..Default::default() };
+                        let mut scan = index.instances().to_vec();
+                        let want = crate::place(&mut scan, &d, &rules, count);
+                        let got = index.place(&d, &rules, count);
+                        prop_assert_eq!(&got, &want);
+                        prop_assert_eq!(index.instances(), &scan[..]);
+                    }
+                }
+                for (i, c) in index.instances().iter().enumerate() {
+                    prop_assert_eq!(index.position(&c.arn), Some(i));
+                }
+            }
+            prop_assert_eq!(index.scanned, 0);
         }
     }
 
