@@ -5,9 +5,9 @@
 //! Presence is kept in memory: every poll is a heartbeat, and an instance is `agentConnected`
 //! while its last heartbeat is younger than [`Config::agent_timeout`](crate::Config).
 
+use crate::apply::Registration;
 use crate::auth::{random_secret, AccessKey};
-use crate::instances::Registration;
-use crate::{decode, encode, keys, plan, store_error, Control};
+use crate::{encode, keys, plan, store_error, Control};
 use berth_agent_proto::{
     DesiredTask, JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest,
     ReportResponse,
@@ -20,56 +20,10 @@ use berth_store::Txn;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The longest a poll is held, whatever the agent asks for.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
-
-/// When each instance's agent was last heard from.
-#[derive(Debug)]
-pub struct Presence {
-    seen: Mutex<HashMap<String, Instant>>,
-    timeout: Duration,
-    /// An agent never heard from since this server started counts from here, so a restarted
-    /// server gives every agent a full timeout to come back.
-    started: Instant,
-}
-
-impl Presence {
-    pub fn new(timeout: Duration) -> Self {
-        Presence {
-            seen: Mutex::new(HashMap::new()),
-            timeout,
-            started: Instant::now(),
-        }
-    }
-
-    pub fn heartbeat(&self, instance_arn: &str) {
-        if let Ok(mut m) = self.seen.lock() {
-            m.insert(instance_arn.to_string(), Instant::now());
-        }
-    }
-
-    /// Not heard from for longer than the timeout (counting from this server's start).
-    pub fn is_gone(&self, instance_arn: &str) -> bool {
-        let last = self
-            .seen
-            .lock()
-            .ok()
-            .and_then(|m| m.get(instance_arn).copied())
-            .unwrap_or(self.started);
-        last.elapsed() >= self.timeout
-    }
-
-    pub fn is_connected(&self, instance_arn: &str) -> bool {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|m| m.get(instance_arn).copied())
-            .is_some_and(|t| t.elapsed() < self.timeout)
-    }
-}
 
 fn denied(message: impl Into<String>) -> EcsError {
     EcsError::new(ErrorKind::AccessDenied, message)
@@ -190,22 +144,6 @@ impl Control {
         })
     }
 
-    /// Removes every key issued to the agent of `instance_arn`.
-    pub(crate) async fn revoke_agent_keys(&self, instance_arn: &str) -> Result<(), EcsError> {
-        let kvs = self
-            .store
-            .range("auth/keys/", None, None)
-            .await
-            .map_err(store_error)?;
-        for kv in kvs {
-            let k: AccessKey = decode(&kv)?;
-            if k.instance.as_deref() == Some(instance_arn) {
-                self.commit(Txn::new().delete(kv.key.clone())).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// The instance's status and the tasks it should be running or stopping.
     async fn desired_for(
         &self,
@@ -320,16 +258,6 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn presence_expires() {
-        let p = Presence::new(Duration::from_millis(30));
-        assert!(!p.is_connected("a"));
-        p.heartbeat("a");
-        assert!(p.is_connected("a"));
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(!p.is_connected("a"));
-    }
 
     #[test]
     fn tokens_compare_whole() {

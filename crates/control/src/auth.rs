@@ -1,6 +1,6 @@
 //! Access keys: the admin key made on first start, and the lookup SigV4 verification needs.
 
-use crate::{encode, keys, Caller, Control};
+use crate::{decode, encode, keys, store_error, Caller, Control};
 use berth_api::EcsError;
 use berth_store::Txn;
 use rand::{distributions::Alphanumeric, Rng};
@@ -111,5 +111,23 @@ impl berth_registry::Keys for StoreKeys {
             berth_registry::Error::Internal(format!("stored access key is unreadable: {e}"))
         })?;
         Ok(Some(key.into()))
+    }
+}
+
+impl Control {
+    /// Removes every key issued to the agent of `instance_arn`.
+    pub(crate) async fn revoke_agent_keys(&self, instance_arn: &str) -> Result<(), EcsError> {
+        let kvs = self
+            .store
+            .range("auth/keys/", None, None)
+            .await
+            .map_err(store_error)?;
+        for kv in kvs {
+            let k: AccessKey = decode(&kv)?;
+            if k.instance.as_deref() == Some(instance_arn) {
+                self.commit(Txn::new().delete(kv.key.clone())).await?;
+            }
+        }
+        Ok(())
     }
 }

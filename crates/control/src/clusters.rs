@@ -2,6 +2,7 @@
 //! DeleteCluster.
 
 use crate::paging::{decode_token, max_results, page};
+use crate::read::not_found;
 use crate::{conflict_exhausted, encode, keys, store_error, Control, CAS_ATTEMPTS};
 use berth_api::ecs::{self, enums, Cluster, ClusterSetting, KeyValuePair};
 use berth_api::error::check_enum;
@@ -13,13 +14,6 @@ use berth_store::Txn;
 
 /// The capacity providers every account has without creating them.
 const BUILT_IN_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
-
-pub(crate) fn not_found(cluster: &str) -> EcsError {
-    EcsError::new(
-        ErrorKind::ClusterNotFound,
-        format!("Cluster not found: '{cluster}'"),
-    )
-}
 
 /// What a cluster holds right now.
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,37 +27,6 @@ pub struct ClusterCounts {
 }
 
 impl Control {
-    /// The cluster name an identifier (name or ARN; absent means `default`) refers to.
-    pub fn cluster_name(&self, ident: Option<&str>) -> Result<String, EcsError> {
-        let ident = ident.unwrap_or("default");
-        if Arn::looks_like_arn(ident) {
-            let arn = Arn::parse(ident)?;
-            if arn.kind != ResourceKind::Cluster
-                || arn.region != self.config.region
-                || arn.account != self.config.account_id
-            {
-                return Err(not_found(ident));
-            }
-            return Ok(arn.id);
-        }
-        names::cluster_name(ident)?;
-        Ok(ident.to_string())
-    }
-
-    /// An ACTIVE cluster by identifier, or ClusterNotFoundException.
-    pub async fn active_cluster(
-        &self,
-        ident: Option<&str>,
-    ) -> Result<(Cluster, berth_store::KeyValue), EcsError> {
-        let name = self.cluster_name(ident)?;
-        match self.get_record::<Cluster>(&keys::cluster(&name)).await? {
-            Some((c, kv)) if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) => {
-                Ok((c, kv))
-            }
-            _ => Err(not_found(ident.unwrap_or("default"))),
-        }
-    }
-
     /// Registered (ACTIVE or DRAINING) instances, tasks not yet STOPPED, and services.
     pub async fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, EcsError> {
         let instances = self
@@ -217,7 +180,7 @@ impl Control {
         Self::check_settings(r.settings.as_deref().unwrap_or_default())?;
         Self::check_capacity(&r)?;
         let tags = r.tags.clone().unwrap_or_default();
-        crate::tags::check_tags(&tags)?;
+        crate::check_tags(&tags)?;
         let arn = self.arn(ResourceKind::Cluster, &name);
         let key = keys::cluster(&name);
         for _ in 0..CAS_ATTEMPTS {

@@ -7,138 +7,15 @@
 //! `remainingResources` as placements leave them; the running/pending counts and
 //! `agentConnected` are derived when the record is read.
 
+use crate::apply::{check_attribute, is_builtin_attribute, Registration};
 use crate::paging::{decode_token, max_results, page};
-use crate::{
-    conflict_exhausted, decode, encode, keys, now_epoch, store_error, Control, CAS_ATTEMPTS,
-};
-use berth_api::ecs::{self, Attribute, ContainerInstance, Resource, Tag, VersionInfo};
+use crate::resources::Resources;
+use crate::{conflict_exhausted, encode, Control, CAS_ATTEMPTS};
+use berth_api::ecs::{self, Attribute};
 use berth_api::{EcsError, ErrorKind};
-use berth_model::arn::{Arn, ResourceKind};
 use berth_model::status::InstanceStatus;
-use berth_store::{KeyValue, Txn};
-use std::collections::{BTreeMap, BTreeSet};
-
-/// ECS allows ten custom attributes per resource.
-const MAX_CUSTOM_ATTRIBUTES: usize = 10;
-
-/// What a host brings when it registers.
-#[derive(Debug, Clone, Default)]
-pub struct Registration {
-    pub instance_id: String,
-    pub cpu: i64,
-    pub memory: i64,
-    pub ports: BTreeSet<u16>,
-    pub ports_udp: BTreeSet<u16>,
-    pub attributes: BTreeMap<String, Option<String>>,
-    pub version_info: Option<VersionInfo>,
-    pub tags: Vec<Tag>,
-}
-
-/// CPU, memory and ports as one value, converted to and from ECS's `Resource` list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resources {
-    pub cpu: i64,
-    pub memory: i64,
-    pub ports: BTreeSet<u16>,
-    pub ports_udp: BTreeSet<u16>,
-}
-
-impl Resources {
-    pub fn to_ecs(&self) -> Vec<Resource> {
-        let int = |name: &str, v: i64| Resource {
-            name: Some(name.into()),
-            r#type: Some("INTEGER".into()),
-            integer_value: Some(v.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
-            double_value: Some(0.0),
-            long_value: Some(0),
-            ..Default::default()
-        };
-        let set = |name: &str, v: &BTreeSet<u16>| Resource {
-            name: Some(name.into()),
-            r#type: Some("STRINGSET".into()),
-            string_set_value: Some(v.iter().map(|p| p.to_string()).collect()),
-            double_value: Some(0.0),
-            long_value: Some(0),
-            integer_value: Some(0),
-        };
-        vec![
-            int("CPU", self.cpu),
-            int("MEMORY", self.memory),
-            set("PORTS", &self.ports),
-            set("PORTS_UDP", &self.ports_udp),
-        ]
-    }
-
-    pub fn from_ecs(list: &[Resource]) -> Result<Self, EcsError> {
-        let mut r = Resources::default();
-        for res in list {
-            let name = res.name.as_deref().unwrap_or("");
-            let int = || -> Result<i64, EcsError> {
-                res.integer_value
-                    .map(i64::from)
-                    .or(res.long_value)
-                    .or(res.double_value.map(|d| d as i64))
-                    .filter(|v| *v >= 0)
-                    .ok_or_else(|| {
-                        EcsError::invalid(format!(
-                            "resource {name} needs a non-negative integerValue"
-                        ))
-                    })
-            };
-            let ports = || -> Result<BTreeSet<u16>, EcsError> {
-                res.string_set_value
-                    .iter()
-                    .flatten()
-                    .map(|p| {
-                        p.parse::<u16>().map_err(|_| {
-                            EcsError::invalid(format!(
-                                "resource {name}: '{p}' is not a port number"
-                            ))
-                        })
-                    })
-                    .collect()
-            };
-            match name {
-                "CPU" => r.cpu = int()?,
-                "MEMORY" => r.memory = int()?,
-                "PORTS" => r.ports = ports()?,
-                "PORTS_UDP" => r.ports_udp = ports()?,
-                // GPUs and other custom resources are accepted and not scheduled on yet.
-                _ => {}
-            }
-        }
-        Ok(r)
-    }
-}
-
-fn check_attribute(name: &str, value: Option<&str>) -> Result<(), EcsError> {
-    let name_ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c));
-    if !name_ok {
-        return Err(EcsError::invalid(format!(
-            "attribute name '{name}' must be 1-128 letters, numbers, hyphens, underscores, slashes or periods"
-        )));
-    }
-    if let Some(v) = value {
-        let ok = !v.is_empty()
-            && v.len() <= 128
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c));
-        if !ok {
-            return Err(EcsError::invalid(format!(
-                "attribute '{name}' value '{v}' must be 1-128 letters, numbers, hyphens, underscores, periods, at signs, slashes, colons or spaces"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn is_builtin_attribute(name: &str) -> bool {
-    name.starts_with("ecs.") || name.starts_with("com.amazonaws.ecs.")
-}
+use berth_store::Txn;
+use std::collections::BTreeMap;
 
 /// Reads `instanceId`, `instanceType` and `availabilityZone` from an EC2 instance identity
 /// document, as ECS does.
@@ -154,181 +31,6 @@ fn identity_document(doc: &str) -> Result<(String, Option<String>, Option<String
 }
 
 impl Control {
-    /// The instance id an identifier (id or ARN) refers to in `cluster`.
-    pub(crate) fn instance_id(&self, cluster: &str, ident: &str) -> Result<String, EcsError> {
-        if Arn::looks_like_arn(ident) {
-            let arn = Arn::parse(ident)?;
-            if arn.kind != ResourceKind::ContainerInstance {
-                return Err(EcsError::invalid(format!(
-                    "'{ident}' is not a container instance ARN"
-                )));
-            }
-            return Ok(match arn.id.split_once('/') {
-                Some((c, id)) if c == cluster => id.to_string(),
-                Some(_) => {
-                    return Err(EcsError::invalid(format!(
-                        "container instance '{ident}' is not in cluster {cluster}"
-                    )))
-                }
-                None => arn.id,
-            });
-        }
-        if ident.is_empty()
-            || ident.len() > 64
-            || !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(EcsError::invalid(format!(
-                "'{ident}' is not a container instance id or ARN"
-            )));
-        }
-        Ok(ident.to_string())
-    }
-
-    pub(crate) fn instance_arn(&self, cluster: &str, id: &str) -> String {
-        self.arn(ResourceKind::ContainerInstance, &format!("{cluster}/{id}"))
-    }
-
-    pub(crate) async fn instances_of(
-        &self,
-        cluster: &str,
-    ) -> Result<Vec<(ContainerInstance, KeyValue)>, EcsError> {
-        let kvs = self
-            .store
-            .range(&keys::instances_of(cluster), None, None)
-            .await
-            .map_err(store_error)?;
-        kvs.into_iter()
-            .map(|kv| Ok((decode::<ContainerInstance>(&kv)?, kv)))
-            .collect()
-    }
-
-    /// Registers a host in `cluster`, or updates the ACTIVE/DRAINING instance that already has
-    /// its instance id (a host that registers again keeps its ARN and its tasks).
-    pub async fn register_instance(
-        &self,
-        cluster: &str,
-        reg: Registration,
-    ) -> Result<ContainerInstance, EcsError> {
-        for (name, value) in &reg.attributes {
-            check_attribute(name, value.as_deref())?;
-        }
-        crate::tags::check_tags(&reg.tags)?;
-        for _ in 0..CAS_ATTEMPTS {
-            let (_, cluster_kv) = self.active_cluster(Some(cluster)).await?;
-            let existing = self
-                .instances_of(cluster)
-                .await?
-                .into_iter()
-                .find(|(ci, _)| {
-                    ci.ec2_instance_id.as_deref() == Some(&reg.instance_id)
-                        && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
-                });
-            let registered = Resources {
-                cpu: reg.cpu,
-                memory: reg.memory,
-                ports: reg.ports.clone(),
-                ports_udp: reg.ports_udp.clone(),
-            };
-            let attributes: Vec<Attribute> = reg
-                .attributes
-                .iter()
-                .map(|(k, v)| Attribute {
-                    name: Some(k.clone()),
-                    value: v.clone(),
-                    ..Default::default()
-                })
-                .collect();
-            let (ci, key, seen) = match existing {
-                Some((mut ci, kv)) => {
-                    // Keep what tasks hold: remaining = new registered - (old registered - old remaining).
-                    let old_reg = Resources::from_ecs(
-                        ci.registered_resources.as_deref().unwrap_or_default(),
-                    )?;
-                    let old_rem =
-                        Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
-                    let in_use_ports: BTreeSet<u16> =
-                        old_rem.ports.difference(&old_reg.ports).copied().collect();
-                    let remaining = Resources {
-                        cpu: registered.cpu - (old_reg.cpu - old_rem.cpu),
-                        memory: registered.memory - (old_reg.memory - old_rem.memory),
-                        ports: registered.ports.union(&in_use_ports).copied().collect(),
-                        ports_udp: registered.ports_udp.clone(),
-                    };
-                    // Custom attributes set through PutAttributes survive a re-registration.
-                    let mut merged = attributes.clone();
-                    for a in ci.attributes.iter().flatten() {
-                        let name = a.name.as_deref().unwrap_or("");
-                        if !is_builtin_attribute(name) && !reg.attributes.contains_key(name) {
-                            merged.push(a.clone());
-                        }
-                    }
-                    ci.registered_resources = Some(registered.to_ecs());
-                    ci.remaining_resources = Some(remaining.to_ecs());
-                    ci.attributes = Some(merged);
-                    ci.version_info = reg.version_info.clone().or(ci.version_info);
-                    ci.version = Some(ci.version.unwrap_or(0) + 1);
-                    let id = ci
-                        .container_instance_arn
-                        .as_deref()
-                        .and_then(|a| a.rsplit('/').next())
-                        .unwrap_or_default()
-                        .to_string();
-                    (ci, keys::instance(cluster, &id), Some(kv))
-                }
-                None => {
-                    let id = uuid::Uuid::new_v4().simple().to_string();
-                    let ci = ContainerInstance {
-                        container_instance_arn: Some(self.instance_arn(cluster, &id)),
-                        ec2_instance_id: Some(reg.instance_id.clone()),
-                        version: Some(1),
-                        version_info: reg.version_info.clone(),
-                        registered_resources: Some(registered.to_ecs()),
-                        remaining_resources: Some(registered.to_ecs()),
-                        status: Some(InstanceStatus::Active.as_str().into()),
-                        agent_connected: Some(false),
-                        running_tasks_count: Some(0),
-                        pending_tasks_count: Some(0),
-                        attributes: Some(attributes),
-                        registered_at: Some(now_epoch()),
-                        ..Default::default()
-                    };
-                    (ci, keys::instance(cluster, &id), None)
-                }
-            };
-            let arn = ci.container_instance_arn.clone().unwrap_or_default();
-            let mut txn = Txn::new()
-                .unchanged(&keys::cluster(cluster), Some(&cluster_kv))
-                .unchanged(&key, seen.as_ref())
-                .put(key.clone(), encode(&ci)?);
-            if !reg.tags.is_empty() {
-                txn = txn.put(keys::tags(&arn), encode(&reg.tags)?);
-            }
-            if self.commit(txn).await? {
-                return self.present_instance(cluster, ci, false).await;
-            }
-        }
-        Err(conflict_exhausted("registering the container instance"))
-    }
-
-    /// Derived members: agentConnected, running and pending counts, tags when asked.
-    async fn present_instance(
-        &self,
-        cluster: &str,
-        mut ci: ContainerInstance,
-        with_tags: bool,
-    ) -> Result<ContainerInstance, EcsError> {
-        let arn = ci.container_instance_arn.clone().unwrap_or_default();
-        let counts = self.task_counts_by_instance(cluster).await?;
-        let (running, pending) = counts.get(&arn).copied().unwrap_or((0, 0));
-        ci.running_tasks_count = Some(running);
-        ci.pending_tasks_count = Some(pending);
-        ci.agent_connected = Some(self.agents.is_connected(&arn));
-        if with_tags {
-            ci.tags = Some(self.tags_of(&arn).await?);
-        }
-        Ok(ci)
-    }
-
     pub async fn register_container_instance(
         &self,
         r: ecs::RegisterContainerInstanceRequest,
@@ -377,16 +79,6 @@ impl Control {
         Ok(ecs::RegisterContainerInstanceResponse {
             container_instance: Some(ci),
         })
-    }
-
-    /// An instance record of `cluster` by identifier.
-    pub(crate) async fn find_instance(
-        &self,
-        cluster: &str,
-        ident: &str,
-    ) -> Result<Option<(ContainerInstance, KeyValue)>, EcsError> {
-        let id = self.instance_id(cluster, ident)?;
-        self.get_record(&keys::instance(cluster, &id)).await
     }
 
     pub async fn deregister_container_instance(
@@ -645,11 +337,11 @@ impl Control {
                         .iter()
                         .filter(|x| !is_builtin_attribute(x.name.as_deref().unwrap_or("")))
                         .count();
-                    if custom > MAX_CUSTOM_ATTRIBUTES {
+                    if custom > crate::apply::MAX_CUSTOM_ATTRIBUTES {
                         return Err(EcsError::new(
                             ErrorKind::AttributeLimitExceeded,
                             format!(
-                                "container instance {target} would have {custom} custom attributes; the limit is {MAX_CUSTOM_ATTRIBUTES}"
+                                "container instance {target} would have {custom} custom attributes; the limit is {}", crate::apply::MAX_CUSTOM_ATTRIBUTES
                             ),
                         ));
                     }
@@ -752,6 +444,9 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::Resources;
+    use berth_api::ecs::Resource;
+    use std::collections::BTreeSet;
 
     #[test]
     fn resources_round_trip_through_ecs_shapes() {

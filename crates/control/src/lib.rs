@@ -6,6 +6,7 @@
 //! [`tags`], [`settings`]. [`keys`] says where each record lives in the store.
 
 pub mod agents;
+pub mod apply;
 pub mod auth;
 pub mod clusters;
 pub mod http;
@@ -13,6 +14,9 @@ pub mod instances;
 pub mod keys;
 pub mod placement;
 pub mod plan;
+pub mod presence;
+pub mod read;
+pub mod resources;
 pub mod services;
 pub mod settings;
 pub mod tags;
@@ -69,7 +73,7 @@ pub struct Control {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     /// Which agents are connected (in memory: every poll is a heartbeat).
-    pub agents: Arc<agents::Presence>,
+    pub agents: Arc<presence::Presence>,
     /// One service reconciliation pass at a time in this process.
     pub(crate) reconciling: Arc<tokio::sync::Mutex<()>>,
     /// The image registry whose ECR API this server also answers, if it runs one.
@@ -83,7 +87,7 @@ impl Control {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         Control {
             store,
-            agents: Arc::new(agents::Presence::new(config.agent_timeout)),
+            agents: Arc::new(presence::Presence::new(config.agent_timeout)),
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(config),
             registry: None,
@@ -214,6 +218,18 @@ impl Control {
         berth_model::arn::Arn::new(&self.config.region, &self.config.account_id, kind, id)
             .to_string()
     }
+}
+
+/// Tags as ECS limits them (count, key and value length and characters).
+pub(crate) fn check_tags(tags: &[berth_api::ecs::Tag]) -> Result<(), EcsError> {
+    berth_model::tags::check_count(tags.len())?;
+    for t in tags {
+        berth_model::tags::check_tag(
+            t.key.as_deref().unwrap_or(""),
+            t.value.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn json<T: Serialize>(value: T) -> Result<Vec<u8>, EcsError> {

@@ -1,14 +1,14 @@
 //! ECS's placement rules from the wire into [`berth_scheduler::Rules`], checked as ECS checks
 //! them, and the snapshot of a cluster's instances that placement and `--filter` read.
 
-use crate::instances::Resources;
+use crate::resources::Resources;
 use crate::Control;
 use berth_api::ecs::{self, ContainerInstance};
 use berth_api::EcsError;
 use berth_model::status::InstanceStatus;
 use berth_scheduler::query::{self, Expr};
 use berth_scheduler::{Candidate, Constraint, Resource, SpreadField, Strategy};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// ECS allows ten constraints and five strategies per request.
 const MAX_CONSTRAINTS: usize = 10;
@@ -139,27 +139,7 @@ pub fn candidate(
     })
 }
 
-impl Control {
-    /// Task groups of the tasks not yet stopped, per container instance ARN.
-    pub(crate) async fn groups_by_instance(
-        &self,
-        cluster: &str,
-    ) -> Result<HashMap<String, BTreeMap<String, u32>>, EcsError> {
-        let mut out: HashMap<String, BTreeMap<String, u32>> = HashMap::new();
-        for (t, _) in self.tasks_in(cluster).await? {
-            if t.last_status.as_deref() == Some("STOPPED") {
-                continue;
-            }
-            if let Some(arn) = t.container_instance_arn {
-                *out.entry(arn)
-                    .or_default()
-                    .entry(t.group.unwrap_or_default())
-                    .or_default() += 1;
-            }
-        }
-        Ok(out)
-    }
-}
+impl Control {}
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,8 @@
 //! [`berth_reconcile::service::reconcile`] decides; [`Control::reconcile_services`] reads,
 //! decides, places and stops, and records counts, rollout state and events.
 
+use crate::apply::{Meta, Target};
 use crate::paging::{decode_token, max_results, page};
-use crate::tasks::{Meta, Target};
 use crate::{
     conflict_exhausted, decode, encode, keys, now_epoch, store_error, Control, CAS_ATTEMPTS,
 };
@@ -235,7 +235,7 @@ impl Control {
             .runnable_definition(r.task_definition.as_deref(), &launch_type, false)
             .await?;
         let tags = r.tags.clone().unwrap_or_default();
-        crate::tags::check_tags(&tags)?;
+        crate::check_tags(&tags)?;
         let td_arn = td.task_definition_arn.clone().unwrap_or_default();
         let key = keys::service(&cluster, &name);
         let now = now_epoch();
@@ -981,7 +981,7 @@ impl Control {
             let arn = ci.container_instance_arn.clone().unwrap_or_default();
             if ci.status.as_deref() != Some("ACTIVE")
                 || self.agents.is_gone(&arn)
-                || crate::tasks::launch_type_of(&ci) != launch_type
+                || crate::read::launch_type_of(&ci) != launch_type
             {
                 continue;
             }

@@ -7,26 +7,7 @@ use berth_model::arn::{Arn, ResourceKind};
 use berth_model::tags as rules;
 use berth_store::Txn;
 
-pub(crate) fn check_tags(tags: &[Tag]) -> Result<(), EcsError> {
-    rules::check_count(tags.len())?;
-    for t in tags {
-        rules::check_tag(
-            t.key.as_deref().unwrap_or(""),
-            t.value.as_deref().unwrap_or(""),
-        )?;
-    }
-    Ok(())
-}
-
 impl Control {
-    pub(crate) async fn tags_of(&self, arn: &str) -> Result<Vec<Tag>, EcsError> {
-        Ok(self
-            .get_record::<Vec<Tag>>(&keys::tags(arn))
-            .await?
-            .map(|(t, _)| t)
-            .unwrap_or_default())
-    }
-
     /// The resource an ARN names must exist; its canonical ARN comes back.
     async fn taggable(&self, resource_arn: &str) -> Result<String, EcsError> {
         let arn = Arn::parse(resource_arn)?;
@@ -93,7 +74,7 @@ impl Control {
             let seen = self.get_record::<Vec<Tag>>(&key).await?;
             let mut tags = seen.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
             f(&mut tags);
-            check_tags(&tags)?;
+            crate::check_tags(&tags)?;
             let txn = Txn::new().unchanged(&key, seen.as_ref().map(|(_, kv)| kv));
             let txn = if tags.is_empty() {
                 txn.delete(key.clone())

@@ -2,6 +2,7 @@
 //! ListTaskDefinitionFamilies, DeregisterTaskDefinition, DeleteTaskDefinitions.
 
 use crate::paging::{decode_token, max_results, page};
+use crate::read::{unable, TaskDefinitionRef};
 use crate::{
     conflict_exhausted, decode, encode, keys, now_epoch, store_error, Caller, Control, CAS_ATTEMPTS,
 };
@@ -9,89 +10,13 @@ use berth_api::convert::{normalize_containers, task_definition_spec};
 use berth_api::ecs::{self, enums, TaskDefinition};
 use berth_api::error::check_enum;
 use berth_api::EcsError;
-use berth_model::arn::{Arn, ResourceKind};
-use berth_model::names;
+use berth_model::arn::ResourceKind;
 use berth_model::status::TaskDefinitionStatus;
 use berth_model::task_definition::MAX_TASK_DEFINITION_BYTES;
-use berth_store::{KeyValue, Txn};
+use berth_store::Txn;
 use std::collections::BTreeMap;
 
-/// `family`, `family:revision` or an ARN, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskDefinitionRef {
-    pub family: String,
-    pub revision: Option<i32>,
-}
-
-fn unable(ident: &str) -> EcsError {
-    EcsError::client(format!(
-        "Unable to describe task definition '{ident}': no such family or revision."
-    ))
-}
-
 impl Control {
-    pub fn parse_task_definition_ref(&self, ident: &str) -> Result<TaskDefinitionRef, EcsError> {
-        let id = if Arn::looks_like_arn(ident) {
-            let arn = Arn::parse(ident)?;
-            if arn.kind != ResourceKind::TaskDefinition {
-                return Err(EcsError::invalid(format!(
-                    "'{ident}' is not a task definition ARN"
-                )));
-            }
-            if !arn.id.contains(':') {
-                return Err(EcsError::invalid(format!(
-                    "task definition ARN '{ident}' must end in family:revision"
-                )));
-            }
-            arn.id
-        } else {
-            ident.to_string()
-        };
-        let (family, revision) = match id.split_once(':') {
-            Some((f, r)) => {
-                let rev: i32 = r.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    EcsError::client(format!(
-                        "Invalid revision number. Number: {r} (in '{ident}')"
-                    ))
-                })?;
-                (f.to_string(), Some(rev))
-            }
-            None => (id, None),
-        };
-        names::family(&family)
-            .map_err(|e| EcsError::client(format!("taskDefinition '{ident}': {}", e.message)))?;
-        Ok(TaskDefinitionRef { family, revision })
-    }
-
-    /// A task definition by reference: a given revision in any status, or a family's latest
-    /// ACTIVE revision.
-    pub async fn find_task_definition(
-        &self,
-        ident: &str,
-    ) -> Result<(TaskDefinition, KeyValue), EcsError> {
-        let r = self.parse_task_definition_ref(ident)?;
-        match r.revision {
-            Some(rev) => self
-                .get_record::<TaskDefinition>(&keys::task_definition(&r.family, rev))
-                .await?
-                .ok_or_else(|| unable(ident)),
-            None => {
-                let revs = self
-                    .store
-                    .range(&keys::task_definition_family_prefix(&r.family), None, None)
-                    .await
-                    .map_err(store_error)?;
-                for kv in revs.into_iter().rev() {
-                    let td: TaskDefinition = decode(&kv)?;
-                    if td.status.as_deref() == Some(TaskDefinitionStatus::Active.as_str()) {
-                        return Ok((td, kv));
-                    }
-                }
-                Err(unable(ident))
-            }
-        }
-    }
-
     pub async fn register_task_definition(
         &self,
         caller: &Caller,
@@ -100,7 +25,7 @@ impl Control {
         let spec = task_definition_spec(&r)?;
         let size = spec.validate()?;
         let tags = r.tags.clone().unwrap_or_default();
-        crate::tags::check_tags(&tags)?;
+        crate::check_tags(&tags)?;
         let mut untagged = r.clone();
         untagged.tags = None;
         let bytes = serde_json::to_vec(&untagged).map(|v| v.len()).unwrap_or(0);

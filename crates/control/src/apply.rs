@@ -1,0 +1,931 @@
+//! The writes more than one handler makes: the plan applier that places and commits tasks
+//! (RunTask, StartTask and services), stopping a task, folding an agent's report into a task
+//! record and giving its resources back, and registering an instance (ECS's call and the
+//! agent's join).
+//!
+//! Placement reads the cluster from the watch-fed state, asks its [`berth_scheduler::index::ClusterIndex`]
+//! where each copy goes, and commits the new tasks together with the instances' new
+//! `remainingResources` in one transaction guarded on the revisions it read (and on the
+//! cluster record's), so concurrent placements never over-commit a host. A task that reaches
+//! STOPPED gives its resources back in the same transaction that records the stop, exactly
+//! once.
+
+use crate::read::{attribute, launch_type_of, task_id_of};
+use crate::resources::Resources;
+use crate::{conflict_exhausted, encode, keys, now_epoch, Control, CAS_ATTEMPTS};
+use berth_agent_proto::TaskReport;
+use berth_api::ecs::{
+    self, Attribute, Container, ContainerInstance, Tag, TaskDefinition, TaskOverride, VersionInfo,
+};
+use berth_api::EcsError;
+use berth_model::status::{InstanceStatus, TaskStatus};
+use berth_model::units;
+use berth_scheduler::{Candidate, Demand, Rules};
+use berth_store::{KeyValue, Txn};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Where a placement may go.
+pub(crate) enum Target {
+    /// Any instance of the launch type (RunTask).
+    LaunchType(String),
+    /// Exactly these instance ids, one copy each (StartTask).
+    Instances(Vec<String>),
+}
+
+/// Who asked for the tasks, how to label them, and the request's placement rules.
+#[derive(Default)]
+pub(crate) struct Meta {
+    /// Services keep running revisions that were deregistered since.
+    pub(crate) allow_inactive: bool,
+    pub(crate) constraints: Vec<ecs::PlacementConstraint>,
+    pub(crate) strategies: Vec<ecs::PlacementStrategy>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) tags: Vec<ecs::Tag>,
+    pub(crate) overrides: TaskOverride,
+    pub(crate) client_token: Option<String>,
+}
+
+/// The resources one copy of `td` with `overrides` needs on an instance.
+pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<Demand, EcsError> {
+    let containers = td.container_definitions.as_deref().unwrap_or_default();
+    let co = |name: &str| {
+        overrides
+            .container_overrides
+            .iter()
+            .flatten()
+            .find(|o| o.name.as_deref() == Some(name))
+    };
+    let cpu = match overrides.cpu.as_deref().or(td.cpu.as_deref()) {
+        Some(s) => units::parse_cpu(s).map_err(EcsError::from)? as i64,
+        None => containers
+            .iter()
+            .map(|c| {
+                co(c.name.as_deref().unwrap_or(""))
+                    .and_then(|o| o.cpu)
+                    .or(c.cpu)
+                    .unwrap_or(0) as i64
+            })
+            .sum(),
+    };
+    let memory = match overrides.memory.as_deref().or(td.memory.as_deref()) {
+        Some(s) => units::parse_memory(s).map_err(EcsError::from)? as i64,
+        None => containers
+            .iter()
+            .map(|c| {
+                let o = co(c.name.as_deref().unwrap_or(""));
+                // The scheduler reserves the soft limit when there is one, as ECS does.
+                o.and_then(|o| o.memory_reservation)
+                    .or(c.memory_reservation)
+                    .or(o.and_then(|o| o.memory))
+                    .or(c.memory)
+                    .unwrap_or(0) as i64
+            })
+            .sum(),
+    };
+    let host_mode = td.network_mode.as_deref() == Some("host");
+    let mut ports = Vec::new();
+    let mut udp_ports = Vec::new();
+    for c in containers {
+        for pm in c.port_mappings.iter().flatten() {
+            let host = match pm.host_port {
+                Some(p) if p > 0 => Some(p),
+                _ if host_mode => pm.container_port,
+                _ => None,
+            };
+            if let Some(p) = host.and_then(|p| u16::try_from(p).ok()) {
+                if pm.protocol.as_deref() == Some("udp") {
+                    udp_ports.push(p);
+                } else {
+                    ports.push(p);
+                }
+            }
+        }
+    }
+    let required_attributes = td
+        .requires_attributes
+        .iter()
+        .flatten()
+        .filter_map(|a| a.name.clone())
+        .collect();
+    Ok(Demand {
+        cpu,
+        memory,
+        ports,
+        udp_ports,
+        required_attributes,
+    })
+}
+
+/// An instance record with its remaining resources set from a candidate.
+pub(crate) fn with_remaining(mut ci: ContainerInstance, c: &Candidate) -> ContainerInstance {
+    let r = Resources {
+        cpu: c.cpu,
+        memory: c.memory,
+        ports: c.ports_used.clone(),
+        ports_udp: c.udp_ports_used.clone(),
+    };
+    ci.remaining_resources = Some(r.to_ecs());
+    ci.version = Some(ci.version.unwrap_or(0) + 1);
+    ci
+}
+
+/// Marks a task STOPPED now (its containers too) when nobody is left to report it.
+pub(crate) fn finish_stopped(t: &mut ecs::Task, now: f64) {
+    t.last_status = Some("STOPPED".into());
+    t.stopped_at = Some(now);
+    t.execution_stopped_at.get_or_insert(now);
+    for c in t.containers.iter_mut().flatten() {
+        c.last_status = Some("STOPPED".into());
+    }
+}
+
+/// Folds an agent report into a task record. Statuses only move forward; timestamps are
+/// set once; the server's own stop reason (StopTask) wins over the agent's.
+pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
+    let was = t
+        .last_status
+        .as_deref()
+        .and_then(TaskStatus::parse)
+        .unwrap_or(TaskStatus::Pending);
+    let next = TaskStatus::parse(&rep.last_status).unwrap_or(was);
+    for c in t.containers.iter_mut().flatten() {
+        let Some(cr) = rep
+            .containers
+            .iter()
+            .find(|cr| Some(&cr.name) == c.name.as_ref())
+        else {
+            continue;
+        };
+        let cw = c
+            .last_status
+            .as_deref()
+            .and_then(TaskStatus::parse)
+            .unwrap_or(TaskStatus::Pending);
+        if let Some(cn) = TaskStatus::parse(&cr.last_status) {
+            if cw.can_become(cn) {
+                c.last_status = Some(cn.as_str().into());
+            }
+        }
+        if cr.runtime_id.is_some() {
+            c.runtime_id = cr.runtime_id.clone();
+        }
+        if cr.exit_code.is_some() {
+            c.exit_code = cr.exit_code;
+        }
+        if cr.reason.is_some() {
+            c.reason = cr.reason.clone();
+        }
+        if cr.image_digest.is_some() {
+            c.image_digest = cr.image_digest.clone();
+        }
+        if cr.health_status.is_some() {
+            c.health_status = cr.health_status.clone();
+        }
+        if !cr.network_bindings.is_empty() {
+            c.network_bindings = Some(
+                cr.network_bindings
+                    .iter()
+                    .map(|b| ecs::NetworkBinding {
+                        bind_ip: Some(b.bind_ip.clone()),
+                        container_port: Some(i32::from(b.container_port)),
+                        host_port: Some(i32::from(b.host_port)),
+                        protocol: Some(b.protocol.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    if t.pull_started_at.is_none() {
+        t.pull_started_at = rep.pull_started_at;
+    }
+    if t.pull_stopped_at.is_none() {
+        t.pull_stopped_at = rep.pull_stopped_at;
+    }
+    if rep.health_status.is_some() {
+        t.health_status = rep.health_status.clone();
+    }
+    if rep.stop_code.is_some() && t.desired_status.as_deref() != Some("STOPPED") {
+        t.desired_status = Some("STOPPED".into());
+        t.stopping_at = rep.stopping_at.or(Some(now_epoch()));
+        t.stop_code = rep.stop_code.clone();
+        t.stopped_reason = rep.stopped_reason.clone();
+    }
+    if was.can_become(next) {
+        t.last_status = Some(next.as_str().into());
+        if next >= TaskStatus::Running && t.started_at.is_none() {
+            t.started_at = rep.started_at;
+        }
+        if next == TaskStatus::Running {
+            t.connectivity = Some("CONNECTED".into());
+            t.connectivity_at = rep.started_at;
+        }
+        if next == TaskStatus::Stopped {
+            let now = now_epoch();
+            t.desired_status = Some("STOPPED".into());
+            t.stopping_at.get_or_insert(now);
+            t.execution_stopped_at = rep.execution_stopped_at.or(Some(now));
+            t.stopped_at = Some(now);
+            if t.stop_code.is_none() {
+                t.stop_code = rep
+                    .stop_code
+                    .clone()
+                    .or(Some("EssentialContainerExited".into()));
+                t.stopped_reason = rep.stopped_reason.clone();
+            }
+        }
+    }
+}
+
+/// What a host brings when it registers.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub instance_id: String,
+    pub cpu: i64,
+    pub memory: i64,
+    pub ports: BTreeSet<u16>,
+    pub ports_udp: BTreeSet<u16>,
+    pub attributes: BTreeMap<String, Option<String>>,
+    pub version_info: Option<VersionInfo>,
+    pub tags: Vec<Tag>,
+}
+
+pub(crate) fn check_attribute(name: &str, value: Option<&str>) -> Result<(), EcsError> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c));
+    if !name_ok {
+        return Err(EcsError::invalid(format!(
+            "attribute name '{name}' must be 1-128 letters, numbers, hyphens, underscores, slashes or periods"
+        )));
+    }
+    if let Some(v) = value {
+        let ok = !v.is_empty()
+            && v.len() <= 128
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c));
+        if !ok {
+            return Err(EcsError::invalid(format!(
+                "attribute '{name}' value '{v}' must be 1-128 letters, numbers, hyphens, underscores, periods, at signs, slashes, colons or spaces"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_builtin_attribute(name: &str) -> bool {
+    name.starts_with("ecs.") || name.starts_with("com.amazonaws.ecs.")
+}
+
+/// ECS allows ten custom attributes per resource.
+pub(crate) const MAX_CUSTOM_ATTRIBUTES: usize = 10;
+
+impl Control {
+    pub(crate) fn check_overrides(td: &TaskDefinition, o: &TaskOverride) -> Result<(), EcsError> {
+        for co in o.container_overrides.iter().flatten() {
+            let name = co.name.as_deref().unwrap_or("");
+            if !td
+                .container_definitions
+                .iter()
+                .flatten()
+                .any(|c| c.name.as_deref() == Some(name))
+            {
+                return Err(EcsError::invalid(format!(
+                    "Override for container named {name} is not a container in the TaskDefinition."
+                )));
+            }
+            for n in [co.cpu, co.memory, co.memory_reservation]
+                .into_iter()
+                .flatten()
+            {
+                if n < 0 {
+                    return Err(EcsError::invalid(format!(
+                        "override for container {name}: {n} must not be negative"
+                    )));
+                }
+            }
+        }
+        if let Some(c) = o.cpu.as_deref() {
+            units::parse_cpu(c)?;
+        }
+        if let Some(m) = o.memory.as_deref() {
+            units::parse_memory(m)?;
+        }
+        Ok(())
+    }
+
+    /// A new task record for `td` on `ci`.
+    pub(crate) fn new_task(
+        &self,
+        (cluster, cluster_arn): (&str, &str),
+        td: &TaskDefinition,
+        ci: &ContainerInstance,
+        d: &Demand,
+        meta: &Meta,
+    ) -> ecs::Task {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let task_arn = self.task_arn(cluster, &id);
+        let containers = td
+            .container_definitions
+            .iter()
+            .flatten()
+            .map(|c| Container {
+                container_arn: Some(format!(
+                    "arn:aws:ecs:{}:{}:container/{cluster}/{id}/{}",
+                    self.config.region,
+                    self.config.account_id,
+                    uuid::Uuid::new_v4()
+                )),
+                task_arn: Some(task_arn.clone()),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                last_status: Some("PENDING".into()),
+                network_bindings: Some(Vec::new()),
+                network_interfaces: Some(Vec::new()),
+                cpu: Some(c.cpu.unwrap_or(0).to_string()),
+                memory: c.memory.map(|m| m.to_string()),
+                memory_reservation: c.memory_reservation.map(|m| m.to_string()),
+                health_status: c.health_check.as_ref().map(|_| "UNKNOWN".to_string()),
+                ..Default::default()
+            })
+            .collect();
+        let family = td.family.clone().unwrap_or_default();
+        ecs::Task {
+            task_arn: Some(task_arn),
+            cluster_arn: Some(cluster_arn.to_string()),
+            task_definition_arn: td.task_definition_arn.clone(),
+            container_instance_arn: ci.container_instance_arn.clone(),
+            availability_zone: attribute(ci, "ecs.availability-zone").map(str::to_string),
+            overrides: Some(TaskOverride {
+                container_overrides: Some(
+                    meta.overrides
+                        .container_overrides
+                        .clone()
+                        .unwrap_or_default(),
+                ),
+                inference_accelerator_overrides: Some(Vec::new()),
+                ..meta.overrides.clone()
+            }),
+            last_status: Some(TaskStatus::Pending.as_str().into()),
+            desired_status: Some("RUNNING".into()),
+            cpu: Some(d.cpu.to_string()),
+            memory: Some(d.memory.to_string()),
+            containers: Some(containers),
+            created_at: Some(now_epoch()),
+            version: Some(1),
+            launch_type: Some(launch_type_of(ci).into()),
+            started_by: meta.started_by.clone(),
+            group: Some(
+                meta.group
+                    .clone()
+                    .unwrap_or_else(|| format!("family:{family}")),
+            ),
+            health_status: Some("UNKNOWN".into()),
+            enable_execute_command: Some(false),
+            attachments: Some(Vec::new()),
+            attributes: Some(vec![ecs::Attribute {
+                name: Some("ecs.cpu-architecture".into()),
+                value: attribute(ci, "ecs.cpu-architecture").map(str::to_string),
+                ..Default::default()
+            }]),
+            tags: Some(meta.tags.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Places and commits tasks; the heart of RunTask and StartTask.
+    pub(crate) async fn start_tasks(
+        &self,
+        cluster_ident: Option<&str>,
+        td_ident: Option<&str>,
+        target: Target,
+        count: usize,
+        meta: Meta,
+    ) -> Result<(Vec<ecs::Task>, Vec<ecs::Failure>), EcsError> {
+        let (cluster_rec, _) = self.active_cluster(cluster_ident).await?;
+        let cluster = cluster_rec.cluster_name.clone().unwrap_or_default();
+        let cluster_arn = cluster_rec.cluster_arn.clone().unwrap_or_default();
+        let launch_type = match &target {
+            Target::LaunchType(l) => l.clone(),
+            Target::Instances(_) => "EC2".to_string(),
+        };
+        let td = self
+            .runnable_definition(td_ident, &launch_type, meta.allow_inactive)
+            .await?;
+        Self::check_overrides(&td, &meta.overrides)?;
+        crate::check_tags(&meta.tags)?;
+        let d = demand(&td, &meta.overrides)?;
+        let family = td.family.clone().unwrap_or_default();
+        let rules = Rules {
+            constraints: crate::placement::constraints(
+                &meta.constraints,
+                td.placement_constraints.as_deref().unwrap_or_default(),
+            )?,
+            // ECS's default for standalone tasks is random placement.
+            strategies: match crate::placement::strategies(&meta.strategies)? {
+                s if s.is_empty() => vec![berth_scheduler::Strategy::Random],
+                s => s,
+            },
+            group: meta
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("family:{family}")),
+            seed: rand::random(),
+        };
+
+        if let Some(token) = &meta.client_token {
+            if let Some((arns, _)) = self
+                .get_record::<Vec<String>>(&keys::run_token(&cluster, token))
+                .await?
+            {
+                let mut tasks = Vec::new();
+                for arn in arns {
+                    if let Some(id) = task_id_of(&arn) {
+                        if let Some((t, _)) = self.get_record(&keys::task(&cluster, id)).await? {
+                            tasks.push(t);
+                        }
+                    }
+                }
+                return Ok((tasks, Vec::new()));
+            }
+        }
+
+        for _ in 0..CAS_ATTEMPTS {
+            let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
+            let all = self.instances_of(&cluster).await?;
+            let mut failures = Vec::new();
+            // The instances this placement may use, in a stable order.
+            let pool: Vec<(ContainerInstance, KeyValue)> = match &target {
+                Target::LaunchType(lt) => all
+                    .into_iter()
+                    .filter(|(ci, _)| {
+                        launch_type_of(ci) == lt
+                            && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+                    })
+                    .collect(),
+                Target::Instances(ids) => {
+                    let mut by_id: HashMap<String, (ContainerInstance, KeyValue)> = all
+                        .into_iter()
+                        .map(|(ci, kv)| {
+                            let id = kv.key.rsplit('/').next().unwrap_or_default().to_string();
+                            (id, (ci, kv))
+                        })
+                        .collect();
+                    let mut pool = Vec::new();
+                    for id in ids {
+                        match by_id.remove(id) {
+                            Some(x) => pool.push(x),
+                            None => failures.push(ecs::Failure {
+                                arn: Some(self.instance_arn(&cluster, id)),
+                                reason: Some("MISSING".into()),
+                                detail: None,
+                            }),
+                        }
+                    }
+                    pool
+                }
+            };
+            if pool.is_empty() && failures.is_empty() {
+                return Err(EcsError::invalid(
+                    "No Container Instances were found in your cluster.".to_string(),
+                ));
+            }
+            let mut groups = self.groups_by_instance(&cluster).await?;
+            let mut cands = pool
+                .iter()
+                .map(|(ci, _)| {
+                    let arn = ci.container_instance_arn.as_deref().unwrap_or("");
+                    crate::placement::candidate(
+                        ci,
+                        self.agents.is_connected(arn),
+                        groups.remove(arn).unwrap_or_default(),
+                    )
+                })
+                .collect::<Result<Vec<Candidate>, _>>()?;
+            let placed: Vec<usize> = match &target {
+                Target::LaunchType(_) => {
+                    let p = berth_scheduler::place(&mut cands, &d, &rules, count);
+                    for (i, reason) in p.failures {
+                        failures.push(ecs::Failure {
+                            arn: Some(cands[i].arn.clone()),
+                            reason: Some(reason.ecs_reason()),
+                            detail: reason.detail(),
+                        });
+                    }
+                    p.placed
+                }
+                Target::Instances(_) => {
+                    let mut placed = Vec::new();
+                    for (i, c) in cands.iter_mut().enumerate() {
+                        match berth_scheduler::rejects(c, &d, &rules) {
+                            None => {
+                                berth_scheduler::take(c, &d);
+                                *c.groups.entry(rules.group.clone()).or_default() += 1;
+                                placed.push(i);
+                            }
+                            Some(reason) => failures.push(ecs::Failure {
+                                arn: Some(c.arn.clone()),
+                                reason: Some(reason.ecs_reason()),
+                                detail: reason.detail(),
+                            }),
+                        }
+                    }
+                    placed
+                }
+            };
+            let mut txn = Txn::new().unchanged(&keys::cluster(&cluster), Some(&cluster_kv));
+            let mut tasks = Vec::new();
+            for &i in &placed {
+                let (ci, _) = &pool[i];
+                let t = self.new_task((&cluster, &cluster_arn), &td, ci, &d, &meta);
+                let id = task_id_of(t.task_arn.as_deref().unwrap_or_default())
+                    .unwrap_or_default()
+                    .to_string();
+                txn = txn.put(keys::task(&cluster, &id), encode(&t)?);
+                if !meta.tags.is_empty() {
+                    txn = txn.put(
+                        keys::tags(t.task_arn.as_deref().unwrap_or_default()),
+                        encode(&meta.tags)?,
+                    );
+                }
+                tasks.push(t);
+            }
+            let mut touched: Vec<usize> = placed.clone();
+            touched.sort_unstable();
+            touched.dedup();
+            for i in touched {
+                let (ci, kv) = &pool[i];
+                txn = txn.unchanged(&kv.key, Some(kv)).put(
+                    kv.key.clone(),
+                    encode(&with_remaining(ci.clone(), &cands[i]))?,
+                );
+            }
+            if let Some(token) = &meta.client_token {
+                let key = keys::run_token(&cluster, token);
+                let arns: Vec<String> = tasks.iter().filter_map(|t| t.task_arn.clone()).collect();
+                txn = txn.unchanged(&key, None).put(key, encode(&arns)?);
+            }
+            if tasks.is_empty() {
+                return Ok((tasks, failures));
+            }
+            if self.commit(txn).await? {
+                tracing::info!(cluster, count = tasks.len(), "tasks placed");
+                return Ok((tasks, failures));
+            }
+        }
+        Err(conflict_exhausted("placing tasks"))
+    }
+
+    /// Sets a task's desiredStatus to STOPPED with `code` and `reason` (the agent does the
+    /// stopping); `None` when there is no such task.
+    pub(crate) async fn stop_task_as(
+        &self,
+        cluster: &str,
+        id: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<Option<ecs::Task>, EcsError> {
+        let key = keys::task(cluster, id);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut t, kv)) = self.get_record::<ecs::Task>(&key).await? else {
+                return Ok(None);
+            };
+            if t.desired_status.as_deref() == Some("STOPPED") {
+                return Ok(Some(t));
+            }
+            let now = now_epoch();
+            t.desired_status = Some("STOPPED".into());
+            t.stopping_at = Some(now);
+            t.stop_code = Some(code.into());
+            t.stopped_reason = Some(reason.into());
+            t.version = Some(t.version.unwrap_or(0) + 1);
+            // A task whose host is gone has nobody to stop it: it stops now.
+            let instance = match t.container_instance_arn.as_deref() {
+                Some(arn) => self.find_instance(cluster, arn).await?,
+                None => None,
+            };
+            let host_gone = instance.as_ref().is_none_or(|(ci, _)| {
+                ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str())
+            });
+            if host_gone {
+                finish_stopped(&mut t, now);
+            }
+            if self.commit(Txn::new().replace(&kv, encode(&t)?)).await? {
+                return Ok(Some(t));
+            }
+        }
+        Err(conflict_exhausted("stopping the task"))
+    }
+
+    /// Applies one agent report to the task it names; `Ok(true)` when something changed.
+    /// Reports for tasks that are not on `instance_arn` are ignored.
+    pub async fn apply_report(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        rep: &TaskReport,
+    ) -> Result<bool, EcsError> {
+        let Some(id) = self.task_id(cluster, &rep.task_arn) else {
+            return Ok(false);
+        };
+        let key = keys::task(cluster, &id);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut t, kv)) = self.get_record::<ecs::Task>(&key).await? else {
+                return Ok(false);
+            };
+            if t.container_instance_arn.as_deref() != Some(instance_arn) {
+                tracing::warn!(
+                    task = rep.task_arn,
+                    instance_arn,
+                    "report for a task on another instance ignored"
+                );
+                return Ok(false);
+            }
+            let before = encode(&t)?;
+            let was = t
+                .last_status
+                .as_deref()
+                .and_then(TaskStatus::parse)
+                .unwrap_or(TaskStatus::Pending);
+            merge_report(&mut t, rep);
+            let now_status = t
+                .last_status
+                .as_deref()
+                .and_then(TaskStatus::parse)
+                .unwrap_or(was);
+            let after = encode(&t)?;
+            if before == after {
+                return Ok(false);
+            }
+            t.version = Some(t.version.unwrap_or(0) + 1);
+            let mut txn = Txn::new().replace(&kv, encode(&t)?);
+            if was != TaskStatus::Stopped && now_status == TaskStatus::Stopped {
+                // Give the task's resources back, once, in the same transaction.
+                if let Some((ci, ikv)) = self.find_instance(cluster, instance_arn).await? {
+                    let ci = self.released(ci, &t).await?;
+                    txn = txn.replace(&ikv, encode(&ci)?);
+                }
+            }
+            if self.commit(txn).await? {
+                return Ok(true);
+            }
+        }
+        Err(conflict_exhausted("recording the task's state"))
+    }
+
+    /// `ci` with task `t`'s resources given back.
+    pub(crate) async fn released(
+        &self,
+        mut ci: ContainerInstance,
+        t: &ecs::Task,
+    ) -> Result<ContainerInstance, EcsError> {
+        let reg = Resources::from_ecs(ci.registered_resources.as_deref().unwrap_or_default())?;
+        let mut rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
+        let td = self
+            .find_task_definition(t.task_definition_arn.as_deref().unwrap_or_default())
+            .await
+            .ok()
+            .map(|(td, _)| td);
+        let mut d = match td {
+            Some(td) => demand(&td, &t.overrides.clone().unwrap_or_default())?,
+            None => Demand::default(),
+        };
+        // The task record holds what placement reserved; it is the amount to give back.
+        if let Some(cpu) = t.cpu.as_deref().and_then(|c| c.parse::<i64>().ok()) {
+            d.cpu = cpu;
+        }
+        if let Some(memory) = t.memory.as_deref().and_then(|m| m.parse::<i64>().ok()) {
+            d.memory = memory;
+        }
+        rem.cpu = (rem.cpu + d.cpu).min(reg.cpu);
+        rem.memory = (rem.memory + d.memory).min(reg.memory);
+        for p in d.ports {
+            if !reg.ports.contains(&p) {
+                rem.ports.remove(&p);
+            }
+        }
+        for p in d.udp_ports {
+            if !reg.ports_udp.contains(&p) {
+                rem.ports_udp.remove(&p);
+            }
+        }
+        ci.remaining_resources = Some(rem.to_ecs());
+        ci.version = Some(ci.version.unwrap_or(0) + 1);
+        Ok(ci)
+    }
+
+    /// Registers a host in `cluster`, or updates the ACTIVE/DRAINING instance that already has
+    /// its instance id (a host that registers again keeps its ARN and its tasks).
+    pub async fn register_instance(
+        &self,
+        cluster: &str,
+        reg: Registration,
+    ) -> Result<ContainerInstance, EcsError> {
+        for (name, value) in &reg.attributes {
+            check_attribute(name, value.as_deref())?;
+        }
+        crate::check_tags(&reg.tags)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let (_, cluster_kv) = self.active_cluster(Some(cluster)).await?;
+            let existing = self
+                .instances_of(cluster)
+                .await?
+                .into_iter()
+                .find(|(ci, _)| {
+                    ci.ec2_instance_id.as_deref() == Some(&reg.instance_id)
+                        && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+                });
+            let registered = Resources {
+                cpu: reg.cpu,
+                memory: reg.memory,
+                ports: reg.ports.clone(),
+                ports_udp: reg.ports_udp.clone(),
+            };
+            let attributes: Vec<Attribute> = reg
+                .attributes
+                .iter()
+                .map(|(k, v)| Attribute {
+                    name: Some(k.clone()),
+                    value: v.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            let (ci, key, seen) = match existing {
+                Some((mut ci, kv)) => {
+                    // Keep what tasks hold: remaining = new registered - (old registered - old remaining).
+                    let old_reg = Resources::from_ecs(
+                        ci.registered_resources.as_deref().unwrap_or_default(),
+                    )?;
+                    let old_rem =
+                        Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
+                    let in_use_ports: BTreeSet<u16> =
+                        old_rem.ports.difference(&old_reg.ports).copied().collect();
+                    let remaining = Resources {
+                        cpu: registered.cpu - (old_reg.cpu - old_rem.cpu),
+                        memory: registered.memory - (old_reg.memory - old_rem.memory),
+                        ports: registered.ports.union(&in_use_ports).copied().collect(),
+                        ports_udp: registered.ports_udp.clone(),
+                    };
+                    // Custom attributes set through PutAttributes survive a re-registration.
+                    let mut merged = attributes.clone();
+                    for a in ci.attributes.iter().flatten() {
+                        let name = a.name.as_deref().unwrap_or("");
+                        if !is_builtin_attribute(name) && !reg.attributes.contains_key(name) {
+                            merged.push(a.clone());
+                        }
+                    }
+                    ci.registered_resources = Some(registered.to_ecs());
+                    ci.remaining_resources = Some(remaining.to_ecs());
+                    ci.attributes = Some(merged);
+                    ci.version_info = reg.version_info.clone().or(ci.version_info);
+                    ci.version = Some(ci.version.unwrap_or(0) + 1);
+                    let id = ci
+                        .container_instance_arn
+                        .as_deref()
+                        .and_then(|a| a.rsplit('/').next())
+                        .unwrap_or_default()
+                        .to_string();
+                    (ci, keys::instance(cluster, &id), Some(kv))
+                }
+                None => {
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    let ci = ContainerInstance {
+                        container_instance_arn: Some(self.instance_arn(cluster, &id)),
+                        ec2_instance_id: Some(reg.instance_id.clone()),
+                        version: Some(1),
+                        version_info: reg.version_info.clone(),
+                        registered_resources: Some(registered.to_ecs()),
+                        remaining_resources: Some(registered.to_ecs()),
+                        status: Some(InstanceStatus::Active.as_str().into()),
+                        agent_connected: Some(false),
+                        running_tasks_count: Some(0),
+                        pending_tasks_count: Some(0),
+                        attributes: Some(attributes),
+                        registered_at: Some(now_epoch()),
+                        ..Default::default()
+                    };
+                    (ci, keys::instance(cluster, &id), None)
+                }
+            };
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            let mut txn = Txn::new()
+                .unchanged(&keys::cluster(cluster), Some(&cluster_kv))
+                .unchanged(&key, seen.as_ref())
+                .put(key.clone(), encode(&ci)?);
+            if !reg.tags.is_empty() {
+                txn = txn.put(keys::tags(&arn), encode(&reg.tags)?);
+            }
+            if self.commit(txn).await? {
+                return self.present_instance(cluster, ci, false).await;
+            }
+        }
+        Err(conflict_exhausted("registering the container instance"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_agent_proto::{Binding, ContainerReport};
+    use berth_api::ecs::Container;
+
+    fn task() -> ecs::Task {
+        ecs::Task {
+            last_status: Some("PENDING".into()),
+            desired_status: Some("RUNNING".into()),
+            containers: Some(vec![Container {
+                name: Some("web".into()),
+                last_status: Some("PENDING".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn report(status: &str) -> TaskReport {
+        TaskReport {
+            task_arn: "t".into(),
+            last_status: status.into(),
+            started_at: Some(10.0),
+            containers: vec![ContainerReport {
+                name: "web".into(),
+                last_status: status.into(),
+                network_bindings: vec![Binding {
+                    bind_ip: "0.0.0.0".into(),
+                    container_port: 80,
+                    host_port: 32768,
+                    protocol: "tcp".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_move_status_forward_only() {
+        let mut t = task();
+        merge_report(&mut t, &report("RUNNING"));
+        assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(t.started_at, Some(10.0));
+        let bindings = t.containers.as_ref().unwrap()[0]
+            .network_bindings
+            .clone()
+            .unwrap();
+        assert_eq!(bindings[0].host_port, Some(32768));
+        // A late, duplicated PENDING report changes nothing.
+        merge_report(&mut t, &report("PENDING"));
+        assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(
+            t.containers.as_ref().unwrap()[0].last_status.as_deref(),
+            Some("RUNNING")
+        );
+    }
+
+    #[test]
+    fn the_agents_stop_reason_is_kept_unless_the_user_stopped_first() {
+        let mut t = task();
+        let mut r = report("STOPPED");
+        r.stop_code = Some("EssentialContainerExited".into());
+        r.stopped_reason = Some("Essential container in task exited".into());
+        merge_report(&mut t, &r);
+        assert_eq!(t.desired_status.as_deref(), Some("STOPPED"));
+        assert_eq!(t.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert!(t.stopped_at.is_some() && t.execution_stopped_at.is_some());
+
+        let mut t = task();
+        t.desired_status = Some("STOPPED".into());
+        t.stop_code = Some("UserInitiated".into());
+        t.stopped_reason = Some("bye".into());
+        merge_report(&mut t, &r);
+        assert_eq!(t.stop_code.as_deref(), Some("UserInitiated"));
+        assert_eq!(t.stopped_reason.as_deref(), Some("bye"));
+    }
+
+    #[test]
+    fn demand_reserves_soft_limits_task_sizes_and_static_ports() {
+        let td: TaskDefinition = serde_json::from_value(serde_json::json!({
+            "networkMode": "bridge",
+            "containerDefinitions": [
+                {"name": "a", "cpu": 128, "memory": 512, "memoryReservation": 128,
+                 "portMappings": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]},
+                {"name": "b", "cpu": 256, "memory": 256,
+                 "portMappings": [{"containerPort": 53, "hostPort": 53, "protocol": "udp"}]}
+            ]
+        }))
+        .unwrap();
+        let d = demand(&td, &TaskOverride::default()).unwrap();
+        assert_eq!((d.cpu, d.memory), (384, 384));
+        assert_eq!((d.ports, d.udp_ports), (vec![8080], vec![53]));
+        let o = TaskOverride {
+            cpu: Some("1 vCPU".into()),
+            memory: Some("2GB".into()),
+            ..Default::default()
+        };
+        let d = demand(&td, &o).unwrap();
+        assert_eq!((d.cpu, d.memory), (1024, 2048));
+    }
+}

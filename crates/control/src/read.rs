@@ -1,0 +1,348 @@
+//! The read layer: every typed read of the store that more than one handler needs, in one
+//! place. Handler files call these and the pure crates, never each other; a read needed twice
+//! moves here, not sideways. The watch-fed cluster state ([`crate::state`]) is read through
+//! here too.
+
+use crate::{decode, keys, store_error, Control};
+use berth_api::ecs::{self, Cluster, ContainerInstance, Tag, TaskDefinition};
+use berth_api::{EcsError, ErrorKind};
+use berth_model::arn::{Arn, ResourceKind};
+use berth_model::names;
+use berth_model::status::{ClusterStatus, TaskDefinitionStatus, TaskStatus};
+use berth_store::KeyValue;
+use std::collections::{BTreeMap, HashMap};
+
+/// EXTERNAL instances are ECS Anywhere's, whose ids start `mi-`.
+pub(crate) fn launch_type_of(ci: &ContainerInstance) -> &'static str {
+    if ci
+        .ec2_instance_id
+        .as_deref()
+        .is_some_and(|i| i.starts_with("mi-"))
+    {
+        "EXTERNAL"
+    } else {
+        "EC2"
+    }
+}
+
+pub(crate) fn attribute<'a>(ci: &'a ContainerInstance, name: &str) -> Option<&'a str> {
+    ci.attributes
+        .iter()
+        .flatten()
+        .find(|a| a.name.as_deref() == Some(name))
+        .and_then(|a| a.value.as_deref())
+}
+
+pub(crate) fn task_id_of(arn: &str) -> Option<&str> {
+    arn.rsplit('/').next()
+}
+
+/// `family`, `family:revision` or an ARN, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDefinitionRef {
+    pub family: String,
+    pub revision: Option<i32>,
+}
+
+pub(crate) fn unable(ident: &str) -> EcsError {
+    EcsError::client(format!(
+        "Unable to describe task definition '{ident}': no such family or revision."
+    ))
+}
+
+pub(crate) fn not_found(cluster: &str) -> EcsError {
+    EcsError::new(
+        ErrorKind::ClusterNotFound,
+        format!("Cluster not found: '{cluster}'"),
+    )
+}
+
+impl Control {
+    /// The cluster name an identifier (name or ARN; absent means `default`) refers to.
+    pub fn cluster_name(&self, ident: Option<&str>) -> Result<String, EcsError> {
+        let ident = ident.unwrap_or("default");
+        if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident)?;
+            if arn.kind != ResourceKind::Cluster
+                || arn.region != self.config.region
+                || arn.account != self.config.account_id
+            {
+                return Err(not_found(ident));
+            }
+            return Ok(arn.id);
+        }
+        names::cluster_name(ident)?;
+        Ok(ident.to_string())
+    }
+
+    /// An ACTIVE cluster by identifier, or ClusterNotFoundException.
+    pub async fn active_cluster(
+        &self,
+        ident: Option<&str>,
+    ) -> Result<(Cluster, berth_store::KeyValue), EcsError> {
+        let name = self.cluster_name(ident)?;
+        match self.get_record::<Cluster>(&keys::cluster(&name)).await? {
+            Some((c, kv)) if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) => {
+                Ok((c, kv))
+            }
+            _ => Err(not_found(ident.unwrap_or("default"))),
+        }
+    }
+
+    /// The instance id an identifier (id or ARN) refers to in `cluster`.
+    pub(crate) fn instance_id(&self, cluster: &str, ident: &str) -> Result<String, EcsError> {
+        if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident)?;
+            if arn.kind != ResourceKind::ContainerInstance {
+                return Err(EcsError::invalid(format!(
+                    "'{ident}' is not a container instance ARN"
+                )));
+            }
+            return Ok(match arn.id.split_once('/') {
+                Some((c, id)) if c == cluster => id.to_string(),
+                Some(_) => {
+                    return Err(EcsError::invalid(format!(
+                        "container instance '{ident}' is not in cluster {cluster}"
+                    )))
+                }
+                None => arn.id,
+            });
+        }
+        if ident.is_empty()
+            || ident.len() > 64
+            || !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(EcsError::invalid(format!(
+                "'{ident}' is not a container instance id or ARN"
+            )));
+        }
+        Ok(ident.to_string())
+    }
+
+    pub(crate) fn instance_arn(&self, cluster: &str, id: &str) -> String {
+        self.arn(ResourceKind::ContainerInstance, &format!("{cluster}/{id}"))
+    }
+
+    pub(crate) async fn instances_of(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(ContainerInstance, KeyValue)>, EcsError> {
+        let kvs = self
+            .store
+            .range(&keys::instances_of(cluster), None, None)
+            .await
+            .map_err(store_error)?;
+        kvs.into_iter()
+            .map(|kv| Ok((decode::<ContainerInstance>(&kv)?, kv)))
+            .collect()
+    }
+
+    /// An instance record of `cluster` by identifier.
+    pub(crate) async fn find_instance(
+        &self,
+        cluster: &str,
+        ident: &str,
+    ) -> Result<Option<(ContainerInstance, KeyValue)>, EcsError> {
+        let id = self.instance_id(cluster, ident)?;
+        self.get_record(&keys::instance(cluster, &id)).await
+    }
+
+    pub(crate) fn task_arn(&self, cluster: &str, id: &str) -> String {
+        self.arn(ResourceKind::Task, &format!("{cluster}/{id}"))
+    }
+
+    /// The task id an identifier (id or ARN) names in `cluster`.
+    pub(crate) fn task_id(&self, cluster: &str, ident: &str) -> Option<String> {
+        if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident).ok()?;
+            if arn.kind != ResourceKind::Task {
+                return None;
+            }
+            return match arn.id.split_once('/') {
+                Some((c, id)) if c == cluster => Some(id.to_string()),
+                Some(_) => None,
+                None => Some(arn.id),
+            };
+        }
+        (!ident.is_empty() && ident.len() <= 64 && ident.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| ident.to_string())
+    }
+
+    pub(crate) async fn tasks_in(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(ecs::Task, KeyValue)>, EcsError> {
+        let kvs = self
+            .store
+            .range(&keys::tasks_of(cluster), None, None)
+            .await
+            .map_err(store_error)?;
+        kvs.into_iter()
+            .map(|kv| Ok((decode::<ecs::Task>(&kv)?, kv)))
+            .collect()
+    }
+
+    /// Running and pending task counts per container instance ARN.
+    pub(crate) async fn task_counts_by_instance(
+        &self,
+        cluster: &str,
+    ) -> Result<HashMap<String, (i32, i32)>, EcsError> {
+        let mut out: HashMap<String, (i32, i32)> = HashMap::new();
+        for (t, _) in self.tasks_in(cluster).await? {
+            let Some(arn) = t.container_instance_arn else {
+                continue;
+            };
+            let e = out.entry(arn).or_default();
+            match t.last_status.as_deref().and_then(TaskStatus::parse) {
+                Some(TaskStatus::Running) => e.0 += 1,
+                Some(s) if s < TaskStatus::Running => e.1 += 1,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The task definition a run refers to, checked as runnable with this launch type.
+    pub(crate) async fn runnable_definition(
+        &self,
+        ident: Option<&str>,
+        launch_type: &str,
+        allow_inactive: bool,
+    ) -> Result<TaskDefinition, EcsError> {
+        let ident = ident.unwrap_or_default();
+        let (td, _) = self.find_task_definition(ident).await?;
+        let status = td.status.as_deref().unwrap_or("");
+        let ok = status == TaskDefinitionStatus::Active.as_str()
+            || (allow_inactive && status == TaskDefinitionStatus::Inactive.as_str());
+        if !ok {
+            return Err(EcsError::client(format!(
+                "TaskDefinition '{ident}' is {status} and cannot run new tasks"
+            )));
+        }
+        let compat = td.compatibilities.clone().unwrap_or_default();
+        if !compat.iter().any(|c| c == launch_type) {
+            return Err(EcsError::invalid(format!(
+                "Task definition '{}' does not support launch type {launch_type} (it is compatible with {})",
+                td.task_definition_arn.as_deref().unwrap_or(ident),
+                compat.join(", ")
+            )));
+        }
+        let mode = td.network_mode.as_deref().unwrap_or("bridge");
+        if mode == "awsvpc" {
+            return Err(EcsError::invalid(
+                "networkMode awsvpc is not supported by Berth's agents yet; use bridge, host or none"
+                    .to_string(),
+            ));
+        }
+        Ok(td)
+    }
+
+    /// Task groups of the tasks not yet stopped, per container instance ARN.
+    pub(crate) async fn groups_by_instance(
+        &self,
+        cluster: &str,
+    ) -> Result<HashMap<String, BTreeMap<String, u32>>, EcsError> {
+        let mut out: HashMap<String, BTreeMap<String, u32>> = HashMap::new();
+        for (t, _) in self.tasks_in(cluster).await? {
+            if t.last_status.as_deref() == Some("STOPPED") {
+                continue;
+            }
+            if let Some(arn) = t.container_instance_arn {
+                *out.entry(arn)
+                    .or_default()
+                    .entry(t.group.unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn parse_task_definition_ref(&self, ident: &str) -> Result<TaskDefinitionRef, EcsError> {
+        let id = if Arn::looks_like_arn(ident) {
+            let arn = Arn::parse(ident)?;
+            if arn.kind != ResourceKind::TaskDefinition {
+                return Err(EcsError::invalid(format!(
+                    "'{ident}' is not a task definition ARN"
+                )));
+            }
+            if !arn.id.contains(':') {
+                return Err(EcsError::invalid(format!(
+                    "task definition ARN '{ident}' must end in family:revision"
+                )));
+            }
+            arn.id
+        } else {
+            ident.to_string()
+        };
+        let (family, revision) = match id.split_once(':') {
+            Some((f, r)) => {
+                let rev: i32 = r.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    EcsError::client(format!(
+                        "Invalid revision number. Number: {r} (in '{ident}')"
+                    ))
+                })?;
+                (f.to_string(), Some(rev))
+            }
+            None => (id, None),
+        };
+        names::family(&family)
+            .map_err(|e| EcsError::client(format!("taskDefinition '{ident}': {}", e.message)))?;
+        Ok(TaskDefinitionRef { family, revision })
+    }
+
+    /// A task definition by reference: a given revision in any status, or a family's latest
+    /// ACTIVE revision.
+    pub async fn find_task_definition(
+        &self,
+        ident: &str,
+    ) -> Result<(TaskDefinition, KeyValue), EcsError> {
+        let r = self.parse_task_definition_ref(ident)?;
+        match r.revision {
+            Some(rev) => self
+                .get_record::<TaskDefinition>(&keys::task_definition(&r.family, rev))
+                .await?
+                .ok_or_else(|| unable(ident)),
+            None => {
+                let revs = self
+                    .store
+                    .range(&keys::task_definition_family_prefix(&r.family), None, None)
+                    .await
+                    .map_err(store_error)?;
+                for kv in revs.into_iter().rev() {
+                    let td: TaskDefinition = decode(&kv)?;
+                    if td.status.as_deref() == Some(TaskDefinitionStatus::Active.as_str()) {
+                        return Ok((td, kv));
+                    }
+                }
+                Err(unable(ident))
+            }
+        }
+    }
+
+    pub(crate) async fn tags_of(&self, arn: &str) -> Result<Vec<Tag>, EcsError> {
+        Ok(self
+            .get_record::<Vec<Tag>>(&keys::tags(arn))
+            .await?
+            .map(|(t, _)| t)
+            .unwrap_or_default())
+    }
+
+    /// Derived members: agentConnected, running and pending counts, tags when asked.
+    pub(crate) async fn present_instance(
+        &self,
+        cluster: &str,
+        mut ci: ContainerInstance,
+        with_tags: bool,
+    ) -> Result<ContainerInstance, EcsError> {
+        let arn = ci.container_instance_arn.clone().unwrap_or_default();
+        let counts = self.task_counts_by_instance(cluster).await?;
+        let (running, pending) = counts.get(&arn).copied().unwrap_or((0, 0));
+        ci.running_tasks_count = Some(running);
+        ci.pending_tasks_count = Some(pending);
+        ci.agent_connected = Some(self.agents.is_connected(&arn));
+        if with_tags {
+            ci.tags = Some(self.tags_of(&arn).await?);
+        }
+        Ok(ci)
+    }
+}
