@@ -6,7 +6,7 @@ mod plan;
 
 use anyhow::{Context, Result};
 use berth_agent::AgentConfig;
-use berth_control::{http::Limits, Config, Control};
+use berth_control::{server, Config};
 use berth_store::Embedded;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -285,16 +285,25 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         .with_context(|| format!("reading the registry key {}", key_file.display()))?;
     let blobs = berth_registry::blobs::FsBlobs::open(data_dir.join("registry"), blob_key)
         .context("opening the registry's blob store")?;
-    let control = Control::new(Arc::new(store), config).with_registry(
-        Arc::new(blobs),
-        berth_registry::Config {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let mut options = server::Options::new(config);
+    options.registry = Some(server::RegistryOptions {
+        blobs: Arc::new(blobs),
+        config: berth_registry::Config {
             region: args.region.clone(),
             account_id: args.account_id.clone(),
-            endpoint: registry_addr.to_string(),
             anonymous_pull: args.registry_anonymous_pull,
             ..Default::default()
         },
-    );
+        listener: registry_listener,
+    });
+    let server = server::Server::start(Arc::new(store), listener, options)
+        .await
+        .context("starting the server")?;
+    let control = server.control.clone();
+    let addr = server.addr;
 
     let (key, created) = control
         .ensure_admin_key()
@@ -304,10 +313,6 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     if created || !cred_path.exists() {
         write_credentials(&cred_path, &key.access_key_id, &key.secret_access_key)?;
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let endpoint = format!("http://{addr}");
     let mut join_token = None;
     if up.is_some() {
@@ -369,48 +374,19 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     tracing::info!(%endpoint, dev = args.dev, "serving");
 
     // The agent stops first, so its last reports reach the server.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (agent_stop_tx, agent_stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    tokio::spawn(housekeeping(control.clone(), stop_rx.clone()));
-    {
-        let control = control.clone();
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { control.run_service_loop(Duration::from_secs(1), stop).await });
-    }
+    let (agent_stop_tx, mut agent_stop_rx) = tokio::sync::watch::channel(false);
     let agent = match (up, runtime) {
         (Some(up), Some(runtime)) => {
             let mut cfg = AgentConfig::new(&endpoint, "default", data_dir.join("agent"));
             cfg.token = join_token.clone();
             cfg.cleanup_after = Duration::from_secs(up.container_cleanup_after);
             cfg.stop_tasks_on_exit = up.stop_tasks_on_exit;
-            Some(tokio::spawn(berth_agent::run(
-                cfg,
-                runtime,
-                stopped(agent_stop_rx),
-            )))
+            Some(tokio::spawn(berth_agent::run(cfg, runtime, async move {
+                let _ = agent_stop_rx.wait_for(|s| *s).await;
+            })))
         }
         _ => None,
     };
-    if let Some(registry) = control.registry.clone() {
-        let stop = stopped(stop_rx.clone());
-        let r = registry.clone();
-        tokio::spawn(async move { r.run_housekeeping(Duration::from_secs(60), stop).await });
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            if let Err(e) = berth_registry::http::serve(registry_listener, registry, stop).await {
-                tracing::error!(error = %e, "the registry stopped");
-            }
-        });
-    }
-    let server = tokio::spawn(berth_control::http::serve(
-        listener,
-        control,
-        Limits::default(),
-        stopped(stop_rx.clone()),
-    ));
     shutdown_signal().await;
     let _ = agent_stop_tx.send(true);
     if let Some(agent) = agent {
@@ -420,28 +396,10 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             Ok(Ok(())) => {}
         }
     }
-    let _ = stop_tx.send(true);
-    server.await.context("the server task failed")??;
+    drop(control);
+    server.shutdown().await.context("the server task failed")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Background chores: purge long-stopped tasks.
-async fn housekeeping(control: Control, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        match control
-            .purge_stopped_tasks(control.config.task_retention)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged stopped tasks"),
-            Err(e) => tracing::warn!(error = %e, "purging stopped tasks failed"),
-        }
-    }
 }
 
 /// The AWS shared-credentials format, readable only by its owner.

@@ -7,18 +7,18 @@
 
 use crate::apply::Registration;
 use crate::auth::{random_secret, AccessKey};
-use crate::{encode, keys, plan, store_error, Control};
+use crate::{decode, encode, keys, plan, store_error, Control};
 use berth_agent_proto::{
     DesiredTask, JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest,
     ReportResponse,
 };
-use berth_api::ecs::{self, TaskDefinition};
+use berth_api::ecs::{self};
 use berth_api::{EcsError, ErrorKind};
 use berth_model::arn::{Arn, ResourceKind};
 use berth_model::status::InstanceStatus;
 use berth_store::Txn;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -144,62 +144,82 @@ impl Control {
         })
     }
 
-    /// The instance's status and the tasks it should be running or stopping.
+    /// The instance's status and the tasks it should be running or stopping: O(the
+    /// instance's tasks), from the cluster state and those tasks' records.
     async fn desired_for(
         &self,
+        cluster: &str,
         instance_arn: &str,
     ) -> Result<(String, Vec<DesiredTask>), EcsError> {
-        let (cluster, id) = instance_parts(instance_arn)?;
-        let status = match self
-            .get_record::<ecs::ContainerInstance>(&keys::instance(&cluster, &id))
-            .await?
-        {
-            Some((ci, _)) => ci.status.unwrap_or_default(),
-            None => InstanceStatus::Inactive.as_str().to_string(),
+        let (status, ids) = {
+            let cs = self.state.cluster(cluster).await;
+            let status = cs
+                .instance(instance_arn)
+                .map(|e| e.record.status.clone().unwrap_or_default());
+            (status, cs.live_tasks(instance_arn))
         };
-        let mut defs: HashMap<String, TaskDefinition> = HashMap::new();
-        let mut out = Vec::new();
-        for (t, _) in self.tasks_in(&cluster).await? {
+        let status = match status {
+            Some(s) => s,
+            None => {
+                // Joined a moment ago, or deregistered: the store decides.
+                let (_, id) = instance_parts(instance_arn)?;
+                match self
+                    .get_record::<ecs::ContainerInstance>(&keys::instance(cluster, &id))
+                    .await?
+                {
+                    Some((ci, _)) => ci.status.unwrap_or_default(),
+                    None => InstanceStatus::Inactive.as_str().to_string(),
+                }
+            }
+        };
+        let keys: Vec<String> = ids.iter().map(|id| keys::task(cluster, id)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for kv in self
+            .store
+            .get_many(&keys)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .flatten()
+        {
+            let t: ecs::Task = decode(&kv)?;
             if t.container_instance_arn.as_deref() != Some(instance_arn)
                 || t.last_status.as_deref() == Some("STOPPED")
             {
                 continue;
             }
             let td_arn = t.task_definition_arn.clone().unwrap_or_default();
-            if !defs.contains_key(&td_arn) {
-                match self.find_task_definition(&td_arn).await {
-                    Ok((td, _)) => {
-                        defs.insert(td_arn.clone(), td);
-                    }
-                    Err(e) => {
-                        // One unreadable task must not keep the agent from all the others.
-                        tracing::error!(task = ?t.task_arn, error = %e, "task definition of a placed task is gone");
-                        continue;
-                    }
+            match self.task_definition_for_plan(&td_arn).await {
+                Ok(td) => out.push(plan::desired_task(&t, &td)),
+                // One unreadable task must not keep the agent from all the others.
+                Err(e) => {
+                    tracing::error!(task = ?t.task_arn, error = %e, "task definition of a placed task is gone")
                 }
             }
-            out.push(plan::desired_task(&t, &defs[&td_arn]));
         }
         out.sort_by(|a, b| a.task_arn.cmp(&b.task_arn));
         Ok((status, out))
     }
 
     /// The long poll: answers at once when the desired set differs from `known_version`,
-    /// otherwise when it changes, when `wait_ms` has passed, or when `stop` completes.
+    /// otherwise when it changes, when `wait_ms` has passed, or when `stop` completes. It
+    /// waits on its own instance's generation in the cluster state, which only that instance's
+    /// changes move.
     pub async fn agent_poll(
         &self,
         instance_arn: &str,
         r: PollRequest,
         stop: impl Future<Output = ()>,
     ) -> Result<PollResponse, EcsError> {
-        let (cluster, id) = instance_parts(instance_arn)?;
+        let (cluster, _) = instance_parts(instance_arn)?;
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(r.wait_ms).min(MAX_POLL_WAIT);
         let mut stop = std::pin::pin!(stop);
+        let mut generation = self.state.subscribe(instance_arn);
         loop {
             self.agents.heartbeat(instance_arn);
-            let rev = self.store.revision().await.map_err(store_error)?;
-            let (instance_status, tasks) = self.desired_for(instance_arn).await?;
+            generation.borrow_and_update();
+            let (instance_status, tasks) = self.desired_for(&cluster, instance_arn).await?;
             let version = hex::encode(
                 &Sha256::digest(
                     serde_json::to_vec(&(&instance_status, &tasks)).unwrap_or_default(),
@@ -216,19 +236,8 @@ impl Control {
                     registry: None,
                 });
             }
-            let mut tasks_watch = self
-                .store
-                .watch(&keys::tasks_of(&cluster), rev)
-                .await
-                .map_err(store_error)?;
-            let mut instance_watch = self
-                .store
-                .watch(&keys::instance(&cluster, &id), rev)
-                .await
-                .map_err(store_error)?;
             tokio::select! {
-                _ = tasks_watch.rx.recv() => {}
-                _ = instance_watch.rx.recv() => {}
+                _ = generation.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = &mut stop => {
                     return Ok(PollResponse { version, instance_status, tasks, registry: None });

@@ -12,7 +12,8 @@
 
 use crate::read::{attribute, launch_type_of, task_id_of};
 use crate::resources::Resources;
-use crate::{conflict_exhausted, encode, keys, now_epoch, Control, CAS_ATTEMPTS};
+use crate::state::{ClusterState, Placed, Pool};
+use crate::{conflict_exhausted, encode, keys, now_epoch, store_error, Control, CAS_ATTEMPTS};
 use berth_agent_proto::TaskReport;
 use berth_api::ecs::{
     self, Attribute, Container, ContainerInstance, Tag, TaskDefinition, TaskOverride, VersionInfo,
@@ -21,8 +22,8 @@ use berth_api::EcsError;
 use berth_model::status::{InstanceStatus, TaskStatus};
 use berth_model::units;
 use berth_scheduler::{Candidate, Demand, Rules};
-use berth_store::{KeyValue, Txn};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use berth_store::{Compare, KeyValue, Txn, TxnOutcome};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a placement may go.
 pub(crate) enum Target {
@@ -283,6 +284,24 @@ pub(crate) fn is_builtin_attribute(name: &str) -> bool {
 /// ECS allows ten custom attributes per resource.
 pub(crate) const MAX_CUSTOM_ATTRIBUTES: usize = 10;
 
+/// What one placement is about, for building its commit.
+struct Placing<'a> {
+    cluster: &'a str,
+    cluster_arn: &'a str,
+    td: &'a TaskDefinition,
+    demand: &'a Demand,
+    meta: &'a Meta,
+}
+
+/// A placement's transaction, and what it writes (for the state's write-through).
+struct PlacementCommit {
+    txn: Txn,
+    /// `(task id, record)`.
+    tasks: Vec<(String, ecs::Task)>,
+    /// `(key, record)` of each instance whose remaining resources changed.
+    instances: Vec<(String, ContainerInstance)>,
+}
+
 impl Control {
     pub(crate) fn check_overrides(td: &TaskDefinition, o: &TaskOverride) -> Result<(), EcsError> {
         for co in o.container_overrides.iter().flatten() {
@@ -453,130 +472,138 @@ impl Control {
             }
         }
 
+        let pool = match &target {
+            Target::LaunchType(lt) => Pool::LaunchType(lt.clone()),
+            Target::Instances(ids) => Pool::Instances(
+                ids.iter()
+                    .map(|id| self.instance_arn(&cluster, id))
+                    .collect(),
+            ),
+        };
+        let ctx = Placing {
+            cluster: &cluster,
+            cluster_arn: &cluster_arn,
+            td: &td,
+            demand: &d,
+            meta: &meta,
+        };
         for _ in 0..CAS_ATTEMPTS {
             let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
-            let all = self.instances_of(&cluster).await?;
-            let mut failures = Vec::new();
-            // The instances this placement may use, in a stable order.
-            let pool: Vec<(ContainerInstance, KeyValue)> = match &target {
-                Target::LaunchType(lt) => all
-                    .into_iter()
-                    .filter(|(ci, _)| {
-                        launch_type_of(ci) == lt
-                            && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
-                    })
-                    .collect(),
-                Target::Instances(ids) => {
-                    let mut by_id: HashMap<String, (ContainerInstance, KeyValue)> = all
-                        .into_iter()
-                        .map(|(ci, kv)| {
-                            let id = kv.key.rsplit('/').next().unwrap_or_default().to_string();
-                            (id, (ci, kv))
-                        })
-                        .collect();
-                    let mut pool = Vec::new();
-                    for id in ids {
-                        match by_id.remove(id) {
-                            Some(x) => pool.push(x),
-                            None => failures.push(ecs::Failure {
-                                arn: Some(self.instance_arn(&cluster, id)),
-                                reason: Some("MISSING".into()),
-                                detail: None,
-                            }),
-                        }
-                    }
-                    pool
-                }
-            };
-            if pool.is_empty() && failures.is_empty() {
+            let mut cs = self.state.cluster(&cluster).await;
+            let Some(placed) = cs.place(&pool, &d, &rules, count, self.state.presence()) else {
                 return Err(EcsError::invalid(
                     "No Container Instances were found in your cluster.".to_string(),
                 ));
-            }
-            let mut groups = self.groups_by_instance(&cluster).await?;
-            let mut cands = pool
+            };
+            let mut failures: Vec<ecs::Failure> = placed
+                .failures
                 .iter()
-                .map(|(ci, _)| {
-                    let arn = ci.container_instance_arn.as_deref().unwrap_or("");
-                    crate::placement::candidate(
-                        ci,
-                        self.agents.is_connected(arn),
-                        groups.remove(arn).unwrap_or_default(),
-                    )
+                .map(|(arn, reason)| ecs::Failure {
+                    arn: Some(arn.clone()),
+                    reason: Some(
+                        reason
+                            .as_ref()
+                            .map(|r| r.ecs_reason())
+                            .unwrap_or_else(|| "MISSING".into()),
+                    ),
+                    detail: reason.as_ref().and_then(|r| r.detail()),
                 })
-                .collect::<Result<Vec<Candidate>, _>>()?;
-            let placed: Vec<usize> = match &target {
-                Target::LaunchType(_) => {
-                    let p = berth_scheduler::place(&mut cands, &d, &rules, count);
-                    for (i, reason) in p.failures {
-                        failures.push(ecs::Failure {
-                            arn: Some(cands[i].arn.clone()),
-                            reason: Some(reason.ecs_reason()),
-                            detail: reason.detail(),
-                        });
-                    }
-                    p.placed
-                }
-                Target::Instances(_) => {
-                    let mut placed = Vec::new();
-                    for (i, c) in cands.iter_mut().enumerate() {
-                        match berth_scheduler::rejects(c, &d, &rules) {
-                            None => {
-                                berth_scheduler::take(c, &d);
-                                *c.groups.entry(rules.group.clone()).or_default() += 1;
-                                placed.push(i);
-                            }
-                            Some(reason) => failures.push(ecs::Failure {
-                                arn: Some(c.arn.clone()),
-                                reason: Some(reason.ecs_reason()),
-                                detail: reason.detail(),
-                            }),
-                        }
-                    }
-                    placed
+                .collect();
+            // ECS lists failures in instance order.
+            failures.sort_by(|a, b| a.arn.cmp(&b.arn));
+            if placed.copies.is_empty() {
+                cs.undo(&placed.touched, self.state.presence());
+                return Ok((Vec::new(), failures));
+            }
+            let commit = match self.placement_txn(&cs, &ctx, &placed, &cluster_kv) {
+                Ok(c) => c,
+                Err(e) => {
+                    cs.undo(&placed.touched, self.state.presence());
+                    return Err(e);
                 }
             };
-            let mut txn = Txn::new().unchanged(&keys::cluster(&cluster), Some(&cluster_kv));
-            let mut tasks = Vec::new();
-            for &i in &placed {
-                let (ci, _) = &pool[i];
-                let t = self.new_task((&cluster, &cluster_arn), &td, ci, &d, &meta);
-                let id = task_id_of(t.task_arn.as_deref().unwrap_or_default())
-                    .unwrap_or_default()
-                    .to_string();
-                txn = txn.put(keys::task(&cluster, &id), encode(&t)?);
-                if !meta.tags.is_empty() {
-                    txn = txn.put(
-                        keys::tags(t.task_arn.as_deref().unwrap_or_default()),
-                        encode(&meta.tags)?,
-                    );
+            match self.store.txn(commit.txn).await {
+                Ok(TxnOutcome::Committed(rev)) => {
+                    let woken =
+                        cs.committed(rev, commit.instances, &commit.tasks, self.state.presence());
+                    drop(cs);
+                    self.state.wake(woken.iter().map(String::as_str));
+                    tracing::debug!(cluster, count = commit.tasks.len(), "tasks placed");
+                    return Ok((commit.tasks.into_iter().map(|(_, t)| t).collect(), failures));
                 }
-                tasks.push(t);
-            }
-            let mut touched: Vec<usize> = placed.clone();
-            touched.sort_unstable();
-            touched.dedup();
-            for i in touched {
-                let (ci, kv) = &pool[i];
-                txn = txn.unchanged(&kv.key, Some(kv)).put(
-                    kv.key.clone(),
-                    encode(&with_remaining(ci.clone(), &cands[i]))?,
-                );
-            }
-            if let Some(token) = &meta.client_token {
-                let key = keys::run_token(&cluster, token);
-                let arns: Vec<String> = tasks.iter().filter_map(|t| t.task_arn.clone()).collect();
-                txn = txn.unchanged(&key, None).put(key, encode(&arns)?);
-            }
-            if tasks.is_empty() {
-                return Ok((tasks, failures));
-            }
-            if self.commit(txn).await? {
-                tracing::info!(cluster, count = tasks.len(), "tasks placed");
-                return Ok((tasks, failures));
+                Ok(TxnOutcome::Conflict) => {
+                    cs.undo(&placed.touched, self.state.presence());
+                    drop(cs);
+                    // Someone wrote an instance or the cluster since the state saw it.
+                    self.caught_up().await?;
+                }
+                Err(e) => {
+                    cs.undo(&placed.touched, self.state.presence());
+                    return Err(store_error(e));
+                }
             }
         }
         Err(conflict_exhausted("placing tasks"))
+    }
+
+    /// The transaction that commits a placement: the new tasks (and their tags and client
+    /// token), and each touched instance's new remaining resources, guarded on the revision the
+    /// state holds for each and on the cluster record.
+    fn placement_txn(
+        &self,
+        cs: &ClusterState,
+        ctx: &Placing<'_>,
+        placed: &Placed,
+        cluster_kv: &KeyValue,
+    ) -> Result<PlacementCommit, EcsError> {
+        let mut txn = Txn::new().unchanged(&keys::cluster(ctx.cluster), Some(cluster_kv));
+        let mut tasks = Vec::new();
+        for arn in &placed.copies {
+            let ci = &cs
+                .instance(arn)
+                .ok_or_else(|| EcsError::server(format!("placed on unknown instance {arn}")))?
+                .record;
+            let t = self.new_task(
+                (ctx.cluster, ctx.cluster_arn),
+                ctx.td,
+                ci,
+                ctx.demand,
+                ctx.meta,
+            );
+            let arn = t.task_arn.clone().unwrap_or_default();
+            let id = task_id_of(&arn).unwrap_or_default().to_string();
+            txn = txn.put(keys::task(ctx.cluster, &id), encode(&t)?);
+            if !ctx.meta.tags.is_empty() {
+                txn = txn.put(keys::tags(&arn), encode(&ctx.meta.tags)?);
+            }
+            tasks.push((id, t));
+        }
+        let mut instances = Vec::new();
+        for arn in &placed.touched {
+            let (Some(e), Some(c)) = (cs.instance(arn), cs.placed_candidate(arn)) else {
+                return Err(EcsError::server(format!(
+                    "placed on unknown instance {arn}"
+                )));
+            };
+            let record = with_remaining(e.record.clone(), c);
+            txn = txn
+                .when(Compare::ModRevision(e.key.clone(), e.mod_revision))
+                .put(e.key.clone(), encode(&record)?);
+            instances.push((e.key.clone(), record));
+        }
+        if let Some(token) = &ctx.meta.client_token {
+            let key = keys::run_token(ctx.cluster, token);
+            let arns: Vec<String> = tasks
+                .iter()
+                .filter_map(|(_, t)| t.task_arn.clone())
+                .collect();
+            txn = txn.unchanged(&key, None).put(key, encode(&arns)?);
+        }
+        Ok(PlacementCommit {
+            txn,
+            tasks,
+            instances,
+        })
     }
 
     /// Sets a task's desiredStatus to STOPPED with `code` and `reason` (the agent does the

@@ -17,8 +17,10 @@ pub mod plan;
 pub mod presence;
 pub mod read;
 pub mod resources;
+pub mod server;
 pub mod services;
 pub mod settings;
+pub mod state;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
@@ -74,29 +76,39 @@ pub struct Control {
     pub config: Arc<Config>,
     /// Which agents are connected (in memory: every poll is a heartbeat).
     pub agents: Arc<presence::Presence>,
+    /// The cluster state placement, polls and the service reconciler read, kept current by
+    /// the store's watch ([`Control::run_state`] applies it).
+    pub state: Arc<state::State>,
     /// One service reconciliation pass at a time in this process.
     pub(crate) reconciling: Arc<tokio::sync::Mutex<()>>,
     /// The image registry whose ECR API this server also answers, if it runs one.
     pub registry: Option<berth_registry::Registry>,
+    /// Task definitions agents' plans were built from, by ARN.
+    pub(crate) plan_definitions: Arc<read::DefinitionCache>,
 }
 
 /// How many times a read-modify-write is retried when another writer got there first.
 const CAS_ATTEMPTS: usize = 64;
 
 impl Control {
-    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+    /// The handlers over `store`. Their cluster state is empty until loaded and followed:
+    /// start a server with [`server::Server::start`], which does both.
+    pub(crate) fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let agents = Arc::new(presence::Presence::new(config.agent_timeout));
         Control {
             store,
-            agents: Arc::new(presence::Presence::new(config.agent_timeout)),
+            state: Arc::new(state::State::new(agents.clone())),
+            agents,
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(config),
             registry: None,
+            plan_definitions: Arc::default(),
         }
     }
 
     /// Adds the image registry on `blobs`: its ECR API is then served beside ECS, with the
     /// same access keys.
-    pub fn with_registry(
+    pub(crate) fn with_registry(
         mut self,
         blobs: Arc<dyn berth_registry::BlobStore>,
         config: berth_registry::Config,
@@ -203,6 +215,36 @@ impl Control {
         match self.store.get(key).await.map_err(store_error)? {
             Some(kv) => Ok(Some((decode(&kv)?, kv))),
             None => Ok(None),
+        }
+    }
+
+    /// Loads the cluster state from the store, then keeps it current until `stop` says so.
+    /// Nothing that places or polls works before the load; [`crate::server::Server`] starts it
+    /// before it serves.
+    pub async fn load_state(&self) -> Result<berth_store::Revision, EcsError> {
+        self.state.load(&*self.store).await.map_err(store_error)
+    }
+
+    /// Follows the store from `from` (what [`Control::load_state`] returned) until `stop`.
+    pub async fn run_state(
+        &self,
+        from: berth_store::Revision,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        self.state.follow(self.store.clone(), from, stop).await
+    }
+
+    /// Waits until the cluster state has applied every write acknowledged so far, so what a
+    /// caller reads from it next includes its own writes.
+    pub async fn caught_up(&self) -> Result<(), EcsError> {
+        let rev = self.store.revision().await.map_err(store_error)?;
+        if self.state.wait_applied(rev).await {
+            Ok(())
+        } else {
+            Err(EcsError::server(format!(
+                "the cluster state is behind the store (at {}, store at {rev})",
+                self.state.applied()
+            )))
         }
     }
 

@@ -57,6 +57,31 @@ pub(crate) fn not_found(cluster: &str) -> EcsError {
     )
 }
 
+/// Task definitions by ARN, at most [`DefinitionCache::MAX`] of them (then it starts over).
+#[derive(Debug, Default)]
+pub(crate) struct DefinitionCache(
+    std::sync::Mutex<HashMap<String, std::sync::Arc<TaskDefinition>>>,
+);
+
+impl DefinitionCache {
+    const MAX: usize = 4096;
+
+    fn get(&self, arn: &str) -> Option<std::sync::Arc<TaskDefinition>> {
+        self.0.lock().ok()?.get(arn).cloned()
+    }
+
+    fn put(&self, arn: &str, td: TaskDefinition) -> std::sync::Arc<TaskDefinition> {
+        let td = std::sync::Arc::new(td);
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::MAX {
+                m.clear();
+            }
+            m.insert(arn.to_string(), td.clone());
+        }
+        td
+    }
+}
+
 impl Control {
     /// The cluster name an identifier (name or ARN; absent means `default`) refers to.
     pub fn cluster_name(&self, ident: Option<&str>) -> Result<String, EcsError> {
@@ -344,5 +369,18 @@ impl Control {
             ci.tags = Some(self.tags_of(&arn).await?);
         }
         Ok(ci)
+    }
+
+    /// A task definition by ARN for building an agent's plan, cached: what a plan uses of a
+    /// revision (containers, volumes, network mode) never changes once registered.
+    pub(crate) async fn task_definition_for_plan(
+        &self,
+        arn: &str,
+    ) -> Result<std::sync::Arc<TaskDefinition>, EcsError> {
+        if let Some(td) = self.plan_definitions.get(arn) {
+            return Ok(td);
+        }
+        let (td, _) = self.find_task_definition(arn).await?;
+        Ok(self.plan_definitions.put(arn, td))
     }
 }

@@ -299,7 +299,10 @@ impl Embedded {
         Ok(out)
     }
 
-    fn compares_hold(kv: &Table<'_, &'static str, &'static [u8]>, compares: &[Compare]) -> Result<bool, StoreError> {
+    fn compares_hold(
+        kv: &Table<'_, &'static str, &'static [u8]>,
+        compares: &[Compare],
+    ) -> Result<bool, StoreError> {
         for c in compares {
             let ok = match c {
                 Compare::Absent(k) => kv.get(k.as_str()).map_err(backend)?.is_none(),
@@ -411,6 +414,21 @@ impl Store for Embedded {
             let t = r.open_table(KV).map_err(backend)?;
             let v = t.get(key.as_str()).map_err(backend)?;
             v.map(|v| decode_kv(&key, v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        let keys = keys.to_vec();
+        self.blocking(move |db| {
+            let r = db.begin_read().map_err(backend)?;
+            let t = r.open_table(KV).map_err(backend)?;
+            keys.iter()
+                .map(|k| {
+                    let v = t.get(k.as_str()).map_err(backend)?;
+                    v.map(|v| decode_kv(k, v.value())).transpose()
+                })
+                .collect()
         })
         .await
     }

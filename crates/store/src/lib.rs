@@ -147,6 +147,14 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Several keys at once, from one consistent view; `None` where a key is absent.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
     /// Keys starting with `prefix`, in key order, strictly after `start_after` if given, at most
     /// `limit` of them if given.
     async fn range(

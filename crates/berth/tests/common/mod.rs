@@ -4,7 +4,7 @@
 
 pub mod contract;
 
-use berth_control::{http::Limits, Config, Control};
+use berth_control::{http::Limits, server, Config, Control};
 use berth_store::Embedded;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 
-/// A server running in this process on its own data dir.
+/// A server running in this process on its own data dir, started as `berth server` starts
+/// one ([`server::Server::start`]), with the service loop left to the test.
 pub struct TestServer {
     pub endpoint: String,
     pub addr: std::net::SocketAddr,
@@ -24,10 +25,7 @@ pub struct TestServer {
     pub secret_key: String,
     pub control: Control,
     pub dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// Dropped with the server, which ends its background loops.
-    background: tokio::sync::watch::Sender<()>,
+    server: Option<server::Server>,
 }
 
 impl TestServer {
@@ -69,21 +67,10 @@ impl TestServer {
     ) -> TestServer {
         let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
         let registry_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let registry_addr = registry_listener.local_addr().unwrap();
         let blob_key =
             berth_registry::blobs::load_or_create_key(&dir.path().join("registry.key")).unwrap();
         let blobs =
             berth_registry::blobs::FsBlobs::open(dir.path().join("registry"), blob_key).unwrap();
-        let control = Control::new(Arc::new(store), config.clone()).with_registry(
-            Arc::new(blobs),
-            berth_registry::Config {
-                region: config.region.clone(),
-                account_id: config.account_id.clone(),
-                endpoint: registry_addr.to_string(),
-                ..Default::default()
-            },
-        );
-        let (key, _) = control.ensure_admin_key().await.unwrap();
         let listener = match addr {
             Some(a) => {
                 let mut tries = 0;
@@ -101,53 +88,41 @@ impl TestServer {
             }
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
-        let addr = listener.local_addr().unwrap();
-        let background = tokio::sync::watch::channel(()).0;
-        if let Some(registry) = control.registry.clone() {
-            let mut gone = background.subscribe();
-            tokio::spawn(berth_registry::http::serve(
-                registry_listener,
-                registry,
-                async move {
-                    let _ = gone.changed().await;
-                },
-            ));
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(berth_control::http::serve(
-            listener,
-            control.clone(),
-            limits,
-            async {
-                let _ = rx.await;
+        let mut options = server::Options::new(config.clone());
+        options.limits = limits;
+        options.service_interval = None;
+        options.registry = Some(server::RegistryOptions {
+            blobs: Arc::new(blobs),
+            config: berth_registry::Config {
+                region: config.region.clone(),
+                account_id: config.account_id.clone(),
+                ..Default::default()
             },
-        ));
+            listener: registry_listener,
+        });
+        let server = server::Server::start(Arc::new(store), listener, options)
+            .await
+            .unwrap();
+        let control = server.control.clone();
+        let (key, _) = control.ensure_admin_key().await.unwrap();
+        let addr = server.addr;
         TestServer {
             endpoint: format!("http://{addr}"),
             addr,
-            registry_addr,
+            registry_addr: server.registry_addr.unwrap(),
             access_key: key.access_key_id,
             secret_key: key.secret_access_key,
             control,
             dir,
-            stop: Some(tx),
-            task: Some(task),
-            background,
+            server: Some(server),
         }
     }
 
     /// Runs the service reconciler every 200 ms until the server stops.
     pub fn spawn_service_loop(&self) {
-        let control = self.control.clone();
-        let mut gone = self.background.subscribe();
-        tokio::spawn(async move {
-            control
-                .run_service_loop(Duration::from_millis(200), async move {
-                    // Ends when the test's server is dropped or shut down.
-                    let _ = gone.changed().await;
-                })
-                .await
-        });
+        if let Some(s) = self.server.as_ref() {
+            s.spawn_service_loop(Duration::from_millis(200));
+        }
     }
 
     /// Stops the server and starts another on the same store and port.
@@ -159,26 +134,10 @@ impl TestServer {
     /// Stops the server, handing back its data dir and address for a later [`start_in`].
     pub async fn shutdown(mut self) -> (tempfile::TempDir, std::net::SocketAddr) {
         let addr = self.addr;
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), t)
-                .await
-                .expect("server stops within 15 s")
-                .unwrap()
-                .unwrap();
-        }
-        let TestServer {
-            dir,
-            control,
-            background,
-            ..
-        } = self;
-        // Ends the registry's listener and any background loops, which hold the store too.
-        drop(background);
+        self.stop_server().await;
+        let TestServer { dir, control, .. } = self;
         drop(control);
-        // The store is closed when the last handle goes; give spawned handlers a moment.
+        // The store is closed when the last handle goes; give handlers in flight a moment.
         let path = dir.path().join("state.redb");
         for _ in 0..100 {
             if Embedded::open(&path).is_ok() {
@@ -190,14 +149,14 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), t)
+        self.stop_server().await;
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), s.shutdown())
                 .await
                 .expect("server stops within 15 s")
-                .unwrap()
                 .unwrap();
         }
     }

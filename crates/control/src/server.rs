@@ -1,0 +1,192 @@
+//! The one way to start a server: the control plane over a store, its cluster state loaded and
+//! followed, the ECS listener, the registry's listener if there is one, and the background
+//! loops (services, the purge of long-stopped tasks, the registry's housekeeping). `berth
+//! server`, `berth up` and the tests all start [`Server::start`] and stop [`Server::shutdown`].
+
+use crate::http::Limits;
+use crate::{Config, Control};
+use berth_api::EcsError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The image registry a server runs beside the ECS API.
+#[derive(Debug)]
+pub struct RegistryOptions {
+    pub blobs: Arc<dyn berth_registry::BlobStore>,
+    /// Its `endpoint` is set from `listener`'s address.
+    pub config: berth_registry::Config,
+    /// Where the OCI distribution protocol (`docker push`/`pull`) is served.
+    pub listener: TcpListener,
+}
+
+#[derive(Debug)]
+pub struct Options {
+    pub config: Config,
+    pub limits: Limits,
+    /// How often the service reconciler runs when no change wakes it; `None`: not started
+    /// (tests that drive [`Control::reconcile_services`] by hand start it later, if at all).
+    pub service_interval: Option<Duration>,
+    /// How often long-stopped tasks are purged and the registry's housekeeping runs.
+    pub housekeeping_interval: Duration,
+    pub registry: Option<RegistryOptions>,
+}
+
+impl Options {
+    pub fn new(config: Config) -> Self {
+        Options {
+            config,
+            limits: Limits::default(),
+            service_interval: Some(Duration::from_secs(1)),
+            housekeeping_interval: Duration::from_secs(60),
+            registry: None,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub control: Control,
+    pub addr: SocketAddr,
+    pub registry_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    background: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Completes when `rx` turns true (or its sender is gone).
+pub fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl Server {
+    /// Loads the cluster state, then serves on `listener` and starts the background loops.
+    pub async fn start(
+        store: Arc<dyn berth_store::Store>,
+        listener: TcpListener,
+        opts: Options,
+    ) -> Result<Server, EcsError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| EcsError::server(format!("the listener has no address: {e}")))?;
+        let mut control = Control::new(store, opts.config);
+        let mut registry_listener = None;
+        let mut registry_addr = None;
+        if let Some(mut r) = opts.registry {
+            let a = r
+                .listener
+                .local_addr()
+                .map_err(|e| EcsError::server(format!("the registry listener: {e}")))?;
+            r.config.endpoint = a.to_string();
+            control = control.with_registry(r.blobs, r.config);
+            registry_listener = Some(r.listener);
+            registry_addr = Some(a);
+        }
+        let from = control.load_state().await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut background = Vec::new();
+        {
+            let (c, rx) = (control.clone(), stop_rx.clone());
+            background.push(tokio::spawn(async move { c.run_state(from, rx).await }));
+        }
+        {
+            let (c, rx) = (control.clone(), stop_rx.clone());
+            let every = opts.housekeeping_interval;
+            background.push(tokio::spawn(housekeeping(c, every, rx)));
+        }
+        if let (Some(registry), Some(l)) = (control.registry.clone(), registry_listener) {
+            let r = registry.clone();
+            let (every, rx) = (opts.housekeeping_interval, stop_rx.clone());
+            background.push(tokio::spawn(async move {
+                r.run_housekeeping(every, stopped(rx)).await
+            }));
+            let rx = stop_rx.clone();
+            background.push(tokio::spawn(async move {
+                if let Err(e) = berth_registry::http::serve(l, registry, stopped(rx)).await {
+                    tracing::error!(error = %e, "the registry stopped");
+                }
+            }));
+        }
+        let http = tokio::spawn(crate::http::serve(
+            listener,
+            control.clone(),
+            opts.limits,
+            stopped(stop_rx),
+        ));
+        let server = Server {
+            control,
+            addr,
+            registry_addr,
+            stop,
+            http,
+            background: std::sync::Mutex::new(background),
+        };
+        if let Some(every) = opts.service_interval {
+            server.spawn_service_loop(every);
+        }
+        Ok(server)
+    }
+
+    /// Runs the service reconciler at least every `every` (and on every change) until the
+    /// server stops.
+    pub fn spawn_service_loop(&self, every: Duration) {
+        let c = self.control.clone();
+        let rx = self.stop.subscribe();
+        let t = tokio::spawn(async move { c.run_service_loop(every, stopped(rx)).await });
+        self.background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t);
+    }
+
+    /// Completes when the server starts stopping.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        stopped(self.stop.subscribe())
+    }
+
+    /// Stops serving (requests in flight finish), ends every background loop and waits for
+    /// them, so the store is no longer used when this returns.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let served = self
+            .http
+            .await
+            .map_err(|e| std::io::Error::other(format!("the server task failed: {e}")))?;
+        let background =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in background {
+            if tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background loop did not stop within 15 s");
+            }
+        }
+        served
+    }
+}
+
+/// Purges tasks stopped longer than the retention, every `every`, until `stop`.
+async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match control
+            .purge_stopped_tasks(control.config.task_retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged stopped tasks"),
+            Err(e) => tracing::warn!(error = %e, "purging stopped tasks failed"),
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! The cluster state: every cluster's instances (their records, remaining resources and
+//! attributes), the tasks on each instance and each task group's tasks, in memory, kept current
+//! by one applier that follows the store's watch — the blueprint's snapshot.
+//!
+//! - Placement locks a cluster, places through its [`ClusterIndex`] (one per launch type, kept
+//!   for the cluster's life and updated as instances and tasks change), and commits guarded on
+//!   the revisions the state holds; on success it writes the result through (so the next
+//!   placement needs no wait), on a conflict it puts the instances it touched back as the
+//!   records say and waits for the applier to catch up.
+//! - An agent's held poll waits on its own instance's generation, which moves only when that
+//!   instance or one of its tasks changes: a task write wakes one agent, not all of them.
+//! - The service reconciler reads a service's tasks by group, without reading the cluster.
+//!
+//! Every change carries the revision that made it; a change older than what the state holds for
+//! that key is ignored, so replays (after a reload, or of a write already written through) are
+//! harmless, and the state equals a fresh read of the store once it has applied the store's
+//! revision (property-tested).
+
+use crate::placement::candidate;
+use crate::presence::Presence;
+use crate::read::launch_type_of;
+use berth_api::ecs::{self, ContainerInstance};
+use berth_model::status::{InstanceStatus, TaskStatus};
+use berth_scheduler::index::ClusterIndex;
+use berth_scheduler::{Candidate, Demand, Reason, Rules};
+use berth_store::{Batch, EventKind, KeyValue, Revision, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, OwnedMutexGuard};
+
+/// What the state keeps of a task: enough to count task groups, to find an instance's tasks
+/// and to feed the service reconciler. The whole record stays in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    pub id: String,
+    /// The container instance ARN.
+    pub instance: Option<Arc<str>>,
+    pub group: Arc<str>,
+    pub started_by: Option<Arc<str>>,
+    pub last_status: TaskStatus,
+    pub desired_stopped: bool,
+    /// Every container with a health check says HEALTHY (true when none has one).
+    pub all_healthy: bool,
+    /// A container's health check says UNHEALTHY.
+    pub any_unhealthy: bool,
+    pub started_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+    pub stop_code: Option<String>,
+    pub mod_revision: Revision,
+}
+
+impl TaskSummary {
+    fn of(t: &ecs::Task, id: &str, rev: Revision, names: &mut Names) -> TaskSummary {
+        let checks: Vec<&str> = t
+            .containers
+            .iter()
+            .flatten()
+            .filter_map(|c| c.health_status.as_deref())
+            .collect();
+        TaskSummary {
+            id: id.to_string(),
+            instance: t.container_instance_arn.as_deref().map(|a| names.get(a)),
+            group: names.get(t.group.as_deref().unwrap_or_default()),
+            started_by: t.started_by.as_deref().map(|s| names.get(s)),
+            last_status: t
+                .last_status
+                .as_deref()
+                .and_then(TaskStatus::parse)
+                .unwrap_or(TaskStatus::Pending),
+            desired_stopped: t.desired_status.as_deref() == Some("STOPPED"),
+            all_healthy: checks.iter().all(|h| *h == "HEALTHY"),
+            any_unhealthy: checks.contains(&"UNHEALTHY"),
+            started_at: t.started_at,
+            stopped_at: t.stopped_at,
+            stop_code: t.stop_code.clone(),
+            mod_revision: rev,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.last_status != TaskStatus::Stopped
+    }
+}
+
+/// Strings many tasks share (instance ARNs, groups, deployment ids), kept once.
+#[derive(Debug, Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+}
+
+/// An instance record as last seen, with where and at which revision it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceEntry {
+    pub record: ContainerInstance,
+    pub key: String,
+    pub mod_revision: Revision,
+}
+
+/// Where the copies of one placement went, and why the rest could not go anywhere.
+#[derive(Debug, Default)]
+pub(crate) struct Placed {
+    /// The instance ARN of each copy placed.
+    pub copies: Vec<String>,
+    /// For copies that fit nowhere: each instance's reason, or `None` for one that is missing.
+    pub failures: Vec<(String, Option<Reason>)>,
+    /// Instances whose remaining resources changed.
+    pub touched: BTreeSet<String>,
+}
+
+/// Where a placement may go.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    /// Any instance of the launch type.
+    LaunchType(String),
+    /// Exactly these instances (by ARN), one copy each.
+    Instances(Vec<String>),
+}
+
+/// One cluster's part of the state.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    /// By container instance ARN; INACTIVE instances too (they are in no index).
+    instances: HashMap<String, InstanceEntry>,
+    /// By task id.
+    tasks: HashMap<String, TaskSummary>,
+    /// Instance ARN → ids of its tasks not yet STOPPED.
+    live_on: HashMap<Arc<str>, BTreeSet<String>>,
+    /// Task group → ids of its tasks (STOPPED ones too, until purged).
+    by_group: HashMap<Arc<str>, BTreeSet<String>>,
+    /// By launch type (`EC2`, `EXTERNAL`): the instances that are not INACTIVE.
+    index: HashMap<&'static str, ClusterIndex>,
+    names: Names,
+}
+
+impl ClusterState {
+    pub fn instance(&self, arn: &str) -> Option<&InstanceEntry> {
+        self.instances.get(arn)
+    }
+
+    pub fn instances(&self) -> impl Iterator<Item = &InstanceEntry> {
+        self.instances.values()
+    }
+
+    /// Ids of the tasks on `instance_arn` that are not STOPPED, in id order.
+    pub fn live_tasks(&self, instance_arn: &str) -> Vec<String> {
+        self.live_on
+            .get(instance_arn)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The tasks of a task group, in id order.
+    pub fn group_tasks(&self, group: &str) -> Vec<TaskSummary> {
+        self.by_group
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect()
+    }
+
+    pub fn task(&self, id: &str) -> Option<&TaskSummary> {
+        self.tasks.get(id)
+    }
+
+    /// Task groups of the instance's tasks not yet STOPPED.
+    fn groups_on(&self, arn: &str) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for id in self.live_on.get(arn).into_iter().flatten() {
+            if let Some(t) = self.tasks.get(id) {
+                *out.entry(t.group.to_string()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The instance as placement sees it, from its record and its tasks.
+    pub fn candidate(&self, arn: &str, presence: &Presence) -> Option<Candidate> {
+        let e = self.instances.get(arn)?;
+        match candidate(&e.record, presence.is_connected(arn), self.groups_on(arn)) {
+            Ok(c) => Some(c),
+            Err(err) => {
+                tracing::error!(instance = arn, error = %err.message, "unreadable instance record");
+                None
+            }
+        }
+    }
+
+    /// The instances placement may use, each index's in its own order: the reference the
+    /// property tests compare the index against.
+    pub fn index_instances(&self, launch_type: &str) -> Vec<Candidate> {
+        self.index
+            .get(launch_type)
+            .map(|i| i.instances().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Puts instance `arn` into the index of its launch type as its record and tasks say, or
+    /// takes it out when it is INACTIVE or gone.
+    fn refile(&mut self, arn: &str, presence: &Presence) {
+        let Some(e) = self.instances.get(arn) else {
+            for idx in self.index.values_mut() {
+                idx.remove(arn);
+            }
+            return;
+        };
+        let lt = launch_type_of(&e.record);
+        let inactive = e.record.status.as_deref() == Some(InstanceStatus::Inactive.as_str());
+        match self.candidate(arn, presence).filter(|_| !inactive) {
+            Some(c) => {
+                self.index
+                    .entry(lt)
+                    .or_insert_with(|| ClusterIndex::new(Vec::new()))
+                    .upsert(c);
+            }
+            None => {
+                if let Some(idx) = self.index.get_mut(lt) {
+                    idx.remove(arn);
+                }
+            }
+        }
+    }
+
+    /// Refreshes `agentConnected` of the index's instances (it changes with time, not with
+    /// writes).
+    fn refresh_presence(&mut self, launch_type: &str, presence: &Presence) {
+        let stale: Vec<String> = self
+            .index
+            .get(launch_type)
+            .into_iter()
+            .flat_map(|i| i.instances())
+            .filter(|c| c.agent_connected != presence.is_connected(&c.arn))
+            .map(|c| c.arn.clone())
+            .collect();
+        for arn in stale {
+            self.refile(&arn, presence);
+        }
+    }
+
+    /// Records an instance record at `rev`; `false` when the state already holds a newer one.
+    fn put_instance(&mut self, kv: &KeyValue, record: ContainerInstance) -> Option<String> {
+        let arn = record.container_instance_arn.clone().unwrap_or_default();
+        if self
+            .instances
+            .get(&arn)
+            .is_some_and(|e| e.mod_revision >= kv.mod_revision)
+        {
+            return None;
+        }
+        self.instances.insert(
+            arn.clone(),
+            InstanceEntry {
+                record,
+                key: kv.key.clone(),
+                mod_revision: kv.mod_revision,
+            },
+        );
+        Some(arn)
+    }
+
+    fn delete_instance(&mut self, key: &str, rev: Revision) -> Option<String> {
+        let arn = self
+            .instances
+            .iter()
+            .find(|(_, e)| e.key == key && e.mod_revision < rev)
+            .map(|(a, _)| a.clone())?;
+        self.instances.remove(&arn);
+        Some(arn)
+    }
+
+    /// Records task `id` as `t` at `rev`; the instances whose tasks changed.
+    fn put_task(&mut self, id: &str, t: &ecs::Task, rev: Revision) -> Vec<Arc<str>> {
+        if self.tasks.get(id).is_some_and(|o| o.mod_revision >= rev) {
+            return Vec::new();
+        }
+        let s = TaskSummary::of(t, id, rev, &mut self.names);
+        let mut touched = self.drop_task(id);
+        if let Some(i) = &s.instance {
+            if s.live() {
+                self.live_on
+                    .entry(i.clone())
+                    .or_default()
+                    .insert(id.to_string());
+            }
+            touched.push(i.clone());
+        }
+        self.by_group
+            .entry(s.group.clone())
+            .or_default()
+            .insert(id.to_string());
+        self.tasks.insert(id.to_string(), s);
+        touched
+    }
+
+    /// Forgets task `id`; the instance it was on.
+    fn drop_task(&mut self, id: &str) -> Vec<Arc<str>> {
+        let Some(old) = self.tasks.remove(id) else {
+            return Vec::new();
+        };
+        if let Some(set) = self.by_group.get_mut(&old.group) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_group.remove(&old.group);
+            }
+        }
+        match old.instance {
+            Some(i) => {
+                if let Some(set) = self.live_on.get_mut(&i) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        self.live_on.remove(&i);
+                    }
+                }
+                vec![i]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Places `count` copies in `pool`, taking their resources in the index; nothing is
+    /// committed. `None`: the pool has no instance at all.
+    pub(crate) fn place(
+        &mut self,
+        pool: &Pool,
+        d: &Demand,
+        rules: &Rules,
+        count: usize,
+        presence: &Presence,
+    ) -> Option<Placed> {
+        let mut out = Placed::default();
+        match pool {
+            Pool::LaunchType(lt) => {
+                self.refresh_presence(lt, presence);
+                let idx = self.index.get_mut(lt.as_str())?;
+                if idx.instances().is_empty() {
+                    return None;
+                }
+                let p = idx.place(d, rules, count);
+                let arn = |i: usize| idx.instances()[i].arn.clone();
+                out.copies = p.placed.iter().map(|&i| arn(i)).collect();
+                out.failures = p
+                    .failures
+                    .into_iter()
+                    .map(|(i, r)| (arn(i), Some(r)))
+                    .collect();
+            }
+            Pool::Instances(arns) => {
+                for arn in arns {
+                    self.place_on(arn, d, rules, presence, &mut out);
+                }
+            }
+        }
+        out.touched = out.copies.iter().cloned().collect();
+        Some(out)
+    }
+
+    /// One copy on exactly `arn`, if it can take it.
+    fn place_on(
+        &mut self,
+        arn: &str,
+        d: &Demand,
+        rules: &Rules,
+        presence: &Presence,
+        out: &mut Placed,
+    ) {
+        let Some(e) = self.instances.get(arn) else {
+            out.failures.push((arn.to_string(), None));
+            return;
+        };
+        let lt = launch_type_of(&e.record);
+        self.refile(arn, presence);
+        let indexed = self
+            .index
+            .get_mut(lt)
+            .and_then(|idx| idx.position(arn).map(|i| (idx, i)));
+        match indexed {
+            Some((idx, i)) => match berth_scheduler::rejects(&idx.instances()[i], d, rules) {
+                None => {
+                    idx.take(i, d, &rules.group);
+                    out.copies.push(arn.to_string());
+                }
+                Some(r) => out.failures.push((arn.to_string(), Some(r))),
+            },
+            // INACTIVE: in no index; say why as the full scan would.
+            None => {
+                let r = self
+                    .candidate(arn, presence)
+                    .and_then(|c| berth_scheduler::rejects(&c, d, rules));
+                out.failures
+                    .push((arn.to_string(), r.or(Some(Reason::Inactive))));
+            }
+        }
+    }
+
+    /// The index's view of instance `arn` (with what placements took from it).
+    pub(crate) fn placed_candidate(&self, arn: &str) -> Option<&Candidate> {
+        let e = self.instances.get(arn)?;
+        let idx = self.index.get(launch_type_of(&e.record))?;
+        idx.position(arn).map(|i| &idx.instances()[i])
+    }
+
+    /// A placement did not commit: the instances it touched go back to what their records say.
+    pub(crate) fn undo(&mut self, touched: &BTreeSet<String>, presence: &Presence) {
+        for arn in touched {
+            self.refile(arn, presence);
+        }
+    }
+
+    /// A placement committed at `rev`: its instance records and new tasks, written through.
+    pub(crate) fn committed(
+        &mut self,
+        rev: Revision,
+        instances: Vec<(String, ContainerInstance)>,
+        tasks: &[(String, ecs::Task)],
+        presence: &Presence,
+    ) -> Vec<String> {
+        let mut touched = Vec::new();
+        for (key, record) in instances {
+            let kv = KeyValue {
+                key,
+                value: Vec::new(),
+                create_revision: rev,
+                mod_revision: rev,
+            };
+            touched.extend(self.put_instance(&kv, record));
+        }
+        for (id, t) in tasks {
+            touched.extend(self.put_task(id, t, rev).iter().map(|a| a.to_string()));
+        }
+        touched.sort();
+        touched.dedup();
+        for arn in &touched {
+            self.refile(arn, presence);
+        }
+        touched
+    }
+}
+
+/// `(kind, cluster, id)` of a key the state follows.
+fn parse_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (kind, rest) = key.split_once('/')?;
+    if kind != "instances" && kind != "tasks" {
+        return None;
+    }
+    let (cluster, id) = rest.split_once('/')?;
+    Some((kind, cluster, id))
+}
+
+/// The whole state, every cluster's part behind its own lock.
+#[derive(Debug)]
+pub struct State {
+    clusters: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClusterState>>>>,
+    /// The store revision the state has applied every change up to.
+    applied: watch::Sender<Revision>,
+    /// Instance ARN → its generation, moved by every change to it or its tasks.
+    polls: Mutex<HashMap<String, watch::Sender<u64>>>,
+    presence: Arc<Presence>,
+}
+
+/// How long a reader waits for the applier to reach a revision before giving up.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+impl State {
+    pub fn new(presence: Arc<Presence>) -> Self {
+        State {
+            clusters: Mutex::new(HashMap::new()),
+            applied: watch::channel(0).0,
+            polls: Mutex::new(HashMap::new()),
+            presence,
+        }
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    fn slot(&self, cluster: &str) -> Arc<tokio::sync::Mutex<ClusterState>> {
+        let mut m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(cluster.to_string()).or_default().clone()
+    }
+
+    /// The cluster's part, locked: placement holds it from the decision to the commit.
+    pub async fn cluster(&self, cluster: &str) -> OwnedMutexGuard<ClusterState> {
+        self.slot(cluster).lock_owned().await
+    }
+
+    /// The generation of `instance_arn`: it moves whenever the instance or one of its tasks
+    /// changes.
+    pub fn subscribe(&self, instance_arn: &str) -> watch::Receiver<u64> {
+        let mut m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(instance_arn.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    pub(crate) fn wake<'a>(&self, instance_arns: impl IntoIterator<Item = &'a str>) {
+        let m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        for arn in instance_arns {
+            if let Some(tx) = m.get(arn) {
+                tx.send_modify(|g| *g = g.wrapping_add(1));
+            }
+        }
+    }
+
+    pub fn applied(&self) -> Revision {
+        *self.applied.borrow()
+    }
+
+    /// Waits until every change up to `rev` is applied; `false` if that takes too long.
+    pub async fn wait_applied(&self, rev: Revision) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(CATCH_UP, rx.wait_for(|r| *r >= rev))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Reads every instance and task from the store and makes them the state; returns the
+    /// revision to follow from.
+    pub async fn load(&self, store: &dyn Store) -> Result<Revision, StoreError> {
+        let rev = store.revision().await?;
+        let mut fresh: HashMap<String, ClusterState> = HashMap::new();
+        for prefix in ["instances/", "tasks/"] {
+            for kv in store.range(prefix, None, None).await? {
+                let Some((_, cluster, _)) = parse_key(&kv.key) else {
+                    continue;
+                };
+                let cs = fresh.entry(cluster.to_string()).or_default();
+                Self::apply_put(cs, &kv);
+            }
+        }
+        let names: Vec<String> = {
+            let m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+            m.keys().cloned().chain(fresh.keys().cloned()).collect()
+        };
+        for name in names {
+            let mut cs = fresh.remove(&name).unwrap_or_default();
+            let arns: Vec<String> = cs.instances.keys().cloned().collect();
+            for arn in &arns {
+                cs.refile(arn, &self.presence);
+            }
+            *self.cluster(&name).await = cs;
+            self.wake(arns.iter().map(String::as_str));
+        }
+        self.applied.send_replace(rev);
+        Ok(rev)
+    }
+
+    /// Applies a put to a cluster's part; the instances it touched.
+    fn apply_put(cs: &mut ClusterState, kv: &KeyValue) -> Vec<String> {
+        let Some((kind, _, id)) = parse_key(&kv.key) else {
+            return Vec::new();
+        };
+        match kind {
+            "instances" => match serde_json::from_slice::<ContainerInstance>(&kv.value) {
+                Ok(ci) => cs.put_instance(kv, ci).into_iter().collect(),
+                Err(e) => {
+                    tracing::error!(key = kv.key, error = %e, "unreadable instance record");
+                    Vec::new()
+                }
+            },
+            _ => match serde_json::from_slice::<ecs::Task>(&kv.value) {
+                Ok(t) => cs
+                    .put_task(id, &t, kv.mod_revision)
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                Err(e) => {
+                    tracing::error!(key = kv.key, error = %e, "unreadable task record");
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    /// Applies one revision's changes.
+    pub async fn apply(&self, batch: &Batch) {
+        let mut by_cluster: BTreeMap<&str, Vec<&berth_store::Event>> = BTreeMap::new();
+        for e in &batch.events {
+            if let Some((_, cluster, _)) = parse_key(&e.kv.key) {
+                by_cluster.entry(cluster).or_default().push(e);
+            }
+        }
+        for (cluster, events) in by_cluster {
+            let mut cs = self.cluster(cluster).await;
+            let mut touched = Vec::new();
+            for e in events {
+                match e.kind {
+                    EventKind::Put => touched.extend(Self::apply_put(&mut cs, &e.kv)),
+                    EventKind::Delete => match parse_key(&e.kv.key) {
+                        Some(("instances", _, _)) => {
+                            touched.extend(cs.delete_instance(&e.kv.key, e.kv.mod_revision))
+                        }
+                        Some((_, _, id)) => {
+                            if cs
+                                .tasks
+                                .get(id)
+                                .is_some_and(|t| t.mod_revision < e.kv.mod_revision)
+                            {
+                                touched.extend(cs.drop_task(id).iter().map(|a| a.to_string()));
+                            }
+                        }
+                        None => {}
+                    },
+                }
+            }
+            touched.sort();
+            touched.dedup();
+            for arn in &touched {
+                cs.refile(arn, &self.presence);
+            }
+            drop(cs);
+            self.wake(touched.iter().map(String::as_str));
+        }
+        self.applied.send_modify(|r| *r = (*r).max(batch.revision));
+    }
+
+    /// The applier: follows the store from `from` until `stop` says so; reloads when the watch
+    /// falls behind or its history is gone.
+    pub async fn follow(
+        &self,
+        store: Arc<dyn Store>,
+        mut from: Revision,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let mut w = match store.watch("", from).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cluster state reloads");
+                    from = self.reload(&*store, &mut stop).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    b = w.rx.recv() => b,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match next {
+                    Some(Ok(batch)) => self.apply(&batch).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the cluster state fell behind; reloading");
+                        from = self.reload(&*store, &mut stop).await;
+                        break;
+                    }
+                    None => return,
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn reload(&self, store: &dyn Store, stop: &mut watch::Receiver<bool>) -> Revision {
+        loop {
+            match self.load(store).await {
+                Ok(rev) => return rev,
+                Err(e) => {
+                    tracing::error!(error = %e, "reloading the cluster state failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => return self.applied(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every cluster's instances and tasks, for comparing with a fresh load (tests).
+    pub async fn dump(&self) -> BTreeMap<String, (Vec<InstanceEntry>, Vec<TaskSummary>)> {
+        let names: Vec<String> = {
+            let m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+            m.keys().cloned().collect()
+        };
+        let mut out = BTreeMap::new();
+        for name in names {
+            let cs = self.cluster(&name).await;
+            let mut instances: Vec<InstanceEntry> = cs.instances.values().cloned().collect();
+            instances.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut tasks: Vec<TaskSummary> = cs.tasks.values().cloned().collect();
+            tasks.sort_by(|a, b| a.id.cmp(&b.id));
+            if !instances.is_empty() || !tasks.is_empty() {
+                out.insert(name, (instances, tasks));
+            }
+        }
+        out
+    }
+}
