@@ -8,7 +8,7 @@ mod common;
 use berth_agent_proto as proto;
 use common::{raw_request, Answer, TestServer};
 use serde_json::{json, Value};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A scripted agent: joins with the token, then polls and reports on request.
 struct FakeAgent {
@@ -1530,4 +1530,61 @@ async fn a_deployment_carries_on_after_a_server_restart_without_duplicating_or_l
         "no web:1 task was lost or duplicated: {all:?}"
     );
     assert!(old.iter().all(|(_, st)| st == "STOPPED"), "{all:?}");
+}
+
+#[tokio::test]
+async fn a_task_write_wakes_only_its_own_agents_poll() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = std::sync::Arc::new(FakeAgent::join(&s, 1000).await);
+    let b = std::sync::Arc::new(FakeAgent::join(&s, 1000).await);
+    let va = a.poll(None, 0).await.body["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vb = b.poll(None, 0).await.body["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = |agent: std::sync::Arc<FakeAgent>, known: String| {
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = agent.poll(Some(&known), 4000).await;
+            (answer, started.elapsed())
+        })
+    };
+    let (pa, pb) = (held(a.clone(), va.clone()), held(b.clone(), vb.clone()));
+    // Both polls are held before the write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let generation = |arn: &str| s.control.state.generation(arn);
+    let (ga, gb) = (generation(&a.arn), generation(&b.arn));
+    s.ok(
+        "StartTask",
+        json!({"cluster": "default", "taskDefinition": "web", "containerInstances": [a.arn]}),
+    )
+    .await;
+    let (answer, took) = tokio::time::timeout(Duration::from_secs(3), pa)
+        .await
+        .expect("A's poll answers when its task is written")
+        .unwrap();
+    assert!(took < Duration::from_secs(3), "A waited {took:?}");
+    assert_ne!(answer.body["version"], va.as_str());
+    assert_eq!(answer.body["tasks"].as_array().unwrap().len(), 1);
+    assert!(generation(&a.arn) > ga, "A's poll was not woken");
+    assert_eq!(
+        generation(&b.arn),
+        gb,
+        "B's poll was woken by a task on another instance"
+    );
+    assert!(!pb.is_finished(), "B's poll answered early");
+    let (answer, took) = pb.await.unwrap();
+    assert_eq!(
+        answer.body["version"],
+        vb.as_str(),
+        "B's desired set did not change"
+    );
+    assert!(
+        took >= Duration::from_millis(3500),
+        "B's poll answered after {took:?}, before its wait was up"
+    );
 }

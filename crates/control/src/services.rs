@@ -16,12 +16,8 @@ use berth_api::ecs::{self, Deployment, Service, ServiceEvent};
 use berth_api::error::check_enum;
 use berth_api::{EcsError, ErrorKind};
 use berth_model::arn::{Arn, ResourceKind};
-use berth_model::status::TaskStatus;
-use berth_reconcile::service as rec;
+use berth_reconcile::deploy;
 use berth_store::{KeyValue, Txn};
-
-/// ECS keeps the newest hundred events.
-const MAX_EVENTS: usize = 100;
 
 fn not_found(service: &str) -> EcsError {
     EcsError::new(
@@ -76,25 +72,118 @@ fn percents(c: Option<&ecs::DeploymentConfiguration>) -> Result<(i32, i32), EcsE
     Ok((min, max))
 }
 
-fn push_event(s: &mut Service, message: String, now: f64) {
-    let events = s.events.get_or_insert_with(Vec::new);
-    // A repeat of the newest event is not written again.
-    if events.first().and_then(|e| e.message.as_deref()) == Some(message.as_str()) {
-        return;
-    }
-    events.insert(
-        0,
-        ServiceEvent {
-            id: Some(uuid::Uuid::new_v4().to_string()),
-            created_at: Some(now),
-            message: Some(message),
-        },
-    );
-    events.truncate(MAX_EVENTS);
+/// The launch type a service's tasks start with.
+fn deploy_launch_type(s: &Service) -> String {
+    s.launch_type
+        .clone()
+        .unwrap_or_else(|| deploy::DEFAULT_LAUNCH_TYPE.into())
 }
 
-fn task_id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
+/// What the pure reconciler reads of a service record.
+fn service_state(s: &Service) -> deploy::ServiceState {
+    let config = s.deployment_configuration.clone().unwrap_or_default();
+    let breaker = config
+        .deployment_circuit_breaker
+        .clone()
+        .unwrap_or_default();
+    let threshold = breaker.threshold_configuration.as_ref();
+    deploy::ServiceState {
+        name: s.service_name.clone().unwrap_or_default(),
+        status: deploy::ServiceStatus::parse(s.status.as_deref()),
+        scheduling: deploy::SchedulingStrategy::parse(s.scheduling_strategy.as_deref()),
+        desired_count: s.desired_count.unwrap_or(0),
+        minimum_healthy_percent: config.minimum_healthy_percent,
+        maximum_percent: config.maximum_percent,
+        health_check_grace_period_seconds: s.health_check_grace_period_seconds,
+        circuit_breaker: deploy::CircuitBreaker {
+            enable: breaker.enable.unwrap_or(false),
+            rollback: breaker.rollback.unwrap_or(false),
+            threshold_kind: threshold.and_then(|t| t.r#type.clone()),
+            threshold_value: threshold.and_then(|t| t.value).map(|v| v.max(0) as u32),
+        },
+        launch_type: s.launch_type.clone(),
+        has_placement_strategies: s.placement_strategy.as_ref().is_some_and(|p| !p.is_empty()),
+    }
+}
+
+fn deployment_state(d: &Deployment) -> deploy::DeploymentState {
+    deploy::DeploymentState {
+        id: d.id.clone().unwrap_or_default(),
+        status: d
+            .status
+            .as_deref()
+            .and_then(deploy::DeploymentStatus::parse),
+        task_definition: d.task_definition.clone(),
+        desired_count: d.desired_count,
+        pending_count: d.pending_count,
+        running_count: d.running_count,
+        failed_tasks: d.failed_tasks,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        launch_type: d.launch_type.clone(),
+        rollout_state: d
+            .rollout_state
+            .as_deref()
+            .and_then(deploy::RolloutState::parse),
+        rollout_state_reason: d.rollout_state_reason.clone(),
+    }
+}
+
+/// A deployment's members the reconciler keeps, written over the wire shape.
+fn write_deployment(w: &mut Deployment, n: deploy::DeploymentState) {
+    w.id = Some(n.id);
+    w.status = n.status.map(|x| x.as_str().to_string());
+    w.task_definition = n.task_definition;
+    w.desired_count = n.desired_count;
+    w.pending_count = n.pending_count;
+    w.running_count = n.running_count;
+    w.failed_tasks = n.failed_tasks;
+    w.created_at = n.created_at;
+    w.updated_at = n.updated_at;
+    w.launch_type = n.launch_type;
+    w.rollout_state = n.rollout_state.map(|x| x.as_str().to_string());
+    w.rollout_state_reason = n.rollout_state_reason;
+}
+
+/// Writes what the reconciler decided and recorded onto the service record; a deployment
+/// keeps the members the reconciler does not know of.
+fn write_back(s: &mut Service, d: &deploy::Decision, rec: deploy::Record, now: f64) {
+    let old: Vec<Deployment> = s.deployments.take().unwrap_or_default();
+    let deployments = rec
+        .deployments
+        .into_iter()
+        .map(|n| {
+            let mut w = old
+                .iter()
+                .find(|o| o.id.as_deref() == Some(n.id.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            write_deployment(&mut w, n);
+            w
+        })
+        .collect();
+    s.deployments = Some(deployments);
+    if let Some(td) = &d.task_definition {
+        s.task_definition = Some(td.clone());
+    }
+    if let Some(n) = d.desired_count {
+        s.desired_count = Some(n);
+    }
+    s.running_count = Some(rec.running_count);
+    s.pending_count = Some(rec.pending_count);
+    deploy::push_events(
+        &mut s.events,
+        rec.events,
+        |e: &ServiceEvent| e.message.as_deref(),
+        |m| ServiceEvent {
+            id: Some(uuid::Uuid::new_v4().to_string()),
+            created_at: Some(now),
+            message: Some(m),
+        },
+    );
+    if rec.inactive {
+        s.status = Some("INACTIVE".into());
+    }
 }
 
 impl Control {
@@ -111,6 +200,7 @@ impl Control {
         }
     }
 
+    /// A new PRIMARY deployment of `td_arn` (CreateService, UpdateService).
     fn new_deployment(
         &self,
         td_arn: &str,
@@ -118,22 +208,16 @@ impl Control {
         launch_type: &str,
         now: f64,
     ) -> Deployment {
-        let id = deployment_id();
-        Deployment {
-            rollout_state_reason: Some(format!("ECS deployment {id} in progress.")),
-            id: Some(id),
-            status: Some("PRIMARY".into()),
-            task_definition: Some(td_arn.into()),
-            desired_count: Some(desired),
-            pending_count: Some(0),
-            running_count: Some(0),
-            failed_tasks: Some(0),
-            created_at: Some(now),
-            updated_at: Some(now),
-            launch_type: Some(launch_type.into()),
-            rollout_state: Some("IN_PROGRESS".into()),
-            ..Default::default()
-        }
+        let d = deploy::new_deployment(
+            deployment_id(),
+            td_arn.to_string(),
+            desired,
+            launch_type.to_string(),
+            now,
+        );
+        let mut w = Deployment::default();
+        write_deployment(&mut w, d);
+        w
     }
 
     pub async fn create_service(
@@ -516,6 +600,8 @@ impl Control {
     /// One pass over every service of every cluster. Returns how many services changed.
     pub async fn reconcile_services(&self) -> Result<usize, EcsError> {
         let _one_at_a_time = self.reconciling.lock().await;
+        // Read what every write acknowledged so far left, this pass's own included.
+        self.caught_up().await?;
         let kvs = self
             .store
             .range("services/", None, None)
@@ -543,6 +629,7 @@ impl Control {
         Ok(changed)
     }
 
+    /// Read, decide ([`deploy::decide`]), apply, record ([`deploy::record`]), write.
     async fn reconcile_service(
         &self,
         cluster: &str,
@@ -550,411 +637,18 @@ impl Control {
         kv: KeyValue,
     ) -> Result<bool, EcsError> {
         let before = encode(&s)?;
-        let name = s.service_name.clone().unwrap_or_default();
-        let group = format!("service:{name}");
         let now = now_epoch();
-        let deployments = s.deployments.clone().unwrap_or_default();
-        let tasks: Vec<ecs::Task> = self
-            .tasks_in(cluster)
-            .await?
-            .into_iter()
-            .map(|(t, _)| t)
-            .filter(|t| t.group.as_deref() == Some(group.as_str()))
-            .collect();
-        let draining: std::collections::HashSet<String> = self
-            .instances_of(cluster)
-            .await?
-            .into_iter()
-            .filter(|(ci, _)| ci.status.as_deref() != Some("ACTIVE"))
-            .filter_map(|(ci, _)| ci.container_instance_arn)
-            .collect();
-        let view: Vec<rec::Task> = tasks
-            .iter()
-            .map(|t| {
-                let host = t.container_instance_arn.as_deref().unwrap_or_default();
-                let gone = self.agents.is_gone(host);
-                let last = t
-                    .last_status
-                    .as_deref()
-                    .and_then(TaskStatus::parse)
-                    .unwrap_or(TaskStatus::Pending);
-                let phase = if last == TaskStatus::Stopped {
-                    rec::Phase::Stopped
-                } else if t.desired_status.as_deref() == Some("STOPPED") {
-                    rec::Phase::Stopping
-                } else if last == TaskStatus::Running {
-                    rec::Phase::Running
-                } else {
-                    rec::Phase::Pending
-                };
-                let checks: Vec<&str> = t
-                    .containers
-                    .iter()
-                    .flatten()
-                    .filter_map(|c| c.health_status.as_deref())
-                    .collect();
-                rec::Task {
-                    arn: t.task_arn.clone().unwrap_or_default(),
-                    deployment: t.started_by.clone().unwrap_or_default(),
-                    phase,
-                    // Nobody can vouch for a task whose agent is gone.
-                    healthy: !gone && checks.iter().all(|h| *h == "HEALTHY"),
-                    unhealthy: checks.contains(&"UNHEALTHY"),
-                    started_at: t.started_at,
-                    displaced: gone || draining.contains(host),
-                    host: host.to_string(),
-                }
-            })
-            .collect();
-        let config = s.deployment_configuration.clone().unwrap_or_default();
-        let mut events: Vec<String> = Vec::new();
-
-        // Failures of the PRIMARY deployment: its tasks that stopped without being asked to.
-        let failed_of = |dep: &str| -> Vec<&ecs::Task> {
-            tasks
-                .iter()
-                .filter(|t| t.started_by.as_deref() == Some(dep))
-                .filter(|t| t.last_status.as_deref() == Some("STOPPED"))
-                .filter(|t| {
-                    !matches!(
-                        t.stop_code.as_deref(),
-                        Some("ServiceSchedulerInitiated" | "UserInitiated")
-                    )
-                })
-                .collect()
-        };
-        let mut deployments = deployments;
-        let primary_id = deployments
-            .first()
-            .and_then(|d| d.id.clone())
-            .unwrap_or_default();
-        let failures = failed_of(&primary_id);
-        if let Some(p) = deployments.first_mut() {
-            p.failed_tasks = Some(failures.len() as i32);
-        }
-        let breaker = config
-            .deployment_circuit_breaker
-            .clone()
-            .unwrap_or_default();
-        let in_progress = deployments
-            .first()
-            .is_some_and(|d| d.rollout_state.as_deref() == Some("IN_PROGRESS"));
-        if breaker.enable.unwrap_or(false) && in_progress {
-            let threshold = rec::circuit_breaker_threshold(
-                s.desired_count.unwrap_or(0).max(0) as u32,
-                breaker
-                    .threshold_configuration
-                    .as_ref()
-                    .and_then(|t| t.r#type.as_deref()),
-                breaker
-                    .threshold_configuration
-                    .as_ref()
-                    .and_then(|t| t.value)
-                    .map(|v| v.max(0) as u32),
-            );
-            if failures.len() as u32 >= threshold {
-                if let Some(p) = deployments.first_mut() {
-                    p.rollout_state = Some("FAILED".into());
-                    p.rollout_state_reason =
-                        Some("ECS deployment circuit breaker: tasks failed to start.".into());
-                    p.updated_at = Some(now);
-                }
-                events.push(format!(
-                    "(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."
-                ));
-                let back_to = deployments
-                    .iter()
-                    .skip(1)
-                    .find(|d| d.rollout_state.as_deref() == Some("COMPLETED"))
-                    .cloned();
-                match (breaker.rollback.unwrap_or(false), back_to) {
-                    (true, Some(good)) => {
-                        let td = good.task_definition.clone().unwrap_or_default();
-                        let lt = s.launch_type.clone().unwrap_or_else(|| "EC2".into());
-                        for d in deployments.iter_mut() {
-                            d.status = Some("ACTIVE".into());
-                        }
-                        let rollback =
-                            self.new_deployment(&td, s.desired_count.unwrap_or(0), &lt, now);
-                        events.push(format!(
-                            "(service {name}) rolling back to deployment {}.",
-                            good.id.as_deref().unwrap_or("")
-                        ));
-                        deployments.insert(0, rollback);
-                        s.task_definition = Some(td);
-                    }
-                    (true, None) => events.push(format!(
-                        "(service {name}) has no completed deployment to roll back to."
-                    )),
-                    (false, _) => {}
-                }
-            }
-        }
-        // A FAILED PRIMARY starts nothing more; a PRIMARY whose tasks keep failing backs off.
-        let primary_failed = deployments
-            .first()
-            .is_some_and(|d| d.rollout_state.as_deref() == Some("FAILED"));
-        let current_failures = failed_of(
-            deployments
-                .first()
-                .and_then(|d| d.id.as_deref())
-                .unwrap_or_default(),
-        );
-        let last_failure = current_failures
-            .iter()
-            .filter_map(|t| t.stopped_at)
-            .fold(f64::MIN, f64::max);
-        let backing_off = now < last_failure + rec::restart_backoff(current_failures.len() as u32);
-        let spec = rec::Service {
-            desired: s.desired_count.unwrap_or(0).max(0) as u32,
-            minimum_healthy_percent: config.minimum_healthy_percent.unwrap_or(100).max(0) as u32,
-            maximum_percent: config.maximum_percent.unwrap_or(200).max(0) as u32,
-            health_check_grace_period: f64::from(s.health_check_grace_period_seconds.unwrap_or(0)),
-            deployments: deployments
-                .iter()
-                .map(|d| rec::Deployment {
-                    id: d.id.clone().unwrap_or_default(),
-                })
-                .collect(),
-        };
-        let lt = s.launch_type.clone().unwrap_or_else(|| "EC2".into());
-        let (mut actions, mut targets) = if s.scheduling_strategy.as_deref() == Some("DAEMON") {
-            let eligible = if s.status.as_deref() == Some("DRAINING") {
-                Vec::new()
-            } else {
-                self.daemon_instances(cluster, &s, &lt).await?
-            };
-            if s.status.as_deref() != Some("DRAINING") {
-                s.desired_count = Some(eligible.len() as i32);
-            }
-            let placed: Vec<berth_reconcile::daemon::Placed> = view
-                .iter()
-                .zip(tasks.iter())
-                .map(|(v, t)| berth_reconcile::daemon::Placed {
-                    task: v.clone(),
-                    instance: t.container_instance_arn.clone().unwrap_or_default(),
-                })
-                .collect();
-            let d = berth_reconcile::daemon::reconcile(
-                spec.deployments
-                    .first()
-                    .map(|d| d.id.as_str())
-                    .unwrap_or(""),
-                &eligible,
-                &placed,
-            );
-            let retire = spec
-                .deployments
-                .iter()
-                .skip(1)
-                .filter(|d| {
-                    !view
-                        .iter()
-                        .any(|t| t.deployment == d.id && t.phase != rec::Phase::Stopped)
-                })
-                .map(|d| d.id.clone())
-                .collect();
-            let targets: Vec<(Target, usize)> = d
-                .start_on
-                .iter()
-                .map(|arn| (Target::Instances(vec![task_id(arn).to_string()]), 1))
-                .collect();
-            (
-                rec::Actions {
-                    start: d.start_on.len() as u32,
-                    stop: d.stop,
-                    retire,
-                    steady: d.steady,
-                },
-                targets,
-            )
+        let input = self.service_input(cluster, &s).await?;
+        let decision = deploy::decide(&input, now);
+        let outcome = self.apply_decision(cluster, &s, &decision).await?;
+        let tasks = if decision.acts() {
+            self.caught_up().await?;
+            self.service_tasks(cluster, &s).await
         } else {
-            let a = rec::reconcile(&spec, &view, now);
-            let n = a.start as usize;
-            (a, vec![(Target::LaunchType(lt.clone()), n)])
+            input.tasks
         };
-        if primary_failed {
-            actions.start = 0;
-            targets.clear();
-        } else if backing_off && actions.start > 0 {
-            actions.start = 0;
-            targets.clear();
-            events.push(format!(
-                "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
-            ));
-        }
-
-        // Stop first, then start: room under the ceiling comes from stops.
-        let mut stopped = Vec::new();
-        for (arn, why) in &actions.stop {
-            let reason = match why {
-                rec::StopWhy::Unhealthy => "Task failed container health checks".to_string(),
-                _ => format!(
-                    "Scaling activity initiated by (deployment {})",
-                    spec.deployments
-                        .first()
-                        .map(|d| d.id.as_str())
-                        .unwrap_or("")
-                ),
-            };
-            if self
-                .stop_task_as(cluster, task_id(arn), "ServiceSchedulerInitiated", &reason)
-                .await?
-                .is_some()
-            {
-                stopped.push(format!("(task {})", task_id(arn)));
-            }
-        }
-        if !stopped.is_empty() {
-            events.push(format!(
-                "(service {name}) has stopped {} running tasks: {}.",
-                stopped.len(),
-                stopped.join(" ")
-            ));
-        }
-        if let Some(primary) = deployments.first().filter(|_| actions.start > 0) {
-            let strategies = match s.placement_strategy.clone().unwrap_or_default() {
-                st if st.is_empty() && s.scheduling_strategy.as_deref() != Some("DAEMON") => vec![
-                    ecs::PlacementStrategy {
-                        r#type: Some("spread".into()),
-                        field: Some("attribute:ecs.availability-zone".into()),
-                    },
-                    ecs::PlacementStrategy {
-                        r#type: Some("spread".into()),
-                        field: Some("instanceId".into()),
-                    },
-                ],
-                st => st,
-            };
-            let mut started = Vec::new();
-            let mut unplaced: Option<String> = None;
-            for (target, count) in targets.into_iter().filter(|(_, n)| *n > 0) {
-                let placed = self
-                    .start_tasks(
-                        Some(cluster),
-                        primary.task_definition.as_deref(),
-                        target,
-                        count,
-                        Meta {
-                            allow_inactive: true,
-                            constraints: s.placement_constraints.clone().unwrap_or_default(),
-                            strategies: strategies.clone(),
-                            started_by: primary.id.clone(),
-                            group: Some(group.clone()),
-                            ..Default::default()
-                        },
-                    )
-                    .await;
-                match placed {
-                    Ok((tasks, failures)) => {
-                        if tasks.len() < count {
-                            unplaced = Some(
-                                failures
-                                    .first()
-                                    .map(|f| {
-                                        format!(
-                                            "{} on container instance {}",
-                                            f.reason.as_deref().unwrap_or(""),
-                                            f.arn.as_deref().unwrap_or("")
-                                        )
-                                    })
-                                    .unwrap_or_else(|| {
-                                        "no container instance met all of its requirements".into()
-                                    }),
-                            );
-                        }
-                        started.extend(tasks);
-                    }
-                    Err(e) => unplaced = Some(e.message),
-                }
-            }
-            if !started.is_empty() {
-                let ids: Vec<String> = started
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "(task {})",
-                            task_id(t.task_arn.as_deref().unwrap_or_default())
-                        )
-                    })
-                    .collect();
-                events.push(format!(
-                    "(service {name}) has started {} tasks: {}.",
-                    started.len(),
-                    ids.join(" ")
-                ));
-            }
-            if let Some(why) = unplaced {
-                events.push(format!(
-                    "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {why}."
-                ));
-            }
-        }
-
-        // Record counts, retired deployments, rollout state and events on the record.
-        let after: Vec<ecs::Task> = if actions.start > 0 || !actions.stop.is_empty() {
-            self.tasks_in(cluster)
-                .await?
-                .into_iter()
-                .map(|(t, _)| t)
-                .filter(|t| t.group.as_deref() == Some(group.as_str()))
-                .collect()
-        } else {
-            tasks
-        };
-        let count = |dep: Option<&str>, status: &str| -> i32 {
-            after
-                .iter()
-                .filter(|t| dep.is_none_or(|d| t.started_by.as_deref() == Some(d)))
-                .filter(|t| t.desired_status.as_deref() == Some("RUNNING"))
-                .filter(|t| t.last_status.as_deref() == Some(status))
-                .count() as i32
-        };
-        let desired = s.desired_count.unwrap_or(0);
-        let mut deps = deployments;
-        deps.retain(|d| {
-            !actions
-                .retire
-                .contains(d.id.as_ref().unwrap_or(&String::new()))
-        });
-        for (i, d) in deps.iter_mut().enumerate() {
-            let id = d.id.clone();
-            d.running_count = Some(count(id.as_deref(), "RUNNING"));
-            d.pending_count = Some(count(id.as_deref(), "PENDING"));
-            if i == 0 {
-                d.desired_count = Some(desired);
-            }
-        }
-        if actions.steady {
-            if let Some(p) = deps.first_mut() {
-                if p.rollout_state.as_deref() != Some("COMPLETED") {
-                    p.rollout_state = Some("COMPLETED".into());
-                    p.rollout_state_reason = Some(format!(
-                        "ECS deployment {} completed.",
-                        p.id.as_deref().unwrap_or("")
-                    ));
-                    p.updated_at = Some(now);
-                    events.push(format!(
-                        "(service {name}) deployment {} deployment completed.",
-                        p.id.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-            events.push(format!("(service {name}) has reached a steady state."));
-        }
-        s.running_count = Some(count(None, "RUNNING"));
-        s.pending_count = Some(count(None, "PENDING"));
-        s.deployments = Some(deps);
-        for e in events {
-            push_event(&mut s, e, now);
-        }
-        if s.status.as_deref() == Some("DRAINING")
-            && after
-                .iter()
-                .all(|t| t.last_status.as_deref() == Some("STOPPED"))
-        {
-            s.status = Some("INACTIVE".into());
-        }
+        let rec = deploy::record(&input.service, &decision, &outcome, &tasks, now);
+        write_back(&mut s, &decision, rec, now);
         if encode(&s)? == before {
             return Ok(false);
         }
@@ -963,8 +657,150 @@ impl Control {
         self.commit(txn).await
     }
 
-    /// The instances a DAEMON service should run on: ACTIVE, agent not gone, of its launch
-    /// type, meeting its memberOf constraints.
+    /// Everything [`deploy::decide`] needs of a service, from its record and the cluster state.
+    async fn service_input(&self, cluster: &str, s: &Service) -> Result<deploy::Input, EcsError> {
+        let service = service_state(s);
+        let eligible = if service.scheduling == deploy::SchedulingStrategy::Daemon
+            && service.status == deploy::ServiceStatus::Active
+        {
+            self.daemon_instances(cluster, s, service.launch_type())
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(deploy::Input {
+            service,
+            deployments: s
+                .deployments
+                .iter()
+                .flatten()
+                .map(deployment_state)
+                .collect(),
+            tasks: self.service_tasks(cluster, s).await,
+            eligible,
+            fresh_deployment_id: deployment_id(),
+        })
+    }
+
+    /// The service's tasks (group `service:NAME`) from the cluster state, with what their
+    /// hosts say of them: a task whose agent is gone is not healthy, and one on a host that is
+    /// not ACTIVE or whose agent is gone is displaced.
+    async fn service_tasks(&self, cluster: &str, s: &Service) -> Vec<deploy::ServiceTask> {
+        let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
+        let cs = self.state.cluster(cluster).await;
+        let draining: std::collections::HashSet<&str> = cs
+            .instances()
+            .filter(|e| e.record.status.as_deref() != Some("ACTIVE"))
+            .filter_map(|e| e.record.container_instance_arn.as_deref())
+            .collect();
+        cs.group_tasks(&group)
+            .into_iter()
+            .map(|t| {
+                let host = t.instance.as_deref().unwrap_or_default().to_string();
+                let gone = self.agents.is_gone(&host);
+                deploy::ServiceTask {
+                    arn: self.task_arn(cluster, &t.id),
+                    deployment: t.started_by.as_deref().unwrap_or_default().to_string(),
+                    last_status: Some(t.last_status.as_str().to_string()),
+                    desired_status: Some(
+                        if t.desired_stopped {
+                            "STOPPED"
+                        } else {
+                            "RUNNING"
+                        }
+                        .to_string(),
+                    ),
+                    healthy: !gone && t.all_healthy,
+                    unhealthy: t.any_unhealthy,
+                    started_at: t.started_at,
+                    stopped_at: t.stopped_at,
+                    stop_code: t.stop_code.clone(),
+                    displaced: gone || draining.contains(host.as_str()),
+                    host,
+                }
+            })
+            .collect()
+    }
+
+    /// Stops, then starts, what `d` says; what happened.
+    async fn apply_decision(
+        &self,
+        cluster: &str,
+        s: &Service,
+        d: &deploy::Decision,
+    ) -> Result<deploy::Outcome, EcsError> {
+        let mut out = deploy::Outcome::default();
+        for stop in &d.stop {
+            let id = deploy::task_id(&stop.arn);
+            if self
+                .stop_task_as(cluster, id, deploy::STOP_CODE, &stop.reason)
+                .await?
+                .is_some()
+            {
+                out.stopped.push(stop.arn.clone());
+            }
+        }
+        let Some(primary) = d.deployments.first().filter(|_| d.start.count() > 0) else {
+            return Ok(out);
+        };
+        let targets: Vec<(Target, usize)> = match &d.start {
+            deploy::Start::Replicas(n) => {
+                vec![(Target::LaunchType(deploy_launch_type(s)), *n as usize)]
+            }
+            deploy::Start::OnInstances(arns) => arns
+                .iter()
+                .map(|a| (Target::Instances(vec![deploy::task_id(a).to_string()]), 1))
+                .collect(),
+        };
+        let strategies = match &d.placement {
+            deploy::Placement::ServiceOwn => s.placement_strategy.clone().unwrap_or_default(),
+            deploy::Placement::Default(v) => v
+                .iter()
+                .map(|st| ecs::PlacementStrategy {
+                    r#type: Some(st.kind.clone()),
+                    field: Some(st.field.clone()),
+                })
+                .collect(),
+        };
+        let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
+        for (target, count) in targets {
+            let placed = self
+                .start_tasks(
+                    Some(cluster),
+                    primary.task_definition.as_deref(),
+                    target,
+                    count,
+                    Meta {
+                        allow_inactive: true,
+                        constraints: s.placement_constraints.clone().unwrap_or_default(),
+                        strategies: strategies.clone(),
+                        started_by: Some(primary.id.clone()),
+                        group: Some(group.clone()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match placed {
+                Ok((tasks, failures)) => {
+                    if tasks.len() < count {
+                        out.unplaced = Some(deploy::why_unplaced(failures.first().map(|f| {
+                            (
+                                f.reason.as_deref().unwrap_or(""),
+                                f.arn.as_deref().unwrap_or(""),
+                            )
+                        })));
+                    }
+                    out.started
+                        .extend(tasks.into_iter().filter_map(|t| t.task_arn));
+                }
+                Err(e) => out.unplaced = Some(e.message),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The instances a DAEMON service should run on, in instance order: ACTIVE, agent not
+    /// gone, of its launch type, meeting its memberOf constraints.
     async fn daemon_instances(
         &self,
         cluster: &str,
@@ -975,18 +811,22 @@ impl Control {
             s.placement_constraints.as_deref().unwrap_or_default(),
             &[],
         )?;
-        let mut groups = self.groups_by_instance(cluster).await?;
+        let cs = self.state.cluster(cluster).await;
+        let mut hosts: Vec<&crate::state::InstanceEntry> = cs.instances().collect();
+        hosts.sort_by(|a, b| a.key.cmp(&b.key));
         let mut out = Vec::new();
-        for (ci, _) in self.instances_of(cluster).await? {
-            let arn = ci.container_instance_arn.clone().unwrap_or_default();
-            if ci.status.as_deref() != Some("ACTIVE")
+        for e in hosts {
+            let arn = e.record.container_instance_arn.clone().unwrap_or_default();
+            if e.record.status.as_deref() != Some("ACTIVE")
                 || self.agents.is_gone(&arn)
-                || crate::read::launch_type_of(&ci) != launch_type
+                || crate::read::launch_type_of(&e.record) != launch_type
             {
                 continue;
             }
-            let c =
-                crate::placement::candidate(&ci, true, groups.remove(&arn).unwrap_or_default())?;
+            let Some(mut c) = cs.candidate(&arn, &self.agents) else {
+                continue;
+            };
+            c.agent_connected = true;
             let members = constraints.iter().all(|k| match k {
                 berth_scheduler::Constraint::MemberOf(e) => e.matches(&c),
                 berth_scheduler::Constraint::DistinctInstance => true,

@@ -233,7 +233,7 @@ impl ClusterState {
 
     /// Refreshes `agentConnected` of the index's instances (it changes with time, not with
     /// writes).
-    fn refresh_presence(&mut self, launch_type: &str, presence: &Presence) {
+    pub(crate) fn refresh_presence(&mut self, launch_type: &str, presence: &Presence) {
         let stale: Vec<String> = self
             .index
             .get(launch_type)
@@ -503,6 +503,12 @@ impl State {
             .subscribe()
     }
 
+    /// How often `instance_arn`'s polls have been woken (0 if it never polled).
+    pub fn generation(&self, instance_arn: &str) -> u64 {
+        let m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(instance_arn).map(|tx| *tx.borrow()).unwrap_or(0)
+    }
+
     pub(crate) fn wake<'a>(&self, instance_arns: impl IntoIterator<Item = &'a str>) {
         let m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
         for arn in instance_arns {
@@ -695,5 +701,191 @@ impl State {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{Meta, Registration, Target};
+    use crate::Control;
+    use berth_agent_proto::TaskReport;
+    use berth_store::Embedded;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A host with this much memory (MiB) in this zone joins.
+        Join(i64, u8),
+        /// RunTask of `count` copies of a task of this memory, spread or binpacked.
+        Run(usize, usize, bool),
+        /// The agent reports task `n` (of those placed so far) STOPPED.
+        Stop(usize),
+        /// Instance `n` turns DRAINING.
+        Drain(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (256i64..4096, 0u8..3).prop_map(|(m, z)| Step::Join(m, z)),
+            (1usize..6, 0usize..3, any::<bool>()).prop_map(|(c, m, b)| Step::Run(c, m, b)),
+            (0usize..40).prop_map(Step::Stop),
+            (0usize..8).prop_map(Step::Drain),
+        ]
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn control() -> (Control, watch::Sender<bool>) {
+        let c = Control::new(
+            Arc::new(Embedded::in_memory().unwrap()),
+            crate::Config::default(),
+        );
+        let from = c.load_state().await.unwrap();
+        let (stop, rx) = watch::channel(false);
+        let cc = c.clone();
+        tokio::spawn(async move { cc.run_state(from, rx).await });
+        c.create_cluster(ecs::CreateClusterRequest {
+            cluster_name: Some("default".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let caller = crate::Caller {
+            access_key: "AKIA".into(),
+            principal_arn: "arn:aws:iam::000000000000:root".into(),
+            instance: None,
+        };
+        for (family, memory) in [("small", 128), ("medium", 512), ("large", 1024)] {
+            let r: ecs::RegisterTaskDefinitionRequest = serde_json::from_value(serde_json::json!({
+                "family": family,
+                "containerDefinitions": [{"name": "app", "image": "busybox", "memory": memory}]
+            }))
+            .unwrap();
+            c.register_task_definition(&caller, r).await.unwrap();
+        }
+        (c, stop)
+    }
+
+    /// What a fresh read of the store gives, to compare the followed state with.
+    async fn fresh(c: &Control) -> BTreeMap<String, (Vec<InstanceEntry>, Vec<TaskSummary>)> {
+        let s = State::new(c.agents.clone());
+        s.load(&*c.store).await.unwrap();
+        s.dump().await
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// After any sequence of joins, placements, stops and drains, the state kept by the
+        /// watch equals a fresh read of the store; every instance's candidate in the index
+        /// equals one built from the store's records; and placing through the index picks
+        /// exactly what the full scan over the same instances picks.
+        #[test]
+        fn the_state_follows_the_store_and_places_as_the_full_scan(
+            steps in prop::collection::vec(step(), 1..16),
+        ) {
+            rt().block_on(async {
+                let (c, _stop) = control().await;
+                let mut hosts: Vec<String> = Vec::new();
+                let mut tasks: Vec<(String, String)> = Vec::new();
+                for st in steps {
+                    match st {
+                        Step::Join(memory, zone) => {
+                            let ci = c.register_instance("default", Registration {
+                                instance_id: format!("i-{:017x}", hosts.len() + 1),
+                                cpu: 2048,
+                                memory,
+                                attributes: [("ecs.availability-zone".to_string(), Some(format!("z{zone}")))].into(),
+                                ..Default::default()
+                            }).await.unwrap();
+                            let arn = ci.container_instance_arn.unwrap();
+                            c.agents.heartbeat(&arn);
+                            hosts.push(arn);
+                        }
+                        Step::Run(count, size, binpack) => {
+                            let family = ["small", "medium", "large"][size];
+                            let strategy = if binpack { ("binpack", "memory") } else { ("spread", "instanceId") };
+                            let strategies = vec![ecs::PlacementStrategy {
+                                r#type: Some(strategy.0.into()),
+                                field: Some(strategy.1.into()),
+                            }];
+                            // The index and the scan agree on the same instances first.
+                            let rules = Rules {
+                                strategies: crate::placement::strategies(&strategies).unwrap(),
+                                group: format!("family:{family}"),
+                                seed: 1,
+                                ..Default::default()
+                            };
+                            let d = Demand { memory: [128, 512, 1024][size], ..Default::default() };
+                            {
+                                let mut cs = c.state.cluster("default").await;
+                                cs.refresh_presence("EC2", &c.agents);
+                                let mut scan = cs.index_instances("EC2");
+                                let want = berth_scheduler::place(&mut scan, &d, &rules, count);
+                                let want: Vec<String> = want.placed.iter().map(|&i| scan[i].arn.clone()).collect();
+                                if let Some(got) = cs.place(&Pool::LaunchType("EC2".into()), &d, &rules, count, &c.agents) {
+                                    assert_eq!(got.copies, want, "the index and the full scan place differently");
+                                    cs.undo(&got.touched, &c.agents);
+                                }
+                            }
+                            let placed = c.start_tasks(Some("default"), Some(family), Target::LaunchType("EC2".into()), count, Meta {
+                                strategies,
+                                ..Default::default()
+                            }).await;
+                            if let Ok((ts, _)) = placed {
+                                for t in ts {
+                                    tasks.push((t.task_arn.unwrap(), t.container_instance_arn.unwrap()));
+                                }
+                            }
+                        }
+                        Step::Stop(n) if !tasks.is_empty() => {
+                            let (task, host) = tasks[n % tasks.len()].clone();
+                            c.apply_report("default", &host, &TaskReport {
+                                task_arn: task,
+                                last_status: "STOPPED".into(),
+                                ..Default::default()
+                            }).await.unwrap();
+                        }
+                        Step::Drain(n) if !hosts.is_empty() => {
+                            c.update_container_instances_state(ecs::UpdateContainerInstancesStateRequest {
+                                cluster: Some("default".into()),
+                                container_instances: Some(vec![hosts[n % hosts.len()].clone()]),
+                                status: Some("DRAINING".into()),
+                            }).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                    c.caught_up().await.unwrap();
+                    assert_eq!(c.state.dump().await, fresh(&c).await, "the state differs from the store");
+                    let cs = c.state.cluster("default").await;
+                    let mut indexed: Vec<String> = cs.index_instances("EC2").into_iter().map(|c| c.arn).collect();
+                    indexed.sort();
+                    let mut placeable: Vec<String> = c.instances_of("default").await.unwrap().into_iter()
+                        .filter(|(ci, _)| ci.status.as_deref() != Some("INACTIVE"))
+                        .filter_map(|(ci, _)| ci.container_instance_arn)
+                        .collect();
+                    placeable.sort();
+                    assert_eq!(indexed, placeable, "the index holds other instances than the store");
+                    for mut got in cs.index_instances("EC2") {
+                        // agentConnected changes with time, not writes: placement refreshes it.
+                        got.agent_connected = c.agents.is_connected(&got.arn);
+                        let (ci, _) = c.find_instance("default", &got.arn).await.unwrap().unwrap();
+                        let groups = c.groups_by_instance("default").await.unwrap();
+                        let want = crate::placement::candidate(
+                            &ci,
+                            c.agents.is_connected(&got.arn),
+                            groups.get(&got.arn).cloned().unwrap_or_default(),
+                        ).unwrap();
+                        assert_eq!(got, want, "the index's instance differs from the store's record");
+                    }
+                }
+            });
+        }
     }
 }

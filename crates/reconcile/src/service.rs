@@ -51,11 +51,11 @@ pub struct Task {
 }
 
 impl Task {
-    fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         matches!(self.phase, Phase::Pending | Phase::Running)
     }
 
-    fn counts_healthy(&self) -> bool {
+    pub(crate) fn counts_healthy(&self) -> bool {
         self.phase == Phase::Running && self.healthy && !self.unhealthy
     }
 }
@@ -181,14 +181,7 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
 
     // 5. Old deployments with nothing left retire; steady when only the PRIMARY remains with
     //    `desired` healthy tasks and nothing to do.
-    for d in s.deployments.iter().skip(1) {
-        if !tasks
-            .iter()
-            .any(|t| t.deployment == d.id && t.phase != Phase::Stopped)
-        {
-            out.retire.push(d.id.clone());
-        }
-    }
+    out.retire = retired(&s.deployments, tasks);
     let primary_healthy = tasks
         .iter()
         .filter(|t| t.deployment == primary && t.counts_healthy())
@@ -199,6 +192,21 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
         && primary_healthy == s.desired
         && !tasks.iter().any(|t| t.phase == Phase::Stopping);
     out
+}
+
+/// The older deployments (all but the first, the PRIMARY) with no task left that has not
+/// stopped: they become INACTIVE and leave the service.
+pub fn retired(deployments: &[Deployment], tasks: &[Task]) -> Vec<String> {
+    deployments
+        .iter()
+        .skip(1)
+        .filter(|d| {
+            !tasks
+                .iter()
+                .any(|t| t.deployment == d.id && t.phase != Phase::Stopped)
+        })
+        .map(|d| d.id.clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -238,7 +238,10 @@ impl ClusterIndex {
         let rank = self.ranks[i];
         for (id, idx) in self.indices.iter_mut() {
             let (attr, key, members) = id;
-            if !members.iter().all(|m| self.member.get(m).is_some_and(|b| b[i])) {
+            if !members
+                .iter()
+                .all(|m| self.member.get(m).is_some_and(|b| b[i]))
+            {
                 continue;
             }
             let part = (part_of(c, attr), cpu_class(key, c));
@@ -545,7 +548,14 @@ mod tests {
     fn change() -> impl proptest::strategy::Strategy<Value = Change> {
         use proptest::prelude::*;
         prop_oneof![
-            (0usize..12, 0i64..4096, 0i64..8192, 0usize..4, any::<bool>(), 0u32..3)
+            (
+                0usize..12,
+                0i64..4096,
+                0i64..8192,
+                0usize..4,
+                any::<bool>(),
+                0u32..3
+            )
                 .prop_map(|(k, c, m, z, b, g)| Change::Upsert(k, c, m, z, b, g)),
             (0usize..12).prop_map(Change::Remove),
             (0i64..1024, 1i64..2048, 1usize..6).prop_map(|(c, m, n)| Change::Place(c, m, n)),
