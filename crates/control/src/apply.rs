@@ -526,7 +526,11 @@ impl Control {
                 Ok(TxnOutcome::Committed(rev)) => {
                     let woken =
                         cs.committed(rev, commit.instances, &commit.tasks, self.state.presence());
+                    let dirty = cs.take_dirty_services();
                     drop(cs);
+                    for name in dirty {
+                        self.state.mark_dirty(&format!("{cluster}/{name}"));
+                    }
                     self.state.wake(woken.iter().map(String::as_str));
                     tracing::debug!(cluster, count = commit.tasks.len(), "tasks placed");
                     return Ok((commit.tasks.into_iter().map(|(_, t)| t).collect(), failures));
@@ -757,13 +761,20 @@ impl Control {
         crate::check_tags(&reg.tags)?;
         for _ in 0..CAS_ATTEMPTS {
             let (_, cluster_kv) = self.active_cluster(Some(cluster)).await?;
+            self.caught_up().await?;
             let existing = self
-                .instances_of(cluster)
-                .await?
-                .into_iter()
-                .find(|(ci, _)| {
-                    ci.ec2_instance_id.as_deref() == Some(&reg.instance_id)
-                        && ci.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+                .state
+                .cluster(cluster)
+                .await
+                .instance_by_host_id(&reg.instance_id)
+                .map(|e| {
+                    let seen = KeyValue {
+                        key: e.key.clone(),
+                        value: Vec::new(),
+                        create_revision: 0,
+                        mod_revision: e.mod_revision,
+                    };
+                    (e.record.clone(), seen)
                 });
             let registered = Resources {
                 cpu: reg.cpu,

@@ -360,8 +360,8 @@ impl Control {
         with_tags: bool,
     ) -> Result<ContainerInstance, EcsError> {
         let arn = ci.container_instance_arn.clone().unwrap_or_default();
-        let counts = self.task_counts_by_instance(cluster).await?;
-        let (running, pending) = counts.get(&arn).copied().unwrap_or((0, 0));
+        self.caught_up().await?;
+        let (running, pending) = self.state.cluster(cluster).await.task_counts(&arn);
         ci.running_tasks_count = Some(running);
         ci.pending_tasks_count = Some(pending);
         ci.agent_connected = Some(self.agents.is_connected(&arn));

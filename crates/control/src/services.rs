@@ -636,7 +636,7 @@ impl Control {
         mut s: Service,
         kv: KeyValue,
     ) -> Result<bool, EcsError> {
-        let before = encode(&s)?;
+        let before = s.clone();
         let now = now_epoch();
         let input = self.service_input(cluster, &s).await?;
         let decision = deploy::decide(&input, now);
@@ -649,7 +649,7 @@ impl Control {
         };
         let rec = deploy::record(&input.service, &decision, &outcome, &tasks, now);
         write_back(&mut s, &decision, rec, now);
-        if encode(&s)? == before {
+        if s == before {
             return Ok(false);
         }
         // A conflict means someone changed the service meanwhile: the next pass sees it.
@@ -838,35 +838,69 @@ impl Control {
         Ok(out)
     }
 
-    /// Reconciles every service whenever a task or service record changes (50 ms apart at
-    /// most) and at least every `interval`, until `stop` completes.
+    /// Reconciles the services whose tasks or record changed (50 ms apart at most), and every
+    /// service at least every `interval` (time alone moves back-off deadlines, grace periods
+    /// and agent timeouts), until `stop` completes.
     pub async fn run_service_loop(
         &self,
         interval: std::time::Duration,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let mut stop = std::pin::pin!(stop);
+        let mut next_full = tokio::time::Instant::now();
         loop {
-            let rev = self.store.revision().await.unwrap_or(0);
-            if let Err(e) = self.reconcile_services().await {
+            let result = if tokio::time::Instant::now() >= next_full {
+                next_full = tokio::time::Instant::now() + interval;
+                self.state.take_dirty();
+                self.reconcile_services().await
+            } else {
+                let dirty = self.state.take_dirty();
+                self.reconcile_some(dirty).await
+            };
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "service reconciliation failed");
             }
-            let tasks = self.store.watch("tasks/", rev).await;
-            let services = self.store.watch("services/", rev).await;
-            let (Ok(mut tasks), Ok(mut services)) = (tasks, services) else {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => continue,
-                    _ = &mut stop => return,
-                }
-            };
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = tasks.rx.recv() => {}
-                _ = services.rx.recv() => {}
+                _ = tokio::time::sleep_until(next_full) => {}
+                _ = self.state.dirty_changed() => {
+                    // Let a burst of changes (an agent reporting many tasks) land in one pass.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 _ = &mut stop => return,
             }
-            // Let a burst of changes (an agent reporting many tasks) land in one pass.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// Reconciles the services named `CLUSTER/NAME`. Returns how many changed.
+    pub async fn reconcile_some(
+        &self,
+        services: std::collections::BTreeSet<String>,
+    ) -> Result<usize, EcsError> {
+        if services.is_empty() {
+            return Ok(0);
+        }
+        let _one_at_a_time = self.reconciling.lock().await;
+        self.caught_up().await?;
+        let mut changed = 0;
+        for key in services {
+            let Some((cluster, name)) = key.split_once('/') else {
+                continue;
+            };
+            let Some((s, kv)) = self
+                .get_record::<Service>(&keys::service(cluster, name))
+                .await?
+            else {
+                continue;
+            };
+            if s.status.as_deref() == Some("INACTIVE") {
+                continue;
+            }
+            match self.reconcile_service(cluster, s, kv).await {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(cluster, error = %e, "reconciling a service failed"),
+            }
+        }
+        Ok(changed)
     }
 }

@@ -140,6 +140,8 @@ pub struct ClusterState {
     /// By launch type (`EC2`, `EXTERNAL`): the instances that are not INACTIVE.
     index: HashMap<&'static str, ClusterIndex>,
     names: Names,
+    /// Services whose tasks or record changed since the service loop last looked.
+    dirty_services: BTreeSet<String>,
 }
 
 impl ClusterState {
@@ -149,6 +151,27 @@ impl ClusterState {
 
     pub fn instances(&self) -> impl Iterator<Item = &InstanceEntry> {
         self.instances.values()
+    }
+
+    /// The instance that is not INACTIVE with this EC2 (or `mi-`) instance id.
+    pub fn instance_by_host_id(&self, host_id: &str) -> Option<&InstanceEntry> {
+        self.instances.values().find(|e| {
+            e.record.ec2_instance_id.as_deref() == Some(host_id)
+                && e.record.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+        })
+    }
+
+    /// Running and pending counts of the instance's tasks, as DescribeContainerInstances shows.
+    pub fn task_counts(&self, instance_arn: &str) -> (i32, i32) {
+        let mut out = (0, 0);
+        for id in self.live_on.get(instance_arn).into_iter().flatten() {
+            match self.tasks.get(id).map(|t| t.last_status) {
+                Some(TaskStatus::Running) => out.0 += 1,
+                Some(s) if s < TaskStatus::Running => out.1 += 1,
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Ids of the tasks on `instance_arn` that are not STOPPED, in id order.
@@ -278,12 +301,23 @@ impl ClusterState {
         Some(arn)
     }
 
-    /// Records task `id` as `t` at `rev`; the instances whose tasks changed.
+    /// Records task `id` as `t` at `rev`; the instances whose set of live tasks (and so task
+    /// groups and agent's desired set) changed. A report that only moves a task from PENDING to
+    /// RUNNING touches none: its agent's poll has nothing new to say.
     fn put_task(&mut self, id: &str, t: &ecs::Task, rev: Revision) -> Vec<Arc<str>> {
-        if self.tasks.get(id).is_some_and(|o| o.mod_revision >= rev) {
+        let old = self.tasks.get(id);
+        if old.is_some_and(|o| o.mod_revision >= rev) {
             return Vec::new();
         }
         let s = TaskSummary::of(t, id, rev, &mut self.names);
+        let same_for_agent = old.is_some_and(|o| {
+            o.instance == s.instance
+                && o.live() == s.live()
+                && o.desired_stopped == s.desired_stopped
+        });
+        if let Some(cs) = s.group.strip_prefix("service:") {
+            self.dirty_services.insert(cs.to_string());
+        }
         let mut touched = self.drop_task(id);
         if let Some(i) = &s.instance {
             if s.live() {
@@ -293,6 +327,9 @@ impl ClusterState {
                     .insert(id.to_string());
             }
             touched.push(i.clone());
+        }
+        if same_for_agent {
+            touched.clear();
         }
         self.by_group
             .entry(s.group.clone())
@@ -409,6 +446,12 @@ impl ClusterState {
         idx.position(arn).map(|i| &idx.instances()[i])
     }
 
+    /// Services of this cluster marked changed by writes written through, for
+    /// [`State::mark_dirty`].
+    pub(crate) fn take_dirty_services(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty_services)
+    }
+
     /// A placement did not commit: the instances it touched go back to what their records say.
     pub(crate) fn undo(&mut self, touched: &BTreeSet<String>, presence: &Presence) {
         for arn in touched {
@@ -465,6 +508,9 @@ pub struct State {
     /// Instance ARN → its generation, moved by every change to it or its tasks.
     polls: Mutex<HashMap<String, watch::Sender<u64>>>,
     presence: Arc<Presence>,
+    /// Services (`CLUSTER/NAME`) whose tasks or record changed, for the service loop.
+    dirty: Mutex<BTreeSet<String>>,
+    dirty_changed: tokio::sync::Notify,
 }
 
 /// How long a reader waits for the applier to reach a revision before giving up.
@@ -477,6 +523,8 @@ impl State {
             applied: watch::channel(0).0,
             polls: Mutex::new(HashMap::new()),
             presence,
+            dirty: Mutex::new(BTreeSet::new()),
+            dirty_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -594,6 +642,8 @@ impl State {
         for e in &batch.events {
             if let Some((_, cluster, _)) = parse_key(&e.kv.key) {
                 by_cluster.entry(cluster).or_default().push(e);
+            } else if let Some(key) = e.kv.key.strip_prefix("services/") {
+                self.mark_dirty(key);
             }
         }
         for (cluster, events) in by_cluster {
@@ -624,10 +674,33 @@ impl State {
             for arn in &touched {
                 cs.refile(arn, &self.presence);
             }
+            let dirty = std::mem::take(&mut cs.dirty_services);
             drop(cs);
+            for name in dirty {
+                self.mark_dirty(&format!("{cluster}/{name}"));
+            }
             self.wake(touched.iter().map(String::as_str));
         }
         self.applied.send_modify(|r| *r = (*r).max(batch.revision));
+    }
+
+    /// Marks the service `CLUSTER/NAME` for the service loop and wakes it.
+    pub(crate) fn mark_dirty(&self, service: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.to_string());
+        self.dirty_changed.notify_one();
+    }
+
+    /// The services (`CLUSTER/NAME`) whose tasks or record changed since the last call.
+    pub fn take_dirty(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Completes when a service is marked changed (or already was since the last wait).
+    pub async fn dirty_changed(&self) {
+        self.dirty_changed.notified().await
     }
 
     /// The applier: follows the store from `from` until `stop` says so; reloads when the watch
