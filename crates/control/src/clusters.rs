@@ -29,20 +29,8 @@ pub struct ClusterCounts {
 impl Control {
     /// Registered (ACTIVE or DRAINING) instances, tasks not yet STOPPED, and services.
     pub async fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, EcsError> {
-        let instances = self
-            .instances_of(name)
-            .await?
-            .iter()
-            .filter(|(ci, _)| ci.status.as_deref() != Some("INACTIVE"))
-            .count();
-        let (mut running, mut pending) = (0, 0);
-        for (t, _) in self.tasks_in(name).await? {
-            match t.last_status.as_deref() {
-                Some("STOPPED") => {}
-                Some("RUNNING") => running += 1,
-                _ => pending += 1,
-            }
-        }
+        self.caught_up().await?;
+        let (instances, running, pending) = self.state.cluster(name).await.counts();
         let mut services = 0;
         for kv in self
             .store

@@ -100,12 +100,9 @@ impl Control {
                     container_instance: Some(self.present_instance(&cluster, ci, false).await?),
                 });
             }
-            let live = self
-                .task_counts_by_instance(&cluster)
-                .await?
-                .get(&arn)
-                .map(|(r, p)| r + p)
-                .unwrap_or(0);
+            self.caught_up().await?;
+            let (running, pending) = self.state.cluster(&cluster).await.task_counts(&arn);
+            let live = running + pending;
             if live > 0 && !r.force.unwrap_or(false) {
                 return Err(EcsError::invalid(format!(
                     "Found {live} running or pending tasks on container instance {arn}; stop them or deregister with force"

@@ -8,7 +8,7 @@ use berth_api::ecs::{self, Cluster, ContainerInstance, Tag, TaskDefinition};
 use berth_api::{EcsError, ErrorKind};
 use berth_model::arn::{Arn, ResourceKind};
 use berth_model::names;
-use berth_model::status::{ClusterStatus, TaskDefinitionStatus, TaskStatus};
+use berth_model::status::{ClusterStatus, TaskDefinitionStatus};
 use berth_store::KeyValue;
 use std::collections::{BTreeMap, HashMap};
 
@@ -205,26 +205,6 @@ impl Control {
         kvs.into_iter()
             .map(|kv| Ok((decode::<ecs::Task>(&kv)?, kv)))
             .collect()
-    }
-
-    /// Running and pending task counts per container instance ARN.
-    pub(crate) async fn task_counts_by_instance(
-        &self,
-        cluster: &str,
-    ) -> Result<HashMap<String, (i32, i32)>, EcsError> {
-        let mut out: HashMap<String, (i32, i32)> = HashMap::new();
-        for (t, _) in self.tasks_in(cluster).await? {
-            let Some(arn) = t.container_instance_arn else {
-                continue;
-            };
-            let e = out.entry(arn).or_default();
-            match t.last_status.as_deref().and_then(TaskStatus::parse) {
-                Some(TaskStatus::Running) => e.0 += 1,
-                Some(s) if s < TaskStatus::Running => e.1 += 1,
-                _ => {}
-            }
-        }
-        Ok(out)
     }
 
     /// The task definition a run refers to, checked as runnable with this launch type.

@@ -37,6 +37,9 @@ pub struct TaskSummary {
     /// The container instance ARN.
     pub instance: Option<Arc<str>>,
     pub group: Arc<str>,
+    /// The task definition's family.
+    pub family: Arc<str>,
+    pub launch_type: Option<Arc<str>>,
     pub started_by: Option<Arc<str>>,
     pub last_status: TaskStatus,
     pub desired_stopped: bool,
@@ -62,6 +65,15 @@ impl TaskSummary {
             id: id.to_string(),
             instance: t.container_instance_arn.as_deref().map(|a| names.get(a)),
             group: names.get(t.group.as_deref().unwrap_or_default()),
+            family: names.get(
+                t.task_definition_arn
+                    .as_deref()
+                    .and_then(|a| a.rsplit('/').next())
+                    .and_then(|fr| fr.rsplit_once(':'))
+                    .map(|(f, _)| f)
+                    .unwrap_or_default(),
+            ),
+            launch_type: t.launch_type.as_deref().map(|l| names.get(l)),
             started_by: t.started_by.as_deref().map(|s| names.get(s)),
             last_status: t
                 .last_status
@@ -131,8 +143,8 @@ pub(crate) enum Pool {
 pub struct ClusterState {
     /// By container instance ARN; INACTIVE instances too (they are in no index).
     instances: HashMap<String, InstanceEntry>,
-    /// By task id.
-    tasks: HashMap<String, TaskSummary>,
+    /// By task id, in id (so key) order.
+    tasks: BTreeMap<String, TaskSummary>,
     /// Instance ARN → ids of its tasks not yet STOPPED.
     live_on: HashMap<Arc<str>, BTreeSet<String>>,
     /// Task group → ids of its tasks (STOPPED ones too, until purged).
@@ -159,6 +171,25 @@ impl ClusterState {
             e.record.ec2_instance_id.as_deref() == Some(host_id)
                 && e.record.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
         })
+    }
+
+    /// Registered (not INACTIVE) instances, and the running and pending (not yet RUNNING, nor
+    /// STOPPED) tasks, as DescribeClusters counts them.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let instances = self
+            .instances
+            .values()
+            .filter(|e| e.record.status.as_deref() != Some(InstanceStatus::Inactive.as_str()))
+            .count();
+        let (mut running, mut pending) = (0, 0);
+        for t in self.tasks.values() {
+            match t.last_status {
+                TaskStatus::Stopped => {}
+                TaskStatus::Running => running += 1,
+                _ => pending += 1,
+            }
+        }
+        (instances, running, pending)
     }
 
     /// Running and pending counts of the instance's tasks, as DescribeContainerInstances shows.
@@ -194,6 +225,26 @@ impl ClusterState {
 
     pub fn task(&self, id: &str) -> Option<&TaskSummary> {
         self.tasks.get(id)
+    }
+
+    /// Tasks in id order after `after`, those `keep` accepts, at most `limit` of them.
+    pub fn tasks_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&TaskSummary) -> bool,
+    ) -> Vec<&TaskSummary> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = match after {
+            Some(a) => Excluded(a.to_string()),
+            None => Unbounded,
+        };
+        self.tasks
+            .range((from, Unbounded))
+            .map(|(_, t)| t)
+            .filter(|t| keep(t))
+            .take(limit)
+            .collect()
     }
 
     /// Task groups of the instance's tasks not yet STOPPED.

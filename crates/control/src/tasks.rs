@@ -8,11 +8,12 @@
 //! back in the same transaction that records the stop, exactly once.
 
 use crate::apply::{Meta, Target};
-use crate::paging::{decode_token, max_results, page};
-use crate::{decode, keys, now_epoch, store_error, Control};
+use crate::paging::{decode_token, max_results};
+use crate::{keys, now_epoch, store_error, Control};
 use berth_api::ecs::{self};
 use berth_api::error::check_enum;
 use berth_api::EcsError;
+use berth_model::status::TaskStatus;
 use berth_store::Txn;
 use std::time::Duration;
 
@@ -223,30 +224,46 @@ impl Control {
             None => None,
         };
         let service_group = r.service_name.as_deref().map(|s| format!("service:{s}"));
-        let items: Vec<(String, String)> = self
-            .tasks_in(&cluster)
-            .await?
-            .into_iter()
-            .filter(|(t, _)| {
-                let family_ok = r.family.as_deref().is_none_or(|f| {
-                    t.task_definition_arn
-                        .as_deref()
-                        .and_then(|a| a.rsplit('/').next())
-                        .and_then(|fr| fr.rsplit_once(':'))
-                        .is_some_and(|(fam, _)| fam == f)
-                });
-                t.desired_status.as_deref() == Some(desired.as_str())
-                    && family_ok
-                    && (instance.is_none() || t.container_instance_arn == instance)
-                    && (r.started_by.is_none() || t.started_by == r.started_by)
-                    && (r.launch_type.is_none() || t.launch_type == r.launch_type)
-                    && (service_group.is_none() || t.group == service_group)
-            })
-            .map(|(t, kv)| (kv.key, t.task_arn.unwrap_or_default()))
-            .collect();
-        let (arns, next) = page(items, token.as_deref(), limit, false);
+        // The token is the last key returned; the state is in id order, which is key order.
+        let prefix = keys::tasks_of(&cluster);
+        let after = match token.as_deref() {
+            Some(t) => Some(
+                t.strip_prefix(prefix.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        self.caught_up().await?;
+        let cs = self.state.cluster(&cluster).await;
+        let page = cs.tasks_after(after.as_deref(), limit + 1, |t| {
+            let desired_ok = if t.desired_stopped {
+                "STOPPED"
+            } else {
+                "RUNNING"
+            } == desired;
+            desired_ok
+                && r.family.as_deref().is_none_or(|f| &*t.family == f)
+                && instance
+                    .as_deref()
+                    .is_none_or(|i| t.instance.as_deref() == Some(i))
+                && r.started_by
+                    .as_deref()
+                    .is_none_or(|s| t.started_by.as_deref() == Some(s))
+                && r.launch_type
+                    .as_deref()
+                    .is_none_or(|l| t.launch_type.as_deref() == Some(l))
+                && service_group.as_deref().is_none_or(|g| &*t.group == g)
+        });
+        let more = page.len() > limit;
+        let ids: Vec<String> = page.into_iter().take(limit).map(|t| t.id.clone()).collect();
+        drop(cs);
+        let next = match ids.last() {
+            Some(last) if more => Some(crate::paging::token_for(&keys::task(&cluster, last))),
+            _ => None,
+        };
         Ok(ecs::ListTasksResponse {
-            task_arns: Some(arns),
+            task_arns: Some(ids.iter().map(|id| self.task_arn(&cluster, id)).collect()),
             next_token: next,
         })
     }
@@ -254,21 +271,32 @@ impl Control {
     /// Deletes tasks that stopped more than `retention` ago, and their tags. Returns how many.
     pub async fn purge_stopped_tasks(&self, retention: Duration) -> Result<usize, EcsError> {
         let cutoff = now_epoch() - retention.as_secs_f64();
-        let kvs = self
+        let clusters: Vec<String> = self
             .store
-            .range("tasks/", None, None)
+            .range(keys::CLUSTERS, None, None)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)?
+            .into_iter()
+            .map(|kv| kv.key.trim_start_matches(keys::CLUSTERS).to_string())
+            .collect();
         let mut n = 0;
-        for kv in kvs {
-            let t: ecs::Task = decode(&kv)?;
-            if t.last_status.as_deref() == Some("STOPPED")
-                && t.stopped_at.is_some_and(|s| s < cutoff)
-            {
+        for cluster in clusters {
+            let old: Vec<(String, u64)> = self
+                .state
+                .cluster(&cluster)
+                .await
+                .tasks_after(None, usize::MAX, |t| {
+                    t.last_status == TaskStatus::Stopped && t.stopped_at.is_some_and(|s| s < cutoff)
+                })
+                .into_iter()
+                .map(|t| (t.id.clone(), t.mod_revision))
+                .collect();
+            for (id, rev) in old {
+                let key = keys::task(&cluster, &id);
                 let txn = Txn::new()
-                    .unchanged(&kv.key, Some(&kv))
-                    .delete(kv.key.clone())
-                    .delete(keys::tags(t.task_arn.as_deref().unwrap_or_default()));
+                    .when(berth_store::Compare::ModRevision(key.clone(), rev))
+                    .delete(key)
+                    .delete(keys::tags(&self.task_arn(&cluster, &id)));
                 if self.commit(txn).await? {
                     n += 1;
                 }
