@@ -18,12 +18,72 @@ use berth_model::arn::{Arn, ResourceKind};
 use berth_model::status::InstanceStatus;
 use berth_store::Txn;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
 /// The longest a poll is held, whatever the agent asks for.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a woken poll waits for more changes before it answers.
+const COALESCE: Duration = Duration::from_millis(20);
+
+/// The plan of each task an agent was last handed, by instance ARN then task id: built once
+/// per revision of the task, with a digest of its content, so a poll reads and plans only the
+/// tasks that changed.
+#[derive(Debug, Default)]
+pub struct PlanCache(std::sync::Mutex<HashMap<String, HashMap<String, Planned>>>);
+
+#[derive(Debug)]
+struct Planned {
+    rev: berth_store::Revision,
+    plan: Option<DesiredTask>,
+    digest: [u8; 32],
+}
+
+impl PlanCache {
+    /// The ids of `live` (id, revision) whose plan is missing or older than the state's.
+    fn stale(&self, instance: &str, live: &[(String, berth_store::Revision)]) -> Vec<String> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let known = m.get(instance);
+        live.iter()
+            .filter(|(id, rev)| known.and_then(|k| k.get(id)).is_none_or(|p| p.rev < *rev))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Stores `fresh` plans, forgets tasks no longer live, and returns the live plans in task
+    /// ARN order with a digest of the whole set.
+    fn update(
+        &self,
+        instance: &str,
+        live: &[(String, berth_store::Revision)],
+        fresh: Vec<(String, berth_store::Revision, Option<DesiredTask>)>,
+    ) -> (Vec<DesiredTask>, [u8; 32]) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let known = m.entry(instance.to_string()).or_default();
+        for (id, rev, plan) in fresh {
+            let digest = Sha256::digest(serde_json::to_vec(&plan).unwrap_or_default()).into();
+            known.insert(id, Planned { rev, plan, digest });
+        }
+        let ids: BTreeSet<&str> = live.iter().map(|(id, _)| id.as_str()).collect();
+        known.retain(|id, _| ids.contains(id.as_str()));
+        let mut plans: Vec<(&DesiredTask, &[u8; 32])> = known
+            .values()
+            .filter_map(|p| p.plan.as_ref().map(|t| (t, &p.digest)))
+            .collect();
+        plans.sort_by(|a, b| a.0.task_arn.cmp(&b.0.task_arn));
+        let mut h = Sha256::new();
+        for (t, d) in &plans {
+            h.update(t.task_arn.as_bytes());
+            h.update(d);
+        }
+        (
+            plans.into_iter().map(|(t, _)| t.clone()).collect(),
+            h.finalize().into(),
+        )
+    }
+}
 
 fn denied(message: impl Into<String>) -> EcsError {
     EcsError::new(ErrorKind::AccessDenied, message)
@@ -144,19 +204,20 @@ impl Control {
         })
     }
 
-    /// The instance's status and the tasks it should be running or stopping: O(the
-    /// instance's tasks), from the cluster state and those tasks' records.
+    /// The instance's status and the tasks it should be running or stopping, with the version
+    /// of that set. O(the instance's tasks) from the cluster state and the plan cache; only
+    /// tasks changed since their plan was built are read from the store.
     async fn desired_for(
         &self,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<(String, Vec<DesiredTask>), EcsError> {
-        let (status, ids) = {
+    ) -> Result<(String, Vec<DesiredTask>, String), EcsError> {
+        let (status, live) = {
             let cs = self.state.cluster(cluster).await;
             let status = cs
                 .instance(instance_arn)
                 .map(|e| e.record.status.clone().unwrap_or_default());
-            (status, cs.live_tasks(instance_arn))
+            (status, cs.live_tasks_at(instance_arn))
         };
         let status = match status {
             Some(s) => s,
@@ -172,8 +233,9 @@ impl Control {
                 }
             }
         };
-        let keys: Vec<String> = ids.iter().map(|id| keys::task(cluster, id)).collect();
-        let mut out = Vec::with_capacity(keys.len());
+        let stale = self.plans.stale(instance_arn, &live);
+        let keys: Vec<String> = stale.iter().map(|id| keys::task(cluster, id)).collect();
+        let mut fresh = Vec::with_capacity(keys.len());
         for kv in self
             .store
             .get_many(&keys)
@@ -183,22 +245,34 @@ impl Control {
             .flatten()
         {
             let t: ecs::Task = decode(&kv)?;
+            let id = t
+                .task_arn
+                .as_deref()
+                .and_then(|a| a.rsplit('/').next())
+                .unwrap_or_default()
+                .to_string();
             if t.container_instance_arn.as_deref() != Some(instance_arn)
                 || t.last_status.as_deref() == Some("STOPPED")
             {
+                fresh.push((id, kv.mod_revision, None));
                 continue;
             }
             let td_arn = t.task_definition_arn.clone().unwrap_or_default();
             match self.task_definition_for_plan(&td_arn).await {
-                Ok(td) => out.push(plan::desired_task(&t, &td)),
+                Ok(td) => fresh.push((id, kv.mod_revision, Some(plan::desired_task(&t, &td)))),
                 // One unreadable task must not keep the agent from all the others.
                 Err(e) => {
-                    tracing::error!(task = ?t.task_arn, error = %e, "task definition of a placed task is gone")
+                    tracing::error!(task = ?t.task_arn, error = %e, "task definition of a placed task is gone");
+                    fresh.push((id, kv.mod_revision, None));
                 }
             }
         }
-        out.sort_by(|a, b| a.task_arn.cmp(&b.task_arn));
-        Ok((status, out))
+        let (tasks, digest) = self.plans.update(instance_arn, &live, fresh);
+        let mut h = Sha256::new();
+        h.update(status.as_bytes());
+        h.update(digest);
+        let version = hex::encode(&h.finalize()[..12]);
+        Ok((status, tasks, version))
     }
 
     /// The long poll: answers at once when the desired set differs from `known_version`,
@@ -219,12 +293,8 @@ impl Control {
         loop {
             self.agents.heartbeat(instance_arn);
             generation.borrow_and_update();
-            let (instance_status, tasks) = self.desired_for(&cluster, instance_arn).await?;
-            let version = hex::encode(
-                &Sha256::digest(
-                    serde_json::to_vec(&(&instance_status, &tasks)).unwrap_or_default(),
-                )[..12],
-            );
+            let (instance_status, tasks, version) =
+                self.desired_for(&cluster, instance_arn).await?;
             if r.known_version.as_deref() != Some(version.as_str())
                 || tokio::time::Instant::now() >= deadline
                 || instance_status == InstanceStatus::Inactive.as_str()
@@ -237,7 +307,10 @@ impl Control {
                 });
             }
             tokio::select! {
-                _ = generation.changed() => {}
+                _ = generation.changed() => {
+                    // Placements come in bursts: answer once for the burst, not per task.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = &mut stop => {
                     return Ok(PollResponse { version, instance_status, tasks, registry: None });

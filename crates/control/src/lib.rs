@@ -83,6 +83,8 @@ pub struct Control {
     pub(crate) reconciling: Arc<tokio::sync::Mutex<()>>,
     /// The image registry whose ECR API this server also answers, if it runs one.
     pub registry: Option<berth_registry::Registry>,
+    /// The plans agents were last handed, per instance and task.
+    pub(crate) plans: Arc<agents::PlanCache>,
     /// Task definitions agents' plans were built from, by ARN.
     pub(crate) plan_definitions: Arc<read::DefinitionCache>,
 }
@@ -103,6 +105,7 @@ impl Control {
             config: Arc::new(config),
             registry: None,
             plan_definitions: Arc::default(),
+            plans: Arc::default(),
         }
     }
 

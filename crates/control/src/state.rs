@@ -205,6 +205,16 @@ impl ClusterState {
         out
     }
 
+    /// Ids and revisions of the tasks on `instance_arn` that are not STOPPED, in id order.
+    pub fn live_tasks_at(&self, instance_arn: &str) -> Vec<(String, Revision)> {
+        self.live_on
+            .get(instance_arn)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id).map(|t| (id.clone(), t.mod_revision)))
+            .collect()
+    }
+
     /// Ids of the tasks on `instance_arn` that are not STOPPED, in id order.
     pub fn live_tasks(&self, instance_arn: &str) -> Vec<String> {
         self.live_on
