@@ -66,8 +66,11 @@ impl PlanCache {
             let digest = Sha256::digest(serde_json::to_vec(&plan).unwrap_or_default()).into();
             known.insert(id, Planned { rev, plan, digest });
         }
-        let ids: BTreeSet<&str> = live.iter().map(|(id, _)| id.as_str()).collect();
-        known.retain(|id, _| ids.contains(id.as_str()));
+        if known.len() != live.len() || live.iter().any(|(id, _)| !known.contains_key(id)) {
+            let ids: std::collections::HashSet<&str> =
+                live.iter().map(|(id, _)| id.as_str()).collect();
+            known.retain(|id, _| ids.contains(id.as_str()));
+        }
         let mut plans: Vec<(&DesiredTask, &[u8; 32])> = known
             .values()
             .filter_map(|p| p.plan.as_ref().map(|t| (t, &p.digest)))

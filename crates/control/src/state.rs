@@ -543,9 +543,9 @@ impl ClusterState {
         }
         touched.sort();
         touched.dedup();
-        for arn in &touched {
-            self.refile(arn, presence);
-        }
+        // No refile: the index took these copies when it placed them, and the cluster's lock,
+        // held from the decision to here, kept every other change out in between.
+        let _ = presence;
         touched
     }
 }
