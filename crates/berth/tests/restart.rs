@@ -143,6 +143,73 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
     }
 }
 
+/// Concurrent writers share group commits: `kill -9` while 32 of them write, and every write
+/// the server acknowledged is there after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_group_commits_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path());
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let (endpoint, ak, sk) = (p.endpoint.clone(), p.ak.clone(), p.sk.clone());
+        let (acked, stop) = (acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let name = format!("c-{w}-{i}");
+                let body = json!({"clusterName": name}).to_string();
+                let a = common::signed_call(
+                    &endpoint,
+                    "CreateCluster",
+                    &body,
+                    &ak,
+                    &sk,
+                    SystemTime::now(),
+                )
+                .await;
+                if a.status != 200 {
+                    return; // the server is gone
+                }
+                acked.lock().unwrap().push(name);
+            }
+        }));
+    }
+    // Let the writers get going, then kill the server under them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.child.kill().unwrap(); // SIGKILL, writes in flight
+    p.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 300,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+
+    let p2 = start(dir.path());
+    for chunk in acked.chunks(100) {
+        let d = call(&p2, "DescribeClusters", json!({"clusters": chunk})).await;
+        assert_eq!(d.status, 200, "{}", d.body);
+        let found = d.body["clusters"].as_array().unwrap().len();
+        assert_eq!(
+            found,
+            chunk.len(),
+            "acknowledged clusters lost after kill -9: {}",
+            d.body["failures"]
+        );
+    }
+}
+
 /// `berth up` (server and agent in one process) killed with `kill -9` mid-flight: after a
 /// restart the task is still RUNNING in the same container, nothing is duplicated, and a stop
 /// still works.

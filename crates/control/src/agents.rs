@@ -18,7 +18,7 @@ use berth_model::arn::{Arn, ResourceKind};
 use berth_model::status::InstanceStatus;
 use berth_store::Txn;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// per revision of the task, with a digest of its content, so a poll reads and plans only the
 /// tasks that changed.
 #[derive(Debug, Default)]
-pub struct PlanCache(std::sync::Mutex<HashMap<String, HashMap<String, Planned>>>);
+pub struct PlanCache(std::sync::Mutex<HashMap<String, BTreeMap<String, Planned>>>);
 
 #[derive(Debug)]
 struct Planned {
@@ -71,11 +71,11 @@ impl PlanCache {
                 live.iter().map(|(id, _)| id.as_str()).collect();
             known.retain(|id, _| ids.contains(id.as_str()));
         }
-        let mut plans: Vec<(&DesiredTask, &[u8; 32])> = known
+        // An instance's tasks are of one cluster: id order is task ARN order.
+        let plans: Vec<(&DesiredTask, &[u8; 32])> = known
             .values()
             .filter_map(|p| p.plan.as_ref().map(|t| (t, &p.digest)))
             .collect();
-        plans.sort_by(|a, b| a.0.task_arn.cmp(&b.0.task_arn));
         let mut h = Sha256::new();
         for (t, d) in &plans {
             h.update(t.task_arn.as_bytes());

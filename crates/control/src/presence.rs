@@ -13,6 +13,9 @@ pub struct Presence {
     /// An agent never heard from since this server started counts from here, so a restarted
     /// server gives every agent a full timeout to come back.
     started: Instant,
+    /// Moves whenever an agent that was not connected is heard from, so placement knows its
+    /// view of who is connected is out of date without asking about every instance.
+    arrivals: std::sync::atomic::AtomicU64,
 }
 
 impl Presence {
@@ -21,13 +24,24 @@ impl Presence {
             seen: Mutex::new(HashMap::new()),
             timeout,
             started: Instant::now(),
+            arrivals: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     pub fn heartbeat(&self, instance_arn: &str) {
         if let Ok(mut m) = self.seen.lock() {
-            m.insert(instance_arn.to_string(), Instant::now());
+            let now = Instant::now();
+            let before = m.insert(instance_arn.to_string(), now);
+            if before.is_none_or(|t| now.duration_since(t) >= self.timeout) {
+                self.arrivals
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
+    }
+
+    /// A count that moves whenever a disconnected (or new) agent is heard from.
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Not heard from for longer than the timeout (counting from this server's start).

@@ -19,6 +19,9 @@ use berth_model::arn::{Arn, ResourceKind};
 use berth_reconcile::deploy;
 use berth_store::{KeyValue, Txn};
 
+/// How many services one pass reconciles at once.
+const SIDE_BY_SIDE: usize = 16;
+
 fn not_found(service: &str) -> EcsError {
     EcsError::new(
         ErrorKind::ServiceNotFound,
@@ -607,7 +610,7 @@ impl Control {
             .range("services/", None, None)
             .await
             .map_err(store_error)?;
-        let mut changed = 0;
+        let mut work = Vec::new();
         for kv in kvs {
             let s: Service = decode(&kv)?;
             if s.status.as_deref() == Some("INACTIVE") {
@@ -620,13 +623,29 @@ impl Control {
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            match self.reconcile_service(&cluster, s, kv).await {
-                Ok(true) => changed += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(cluster, error = %e, "reconciling a service failed"),
-            }
+            work.push((cluster, s, kv));
         }
-        Ok(changed)
+        Ok(self.reconcile_all(work).await)
+    }
+
+    /// Reconciles services side by side (each one's reads, decisions and writes are its own;
+    /// their commits share the store's group commits). Returns how many changed.
+    async fn reconcile_all(&self, work: Vec<(String, Service, KeyValue)>) -> usize {
+        use futures::StreamExt;
+        futures::stream::iter(work)
+            .map(|(cluster, s, kv)| async move {
+                match self.reconcile_service(&cluster, s, kv).await {
+                    Ok(changed) => changed,
+                    Err(e) => {
+                        tracing::warn!(cluster, error = %e, "reconciling a service failed");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(SIDE_BY_SIDE)
+            .filter(|changed| std::future::ready(*changed))
+            .count()
+            .await
     }
 
     /// Read, decide ([`deploy::decide`]), apply, record ([`deploy::record`]), write.
@@ -881,26 +900,21 @@ impl Control {
         }
         let _one_at_a_time = self.reconciling.lock().await;
         self.caught_up().await?;
-        let mut changed = 0;
-        for key in services {
-            let Some((cluster, name)) = key.split_once('/') else {
-                continue;
-            };
-            let Some((s, kv)) = self
-                .get_record::<Service>(&keys::service(cluster, name))
-                .await?
-            else {
-                continue;
-            };
-            if s.status.as_deref() == Some("INACTIVE") {
-                continue;
-            }
-            match self.reconcile_service(cluster, s, kv).await {
-                Ok(true) => changed += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(cluster, error = %e, "reconciling a service failed"),
+        let names: Vec<(String, String)> = services
+            .iter()
+            .filter_map(|k| k.split_once('/'))
+            .map(|(c, n)| (c.to_string(), keys::service(c, n)))
+            .collect();
+        let keys: Vec<String> = names.iter().map(|(_, k)| k.clone()).collect();
+        let records = self.store.get_many(&keys).await.map_err(store_error)?;
+        let mut work = Vec::new();
+        for ((cluster, _), kv) in names.into_iter().zip(records) {
+            let Some(kv) = kv else { continue };
+            let s: Service = decode(&kv)?;
+            if s.status.as_deref() != Some("INACTIVE") {
+                work.push((cluster, s, kv));
             }
         }
-        Ok(changed)
+        Ok(self.reconcile_all(work).await)
     }
 }

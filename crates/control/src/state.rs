@@ -143,6 +143,8 @@ pub(crate) enum Pool {
 pub struct ClusterState {
     /// By container instance ARN; INACTIVE instances too (they are in no index).
     instances: HashMap<String, InstanceEntry>,
+    /// Instance record key → the revision the state holds it at.
+    key_revisions: HashMap<String, Revision>,
     /// By task id, in id (so key) order.
     tasks: BTreeMap<String, TaskSummary>,
     /// Instance ARN → ids of its tasks not yet STOPPED.
@@ -152,6 +154,8 @@ pub struct ClusterState {
     /// By launch type (`EC2`, `EXTERNAL`): the instances that are not INACTIVE.
     index: HashMap<&'static str, ClusterIndex>,
     names: Names,
+    /// When each index's `agentConnected` flags were last brought up to date.
+    presence_refreshed: HashMap<String, (std::time::Instant, u64)>,
     /// Services whose tasks or record changed since the service loop last looked.
     dirty_services: BTreeSet<String>,
 }
@@ -318,6 +322,19 @@ impl ClusterState {
     /// Refreshes `agentConnected` of the index's instances (it changes with time, not with
     /// writes).
     pub(crate) fn refresh_presence(&mut self, launch_type: &str, presence: &Presence) {
+        // A refresh costs a presence lookup per instance: not once per placement in a burst.
+        // Agents leave on the scale of the agent timeout; arrivals are counted.
+        let now = std::time::Instant::now();
+        let arrivals = presence.arrivals();
+        if self
+            .presence_refreshed
+            .get(launch_type)
+            .is_some_and(|(t, a)| now.duration_since(*t) < PRESENCE_REFRESH && *a == arrivals)
+        {
+            return;
+        }
+        self.presence_refreshed
+            .insert(launch_type.to_string(), (now, arrivals));
         let stale: Vec<String> = self
             .index
             .get(launch_type)
@@ -341,6 +358,7 @@ impl ClusterState {
         {
             return None;
         }
+        self.key_revisions.insert(kv.key.clone(), kv.mod_revision);
         self.instances.insert(
             arn.clone(),
             InstanceEntry {
@@ -359,6 +377,7 @@ impl ClusterState {
             .find(|(_, e)| e.key == key && e.mod_revision < rev)
             .map(|(a, _)| a.clone())?;
         self.instances.remove(&arn);
+        self.key_revisions.remove(key);
         Some(arn)
     }
 
@@ -574,6 +593,9 @@ pub struct State {
     dirty_changed: tokio::sync::Notify,
 }
 
+/// How stale an index's `agentConnected` flags may be when it places.
+const PRESENCE_REFRESH: Duration = Duration::from_millis(500);
+
 /// How long a reader waits for the applier to reach a revision before giving up.
 const CATCH_UP: Duration = Duration::from_secs(30);
 
@@ -675,6 +697,14 @@ impl State {
         let Some((kind, _, id)) = parse_key(&kv.key) else {
             return Vec::new();
         };
+        // What the state already holds at this revision (written through) is not decoded again.
+        let known = match kind {
+            "instances" => cs.key_revisions.get(&kv.key).copied(),
+            _ => cs.tasks.get(id).map(|t| t.mod_revision),
+        };
+        if known.is_some_and(|r| r >= kv.mod_revision) {
+            return Vec::new();
+        }
         match kind {
             "instances" => match serde_json::from_slice::<ContainerInstance>(&kv.value) {
                 Ok(ci) => cs.put_instance(kv, ci).into_iter().collect(),
