@@ -62,6 +62,10 @@ pub struct PollRequest {
     pub known_version: Option<String>,
     /// How long the server may hold the request when nothing changed.
     pub wait_ms: u64,
+    /// The agent understands [`PollResponse::unchanged`]: when the set is still
+    /// `known_version` at the end of the wait, the server may say so instead of sending it again.
+    #[serde(default)]
+    pub accepts_unchanged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +73,12 @@ pub struct PollResponse {
     pub version: String,
     /// ACTIVE, DRAINING or INACTIVE (deregistered: the agent should stop polling).
     pub instance_status: String,
+    /// The whole desired set, unless `unchanged`.
     pub tasks: Vec<DesiredTask>,
+    /// The set is still the agent's `known_version`: `tasks` is empty and the agent keeps
+    /// what it has. Sent only to agents that set [`PollRequest::accepts_unchanged`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
     /// Credentials for the server's image registry, renewed on every poll (outside `version`,
     /// so a new password never looks like a change of the desired set).
     #[serde(default, skip_serializing_if = "Option::is_none")]

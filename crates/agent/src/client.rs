@@ -166,6 +166,7 @@ impl ServerClient {
         let body = serde_json::to_vec(&PollRequest {
             known_version,
             wait_ms: wait.as_millis() as u64,
+            accepts_unchanged: true,
         })
         .map_err(|e| AgentError::Protocol(e.to_string()))?;
         self.post(POLL_PATH, body, Some(id), wait + Duration::from_secs(15))

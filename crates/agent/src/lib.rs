@@ -465,7 +465,9 @@ pub async fn run(
                 }
                 let wanted: HashSet<String> =
                     resp.tasks.iter().map(|t| t.task_arn.clone()).collect();
-                tasks.sync(&ctx, resp.tasks);
+                if !resp.unchanged {
+                    tasks.sync(&ctx, resp.tasks);
+                }
                 if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     let mut owned: HashSet<String> = tasks.running.keys().cloned().collect();
                     owned.extend(wanted);

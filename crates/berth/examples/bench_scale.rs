@@ -572,6 +572,7 @@ async fn poll(
     let body = serde_json::to_vec(&PollRequest {
         known_version,
         wait_ms: POLL_WAIT.as_millis() as u64,
+        accepts_unchanged: true,
     })
     .map_err(|e| e.to_string())?;
     let bytes = signed_post(
@@ -808,6 +809,9 @@ async fn run_agent(fleet: Arc<Fleet>, me: Joined) -> AgentState {
         };
         backoff = BACKOFF_MIN;
         known = Some(resp.version.clone());
+        if resp.unchanged {
+            continue;
+        }
         let reports = st.take(&fleet, &resp.tasks);
         if !reports.is_empty() && !send_reports(&fleet, &me, &mut st, reports, &mut stop).await {
             break;

@@ -52,14 +52,14 @@ impl PlanCache {
             .collect()
     }
 
-    /// Stores `fresh` plans, forgets tasks no longer live, and returns the live plans in task
-    /// ARN order with a digest of the whole set.
+    /// Stores `fresh` plans, forgets tasks no longer live, and returns a digest of the live
+    /// set (task ARNs and plan digests in ARN order).
     fn update(
         &self,
         instance: &str,
         live: &[(String, berth_store::Revision)],
         fresh: Vec<(String, berth_store::Revision, Option<DesiredTask>)>,
-    ) -> (Vec<DesiredTask>, [u8; 32]) {
+    ) -> [u8; 32] {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let known = m.entry(instance.to_string()).or_default();
         for (id, rev, plan) in fresh {
@@ -72,19 +72,24 @@ impl PlanCache {
             known.retain(|id, _| ids.contains(id.as_str()));
         }
         // An instance's tasks are of one cluster: id order is task ARN order.
-        let plans: Vec<(&DesiredTask, &[u8; 32])> = known
-            .values()
-            .filter_map(|p| p.plan.as_ref().map(|t| (t, &p.digest)))
-            .collect();
         let mut h = Sha256::new();
-        for (t, d) in &plans {
-            h.update(t.task_arn.as_bytes());
-            h.update(d);
+        for p in known.values() {
+            if let Some(t) = &p.plan {
+                h.update(t.task_arn.as_bytes());
+                h.update(p.digest);
+            }
         }
-        (
-            plans.into_iter().map(|(t, _)| t.clone()).collect(),
-            h.finalize().into(),
-        )
+        h.finalize().into()
+    }
+
+    /// The live plans of `instance` as [`PlanCache::update`] last left them, in ARN order.
+    fn plans(&self, instance: &str) -> Vec<DesiredTask> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(instance)
+            .into_iter()
+            .flat_map(|k| k.values())
+            .filter_map(|p| p.plan.clone())
+            .collect()
     }
 }
 
@@ -207,14 +212,14 @@ impl Control {
         })
     }
 
-    /// The instance's status and the tasks it should be running or stopping, with the version
-    /// of that set. O(the instance's tasks) from the cluster state and the plan cache; only
-    /// tasks changed since their plan was built are read from the store.
-    async fn desired_for(
+    /// The instance's status and the version of the set of tasks it should be running or
+    /// stopping, whose plans are then in the plan cache. O(the instance's tasks) from the
+    /// cluster state; only tasks whose plan changed since it was built are read from the store.
+    async fn desired_version(
         &self,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<(String, Vec<DesiredTask>, String), EcsError> {
+    ) -> Result<(String, String), EcsError> {
         let (status, live) = {
             let cs = self.state.cluster(cluster).await;
             let status = cs
@@ -270,12 +275,11 @@ impl Control {
                 }
             }
         }
-        let (tasks, digest) = self.plans.update(instance_arn, &live, fresh);
+        let digest = self.plans.update(instance_arn, &live, fresh);
         let mut h = Sha256::new();
         h.update(status.as_bytes());
         h.update(digest);
-        let version = hex::encode(&h.finalize()[..12]);
-        Ok((status, tasks, version))
+        Ok((status, hex::encode(&h.finalize()[..12])))
     }
 
     /// The long poll: answers at once when the desired set differs from `known_version`,
@@ -296,28 +300,36 @@ impl Control {
         loop {
             self.agents.heartbeat(instance_arn);
             generation.borrow_and_update();
-            let (instance_status, tasks, version) =
-                self.desired_for(&cluster, instance_arn).await?;
+            let (instance_status, version) = self.desired_version(&cluster, instance_arn).await?;
+            let answer = |unchanged: bool| PollResponse {
+                tasks: if unchanged {
+                    Vec::new()
+                } else {
+                    self.plans.plans(instance_arn)
+                },
+                version: version.clone(),
+                instance_status: instance_status.clone(),
+                registry: None,
+                unchanged,
+            };
             if r.known_version.as_deref() != Some(version.as_str())
-                || tokio::time::Instant::now() >= deadline
                 || instance_status == InstanceStatus::Inactive.as_str()
             {
-                return Ok(PollResponse {
-                    version,
-                    instance_status,
-                    tasks,
-                    registry: None,
-                });
+                return Ok(answer(false));
+            }
+            // Nothing changed in the wait (or the server is stopping): an agent that accepts it
+            // is told so instead of being sent the same set again.
+            let at_end = || Ok(answer(r.accepts_unchanged));
+            if tokio::time::Instant::now() >= deadline {
+                return at_end();
             }
             tokio::select! {
                 _ = generation.changed() => {
                     // Placements come in bursts: answer once for the burst, not per task.
                     tokio::time::sleep(COALESCE).await;
                 }
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = &mut stop => {
-                    return Ok(PollResponse { version, instance_status, tasks, registry: None });
-                }
+                _ = tokio::time::sleep_until(deadline) => return at_end(),
+                _ = &mut stop => return at_end(),
             }
         }
     }

@@ -51,6 +51,9 @@ pub struct TaskSummary {
     pub stopped_at: Option<f64>,
     pub stop_code: Option<String>,
     pub mod_revision: Revision,
+    /// The revision at which what its agent is handed last changed (placement, its
+    /// desiredStatus): a report of RUNNING leaves it as it was.
+    pub plan_revision: Revision,
 }
 
 impl TaskSummary {
@@ -87,6 +90,7 @@ impl TaskSummary {
             stopped_at: t.stopped_at,
             stop_code: t.stop_code.clone(),
             mod_revision: rev,
+            plan_revision: rev,
         }
     }
 
@@ -147,8 +151,8 @@ pub struct ClusterState {
     key_revisions: HashMap<String, Revision>,
     /// By task id, in id (so key) order.
     tasks: BTreeMap<String, TaskSummary>,
-    /// Instance ARN → ids of its tasks not yet STOPPED.
-    live_on: HashMap<Arc<str>, BTreeSet<String>>,
+    /// Instance ARN → ids of its tasks not yet STOPPED, with their plan revisions.
+    live_on: HashMap<Arc<str>, BTreeMap<String, Revision>>,
     /// Task group → ids of its tasks (STOPPED ones too, until purged).
     by_group: HashMap<Arc<str>, BTreeSet<String>>,
     /// By launch type (`EC2`, `EXTERNAL`): the instances that are not INACTIVE.
@@ -200,7 +204,7 @@ impl ClusterState {
     pub fn task_counts(&self, instance_arn: &str) -> (i32, i32) {
         let mut out = (0, 0);
         for id in self.live_on.get(instance_arn).into_iter().flatten() {
-            match self.tasks.get(id).map(|t| t.last_status) {
+            match self.tasks.get(id.0).map(|t| t.last_status) {
                 Some(TaskStatus::Running) => out.0 += 1,
                 Some(s) if s < TaskStatus::Running => out.1 += 1,
                 _ => {}
@@ -209,13 +213,13 @@ impl ClusterState {
         out
     }
 
-    /// Ids and revisions of the tasks on `instance_arn` that are not STOPPED, in id order.
+    /// Ids and plan revisions of the tasks on `instance_arn` that are not STOPPED, in id order.
     pub fn live_tasks_at(&self, instance_arn: &str) -> Vec<(String, Revision)> {
         self.live_on
             .get(instance_arn)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.tasks.get(id).map(|t| (id.clone(), t.mod_revision)))
+            .map(|(id, rev)| (id.clone(), *rev))
             .collect()
     }
 
@@ -223,7 +227,7 @@ impl ClusterState {
     pub fn live_tasks(&self, instance_arn: &str) -> Vec<String> {
         self.live_on
             .get(instance_arn)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -265,7 +269,7 @@ impl ClusterState {
     fn groups_on(&self, arn: &str) -> BTreeMap<String, u32> {
         let mut out = BTreeMap::new();
         for id in self.live_on.get(arn).into_iter().flatten() {
-            if let Some(t) = self.tasks.get(id) {
+            if let Some(t) = self.tasks.get(id.0) {
                 *out.entry(t.group.to_string()).or_default() += 1;
             }
         }
@@ -389,12 +393,15 @@ impl ClusterState {
         if old.is_some_and(|o| o.mod_revision >= rev) {
             return Vec::new();
         }
-        let s = TaskSummary::of(t, id, rev, &mut self.names);
+        let mut s = TaskSummary::of(t, id, rev, &mut self.names);
         let same_for_agent = old.is_some_and(|o| {
             o.instance == s.instance
                 && o.live() == s.live()
                 && o.desired_stopped == s.desired_stopped
         });
+        if let Some(o) = old.filter(|_| same_for_agent) {
+            s.plan_revision = o.plan_revision;
+        }
         if let Some(cs) = s.group.strip_prefix("service:") {
             self.dirty_services.insert(cs.to_string());
         }
@@ -404,7 +411,7 @@ impl ClusterState {
                 self.live_on
                     .entry(i.clone())
                     .or_default()
-                    .insert(id.to_string());
+                    .insert(id.to_string(), s.plan_revision);
             }
             touched.push(i.clone());
         }
