@@ -41,7 +41,8 @@ impl Options {
         Options {
             config,
             limits: Limits::default(),
-            service_interval: Some(Duration::from_secs(1)),
+            // Changes wake it at once; the sweep is for what time alone moves.
+            service_interval: Some(Duration::from_secs(5)),
             housekeeping_interval: Duration::from_secs(60),
             registry: None,
         }

@@ -900,11 +900,23 @@ impl Control {
         }
         let _one_at_a_time = self.reconciling.lock().await;
         self.caught_up().await?;
-        let names: Vec<(String, String)> = services
-            .iter()
-            .filter_map(|k| k.split_once('/'))
-            .map(|(c, n)| (c.to_string(), keys::service(c, n)))
-            .collect();
+        let mut names: Vec<(String, String)> = Vec::new();
+        for (c, n) in services.iter().filter_map(|k| k.split_once('/')) {
+            if n.is_empty() {
+                for kv in self
+                    .store
+                    .range(&keys::services_of(c), None, None)
+                    .await
+                    .map_err(store_error)?
+                {
+                    names.push((c.to_string(), kv.key));
+                }
+            } else {
+                names.push((c.to_string(), keys::service(c, n)));
+            }
+        }
+        names.sort();
+        names.dedup();
         let keys: Vec<String> = names.iter().map(|(_, k)| k.clone()).collect();
         let records = self.store.get_many(&keys).await.map_err(store_error)?;
         let mut work = Vec::new();

@@ -162,6 +162,8 @@ pub struct ClusterState {
     presence_refreshed: HashMap<String, (std::time::Instant, u64)>,
     /// Services whose tasks or record changed since the service loop last looked.
     dirty_services: BTreeSet<String>,
+    /// An instance joined, left or changed status since the service loop last looked.
+    instances_changed: bool,
 }
 
 impl ClusterState {
@@ -362,6 +364,15 @@ impl ClusterState {
         {
             return None;
         }
+        let status_changed = self
+            .instances
+            .get(&arn)
+            .is_none_or(|e| e.record.status != record.status);
+        if status_changed {
+            // Joined, drained, reactivated or deregistered: DAEMON services and services
+            // with tasks there have something to do.
+            self.instances_changed = true;
+        }
         self.key_revisions.insert(kv.key.clone(), kv.mod_revision);
         self.instances.insert(
             arn.clone(),
@@ -382,6 +393,7 @@ impl ClusterState {
             .map(|(a, _)| a.clone())?;
         self.instances.remove(&arn);
         self.key_revisions.remove(key);
+        self.instances_changed = true;
         Some(arn)
     }
 
@@ -536,7 +548,12 @@ impl ClusterState {
     /// Services of this cluster marked changed by writes written through, for
     /// [`State::mark_dirty`].
     pub(crate) fn take_dirty_services(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.dirty_services)
+        let mut out = std::mem::take(&mut self.dirty_services);
+        if std::mem::take(&mut self.instances_changed) {
+            // Every service of the cluster.
+            out.insert(String::new());
+        }
+        out
     }
 
     /// A placement did not commit: the instances it touched go back to what their records say.
@@ -772,7 +789,7 @@ impl State {
             for arn in &touched {
                 cs.refile(arn, &self.presence);
             }
-            let dirty = std::mem::take(&mut cs.dirty_services);
+            let dirty = cs.take_dirty_services();
             drop(cs);
             for name in dirty {
                 self.mark_dirty(&format!("{cluster}/{name}"));
@@ -782,7 +799,8 @@ impl State {
         self.applied.send_modify(|r| *r = (*r).max(batch.revision));
     }
 
-    /// Marks the service `CLUSTER/NAME` for the service loop and wakes it.
+    /// Marks the service `CLUSTER/NAME` (every service of the cluster for `CLUSTER/`) for the
+    /// service loop and wakes it.
     pub(crate) fn mark_dirty(&self, service: &str) {
         self.dirty
             .lock()
@@ -791,7 +809,8 @@ impl State {
         self.dirty_changed.notify_one();
     }
 
-    /// The services (`CLUSTER/NAME`) whose tasks or record changed since the last call.
+    /// The services (`CLUSTER/NAME`, or `CLUSTER/` for all of a cluster's) whose tasks, record
+    /// or instances changed since the last call.
     pub fn take_dirty(&self) -> BTreeSet<String> {
         std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -34,7 +34,7 @@ enum KeyKind {
 type Entry = (u64, u64, u32);
 
 /// Indices kept at once; the least recently used goes first.
-const MAX_INDICES: usize = 16;
+const MAX_INDICES: usize = 64;
 
 #[derive(Debug, Default)]
 struct OrderedIndex {
