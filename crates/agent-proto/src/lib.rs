@@ -66,6 +66,10 @@ pub struct PollRequest {
     /// `known_version` at the end of the wait, the server may say so instead of sending it again.
     #[serde(default)]
     pub accepts_unchanged: bool,
+    /// The agent understands [`PollResponse::changes`]: the server may answer with what
+    /// changed since `known_version` instead of the whole set.
+    #[serde(default)]
+    pub accepts_changes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +83,13 @@ pub struct PollResponse {
     /// what it has. Sent only to agents that set [`PollRequest::accepts_unchanged`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unchanged: bool,
+    /// `tasks` holds only the tasks added or changed since the agent's `known_version`, and
+    /// `removed` the ARNs of those no longer in the set; the agent applies both to the set it
+    /// holds. Sent only to agents that set [`PollRequest::accepts_changes`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changes: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     /// Credentials for the server's image registry, renewed on every poll (outside `version`,
     /// so a new password never looks like a change of the desired set).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -167,6 +167,7 @@ impl ServerClient {
             known_version,
             wait_ms: wait.as_millis() as u64,
             accepts_unchanged: true,
+            accepts_changes: true,
         })
         .map_err(|e| AgentError::Protocol(e.to_string()))?;
         self.post(POLL_PATH, body, Some(id), wait + Duration::from_secs(15))

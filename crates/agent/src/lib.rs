@@ -439,6 +439,8 @@ pub async fn run(
     ));
     let mut tasks = Tasks::default();
     let mut known: Option<String> = None;
+    // The desired set as of `known`, by task ARN: answers may carry only what changed.
+    let mut desired: std::collections::BTreeMap<String, DesiredTask> = Default::default();
     let mut backoff = Duration::from_millis(200);
     let mut last_sweep: Option<Instant> = None;
     let result = loop {
@@ -463,10 +465,22 @@ pub async fn run(
                 if resp.registry.is_some() {
                     *ctx.registry.write().unwrap_or_else(|e| e.into_inner()) = resp.registry;
                 }
-                let wanted: HashSet<String> =
-                    resp.tasks.iter().map(|t| t.task_arn.clone()).collect();
+                let wanted: HashSet<String> = desired
+                    .keys()
+                    .chain(resp.tasks.iter().map(|t| &t.task_arn))
+                    .cloned()
+                    .collect();
                 if !resp.unchanged {
-                    tasks.sync(&ctx, resp.tasks);
+                    if !resp.changes {
+                        desired.clear();
+                    }
+                    for arn in &resp.removed {
+                        desired.remove(arn);
+                    }
+                    for t in resp.tasks {
+                        desired.insert(t.task_arn.clone(), t);
+                    }
+                    tasks.sync(&ctx, desired.values().cloned().collect());
                 }
                 if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     let mut owned: HashSet<String> = tasks.running.keys().cloned().collect();

@@ -573,6 +573,7 @@ async fn poll(
         known_version,
         wait_ms: POLL_WAIT.as_millis() as u64,
         accepts_unchanged: true,
+        accepts_changes: true,
     })
     .map_err(|e| e.to_string())?;
     let bytes = signed_post(
@@ -675,10 +676,27 @@ struct AgentState {
 }
 
 impl AgentState {
-    /// Takes in a poll's desired set; returns the reports it calls for.
-    fn take(&mut self, fleet: &Fleet, desired: &[DesiredTask]) -> Vec<(u128, TaskReport)> {
-        for h in self.tasks.values_mut() {
-            h.in_set = false;
+    /// Takes in a poll's desired set (or, with `removed`, what changed in it); returns the
+    /// reports it calls for.
+    fn take(
+        &mut self,
+        fleet: &Fleet,
+        desired: &[DesiredTask],
+        removed: Option<&[String]>,
+    ) -> Vec<(u128, TaskReport)> {
+        match removed {
+            None => {
+                for h in self.tasks.values_mut() {
+                    h.in_set = false;
+                }
+            }
+            Some(arns) => {
+                for arn in arns {
+                    if let Some(h) = self.tasks.get_mut(&task_key(arn)) {
+                        h.in_set = false;
+                    }
+                }
+            }
         }
         let now = epoch_now();
         let mut out = Vec::new();
@@ -812,7 +830,11 @@ async fn run_agent(fleet: Arc<Fleet>, me: Joined) -> AgentState {
         if resp.unchanged {
             continue;
         }
-        let reports = st.take(&fleet, &resp.tasks);
+        let reports = st.take(
+            &fleet,
+            &resp.tasks,
+            resp.changes.then_some(&resp.removed[..]),
+        );
         if !reports.is_empty() && !send_reports(&fleet, &me, &mut st, reports, &mut stop).await {
             break;
         }

@@ -29,10 +29,19 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
 const COALESCE: Duration = Duration::from_millis(20);
 
 /// The plan of each task an agent was last handed, by instance ARN then task id: built once
-/// per revision of the task, with a digest of its content, so a poll reads and plans only the
-/// tasks that changed.
+/// per plan revision of the task, with a digest of its content, so a poll reads and plans only
+/// the tasks that changed; and what the agent was last sent, so an answer can carry only the
+/// changes.
 #[derive(Debug, Default)]
-pub struct PlanCache(std::sync::Mutex<HashMap<String, BTreeMap<String, Planned>>>);
+pub struct PlanCache(std::sync::Mutex<HashMap<String, InstancePlans>>);
+
+#[derive(Debug, Default)]
+struct InstancePlans {
+    /// By task id: one cluster's tasks, so id order is task ARN order.
+    plans: BTreeMap<String, Planned>,
+    /// The version last answered with a set, and each task's (ARN, plan digest) in it.
+    sent: Option<(String, BTreeMap<String, (String, [u8; 32])>)>,
+}
 
 #[derive(Debug)]
 struct Planned {
@@ -41,11 +50,18 @@ struct Planned {
     digest: [u8; 32],
 }
 
+/// What one answer hands an agent.
+struct Answer {
+    tasks: Vec<DesiredTask>,
+    removed: Vec<String>,
+    changes: bool,
+}
+
 impl PlanCache {
-    /// The ids of `live` (id, revision) whose plan is missing or older than the state's.
+    /// The ids of `live` (id, plan revision) whose plan is missing or older.
     fn stale(&self, instance: &str, live: &[(String, berth_store::Revision)]) -> Vec<String> {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let known = m.get(instance);
+        let known = m.get(instance).map(|i| &i.plans);
         live.iter()
             .filter(|(id, rev)| known.and_then(|k| k.get(id)).is_none_or(|p| p.rev < *rev))
             .map(|(id, _)| id.clone())
@@ -61,7 +77,7 @@ impl PlanCache {
         fresh: Vec<(String, berth_store::Revision, Option<DesiredTask>)>,
     ) -> [u8; 32] {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let known = m.entry(instance.to_string()).or_default();
+        let known = &mut m.entry(instance.to_string()).or_default().plans;
         for (id, rev, plan) in fresh {
             let digest = Sha256::digest(serde_json::to_vec(&plan).unwrap_or_default()).into();
             known.insert(id, Planned { rev, plan, digest });
@@ -71,7 +87,6 @@ impl PlanCache {
                 live.iter().map(|(id, _)| id.as_str()).collect();
             known.retain(|id, _| ids.contains(id.as_str()));
         }
-        // An instance's tasks are of one cluster: id order is task ARN order.
         let mut h = Sha256::new();
         for p in known.values() {
             if let Some(t) = &p.plan {
@@ -82,14 +97,59 @@ impl PlanCache {
         h.finalize().into()
     }
 
-    /// The live plans of `instance` as [`PlanCache::update`] last left them, in ARN order.
-    fn plans(&self, instance: &str) -> Vec<DesiredTask> {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(instance)
-            .into_iter()
-            .flat_map(|k| k.values())
-            .filter_map(|p| p.plan.clone())
-            .collect()
+    /// The answer that takes an agent holding `known` to `version` (the set
+    /// [`PlanCache::update`] last left): only the changes when the agent accepts them and holds
+    /// the set last sent, the whole set otherwise.
+    fn answer(
+        &self,
+        instance: &str,
+        known: Option<&str>,
+        version: &str,
+        changes_ok: bool,
+    ) -> Answer {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = m.entry(instance.to_string()).or_default();
+        let now: BTreeMap<String, (String, [u8; 32])> = entry
+            .plans
+            .iter()
+            .filter_map(|(id, p)| {
+                p.plan
+                    .as_ref()
+                    .map(|t| (id.clone(), (t.task_arn.clone(), p.digest)))
+            })
+            .collect();
+        let base = entry
+            .sent
+            .as_ref()
+            .filter(|(v, _)| changes_ok && Some(v.as_str()) == known)
+            .map(|(_, s)| s);
+        let out = match base {
+            Some(sent) => Answer {
+                tasks: entry
+                    .plans
+                    .iter()
+                    .filter(|(id, p)| sent.get(*id).is_none_or(|(_, d)| *d != p.digest))
+                    .filter_map(|(_, p)| p.plan.clone())
+                    .collect(),
+                removed: sent
+                    .iter()
+                    .filter(|(id, _)| !now.contains_key(*id))
+                    .map(|(_, (arn, _))| arn.clone())
+                    .collect(),
+                changes: true,
+            },
+            None => Answer {
+                tasks: entry
+                    .plans
+                    .values()
+                    .filter_map(|p| p.plan.clone())
+                    .collect(),
+                removed: Vec::new(),
+                changes: false,
+            },
+        };
+        entry.sent = Some((version.to_string(), now));
+        out
     }
 }
 
@@ -301,16 +361,30 @@ impl Control {
             self.agents.heartbeat(instance_arn);
             generation.borrow_and_update();
             let (instance_status, version) = self.desired_version(&cluster, instance_arn).await?;
-            let answer = |unchanged: bool| PollResponse {
-                tasks: if unchanged {
-                    Vec::new()
+            let answer = |unchanged: bool| {
+                let a = if unchanged {
+                    Answer {
+                        tasks: Vec::new(),
+                        removed: Vec::new(),
+                        changes: false,
+                    }
                 } else {
-                    self.plans.plans(instance_arn)
-                },
-                version: version.clone(),
-                instance_status: instance_status.clone(),
-                registry: None,
-                unchanged,
+                    self.plans.answer(
+                        instance_arn,
+                        r.known_version.as_deref(),
+                        &version,
+                        r.accepts_changes,
+                    )
+                };
+                PollResponse {
+                    tasks: a.tasks,
+                    removed: a.removed,
+                    changes: a.changes,
+                    version: version.clone(),
+                    instance_status: instance_status.clone(),
+                    registry: None,
+                    unchanged,
+                }
             };
             if r.known_version.as_deref() != Some(version.as_str())
                 || instance_status == InstanceStatus::Inactive.as_str()
@@ -361,5 +435,73 @@ mod tests {
         assert!(same("bjt-abc", "bjt-abc"));
         assert!(!same("bjt-abc", "bjt-abd"));
         assert!(!same("bjt-abc", "bjt-ab"));
+    }
+
+    fn plan(id: &str, desired: &str) -> DesiredTask {
+        DesiredTask {
+            task_arn: format!("arn:aws:ecs:us-east-1:0:task/c/{id}"),
+            cluster_arn: "arn:aws:ecs:us-east-1:0:cluster/c".into(),
+            family: "f".into(),
+            revision: 1,
+            desired_status: desired.into(),
+            network_mode: "bridge".into(),
+            containers: Vec::new(),
+            volumes: Vec::new(),
+            stop_reason: None,
+        }
+    }
+
+    #[test]
+    fn answers_carry_only_the_changes_to_an_agent_holding_the_last_set() {
+        let c = PlanCache::default();
+        let live = |ids: &[(&str, u64)]| -> Vec<(String, u64)> {
+            ids.iter().map(|(i, r)| (i.to_string(), *r)).collect()
+        };
+        let l1 = live(&[("a", 1), ("b", 1)]);
+        assert_eq!(c.stale("i", &l1), ["a", "b"]);
+        c.update(
+            "i",
+            &l1,
+            vec![
+                ("a".into(), 1, Some(plan("a", "RUNNING"))),
+                ("b".into(), 1, Some(plan("b", "RUNNING"))),
+            ],
+        );
+        let first = c.answer("i", None, "v1", true);
+        assert!(!first.changes, "an agent with nothing gets the whole set");
+        assert_eq!(first.tasks.len(), 2);
+
+        // b is asked to stop, a is gone, c is new.
+        let l2 = live(&[("b", 2), ("c", 2)]);
+        assert_eq!(
+            c.stale("i", &l2),
+            ["b", "c"],
+            "only what changed is planned again"
+        );
+        c.update(
+            "i",
+            &l2,
+            vec![
+                ("b".into(), 2, Some(plan("b", "STOPPED"))),
+                ("c".into(), 2, Some(plan("c", "RUNNING"))),
+            ],
+        );
+        let delta = c.answer("i", Some("v1"), "v2", true);
+        assert!(delta.changes);
+        let arns: Vec<&str> = delta.tasks.iter().map(|t| t.task_arn.as_str()).collect();
+        assert_eq!(
+            arns,
+            [
+                "arn:aws:ecs:us-east-1:0:task/c/b",
+                "arn:aws:ecs:us-east-1:0:task/c/c"
+            ]
+        );
+        assert_eq!(delta.removed, ["arn:aws:ecs:us-east-1:0:task/c/a"]);
+
+        // An agent that holds another version, or does not take changes, gets the whole set.
+        let full = c.answer("i", Some("v1"), "v2", true);
+        assert!(!full.changes && full.tasks.len() == 2);
+        let full = c.answer("i", Some("v2"), "v2", false);
+        assert!(!full.changes && full.tasks.len() == 2);
     }
 }
