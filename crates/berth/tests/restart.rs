@@ -196,7 +196,7 @@ async fn kill_dash_nine_during_group_commits_loses_no_acknowledged_write() {
         acked.len()
     );
 
-    let p2 = start(dir.path());
+    let mut p2 = start(dir.path());
     for chunk in acked.chunks(100) {
         let d = call(&p2, "DescribeClusters", json!({"clusters": chunk})).await;
         assert_eq!(d.status, 200, "{}", d.body);
@@ -208,6 +208,8 @@ async fn kill_dash_nine_during_group_commits_loses_no_acknowledged_write() {
             d.body["failures"]
         );
     }
+    p2.child.kill().unwrap();
+    p2.child.wait().unwrap();
 }
 
 /// `berth up` (server and agent in one process) killed with `kill -9` mid-flight: after a

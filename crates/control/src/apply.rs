@@ -141,9 +141,42 @@ pub(crate) fn finish_stopped(t: &mut ecs::Task, now: f64) {
     }
 }
 
+/// `ci` with what task `t` (whose definition asks for `d`) held given back: the CPU and memory
+/// the task record says placement reserved, and its static host ports. Pure.
+pub(crate) fn give_back(
+    mut ci: ContainerInstance,
+    t: &ecs::Task,
+    mut d: Demand,
+) -> Result<ContainerInstance, EcsError> {
+    let reg = Resources::from_ecs(ci.registered_resources.as_deref().unwrap_or_default())?;
+    let mut rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
+    // The task record holds what placement reserved; it is the amount to give back.
+    if let Some(cpu) = t.cpu.as_deref().and_then(|c| c.parse::<i64>().ok()) {
+        d.cpu = cpu;
+    }
+    if let Some(memory) = t.memory.as_deref().and_then(|m| m.parse::<i64>().ok()) {
+        d.memory = memory;
+    }
+    rem.cpu = (rem.cpu + d.cpu).min(reg.cpu);
+    rem.memory = (rem.memory + d.memory).min(reg.memory);
+    for p in d.ports {
+        if !reg.ports.contains(&p) {
+            rem.ports.remove(&p);
+        }
+    }
+    for p in d.udp_ports {
+        if !reg.ports_udp.contains(&p) {
+            rem.ports_udp.remove(&p);
+        }
+    }
+    ci.remaining_resources = Some(rem.to_ecs());
+    ci.version = Some(ci.version.unwrap_or(0) + 1);
+    Ok(ci)
+}
+
 /// Folds an agent report into a task record. Statuses only move forward; timestamps are
 /// set once; the server's own stop reason (StopTask) wins over the agent's.
-pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
+pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport, now: f64) {
     let was = t
         .last_status
         .as_deref()
@@ -209,7 +242,7 @@ pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
     }
     if rep.stop_code.is_some() && t.desired_status.as_deref() != Some("STOPPED") {
         t.desired_status = Some("STOPPED".into());
-        t.stopping_at = rep.stopping_at.or(Some(now_epoch()));
+        t.stopping_at = rep.stopping_at.or(Some(now));
         t.stop_code = rep.stop_code.clone();
         t.stopped_reason = rep.stopped_reason.clone();
     }
@@ -223,7 +256,6 @@ pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport) {
             t.connectivity_at = rep.started_at;
         }
         if next == TaskStatus::Stopped {
-            let now = now_epoch();
             t.desired_status = Some("STOPPED".into());
             t.stopping_at.get_or_insert(now);
             t.execution_stopped_at = rep.execution_stopped_at.or(Some(now));
@@ -681,7 +713,7 @@ impl Control {
                 .as_deref()
                 .and_then(TaskStatus::parse)
                 .unwrap_or(TaskStatus::Pending);
-            merge_report(&mut t, rep);
+            merge_report(&mut t, rep, now_epoch());
             let now_status = t
                 .last_status
                 .as_deref()
@@ -710,42 +742,19 @@ impl Control {
     /// `ci` with task `t`'s resources given back.
     pub(crate) async fn released(
         &self,
-        mut ci: ContainerInstance,
+        ci: ContainerInstance,
         t: &ecs::Task,
     ) -> Result<ContainerInstance, EcsError> {
-        let reg = Resources::from_ecs(ci.registered_resources.as_deref().unwrap_or_default())?;
-        let mut rem = Resources::from_ecs(ci.remaining_resources.as_deref().unwrap_or_default())?;
         let td = self
             .find_task_definition(t.task_definition_arn.as_deref().unwrap_or_default())
             .await
             .ok()
             .map(|(td, _)| td);
-        let mut d = match td {
+        let d = match td {
             Some(td) => demand(&td, &t.overrides.clone().unwrap_or_default())?,
             None => Demand::default(),
         };
-        // The task record holds what placement reserved; it is the amount to give back.
-        if let Some(cpu) = t.cpu.as_deref().and_then(|c| c.parse::<i64>().ok()) {
-            d.cpu = cpu;
-        }
-        if let Some(memory) = t.memory.as_deref().and_then(|m| m.parse::<i64>().ok()) {
-            d.memory = memory;
-        }
-        rem.cpu = (rem.cpu + d.cpu).min(reg.cpu);
-        rem.memory = (rem.memory + d.memory).min(reg.memory);
-        for p in d.ports {
-            if !reg.ports.contains(&p) {
-                rem.ports.remove(&p);
-            }
-        }
-        for p in d.udp_ports {
-            if !reg.ports_udp.contains(&p) {
-                rem.ports_udp.remove(&p);
-            }
-        }
-        ci.remaining_resources = Some(rem.to_ecs());
-        ci.version = Some(ci.version.unwrap_or(0) + 1);
-        Ok(ci)
+        give_back(ci, t, d)
     }
 
     /// Registers a host in `cluster`, or updates the ACTIVE/DRAINING instance that already has
@@ -906,7 +915,7 @@ mod tests {
     #[test]
     fn reports_move_status_forward_only() {
         let mut t = task();
-        merge_report(&mut t, &report("RUNNING"));
+        merge_report(&mut t, &report("RUNNING"), 100.0);
         assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
         assert_eq!(t.started_at, Some(10.0));
         let bindings = t.containers.as_ref().unwrap()[0]
@@ -915,7 +924,7 @@ mod tests {
             .unwrap();
         assert_eq!(bindings[0].host_port, Some(32768));
         // A late, duplicated PENDING report changes nothing.
-        merge_report(&mut t, &report("PENDING"));
+        merge_report(&mut t, &report("PENDING"), 100.0);
         assert_eq!(t.last_status.as_deref(), Some("RUNNING"));
         assert_eq!(
             t.containers.as_ref().unwrap()[0].last_status.as_deref(),
@@ -929,7 +938,7 @@ mod tests {
         let mut r = report("STOPPED");
         r.stop_code = Some("EssentialContainerExited".into());
         r.stopped_reason = Some("Essential container in task exited".into());
-        merge_report(&mut t, &r);
+        merge_report(&mut t, &r, 100.0);
         assert_eq!(t.desired_status.as_deref(), Some("STOPPED"));
         assert_eq!(t.stop_code.as_deref(), Some("EssentialContainerExited"));
         assert!(t.stopped_at.is_some() && t.execution_stopped_at.is_some());
@@ -938,7 +947,7 @@ mod tests {
         t.desired_status = Some("STOPPED".into());
         t.stop_code = Some("UserInitiated".into());
         t.stopped_reason = Some("bye".into());
-        merge_report(&mut t, &r);
+        merge_report(&mut t, &r, 100.0);
         assert_eq!(t.stop_code.as_deref(), Some("UserInitiated"));
         assert_eq!(t.stopped_reason.as_deref(), Some("bye"));
     }
@@ -965,5 +974,45 @@ mod tests {
         };
         let d = demand(&td, &o).unwrap();
         assert_eq!((d.cpu, d.memory), (1024, 2048));
+    }
+
+    #[test]
+    fn giving_back_restores_what_the_task_held_and_never_more_than_registered() {
+        let reg = Resources {
+            cpu: 1024,
+            memory: 2048,
+            ports: [22].into(),
+            ports_udp: Default::default(),
+        };
+        let held = Resources {
+            cpu: 1024 - 256,
+            memory: 2048 - 512,
+            ports: [22, 8080].into(),
+            ports_udp: Default::default(),
+        };
+        let ci = ContainerInstance {
+            registered_resources: Some(reg.to_ecs()),
+            remaining_resources: Some(held.to_ecs()),
+            ..Default::default()
+        };
+        let t = ecs::Task {
+            cpu: Some("256".into()),
+            memory: Some("512".into()),
+            ..Default::default()
+        };
+        let d = Demand {
+            ports: vec![8080, 22],
+            ..Default::default()
+        };
+        let back = give_back(ci, &t, d.clone()).unwrap();
+        let rem = Resources::from_ecs(back.remaining_resources.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            rem, reg,
+            "the reserved port 22 stays taken; 8080 is free again"
+        );
+        // Twice (a duplicate) never gives more than was registered.
+        let again = give_back(back, &t, d).unwrap();
+        let rem = Resources::from_ecs(again.remaining_resources.as_deref().unwrap()).unwrap();
+        assert_eq!(rem, reg);
     }
 }
