@@ -528,7 +528,7 @@ fn host_info(i: usize) -> HostInfo {
     }
     HostInfo {
         // `i-` and 17 hex digits, as EC2's; unique within the fleet.
-        instance_id: format!("i-{:017x}", 0x5ca1e_0000_0000_u64 + i as u64),
+        instance_id: format!("i-{:017x}", 0x0005_ca1e_0000_0000_u64 + i as u64),
         cpu: HOST_CPU,
         memory_mib: HOST_MEMORY_MIB,
         reserved_ports: Vec::new(),
@@ -1028,7 +1028,7 @@ async fn sample(admin: Arc<Admin>, job: Arc<Job>, progress: Arc<Progress>, mut s
     let mut k = 0usize;
     while !stop.sleep(SAMPLE_EVERY).await {
         let call = async {
-            if k % 2 == 0 && services > 0 {
+            if k.is_multiple_of(2) && services > 0 {
                 let names: Vec<String> = (0..per_call)
                     .map(|j| service_name((k / 2 * per_call + j) % services))
                     .collect();

@@ -39,9 +39,12 @@ pub struct PlanCache(std::sync::Mutex<HashMap<String, InstancePlans>>);
 struct InstancePlans {
     /// By task id: one cluster's tasks, so id order is task ARN order.
     plans: BTreeMap<String, Planned>,
-    /// The version last answered with a set, and each task's (ARN, plan digest) in it.
-    sent: Option<(String, BTreeMap<String, (String, [u8; 32])>)>,
+    /// The version last answered with a set, and what it held.
+    sent: Option<(String, Sent)>,
 }
+
+/// Each task's (ARN, plan digest) in a set sent to an agent, by task id.
+type Sent = BTreeMap<String, (String, [u8; 32])>;
 
 #[derive(Debug)]
 struct Planned {
@@ -109,7 +112,7 @@ impl PlanCache {
     ) -> Answer {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let entry = m.entry(instance.to_string()).or_default();
-        let now: BTreeMap<String, (String, [u8; 32])> = entry
+        let now: Sent = entry
             .plans
             .iter()
             .filter_map(|(id, p)| {

@@ -771,16 +771,15 @@ impl State {
                         Some(("instances", _, _)) => {
                             touched.extend(cs.delete_instance(&e.kv.key, e.kv.mod_revision))
                         }
-                        Some((_, _, id)) => {
+                        Some((_, _, id))
                             if cs
                                 .tasks
                                 .get(id)
-                                .is_some_and(|t| t.mod_revision < e.kv.mod_revision)
-                            {
-                                touched.extend(cs.drop_task(id).iter().map(|a| a.to_string()));
-                            }
+                                .is_some_and(|t| t.mod_revision < e.kv.mod_revision) =>
+                        {
+                            touched.extend(cs.drop_task(id).iter().map(|a| a.to_string()));
                         }
-                        None => {}
+                        _ => {}
                     },
                 }
             }

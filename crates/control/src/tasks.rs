@@ -226,14 +226,11 @@ impl Control {
         let service_group = r.service_name.as_deref().map(|s| format!("service:{s}"));
         // The token is the last key returned; the state is in id order, which is key order.
         let prefix = keys::tasks_of(&cluster);
-        let after = match token.as_deref() {
-            Some(t) => Some(
-                t.strip_prefix(prefix.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let after = token.as_deref().map(|t| {
+            t.strip_prefix(prefix.as_str())
+                .unwrap_or_default()
+                .to_string()
+        });
         self.caught_up().await?;
         let cs = self.state.cluster(&cluster).await;
         let page = cs.tasks_after(after.as_deref(), limit + 1, |t| {
