@@ -699,7 +699,8 @@ impl State {
                 Self::apply_put(cs, &kv);
             }
         }
-        let names: Vec<String> = {
+        // Every cluster once: those the state knows and those the store has.
+        let names: BTreeSet<String> = {
             let m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
             m.keys().cloned().chain(fresh.keys().cloned()).collect()
         };
@@ -978,6 +979,7 @@ mod tests {
         #[test]
         fn the_state_follows_the_store_and_places_as_the_full_scan(
             steps in prop::collection::vec(step(), 1..16),
+            reload in any::<bool>(),
         ) {
             rt().block_on(async {
                 let (c, _stop) = control().await;
@@ -1052,6 +1054,11 @@ mod tests {
                     }
                     c.caught_up().await.unwrap();
                     assert_eq!(c.state.dump().await, fresh(&c).await, "the state differs from the store");
+                    if reload {
+                        // What the applier does when it falls behind: reload in place.
+                        c.state.load(&*c.store).await.unwrap();
+                        assert_eq!(c.state.dump().await, fresh(&c).await, "a reload lost state");
+                    }
                     let cs = c.state.cluster("default").await;
                     let mut indexed: Vec<String> = cs.index_instances("EC2").into_iter().map(|c| c.arn).collect();
                     indexed.sort();
