@@ -14,6 +14,7 @@ use crate::{conflict_exhausted, encode, Control, CAS_ATTEMPTS};
 use berth_api::ecs::{self, Attribute};
 use berth_api::{EcsError, ErrorKind};
 use berth_model::status::InstanceStatus;
+use berth_scheduler::Candidate;
 use berth_store::Txn;
 use std::collections::BTreeMap;
 
@@ -177,12 +178,26 @@ impl Control {
             Some(f) => Some(crate::placement::expression("filter", f)?),
             None => None,
         };
-        let mut groups = match filter {
-            Some(_) => self.groups_by_instance(&cluster).await?,
-            None => Default::default(),
+        let instances: Vec<(
+            ecs::ContainerInstance,
+            berth_store::KeyValue,
+            Option<Candidate>,
+        )> = match filter {
+            Some(_) => self
+                .candidates(&cluster)
+                .await?
+                .into_iter()
+                .map(|(ci, kv, c)| (ci, kv, Some(c)))
+                .collect(),
+            None => self
+                .instances_of(&cluster)
+                .await?
+                .into_iter()
+                .map(|(ci, kv)| (ci, kv, None))
+                .collect(),
         };
         let mut items: Vec<(String, String)> = Vec::new();
-        for (ci, kv) in self.instances_of(&cluster).await? {
+        for (ci, kv, c) in instances {
             let st = ci.status.as_deref().unwrap_or("");
             let status_ok = match r.status.as_deref() {
                 Some(want) => st == want,
@@ -192,13 +207,8 @@ impl Control {
                 continue;
             }
             let arn = ci.container_instance_arn.clone().unwrap_or_default();
-            if let Some(f) = &filter {
-                let c = crate::placement::candidate(
-                    &ci,
-                    self.agents.is_connected(&arn),
-                    groups.remove(&arn).unwrap_or_default(),
-                )?;
-                if !f.matches(&c) {
+            if let (Some(f), Some(c)) = (&filter, &c) {
+                if !f.matches(c) {
                     continue;
                 }
             }

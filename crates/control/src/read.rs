@@ -9,6 +9,7 @@ use berth_api::{EcsError, ErrorKind};
 use berth_model::arn::{Arn, ResourceKind};
 use berth_model::names;
 use berth_model::status::{ClusterStatus, TaskDefinitionStatus};
+use berth_scheduler::Candidate;
 use berth_store::KeyValue;
 use std::collections::{BTreeMap, HashMap};
 
@@ -243,7 +244,30 @@ impl Control {
     }
 
     /// Task groups of the tasks not yet stopped, per container instance ARN.
-    pub(crate) async fn groups_by_instance(
+    /// Every instance of `cluster` (in key order) with how placement and the query language
+    /// see it, from a fresh read of the store: `--filter` reads it, and it is the reference
+    /// the cluster state is tested against.
+    pub(crate) async fn candidates(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(ContainerInstance, KeyValue, Candidate)>, EcsError> {
+        let mut groups = self.groups_by_instance(cluster).await?;
+        self.instances_of(cluster)
+            .await?
+            .into_iter()
+            .map(|(ci, kv)| {
+                let arn = ci.container_instance_arn.clone().unwrap_or_default();
+                let c = crate::placement::candidate(
+                    &ci,
+                    self.agents.is_connected(&arn),
+                    groups.remove(&arn).unwrap_or_default(),
+                )?;
+                Ok((ci, kv, c))
+            })
+            .collect()
+    }
+
+    async fn groups_by_instance(
         &self,
         cluster: &str,
     ) -> Result<HashMap<String, BTreeMap<String, u32>>, EcsError> {

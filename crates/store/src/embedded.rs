@@ -30,6 +30,12 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// How many revisions of history watches can replay.
 const LOG_KEEP: u64 = 100_000;
 
+/// Revisions a watcher may fall behind the writer before it is told to re-read.
+const LIVE_BACKLOG: usize = 1024;
+
+/// Batches waiting in one watcher's own queue.
+const WATCH_QUEUE: usize = 64;
+
 /// The most transactions one group commit takes.
 const GROUP_MAX: usize = 1024;
 
@@ -188,7 +194,9 @@ impl Embedded {
             w.open_table(LOG).map_err(backend)?;
         }
         w.commit().map_err(backend)?;
-        let (live, _) = broadcast::channel(4096);
+        // A watcher this far behind the writer must re-read (a placement's batch can be
+        // megabytes: the backlog is memory).
+        let (live, _) = broadcast::channel(LIVE_BACKLOG);
         let db = Arc::new(db);
         let (queue, rx) = mpsc::unbounded_channel();
         let thread = {
@@ -488,11 +496,11 @@ impl Store for Embedded {
         let (upto, history) = self
             .blocking(move |db| Self::history(db, &p, after))
             .await?;
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         let prefix = prefix.to_string();
         tokio::spawn(async move {
             for b in history {
-                if tx.send(Ok(b)).await.is_err() {
+                if tx.send(Ok(Arc::new(b))).await.is_err() {
                     return;
                 }
             }
@@ -502,18 +510,25 @@ impl Store for Embedded {
                         if batch.revision <= upto {
                             continue;
                         }
-                        let events: Vec<Event> = batch
+                        let matching = batch
                             .events
                             .iter()
                             .filter(|e| e.kv.key.starts_with(&prefix))
-                            .cloned()
-                            .collect();
-                        if events.is_empty() {
+                            .count();
+                        let b = if matching == batch.events.len() {
+                            batch
+                        } else if matching == 0 {
                             continue;
-                        }
-                        let b = Batch {
-                            revision: batch.revision,
-                            events,
+                        } else {
+                            Arc::new(Batch {
+                                revision: batch.revision,
+                                events: batch
+                                    .events
+                                    .iter()
+                                    .filter(|e| e.kv.key.starts_with(&prefix))
+                                    .cloned()
+                                    .collect(),
+                            })
                         };
                         if tx.send(Ok(b)).await.is_err() {
                             return;
@@ -646,9 +661,9 @@ mod tests {
                     .unwrap()
                     .unwrap()
                     .unwrap();
-                for e in b.events {
+                for e in &b.events {
                     assert_eq!(e.kv.mod_revision, b.revision);
-                    seen.push((e.kind, e.kv.key, e.kv.mod_revision));
+                    seen.push((e.kind, e.kv.key.clone(), e.kv.mod_revision));
                 }
             }
             assert_eq!(

@@ -121,7 +121,8 @@ pub struct Batch {
 /// A stream of changes under a prefix, one [`Batch`] per revision, in revision order.
 #[derive(Debug)]
 pub struct Watch {
-    pub rx: mpsc::Receiver<Result<Batch, StoreError>>,
+    /// Shared with every other watcher of the same revision when all its events match.
+    pub rx: mpsc::Receiver<Result<std::sync::Arc<Batch>, StoreError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
