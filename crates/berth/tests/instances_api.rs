@@ -1588,3 +1588,26 @@ async fn a_task_write_wakes_only_its_own_agents_poll() {
         "B's poll answered after {took:?}, before its wait was up"
     );
 }
+
+#[tokio::test]
+async fn start_task_naming_an_instance_twice_places_one_copy_and_reserves_once() {
+    let s = setup().await;
+    register_td(&s, "web", 100).await;
+    let a = FakeAgent::join(&s, 1000).await;
+    a.poll(None, 0).await;
+    let v = s
+        .ok(
+            "StartTask",
+            json!({"cluster": "default", "taskDefinition": "web",
+                   "containerInstances": [a.arn, a.arn]}),
+        )
+        .await;
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["failures"][0]["reason"], "MISSING", "{v}");
+    let ci = describe_instance(&s, &a.arn).await;
+    assert_eq!(
+        resource(&ci, "remainingResources", "MEMORY")["integerValue"],
+        900,
+        "one copy's memory reserved, once"
+    );
+}

@@ -556,8 +556,7 @@ impl Control {
             };
             match self.store.txn(commit.txn).await {
                 Ok(TxnOutcome::Committed(rev)) => {
-                    let woken =
-                        cs.committed(rev, commit.instances, &commit.tasks, self.state.presence());
+                    let woken = cs.committed(rev, commit.instances, &commit.tasks);
                     let dirty = cs.take_dirty_services();
                     drop(cs);
                     for name in dirty {

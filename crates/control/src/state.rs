@@ -491,8 +491,14 @@ impl ClusterState {
                     .collect();
             }
             Pool::Instances(arns) => {
+                let mut seen = BTreeSet::new();
                 for arn in arns {
-                    self.place_on(arn, d, rules, presence, &mut out);
+                    if seen.insert(arn.as_str()) {
+                        self.place_on(arn, d, rules, presence, &mut out);
+                    } else {
+                        // Named twice: one copy per instance, as before the state existed.
+                        out.failures.push((arn.to_string(), None));
+                    }
                 }
             }
         }
@@ -569,7 +575,6 @@ impl ClusterState {
         rev: Revision,
         instances: Vec<(String, ContainerInstance)>,
         tasks: &[(String, ecs::Task)],
-        presence: &Presence,
     ) -> Vec<String> {
         let mut touched = Vec::new();
         for (key, record) in instances {
@@ -588,7 +593,6 @@ impl ClusterState {
         touched.dedup();
         // No refile: the index took these copies when it placed them, and the cluster's lock,
         // held from the decision to here, kept every other change out in between.
-        let _ = presence;
         touched
     }
 }
