@@ -7,6 +7,7 @@
 
 use crate::apply::Registration;
 use crate::auth::{random_secret, AccessKey};
+use crate::read::task_id_of;
 use crate::{decode, encode, keys, plan, store_error, Control};
 use berth_agent_proto::{
     DesiredTask, JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest,
@@ -316,10 +317,7 @@ impl Control {
             .flatten()
         {
             let t: ecs::Task = decode(&kv)?;
-            let id = t
-                .task_arn
-                .as_deref()
-                .and_then(|a| a.rsplit('/').next())
+            let id = task_id_of(t.task_arn.as_deref().unwrap_or_default())
                 .unwrap_or_default()
                 .to_string();
             if t.container_instance_arn.as_deref() != Some(instance_arn)

@@ -96,12 +96,12 @@ impl Control {
                 )));
             };
             let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            self.caught_up().await?;
             if ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str()) {
                 return Ok(ecs::DeregisterContainerInstanceResponse {
                     container_instance: Some(self.present_instance(&cluster, ci, false).await?),
                 });
             }
-            self.caught_up().await?;
             let (running, pending) = self.state.cluster(&cluster).await.task_counts(&arn);
             let live = running + pending;
             if live > 0 && !r.force.unwrap_or(false) {
@@ -143,6 +143,7 @@ impl Control {
         let with_tags = include.iter().any(|i| i == "TAGS");
         let mut found = Vec::new();
         let mut failures = Vec::new();
+        self.caught_up().await?;
         for ident in idents {
             let hit = match self.instance_id(&cluster, &ident) {
                 Ok(_) => self.find_instance(&cluster, &ident).await?,
@@ -245,6 +246,7 @@ impl Control {
         }
         let mut done = Vec::new();
         let mut failures = Vec::new();
+        self.caught_up().await?;
         'each: for ident in idents {
             for _ in 0..CAS_ATTEMPTS {
                 let hit = match self.instance_id(&cluster, &ident) {

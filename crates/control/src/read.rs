@@ -149,18 +149,26 @@ impl Control {
         self.arn(ResourceKind::ContainerInstance, &format!("{cluster}/{id}"))
     }
 
+    /// Every record under `prefix`, decoded, in key order.
+    async fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(T, KeyValue)>, EcsError> {
+        let kvs = self
+            .store
+            .range(prefix, None, None)
+            .await
+            .map_err(store_error)?;
+        kvs.into_iter()
+            .map(|kv| Ok((decode::<T>(&kv)?, kv)))
+            .collect()
+    }
+
     pub(crate) async fn instances_of(
         &self,
         cluster: &str,
     ) -> Result<Vec<(ContainerInstance, KeyValue)>, EcsError> {
-        let kvs = self
-            .store
-            .range(&keys::instances_of(cluster), None, None)
-            .await
-            .map_err(store_error)?;
-        kvs.into_iter()
-            .map(|kv| Ok((decode::<ContainerInstance>(&kv)?, kv)))
-            .collect()
+        self.records(&keys::instances_of(cluster)).await
     }
 
     /// An instance record of `cluster` by identifier.
@@ -198,14 +206,7 @@ impl Control {
         &self,
         cluster: &str,
     ) -> Result<Vec<(ecs::Task, KeyValue)>, EcsError> {
-        let kvs = self
-            .store
-            .range(&keys::tasks_of(cluster), None, None)
-            .await
-            .map_err(store_error)?;
-        kvs.into_iter()
-            .map(|kv| Ok((decode::<ecs::Task>(&kv)?, kv)))
-            .collect()
+        self.records(&keys::tasks_of(cluster)).await
     }
 
     /// The task definition a run refers to, checked as runnable with this launch type.
@@ -356,7 +357,8 @@ impl Control {
             .unwrap_or_default())
     }
 
-    /// Derived members: agentConnected, running and pending counts, tags when asked.
+    /// Derived members: agentConnected, running and pending counts (from the cluster state:
+    /// callers catch it up once, before presenting one or many), tags when asked.
     pub(crate) async fn present_instance(
         &self,
         cluster: &str,
@@ -364,7 +366,6 @@ impl Control {
         with_tags: bool,
     ) -> Result<ContainerInstance, EcsError> {
         let arn = ci.container_instance_arn.clone().unwrap_or_default();
-        self.caught_up().await?;
         let (running, pending) = self.state.cluster(cluster).await.task_counts(&arn);
         ci.running_tasks_count = Some(running);
         ci.pending_tasks_count = Some(pending);

@@ -75,13 +75,6 @@ fn percents(c: Option<&ecs::DeploymentConfiguration>) -> Result<(i32, i32), EcsE
     Ok((min, max))
 }
 
-/// The launch type a service's tasks start with.
-fn deploy_launch_type(s: &Service) -> String {
-    s.launch_type
-        .clone()
-        .unwrap_or_else(|| deploy::DEFAULT_LAUNCH_TYPE.into())
-}
-
 /// What the pure reconciler reads of a service record.
 fn service_state(s: &Service) -> deploy::ServiceState {
     let config = s.deployment_configuration.clone().unwrap_or_default();
@@ -659,7 +652,9 @@ impl Control {
         let now = now_epoch();
         let input = self.service_input(cluster, &s).await?;
         let decision = deploy::decide(&input, now);
-        let outcome = self.apply_decision(cluster, &s, &decision).await?;
+        let outcome = self
+            .apply_decision(cluster, &s, input.service.launch_type(), &decision)
+            .await?;
         let tasks = if decision.acts() {
             self.caught_up().await?;
             self.service_tasks(cluster, &s).await
@@ -746,6 +741,7 @@ impl Control {
         &self,
         cluster: &str,
         s: &Service,
+        launch_type: &str,
         d: &deploy::Decision,
     ) -> Result<deploy::Outcome, EcsError> {
         let mut out = deploy::Outcome::default();
@@ -764,7 +760,7 @@ impl Control {
         };
         let targets: Vec<(Target, usize)> = match &d.start {
             deploy::Start::Replicas(n) => {
-                vec![(Target::LaunchType(deploy_launch_type(s)), *n as usize)]
+                vec![(Target::LaunchType(launch_type.to_string()), *n as usize)]
             }
             deploy::Start::OnInstances(arns) => arns
                 .iter()

@@ -500,6 +500,26 @@ mod tests {
             .collect()
     }
 
+    /// The rules the property tests place with: group `g`, a fixed seed, and optionally
+    /// `distinctInstance` and a static `memberOf`.
+    fn rules(strategies: Vec<Strategy>, distinct: bool, member: bool) -> Rules {
+        let mut rules = Rules {
+            strategies,
+            group: "g".into(),
+            seed: 1,
+            ..Default::default()
+        };
+        if distinct {
+            rules.constraints.push(Constraint::DistinctInstance);
+        }
+        if member {
+            rules.constraints.push(Constraint::MemberOf(
+                query::parse("attribute:ecs.instance-type == m5.large").unwrap(),
+            ));
+        }
+        rules
+    }
+
     proptest! {
         /// The index and the full scan agree on every copy, whatever the chain it serves.
         #[test]
@@ -519,11 +539,7 @@ mod tests {
                 4 => vec![az(), Strategy::Binpack(Resource::Cpu)],
                 _ => vec![az()],
             };
-            let mut rules = Rules { strategies, group: "g".into(), seed: 1, ..Default::default() };
-            if distinct { rules.constraints.push(Constraint::DistinctInstance); }
-            if member {
-                rules.constraints.push(Constraint::MemberOf(query::parse("attribute:ecs.instance-type == m5.large").unwrap()));
-            }
+            let rules = rules(strategies, distinct, member);
             let mut scan = cluster(&spec);
             let mut index = ClusterIndex::new(cluster(&spec));
             for (cpu, memory, count) in demands {
@@ -581,11 +597,7 @@ mod tests {
                 4 => vec![az(), Strategy::Spread(SpreadField::Instance)],
                 _ => vec![az()],
             };
-            let mut rules = Rules { strategies, group: "g".into(), seed: 1, ..Default::default() };
-            if distinct { rules.constraints.push(Constraint::DistinctInstance); }
-            if member {
-                rules.constraints.push(Constraint::MemberOf(query::parse("attribute:ecs.instance-type == m5.large").unwrap()));
-            }
+            let rules = rules(strategies, distinct, member);
             let mut index = ClusterIndex::new(Vec::new());
             for ch in changes {
                 match ch {
