@@ -25,14 +25,6 @@ use berth_scheduler::{Candidate, Demand, Rules};
 use berth_store::{Compare, KeyValue, Txn, TxnOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Where a placement may go.
-pub(crate) enum Target {
-    /// Any instance of the launch type (RunTask).
-    LaunchType(String),
-    /// Exactly these instance ids, one copy each (StartTask).
-    Instances(Vec<String>),
-}
-
 /// Who asked for the tasks, how to label them, and the request's placement rules.
 #[derive(Default)]
 pub(crate) struct Meta {
@@ -452,16 +444,16 @@ impl Control {
         &self,
         cluster_ident: Option<&str>,
         td_ident: Option<&str>,
-        target: Target,
+        pool: Pool,
         count: usize,
         meta: Meta,
     ) -> Result<(Vec<ecs::Task>, Vec<ecs::Failure>), EcsError> {
         let (cluster_rec, _) = self.active_cluster(cluster_ident).await?;
         let cluster = cluster_rec.cluster_name.clone().unwrap_or_default();
         let cluster_arn = cluster_rec.cluster_arn.clone().unwrap_or_default();
-        let launch_type = match &target {
-            Target::LaunchType(l) => l.clone(),
-            Target::Instances(_) => "EC2".to_string(),
+        let launch_type = match &pool {
+            Pool::LaunchType(l) => l.clone(),
+            Pool::Instances(_) => "EC2".to_string(),
         };
         let td = self
             .runnable_definition(td_ident, &launch_type, meta.allow_inactive)
@@ -504,14 +496,6 @@ impl Control {
             }
         }
 
-        let pool = match &target {
-            Target::LaunchType(lt) => Pool::LaunchType(lt.clone()),
-            Target::Instances(ids) => Pool::Instances(
-                ids.iter()
-                    .map(|id| self.instance_arn(&cluster, id))
-                    .collect(),
-            ),
-        };
         let ctx = Placing {
             cluster: &cluster,
             cluster_arn: &cluster_arn,

@@ -7,8 +7,9 @@
 //! [`berth_reconcile::service::reconcile`] decides; [`Control::reconcile_services`] reads,
 //! decides, places and stops, and records counts, rollout state and events.
 
-use crate::apply::{Meta, Target};
+use crate::apply::Meta;
 use crate::paging::{decode_token, max_results, page};
+use crate::state::Pool;
 use crate::{
     conflict_exhausted, decode, encode, keys, now_epoch, store_error, Control, CAS_ATTEMPTS,
 };
@@ -758,13 +759,13 @@ impl Control {
         let Some(primary) = d.deployments.first().filter(|_| d.start.count() > 0) else {
             return Ok(out);
         };
-        let targets: Vec<(Target, usize)> = match &d.start {
+        let targets: Vec<(Pool, usize)> = match &d.start {
             deploy::Start::Replicas(n) => {
-                vec![(Target::LaunchType(launch_type.to_string()), *n as usize)]
+                vec![(Pool::LaunchType(launch_type.to_string()), *n as usize)]
             }
             deploy::Start::OnInstances(arns) => arns
                 .iter()
-                .map(|a| (Target::Instances(vec![deploy::task_id(a).to_string()]), 1))
+                .map(|a| (Pool::Instances(vec![a.clone()]), 1))
                 .collect(),
         };
         let strategies = match &d.placement {

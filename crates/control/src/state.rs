@@ -136,9 +136,9 @@ pub(crate) struct Placed {
 /// Where a placement may go.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
-    /// Any instance of the launch type.
+    /// Any instance of the launch type (RunTask, REPLICA services).
     LaunchType(String),
-    /// Exactly these instances (by ARN), one copy each.
+    /// Exactly these instances (by ARN), one copy each (StartTask, DAEMON services).
     Instances(Vec<String>),
 }
 
@@ -877,7 +877,8 @@ impl State {
         }
     }
 
-    /// Every cluster's instances and tasks, for comparing with a fresh load (tests).
+    /// Every cluster's instances and tasks, for comparing with a fresh load.
+    #[cfg(test)]
     pub async fn dump(&self) -> BTreeMap<String, (Vec<InstanceEntry>, Vec<TaskSummary>)> {
         let names: Vec<String> = {
             let m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
@@ -901,7 +902,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::{Meta, Registration, Target};
+    use crate::apply::{Meta, Registration};
     use crate::Control;
     use berth_agent_proto::TaskReport;
     use berth_store::Embedded;
@@ -1029,7 +1030,7 @@ mod tests {
                                     cs.undo(&got.touched, &c.agents);
                                 }
                             }
-                            let placed = c.start_tasks(Some("default"), Some(family), Target::LaunchType("EC2".into()), count, Meta {
+                            let placed = c.start_tasks(Some("default"), Some(family), Pool::LaunchType("EC2".into()), count, Meta {
                                 strategies,
                                 ..Default::default()
                             }).await;

@@ -7,8 +7,9 @@
 //! RunTask calls never over-commit a host. A task that reaches STOPPED gives its resources
 //! back in the same transaction that records the stop, exactly once.
 
-use crate::apply::{Meta, Target};
+use crate::apply::Meta;
 use crate::paging::{decode_token, max_results};
+use crate::state::Pool;
 use crate::{keys, now_epoch, store_error, Control};
 use berth_api::ecs::{self};
 use berth_api::error::check_enum;
@@ -63,7 +64,7 @@ impl Control {
             .start_tasks(
                 r.cluster.as_deref(),
                 r.task_definition.as_deref(),
-                Target::LaunchType(launch_type),
+                Pool::LaunchType(launch_type),
                 count as usize,
                 Meta {
                     allow_inactive: false,
@@ -95,18 +96,18 @@ impl Control {
                 idents.len()
             )));
         }
-        let ids = idents
+        let arns = idents
             .iter()
-            .map(|i| self.instance_id(&cluster, i))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|i| Ok(self.instance_arn(&cluster, &self.instance_id(&cluster, i)?)))
+            .collect::<Result<Vec<_>, EcsError>>()?;
         check_started_by(r.started_by.as_deref())?;
         check_group(r.group.as_deref())?;
-        let n = ids.len();
+        let n = arns.len();
         let (tasks, failures) = self
             .start_tasks(
                 r.cluster.as_deref(),
                 r.task_definition.as_deref(),
-                Target::Instances(ids),
+                Pool::Instances(arns),
                 n,
                 Meta {
                     started_by: r.started_by,
