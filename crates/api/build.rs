@@ -1,8 +1,8 @@
-//! Generates the ECS and ECR wire shapes from botocore's service models (`models/*.json`).
+//! Generates the ECS, ECR and CloudWatch Logs wire shapes from botocore's service models (`models/*.json`).
 //!
 //! Every structure reachable from an implemented operation becomes a serde struct whose members
 //! keep botocore's names and types, so "accept and return every member the model defines" holds
-//! by construction. To implement a new operation, add its name to `ECS` or `ECR`.
+//! by construction. To implement a new operation, add its name to `ECS`, `ECR` or `LOGS`.
 
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +50,28 @@ const ECS: &[&str] = &[
     "UpdateService",
 ];
 
+/// The CloudWatch Logs operations Berth serves.
+const LOGS: &[&str] = &[
+    "CreateLogGroup",
+    "CreateLogStream",
+    "DeleteLogGroup",
+    "DeleteLogStream",
+    "DeleteRetentionPolicy",
+    "DescribeLogGroups",
+    "DescribeLogStreams",
+    "FilterLogEvents",
+    "GetLogEvents",
+    "ListTagsForResource",
+    "ListTagsLogGroup",
+    "PutLogEvents",
+    "PutRetentionPolicy",
+    "TagLogGroup",
+    "TagResource",
+    "TestMetricFilter",
+    "UntagLogGroup",
+    "UntagResource",
+];
+
 /// The ECR operations Berth serves.
 const ECR: &[&str] = &[
     "BatchCheckLayerAvailability",
@@ -85,6 +107,7 @@ fn main() {
     for (model_file, out_file, request, implemented) in [
         ("ecs-2014-11-13.json", "ecs.rs", "EcsRequest", ECS),
         ("ecr-2015-09-21.json", "ecr.rs", "EcrRequest", ECR),
+        ("logs-2014-03-28.json", "logs.rs", "LogsRequest", LOGS),
     ] {
         let model_path = manifest.join("models").join(model_file);
         println!("cargo:rerun-if-changed={}", model_path.display());

@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 pub const JOIN_PATH: &str = "/_berth/agent/v1/join";
 pub const POLL_PATH: &str = "/_berth/agent/v1/poll";
 pub const REPORT_PATH: &str = "/_berth/agent/v1/report";
+/// Where agents ship containers' output (the awslogs driver).
+pub const LOGS_PATH: &str = "/_berth/agent/v1/logs";
 
 /// What the agent knows about its host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +160,11 @@ pub struct ContainerPlan {
     pub health_check: Option<HealthCheckPlan>,
     /// Seconds between SIGTERM and SIGKILL.
     pub stop_timeout: Option<i32>,
+    /// `logConfiguration.logDriver` (`None`: Docker's default) and its `options`.
+    #[serde(default)]
+    pub log_driver: Option<String>,
+    #[serde(default)]
+    pub log_options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +224,39 @@ pub struct DockerVolumePlan {
     pub driver: Option<String>,
     pub driver_opts: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+}
+
+/// A batch of one container's output for one log stream. An empty batch only makes sure the
+/// group (with `create_group`) and the stream exist, and asks for the cursor held; with an
+/// empty `stream` it only checks (or makes) the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub group: String,
+    pub stream: String,
+    /// `awslogs-create-group`: make the group when it is missing.
+    #[serde(default)]
+    pub create_group: bool,
+    /// `awslogs-region`, which must be the server's.
+    #[serde(default)]
+    pub region: Option<String>,
+    pub events: Vec<LogLine>,
+}
+
+/// One log event. `cursor` is the producer's position after it (the Docker log timestamp of
+/// its last line, in ns), increasing within a stream: events at or before the stream's cursor
+/// are already stored and are skipped, so resending a batch is safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub message: String,
+    pub cursor: i64,
+}
+
+/// The stream's cursor after the batch: where the agent resumes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatchResponse {
+    pub cursor: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,8 @@
 
 use crate::AgentError;
 use berth_agent_proto::{
-    JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
-    TaskReport, JOIN_PATH, POLL_PATH, REPORT_PATH,
+    JoinRequest, JoinResponse, LogBatch, LogBatchResponse, PollRequest, PollResponse,
+    ReportRequest, ReportResponse, TaskReport, JOIN_PATH, LOGS_PATH, POLL_PATH, REPORT_PATH,
 };
 use berth_api::sigv4::{sign_request, SigningKey};
 use bytes::Bytes;
@@ -171,6 +171,17 @@ impl ServerClient {
         })
         .map_err(|e| AgentError::Protocol(e.to_string()))?;
         self.post(POLL_PATH, body, Some(id), wait + Duration::from_secs(15))
+            .await
+    }
+
+    /// Ships one batch of a container's output (the awslogs driver).
+    pub async fn ship_logs(
+        &self,
+        id: &Identity,
+        batch: &LogBatch,
+    ) -> Result<LogBatchResponse, AgentError> {
+        let body = serde_json::to_vec(batch).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.post(LOGS_PATH, body, Some(id), Duration::from_secs(30))
             .await
     }
 

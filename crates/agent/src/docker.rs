@@ -1,15 +1,21 @@
 //! [`Runtime`] on the Docker Engine API, through bollard.
 
-use crate::runtime::{CreateSpec, Listed, Observed, Runtime, RuntimeError};
+use crate::runtime::{
+    CreateSpec, Listed, Observed, OutputLine, OutputLines, Runtime, RuntimeError,
+};
 use async_trait::async_trait;
 use berth_agent_proto::Binding;
 use bollard::container::{
-    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    Config, CreateContainerOptions, ListContainersOptions, LogOutput, LogsOptions,
+    RemoveContainerOptions,
     StopContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
-use bollard::models::{HealthConfig, HealthStatusEnum, HostConfig, PortBinding, ResourcesUlimits};
+use bollard::models::{
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding,
+    ResourcesUlimits,
+};
 use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -41,6 +47,14 @@ fn is_not_found(e: &BollardError) -> bool {
 }
 
 /// Docker's zero time means "never".
+/// Splits Docker's `2024-01-02T03:04:05.123456789Z ` prefix from a log frame.
+fn split_timestamp(frame: &str) -> Option<(i64, &str)> {
+    let (stamp, rest) = frame.split_once(' ')?;
+    let t = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some((t.unix_timestamp_nanos() as i64, rest))
+}
+
 fn epoch(s: Option<&str>) -> Option<f64> {
     let s = s?;
     if s.starts_with("0001-") {
@@ -207,6 +221,10 @@ impl Runtime for Docker {
                 binds: Some(s.binds.clone()),
                 network_mode: Some(s.network_mode.clone()),
                 port_bindings: Some(bindings),
+                log_config: s.log_config.as_ref().map(|(driver, opts)| HostConfigLogConfig {
+                    typ: Some(driver.clone()),
+                    config: Some(opts.clone()),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -340,5 +358,56 @@ impl Runtime for Docker {
                 running: c.state.as_deref() == Some("running"),
             })
             .collect())
+    }
+
+    async fn follow_output(&self, id: &str, since_ns: i64) -> Result<OutputLines, RuntimeError> {
+        let opts = LogsOptions::<String> {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            since: since_ns.div_euclid(1_000_000_000),
+            ..Default::default()
+        };
+        let frames = self.client.logs(id, Some(opts));
+        // A frame is one line, or a piece of a long one (Docker cuts lines at 16 KiB and stamps
+        // each piece); pieces are joined until a newline ends the line. A line takes the time
+        // of its last piece, so resuming after it skips all of it.
+        let mut partial = String::new();
+        let lines = frames.filter_map(move |frame| {
+            let out = match frame {
+                Err(e) => Some(Err(api(e))),
+                Ok(f) => {
+                    let bytes = match f {
+                        LogOutput::StdOut { message }
+                        | LogOutput::StdErr { message }
+                        | LogOutput::Console { message }
+                        | LogOutput::StdIn { message } => message,
+                    };
+                    let text = String::from_utf8_lossy(&bytes);
+                    match split_timestamp(&text) {
+                        None => None,
+                        Some((time_ns, rest)) => {
+                            let done = rest.ends_with('\n');
+                            partial.push_str(rest.strip_suffix('\n').unwrap_or(rest));
+                            if done {
+                                let text = std::mem::take(&mut partial);
+                                let text = text.strip_suffix('\r').map(str::to_string).unwrap_or(text);
+                                Some(Ok(OutputLine { time_ns, text }))
+                            } else {
+                                None
+                            }
+                        }
+                    }
+                }
+            };
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(lines))
+    }
+
+    async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError> {
+        let info = self.client.info().await.map_err(api)?;
+        Ok(info.plugins.and_then(|p| p.log).unwrap_or_default())
     }
 }

@@ -32,6 +32,8 @@ pub struct EngineContext {
     pub tick: Duration,
     /// The server registry's latest pull credentials, from the last poll.
     pub registry: std::sync::RwLock<Option<berth_agent_proto::RegistryCredentials>>,
+    /// Ships awslogs containers' output; `None` where no server takes it (engine tests).
+    pub logs: Option<Arc<crate::logship::Shipper>>,
 }
 
 pub(crate) fn now() -> f64 {
@@ -148,6 +150,7 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
             start_period_ns: h.start_period_s * 1_000_000_000,
         }),
         stop_timeout: c.stop_timeout.map(i64::from),
+        log_config: crate::logship::docker_log_config(c),
     }
 }
 
@@ -364,7 +367,7 @@ impl TaskRun {
         Ok(())
     }
 
-    /// Finds containers a previous agent run created.
+    /// Finds containers a previous agent run created, and goes on shipping their output.
     async fn adopt(&mut self) -> Result<bool, RuntimeError> {
         let mut any = false;
         for c in &mut self.ctrs {
@@ -377,7 +380,38 @@ impl TaskRun {
                 }
             }
         }
+        for i in 0..self.ctrs.len() {
+            self.follow_logs(i);
+        }
         Ok(any)
+    }
+
+    /// For an awslogs container, what Docker's driver checks when it starts: valid options
+    /// and a log group that exists (or may be made).
+    async fn prepare_logs(&self, i: usize) -> Result<(), String> {
+        let c = &self.ctrs[i].plan;
+        let Some(target) = crate::logship::target(&self.plan, c, "")
+            .map_err(|e| format!("failed to initialize logging driver: {e}"))?
+        else {
+            return Ok(());
+        };
+        match &self.ctx.logs {
+            Some(shipper) => shipper.prepare(&target).await,
+            None => Err("failed to initialize logging driver: this agent ships no logs".into()),
+        }
+    }
+
+    /// Starts shipping an awslogs container's output (once per container).
+    fn follow_logs(&self, i: usize) {
+        let c = &self.ctrs[i];
+        let (Some(id), Some(shipper)) = (&c.id, &self.ctx.logs) else {
+            return;
+        };
+        match crate::logship::target(&self.plan, &c.plan, id) {
+            Ok(Some(target)) => shipper.follow(self.ctx.runtime.clone(), id, target),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(container = id, error = e, "awslogs options are not valid"),
+        }
     }
 
     async fn pull_and_prepare(&mut self) -> Result<(), String> {
@@ -460,16 +494,23 @@ impl TaskRun {
                 }
                 Readiness::Ready => {
                     let spec = create_spec(&self.plan, &self.ctrs[i].plan, &self.ctx.instance_arn);
-                    let created = match self.ctx.runtime.create(&spec).await {
-                        Ok(id) => {
-                            self.ctrs[i].id = Some(id.clone());
-                            self.ctx
-                                .runtime
-                                .start(&id)
-                                .await
-                                .map_err(|e| format!("CannotStartContainerError: {e}"))
-                        }
-                        Err(e) => Err(format!("CannotCreateContainerError: {e}")),
+                    let created = match self.prepare_logs(i).await {
+                        Err(msg) => Err(format!("CannotStartContainerError: {msg}")),
+                        Ok(()) => match self.ctx.runtime.create(&spec).await {
+                            Ok(id) => {
+                                self.ctrs[i].id = Some(id.clone());
+                                let started = self
+                                    .ctx
+                                    .runtime
+                                    .start(&id)
+                                    .await
+                                    .map_err(|e| format!("CannotStartContainerError: {e}"));
+                                // Whatever it printed, even if it failed at once.
+                                self.follow_logs(i);
+                                started
+                            }
+                            Err(e) => Err(format!("CannotCreateContainerError: {e}")),
+                        },
                     };
                     if let Err(msg) = created {
                         tracing::warn!(
@@ -629,10 +670,13 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
     t.publish();
     tracing::info!(task = arn, code = ?t.stop_code, "task stopped");
 
-    // Clean up after the delay.
+    // Clean up after the delay, and never before a container's output is all shipped.
     tokio::time::sleep(t.ctx.cleanup_after).await;
     for c in &t.ctrs {
         if let Some(id) = &c.id {
+            while t.ctx.logs.as_ref().is_some_and(|l| l.busy(id)) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             if let Err(e) = t.ctx.runtime.remove(id).await {
                 tracing::warn!(container = id, error = %e, "removing a stopped container failed");
             }
@@ -694,6 +738,8 @@ mod tests {
                 depends_on: vec![],
                 health_check: None,
                 stop_timeout: None,
+                log_driver: None,
+                log_options: Default::default(),
             }],
             volumes: vec![VolumePlan {
                 name: "data".into(),
@@ -799,6 +845,7 @@ mod tests {
                 default_stop_timeout: 30,
                 tick: Duration::from_millis(5),
                 registry: Default::default(),
+                logs: None,
             });
             let (tx, rx) = watch::channel(t);
             let handle = tokio::spawn(run_task(ctx, rx));

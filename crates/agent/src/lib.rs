@@ -9,6 +9,8 @@
 pub mod client;
 pub mod docker;
 pub mod engine;
+pub mod logship;
+pub mod multiline;
 pub mod runtime;
 
 use berth_agent_proto::{labels, DesiredTask, HostInfo, JoinRequest};
@@ -49,6 +51,8 @@ pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.docker-plugin.local",
+    // The agent ships awslogs output itself (see `logship`).
+    "com.amazonaws.ecs.capability.logging-driver.awslogs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +142,12 @@ fn random_hex(n: usize) -> String {
         .collect()
 }
 
-fn host_info(cfg: &AgentConfig, instance_id: &str, docker_version: &str) -> HostInfo {
+fn host_info(
+    cfg: &AgentConfig,
+    instance_id: &str,
+    docker_version: &str,
+    log_drivers: &[String],
+) -> HostInfo {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get() as i32)
         .unwrap_or(1);
@@ -149,6 +158,13 @@ fn host_info(cfg: &AgentConfig, instance_id: &str, docker_version: &str) -> Host
         .max(0);
     let mut attributes: BTreeMap<String, Option<String>> =
         CAPABILITIES.iter().map(|c| (c.to_string(), None)).collect();
+    // Every log driver the local Docker has is passed to it as given.
+    for d in log_drivers {
+        attributes.insert(
+            format!("com.amazonaws.ecs.capability.logging-driver.{d}"),
+            None,
+        );
+    }
     attributes.insert("ecs.os-type".into(), Some("linux".into()));
     attributes.insert("ecs.os-family".into(), Some("LINUX".into()));
     let arch = match std::env::consts::ARCH {
@@ -202,6 +218,7 @@ async fn identity(
     cfg: &AgentConfig,
     client: &ServerClient,
     docker_version: &str,
+    log_drivers: &[String],
 ) -> Result<Identity, AgentError> {
     let path = identity_path(cfg);
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -231,7 +248,7 @@ async fn identity(
         .join(&JoinRequest {
             cluster: cfg.cluster.clone(),
             token,
-            host: host_info(cfg, &instance_id, docker_version),
+            host: host_info(cfg, &instance_id, docker_version, log_drivers),
         })
         .await?;
     let id = Identity {
@@ -359,6 +376,7 @@ impl Tasks {
 /// loop owns and the server no longer wants.
 async fn sweep(
     runtime: &Arc<dyn Runtime>,
+    logs: Option<&logship::Shipper>,
     instance_arn: &str,
     owned: &HashSet<String>,
     cleanup_after: Duration,
@@ -388,7 +406,8 @@ async fn sweep(
             let old = o
                 .finished_at
                 .is_none_or(|f| engine::now() - f > cleanup_after.as_secs_f64());
-            if old {
+            // Never while its output is still being shipped.
+            if old && !logs.is_some_and(|l| l.busy(&c.id)) {
                 let _ = runtime.remove(&c.id).await;
             }
         }
@@ -402,12 +421,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let docker_version = runtime.version().await?;
+    let log_drivers = runtime.log_drivers().await?;
     let client = ServerClient::new(&cfg.server);
     let mut shutdown = std::pin::pin!(shutdown);
     // Joining waits for the server to come up.
     let mut backoff = Duration::from_millis(200);
     let id = loop {
-        match identity(&cfg, &client, &docker_version).await {
+        match identity(&cfg, &client, &docker_version, &log_drivers).await {
             Ok(id) => break id,
             Err(e @ (AgentError::Refused(_) | AgentError::DataDir { .. })) => return Err(e),
             Err(e) => {
@@ -429,6 +449,7 @@ pub async fn run(
         default_stop_timeout: cfg.default_stop_timeout,
         tick: cfg.tick,
         registry: Default::default(),
+        logs: Some(Arc::new(logship::Shipper::new(client.clone(), id.clone()))),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let reports = tokio::spawn(report_loop(
@@ -487,6 +508,7 @@ pub async fn run(
                     owned.extend(wanted);
                     sweep(
                         &runtime,
+                        ctx.logs.as_deref(),
                         &id.container_instance_arn,
                         &owned,
                         cfg.cleanup_after,

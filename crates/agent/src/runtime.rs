@@ -33,7 +33,22 @@ pub struct CreateSpec {
     pub ports: Vec<(u16, String, Option<u16>)>,
     pub healthcheck: Option<HealthcheckSpec>,
     pub stop_timeout: Option<i64>,
+    /// Docker's log driver and its options; `None` is the daemon's default.
+    pub log_config: Option<(String, HashMap<String, String>)>,
 }
+
+/// One line of a container's output (stdout or stderr), with the time Docker took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    /// Nanoseconds since the epoch: increasing, so it is where a reader resumes.
+    pub time_ns: i64,
+    /// Without its newline.
+    pub text: String,
+}
+
+/// A container's output from some time on, ending when the container has stopped and
+/// everything it wrote was read.
+pub type OutputLines = futures::stream::BoxStream<'static, Result<OutputLine, RuntimeError>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthcheckSpec {
@@ -109,6 +124,10 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Containers, running or not, carrying `label=value`.
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Listed>, RuntimeError>;
+    /// Follows a container's output, lines taken after `since_ns`.
+    async fn follow_output(&self, id: &str, since_ns: i64) -> Result<OutputLines, RuntimeError>;
+    /// The log drivers the engine has.
+    async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError>;
 }
 
 /// An in-memory runtime for the engine's fast tests: containers are records, "running" is a
@@ -274,6 +293,13 @@ pub mod fake {
                     running: c.obs.running,
                 })
                 .collect())
+        }
+        async fn follow_output(&self, _: &str, _: i64) -> Result<OutputLines, RuntimeError> {
+            // Fake containers print nothing.
+            Ok(Box::pin(futures::stream::empty()))
+        }
+        async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError> {
+            Ok(vec!["json-file".into(), "none".into()])
         }
     }
 }

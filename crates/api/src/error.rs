@@ -69,6 +69,16 @@ pub enum ErrorKind {
     TooManyTags,
     /// ReferencedImagesNotFoundException (ECR)
     ReferencedImagesNotFound,
+    /// ResourceAlreadyExistsException (Logs)
+    ResourceAlreadyExists,
+    /// DataAlreadyAcceptedException (Logs)
+    DataAlreadyAccepted,
+    /// InvalidSequenceTokenException (Logs)
+    InvalidSequenceToken,
+    /// OperationAbortedException (Logs)
+    OperationAborted,
+    /// ServiceUnavailableException (Logs; a 500 there)
+    ServiceUnavailable,
     /// ServerException (the only 500)
     Server,
     /// SerializationException
@@ -126,6 +136,11 @@ impl ErrorKind {
             ErrorKind::InvalidTagParameter => "InvalidTagParameterException",
             ErrorKind::TooManyTags => "TooManyTagsException",
             ErrorKind::ReferencedImagesNotFound => "ReferencedImagesNotFoundException",
+            ErrorKind::ResourceAlreadyExists => "ResourceAlreadyExistsException",
+            ErrorKind::DataAlreadyAccepted => "DataAlreadyAcceptedException",
+            ErrorKind::InvalidSequenceToken => "InvalidSequenceTokenException",
+            ErrorKind::OperationAborted => "OperationAbortedException",
+            ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
             ErrorKind::Server => "ServerException",
             ErrorKind::Serialization => "SerializationException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
@@ -140,7 +155,7 @@ impl ErrorKind {
 
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::Server => 500,
+            ErrorKind::Server | ErrorKind::ServiceUnavailable => 500,
             ErrorKind::MissingAuthenticationToken
             | ErrorKind::UnrecognizedClient
             | ErrorKind::InvalidSignature

@@ -2,7 +2,8 @@
 //! JSON.
 //!
 //! - [`ecs`]: every shape of the ECS operations Berth serves, generated from botocore's model,
-//!   and [`ecs::EcsRequest`], one variant per operation. [`ecr`] is the same for ECR.
+//!   and [`ecs::EcsRequest`], one variant per operation. [`ecr`] is the same for ECR, [`logs`]
+//!   for CloudWatch Logs.
 //! - [`error`]: [`EcsError`], the exception names and HTTP statuses of both.
 //! - [`sigv4`]: verification of AWS Signature Version 4 on incoming requests.
 //! - [`convert`]: wire shapes to the domain model ([`berth_model`]) and back.
@@ -11,6 +12,7 @@ pub mod convert;
 pub mod ecr;
 pub mod ecs;
 pub mod error;
+pub mod logs;
 pub mod sigv4;
 
 pub use error::{EcsError, ErrorKind};
@@ -19,6 +21,8 @@ pub use error::{EcsError, ErrorKind};
 pub const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// The `X-Amz-Target` prefix of ECR operations.
 pub const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
+/// The `X-Amz-Target` prefix of CloudWatch Logs operations.
+pub const LOGS_TARGET_PREFIX: &str = "Logs_20140328.";
 /// The content type of JSON 1.1 requests and responses.
 pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -97,6 +101,16 @@ pub fn parse_ecr_request(operation: &str, body: &[u8]) -> Result<ecr::EcrRequest
         operation,
         ecr::EcrRequest::parse(operation, body),
         ecr::ALL_OPERATIONS,
+    )
+}
+
+/// Parses the body of a CloudWatch Logs operation, named without its target prefix.
+pub fn parse_logs_request(operation: &str, body: &[u8]) -> Result<logs::LogsRequest, EcsError> {
+    parsed(
+        "CloudWatch Logs",
+        operation,
+        logs::LogsRequest::parse(operation, body),
+        logs::ALL_OPERATIONS,
     )
 }
 

@@ -299,6 +299,11 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         },
         listener: registry_listener,
     });
+    let logs_dir = data_dir.join("logs").join(&args.region);
+    options.logs = Some(Arc::new(
+        berth_logs::LogStore::open(&logs_dir)
+            .with_context(|| format!("opening the log store in {}", logs_dir.display()))?,
+    ));
     let server = server::Server::start(Arc::new(store), listener, options)
         .await
         .context("starting the server")?;

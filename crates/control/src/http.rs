@@ -1,4 +1,5 @@
-//! The HTTP face of the control plane: ECS's JSON 1.1 protocol on `POST /`, plus `GET /healthz`
+//! The HTTP face of the control plane: ECS's, ECR's and CloudWatch Logs' JSON 1.1 protocols on
+//! `POST /` (told apart by `X-Amz-Target`, each signed for its own service), plus `GET /healthz`
 //! and, in dev mode only, `POST /_berth/reset`.
 //!
 //! A request's path: size and time limits on the body → SigV4 → parse the target and body into
@@ -10,7 +11,8 @@ use crate::{Caller, Control};
 use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
 use berth_api::{
-    parse_ecr_request, parse_ecs_request, EcsError, ErrorKind, ECR_TARGET_PREFIX, JSON_CONTENT_TYPE,
+    parse_ecr_request, parse_ecs_request, parse_logs_request, EcsError, ErrorKind,
+    ECR_TARGET_PREFIX, JSON_CONTENT_TYPE, LOGS_TARGET_PREFIX,
 };
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -170,6 +172,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             if p == agent_proto::JOIN_PATH
                 || p == agent_proto::POLL_PATH
                 || p == agent_proto::REPORT_PATH
+                || p == agent_proto::LOGS_PATH
                 || p == JOIN_TOKEN_PATH =>
         {
             let result = agent_request(&st, req).await;
@@ -207,15 +210,16 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .and_then(|t| t.rsplit('.').next())
         .unwrap_or("-")
         .to_string();
-    let result = match target
-        .as_deref()
-        .and_then(|t| t.strip_prefix(ECR_TARGET_PREFIX))
-    {
-        Some(op) => {
-            let op = op.to_string();
-            ecr_request(&st, req, &op).await
-        }
-        None => ecs_request(&st, req).await,
+    // Each service by its target prefix, signed for its own name.
+    let t = target.as_deref().unwrap_or_default();
+    let result = if let Some(op) = t.strip_prefix(ECR_TARGET_PREFIX) {
+        let op = op.to_string();
+        ecr_request(&st, req, &op).await
+    } else if let Some(op) = t.strip_prefix(LOGS_TARGET_PREFIX) {
+        let op = op.to_string();
+        logs_request(&st, req, &op).await
+    } else {
+        ecs_request(&st, req).await
     };
     let (status, resp) = match result {
         Ok(body) => (200, respond(200, &request_id, body, JSON_CONTENT_TYPE)),
@@ -252,6 +256,26 @@ async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsE
         .await
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
 }
+
+/// CloudWatch Logs' JSON API, signed for service `logs`.
+async fn logs_request(
+    st: &State,
+    req: Request<Incoming>,
+    operation: &str,
+) -> Result<Vec<u8>, EcsError> {
+    let (parts, body) = req.into_parts();
+    // A PutLogEvents batch is up to 1 MiB of messages, more once escaped as JSON.
+    let body = read_body(st, &parts, body, st.limits.max_body.max(LOGS_MAX_BODY)).await?;
+    let caller = authenticate(st, &parts, &body, "logs").await?;
+    let request = parse_logs_request(operation, &body)?;
+    let control = st.control.clone();
+    tokio::spawn(async move { control.handle_logs(&caller, request).await })
+        .await
+        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+/// Largest Logs request body (and agent log batch).
+const LOGS_MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// Largest ECR request body: UploadLayerPart carries up to 10 MiB of layer as base64.
 const ECR_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -300,7 +324,12 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         })
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(st, &parts, body, st.limits.max_body).await?;
+    let max = if parts.uri.path() == agent_proto::LOGS_PATH {
+        st.limits.max_body.max(LOGS_MAX_BODY)
+    } else {
+        st.limits.max_body
+    };
+    let body = read_body(st, &parts, body, max).await?;
     let control = st.control.clone();
     let path = parts.uri.path().to_string();
     if path == agent_proto::JOIN_PATH {
@@ -348,6 +377,9 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
             }
         }
         crate::json(resp)
+    } else if path == agent_proto::LOGS_PATH {
+        let r: agent_proto::LogBatch = parse(&body)?;
+        crate::json(control.agent_logs(&instance, r).await?)
     } else {
         let r: agent_proto::ReportRequest = parse(&body)?;
         crate::json(control.agent_report(&instance, r).await?)

@@ -12,6 +12,7 @@ pub mod clusters;
 pub mod http;
 pub mod instances;
 pub mod keys;
+pub mod logs;
 pub mod placement;
 pub mod plan;
 pub mod presence;
@@ -83,6 +84,8 @@ pub struct Control {
     pub(crate) reconciling: Arc<tokio::sync::Mutex<()>>,
     /// The image registry whose ECR API this server also answers, if it runs one.
     pub registry: Option<berth_registry::Registry>,
+    /// CloudWatch Logs' events; `None` for a server started without a log store.
+    pub logs: Option<Arc<berth_logs::LogStore>>,
     /// The plans agents were last handed, per instance and task.
     pub(crate) plans: Arc<agents::PlanCache>,
     /// Task definitions agents' plans were built from, by ARN.
@@ -104,6 +107,7 @@ impl Control {
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(config),
             registry: None,
+            logs: None,
             plan_definitions: Arc::default(),
             plans: Arc::default(),
         }
@@ -208,6 +212,12 @@ impl Control {
                 .await
                 .map_err(store_error)?;
         }
+        if let Some(logs) = self.logs.clone() {
+            tokio::task::spawn_blocking(move || logs.clear())
+                .await
+                .map_err(|e| EcsError::server(format!("the log store task failed: {e}")))?
+                .map_err(|e| EcsError::server(format!("clearing the logs failed: {e}")))?;
+        }
         Ok(n)
     }
 
@@ -303,6 +313,13 @@ pub(crate) fn conflict_exhausted(what: &str) -> EcsError {
 }
 
 /// Seconds since the epoch with millisecond precision, as ECS's timestamps are.
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub(crate) fn now_epoch() -> f64 {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -153,6 +153,15 @@ fn container_plan(c: &ContainerDefinition) -> ContainerPlan {
             start_period_s: i64::from(h.start_period.unwrap_or(0)),
         }),
         stop_timeout: c.stop_timeout,
+        log_driver: c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| l.log_driver.clone()),
+        log_options: c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| l.options.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Options {
     /// How often long-stopped tasks are purged and the registry's housekeeping runs.
     pub housekeeping_interval: Duration,
     pub registry: Option<RegistryOptions>,
+    /// CloudWatch Logs' store (retention is enforced on the housekeeping interval).
+    pub logs: Option<Arc<berth_logs::LogStore>>,
 }
 
 impl Options {
@@ -45,6 +47,7 @@ impl Options {
             service_interval: Some(Duration::from_secs(5)),
             housekeeping_interval: Duration::from_secs(60),
             registry: None,
+            logs: None,
         }
     }
 }
@@ -76,6 +79,7 @@ impl Server {
             .local_addr()
             .map_err(|e| EcsError::server(format!("the listener has no address: {e}")))?;
         let mut control = Control::new(store, opts.config);
+        control.logs = opts.logs;
         let mut registry_listener = None;
         let mut registry_addr = None;
         if let Some(mut r) = opts.registry {
@@ -172,7 +176,8 @@ impl Server {
     }
 }
 
-/// Purges tasks stopped longer than the retention, every `every`, until `stop`.
+/// Purges tasks stopped longer than the retention and log segments past their group's
+/// retention, every `every`, until `stop`.
 async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -186,6 +191,15 @@ async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiv
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "purged stopped tasks"),
             Err(e) => tracing::warn!(error = %e, "purging stopped tasks failed"),
+        }
+        if let Some(logs) = control.logs.clone() {
+            let now = crate::now_millis();
+            match tokio::task::spawn_blocking(move || logs.expire(now)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(segments = n, "dropped log segments past retention"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "log retention failed"),
+                Err(e) => tracing::warn!(error = %e, "log retention task failed"),
+            }
         }
     }
 }

@@ -100,6 +100,9 @@ impl TestServer {
             },
             listener: registry_listener,
         });
+        options.logs = Some(Arc::new(
+            berth_logs::LogStore::open(dir.path().join("logs")).unwrap(),
+        ));
         let server = server::Server::start(Arc::new(store), listener, options)
             .await
             .unwrap();

@@ -1,0 +1,508 @@
+//! The `awslogs` log driver, done by the agent: a container with `awslogs` writes to Docker's
+//! local `json-file` driver (so its output is on disk the moment it is written, and the
+//! container never waits on the network), and the agent follows that output through Docker's
+//! API and ships it to the server's log store, stream `PREFIX/CONTAINER/TASK_ID` as ECS names it.
+//!
+//! Every event carries a cursor (the Docker timestamp of its last line, in ns). The server
+//! skips events at or before the stream's cursor, and a restarted agent resumes from the
+//! cursor the server holds, so nothing is lost or stored twice when either side restarts. A
+//! batch is resent until the server takes it; meanwhile nothing more is read, and Docker keeps
+//! the output on disk. A stopped container is not removed until everything it wrote is shipped.
+
+use crate::client::{Identity, ServerClient};
+use crate::multiline::{Assembler, Grouping};
+use crate::runtime::Runtime;
+use crate::AgentError;
+use berth_agent_proto::{ContainerPlan, DesiredTask, LogBatch, LogLine};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// A batch goes out this long after its first event at the latest.
+const BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Logs' limits on one PutLogEvents batch.
+const MAX_BATCH_EVENTS: usize = 10_000;
+const MAX_BATCH_BYTES: usize = 1_048_576;
+const EVENT_OVERHEAD: usize = 26;
+
+/// The options Docker's awslogs driver defines that Berth implements (plus ECS's
+/// `awslogs-stream-prefix`); any other is refused by name.
+const KNOWN_OPTIONS: &[&str] = &[
+    "awslogs-group",
+    "awslogs-region",
+    "awslogs-stream-prefix",
+    "awslogs-stream",
+    "awslogs-create-group",
+    "awslogs-datetime-format",
+    "awslogs-multiline-pattern",
+    "awslogs-force-flush-interval-seconds",
+    "mode",
+    "max-buffer-size",
+];
+
+/// Where one container's output goes and how its lines become events.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub group: String,
+    pub stream: String,
+    pub create_group: bool,
+    pub region: Option<String>,
+    pub grouping: Option<Grouping>,
+    pub flush_after_ms: i64,
+}
+
+fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// The Docker log configuration of a container: `awslogs` becomes the local `json-file`
+/// (keeping Docker's generic `mode` and `max-buffer-size`), any other driver goes to Docker as
+/// given, and no driver is Docker's default.
+pub fn docker_log_config(c: &ContainerPlan) -> Option<(String, HashMap<String, String>)> {
+    let driver = c.log_driver.as_deref()?;
+    if driver == "awslogs" {
+        let opts = c
+            .log_options
+            .iter()
+            .filter(|(k, _)| k.as_str() == "mode" || k.as_str() == "max-buffer-size")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        return Some(("json-file".into(), opts));
+    }
+    Some((
+        driver.to_string(),
+        c.log_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
+/// The awslogs target of container `c` of task `t` (Docker's own checks and words), or `None`
+/// when it does not use awslogs. Pure.
+pub fn target(
+    t: &DesiredTask,
+    c: &ContainerPlan,
+    container_id: &str,
+) -> Result<Option<Target>, String> {
+    if c.log_driver.as_deref() != Some("awslogs") {
+        return Ok(None);
+    }
+    let o = &c.log_options;
+    if let Some(bad) = o.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+        return Err(format!("unknown log opt '{bad}' for awslogs log driver"));
+    }
+    let group = o
+        .get("awslogs-group")
+        .filter(|g| !g.is_empty())
+        .ok_or("must specify a value for log opt 'awslogs-group'")?
+        .clone();
+    let stream = match (o.get("awslogs-stream"), o.get("awslogs-stream-prefix")) {
+        (Some(s), _) => s.clone(),
+        (None, Some(prefix)) => format!("{prefix}/{}/{}", c.name, task_id(&t.task_arn)),
+        (None, None) => container_id.to_string(),
+    };
+    let create_group = match o.get("awslogs-create-group").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "invalid value for log opt 'awslogs-create-group': '{other}' is not a boolean"
+            ))
+        }
+    };
+    let grouping = Grouping::from_options(
+        o.get("awslogs-datetime-format").map(String::as_str),
+        o.get("awslogs-multiline-pattern").map(String::as_str),
+    )
+    .map_err(|e| e.to_string())?;
+    let flush_after_ms = match o.get("awslogs-force-flush-interval-seconds") {
+        None => crate::multiline::FLUSH_AFTER_MS,
+        Some(s) => s.parse::<i64>().map(|n| n * 1000).map_err(|_| {
+            format!("invalid value for log opt 'awslogs-force-flush-interval-seconds': '{s}'")
+        })?,
+    };
+    if let Some(mode) = o.get("mode") {
+        if mode != "blocking" && mode != "non-blocking" {
+            return Err(format!("logger: logging mode not supported: {mode}"));
+        }
+    }
+    Ok(Some(Target {
+        group,
+        stream,
+        create_group,
+        region: o.get("awslogs-region").cloned(),
+        grouping,
+        flush_after_ms,
+    }))
+}
+
+/// What went wrong shipping, and whether trying again can help.
+enum Failure {
+    /// The server is not reachable or failed: try again.
+    Retry(String),
+    /// The server refused (the group is gone, the batch is invalid): trying again cannot help.
+    Refused(String),
+}
+
+fn failure(e: AgentError) -> Failure {
+    match e {
+        AgentError::Server(m) if m.contains(": 4") && m.contains("Exception") => {
+            Failure::Refused(m)
+        }
+        AgentError::Refused(m) => Failure::Refused(m),
+        other => Failure::Retry(other.to_string()),
+    }
+}
+
+/// Ships every awslogs container's output; one follower per container.
+#[derive(Debug)]
+pub struct Shipper {
+    client: ServerClient,
+    identity: Identity,
+    followers: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Shipper {
+    pub fn new(client: ServerClient, identity: Identity) -> Shipper {
+        Shipper {
+            client,
+            identity,
+            followers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn send(&self, t: &Target, stream: &str, events: &[LogLine]) -> Result<i64, Failure> {
+        let batch = LogBatch {
+            group: t.group.clone(),
+            stream: stream.to_string(),
+            create_group: t.create_group,
+            region: t.region.clone(),
+            events: events.to_vec(),
+        };
+        self.client
+            .ship_logs(&self.identity, &batch)
+            .await
+            .map(|r| r.cursor)
+            .map_err(failure)
+    }
+
+    /// Before the container is created, as Docker's driver does when it starts: the group must
+    /// exist (or be made with `awslogs-create-group`). The error is Docker's, for the
+    /// container's reason.
+    pub async fn prepare(&self, t: &Target) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match self.send(t, "", &[]).await {
+                Ok(_) => return Ok(()),
+                Err(Failure::Refused(m)) => {
+                    return Err(format!(
+                        "failed to initialize logging driver: {}",
+                        refusal_text(&m)
+                    ))
+                }
+                Err(Failure::Retry(m)) => last = m,
+            }
+        }
+        Err(format!(
+            "failed to initialize logging driver: the Berth server is not reachable: {last}"
+        ))
+    }
+
+    /// Starts following container `id` unless a follower already is.
+    pub fn follow(self: &Arc<Self>, runtime: Arc<dyn Runtime>, id: &str, t: Target) {
+        let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        if followers.get(id).is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let me = self.clone();
+        let cid = id.to_string();
+        followers.insert(
+            id.to_string(),
+            tokio::spawn(async move { me.ship(runtime, cid, t).await }),
+        );
+    }
+
+    /// Whether container `id` still has output to ship.
+    pub fn busy(&self, id: &str) -> bool {
+        self.followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|h| !h.is_finished())
+    }
+
+    /// Sends `events` until the server takes them (a refusal drops them, said loudly); the
+    /// stream's cursor after.
+    async fn deliver(&self, t: &Target, events: &[LogLine]) -> Option<i64> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.send(t, &t.stream, events).await {
+                Ok(cursor) => return Some(cursor),
+                Err(Failure::Refused(m)) => {
+                    tracing::error!(
+                        group = t.group,
+                        stream = t.stream,
+                        events = events.len(),
+                        error = m,
+                        "the server refused shipped log events; they are dropped"
+                    );
+                    return None;
+                }
+                Err(Failure::Retry(m)) => {
+                    tracing::warn!(group = t.group, stream = t.stream, error = m, "cannot ship logs yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn ship(self: Arc<Self>, runtime: Arc<dyn Runtime>, id: String, t: Target) {
+        // Where the server's copy ends.
+        let Some(mut cursor) = self.deliver(&t, &[]).await else {
+            return;
+        };
+        let mut assembler =
+            Assembler::new(t.grouping.clone()).with_flush_after_ms(t.flush_after_ms);
+        let mut batch = Batch::default();
+        let mut reopen_backoff = Duration::from_millis(200);
+        loop {
+            let mut lines = match runtime.follow_output(&id, cursor).await {
+                Ok(l) => l,
+                Err(e) => {
+                    if matches!(runtime.inspect(&id).await, Ok(None)) {
+                        tracing::warn!(container = id, error = %e, "the container is gone; its unread output with it");
+                        return;
+                    }
+                    tokio::time::sleep(reopen_backoff).await;
+                    reopen_backoff = (reopen_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let ended = loop {
+                let due = batch.due(&assembler);
+                let next = tokio::select! {
+                    l = lines.next() => l,
+                    _ = tokio::time::sleep_until(due) => {
+                        let now = now_ms();
+                        let done = assembler.flush(now, false);
+                        batch.add_all(done, cursor);
+                        if batch.first_at.is_some_and(|f| f.elapsed() >= BATCH_DELAY) {
+                            self.flush(&t, &mut batch).await;
+                        }
+                        continue;
+                    }
+                };
+                match next {
+                    None => break true,
+                    Some(Err(e)) => {
+                        tracing::warn!(container = id, error = %e, "reading container output failed; reopening");
+                        break false;
+                    }
+                    Some(Ok(line)) => {
+                        if line.time_ns <= cursor {
+                            continue; // already shipped before a restart
+                        }
+                        let events = assembler.push(&line.text, line.time_ns / 1_000_000);
+                        // A grouped event is complete when the next one starts, so what the
+                        // push releases ends with the line before.
+                        let at = if assembler.is_grouping() { cursor } else { line.time_ns };
+                        cursor = line.time_ns;
+                        for full in batch.add_all(events, at) {
+                            self.deliver(&t, &full).await;
+                        }
+                    }
+                }
+            };
+            if ended {
+                let rest = assembler.flush(now_ms(), true);
+                batch.add_all(rest, cursor);
+                self.flush(&t, &mut batch).await;
+                return;
+            }
+        }
+    }
+
+    async fn flush(&self, t: &Target, batch: &mut Batch) {
+        let events = batch.take();
+        if !events.is_empty() {
+            self.deliver(t, &events).await;
+        }
+    }
+}
+
+fn refusal_text(m: &str) -> String {
+    // The server's JSON error, as Docker prints CloudWatch's: "NAME: message".
+    let json = m.find('{').map(|i| &m[i..]).unwrap_or(m);
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(v) => format!(
+            "{}: {}",
+            v["__type"].as_str().unwrap_or("Error"),
+            v["message"].as_str().unwrap_or_default()
+        ),
+        Err(_) => m.to_string(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Events waiting to go, within Logs' batch limits.
+#[derive(Debug, Default)]
+struct Batch {
+    events: Vec<LogLine>,
+    bytes: usize,
+    first_at: Option<tokio::time::Instant>,
+}
+
+impl Batch {
+    /// When the loop must wake without a new line: the batch's delay or the assembler's flush.
+    fn due(&self, a: &Assembler) -> tokio::time::Instant {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let batch = self.first_at.map(|f| f + BATCH_DELAY).unwrap_or(far);
+        let flush = a
+            .next_flush_at()
+            .map(|at| {
+                let wait = (at - now_ms()).max(0) as u64;
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            })
+            .unwrap_or(far);
+        batch.min(flush)
+    }
+
+    /// Adds events released together, the last ending at `cursor` (earlier ones just before
+    /// it, so cursors keep increasing); returns the batches that filled up.
+    fn add_all(&mut self, events: Vec<crate::multiline::Event>, cursor: i64) -> Vec<Vec<LogLine>> {
+        let n = events.len() as i64;
+        let mut full = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            let size = e.message.len() + EVENT_OVERHEAD;
+            if self.events.len() >= MAX_BATCH_EVENTS || self.bytes + size > MAX_BATCH_BYTES {
+                full.push(self.take());
+            }
+            if self.first_at.is_none() {
+                self.first_at = Some(tokio::time::Instant::now());
+            }
+            self.bytes += size;
+            self.events.push(LogLine {
+                timestamp: e.timestamp_ms,
+                message: e.message,
+                cursor: cursor - (n - 1 - i as i64),
+            });
+        }
+        full
+    }
+
+    fn take(&mut self) -> Vec<LogLine> {
+        self.bytes = 0;
+        self.first_at = None;
+        std::mem::take(&mut self.events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn task() -> DesiredTask {
+        DesiredTask {
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/c/0123abcd".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:000000000000:cluster/c".into(),
+            family: "web".into(),
+            revision: 1,
+            desired_status: "RUNNING".into(),
+            network_mode: "bridge".into(),
+            containers: vec![],
+            volumes: vec![],
+            stop_reason: None,
+        }
+    }
+
+    fn ctr(opts: &[(&str, &str)]) -> ContainerPlan {
+        ContainerPlan {
+            name: "app".into(),
+            log_driver: Some("awslogs".into()),
+            log_options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn streams_are_named_as_ecs_names_them() {
+        let t = target(
+            &task(),
+            &ctr(&[("awslogs-group", "/ecs/web"), ("awslogs-stream-prefix", "ecs")]),
+            "cid",
+        )
+        .expect("valid")
+        .expect("awslogs");
+        assert_eq!((t.group.as_str(), t.stream.as_str()), ("/ecs/web", "ecs/app/0123abcd"));
+        let t = target(&task(), &ctr(&[("awslogs-group", "g")]), "cid")
+            .expect("valid")
+            .expect("awslogs");
+        assert_eq!(t.stream, "cid", "without a prefix Docker names the stream by container id");
+    }
+
+    #[test]
+    fn docker_s_checks_and_words() {
+        let err = |opts: &[(&str, &str)]| target(&task(), &ctr(opts), "c").expect_err("refused");
+        assert_eq!(err(&[]), "must specify a value for log opt 'awslogs-group'");
+        assert_eq!(
+            err(&[("awslogs-group", "g"), ("awslogs-bogus", "1")]),
+            "unknown log opt 'awslogs-bogus' for awslogs log driver"
+        );
+        assert!(err(&[("awslogs-group", "g"), ("awslogs-create-group", "yes")]).contains("boolean"));
+        assert!(err(&[("awslogs-group", "g"), ("mode", "sometimes")]).contains("mode not supported"));
+        assert!(err(&[
+            ("awslogs-group", "g"),
+            ("awslogs-datetime-format", "%Y"),
+            ("awslogs-multiline-pattern", "^x")
+        ])
+        .contains("at the same time"));
+    }
+
+    #[test]
+    fn awslogs_is_json_file_locally_and_other_drivers_pass_through() {
+        let c = ctr(&[("awslogs-group", "g"), ("mode", "non-blocking"), ("max-buffer-size", "4m")]);
+        let (driver, opts) = docker_log_config(&c).expect("a log config");
+        assert_eq!(driver, "json-file");
+        assert_eq!(opts.get("mode").map(String::as_str), Some("non-blocking"));
+        assert_eq!(opts.get("max-buffer-size").map(String::as_str), Some("4m"));
+        assert!(!opts.contains_key("awslogs-group"), "awslogs options stay with the agent");
+        let mut c = ctr(&[("max-size", "10m")]);
+        c.log_driver = Some("local".into());
+        let (driver, opts) = docker_log_config(&c).expect("a log config");
+        assert_eq!((driver.as_str(), opts.get("max-size").map(String::as_str)), ("local", Some("10m")));
+        c.log_driver = None;
+        assert!(docker_log_config(&c).is_none());
+    }
+
+    #[test]
+    fn batches_keep_logs_limits_and_increasing_cursors() {
+        let mut b = Batch::default();
+        let ev = |m: &str| crate::multiline::Event {
+            timestamp_ms: 1,
+            message: m.to_string(),
+        };
+        let big = "x".repeat(200_000);
+        let full = b.add_all((0..6).map(|_| ev(&big)).collect(), 100);
+        assert_eq!(full.len(), 1, "six 200 kB events do not fit one batch");
+        let sent: Vec<i64> = full[0].iter().chain(b.events.iter()).map(|e| e.cursor).collect();
+        assert_eq!(sent, vec![95, 96, 97, 98, 99, 100], "cursors increase to the line's");
+        assert!(full[0].iter().map(|e| e.message.len() + 26).sum::<usize>() <= MAX_BATCH_BYTES);
+    }
+}

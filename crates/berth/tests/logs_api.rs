@@ -1,0 +1,431 @@
+//! CloudWatch Logs on Berth's port, through the real AWS CLI and `aws-sdk-cloudwatchlogs`:
+//! groups, streams, events in pages both ways, filter patterns, retention, tags, and Logs' own
+//! errors; and a request signed for the wrong service refused.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
+use aws_sdk_cloudwatchlogs::types::{InputLogEvent, OrderBy};
+use common::{aws_cli, aws_json, TestServer};
+use serde_json::Value;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn client(s: &TestServer) -> aws_sdk_cloudwatchlogs::Client {
+    let conf = aws_sdk_cloudwatchlogs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&s.endpoint)
+        .credentials_provider(Credentials::new(
+            &s.access_key,
+            &s.secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_cloudwatchlogs::Client::from_conf(conf)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn event(ts: i64, msg: &str) -> InputLogEvent {
+    InputLogEvent::builder()
+        .timestamp(ts)
+        .message(msg)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_aws_cli_drives_groups_streams_and_events() {
+    let Some(cli) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let aws = |args: &[&str]| aws_json(&cli, &s, &s.secret_key, "logs", args);
+
+    aws(&["create-log-group", "--log-group-name", "/ecs/web", "--tags", "team=a"]).unwrap();
+    aws(&["create-log-group", "--log-group-name", "/ecs/worker"]).unwrap();
+    let e = aws(&["create-log-group", "--log-group-name", "/ecs/web"]).unwrap_err();
+    assert!(
+        e.contains("ResourceAlreadyExistsException") && e.contains("The specified log group already exists"),
+        "a second create says so in Logs' words: {e}"
+    );
+    let e = aws(&["create-log-group", "--log-group-name", "bad name"]).unwrap_err();
+    assert!(e.contains("InvalidParameterException"), "{e}");
+
+    // Pages of one, followed by the CLI itself.
+    let groups = aws(&["describe-log-groups", "--log-group-name-prefix", "/ecs/", "--page-size", "1"]).unwrap();
+    let names: Vec<&str> = groups["logGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["logGroupName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/ecs/web", "/ecs/worker"]);
+    assert_eq!(
+        groups["logGroups"][0]["arn"],
+        "arn:aws:logs:us-east-1:000000000000:log-group:/ecs/web:*"
+    );
+    let tags = aws(&["list-tags-for-resource", "--resource-arn", "arn:aws:logs:us-east-1:000000000000:log-group:/ecs/web"]).unwrap();
+    assert_eq!(tags["tags"]["team"], "a");
+
+    aws(&["create-log-stream", "--log-group-name", "/ecs/web", "--log-stream-name", "ecs/app/1"]).unwrap();
+    let now = now_ms();
+    let events = format!(
+        "timestamp={},message=\"INFO started\" timestamp={},message=\"ERROR boom\" timestamp={},message=\"INFO done\"",
+        now,
+        now + 1,
+        now + 2
+    );
+    let put = aws(&[
+        "put-log-events",
+        "--log-group-name",
+        "/ecs/web",
+        "--log-stream-name",
+        "ecs/app/1",
+        "--log-events",
+    ]
+    .into_iter()
+    .chain(events.split(' '))
+    .collect::<Vec<_>>())
+    .unwrap();
+    assert!(put.get("rejectedLogEventsInfo").is_none(), "{put}");
+
+    let got = aws(&["get-log-events", "--log-group-name", "/ecs/web", "--log-stream-name", "ecs/app/1", "--start-from-head"]).unwrap();
+    let messages: Vec<&str> = got["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["INFO started", "ERROR boom", "INFO done"]);
+
+    let filtered = aws(&["filter-log-events", "--log-group-name", "/ecs/web", "--filter-pattern", "ERROR"]).unwrap();
+    assert_eq!(filtered["events"].as_array().unwrap().len(), 1, "{filtered}");
+    assert_eq!(filtered["events"][0]["logStreamName"], "ecs/app/1");
+
+    let e = aws(&["filter-log-events", "--log-group-name", "/ecs/web", "--filter-pattern", "\"unclosed"]).unwrap_err();
+    assert!(e.contains("InvalidParameterException"), "a malformed pattern is refused: {e}");
+
+    let e = aws(&["put-retention-policy", "--log-group-name", "/ecs/web", "--retention-in-days", "2"]).unwrap_err();
+    assert!(e.contains("InvalidParameterException"), "{e}");
+    aws(&["put-retention-policy", "--log-group-name", "/ecs/web", "--retention-in-days", "7"]).unwrap();
+    let g = aws(&["describe-log-groups", "--log-group-name-prefix", "/ecs/web"]).unwrap();
+    assert_eq!(g["logGroups"][0]["retentionInDays"], 7);
+
+    let streams = aws(&["describe-log-streams", "--log-group-name", "/ecs/web"]).unwrap();
+    let st = &streams["logStreams"][0];
+    assert_eq!(st["logStreamName"], "ecs/app/1");
+    assert_eq!(st["firstEventTimestamp"], Value::from(now));
+    assert_eq!(st["lastEventTimestamp"], Value::from(now + 2));
+
+    let e = aws(&["get-log-events", "--log-group-name", "/ecs/nope", "--log-stream-name", "x"]).unwrap_err();
+    assert!(
+        e.contains("ResourceNotFoundException") && e.contains("The specified log group does not exist."),
+        "{e}"
+    );
+    aws(&["delete-log-stream", "--log-group-name", "/ecs/web", "--log-stream-name", "ecs/app/1"]).unwrap();
+    let e = aws(&["get-log-events", "--log-group-name", "/ecs/web", "--log-stream-name", "ecs/app/1"]).unwrap_err();
+    assert!(e.contains("The specified log stream does not exist."), "{e}");
+    aws(&["delete-log-group", "--log-group-name", "/ecs/web"]).unwrap();
+    let left = aws(&["describe-log-groups"]).unwrap();
+    assert_eq!(left["logGroups"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_sdk_reads_every_event_once_in_pages_both_ways() {
+    let s = TestServer::start().await;
+    let logs = client(&s);
+    logs.create_log_group().log_group_name("g").send().await.unwrap();
+    logs.create_log_stream()
+        .log_group_name("g")
+        .log_stream_name("s")
+        .send()
+        .await
+        .unwrap();
+    // 25,000 events in three batches.
+    let base = now_ms() - 60_000;
+    let mut n = 0;
+    for size in [10_000, 10_000, 5_000] {
+        let batch: Vec<InputLogEvent> = (0..size)
+            .map(|i| event(base + n + i, &format!("line {:05} {}", n + i, if (n + i) % 1000 == 7 { "needle" } else { "hay" })))
+            .collect();
+        n += size;
+        let r = logs
+            .put_log_events()
+            .log_group_name("g")
+            .log_stream_name("s")
+            .set_log_events(Some(batch))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.rejected_log_events_info().is_none());
+    }
+
+    // Forward from the head, following nextForwardToken until it comes back unchanged.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..20 {
+        let r = logs
+            .get_log_events()
+            .log_group_name("g")
+            .log_stream_name("s")
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        seen.extend(r.events().iter().map(|e| e.message().unwrap().to_string()));
+        let next = r.next_forward_token().map(str::to_string);
+        if next == token {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(seen.len(), 25_000, "every event, once");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order");
+
+    // Backward from the tail, 1,000 at a time.
+    let mut back = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..40 {
+        let r = logs
+            .get_log_events()
+            .log_group_name("g")
+            .log_stream_name("s")
+            .limit(1000)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        let mut page: Vec<String> = r.events().iter().map(|e| e.message().unwrap().to_string()).collect();
+        page.extend(back);
+        back = page;
+        let next = r.next_backward_token().map(str::to_string);
+        if next == token {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(back, seen, "backward pages give the same events");
+
+    // The paginator of FilterLogEvents over a rare term.
+    let mut found = Vec::new();
+    let mut pages = logs
+        .filter_log_events()
+        .log_group_name("g")
+        .filter_pattern("needle")
+        .limit(10)
+        .into_paginator()
+        .send();
+    while let Some(p) = pages.next().await {
+        found.extend(p.unwrap().events().iter().map(|e| e.message().unwrap().to_string()));
+    }
+    assert_eq!(found.len(), 25, "{found:?}");
+    assert!(found.iter().all(|m| m.ends_with("needle")));
+
+    // A time window.
+    let w = logs
+        .filter_log_events()
+        .log_group_name("g")
+        .start_time(base + 100)
+        .end_time(base + 110)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.events().len(), 10, "startTime is inclusive, endTime exclusive");
+
+    let d = logs
+        .describe_log_streams()
+        .log_group_name("g")
+        .order_by(OrderBy::LastEventTime)
+        .descending(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.log_streams()[0].last_event_timestamp(), Some(base + 24_999));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_batches_are_refused_whole_and_odd_events_reported() {
+    let s = TestServer::start().await;
+    let logs = client(&s);
+    logs.create_log_group().log_group_name("g").send().await.unwrap();
+    logs.create_log_stream()
+        .log_group_name("g")
+        .log_stream_name("s")
+        .send()
+        .await
+        .unwrap();
+    let now = now_ms();
+    let put = |events: Vec<InputLogEvent>| {
+        logs.put_log_events()
+            .log_group_name("g")
+            .log_stream_name("s")
+            .set_log_events(Some(events))
+            .send()
+    };
+    let e = put(vec![event(now, "b"), event(now - 1, "a")]).await.unwrap_err();
+    assert_eq!(e.code(), Some("InvalidParameterException"));
+    assert_eq!(
+        e.message(),
+        Some("Log events in a single PutLogEvents request must be in chronological order.")
+    );
+    let big = "x".repeat(200_000);
+    let e = put((0..6).map(|_| event(now, &big)).collect()).await.unwrap_err();
+    assert_eq!(e.code(), Some("InvalidParameterException"), "{e:?}");
+    let e = put(vec![event(now - 30 * 3600 * 1000, "old"), event(now, "new")]).await.unwrap_err();
+    assert!(e.message().unwrap().contains("24 hours"));
+
+    let r = put(vec![
+        event(now - 15 * 86_400_000, "too old"),
+        event(now - 14 * 86_400_000 + 3_600_000, "kept"),
+        event(now + 3 * 3_600_000, "too new"),
+    ])
+    .await
+    .unwrap();
+    let info = r.rejected_log_events_info().expect("rejections are reported");
+    assert_eq!(info.too_old_log_event_end_index(), Some(0));
+    assert_eq!(info.too_new_log_event_start_index(), Some(2));
+
+    let all = logs
+        .get_log_events()
+        .log_group_name("g")
+        .log_stream_name("s")
+        .start_from_head(true)
+        .send()
+        .await
+        .unwrap();
+    let messages: Vec<&str> = all.events().iter().map(|e| e.message().unwrap()).collect();
+    assert_eq!(messages, ["kept"], "refused batches stored nothing; rejected events are not stored");
+
+    let e = logs
+        .put_log_events()
+        .log_group_name("g")
+        .log_stream_name("nope")
+        .log_events(event(now, "x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("ResourceNotFoundException"));
+    let e = logs
+        .describe_log_streams()
+        .log_group_name("g")
+        .log_stream_name_prefix("s")
+        .order_by(OrderBy::LastEventTime)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        Some("Cannot order by LastEventTime with a logStreamNamePrefix.")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn retention_makes_old_events_disappear() {
+    let s = TestServer::start().await;
+    let logs = client(&s);
+    logs.create_log_group().log_group_name("r").send().await.unwrap();
+    logs.create_log_stream()
+        .log_group_name("r")
+        .log_stream_name("s")
+        .send()
+        .await
+        .unwrap();
+    let now = now_ms();
+    let day = 86_400_000;
+    logs.put_log_events()
+        .log_group_name("r")
+        .log_stream_name("s")
+        .log_events(event(now - 3 * day, "three days old"))
+        .log_events(event(now - 1000, "fresh"))
+        .send()
+        .await
+        .unwrap_err(); // spans more than a day: refused whole
+    for (ts, m) in [(now - 3 * day, "three days old"), (now - 1000, "fresh")] {
+        logs.put_log_events()
+            .log_group_name("r")
+            .log_stream_name("s")
+            .log_events(event(ts, m))
+            .send()
+            .await
+            .unwrap();
+    }
+    logs.put_retention_policy()
+        .log_group_name("r")
+        .retention_in_days(1)
+        .send()
+        .await
+        .unwrap();
+    let got = logs
+        .filter_log_events()
+        .log_group_name("r")
+        .send()
+        .await
+        .unwrap();
+    let messages: Vec<&str> = got.events().iter().map(|e| e.message().unwrap()).collect();
+    assert_eq!(messages, ["fresh"], "events past retention are gone");
+    // Dropping the segments holding them (the housekeeping loop does this every minute).
+    let store = s.control.logs.clone().unwrap();
+    let dropped = tokio::task::spawn_blocking(move || store.expire(now_ms()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(dropped >= 1, "the expired segment's file is dropped");
+    let d = logs.describe_log_streams().log_group_name("r").send().await.unwrap();
+    assert_eq!(d.log_streams()[0].first_event_timestamp(), Some(now - 1000));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn requests_signed_for_another_service_are_refused() {
+    let s = TestServer::start().await;
+    // A Logs target signed for `ecs`.
+    let body = r#"{"logGroupName":"x"}"#;
+    let headers = berth_api::sigv4::sign_request(
+        &berth_api::sigv4::SigningKey {
+            access_key: &s.access_key,
+            secret: &s.secret_key,
+            region: "us-east-1",
+            service: "ecs",
+        },
+        "POST",
+        &format!("{}/", s.endpoint),
+        &[
+            ("host", &s.addr.to_string()),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "Logs_20140328.CreateLogGroup"),
+        ],
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut all: Vec<(String, String)> = vec![
+        ("content-type".into(), "application/x-amz-json-1.1".into()),
+        ("x-amz-target".into(), "Logs_20140328.CreateLogGroup".into()),
+    ];
+    all.extend(headers);
+    let a = common::raw_request(&s.endpoint, "POST", "/", &all, body.as_bytes().to_vec()).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Credential should be scoped to correct service: 'logs'"),
+        "{}",
+        a.body
+    );
+    // The same, signed for `logs`, works.
+    let logs = client(&s);
+    logs.create_log_group().log_group_name("x").send().await.unwrap();
+    s.stop().await;
+}

@@ -1,0 +1,36 @@
+//! Berth's log store: CloudWatch Logs' groups, streams and events, kept in append-only
+//! segment files on disk (never in the control-plane store), and the filter-pattern language
+//! that FilterLogEvents and metric filters speak.
+
+pub mod pattern;
+pub mod segment;
+pub mod store;
+
+pub use store::{Bound, Found, InputEvent, Key, LogStore, Query, Rejected};
+
+/// What can go wrong in the log store. The control plane turns these into Logs' exceptions.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// ResourceNotFoundException.
+    #[error("The specified log group does not exist.")]
+    GroupNotFound,
+    /// ResourceNotFoundException.
+    #[error("The specified log stream does not exist.")]
+    StreamNotFound,
+    /// ResourceAlreadyExistsException.
+    #[error("The specified log group already exists")]
+    GroupExists,
+    /// ResourceAlreadyExistsException.
+    #[error("The specified log stream already exists")]
+    StreamExists,
+    /// InvalidParameterException, with Logs' message.
+    #[error("{0}")]
+    Invalid(String),
+    /// The disk failed us; nothing partial was kept.
+    #[error("log storage failed at {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
