@@ -7,14 +7,12 @@ use async_trait::async_trait;
 use berth_agent_proto::Binding;
 use bollard::container::{
     Config, CreateContainerOptions, ListContainersOptions, LogOutput, LogsOptions,
-    RemoveContainerOptions,
-    StopContainerOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
 use bollard::models::{
-    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding,
-    ResourcesUlimits,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits,
 };
 use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
@@ -50,8 +48,8 @@ fn is_not_found(e: &BollardError) -> bool {
 /// Splits Docker's `2024-01-02T03:04:05.123456789Z ` prefix from a log frame.
 fn split_timestamp(frame: &str) -> Option<(i64, &str)> {
     let (stamp, rest) = frame.split_once(' ')?;
-    let t = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
-        .ok()?;
+    let t =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
     Some((t.unix_timestamp_nanos() as i64, rest))
 }
 
@@ -221,10 +219,13 @@ impl Runtime for Docker {
                 binds: Some(s.binds.clone()),
                 network_mode: Some(s.network_mode.clone()),
                 port_bindings: Some(bindings),
-                log_config: s.log_config.as_ref().map(|(driver, opts)| HostConfigLogConfig {
-                    typ: Some(driver.clone()),
-                    config: Some(opts.clone()),
-                }),
+                log_config: s
+                    .log_config
+                    .as_ref()
+                    .map(|(driver, opts)| HostConfigLogConfig {
+                        typ: Some(driver.clone()),
+                        config: Some(opts.clone()),
+                    }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -392,7 +393,8 @@ impl Runtime for Docker {
                             partial.push_str(rest.strip_suffix('\n').unwrap_or(rest));
                             if done {
                                 let text = std::mem::take(&mut partial);
-                                let text = text.strip_suffix('\r').map(str::to_string).unwrap_or(text);
+                                let text =
+                                    text.strip_suffix('\r').map(str::to_string).unwrap_or(text);
                                 Some(Ok(OutputLine { time_ns, text }))
                             } else {
                                 None

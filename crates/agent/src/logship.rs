@@ -255,7 +255,12 @@ impl Shipper {
                     return None;
                 }
                 Err(Failure::Retry(m)) => {
-                    tracing::warn!(group = t.group, stream = t.stream, error = m, "cannot ship logs yet; retrying");
+                    tracing::warn!(
+                        group = t.group,
+                        stream = t.stream,
+                        error = m,
+                        "cannot ship logs yet; retrying"
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -265,15 +270,20 @@ impl Shipper {
 
     async fn ship(self: Arc<Self>, runtime: Arc<dyn Runtime>, id: String, t: Target) {
         // Where the server's copy ends.
-        let Some(mut cursor) = self.deliver(&t, &[]).await else {
+        let Some(held) = self.deliver(&t, &[]).await else {
             return;
         };
         let mut assembler =
             Assembler::new(t.grouping.clone()).with_flush_after_ms(t.flush_after_ms);
-        let mut batch = Batch::default();
+        let mut batch = Batch::after(held);
+        // Docker stamps stdout and stderr separately, so times are not quite in file order:
+        // only lines read back after (re)opening are compared with what was shipped, and
+        // `last_line` is the newest time read.
+        let mut last_line = held;
         let mut reopen_backoff = Duration::from_millis(200);
         loop {
-            let mut lines = match runtime.follow_output(&id, cursor).await {
+            let resume = last_line;
+            let mut lines = match runtime.follow_output(&id, resume).await {
                 Ok(l) => l,
                 Err(e) => {
                     if matches!(runtime.inspect(&id).await, Ok(None)) {
@@ -285,14 +295,14 @@ impl Shipper {
                     continue;
                 }
             };
+            let mut replaying = true;
             let ended = loop {
                 let due = batch.due(&assembler);
                 let next = tokio::select! {
                     l = lines.next() => l,
                     _ = tokio::time::sleep_until(due) => {
-                        let now = now_ms();
-                        let done = assembler.flush(now, false);
-                        batch.add_all(done, cursor);
+                        let done = assembler.flush(now_ms(), false);
+                        batch.add_all(done, last_line);
                         if batch.first_at.is_some_and(|f| f.elapsed() >= BATCH_DELAY) {
                             self.flush(&t, &mut batch).await;
                         }
@@ -306,14 +316,19 @@ impl Shipper {
                         break false;
                     }
                     Some(Ok(line)) => {
-                        if line.time_ns <= cursor {
-                            continue; // already shipped before a restart
+                        if replaying && line.time_ns <= resume {
+                            continue; // shipped before this (re)open
                         }
+                        replaying = false;
                         let events = assembler.push(&line.text, line.time_ns / 1_000_000);
                         // A grouped event is complete when the next one starts, so what the
                         // push releases ends with the line before.
-                        let at = if assembler.is_grouping() { cursor } else { line.time_ns };
-                        cursor = line.time_ns;
+                        let at = if assembler.is_grouping() {
+                            last_line
+                        } else {
+                            line.time_ns
+                        };
+                        last_line = last_line.max(line.time_ns);
                         for full in batch.add_all(events, at) {
                             self.deliver(&t, &full).await;
                         }
@@ -322,7 +337,7 @@ impl Shipper {
             };
             if ended {
                 let rest = assembler.flush(now_ms(), true);
-                batch.add_all(rest, cursor);
+                batch.add_all(rest, last_line);
                 self.flush(&t, &mut batch).await;
                 return;
             }
@@ -363,9 +378,18 @@ struct Batch {
     events: Vec<LogLine>,
     bytes: usize,
     first_at: Option<tokio::time::Instant>,
+    /// The cursor of the last event added: each next one is larger, as the server requires.
+    last: i64,
 }
 
 impl Batch {
+    fn after(cursor: i64) -> Batch {
+        Batch {
+            last: cursor,
+            ..Default::default()
+        }
+    }
+
     /// When the loop must wake without a new line: the batch's delay or the assembler's flush.
     fn due(&self, a: &Assembler) -> tokio::time::Instant {
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -380,8 +404,9 @@ impl Batch {
         batch.min(flush)
     }
 
-    /// Adds events released together, the last ending at `cursor` (earlier ones just before
-    /// it, so cursors keep increasing); returns the batches that filled up.
+    /// Adds events released together, the last ending at the line time `cursor` (earlier ones
+    /// just before it); each event's cursor is also past the one before. Returns the batches
+    /// that filled up.
     fn add_all(&mut self, events: Vec<crate::multiline::Event>, cursor: i64) -> Vec<Vec<LogLine>> {
         let n = events.len() as i64;
         let mut full = Vec::new();
@@ -394,10 +419,12 @@ impl Batch {
                 self.first_at = Some(tokio::time::Instant::now());
             }
             self.bytes += size;
+            let at = (cursor - (n - 1 - i as i64)).max(self.last + 1);
+            self.last = at;
             self.events.push(LogLine {
                 timestamp: e.timestamp_ms,
                 message: e.message,
-                cursor: cursor - (n - 1 - i as i64),
+                cursor: at,
             });
         }
         full
@@ -445,16 +472,25 @@ mod tests {
     fn streams_are_named_as_ecs_names_them() {
         let t = target(
             &task(),
-            &ctr(&[("awslogs-group", "/ecs/web"), ("awslogs-stream-prefix", "ecs")]),
+            &ctr(&[
+                ("awslogs-group", "/ecs/web"),
+                ("awslogs-stream-prefix", "ecs"),
+            ]),
             "cid",
         )
         .expect("valid")
         .expect("awslogs");
-        assert_eq!((t.group.as_str(), t.stream.as_str()), ("/ecs/web", "ecs/app/0123abcd"));
+        assert_eq!(
+            (t.group.as_str(), t.stream.as_str()),
+            ("/ecs/web", "ecs/app/0123abcd")
+        );
         let t = target(&task(), &ctr(&[("awslogs-group", "g")]), "cid")
             .expect("valid")
             .expect("awslogs");
-        assert_eq!(t.stream, "cid", "without a prefix Docker names the stream by container id");
+        assert_eq!(
+            t.stream, "cid",
+            "without a prefix Docker names the stream by container id"
+        );
     }
 
     #[test]
@@ -465,8 +501,12 @@ mod tests {
             err(&[("awslogs-group", "g"), ("awslogs-bogus", "1")]),
             "unknown log opt 'awslogs-bogus' for awslogs log driver"
         );
-        assert!(err(&[("awslogs-group", "g"), ("awslogs-create-group", "yes")]).contains("boolean"));
-        assert!(err(&[("awslogs-group", "g"), ("mode", "sometimes")]).contains("mode not supported"));
+        assert!(
+            err(&[("awslogs-group", "g"), ("awslogs-create-group", "yes")]).contains("boolean")
+        );
+        assert!(
+            err(&[("awslogs-group", "g"), ("mode", "sometimes")]).contains("mode not supported")
+        );
         assert!(err(&[
             ("awslogs-group", "g"),
             ("awslogs-datetime-format", "%Y"),
@@ -477,23 +517,33 @@ mod tests {
 
     #[test]
     fn awslogs_is_json_file_locally_and_other_drivers_pass_through() {
-        let c = ctr(&[("awslogs-group", "g"), ("mode", "non-blocking"), ("max-buffer-size", "4m")]);
+        let c = ctr(&[
+            ("awslogs-group", "g"),
+            ("mode", "non-blocking"),
+            ("max-buffer-size", "4m"),
+        ]);
         let (driver, opts) = docker_log_config(&c).expect("a log config");
         assert_eq!(driver, "json-file");
         assert_eq!(opts.get("mode").map(String::as_str), Some("non-blocking"));
         assert_eq!(opts.get("max-buffer-size").map(String::as_str), Some("4m"));
-        assert!(!opts.contains_key("awslogs-group"), "awslogs options stay with the agent");
+        assert!(
+            !opts.contains_key("awslogs-group"),
+            "awslogs options stay with the agent"
+        );
         let mut c = ctr(&[("max-size", "10m")]);
         c.log_driver = Some("local".into());
         let (driver, opts) = docker_log_config(&c).expect("a log config");
-        assert_eq!((driver.as_str(), opts.get("max-size").map(String::as_str)), ("local", Some("10m")));
+        assert_eq!(
+            (driver.as_str(), opts.get("max-size").map(String::as_str)),
+            ("local", Some("10m"))
+        );
         c.log_driver = None;
         assert!(docker_log_config(&c).is_none());
     }
 
     #[test]
     fn batches_keep_logs_limits_and_increasing_cursors() {
-        let mut b = Batch::default();
+        let mut b = Batch::after(0);
         let ev = |m: &str| crate::multiline::Event {
             timestamp_ms: 1,
             message: m.to_string(),
@@ -501,8 +551,20 @@ mod tests {
         let big = "x".repeat(200_000);
         let full = b.add_all((0..6).map(|_| ev(&big)).collect(), 100);
         assert_eq!(full.len(), 1, "six 200 kB events do not fit one batch");
-        let sent: Vec<i64> = full[0].iter().chain(b.events.iter()).map(|e| e.cursor).collect();
-        assert_eq!(sent, vec![95, 96, 97, 98, 99, 100], "cursors increase to the line's");
+        let sent: Vec<i64> = full[0]
+            .iter()
+            .chain(b.events.iter())
+            .map(|e| e.cursor)
+            .collect();
+        assert_eq!(
+            sent,
+            vec![95, 96, 97, 98, 99, 100],
+            "cursors increase to the line's"
+        );
         assert!(full[0].iter().map(|e| e.message.len() + 26).sum::<usize>() <= MAX_BATCH_BYTES);
+        // A line stamped earlier than one already taken (stderr beside stdout) still gets a
+        // larger cursor, or the server would take it for a resend.
+        b.add_all(vec![ev("late")], 50);
+        assert_eq!(b.events.last().map(|e| e.cursor), Some(101));
     }
 }

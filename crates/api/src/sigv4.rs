@@ -351,6 +351,24 @@ pub fn ecr_request_headers(
     )
 }
 
+/// The same for a CloudWatch Logs operation (sign with `service: "logs"`).
+pub fn logs_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    operation: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
+    json_request_headers(
+        key,
+        endpoint,
+        crate::LOGS_TARGET_PREFIX,
+        operation,
+        body,
+        when,
+    )
+}
+
 fn json_request_headers(
     key: &SigningKey<'_>,
     endpoint: &str,

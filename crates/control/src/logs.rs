@@ -116,7 +116,11 @@ impl Control {
     }
 
     /// A group named directly or by ARN (with or without the trailing `:*`).
-    fn group_of(&self, name: Option<String>, identifier: Option<String>) -> Result<String, EcsError> {
+    fn group_of(
+        &self,
+        name: Option<String>,
+        identifier: Option<String>,
+    ) -> Result<String, EcsError> {
         match (name, identifier) {
             (Some(_), Some(_)) => Err(EcsError::invalid(
                 "LogGroup name and LogGroup ARN are mutually exclusive parameters.",
@@ -159,11 +163,7 @@ impl Control {
 
     fn stream_wire(&self, group: &str, s: StreamInfo) -> LogStream {
         LogStream {
-            arn: Some(format!(
-                "{}:log-stream:{}",
-                self.group_arn(group),
-                s.name
-            )),
+            arn: Some(format!("{}:log-stream:{}", self.group_arn(group), s.name)),
             creation_time: Some(s.created),
             first_event_timestamp: s.first_event,
             last_event_timestamp: s.last_event,
@@ -175,7 +175,11 @@ impl Control {
     }
 
     /// One CloudWatch Logs request.
-    pub async fn handle_logs(&self, caller: &Caller, req: LogsRequest) -> Result<Vec<u8>, EcsError> {
+    pub async fn handle_logs(
+        &self,
+        caller: &Caller,
+        req: LogsRequest,
+    ) -> Result<Vec<u8>, EcsError> {
         if let Some(instance) = &caller.instance {
             return Err(EcsError::new(
                 ErrorKind::AccessDenied,
@@ -227,13 +231,21 @@ impl Control {
                 empty()
             }
             LogsRequest::TagLogGroup(r) => {
-                self.retag(r.log_group_name.unwrap_or_default(), r.tags.unwrap_or_default(), vec![])
-                    .await?;
+                self.retag(
+                    r.log_group_name.unwrap_or_default(),
+                    r.tags.unwrap_or_default(),
+                    vec![],
+                )
+                .await?;
                 empty()
             }
             LogsRequest::UntagLogGroup(r) => {
-                self.retag(r.log_group_name.unwrap_or_default(), BTreeMap::new(), r.tags.unwrap_or_default())
-                    .await?;
+                self.retag(
+                    r.log_group_name.unwrap_or_default(),
+                    BTreeMap::new(),
+                    r.tags.unwrap_or_default(),
+                )
+                .await?;
                 empty()
             }
             LogsRequest::ListTagsLogGroup(r) => {
@@ -371,7 +383,12 @@ impl Control {
         let (prefix, pattern) = (r.log_group_name_prefix, r.log_group_name_pattern);
         let mut groups = self
             .with_logs(move |l| {
-                Ok(l.groups(prefix.as_deref(), pattern.as_deref(), after.as_deref(), n + 1))
+                Ok(l.groups(
+                    prefix.as_deref(),
+                    pattern.as_deref(),
+                    after.as_deref(),
+                    n + 1,
+                ))
             })
             .await?;
         let next_token = (groups.len() > n).then(|| {
@@ -402,7 +419,9 @@ impl Control {
             None => 0,
             Some(t) => crate::paging::decode_token(Some(t))?
                 .and_then(|o| o.parse().ok())
-                .ok_or_else(|| EcsError::invalid(format!("The specified nextToken is invalid: '{t}'")))?,
+                .ok_or_else(|| {
+                    EcsError::invalid(format!("The specified nextToken is invalid: '{t}'"))
+                })?,
         };
         let descending = r.descending.unwrap_or(false);
         let prefix = r.log_stream_name_prefix;
@@ -426,7 +445,10 @@ impl Control {
         })
     }
 
-    async fn put_log_events(&self, r: PutLogEventsRequest) -> Result<PutLogEventsResponse, EcsError> {
+    async fn put_log_events(
+        &self,
+        r: PutLogEventsRequest,
+    ) -> Result<PutLogEventsResponse, EcsError> {
         if r.entity.is_some() {
             return Err(EcsError::invalid(
                 "entity is not supported by Berth: there is no CloudWatch entity explorer.",
@@ -463,7 +485,10 @@ impl Control {
         })
     }
 
-    async fn get_log_events(&self, r: GetLogEventsRequest) -> Result<GetLogEventsResponse, EcsError> {
+    async fn get_log_events(
+        &self,
+        r: GetLogEventsRequest,
+    ) -> Result<GetLogEventsResponse, EcsError> {
         let n = limit(r.limit, MAX_EVENTS, "limit")?;
         let group = self.group_of(r.log_group_name, r.log_group_identifier)?;
         let stream = r.log_stream_name.unwrap_or_default();
@@ -537,7 +562,11 @@ impl Control {
         let bound = match r.next_token.as_deref() {
             Some(t) => match parse_token(t)? {
                 Bound::After(k) => Bound::After(k),
-                _ => return Err(EcsError::invalid(format!("The specified nextToken is invalid: '{t}'"))),
+                _ => {
+                    return Err(EcsError::invalid(format!(
+                        "The specified nextToken is invalid: '{t}'"
+                    )))
+                }
             },
             None => Bound::Head,
         };
@@ -631,7 +660,13 @@ impl Control {
                     .put(&r.group, &r.stream, &events, Some(&cursors), now)
                     .map_err(log_error)?;
                 if rejected != Default::default() {
-                    tracing::warn!(instance, group = r.group, stream = r.stream, ?rejected, "shipped log events outside Logs' window were dropped");
+                    tracing::warn!(
+                        instance,
+                        group = r.group,
+                        stream = r.stream,
+                        ?rejected,
+                        "shipped log events outside Logs' window were dropped"
+                    );
                 }
             }
             let held = l.stream_info(&r.group, &r.stream).map_err(log_error)?;

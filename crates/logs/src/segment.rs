@@ -172,7 +172,12 @@ mod tests {
         encode(&mut buf, 11, 21, 31, "wörld");
         let first = decode(&buf, 0).expect("first record decodes");
         assert_eq!(
-            (first.timestamp, first.ingestion, first.cursor, first.message),
+            (
+                first.timestamp,
+                first.ingestion,
+                first.cursor,
+                first.message
+            ),
             (10, 20, 30, "hello")
         );
         let second = decode(&buf, first.end).expect("second record decodes");
@@ -182,12 +187,18 @@ mod tests {
 
         // A crash mid-write: the second record loses its last byte.
         let torn = &buf[..buf.len() - 1];
-        assert!(decode(torn, first.end).is_none(), "a torn record is not read");
+        assert!(
+            decode(torn, first.end).is_none(),
+            "a torn record is not read"
+        );
         // A flipped bit in a message fails the checksum.
         let mut bad = buf.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(decode(&bad, first.end).is_none(), "a corrupt record is not read");
+        assert!(
+            decode(&bad, first.end).is_none(),
+            "a corrupt record is not read"
+        );
     }
 
     #[test]

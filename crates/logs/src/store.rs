@@ -253,7 +253,10 @@ pub fn check_batch(
             events.len()
         )));
     }
-    let size: usize = events.iter().map(|e| e.message.len() + EVENT_OVERHEAD).sum();
+    let size: usize = events
+        .iter()
+        .map(|e| e.message.len() + EVENT_OVERHEAD)
+        .sum();
     if size > MAX_BATCH_BYTES {
         return Err(LogError::Invalid(format!(
             "Upload too large: {size} bytes exceeds limit of {MAX_BATCH_BYTES}"
@@ -498,11 +501,16 @@ impl LogStore {
             for k in remove {
                 m.tags.remove(k);
             }
-            m.tags.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m.tags
+                .extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
         })
     }
 
-    fn update_group(&self, name: &str, change: impl FnOnce(&mut GroupMeta)) -> Result<(), LogError> {
+    fn update_group(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut GroupMeta),
+    ) -> Result<(), LogError> {
         let g = self.group(name)?;
         let mut meta = lock(&g.meta);
         let mut next = meta.clone();
@@ -623,7 +631,13 @@ impl LogStore {
         );
         for i in range.clone() {
             let cursor = cursors.map_or(0, |c| c[i]);
-            segment::encode(&mut buf, events[i].timestamp, now, cursor, &events[i].message);
+            segment::encode(
+                &mut buf,
+                events[i].timestamp,
+                now,
+                cursor,
+                &events[i].message,
+            );
         }
         s.append(&mut st, &buf, self.segment_bytes)?;
         let active = st.segments.last_mut().ok_or_else(|| LogError::Io {

@@ -170,7 +170,10 @@ fn retention_drops_whole_segments_and_hides_expired_events_at_once() {
     let files_before = walk(dir.path()).len();
     let dropped = s.expire(later).expect("expire");
     assert!(dropped > 0, "whole segments past retention are dropped");
-    assert!(walk(dir.path()).len() < files_before, "their files are gone");
+    assert!(
+        walk(dir.path()).len() < files_before,
+        "their files are gone"
+    );
     let after = s.get("g", "s", &q).expect("get");
     assert!(
         after.iter().all(|f| f.event.timestamp >= NOW + 10),
@@ -194,7 +197,8 @@ fn a_resent_batch_is_stored_once() {
     s.put("g", "s", &batch, Some(&[1, 2, 3]), NOW).expect("put");
     // The answer was lost; the producer sends again, with one more line.
     let again = [ev(NOW, "b"), ev(NOW, "c"), ev(NOW, "d")];
-    s.put("g", "s", &again, Some(&[2, 3, 4]), NOW).expect("resend");
+    s.put("g", "s", &again, Some(&[2, 3, 4]), NOW)
+        .expect("resend");
     assert_eq!(messages(&page_forward(&s, 10)), ["a", "b", "c", "d"]);
     assert_eq!(s.stream_info("g", "s").expect("info").cursor, 4);
     let s = LogStore::open(dir.path()).expect("reopen");
@@ -229,9 +233,12 @@ fn batch_rules_are_logs_own() {
     let (range, rejected) = check_batch(&[e(NOW - 1000), e(new)], NOW, None).expect("accepted");
     assert_eq!(range, 0..1, "only the event inside the window is stored");
     assert_eq!(rejected.too_new_start, Some(1));
-    let (range, rejected) =
-        check_batch(&[e(NOW - 25 * 3600 * 1000), e(NOW - 12 * 3600 * 1000)], NOW, Some(1))
-            .expect("accepted");
+    let (range, rejected) = check_batch(
+        &[e(NOW - 25 * 3600 * 1000), e(NOW - 12 * 3600 * 1000)],
+        NOW,
+        Some(1),
+    )
+    .expect("accepted");
     assert_eq!((range, rejected.expired_end), (1..2, Some(0)));
 }
 
@@ -239,17 +246,34 @@ fn batch_rules_are_logs_own() {
 fn names_outside_logs_patterns_are_refused_and_nothing_is_made() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = LogStore::open(dir.path()).expect("open");
-    assert!(matches!(s.create_group("a b", NOW, BTreeMap::new()), Err(LogError::Invalid(_))));
-    assert!(matches!(s.create_group("", NOW, BTreeMap::new()), Err(LogError::Invalid(_))));
-    assert!(s.groups(None, None, None, 50).is_empty(), "no group was made");
-    s.create_group("/ecs/web", NOW, BTreeMap::new()).expect("group");
+    assert!(matches!(
+        s.create_group("a b", NOW, BTreeMap::new()),
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_group("", NOW, BTreeMap::new()),
+        Err(LogError::Invalid(_))
+    ));
+    assert!(
+        s.groups(None, None, None, 50).is_empty(),
+        "no group was made"
+    );
+    s.create_group("/ecs/web", NOW, BTreeMap::new())
+        .expect("group");
     assert!(matches!(
         s.create_group("/ecs/web", NOW, BTreeMap::new()),
         Err(LogError::GroupExists)
     ));
-    assert!(matches!(s.create_stream("/ecs/web", "a:b", NOW), Err(LogError::Invalid(_))));
-    assert!(matches!(s.create_stream("/ecs/nope", "a", NOW), Err(LogError::GroupNotFound)));
-    s.create_stream("/ecs/web", "ecs/web/0123", NOW).expect("stream");
+    assert!(matches!(
+        s.create_stream("/ecs/web", "a:b", NOW),
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_stream("/ecs/nope", "a", NOW),
+        Err(LogError::GroupNotFound)
+    ));
+    s.create_stream("/ecs/web", "ecs/web/0123", NOW)
+        .expect("stream");
     assert!(matches!(
         s.put("/ecs/web", "other", &[ev(NOW, "x")], None, NOW),
         Err(LogError::StreamNotFound)
@@ -257,7 +281,10 @@ fn names_outside_logs_patterns_are_refused_and_nothing_is_made() {
     s.delete_group("/ecs/web").expect("delete");
     assert!(s.groups(None, None, None, 50).is_empty());
     let s = LogStore::open(dir.path()).expect("reopen");
-    assert!(s.groups(None, None, None, 50).is_empty(), "the deletion was durable");
+    assert!(
+        s.groups(None, None, None, 50).is_empty(),
+        "the deletion was durable"
+    );
 }
 
 #[test]
@@ -271,8 +298,14 @@ fn filter_reads_across_streams_in_time_order_with_a_pattern() {
     for i in 0..30 {
         let stream = if i % 2 == 0 { "a" } else { "b" };
         let level = if i % 5 == 0 { "ERROR" } else { "INFO" };
-        s.put("g", stream, &[ev(NOW + i, &format!("{level} line {i}"))], None, NOW)
-            .expect("put");
+        s.put(
+            "g",
+            stream,
+            &[ev(NOW + i, &format!("{level} line {i}"))],
+            None,
+            NOW,
+        )
+        .expect("put");
     }
     let pattern = Pattern::parse("ERROR").expect("pattern");
     let q = Query {
@@ -296,10 +329,20 @@ fn filter_reads_across_streams_in_time_order_with_a_pattern() {
         .expect("filter");
     assert_eq!(
         messages(&rest),
-        ["ERROR line 10", "ERROR line 15", "ERROR line 20", "ERROR line 25"]
+        [
+            "ERROR line 10",
+            "ERROR line 15",
+            "ERROR line 20",
+            "ERROR line 25"
+        ]
     );
     let only_a = s
-        .filter("g", Some(&["a".to_string()]), None, &Query { limit: 100, ..q })
+        .filter(
+            "g",
+            Some(&["a".to_string()]),
+            None,
+            &Query { limit: 100, ..q },
+        )
         .expect("filter");
     assert!(only_a.iter().all(|f| f.stream_name == "a"));
     assert_eq!(only_a.len(), 3);
