@@ -361,9 +361,14 @@ impl Runtime for Docker {
             .collect())
     }
 
-    async fn follow_output(&self, id: &str, since_ns: i64) -> Result<OutputLines, RuntimeError> {
+    async fn output(
+        &self,
+        id: &str,
+        since_ns: i64,
+        follow: bool,
+    ) -> Result<OutputLines, RuntimeError> {
         let opts = LogsOptions::<String> {
-            follow: true,
+            follow,
             stdout: true,
             stderr: true,
             timestamps: true,

@@ -15,7 +15,7 @@ use crate::runtime::Runtime;
 use crate::AgentError;
 use berth_agent_proto::{ContainerPlan, DesiredTask, LogBatch, LogLine};
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -273,73 +273,106 @@ impl Shipper {
         let Some(held) = self.deliver(&t, &[]).await else {
             return;
         };
-        let mut assembler =
-            Assembler::new(t.grouping.clone()).with_flush_after_ms(t.flush_after_ms);
-        let mut batch = Batch::after(held);
-        // Docker stamps stdout and stderr separately, so times are not quite in file order:
-        // only lines read back after (re)opening are compared with what was shipped, and
-        // `last_line` is the newest time read.
-        let mut last_line = held;
-        let mut reopen_backoff = Duration::from_millis(200);
+        let mut s = Follow {
+            assembler: Assembler::new(t.grouping.clone()).with_flush_after_ms(t.flush_after_ms),
+            batch: Batch::after(held),
+            last_line: held,
+            recent: BTreeSet::new(),
+        };
+        let mut backoff = Duration::from_millis(200);
+        // Follow until the container stops; then read what is left until nothing more comes
+        // (Docker may end a follow before its copier has written the last lines).
+        let mut quiet_drains = 0;
         loop {
-            let resume = last_line;
-            let mut lines = match runtime.follow_output(&id, resume).await {
+            let follow = quiet_drains == 0;
+            let resume = s.last_line;
+            let lines = match runtime.output(&id, resume, follow).await {
                 Ok(l) => l,
                 Err(e) => {
                     if matches!(runtime.inspect(&id).await, Ok(None)) {
                         tracing::warn!(container = id, error = %e, "the container is gone; its unread output with it");
-                        return;
+                        break;
                     }
-                    tokio::time::sleep(reopen_backoff).await;
-                    reopen_backoff = (reopen_backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            let mut replaying = true;
-            let ended = loop {
-                let due = batch.due(&assembler);
-                let next = tokio::select! {
-                    l = lines.next() => l,
-                    _ = tokio::time::sleep_until(due) => {
-                        let done = assembler.flush(now_ms(), false);
-                        batch.add_all(done, last_line);
-                        if batch.first_at.is_some_and(|f| f.elapsed() >= BATCH_DELAY) {
-                            self.flush(&t, &mut batch).await;
-                        }
+            match self.read(&t, &mut s, lines, resume).await {
+                Read::Failed => continue,
+                Read::Ended { new_lines } => {
+                    let running = matches!(runtime.inspect(&id).await, Ok(Some(o)) if o.running);
+                    if follow && running {
+                        // The follow ended under a running container (Docker restarted?).
+                        tokio::time::sleep(backoff).await;
                         continue;
                     }
-                };
-                match next {
-                    None => break true,
-                    Some(Err(e)) => {
-                        tracing::warn!(container = id, error = %e, "reading container output failed; reopening");
-                        break false;
+                    if follow {
+                        quiet_drains = 1;
+                    } else if new_lines == 0 {
+                        quiet_drains += 1;
+                        if quiet_drains > 2 {
+                            break;
+                        }
+                    } else {
+                        quiet_drains = 1;
                     }
-                    Some(Ok(line)) => {
-                        if replaying && line.time_ns <= resume {
-                            continue; // shipped before this (re)open
-                        }
-                        replaying = false;
-                        let events = assembler.push(&line.text, line.time_ns / 1_000_000);
-                        // A grouped event is complete when the next one starts, so what the
-                        // push releases ends with the line before.
-                        let at = if assembler.is_grouping() {
-                            last_line
-                        } else {
-                            line.time_ns
-                        };
-                        last_line = last_line.max(line.time_ns);
-                        for full in batch.add_all(events, at) {
-                            self.deliver(&t, &full).await;
-                        }
+                    if !follow {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
+            }
+        }
+        let rest = s.assembler.flush(now_ms(), true);
+        s.batch.add_all(rest, s.last_line);
+        self.flush(&t, &mut s.batch).await;
+    }
+
+    /// Ships what one read of the container's output gives, until it ends or fails.
+    async fn read(
+        &self,
+        t: &Target,
+        s: &mut Follow,
+        mut lines: crate::runtime::OutputLines,
+        resume: i64,
+    ) -> Read {
+        let mut new_lines = 0;
+        loop {
+            let due = s.batch.due(&s.assembler);
+            let next = tokio::select! {
+                l = lines.next() => l,
+                _ = tokio::time::sleep_until(due) => {
+                    let done = s.assembler.flush(now_ms(), false);
+                    s.batch.add_all(done, s.last_line);
+                    if s.batch.first_at.is_some_and(|f| f.elapsed() >= BATCH_DELAY) {
+                        self.flush(t, &mut s.batch).await;
+                    }
+                    continue;
+                }
             };
-            if ended {
-                let rest = assembler.flush(now_ms(), true);
-                batch.add_all(rest, last_line);
-                self.flush(&t, &mut batch).await;
-                return;
+            let line = match next {
+                None => return Read::Ended { new_lines },
+                Some(Err(e)) => {
+                    tracing::warn!(group = t.group, stream = t.stream, error = %e, "reading container output failed; reopening");
+                    return Read::Failed;
+                }
+                Some(Ok(line)) => line,
+            };
+            if s.shipped(line.time_ns, resume) {
+                continue;
+            }
+            new_lines += 1;
+            let events = s.assembler.push(&line.text, line.time_ns / 1_000_000);
+            // A grouped event is complete when the next one starts, so what the push
+            // releases ends with the line before.
+            let at = if s.assembler.is_grouping() {
+                s.last_line
+            } else {
+                line.time_ns
+            };
+            s.note(line.time_ns);
+            for full in s.batch.add_all(events, at) {
+                self.deliver(t, &full).await;
             }
         }
     }
@@ -348,6 +381,50 @@ impl Shipper {
         let events = batch.take();
         if !events.is_empty() {
             self.deliver(t, &events).await;
+        }
+    }
+}
+
+/// How a read of the output ended.
+enum Read {
+    Ended { new_lines: usize },
+    Failed,
+}
+
+/// How long Docker's stamps of stdout and stderr may disagree with the order it wrote them.
+const SKEW_NS: i64 = 2_000_000_000;
+
+/// One container's shipping state across reads of its output.
+struct Follow {
+    assembler: Assembler,
+    batch: Batch,
+    /// The newest line time read.
+    last_line: i64,
+    /// The times of lines read in the last `SKEW_NS` before `last_line`; empty after a
+    /// restart, when only the server's cursor is known.
+    recent: BTreeSet<i64>,
+}
+
+impl Follow {
+    /// Whether a line read again after reopening at `resume` was already taken. Docker stamps
+    /// stdout and stderr apart, so a line may come after one stamped later: within the skew
+    /// window the exact times taken decide.
+    fn shipped(&self, time_ns: i64, resume: i64) -> bool {
+        if time_ns > resume {
+            return false;
+        }
+        if self.recent.is_empty() {
+            return true;
+        }
+        time_ns < resume - SKEW_NS || self.recent.contains(&time_ns)
+    }
+
+    fn note(&mut self, time_ns: i64) {
+        self.last_line = self.last_line.max(time_ns);
+        self.recent.insert(time_ns);
+        let floor = self.last_line - SKEW_NS;
+        while self.recent.first().is_some_and(|t| *t < floor) {
+            self.recent.pop_first();
         }
     }
 }
@@ -539,6 +616,33 @@ mod tests {
         );
         c.log_driver = None;
         assert!(docker_log_config(&c).is_none());
+    }
+
+    #[test]
+    fn lines_read_again_are_known_by_their_times() {
+        let mut f = Follow {
+            assembler: Assembler::new(None),
+            batch: Batch::after(0),
+            last_line: 100,
+            recent: BTreeSet::new(),
+        };
+        assert!(
+            f.shipped(100, 100),
+            "after a restart, everything up to the cursor was shipped"
+        );
+        assert!(!f.shipped(101, 100));
+        let s = 1_000_000_000;
+        for t in [10 * s, 10 * s + 5, 11 * s] {
+            f.note(t);
+        }
+        let resume = f.last_line;
+        assert!(f.shipped(10 * s + 5, resume), "taken within the window");
+        assert!(
+            !f.shipped(10 * s + 3, resume),
+            "a late stderr line within the window is new"
+        );
+        assert!(f.shipped(8 * s, resume), "older than the window: taken");
+        assert!(!f.shipped(11 * s + 1, resume));
     }
 
     #[test]

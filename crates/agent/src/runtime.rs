@@ -124,8 +124,14 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Containers, running or not, carrying `label=value`.
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Listed>, RuntimeError>;
-    /// Follows a container's output, lines taken after `since_ns`.
-    async fn follow_output(&self, id: &str, since_ns: i64) -> Result<OutputLines, RuntimeError>;
+    /// A container's output from `since_ns` on (whole seconds: earlier lines of that second
+    /// come too); with `follow`, until the container has stopped.
+    async fn output(
+        &self,
+        id: &str,
+        since_ns: i64,
+        follow: bool,
+    ) -> Result<OutputLines, RuntimeError>;
     /// The log drivers the engine has.
     async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError>;
 }
@@ -294,7 +300,7 @@ pub mod fake {
                 })
                 .collect())
         }
-        async fn follow_output(&self, _: &str, _: i64) -> Result<OutputLines, RuntimeError> {
+        async fn output(&self, _: &str, _: i64, _: bool) -> Result<OutputLines, RuntimeError> {
             // Fake containers print nothing.
             Ok(Box::pin(futures::stream::empty()))
         }

@@ -633,7 +633,7 @@ impl Control {
         }
         self.with_logs(move |l| {
             let now = now_ms();
-            if l.group_info(&r.group).is_err() {
+            if !l.has_group(&r.group) {
                 if !r.create_group {
                     return Err(log_error(LogError::GroupNotFound));
                 }

@@ -472,6 +472,11 @@ impl LogStore {
             .collect()
     }
 
+    /// Whether a group exists.
+    pub fn has_group(&self, name: &str) -> bool {
+        read(&self.groups).contains_key(name)
+    }
+
     /// One group.
     pub fn group_info(&self, name: &str) -> Result<GroupInfo, LogError> {
         Ok(group_info(&*self.group(name)?))
