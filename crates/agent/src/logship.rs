@@ -57,18 +57,25 @@ fn task_id(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+/// How much of an awslogs container's output Docker keeps on disk for the agent (json-file
+/// rotation, overriding the daemon's defaults): the most the agent can fall behind, say while
+/// the server is down, before the oldest unshipped output is rotated away.
+pub const LOCAL_BUFFER: (&str, &str) = ("100m", "5");
+
 /// The Docker log configuration of a container: `awslogs` becomes the local `json-file`
-/// (keeping Docker's generic `mode` and `max-buffer-size`), any other driver goes to Docker as
-/// given, and no driver is Docker's default.
+/// (rotating at [`LOCAL_BUFFER`], keeping Docker's generic `mode` and `max-buffer-size`), any
+/// other driver goes to Docker as given, and no driver is Docker's default.
 pub fn docker_log_config(c: &ContainerPlan) -> Option<(String, HashMap<String, String>)> {
     let driver = c.log_driver.as_deref()?;
     if driver == "awslogs" {
-        let opts = c
+        let mut opts: HashMap<String, String> = c
             .log_options
             .iter()
             .filter(|(k, _)| k.as_str() == "mode" || k.as_str() == "max-buffer-size")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        opts.insert("max-size".into(), LOCAL_BUFFER.0.into());
+        opts.insert("max-file".into(), LOCAL_BUFFER.1.into());
         return Some(("json-file".into(), opts));
     }
     Some((

@@ -439,8 +439,26 @@ impl Control {
         }
     }
 
-    /// Places and commits tasks; the heart of RunTask and StartTask.
+    /// Places and commits tasks; the heart of RunTask, StartTask and services.
     pub(crate) async fn start_tasks(
+        &self,
+        cluster_ident: Option<&str>,
+        td_ident: Option<&str>,
+        pool: Pool,
+        count: usize,
+        meta: Meta,
+    ) -> Result<(Vec<ecs::Task>, Vec<ecs::Failure>), EcsError> {
+        let placed = self
+            .place_and_commit(cluster_ident, td_ident, pool, count, meta)
+            .await;
+        if let Ok((tasks, failures)) = &placed {
+            self.metrics.tasks_placed.inc_by(tasks.len() as u64);
+            self.metrics.placements_failed.inc_by(failures.len() as u64);
+        }
+        placed
+    }
+
+    async fn place_and_commit(
         &self,
         cluster_ident: Option<&str>,
         td_ident: Option<&str>,

@@ -156,6 +156,15 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         (Method::GET, "/healthz") => {
             return respond(200, &request_id, b"ok\n".to_vec(), "text/plain")
         }
+        (Method::GET, "/metrics") => {
+            let text = st.control.render_metrics().await;
+            return respond(
+                200,
+                &request_id,
+                text.into_bytes(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            );
+        }
         (Method::POST, "/_berth/reset") if st.control.config.dev => {
             let (status, body) = match st.control.reset().await {
                 Ok(n) => (
@@ -180,6 +189,10 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Ok(_) => 200,
                 Err(e) => e.kind.http_status(),
             };
+            let operation = path.rsplit('/').next().unwrap_or_default();
+            st.control
+                .metrics
+                .request("agent", operation, status, started.elapsed().as_secs_f64());
             if status >= 400 {
                 tracing::warn!(request_id, path, status, error = ?result.as_ref().err(), "agent request refused");
             } else {
@@ -212,19 +225,35 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .to_string();
     // Each service by its target prefix, signed for its own name.
     let t = target.as_deref().unwrap_or_default();
-    let result = if let Some(op) = t.strip_prefix(ECR_TARGET_PREFIX) {
+    let (service, result) = if let Some(op) = t.strip_prefix(ECR_TARGET_PREFIX) {
         let op = op.to_string();
-        ecr_request(&st, req, &op).await
+        ("ecr", ecr_request(&st, req, &op).await)
     } else if let Some(op) = t.strip_prefix(LOGS_TARGET_PREFIX) {
         let op = op.to_string();
-        logs_request(&st, req, &op).await
+        ("logs", logs_request(&st, req, &op).await)
     } else {
-        ecs_request(&st, req).await
+        ("ecs", ecs_request(&st, req).await)
     };
     let (status, resp) = match result {
         Ok(body) => (200, respond(200, &request_id, body, JSON_CONTENT_TYPE)),
         Err(e) => (e.kind.http_status(), error_response(&e, &request_id)),
     };
+    // Operations by name only when the service has them: the label stays bounded.
+    let known = match service {
+        "ecr" => berth_api::ecr::ALL_OPERATIONS,
+        "logs" => berth_api::logs::ALL_OPERATIONS,
+        _ => berth_api::ecs::ALL_OPERATIONS,
+    };
+    st.control.metrics.request(
+        service,
+        if known.contains(&operation.as_str()) {
+            &operation
+        } else {
+            "unknown"
+        },
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match resp.status().as_u16() {
         403 => tracing::warn!(

@@ -13,6 +13,7 @@ pub mod http;
 pub mod instances;
 pub mod keys;
 pub mod logs;
+pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod presence;
@@ -86,6 +87,8 @@ pub struct Control {
     pub registry: Option<berth_registry::Registry>,
     /// CloudWatch Logs' events; `None` for a server started without a log store.
     pub logs: Option<Arc<berth_logs::LogStore>>,
+    /// Prometheus figures (`GET /metrics`).
+    pub metrics: Arc<metrics::Metrics>,
     /// The plans agents were last handed, per instance and task.
     pub(crate) plans: Arc<agents::PlanCache>,
     /// Task definitions agents' plans were built from, by ARN.
@@ -108,6 +111,7 @@ impl Control {
             config: Arc::new(config),
             registry: None,
             logs: None,
+            metrics: Arc::default(),
             plan_definitions: Arc::default(),
             plans: Arc::default(),
         }
@@ -234,6 +238,21 @@ impl Control {
     /// Loads the cluster state from the store, then keeps it current until `stop` says so.
     /// Nothing that places or polls works before the load; [`crate::server::Server`] starts it
     /// before it serves.
+    /// `GET /metrics`: the counters, and what the state and store say now.
+    pub async fn render_metrics(&self) -> String {
+        let mut now = metrics::Snapshot {
+            agents_connected: self.agents.connected() as i64,
+            store_revision: self.store.revision().await.unwrap_or(0) as i64,
+            ..Default::default()
+        };
+        for name in self.state.cluster_names() {
+            let (_, running, pending) = self.state.cluster(&name).await.counts();
+            now.running += running as i64;
+            now.pending += pending as i64;
+        }
+        self.metrics.render(&now)
+    }
+
     pub async fn load_state(&self) -> Result<berth_store::Revision, EcsError> {
         self.state.load(&*self.store).await.map_err(store_error)
     }

@@ -468,9 +468,12 @@ impl Control {
             r.log_group_name.unwrap_or_default(),
             r.log_stream_name.unwrap_or_default(),
         );
-        let rejected = self
+        let stored = self
             .with_logs(move |l| l.put(&g, &s, &events, None, now_ms()).map_err(log_error))
             .await?;
+        self.metrics.log_events.inc_by(stored.events as u64);
+        self.metrics.log_bytes.inc_by(stored.bytes as u64);
+        let rejected = stored.rejected;
         let any = rejected.too_new_start.is_some()
             || rejected.too_old_end.is_some()
             || rejected.expired_end.is_some();
@@ -631,6 +634,7 @@ impl Control {
                 self.config.region
             )));
         }
+        let metrics = self.metrics.clone();
         self.with_logs(move |l| {
             let now = now_ms();
             if !l.has_group(&r.group) {
@@ -656,9 +660,12 @@ impl Control {
                     })
                     .collect();
                 let cursors: Vec<i64> = r.events.iter().map(|e| e.cursor).collect();
-                let rejected = l
+                let stored = l
                     .put(&r.group, &r.stream, &events, Some(&cursors), now)
                     .map_err(log_error)?;
+                metrics.log_events.inc_by(stored.events as u64);
+                metrics.log_bytes.inc_by(stored.bytes as u64);
+                let rejected = stored.rejected;
                 if rejected != Default::default() {
                     tracing::warn!(
                         instance,

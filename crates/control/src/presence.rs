@@ -39,6 +39,14 @@ impl Presence {
         }
     }
 
+    /// How many agents were heard from within the timeout.
+    pub fn connected(&self) -> usize {
+        self.seen
+            .lock()
+            .map(|m| m.values().filter(|t| t.elapsed() < self.timeout).count())
+            .unwrap_or(0)
+    }
+
     /// A count that moves whenever a disconnected (or new) agent is heard from.
     pub fn arrivals(&self) -> u64 {
         self.arrivals.load(std::sync::atomic::Ordering::Relaxed)

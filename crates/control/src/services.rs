@@ -649,6 +649,7 @@ impl Control {
         mut s: Service,
         kv: KeyValue,
     ) -> Result<bool, EcsError> {
+        self.metrics.reconciler_passes.inc();
         let before = s.clone();
         let now = now_epoch();
         let input = self.service_input(cluster, &s).await?;

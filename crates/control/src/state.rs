@@ -648,6 +648,12 @@ impl State {
         m.entry(cluster.to_string()).or_default().clone()
     }
 
+    /// The clusters the state holds.
+    pub fn cluster_names(&self) -> Vec<String> {
+        let m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        m.keys().cloned().collect()
+    }
+
     /// The cluster's part, locked: placement holds it from the decision to the commit.
     pub async fn cluster(&self, cluster: &str) -> OwnedMutexGuard<ClusterState> {
         self.slot(cluster).lock_owned().await

@@ -6,7 +6,7 @@ pub mod pattern;
 pub mod segment;
 pub mod store;
 
-pub use store::{Bound, Found, InputEvent, Key, LogStore, Query, Rejected};
+pub use store::{Bound, Found, InputEvent, Key, LogStore, Query, Rejected, Stored};
 
 /// What can go wrong in the log store. The control plane turns these into Logs' exceptions.
 #[derive(Debug, thiserror::Error)]

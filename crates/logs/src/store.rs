@@ -68,6 +68,16 @@ pub struct Rejected {
     pub expired_end: Option<usize>,
 }
 
+/// What a PutLogEvents stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub rejected: Rejected,
+    /// Events appended (not rejected, not already stored under the producer's cursor).
+    pub events: usize,
+    /// Their message bytes.
+    pub bytes: usize,
+}
+
 /// Where a read starts, in the order of (timestamp, sequence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -613,7 +623,7 @@ impl LogStore {
         events: &[InputEvent],
         cursors: Option<&[i64]>,
         now: i64,
-    ) -> Result<Rejected, LogError> {
+    ) -> Result<Stored, LogError> {
         let (g, s) = self.stream(group, stream)?;
         let retention = lock(&g.meta).retention_days;
         let (range, rejected) = check_batch(events, now, retention)?;
@@ -626,7 +636,10 @@ impl LogStore {
             }
         }
         if range.is_empty() {
-            return Ok(rejected);
+            return Ok(Stored {
+                rejected,
+                ..Default::default()
+            });
         }
         let mut buf = Vec::with_capacity(
             events[range.clone()]
@@ -654,7 +667,11 @@ impl LogStore {
             active.note(events[i].timestamp, now, cursor, events[i].message.len());
         }
         st.next_seq += range.len() as u64;
-        Ok(rejected)
+        Ok(Stored {
+            rejected,
+            events: range.len(),
+            bytes: events[range].iter().map(|e| e.message.len()).sum(),
+        })
     }
 
     /// Reads one stream (GetLogEvents): events in `[start, end)` from `bound`, in order.
