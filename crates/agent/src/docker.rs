@@ -261,6 +261,12 @@ impl Runtime for Docker {
         let started = epoch(state.started_at.as_deref()).is_some();
         let running = state.running.unwrap_or(false);
         let mut bindings = Vec::new();
+        let ip_address = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|nets| nets.values().find_map(|n| n.ip_address.clone()))
+            .filter(|ip| !ip.is_empty());
         for (key, list) in c.network_settings.and_then(|n| n.ports).unwrap_or_default() {
             let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
             let Ok(container_port) = port.parse::<u16>() else {
@@ -301,6 +307,8 @@ impl Runtime for Docker {
             } else {
                 epoch(state.finished_at.as_deref())
             },
+            started_at: epoch(state.started_at.as_deref()),
+            ip_address,
         }))
     }
 
@@ -411,6 +419,40 @@ impl Runtime for Docker {
             futures::future::ready(out)
         });
         Ok(Box::pin(lines))
+    }
+
+    async fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        let mut s = self.client.stats(
+            id,
+            Some(bollard::container::StatsOptions {
+                stream: false,
+                one_shot: false,
+            }),
+        );
+        match s.next().await {
+            Some(Ok(stats)) => {
+                serde_json::to_value(stats).map_err(|e| RuntimeError::Api(e.to_string()))
+            }
+            Some(Err(e)) => Err(api(e)),
+            None => Ok(serde_json::Value::Null),
+        }
+    }
+
+    async fn bridge_gateway(&self) -> Result<Option<String>, RuntimeError> {
+        let n = self
+            .client
+            .inspect_network::<String>("bridge", None)
+            .await
+            .map_err(api)?;
+        // Docker leaves the gateway out when it is the default: the subnet's first address.
+        let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+        Ok(configs.into_iter().find_map(|c| {
+            c.gateway.filter(|g| !g.is_empty()).or_else(|| {
+                let subnet = c.subnet?;
+                let net: std::net::Ipv4Addr = subnet.split_once('/')?.0.parse().ok()?;
+                Some(std::net::Ipv4Addr::from(u32::from(net) + 1).to_string())
+            })
+        }))
     }
 
     async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError> {

@@ -34,6 +34,10 @@ pub struct EngineContext {
     pub registry: std::sync::RwLock<Option<berth_agent_proto::RegistryCredentials>>,
     /// Ships awslogs containers' output; `None` where no server takes it (engine tests).
     pub logs: Option<Arc<crate::logship::Shipper>>,
+    /// The task metadata endpoint; `None` when it could not listen.
+    pub metadata: Option<Arc<crate::metadata::Metadata>>,
+    /// The instance's zone, as the metadata endpoint shows it.
+    pub availability_zone: String,
 }
 
 pub(crate) fn now() -> f64 {
@@ -320,9 +324,36 @@ impl TaskRun {
         }
     }
 
-    /// Sends the task's state if it changed since the last report.
+    /// Shows the task on the metadata endpoint as it is now.
+    fn show(&self, report: &TaskReport) {
+        let Some(m) = &self.ctx.metadata else {
+            return;
+        };
+        m.update(crate::metadata::TaskView {
+            plan: self.plan.clone(),
+            report: report.clone(),
+            containers: self
+                .ctrs
+                .iter()
+                .map(|c| crate::metadata::ContainerView {
+                    docker_name: container_name(&self.plan, &c.plan.name),
+                    docker_id: c.id.clone(),
+                    image_id: c.obs.as_ref().and_then(|o| o.image_id.clone()),
+                    labels: c.obs.as_ref().map(|o| o.labels.clone()).unwrap_or_default(),
+                    ip_address: c.obs.as_ref().and_then(|o| o.ip_address.clone()),
+                    started_at: c.obs.as_ref().and_then(|o| o.started_at),
+                    finished_at: c.obs.as_ref().and_then(|o| o.finished_at),
+                })
+                .collect(),
+            availability_zone: self.ctx.availability_zone.clone(),
+        });
+    }
+
+    /// Sends the task's state if it changed since the last report (and shows it on the
+    /// metadata endpoint).
     fn publish(&mut self) {
         let r = self.report();
+        self.show(&r);
         if self.last_sent.as_ref() != Some(&r) {
             self.ctx.reporter.submit(r.clone());
             self.last_sent = Some(r);
@@ -493,12 +524,21 @@ impl TaskRun {
                     }
                 }
                 Readiness::Ready => {
-                    let spec = create_spec(&self.plan, &self.ctrs[i].plan, &self.ctx.instance_arn);
+                    let mut spec =
+                        create_spec(&self.plan, &self.ctrs[i].plan, &self.ctx.instance_arn);
+                    if let Some(m) = &self.ctx.metadata {
+                        spec.env.push(format!(
+                            "ECS_CONTAINER_METADATA_URI_V4={}",
+                            m.uri_for(&spec.name)
+                        ));
+                    }
                     let created = match self.prepare_logs(i).await {
                         Err(msg) => Err(format!("CannotStartContainerError: {msg}")),
                         Ok(()) => match self.ctx.runtime.create(&spec).await {
                             Ok(id) => {
                                 self.ctrs[i].id = Some(id.clone());
+                                // Known to the metadata endpoint before it can ask.
+                                self.show(&self.report());
                                 let started = self
                                     .ctx
                                     .runtime
@@ -682,6 +722,9 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
             }
         }
     }
+    if let Some(m) = &t.ctx.metadata {
+        m.forget(&t.plan.task_arn);
+    }
     for v in &t.plan.volumes {
         let task_scoped =
             v.host_path.is_none() && v.docker.as_ref().is_none_or(|d| d.scope != "shared");
@@ -846,6 +889,8 @@ mod tests {
                 tick: Duration::from_millis(5),
                 registry: Default::default(),
                 logs: None,
+                metadata: None,
+                availability_zone: "local-1a".into(),
             });
             let (tx, rx) = watch::channel(t);
             let handle = tokio::spawn(run_task(ctx, rx));

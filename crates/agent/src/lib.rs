@@ -10,6 +10,7 @@ pub mod client;
 pub mod docker;
 pub mod engine;
 pub mod logship;
+pub mod metadata;
 pub mod multiline;
 pub mod runtime;
 
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the task metadata endpoint listens by default: the ECS agent's own port for it.
+pub const METADATA_PORT: u16 = 51679;
 
 /// Ports the ECS agent reserves on every host: SSH, Docker's API, and its own.
 pub const RESERVED_PORTS: &[u16] = &[22, 2375, 2376, 51678, 51679];
@@ -96,6 +100,8 @@ pub struct AgentConfig {
     pub tick: Duration,
     /// Stop this instance's containers when the agent exits (default: leave them running).
     pub stop_tasks_on_exit: bool,
+    /// The task metadata endpoint's port (0: any free one; `None`: no endpoint).
+    pub metadata_port: Option<u16>,
 }
 
 impl AgentConfig {
@@ -117,6 +123,7 @@ impl AgentConfig {
             poll_wait: Duration::from_secs(20),
             tick: Duration::from_millis(500),
             stop_tasks_on_exit: false,
+            metadata_port: Some(METADATA_PORT),
         }
     }
 }
@@ -414,6 +421,29 @@ async fn sweep(
     }
 }
 
+/// Starts the task metadata endpoint on the Docker bridge's gateway (or loopback when there is
+/// none) at `--metadata-port`; `None`, said loudly, when it cannot listen.
+async fn metadata_endpoint(
+    cfg: &AgentConfig,
+    runtime: &Arc<dyn Runtime>,
+) -> Option<Arc<metadata::Metadata>> {
+    let port = cfg.metadata_port?;
+    let ip: std::net::IpAddr = match runtime.bridge_gateway().await {
+        Ok(Some(ip)) => ip.parse().ok()?,
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
+    };
+    match metadata::Metadata::serve((ip, port).into(), runtime.clone()).await {
+        Ok(m) => {
+            tracing::info!(endpoint = m.base, "task metadata endpoint");
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!(%ip, port, error = %e, "cannot serve the task metadata endpoint; containers get no ECS_CONTAINER_METADATA_URI_V4");
+            None
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` completes. Containers keep running when it returns.
 pub async fn run(
     cfg: AgentConfig,
@@ -450,6 +480,11 @@ pub async fn run(
         tick: cfg.tick,
         registry: Default::default(),
         logs: Some(Arc::new(logship::Shipper::new(client.clone(), id.clone()))),
+        metadata: metadata_endpoint(&cfg, &runtime).await,
+        availability_zone: cfg
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| "local-1a".into()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let reports = tokio::spawn(report_loop(

@@ -285,6 +285,7 @@ impl Shipper {
             batch: Batch::after(held),
             last_line: held,
             recent: BTreeSet::new(),
+            in_flight: None,
         };
         let mut backoff = Duration::from_millis(200);
         // Follow until the container stops; then read what is left until nothing more comes
@@ -332,12 +333,31 @@ impl Shipper {
         }
         let rest = s.assembler.flush(now_ms(), true);
         s.batch.add_all(rest, s.last_line);
-        self.flush(&t, &mut s.batch).await;
+        let events = s.batch.take();
+        self.pipeline(&t, &mut s, events).await;
+        if let Some(last) = s.in_flight.take() {
+            let _ = last.await;
+        }
+    }
+
+    /// Sends a batch while the next is being read: one batch in flight at a time, so they
+    /// arrive in order.
+    async fn pipeline(self: &Arc<Self>, t: &Target, s: &mut Follow, events: Vec<LogLine>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(previous) = s.in_flight.take() {
+            let _ = previous.await;
+        }
+        let (me, t) = (self.clone(), t.clone());
+        s.in_flight = Some(tokio::spawn(async move {
+            me.deliver(&t, &events).await;
+        }));
     }
 
     /// Ships what one read of the container's output gives, until it ends or fails.
     async fn read(
-        &self,
+        self: &Arc<Self>,
         t: &Target,
         s: &mut Follow,
         mut lines: crate::runtime::OutputLines,
@@ -352,7 +372,8 @@ impl Shipper {
                     let done = s.assembler.flush(now_ms(), false);
                     s.batch.add_all(done, s.last_line);
                     if s.batch.first_at.is_some_and(|f| f.elapsed() >= BATCH_DELAY) {
-                        self.flush(t, &mut s.batch).await;
+                        let events = s.batch.take();
+                        self.pipeline(t, s, events).await;
                     }
                     continue;
                 }
@@ -379,15 +400,8 @@ impl Shipper {
             };
             s.note(line.time_ns);
             for full in s.batch.add_all(events, at) {
-                self.deliver(t, &full).await;
+                self.pipeline(t, s, full).await;
             }
-        }
-    }
-
-    async fn flush(&self, t: &Target, batch: &mut Batch) {
-        let events = batch.take();
-        if !events.is_empty() {
-            self.deliver(t, &events).await;
         }
     }
 }
@@ -410,6 +424,8 @@ struct Follow {
     /// The times of lines read in the last `SKEW_NS` before `last_line`; empty after a
     /// restart, when only the server's cursor is known.
     recent: BTreeSet<i64>,
+    /// The batch being sent.
+    in_flight: Option<JoinHandle<()>>,
 }
 
 impl Follow {
@@ -632,6 +648,7 @@ mod tests {
             batch: Batch::after(0),
             last_line: 100,
             recent: BTreeSet::new(),
+            in_flight: None,
         };
         assert!(
             f.shipped(100, 100),

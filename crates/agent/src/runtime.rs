@@ -76,6 +76,10 @@ pub struct Observed {
     pub labels: HashMap<String, String>,
     /// Seconds since the epoch, when it has exited.
     pub finished_at: Option<f64>,
+    /// Seconds since the epoch, when it was started.
+    pub started_at: Option<f64>,
+    /// Its address on its network (bridge mode).
+    pub ip_address: Option<String>,
 }
 
 /// One container found by label.
@@ -134,6 +138,10 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<OutputLines, RuntimeError>;
     /// The log drivers the engine has.
     async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError>;
+    /// One sample of a container's resource use, in Docker's stats shape.
+    async fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError>;
+    /// The gateway address of Docker's default bridge, which containers can reach.
+    async fn bridge_gateway(&self) -> Result<Option<String>, RuntimeError>;
 }
 
 /// An in-memory runtime for the engine's fast tests: containers are records, "running" is a
@@ -306,6 +314,12 @@ pub mod fake {
         }
         async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError> {
             Ok(vec!["json-file".into(), "none".into()])
+        }
+        async fn stats(&self, _: &str) -> Result<serde_json::Value, RuntimeError> {
+            Ok(serde_json::json!({}))
+        }
+        async fn bridge_gateway(&self) -> Result<Option<String>, RuntimeError> {
+            Ok(None)
         }
     }
 }

@@ -115,6 +115,9 @@ struct AgentArgs {
     /// Stop this instance's containers when the agent exits.
     #[arg(long)]
     stop_tasks_on_exit: bool,
+    /// The task metadata endpoint's port, on the Docker bridge's gateway (0: any free port).
+    #[arg(long, default_value_t = berth_agent::METADATA_PORT)]
+    metadata_port: u16,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -231,6 +234,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     cfg.external = args.external;
     cfg.cleanup_after = Duration::from_secs(args.container_cleanup_after);
     cfg.stop_tasks_on_exit = args.stop_tasks_on_exit;
+    cfg.metadata_port = Some(args.metadata_port);
     tracing::info!(server = cfg.server, cluster = cfg.cluster, "agent starting");
     berth_agent::run(cfg, runtime, shutdown_signal())
         .await

@@ -973,3 +973,80 @@ async fn stable(s: &TestServer) -> Value {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `docker logs` of a container, until it holds `n` lines (or 30 s pass).
+fn docker_logs(id: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("docker")
+            .args(["logs", id])
+            .output()
+            .unwrap();
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            eprintln!("stderr of {id}: {}", String::from_utf8_lossy(&out.stderr));
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containers_read_the_task_metadata_endpoint_v4() {
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
+    let td = f
+        .register(json!({
+            "family": "meta",
+            "containerDefinitions": [{
+                "name": "app", "image": BUSYBOX, "memory": 32, "cpu": 128,
+                "portMappings": [{"containerPort": 8080}],
+                "command": ["sh", "-c", "wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task; echo; wget -qO- $ECS_CONTAINER_METADATA_URI_V4; echo; wget -qO- $ECS_CONTAINER_METADATA_URI_V4/stats; echo; sleep 600"],
+            }],
+        }))
+        .await;
+    let arn = f.run_one(&td).await;
+    let t = f
+        .wait(&arn, 60, "RUNNING", |t| t["lastStatus"] == "RUNNING")
+        .await;
+    let id = runtime_id(&t, "app");
+    let lines = docker_logs(&id, 3);
+    assert_eq!(
+        lines.len(),
+        3,
+        "three answers from inside the container: {lines:?}"
+    );
+    let task: Value = serde_json::from_str(&lines[0])
+        .unwrap_or_else(|e| panic!("the /task answer is JSON ({e}): {}", lines[0]));
+    assert_eq!(task["TaskARN"], arn.as_str());
+    assert_eq!(task["Cluster"], "default");
+    assert_eq!(task["Family"], "meta");
+    assert_eq!(task["Revision"], "1");
+    assert_eq!(task["LaunchType"], "EC2");
+    assert_eq!(task["Containers"][0]["DockerId"], id.as_str());
+    let me: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(me["Name"], "app");
+    assert_eq!(me["Limits"]["CPU"], 128);
+    assert_eq!(me["Limits"]["Memory"], 32);
+    assert_eq!(me["Networks"][0]["NetworkMode"], "bridge");
+    assert!(
+        me["Networks"][0]["IPv4Addresses"][0]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty()),
+        "the container's own address: {me:#}"
+    );
+    assert_eq!(me["Labels"]["com.amazonaws.ecs.task-arn"], arn.as_str());
+    let stats: Value = serde_json::from_str(&lines[2]).unwrap();
+    assert!(
+        stats["memory_stats"].is_object() && stats["cpu_stats"].is_object(),
+        "Docker's stats shape: {stats:#}"
+    );
+    f.server
+        .ok("StopTask", json!({"cluster": "default", "task": &arn}))
+        .await;
+    f.finish().await;
+}

@@ -875,71 +875,83 @@ fn select(mut sources: Vec<Source>, q: &Query<'_>, cutoff: i64) -> Result<Vec<Fo
     // largest), a min-heap when newest first.
     let mut oldest: BinaryHeap<Held> = BinaryHeap::new();
     let mut newest: BinaryHeap<std::cmp::Reverse<Held>> = BinaryHeap::new();
-    for src in &sources {
-        let seg = &src.segment;
-        if newest_first {
-            if let Some(w) = newest.peek().filter(|_| newest.len() >= limit) {
-                if seg.max_ts < w.0 .0.key.timestamp {
-                    break;
+    // A search with required literals reads and screens a window of segments on every core
+    // at once (the window bounds memory and keeps the early stop); other reads go one
+    // segment at a time, since they usually need only the first.
+    let window = if literals.is_empty() {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8)
+    };
+    'visit: for chunk in sources.chunks(window) {
+        let screened = screen(chunk, &literals)?;
+        for (src, buf) in chunk.iter().zip(screened) {
+            let seg = &src.segment;
+            if newest_first {
+                if let Some(w) = newest.peek().filter(|_| newest.len() >= limit) {
+                    if seg.max_ts < w.0 .0.key.timestamp {
+                        break 'visit;
+                    }
+                }
+            } else if let Some(w) = oldest.peek().filter(|_| oldest.len() >= limit) {
+                if seg.min_ts > w.0.key.timestamp {
+                    break 'visit;
                 }
             }
-        } else if let Some(w) = oldest.peek().filter(|_| oldest.len() >= limit) {
-            if seg.min_ts > w.0.key.timestamp {
-                break;
-            }
-        }
-        let buf = segment::read_prefix(&seg.path, seg.bytes)
-            .map_err(io(seg.path.display().to_string()))?;
-        if !literals.iter().all(|f| f.find(&buf).is_some()) {
-            continue;
-        }
-        let mut at = 0;
-        let mut seq = seg.first_seq;
-        while let Some(r) = segment::decode(&buf, at) {
-            at = r.end;
-            let key = Key {
-                timestamp: r.timestamp,
-                stream: src.stream,
-                seq,
-            };
-            seq += 1;
-            if r.timestamp < start
-                || r.timestamp >= q.end
-                || lo.is_some_and(|lo| key <= lo)
-                || hi.is_some_and(|hi| key >= hi)
-            {
+            let Some(buf) = buf else {
                 continue;
-            }
-            // Cheap rejections before the pattern and before any allocation.
-            if newest_first {
-                if newest.len() >= limit && newest.peek().is_some_and(|w| key <= w.0 .0.key) {
+            };
+            let mut at = 0;
+            let mut seq = seg.first_seq;
+            while let Some(r) = segment::decode(&buf, at) {
+                at = r.end;
+                let key = Key {
+                    timestamp: r.timestamp,
+                    stream: src.stream,
+                    seq,
+                };
+                seq += 1;
+                if r.timestamp < start
+                    || r.timestamp >= q.end
+                    || lo.is_some_and(|lo| key <= lo)
+                    || hi.is_some_and(|hi| key >= hi)
+                {
                     continue;
                 }
-            } else if oldest.len() >= limit && oldest.peek().is_some_and(|w| key >= w.0.key) {
-                continue;
-            }
-            if q.pattern.is_some_and(|p| !p.matches(r.message)) {
-                continue;
-            }
-            let found = Held(Found {
-                key,
-                stream_name: src.stream_name.to_string(),
-                event: StoredEvent {
-                    seq: key.seq,
-                    timestamp: r.timestamp,
-                    ingestion: r.ingestion,
-                    message: r.message.to_string(),
-                },
-            });
-            if newest_first {
-                newest.push(std::cmp::Reverse(found));
-                if newest.len() > limit {
-                    newest.pop();
+                // Cheap rejections before the pattern and before any allocation.
+                if newest_first {
+                    if newest.len() >= limit && newest.peek().is_some_and(|w| key <= w.0 .0.key) {
+                        continue;
+                    }
+                } else if oldest.len() >= limit && oldest.peek().is_some_and(|w| key >= w.0.key) {
+                    continue;
                 }
-            } else {
-                oldest.push(found);
-                if oldest.len() > limit {
-                    oldest.pop();
+                if q.pattern.is_some_and(|p| !p.matches(r.message)) {
+                    continue;
+                }
+                let found = Held(Found {
+                    key,
+                    stream_name: src.stream_name.to_string(),
+                    event: StoredEvent {
+                        seq: key.seq,
+                        timestamp: r.timestamp,
+                        ingestion: r.ingestion,
+                        message: r.message.to_string(),
+                    },
+                });
+                if newest_first {
+                    newest.push(std::cmp::Reverse(found));
+                    if newest.len() > limit {
+                        newest.pop();
+                    }
+                } else {
+                    oldest.push(found);
+                    if oldest.len() > limit {
+                        oldest.pop();
+                    }
                 }
             }
         }
@@ -964,6 +976,43 @@ fn select(mut sources: Vec<Source>, q: &Query<'_>, cutoff: i64) -> Result<Vec<Fo
         out.truncate(keep);
     }
     Ok(out)
+}
+
+/// Reads the segments of `chunk` side by side, each on a thread of its own, and keeps those
+/// holding every literal (all of them when there are none).
+fn screen(
+    chunk: &[Source],
+    literals: &[memchr::memmem::Finder<'static>],
+) -> Result<Vec<Option<Vec<u8>>>, LogError> {
+    let read = |src: &Source| -> Result<Option<Vec<u8>>, LogError> {
+        let seg = &src.segment;
+        let buf = segment::read_prefix(&seg.path, seg.bytes)
+            .map_err(io(seg.path.display().to_string()))?;
+        Ok(literals
+            .iter()
+            .all(|f| f.find(&buf).is_some())
+            .then_some(buf))
+    };
+    if chunk.len() == 1 {
+        return Ok(vec![read(&chunk[0])?]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|src| scope.spawn(move || read(src)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(LogError::Io {
+                        context: "a segment reader".into(),
+                        source: std::io::Error::other("the reader thread panicked"),
+                    })
+                })
+            })
+            .collect()
+    })
 }
 
 fn group_info(g: &Group) -> GroupInfo {

@@ -549,6 +549,8 @@ impl TestAgent {
         cfg.cleanup_after = Duration::from_secs(3600);
         cfg.poll_wait = Duration::from_secs(5);
         cfg.tick = Duration::from_millis(200);
+        // Tests run side by side: each agent's metadata endpoint on a port of its own.
+        cfg.metadata_port = Some(0);
         cfg
     }
 
