@@ -583,3 +583,111 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Log batches from 8 writers: `kill -9` while they write, and after the restart every
+/// acknowledged batch is there, whole, once; no batch is there in part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_keeps_every_acknowledged_log_batch_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path());
+    let logs = |p: &Proc, op: &'static str, body: Value| {
+        let (e, ak, sk) = (p.endpoint.clone(), p.ak.clone(), p.sk.clone());
+        async move { common::logs_call_to(&e, &ak, &sk, op, &body).await }
+    };
+    assert_eq!(
+        logs(&p, "CreateLogGroup", json!({"logGroupName": "g"}))
+            .await
+            .status,
+        200
+    );
+    for w in 0..8 {
+        let a = logs(
+            &p,
+            "CreateLogStream",
+            json!({"logGroupName": "g", "logStreamName": format!("w{w}")}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![0usize; 8]));
+    let mut writers = Vec::new();
+    for w in 0..8usize {
+        let (endpoint, ak, sk) = (p.endpoint.clone(), p.ak.clone(), p.sk.clone());
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for b in 0..100_000usize {
+                let events: Vec<Value> = (0..100)
+                    .map(|i| json!({"timestamp": now + (b * 100 + i) as i64, "message": format!("w{w} b{b} e{i}")}))
+                    .collect();
+                let body = json!({"logGroupName": "g", "logStreamName": format!("w{w}"), "logEvents": events});
+                let a = common::logs_call_to(&endpoint, &ak, &sk, "PutLogEvents", &body).await;
+                if a.status != 200 {
+                    return; // the server is gone
+                }
+                acked.lock().unwrap()[w] = b + 1;
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().iter().sum::<usize>() < 200 && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.child.kill().unwrap(); // SIGKILL, batches in flight
+    p.child.wait().unwrap();
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.iter().sum::<usize>() >= 200,
+        "only {acked:?} batches acknowledged"
+    );
+
+    let mut p2 = start(dir.path());
+    for (w, &n) in acked.iter().enumerate() {
+        let mut messages = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..1000 {
+            let mut body = json!({"logGroupName": "g", "logStreamName": format!("w{w}"), "startFromHead": true});
+            if let Some(t) = &token {
+                body["nextToken"] = t.clone().into();
+            }
+            let a = logs(&p2, "GetLogEvents", body).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            for e in a.body["events"].as_array().unwrap() {
+                messages.push(e["message"].as_str().unwrap().to_string());
+            }
+            let next = a.body["nextForwardToken"].as_str().map(str::to_string);
+            if next == token {
+                break;
+            }
+            token = next;
+        }
+        assert_eq!(
+            messages.len() % 100,
+            0,
+            "stream w{w} holds a batch in part: {} events",
+            messages.len()
+        );
+        let batches = messages.len() / 100;
+        assert!(
+            batches >= n,
+            "stream w{w}: {n} batches acknowledged, {batches} survived kill -9"
+        );
+        assert!(
+            batches <= n + 1,
+            "stream w{w}: at most the one batch in flight more"
+        );
+        let want: Vec<String> = (0..batches)
+            .flat_map(|b| (0..100).map(move |i| format!("w{w} b{b} e{i}")))
+            .collect();
+        assert_eq!(messages, want, "stream w{w}: in order, each once");
+    }
+    p2.child.kill().unwrap();
+    p2.child.wait().unwrap();
+}

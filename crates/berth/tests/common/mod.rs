@@ -258,21 +258,26 @@ pub async fn signed_ecr_call(endpoint: &str, op: &str, body: &Value, ak: &str, s
 
 /// A signed CloudWatch Logs call of `op` (service `logs`) to a test server, with its admin key.
 pub async fn signed_logs_call(s: &TestServer, op: &str, body: &Value) -> Answer {
+    logs_call_to(&s.endpoint, &s.access_key, &s.secret_key, op, body).await
+}
+
+/// A signed CloudWatch Logs call of `op` to any server at `endpoint`.
+pub async fn logs_call_to(endpoint: &str, ak: &str, sk: &str, op: &str, body: &Value) -> Answer {
     let body = body.to_string();
     let headers = berth_api::sigv4::logs_request_headers(
         &berth_api::sigv4::SigningKey {
-            access_key: &s.access_key,
-            secret: &s.secret_key,
+            access_key: ak,
+            secret: sk,
             region: "us-east-1",
             service: "logs",
         },
-        &s.endpoint,
+        endpoint,
         op,
         body.as_bytes(),
         SystemTime::now(),
     )
     .unwrap();
-    raw_request(&s.endpoint, "POST", "/", &headers, body.into_bytes()).await
+    raw_request(endpoint, "POST", "/", &headers, body.into_bytes()).await
 }
 
 /// One `/v2/` answer of the registry.
