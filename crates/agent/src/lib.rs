@@ -11,6 +11,7 @@ pub mod docker;
 pub mod engine;
 pub mod logship;
 pub mod metadata;
+pub mod metrics;
 pub mod multiline;
 pub mod runtime;
 
@@ -102,6 +103,8 @@ pub struct AgentConfig {
     pub stop_tasks_on_exit: bool,
     /// The task metadata endpoint's port (0: any free one; `None`: no endpoint).
     pub metadata_port: Option<u16>,
+    /// Where to serve the agent's Prometheus `/metrics` (`None`: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -124,6 +127,7 @@ impl AgentConfig {
             tick: Duration::from_millis(500),
             stop_tasks_on_exit: false,
             metadata_port: Some(METADATA_PORT),
+            metrics_listen: None,
         }
     }
 }
@@ -450,6 +454,12 @@ pub async fn run(
     runtime: Arc<dyn Runtime>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    // Every Docker call is timed for /metrics.
+    let metrics = Arc::new(metrics::AgentMetrics::new());
+    let runtime: Arc<dyn Runtime> = Arc::new(metrics::Timed {
+        inner: runtime,
+        metrics: metrics.clone(),
+    });
     let docker_version = runtime.version().await?;
     let log_drivers = runtime.log_drivers().await?;
     let client = ServerClient::new(&cfg.server);
@@ -479,13 +489,26 @@ pub async fn run(
         default_stop_timeout: cfg.default_stop_timeout,
         tick: cfg.tick,
         registry: Default::default(),
-        logs: Some(Arc::new(logship::Shipper::new(client.clone(), id.clone()))),
+        logs: Some(Arc::new(logship::Shipper::new(
+            client.clone(),
+            id.clone(),
+            metrics.clone(),
+        ))),
         metadata: metadata_endpoint(&cfg, &runtime).await,
         availability_zone: cfg
             .availability_zone
             .clone()
             .unwrap_or_else(|| "local-1a".into()),
     });
+    if let Some(addr) = cfg.metrics_listen {
+        match metrics
+            .serve(addr, runtime.clone(), id.container_instance_arn.clone())
+            .await
+        {
+            Ok(bound) => tracing::info!(%bound, "agent metrics on /metrics"),
+            Err(e) => tracing::warn!(%addr, error = %e, "cannot serve the agent's /metrics"),
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let reports = tokio::spawn(report_loop(
         client.clone(),
@@ -537,6 +560,7 @@ pub async fn run(
                         desired.insert(t.task_arn.clone(), t);
                     }
                     tasks.sync(&ctx, desired.values().cloned().collect());
+                    metrics.tasks.set(tasks.running.len() as i64);
                 }
                 if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     let mut owned: HashSet<String> = tasks.running.keys().cloned().collect();

@@ -169,14 +169,20 @@ fn failure(e: AgentError) -> Failure {
 pub struct Shipper {
     client: ServerClient,
     identity: Identity,
+    metrics: Arc<crate::metrics::AgentMetrics>,
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 impl Shipper {
-    pub fn new(client: ServerClient, identity: Identity) -> Shipper {
+    pub fn new(
+        client: ServerClient,
+        identity: Identity,
+        metrics: Arc<crate::metrics::AgentMetrics>,
+    ) -> Shipper {
         Shipper {
             client,
             identity,
+            metrics,
             followers: Mutex::new(HashMap::new()),
         }
     }
@@ -250,7 +256,11 @@ impl Shipper {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.send(t, &t.stream, events).await {
-                Ok(cursor) => return Some(cursor),
+                Ok(cursor) => {
+                    self.metrics.log_events_shipped.inc_by(events.len() as u64);
+                    self.metrics.log_backlog.dec_by(events.len() as i64);
+                    return Some(cursor);
+                }
                 Err(Failure::Refused(m)) => {
                     tracing::error!(
                         group = t.group,
@@ -259,6 +269,7 @@ impl Shipper {
                         error = m,
                         "the server refused shipped log events; they are dropped"
                     );
+                    self.metrics.log_backlog.dec_by(events.len() as i64);
                     return None;
                 }
                 Err(Failure::Retry(m)) => {
@@ -346,6 +357,7 @@ impl Shipper {
         if events.is_empty() {
             return;
         }
+        self.metrics.log_backlog.inc_by(events.len() as i64);
         if let Some(previous) = s.in_flight.take() {
             let _ = previous.await;
         }

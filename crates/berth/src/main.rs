@@ -118,6 +118,9 @@ struct AgentArgs {
     /// The task metadata endpoint's port, on the Docker bridge's gateway (0: any free port).
     #[arg(long, default_value_t = berth_agent::METADATA_PORT)]
     metadata_port: u16,
+    /// Serve the agent's Prometheus `/metrics` on this address (e.g. 127.0.0.1:51680).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -235,6 +238,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     cfg.cleanup_after = Duration::from_secs(args.container_cleanup_after);
     cfg.stop_tasks_on_exit = args.stop_tasks_on_exit;
     cfg.metadata_port = Some(args.metadata_port);
+    cfg.metrics_listen = args.metrics_listen;
     tracing::info!(server = cfg.server, cluster = cfg.cluster, "agent starting");
     berth_agent::run(cfg, runtime, shutdown_signal())
         .await

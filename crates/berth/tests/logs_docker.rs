@@ -15,11 +15,23 @@ use common::{
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn start(server: &TestServer, dir: &std::path::Path) -> (TestAgent, String) {
-    let cfg = TestAgent::config(server, dir);
+/// An agent (serving its `/metrics`), its instance ARN and its metrics address.
+async fn start(
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> (TestAgent, String, std::net::SocketAddr) {
+    let mut cfg = TestAgent::config(server, dir);
+    let metrics = free_port();
+    cfg.metrics_listen = Some(metrics);
     let agent = TestAgent::start(server, cfg).await;
     let instance = wait_joined(&agent).await;
-    (agent, instance)
+    (agent, instance, metrics)
+}
+
+/// A loopback address with a port nobody listens on now.
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
 }
 
 fn container(name: &str, script: &str, options: Value) -> Value {
@@ -105,7 +117,7 @@ async fn output_is_readable_while_the_container_runs_and_grouped_as_docker_group
     s.ok("CreateCluster", json!({"clusterName": "default"}))
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let (agent, instance) = start(&s, dir.path()).await;
+    let (agent, instance, metrics) = start(&s, dir.path()).await;
     let opts = json!({
         "awslogs-group": "/ecs/live", "awslogs-region": "us-east-1",
         "awslogs-stream-prefix": "ecs", "awslogs-create-group": "true",
@@ -197,6 +209,57 @@ async fn output_is_readable_while_the_container_runs_and_grouped_as_docker_group
         assert_eq!(out["events"].as_array().unwrap().len(), 31, "{out}");
     }
 
+    // The agent's own figures, read by Prometheus's parser.
+    let a = common::raw_request(
+        &format!("http://{metrics}"),
+        "GET",
+        "/metrics",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let m = common::parse_openmetrics(a.body.as_str().unwrap_or_default());
+    let shipped = common::metric(
+        &m,
+        "berth_agent_log_events_shipped",
+        "berth_agent_log_events_shipped",
+        json!({}),
+    );
+    assert!(
+        shipped >= 33.0,
+        "31 lines and 2 grouped events shipped, the agent says {shipped}"
+    );
+    let creates = common::metric(
+        &m,
+        "berth_agent_docker_call_duration_seconds",
+        "berth_agent_docker_call_duration_seconds_count",
+        json!({"call": "create", "outcome": "ok"}),
+    );
+    assert_eq!(creates, 2.0, "two containers created");
+    assert!(
+        common::metric(
+            &m,
+            "berth_agent_containers",
+            "berth_agent_containers",
+            json!({"state": "running"})
+        ) >= 1.0
+    );
+    assert_eq!(
+        common::metric(&m, "berth_agent_tasks", "berth_agent_tasks", json!({})),
+        1.0
+    );
+    assert_eq!(
+        common::metric(
+            &m,
+            "berth_agent_log_backlog_events",
+            "berth_agent_log_backlog_events",
+            json!({})
+        ),
+        0.0,
+        "nothing left to ship"
+    );
+
     s.ok("StopTask", json!({"cluster": "default", "task": &task}))
         .await;
     wait_task(&s, "default", &task, 60, "STOPPED", |t| {
@@ -217,7 +280,7 @@ async fn a_missing_group_fails_the_container_in_dockers_words() {
     s.ok("CreateCluster", json!({"clusterName": "default"}))
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let (agent, instance) = start(&s, dir.path()).await;
+    let (agent, instance, _) = start(&s, dir.path()).await;
     let task = run(
         &s,
         "nogroup",
@@ -254,7 +317,7 @@ async fn a_server_restart_and_a_killed_agent_lose_and_repeat_nothing() {
     s.ok("CreateCluster", json!({"clusterName": "default"}))
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let (agent, instance) = start(&s, dir.path()).await;
+    let (agent, instance, _) = start(&s, dir.path()).await;
     // 600 lines over about six seconds.
     let task = run(
         &s,
@@ -282,7 +345,7 @@ async fn a_server_restart_and_a_killed_agent_lose_and_repeat_nothing() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         TestServer::start_in(d, Some(addr), false, Default::default()).await
     };
-    let (agent, _) = start(&s, dir.path()).await;
+    let (agent, _, _) = start(&s, dir.path()).await;
     let got = wait_for(&s, "/ecs/steady", &stream, 600, 60).await;
     let want: Vec<String> = (1..=600).map(|i| format!("line {i}")).collect();
     assert_eq!(got, want, "every line exactly once, in order");

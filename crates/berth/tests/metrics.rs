@@ -6,67 +6,9 @@
 mod common;
 use common::TestServer;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-/// The families of an OpenMetrics text, as `{name: [{name, labels, value}]}`.
-fn parse(text: &str) -> Value {
-    let python = std::env::var("BERTH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = r#"
-import sys, json
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for f in text_string_to_metric_families(sys.stdin.read()):
-    out[f.name] = [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]
-print(json.dumps(out))
-"#;
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("running {python}: {e} (run scripts/test, or set BERTH_PYTHON)")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "Prometheus's parser refused the exposition (is prometheus_client installed? run scripts/test): {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn sample(families: &Value, family: &str, labels: Value) -> f64 {
-    named(families, family, family, labels)
-}
-
-/// The value of the sample called `name` (a histogram's `_count`, say) of `family`.
-fn named(families: &Value, family: &str, name: &str, labels: Value) -> f64 {
-    families[family]
-        .as_array()
-        .unwrap_or_else(|| panic!("no family {family} in {families:#}"))
-        .iter()
-        // A counter's sample is FAMILY_total.
-        .filter(|s| s["name"] == name || s["name"] == format!("{name}_total"))
-        .find(|s| {
-            labels
-                .as_object()
-                .unwrap()
-                .iter()
-                .all(|(k, v)| s["labels"][k] == *v)
-        })
-        .unwrap_or_else(|| panic!("no {name} sample with {labels} in {:#}", families[family]))
-        ["value"]
-        .as_f64()
-        .unwrap()
+    common::metric(families, family, family, labels)
 }
 
 #[tokio::test]
@@ -105,7 +47,7 @@ async fn metrics_parse_and_move_with_the_calls() {
     let a = common::raw_request(&s.endpoint, "GET", "/metrics", &[], Vec::new()).await;
     assert_eq!(a.status, 200);
     let text = a.body.as_str().unwrap_or_default().to_string();
-    let families = parse(&text);
+    let families = common::parse_openmetrics(&text);
     assert_eq!(
         sample(
             &families,
@@ -123,7 +65,7 @@ async fn metrics_parse_and_move_with_the_calls() {
         1.0
     );
     assert_eq!(
-        named(
+        common::metric(
             &families,
             "berth_api_request_duration_seconds",
             "berth_api_request_duration_seconds_count",

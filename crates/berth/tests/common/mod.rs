@@ -684,3 +684,60 @@ pub fn docker_cleanup(instance_arn: &str) {
             .status();
     }
 }
+
+/// The families of an OpenMetrics text, as `{name: [{name, labels, value}]}`.
+pub fn parse_openmetrics(text: &str) -> Value {
+    use std::io::Write;
+    let python = std::env::var("BERTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("running {python}: {e} (run scripts/test, or set BERTH_PYTHON)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Prometheus's parser refused the exposition (is prometheus_client installed? run scripts/test): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of the sample called `name` (a histogram's `_count`, say) of `family`.
+pub fn metric(families: &Value, family: &str, name: &str, labels: Value) -> f64 {
+    families[family]
+        .as_array()
+        .unwrap_or_else(|| panic!("no family {family} in {families:#}"))
+        .iter()
+        // A counter's sample is FAMILY_total.
+        .filter(|s| s["name"] == name || s["name"] == format!("{name}_total"))
+        .find(|s| {
+            labels
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| s["labels"][k] == *v)
+        })
+        .unwrap_or_else(|| panic!("no {name} sample with {labels} in {:#}", families[family]))
+        ["value"]
+        .as_f64()
+        .unwrap()
+}
