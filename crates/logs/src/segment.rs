@@ -67,6 +67,41 @@ impl SegmentMeta {
     }
 }
 
+/// Bits in a sealed segment's trigram filter (64 KiB on disk beside the segment).
+pub const GRAM_BITS: usize = 1 << 19;
+
+fn gram_bit(g: &[u8]) -> usize {
+    let v = u64::from(g[0]) | u64::from(g[1]) << 8 | u64::from(g[2]) << 16;
+    (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 19)) as usize
+}
+
+/// A filter of every three-byte window of a segment's messages: a literal with a window the
+/// filter lacks is in none of them, so a search skips the segment without reading it.
+pub fn grams_of(buf: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0u8; GRAM_BITS / 8];
+    let mut at = 0;
+    while let Some(r) = decode(buf, at) {
+        for w in r.message.as_bytes().windows(3) {
+            let b = gram_bit(w);
+            bits[b / 8] |= 1 << (b % 8);
+        }
+        at = r.end;
+    }
+    bits
+}
+
+/// Whether a message of the segment whose filter is `bits` may contain `literal` (always, for
+/// literals shorter than three bytes or a filter of the wrong size).
+pub fn may_contain(bits: &[u8], literal: &[u8]) -> bool {
+    if bits.len() != GRAM_BITS / 8 {
+        return true;
+    }
+    literal.windows(3).all(|w| {
+        let b = gram_bit(w);
+        bits[b / 8] & (1 << (b % 8)) != 0
+    })
+}
+
 /// One stored event as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -198,6 +233,25 @@ mod tests {
         assert!(
             decode(&bad, first.end).is_none(),
             "a corrupt record is not read"
+        );
+    }
+
+    #[test]
+    fn the_trigram_filter_never_hides_a_message() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 1, 1, 1, "GET /index.html 200");
+        encode(&mut buf, 2, 2, 2, "needle in a haystack");
+        let g = grams_of(&buf);
+        for present in ["needle", "index.html", "GET", "hay", "ab"] {
+            assert!(may_contain(&g, present.as_bytes()), "{present} is there");
+        }
+        assert!(
+            !may_contain(&g, b"zebra"),
+            "a word nowhere in the segment is screened out"
+        );
+        assert!(
+            may_contain(&[0u8; 3], b"zebra"),
+            "a filter of the wrong size screens nothing"
         );
     }
 
