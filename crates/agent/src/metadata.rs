@@ -166,22 +166,9 @@ impl Metadata {
             tasks: Mutex::new(HashMap::new()),
         });
         let m = me.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (m, rt) = (m.clone(), runtime.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let (m, rt) = (m.clone(), rt.clone());
-                        async move { Ok::<_, Infallible>(m.answer(req, &*rt).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        spawn_http(listener, move |req| {
+            let (m, rt) = (m.clone(), runtime.clone());
+            async move { m.answer(req, &*rt).await }
         });
         Ok(me)
     }
@@ -268,6 +255,32 @@ impl Metadata {
             Some(_) => reply(StatusCode::NOT_FOUND, json!({"error": "unknown path"})),
         }
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until the runtime stops, answering each request with
+/// `handle` (the agent's small listeners: metadata and metrics).
+pub(crate) fn spawn_http<F, Fut>(listener: tokio::net::TcpListener, handle: F)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
 }
 
 fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {

@@ -15,7 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -134,44 +133,22 @@ impl AgentMetrics {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (m, rt, arn) = (me.clone(), runtime.clone(), instance_arn.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let (m, rt, arn) = (m.clone(), rt.clone(), arn.clone());
-                            async move {
-                                let mut r = if req.uri().path() == "/metrics" {
-                                    let mut r = http::Response::new(Full::new(Bytes::from(
-                                        m.render(&*rt, &arn).await,
-                                    )));
-                                    r.headers_mut().insert(
-                                    http::header::CONTENT_TYPE,
-                                    http::HeaderValue::from_static(
-                                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                    ),
-                                );
-                                    r
-                                } else {
-                                    http::Response::new(Full::new(Bytes::from_static(
-                                        b"not found\n",
-                                    )))
-                                };
-                                if req.uri().path() != "/metrics" {
-                                    *r.status_mut() = http::StatusCode::NOT_FOUND;
-                                }
-                                Ok::<_, Infallible>(r)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+        crate::metadata::spawn_http(listener, move |req| {
+            let (m, rt, arn) = (me.clone(), runtime.clone(), instance_arn.clone());
+            async move {
+                if req.uri().path() != "/metrics" {
+                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                    *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    return r;
+                }
+                let mut r = http::Response::new(Full::new(Bytes::from(m.render(&*rt, &arn).await)));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
             }
         });
         Ok(bound)

@@ -189,7 +189,17 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Ok(_) => 200,
                 Err(e) => e.kind.http_status(),
             };
-            let operation = path.rsplit('/').next().unwrap_or_default();
+            let operation = [
+                agent_proto::JOIN_PATH,
+                agent_proto::POLL_PATH,
+                agent_proto::REPORT_PATH,
+                agent_proto::LOGS_PATH,
+                JOIN_TOKEN_PATH,
+            ]
+            .into_iter()
+            .find(|r| *r == path)
+            .and_then(|r| r.rsplit('/').next())
+            .unwrap_or("unknown");
             st.control
                 .metrics
                 .request("agent", operation, status, started.elapsed().as_secs_f64());
@@ -246,11 +256,11 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     st.control.metrics.request(
         service,
-        if known.contains(&operation.as_str()) {
-            &operation
-        } else {
-            "unknown"
-        },
+        known
+            .iter()
+            .copied()
+            .find(|o| *o == operation)
+            .unwrap_or("unknown"),
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );

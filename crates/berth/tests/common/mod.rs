@@ -239,20 +239,31 @@ pub async fn signed_call(
 
 /// A signed ECR call of `op` (service `ecr`) to any server at `endpoint`.
 pub async fn signed_ecr_call(endpoint: &str, op: &str, body: &Value, ak: &str, sk: &str) -> Answer {
+    json_call(endpoint, "ecr", op, body, ak, sk).await
+}
+
+/// A signed JSON 1.1 call of `op` to `service` (`ecr` or `logs`), with the key `ak`/`sk`.
+async fn json_call(
+    endpoint: &str,
+    service: &str,
+    op: &str,
+    body: &Value,
+    ak: &str,
+    sk: &str,
+) -> Answer {
     let body = body.to_string();
-    let headers = berth_api::sigv4::ecr_request_headers(
-        &berth_api::sigv4::SigningKey {
-            access_key: ak,
-            secret: sk,
-            region: "us-east-1",
-            service: "ecr",
-        },
-        endpoint,
-        op,
-        body.as_bytes(),
-        SystemTime::now(),
-    )
-    .unwrap();
+    let key = berth_api::sigv4::SigningKey {
+        access_key: ak,
+        secret: sk,
+        region: "us-east-1",
+        service,
+    };
+    let sign = match service {
+        "ecr" => berth_api::sigv4::ecr_request_headers,
+        "logs" => berth_api::sigv4::logs_request_headers,
+        other => panic!("no JSON call for service {other}"),
+    };
+    let headers = sign(&key, endpoint, op, body.as_bytes(), SystemTime::now()).unwrap();
     raw_request(endpoint, "POST", "/", &headers, body.into_bytes()).await
 }
 
@@ -263,21 +274,7 @@ pub async fn signed_logs_call(s: &TestServer, op: &str, body: &Value) -> Answer 
 
 /// A signed CloudWatch Logs call of `op` to any server at `endpoint`.
 pub async fn logs_call_to(endpoint: &str, ak: &str, sk: &str, op: &str, body: &Value) -> Answer {
-    let body = body.to_string();
-    let headers = berth_api::sigv4::logs_request_headers(
-        &berth_api::sigv4::SigningKey {
-            access_key: ak,
-            secret: sk,
-            region: "us-east-1",
-            service: "logs",
-        },
-        endpoint,
-        op,
-        body.as_bytes(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    raw_request(endpoint, "POST", "/", &headers, body.into_bytes()).await
+    json_call(endpoint, "logs", op, body, ak, sk).await
 }
 
 /// One `/v2/` answer of the registry.
