@@ -72,6 +72,14 @@ const LOGS: &[&str] = &[
     "UntagResource",
 ];
 
+/// The CloudWatch (metrics) operations Berth serves.
+const CLOUDWATCH: &[&str] = &[
+    "GetMetricData",
+    "GetMetricStatistics",
+    "ListMetrics",
+    "PutMetricData",
+];
+
 /// The ECR operations Berth serves.
 const ECR: &[&str] = &[
     "BatchCheckLayerAvailability",
@@ -104,21 +112,30 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets this"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets this"));
     println!("cargo:rerun-if-changed=build.rs");
-    for (model_file, out_file, request, implemented) in [
-        ("ecs-2014-11-13.json", "ecs.rs", "EcsRequest", ECS),
-        ("ecr-2015-09-21.json", "ecr.rs", "EcrRequest", ECR),
-        ("logs-2014-03-28.json", "logs.rs", "LogsRequest", LOGS),
+    // CloudWatch speaks CBOR (Smithy RPC v2) to the current AWS CLI: its shapes also encode
+    // themselves as CBOR, timestamps tagged.
+    for (model_file, out_file, request, implemented, cbor) in [
+        ("ecs-2014-11-13.json", "ecs.rs", "EcsRequest", ECS, false),
+        ("ecr-2015-09-21.json", "ecr.rs", "EcrRequest", ECR, false),
+        ("logs-2014-03-28.json", "logs.rs", "LogsRequest", LOGS, false),
+        (
+            "cloudwatch-2010-08-01.json",
+            "cloudwatch.rs",
+            "CloudWatchRequest",
+            CLOUDWATCH,
+            true,
+        ),
     ] {
         let model_path = manifest.join("models").join(model_file);
         println!("cargo:rerun-if-changed={}", model_path.display());
         let text = std::fs::read_to_string(&model_path).expect("vendored model is readable");
         let model: Value = serde_json::from_str(&text).expect("vendored model is JSON");
-        let code = generate(&model, request, implemented);
+        let code = generate(&model, request, implemented, cbor);
         std::fs::write(out_dir.join(out_file), code).expect("OUT_DIR is writable");
     }
 }
 
-fn generate(model: &Value, request: &str, implemented: &[&str]) -> String {
+fn generate(model: &Value, request: &str, implemented: &[&str], cbor: bool) -> String {
     let shapes = model["shapes"].as_object().expect("shapes");
     let operations = model["operations"].as_object().expect("operations");
     for op in implemented {
@@ -202,6 +219,9 @@ fn generate(model: &Value, request: &str, implemented: &[&str]) -> String {
             };
         }
         writeln!(out, "        Ok(())\n    }}\n}}\n").ok();
+        if cbor {
+            write_to_cbor(&mut out, shapes, name, shape);
+        }
     }
 
     // Enumerations, as constant lists of their values.
@@ -263,6 +283,73 @@ fn generate(model: &Value, request: &str, implemented: &[&str]) -> String {
     )
     .ok();
     out
+}
+
+/// `impl ToCbor`: each member present, in model order, encoded by its shape's type.
+fn write_to_cbor(out: &mut String, shapes: &Map<String, Value>, name: &str, shape: &Value) {
+    let members = members(shape);
+    writeln!(out, "impl crate::cbor::ToCbor for {name} {{").ok();
+    writeln!(
+        out,
+        "    fn to_cbor(&self, e: &mut crate::cbor::Encoder) {{"
+    )
+    .ok();
+    let count: Vec<String> = members
+        .keys()
+        .map(|m| format!("usize::from(self.{}.is_some())", field_name(m)))
+        .collect();
+    if count.is_empty() {
+        writeln!(out, "        e.map(0);").ok();
+    } else {
+        writeln!(out, "        e.map({});", count.join(" + ")).ok();
+    }
+    for (member, spec) in &members {
+        let field = field_name(member);
+        let target = spec["shape"].as_str().expect("member shape");
+        writeln!(
+            out,
+            "        if let Some(v) = &self.{field} {{ e.text({member:?}); {} }}",
+            cbor_expr(shapes, target, "v", 0)
+        )
+        .ok();
+    }
+    writeln!(out, "    }}\n}}\n").ok();
+}
+
+/// Code that encodes `var` (a reference to a value of shape `name`) with encoder `e`.
+fn cbor_expr(shapes: &Map<String, Value>, name: &str, var: &str, depth: usize) -> String {
+    let shape = &shapes[name];
+    match shape["type"].as_str().expect("shape type") {
+        "structure" => format!("crate::cbor::ToCbor::to_cbor({var}, e);"),
+        "list" => {
+            let x = format!("x{depth}");
+            let inner = cbor_expr(
+                shapes,
+                shape["member"]["shape"].as_str().expect("list member"),
+                &x,
+                depth + 1,
+            );
+            format!("e.array({var}.len()); for {x} in {var}.iter() {{ {inner} }}")
+        }
+        "map" => {
+            let (k, v) = (format!("k{depth}"), format!("v{depth}"));
+            let inner = cbor_expr(
+                shapes,
+                shape["value"]["shape"].as_str().expect("map value"),
+                &v,
+                depth + 1,
+            );
+            format!("e.map({var}.len()); for ({k}, {v}) in {var}.iter() {{ e.text({k}); {inner} }}")
+        }
+        "string" => format!("e.text({var});"),
+        "blob" => format!("e.bytes(&crate::cbor::unbase64({var}));"),
+        "integer" | "long" => format!("e.int(i64::from(*{var}));"),
+        "boolean" => format!("e.bool(*{var});"),
+        "double" => format!("e.float(*{var});"),
+        "float" => format!("e.float(f64::from(*{var}));"),
+        "timestamp" => format!("e.timestamp(*{var});"),
+        other => panic!("unsupported shape type {other} for {name}"),
+    }
 }
 
 enum Nested {

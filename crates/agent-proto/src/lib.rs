@@ -22,6 +22,8 @@ pub const POLL_PATH: &str = "/_berth/agent/v1/poll";
 pub const REPORT_PATH: &str = "/_berth/agent/v1/report";
 /// Where agents ship containers' output (the awslogs driver).
 pub const LOGS_PATH: &str = "/_berth/agent/v1/logs";
+/// Resource use of the instance's running tasks, sampled every `--stats-interval`.
+pub const STATS_PATH: &str = "/_berth/agent/v1/stats";
 
 /// What the agent knows about its host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +133,30 @@ pub struct DesiredTask {
     pub volumes: Vec<VolumePlan>,
     /// The reason the server will record when it asked for the stop (StopTask).
     pub stop_reason: Option<String>,
+    /// The task-level size, in CPU units and MiB (the task's `cpu` and `memory`).
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    #[serde(default)]
+    pub memory: Option<u32>,
+}
+
+impl DesiredTask {
+    /// What the task reserves, in CPU units and MiB: its task-level size where it has one,
+    /// else the sum of its containers' (`memory`, else `memoryReservation`).
+    pub fn reserved(&self) -> (u32, u32) {
+        let sum = |f: fn(&ContainerPlan) -> Option<i32>| -> u32 {
+            self.containers
+                .iter()
+                .filter_map(f)
+                .map(|v| v.max(0) as u32)
+                .sum()
+        };
+        (
+            self.cpu.unwrap_or_else(|| sum(|c| c.cpu)),
+            self.memory
+                .unwrap_or_else(|| sum(|c| c.memory.or(c.memory_reservation))),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -257,6 +283,34 @@ pub struct LogLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogBatchResponse {
     pub cursor: i64,
+}
+
+/// One sample of every running task's resource use on an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub tasks: Vec<TaskStats>,
+}
+
+/// A task's resource use: its containers' summed. Counters are cumulative since each
+/// container started; the server turns them into rates and per-period amounts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TaskStats {
+    pub task_arn: String,
+    /// When sampled, milliseconds since the epoch.
+    pub at_ms: i64,
+    /// CPU units in use (1024 per core), averaged over Docker's last sampling window.
+    pub cpu_units: f64,
+    /// Memory in use (without the page cache), bytes.
+    pub memory_bytes: u64,
+    /// What the task reserves: CPU units and MiB (see [`DesiredTask::reserved`]).
+    pub cpu_reserved: u32,
+    pub memory_reserved_mib: u32,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+    pub storage_read_bytes: u64,
+    pub storage_write_bytes: u64,
+    /// How many of its containers were sampled.
+    pub containers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use crate::AgentError;
 use berth_agent_proto::{
     JoinRequest, JoinResponse, LogBatch, LogBatchResponse, PollRequest, PollResponse,
-    ReportRequest, ReportResponse, TaskReport, JOIN_PATH, LOGS_PATH, POLL_PATH, REPORT_PATH,
+    ReportRequest, ReportResponse, StatsReport, TaskReport, JOIN_PATH, LOGS_PATH, POLL_PATH, REPORT_PATH, STATS_PATH,
 };
 use berth_api::sigv4::{sign_request, SigningKey};
 use bytes::Bytes;
@@ -182,6 +182,17 @@ impl ServerClient {
     ) -> Result<LogBatchResponse, AgentError> {
         let body = serde_json::to_vec(batch).map_err(|e| AgentError::Protocol(e.to_string()))?;
         self.post(LOGS_PATH, body, Some(id), Duration::from_secs(30))
+            .await
+    }
+
+    /// Sends one sample of the instance's tasks' resource use.
+    pub async fn send_stats(
+        &self,
+        id: &Identity,
+        report: &StatsReport,
+    ) -> Result<ReportResponse, AgentError> {
+        let body = serde_json::to_vec(report).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.post(STATS_PATH, body, Some(id), Duration::from_secs(30))
             .await
     }
 

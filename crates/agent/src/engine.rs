@@ -790,6 +790,8 @@ mod tests {
                 docker: None,
             }],
             stop_reason: None,
+            cpu: None,
+            memory: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod multiline;
 pub mod runtime;
+pub mod stats;
 
 use berth_agent_proto::{labels, DesiredTask, HostInfo, JoinRequest};
 use client::{Identity, Reporter, ServerClient};
@@ -105,6 +106,8 @@ pub struct AgentConfig {
     pub metadata_port: Option<u16>,
     /// Where to serve the agent's Prometheus `/metrics` (`None`: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How often running tasks' resource use is sampled and sent (`None`: never).
+    pub stats_interval: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -128,6 +131,7 @@ impl AgentConfig {
             stop_tasks_on_exit: false,
             metadata_port: Some(METADATA_PORT),
             metrics_listen: None,
+            stats_interval: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -514,8 +518,20 @@ pub async fn run(
         client.clone(),
         id.clone(),
         reporter.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    // Each desired task's reservation, for the stats sampler.
+    let reserved: Arc<std::sync::Mutex<HashMap<String, (u32, u32)>>> = Arc::default();
+    let sampler = cfg.stats_interval.map(|every| {
+        tokio::spawn(stats::run(
+            runtime.clone(),
+            client.clone(),
+            id.clone(),
+            reserved.clone(),
+            every,
+            stop_rx.clone(),
+        ))
+    });
     let mut tasks = Tasks::default();
     let mut known: Option<String> = None;
     // The desired set as of `known`, by task ARN: answers may carry only what changed.
@@ -560,6 +576,9 @@ pub async fn run(
                         desired.insert(t.task_arn.clone(), t);
                     }
                     tasks.sync(&ctx, desired.values().cloned().collect());
+                    if let Ok(mut r) = reserved.lock() {
+                        *r = desired.iter().map(|(k, t)| (k.clone(), t.reserved())).collect();
+                    }
                     metrics.tasks.set(tasks.running.len() as i64);
                 }
                 if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
@@ -614,5 +633,8 @@ pub async fn run(
     drop(tasks);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), reports).await;
+    if let Some(s) = sampler {
+        s.abort();
+    }
     result
 }

@@ -565,6 +565,8 @@ mod tests {
             containers: vec![],
             volumes: vec![],
             stop_reason: None,
+            cpu: None,
+            memory: None,
         }
     }
 

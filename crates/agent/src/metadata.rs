@@ -316,6 +316,8 @@ mod tests {
                 }],
                 volumes: vec![],
                 stop_reason: None,
+                cpu: None,
+                memory: None,
             },
             report: TaskReport {
                 task_arn: "arn:aws:ecs:us-east-1:000000000000:task/prod/abc".into(),

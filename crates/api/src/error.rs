@@ -79,6 +79,16 @@ pub enum ErrorKind {
     OperationAborted,
     /// ServiceUnavailableException (Logs; a 500 there)
     ServiceUnavailable,
+    /// InvalidParameterValueException (CloudWatch; query code InvalidParameterValue)
+    InvalidParameterValue,
+    /// MissingRequiredParameterException (CloudWatch; query code MissingParameter)
+    MissingParameter,
+    /// InvalidParameterCombinationException (CloudWatch; query code InvalidParameterCombination)
+    InvalidParameterCombination,
+    /// InvalidNextToken (CloudWatch)
+    InvalidNextToken,
+    /// InternalServiceFault (CloudWatch's 500; query code InternalServiceError)
+    InternalServiceFault,
     /// ServerException (the only 500)
     Server,
     /// SerializationException
@@ -141,6 +151,11 @@ impl ErrorKind {
             ErrorKind::InvalidSequenceToken => "InvalidSequenceTokenException",
             ErrorKind::OperationAborted => "OperationAbortedException",
             ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
+            ErrorKind::InvalidParameterValue => "InvalidParameterValueException",
+            ErrorKind::MissingParameter => "MissingRequiredParameterException",
+            ErrorKind::InvalidParameterCombination => "InvalidParameterCombinationException",
+            ErrorKind::InvalidNextToken => "InvalidNextToken",
+            ErrorKind::InternalServiceFault => "InternalServiceFault",
             ErrorKind::Server => "ServerException",
             ErrorKind::Serialization => "SerializationException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
@@ -155,7 +170,9 @@ impl ErrorKind {
 
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::Server | ErrorKind::ServiceUnavailable => 500,
+            ErrorKind::Server | ErrorKind::ServiceUnavailable | ErrorKind::InternalServiceFault => {
+                500
+            }
             ErrorKind::MissingAuthenticationToken
             | ErrorKind::UnrecognizedClient
             | ErrorKind::InvalidSignature
@@ -163,6 +180,20 @@ impl ErrorKind {
             ErrorKind::RequestEntityTooLarge => 413,
             ErrorKind::RequestTimeout => 408,
             _ => 400,
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The error code of services that keep their older Query protocol's codes
+    /// (`awsQueryCompatible`, as CloudWatch does), sent as `x-amzn-query-error: CODE;FAULT`.
+    pub fn query_code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidParameterValue => "InvalidParameterValue",
+            ErrorKind::MissingParameter => "MissingParameter",
+            ErrorKind::InvalidParameterCombination => "InvalidParameterCombination",
+            ErrorKind::InternalServiceFault => "InternalServiceError",
+            other => other.wire_name(),
         }
     }
 }
@@ -201,6 +232,16 @@ impl EcsError {
             &serde_json::json!({ "__type": self.kind.wire_name(), "message": self.message }),
         )
         .unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+impl EcsError {
+    /// The Smithy RPC v2 CBOR body: `{"__type": "NAMESPACE#NAME", "message": ...}`.
+    pub fn to_cbor(&self, namespace: &str) -> Vec<u8> {
+        crate::cbor::encode_json(&serde_json::json!({
+            "__type": format!("{namespace}#{}", self.kind.wire_name()),
+            "message": self.message,
+        }))
     }
 }
 

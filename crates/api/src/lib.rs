@@ -8,6 +8,8 @@
 //! - [`sigv4`]: verification of AWS Signature Version 4 on incoming requests.
 //! - [`convert`]: wire shapes to the domain model ([`berth_model`]) and back.
 
+pub mod cbor;
+pub mod cloudwatch;
 pub mod convert;
 pub mod ecr;
 pub mod ecs;
@@ -23,6 +25,16 @@ pub const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 /// The `X-Amz-Target` prefix of CloudWatch Logs operations.
 pub const LOGS_TARGET_PREFIX: &str = "Logs_20140328.";
+/// CloudWatch's service name in Smithy RPC v2 paths
+/// (`/service/GraniteServiceVersion20100801/operation/OP`) and, with a dot, its JSON 1.0
+/// `X-Amz-Target` prefix.
+pub const CLOUDWATCH_SERVICE: &str = "GraniteServiceVersion20100801";
+/// The Smithy namespace of CloudWatch's error shapes.
+pub const CLOUDWATCH_NAMESPACE: &str = "com.amazonaws.cloudwatch";
+/// The content type of Smithy RPC v2 CBOR requests and responses.
+pub const CBOR_CONTENT_TYPE: &str = "application/cbor";
+/// The content type of JSON 1.0 requests and responses.
+pub const JSON_1_0_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// The content type of JSON 1.1 requests and responses.
 pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -112,6 +124,37 @@ pub fn parse_logs_request(operation: &str, body: &[u8]) -> Result<logs::LogsRequ
         logs::LogsRequest::parse(operation, body),
         logs::ALL_OPERATIONS,
     )
+}
+
+/// Parses the body of a CloudWatch operation: CBOR (Smithy RPC v2) when `cbor`, else JSON 1.0.
+/// CloudWatch names a missing member MissingParameter, not InvalidParameter.
+pub fn parse_cloudwatch_request(
+    operation: &str,
+    body: &[u8],
+    cbor: bool,
+) -> Result<cloudwatch::CloudWatchRequest, EcsError> {
+    let json;
+    let body = if cbor && !body.is_empty() {
+        let value = cbor::decode(body)
+            .map_err(|e| EcsError::new(ErrorKind::Serialization, e.to_string()))?;
+        json = serde_json::to_vec(&value)
+            .map_err(|e| EcsError::new(ErrorKind::Serialization, e.to_string()))?;
+        &json[..]
+    } else {
+        body
+    };
+    match cloudwatch::CloudWatchRequest::parse(operation, body) {
+        Err(ParseError::Missing(path)) => Err(EcsError::new(
+            ErrorKind::MissingParameter,
+            format!("The parameter {path} is required."),
+        )),
+        other => parsed(
+            "CloudWatch",
+            operation,
+            other,
+            cloudwatch::ALL_OPERATIONS,
+        ),
+    }
 }
 
 fn parsed<R>(

@@ -369,10 +369,50 @@ pub fn logs_request_headers(
     )
 }
 
+/// Headers for a signed CloudWatch JSON 1.0 request (service `monitoring`).
+pub fn cloudwatch_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    operation: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
+    let prefix = format!("{}.", crate::CLOUDWATCH_SERVICE);
+    typed_request_headers(
+        key,
+        endpoint,
+        &prefix,
+        crate::JSON_1_0_CONTENT_TYPE,
+        operation,
+        body,
+        when,
+    )
+}
+
 fn json_request_headers(
     key: &SigningKey<'_>,
     endpoint: &str,
     target_prefix: &str,
+    operation: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
+    typed_request_headers(
+        key,
+        endpoint,
+        target_prefix,
+        crate::JSON_CONTENT_TYPE,
+        operation,
+        body,
+        when,
+    )
+}
+
+fn typed_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    target_prefix: &str,
+    content_type: &str,
     operation: &str,
     body: &[u8],
     when: SystemTime,
@@ -384,7 +424,7 @@ fn json_request_headers(
     let target = format!("{target_prefix}{operation}");
     let base = [
         ("host", host),
-        ("content-type", crate::JSON_CONTENT_TYPE),
+        ("content-type", content_type),
         ("x-amz-target", target.as_str()),
     ];
     let signed = sign_request(

@@ -121,6 +121,10 @@ struct AgentArgs {
     /// Serve the agent's Prometheus `/metrics` on this address (e.g. 127.0.0.1:51680).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds between samples of the running tasks' CPU, memory, network and storage use
+    /// (Container Insights and AWS/ECS utilization); 0: never sampled.
+    #[arg(long, default_value_t = 20)]
+    stats_interval: u64,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -239,6 +243,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     cfg.stop_tasks_on_exit = args.stop_tasks_on_exit;
     cfg.metadata_port = Some(args.metadata_port);
     cfg.metrics_listen = args.metrics_listen;
+    cfg.stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     tracing::info!(server = cfg.server, cluster = cfg.cluster, "agent starting");
     berth_agent::run(cfg, runtime, shutdown_signal())
         .await
@@ -311,6 +316,12 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     options.logs = Some(Arc::new(
         berth_logs::LogStore::open(&logs_dir)
             .with_context(|| format!("opening the log store in {}", logs_dir.display()))?,
+    ));
+    let metrics_dir = data_dir.join("metrics").join(&args.region);
+    options.cloudwatch = Some(Arc::new(
+        berth_cloudwatch::MetricStore::open(&metrics_dir).with_context(|| {
+            format!("opening the metric store in {}", metrics_dir.display())
+        })?,
     ));
     let server = server::Server::start(Arc::new(store), listener, options)
         .await

@@ -449,6 +449,8 @@ mod tests {
             containers: Vec::new(),
             volumes: Vec::new(),
             stop_reason: None,
+            cpu: None,
+            memory: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP face of the control plane: ECS's, ECR's and CloudWatch Logs' JSON 1.1 protocols on
-//! `POST /` (told apart by `X-Amz-Target`, each signed for its own service), plus `GET /healthz`
-//! and, in dev mode only, `POST /_berth/reset`.
+//! `POST /` (told apart by `X-Amz-Target`, each signed for its own service), CloudWatch's
+//! Smithy RPC v2 CBOR on `POST /service/GraniteServiceVersion20100801/operation/OP` (and its
+//! JSON 1.0 on `POST /`), plus `GET /healthz` and, in dev mode only, `POST /_berth/reset`.
 //!
 //! A request's path: size and time limits on the body → SigV4 → parse the target and body into
 //! an [`EcsRequest`](berth_api::ecs::EcsRequest) → [`Control::handle`] → JSON or an ECS error,
@@ -11,9 +12,11 @@ use crate::{Caller, Control};
 use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
 use berth_api::{
-    parse_ecr_request, parse_ecs_request, parse_logs_request, EcsError, ErrorKind,
-    ECR_TARGET_PREFIX, JSON_CONTENT_TYPE, LOGS_TARGET_PREFIX,
+    parse_cloudwatch_request, parse_ecr_request, parse_ecs_request, parse_logs_request, EcsError,
+    ErrorKind, CBOR_CONTENT_TYPE, CLOUDWATCH_NAMESPACE, CLOUDWATCH_SERVICE, ECR_TARGET_PREFIX,
+    JSON_1_0_CONTENT_TYPE, JSON_CONTENT_TYPE, LOGS_TARGET_PREFIX,
 };
+use crate::cloudwatch::Wire;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -177,11 +180,27 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             return respond(status, &request_id, body, "application/json");
         }
         (Method::POST, "/") => {}
+        (Method::POST, p) if p.starts_with("/service/") => {
+            let op = p
+                .strip_prefix("/service/")
+                .and_then(|r| r.strip_prefix(CLOUDWATCH_SERVICE))
+                .and_then(|r| r.strip_prefix("/operation/"))
+                .map(str::to_string);
+            let result = match &op {
+                Some(op) => cloudwatch_request(&st, req, op, Wire::Cbor).await,
+                None => Err(EcsError::new(
+                    ErrorKind::UnknownOperation,
+                    format!("no such service or operation: {path}"),
+                )),
+            };
+            return cloudwatch_response(&st, result, op.as_deref(), Wire::Cbor, &request_id, started);
+        }
         (Method::POST, p)
             if p == agent_proto::JOIN_PATH
                 || p == agent_proto::POLL_PATH
                 || p == agent_proto::REPORT_PATH
                 || p == agent_proto::LOGS_PATH
+                || p == agent_proto::STATS_PATH
                 || p == JOIN_TOKEN_PATH =>
         {
             let result = agent_request(&st, req).await;
@@ -194,6 +213,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 agent_proto::POLL_PATH,
                 agent_proto::REPORT_PATH,
                 agent_proto::LOGS_PATH,
+                agent_proto::STATS_PATH,
                 JOIN_TOKEN_PATH,
             ]
             .into_iter()
@@ -235,6 +255,14 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .to_string();
     // Each service by its target prefix, signed for its own name.
     let t = target.as_deref().unwrap_or_default();
+    if let Some(op) = t
+        .strip_prefix(CLOUDWATCH_SERVICE)
+        .and_then(|r| r.strip_prefix('.'))
+    {
+        let op = op.to_string();
+        let result = cloudwatch_request(&st, req, &op, Wire::Json).await;
+        return cloudwatch_response(&st, result, Some(&op), Wire::Json, &request_id, started);
+    }
     let (service, result) = if let Some(op) = t.strip_prefix(ECR_TARGET_PREFIX) {
         let op = op.to_string();
         ("ecr", ecr_request(&st, req, &op).await)
@@ -311,6 +339,78 @@ async fn logs_request(
     tokio::spawn(async move { control.handle_logs(&caller, request).await })
         .await
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+/// CloudWatch, signed for service `monitoring`, in CBOR or JSON 1.0.
+async fn cloudwatch_request(
+    st: &State,
+    req: Request<Incoming>,
+    operation: &str,
+    wire: Wire,
+) -> Result<Vec<u8>, EcsError> {
+    let (parts, body) = req.into_parts();
+    if wire == Wire::Cbor
+        && parts.headers.get("smithy-protocol").and_then(|v| v.to_str().ok()) != Some("rpc-v2-cbor")
+    {
+        return Err(EcsError::new(
+            ErrorKind::Serialization,
+            "a Smithy RPC v2 request must carry the header smithy-protocol: rpc-v2-cbor",
+        ));
+    }
+    // PutMetricData takes up to 1 MiB of payload.
+    let body = read_body(st, &parts, body, st.limits.max_body.max(2 * 1024 * 1024)).await?;
+    let caller = authenticate(st, &parts, &body, "monitoring").await?;
+    let request = parse_cloudwatch_request(operation, &body, wire == Wire::Cbor)?;
+    let control = st.control.clone();
+    tokio::spawn(async move { control.handle_cloudwatch(&caller, request, wire).await })
+        .await
+        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+/// A CloudWatch answer: CBOR or JSON 1.0, errors with their Query-protocol code in
+/// `x-amzn-query-error` (CloudWatch is `awsQueryCompatible`).
+fn cloudwatch_response(
+    st: &State,
+    result: Result<Vec<u8>, EcsError>,
+    operation: Option<&str>,
+    wire: Wire,
+    request_id: &str,
+    started: Instant,
+) -> Response<Full<Bytes>> {
+    let content_type = match wire {
+        Wire::Cbor => CBOR_CONTENT_TYPE,
+        Wire::Json => JSON_1_0_CONTENT_TYPE,
+    };
+    let (status, mut resp) = match &result {
+        Ok(body) => (200, respond(200, request_id, body.clone(), content_type)),
+        Err(e) => {
+            let body = match wire {
+                Wire::Cbor => e.to_cbor(CLOUDWATCH_NAMESPACE),
+                Wire::Json => e.to_json(),
+            };
+            let mut r = respond(e.kind.http_status(), request_id, body, content_type);
+            let fault = if e.kind.http_status() >= 500 { "Receiver" } else { "Sender" };
+            if let Ok(v) = http::HeaderValue::from_str(&format!("{};{fault}", e.kind.query_code())) {
+                r.headers_mut().insert("x-amzn-query-error", v);
+            }
+            (e.kind.http_status(), r)
+        }
+    };
+    if wire == Wire::Cbor {
+        resp.headers_mut()
+            .insert("smithy-protocol", http::HeaderValue::from_static("rpc-v2-cbor"));
+    }
+    let known = operation
+        .and_then(|op| berth_api::cloudwatch::ALL_OPERATIONS.iter().copied().find(|o| *o == op))
+        .unwrap_or("unknown");
+    let latency = started.elapsed().as_secs_f64();
+    st.control.metrics.request("monitoring", known, status, latency);
+    match (status, &result) {
+        (500.., Err(e)) => tracing::error!(request_id, operation = known, status, error = %e, "request failed"),
+        (400.., Err(e)) => tracing::info!(request_id, operation = known, status, error = %e, "request refused"),
+        _ => tracing::info!(request_id, operation = known, status, latency_ms = latency * 1000.0, "request"),
+    }
+    resp
 }
 
 /// Largest Logs request body (and agent log batch).
@@ -419,6 +519,10 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
     } else if path == agent_proto::LOGS_PATH {
         let r: agent_proto::LogBatch = parse(&body)?;
         crate::json(control.agent_logs(&instance, r).await?)
+    } else if path == agent_proto::STATS_PATH {
+        let r: agent_proto::StatsReport = parse(&body)?;
+        let applied = control.agent_stats(&instance, r).await?;
+        crate::json(agent_proto::ReportResponse { applied })
     } else {
         let r: agent_proto::ReportRequest = parse(&body)?;
         crate::json(control.agent_report(&instance, r).await?)

@@ -9,7 +9,9 @@ pub mod agents;
 pub mod apply;
 pub mod auth;
 pub mod clusters;
+pub mod cloudwatch;
 pub mod http;
+pub mod insights;
 pub mod instances;
 pub mod keys;
 pub mod logs;
@@ -87,6 +89,11 @@ pub struct Control {
     pub registry: Option<berth_registry::Registry>,
     /// CloudWatch Logs' events; `None` for a server started without a log store.
     pub logs: Option<Arc<berth_logs::LogStore>>,
+    /// CloudWatch's metrics (PutMetricData, Container Insights); `None` for a server started
+    /// without a metric store.
+    pub cloudwatch: Option<Arc<berth_cloudwatch::MetricStore>>,
+    /// The latest resource-use sample of each running task, from its agent.
+    pub usage: Arc<insights::Usage>,
     /// Prometheus figures (`GET /metrics`).
     pub metrics: Arc<metrics::Metrics>,
     /// The plans agents were last handed, per instance and task.
@@ -111,6 +118,8 @@ impl Control {
             config: Arc::new(config),
             registry: None,
             logs: None,
+            cloudwatch: None,
+            usage: Arc::default(),
             metrics: Arc::default(),
             plan_definitions: Arc::default(),
             plans: Arc::default(),
@@ -222,6 +231,13 @@ impl Control {
                 .map_err(|e| EcsError::server(format!("the log store task failed: {e}")))?
                 .map_err(|e| EcsError::server(format!("clearing the logs failed: {e}")))?;
         }
+        if let Some(metrics) = self.cloudwatch.clone() {
+            tokio::task::spawn_blocking(move || metrics.clear())
+                .await
+                .map_err(|e| EcsError::server(format!("the metric store task failed: {e}")))?
+                .map_err(|e| EcsError::server(format!("clearing the metrics failed: {e}")))?;
+        }
+        self.usage.clear();
         Ok(n)
     }
 

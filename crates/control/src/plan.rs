@@ -6,6 +6,7 @@ use berth_agent_proto::{
     UlimitPlan, VolumePlan,
 };
 use berth_api::ecs::{ContainerDefinition, Task, TaskDefinition};
+use berth_model::units;
 
 /// The plan for `task`, a task of `td`.
 pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
@@ -74,6 +75,16 @@ pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
         containers,
         volumes,
         stop_reason: task.stopped_reason.clone(),
+        cpu: task
+            .cpu
+            .as_deref()
+            .or(td.cpu.as_deref())
+            .and_then(|c| units::parse_cpu(c).ok()),
+        memory: task
+            .memory
+            .as_deref()
+            .or(td.memory.as_deref())
+            .and_then(|m| units::parse_memory(m).ok()),
     }
 }
 

@@ -164,6 +164,19 @@ impl Control {
             .collect()
     }
 
+    /// Every cluster record, in name order.
+    pub(crate) async fn clusters_all(&self) -> Result<Vec<(Cluster, KeyValue)>, EcsError> {
+        self.records(keys::CLUSTERS).await
+    }
+
+    /// Every service record of `cluster`, in name order.
+    pub(crate) async fn services_in(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(ecs::Service, KeyValue)>, EcsError> {
+        self.records(&keys::services_of(cluster)).await
+    }
+
     pub(crate) async fn instances_of(
         &self,
         cluster: &str,

@@ -36,6 +36,11 @@ pub struct Options {
     pub registry: Option<RegistryOptions>,
     /// CloudWatch Logs' store (retention is enforced on the housekeeping interval).
     pub logs: Option<Arc<berth_logs::LogStore>>,
+    /// CloudWatch's metric store (retention is enforced on the housekeeping interval).
+    pub cloudwatch: Option<Arc<berth_cloudwatch::MetricStore>>,
+    /// How often Container Insights and AWS/ECS figures are published (CloudWatch's one
+    /// minute by default).
+    pub insights_interval: Duration,
 }
 
 impl Options {
@@ -48,6 +53,8 @@ impl Options {
             housekeeping_interval: Duration::from_secs(60),
             registry: None,
             logs: None,
+            cloudwatch: None,
+            insights_interval: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +87,7 @@ impl Server {
             .map_err(|e| EcsError::server(format!("the listener has no address: {e}")))?;
         let mut control = Control::new(store, opts.config);
         control.logs = opts.logs;
+        control.cloudwatch = opts.cloudwatch;
         let mut registry_listener = None;
         let mut registry_addr = None;
         if let Some(mut r) = opts.registry {
@@ -103,6 +111,10 @@ impl Server {
             let (c, rx) = (control.clone(), stop_rx.clone());
             let every = opts.housekeeping_interval;
             background.push(tokio::spawn(housekeeping(c, every, rx)));
+        }
+        if control.cloudwatch.is_some() {
+            let (c, rx) = (control.clone(), stop_rx.clone());
+            background.push(tokio::spawn(publish_insights(c, opts.insights_interval, rx)));
         }
         if let (Some(registry), Some(l)) = (control.registry.clone(), registry_listener) {
             let r = registry.clone();
@@ -201,5 +213,30 @@ async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiv
                 Err(e) => tracing::warn!(error = %e, "log retention task failed"),
             }
         }
+        if let Some(metrics) = control.cloudwatch.clone() {
+            let now = crate::now_millis();
+            match tokio::task::spawn_blocking(move || metrics.expire(now)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(buckets = n, "dropped metric data past retention"),
+                Err(e) => tracing::warn!(error = %e, "metric retention task failed"),
+            }
+        }
+    }
+}
+
+/// Publishes Container Insights and AWS/ECS figures every `every`, until `stop`.
+async fn publish_insights(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        match control.publish_insights().await {
+            Ok(n) => tracing::debug!(datums = n, "published cluster metrics"),
+            Err(e) => tracing::warn!(error = %e, "publishing cluster metrics failed"),
+        }
+    }
+    if let Some(m) = control.cloudwatch.clone() {
+        let _ = tokio::task::spawn_blocking(move || m.flush()).await;
     }
 }

@@ -103,6 +103,11 @@ impl TestServer {
         options.logs = Some(Arc::new(
             berth_logs::LogStore::open(dir.path().join("logs")).unwrap(),
         ));
+        options.cloudwatch = Some(Arc::new(
+            berth_cloudwatch::MetricStore::open(&dir.path().join("metrics")).unwrap(),
+        ));
+        // Container Insights every second, so a test need not wait for CloudWatch's minute.
+        options.insights_interval = Duration::from_secs(1);
         let server = server::Server::start(Arc::new(store), listener, options)
             .await
             .unwrap();
@@ -553,6 +558,9 @@ impl TestAgent {
         cfg.tick = Duration::from_millis(200);
         // Tests run side by side: each agent's metadata endpoint on a port of its own.
         cfg.metadata_port = Some(0);
+        // Docker stats cost a second of Docker's time per container: only the tests about
+        // them sample.
+        cfg.stats_interval = None;
         cfg
     }
 
