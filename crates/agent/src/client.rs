@@ -5,7 +5,8 @@
 use crate::AgentError;
 use berth_agent_proto::{
     JoinRequest, JoinResponse, LogBatch, LogBatchResponse, PollRequest, PollResponse,
-    ReportRequest, ReportResponse, StatsReport, TaskReport, JOIN_PATH, LOGS_PATH, POLL_PATH, REPORT_PATH, STATS_PATH,
+    ReportRequest, ReportResponse, StatsReport, TaskReport, JOIN_PATH, LOGS_PATH, POLL_PATH,
+    REPORT_PATH, STATS_PATH,
 };
 use berth_api::sigv4::{sign_request, SigningKey};
 use bytes::Bytes;

@@ -577,7 +577,10 @@ pub async fn run(
                     }
                     tasks.sync(&ctx, desired.values().cloned().collect());
                     if let Ok(mut r) = reserved.lock() {
-                        *r = desired.iter().map(|(k, t)| (k.clone(), t.reserved())).collect();
+                        *r = desired
+                            .iter()
+                            .map(|(k, t)| (k.clone(), t.reserved()))
+                            .collect();
                     }
                     metrics.tasks.set(tasks.running.len() as i64);
                 }

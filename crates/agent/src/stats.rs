@@ -220,7 +220,11 @@ mod tests {
         );
         assert_eq!(u.memory_bytes, 40 << 20, "usage less inactive_file");
         assert_eq!((u.rx_bytes, u.tx_bytes), (1001, 202), "all interfaces");
-        assert_eq!((u.read_bytes, u.write_bytes), (4096, 8192), "Total not counted");
+        assert_eq!(
+            (u.read_bytes, u.write_bytes),
+            (4096, 8192),
+            "Total not counted"
+        );
     }
 
     #[test]
@@ -252,7 +256,10 @@ mod tests {
             (out[0].cpu_units, out[0].memory_bytes, out[0].containers),
             (200.0, 20, 2)
         );
-        assert_eq!((out[0].cpu_reserved, out[0].memory_reserved_mib), (256, 512));
+        assert_eq!(
+            (out[0].cpu_reserved, out[0].memory_reserved_mib),
+            (256, 512)
+        );
         assert_eq!(
             (out[1].cpu_reserved, out[1].at_ms),
             (0, 7),

@@ -148,12 +148,7 @@ pub fn parse_cloudwatch_request(
             ErrorKind::MissingParameter,
             format!("The parameter {path} is required."),
         )),
-        other => parsed(
-            "CloudWatch",
-            operation,
-            other,
-            cloudwatch::ALL_OPERATIONS,
-        ),
+        other => parsed("CloudWatch", operation, other, cloudwatch::ALL_OPERATIONS),
     }
 }
 

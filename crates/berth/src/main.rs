@@ -243,7 +243,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     cfg.stop_tasks_on_exit = args.stop_tasks_on_exit;
     cfg.metadata_port = Some(args.metadata_port);
     cfg.metrics_listen = args.metrics_listen;
-    cfg.stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    cfg.stats_interval =
+        (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     tracing::info!(server = cfg.server, cluster = cfg.cluster, "agent starting");
     berth_agent::run(cfg, runtime, shutdown_signal())
         .await
@@ -319,9 +320,8 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     ));
     let metrics_dir = data_dir.join("metrics").join(&args.region);
     options.cloudwatch = Some(Arc::new(
-        berth_cloudwatch::MetricStore::open(&metrics_dir).with_context(|| {
-            format!("opening the metric store in {}", metrics_dir.display())
-        })?,
+        berth_cloudwatch::MetricStore::open(&metrics_dir)
+            .with_context(|| format!("opening the metric store in {}", metrics_dir.display()))?,
     ));
     let server = server::Server::start(Arc::new(store), listener, options)
         .await
@@ -341,10 +341,13 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     let mut join_token = None;
     if up.is_some() {
         control
-            .create_cluster(berth_api::ecs::CreateClusterRequest {
-                cluster_name: Some("default".into()),
-                ..Default::default()
-            })
+            .create_cluster(
+                &berth_control::Caller::from(&key),
+                berth_api::ecs::CreateClusterRequest {
+                    cluster_name: Some("default".into()),
+                    ..Default::default()
+                },
+            )
             .await
             .context("creating the default cluster")?;
         let token = control

@@ -9,8 +9,7 @@ use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{
-    Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit,
-    StatisticSet,
+    Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit, StatisticSet,
 };
 use common::{aws_cli, aws_json, raw_request, TestServer};
 use serde_json::{json, Value};
@@ -65,7 +64,14 @@ async fn the_aws_cli_puts_and_reads_metrics_over_cbor() {
         {"MetricName": "Errors", "Timestamp": t0, "Value": 1, "Unit": "Count"}
     ])
     .to_string();
-    let out = aws(&["put-metric-data", "--namespace", "App", "--metric-data", &data]).unwrap();
+    let out = aws(&[
+        "put-metric-data",
+        "--namespace",
+        "App",
+        "--metric-data",
+        &data,
+    ])
+    .unwrap();
     assert_eq!(out, Value::Null, "PutMetricData answers nothing");
 
     let stats = aws(&[
@@ -165,7 +171,11 @@ async fn the_aws_cli_puts_and_reads_metrics_over_cbor() {
 
     let listed = aws(&["list-metrics", "--namespace", "App"]).unwrap();
     let metrics = listed["Metrics"].as_array().unwrap();
-    assert_eq!(metrics.len(), 3, "Errors and two Latency series: {listed:#}");
+    assert_eq!(
+        metrics.len(),
+        3,
+        "Errors and two Latency series: {listed:#}"
+    );
     let by_dim = aws(&[
         "list-metrics",
         "--namespace",
@@ -217,7 +227,10 @@ async fn the_aws_cli_puts_and_reads_metrics_over_cbor() {
         "--period=90",
         "--statistics=Sum",
     ]);
-    assert!(e.contains("(InvalidParameterValue)") && e.contains("Period"), "{e}");
+    assert!(
+        e.contains("(InvalidParameterValue)") && e.contains("Period"),
+        "{e}"
+    );
     let e = err(&[
         "get-metric-statistics",
         "--namespace=App",
@@ -253,7 +266,10 @@ async fn the_aws_cli_puts_and_reads_metrics_over_cbor() {
         "--end-time",
         &iso(t1),
     ]);
-    assert!(e.contains("(InvalidParameterValue)") && e.contains("p99"), "{e}");
+    assert!(
+        e.contains("(InvalidParameterValue)") && e.contains("p99"),
+        "{e}"
+    );
     let e = err(&[
         "put-metric-data",
         "--namespace",
@@ -364,7 +380,10 @@ async fn the_rust_sdk_reads_statistic_sets_high_resolution_and_pages() {
         }
     }
     let expected: Vec<f64> = (0..10).map(|i| i as f64).collect();
-    assert_eq!(values, expected, "each minute's Sum/SampleCount, all pages together");
+    assert_eq!(
+        values, expected,
+        "each minute's Sum/SampleCount, all pages together"
+    );
 
     let fast = cw
         .get_metric_statistics()
@@ -453,7 +472,10 @@ async fn json_1_0_is_served_too_and_the_wrong_service_is_refused() {
     )
     .await;
     assert_eq!(a.body["Datapoints"][0]["Sum"], 4.0, "{:?}", a.body);
-    assert_eq!(a.body["Datapoints"][0]["Timestamp"], t0 as f64, "epoch seconds in JSON");
+    assert_eq!(
+        a.body["Datapoints"][0]["Timestamp"], t0 as f64,
+        "epoch seconds in JSON"
+    );
     let a = call(
         "GetMetricStatistics",
         json!({"Namespace": "J", "StartTime": t0, "EndTime": t0 + 60, "Period": 60}),

@@ -168,9 +168,15 @@ async fn stats_move_with_cpu_use_and_follow_the_container_insights_setting() {
     )
     .await;
     assert_eq!(tasks, Some(2.0), "the service's task and the idle one");
-    let utilization = stat(&cw, "AWS/ECS", "CPUUtilization", &service, Statistic::Maximum)
-        .await
-        .unwrap();
+    let utilization = stat(
+        &cw,
+        "AWS/ECS",
+        "CPUUtilization",
+        &service,
+        Statistic::Maximum,
+    )
+    .await
+    .unwrap();
     assert!(
         utilization > 50.0,
         "a busy loop uses more than half of 512 units: {utilization}%"
@@ -240,7 +246,10 @@ async fn stats_move_with_cpu_use_and_follow_the_container_insights_setting() {
         count(ci, "TaskCount").await,
         count("AWS/ECS", "CPUReservation").await,
     );
-    assert_eq!(ci_after, ci_before, "nothing new once Container Insights is off");
+    assert_eq!(
+        ci_after, ci_before,
+        "nothing new once Container Insights is off"
+    );
     assert!(ecs_after > ecs_before, "AWS/ECS is always published");
 
     agent.stop().await;

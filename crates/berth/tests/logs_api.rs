@@ -8,7 +8,7 @@ use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatchlogs::types::{InputLogEvent, OrderBy};
 use common::{aws_cli, aws_json, TestServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn client(s: &TestServer) -> aws_sdk_cloudwatchlogs::Client {
@@ -576,5 +576,226 @@ async fn requests_signed_for_another_service_are_refused() {
         .send()
         .await
         .unwrap();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_filters_turn_matching_events_into_cloudwatch_metrics() {
+    let Some(cli) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let aws = |service: &str, args: &[&str]| aws_json(&cli, &s, &s.secret_key, service, args);
+    let logs = |args: &[&str]| aws("logs", args);
+    logs(&["create-log-group", "--log-group-name", "/app"]).unwrap();
+    logs(&[
+        "create-log-stream",
+        "--log-group-name",
+        "/app",
+        "--log-stream-name",
+        "s",
+    ])
+    .unwrap();
+    let e = logs(&[
+        "put-metric-filter",
+        "--log-group-name",
+        "/nope",
+        "--filter-name",
+        "f",
+        "--filter-pattern",
+        "ERROR",
+        "--metric-transformations",
+        "metricName=Errors,metricNamespace=App,metricValue=1",
+    ])
+    .unwrap_err();
+    assert!(e.contains("ResourceNotFoundException"), "{e}");
+    let e = logs(&[
+        "put-metric-filter",
+        "--log-group-name",
+        "/app",
+        "--filter-name",
+        "f",
+        "--filter-pattern",
+        "[ip, status",
+        "--metric-transformations",
+        "metricName=Errors,metricNamespace=App,metricValue=1",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("InvalidParameterException") && e.contains("position"),
+        "a malformed pattern is refused with its position: {e}"
+    );
+    let e = logs(&[
+        "put-metric-filter",
+        "--log-group-name",
+        "/app",
+        "--filter-name",
+        "f",
+        "--filter-pattern",
+        "[ip, status, bytes]",
+        "--metric-transformations",
+        "metricName=Bytes,metricNamespace=App,metricValue=$size",
+    ])
+    .unwrap_err();
+    assert!(e.contains("unknown field '$size'"), "{e}");
+    // Errors counted (0 for other events), and bytes by status from space-delimited fields.
+    logs(&[
+        "put-metric-filter",
+        "--log-group-name",
+        "/app",
+        "--filter-name",
+        "errors",
+        "--filter-pattern",
+        "ERROR",
+        "--metric-transformations",
+        "metricName=Errors,metricNamespace=App,metricValue=1,defaultValue=0",
+    ])
+    .unwrap();
+    logs(&[
+        "put-metric-filter",
+        "--log-group-name",
+        "/app",
+        "--filter-name",
+        "bytes",
+        "--filter-pattern",
+        "[ip, status, bytes]",
+        "--metric-transformations",
+        r#"[{"metricName":"Bytes","metricNamespace":"App","metricValue":"$bytes","dimensions":{"Status":"$status"},"unit":"Bytes"}]"#,
+    ])
+    .unwrap();
+    let described = logs(&["describe-metric-filters", "--log-group-name", "/app"]).unwrap();
+    let filters = described["metricFilters"].as_array().unwrap();
+    assert_eq!(filters.len(), 2, "{described:#}");
+    assert_eq!(filters[0]["filterName"], "bytes");
+    assert_eq!(
+        filters[0]["metricTransformations"][0]["dimensions"]["Status"],
+        "$status"
+    );
+    let by_metric = logs(&[
+        "describe-metric-filters",
+        "--metric-name",
+        "Errors",
+        "--metric-namespace",
+        "App",
+    ])
+    .unwrap();
+    assert_eq!(by_metric["metricFilters"].as_array().unwrap().len(), 1);
+    let groups = logs(&["describe-log-groups", "--log-group-name-prefix", "/app"]).unwrap();
+    assert_eq!(groups["logGroups"][0]["metricFilterCount"], 2);
+
+    let now = now_ms();
+    let minute_start = now - now % 60_000;
+    let ts = minute_start.max(now - 30_000);
+    let events = json!([
+        {"timestamp": ts, "message": "10.0.0.1 200 512"},
+        {"timestamp": ts, "message": "10.0.0.2 404 20"},
+        {"timestamp": ts + 1, "message": "ERROR disk full"},
+        {"timestamp": ts + 2, "message": "10.0.0.1 200 100"}
+    ])
+    .to_string();
+    logs(&[
+        "put-log-events",
+        "--log-group-name",
+        "/app",
+        "--log-stream-name",
+        "s",
+        "--log-events",
+        &events,
+    ])
+    .unwrap();
+    let cw = |args: &[&str]| aws("cloudwatch", args);
+    let start = ((ts / 1000) - 120).to_string();
+    let end = ((ts / 1000) + 120).to_string();
+    let stat = |name: &str, dims: &[&str], statistic: &str| {
+        let mut args = vec![
+            "get-metric-statistics",
+            "--namespace",
+            "App",
+            "--metric-name",
+            name,
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "300",
+            "--statistics",
+            statistic,
+        ];
+        if !dims.is_empty() {
+            args.push("--dimensions");
+            args.extend_from_slice(dims);
+        }
+        let v = cw(&args).unwrap();
+        v["Datapoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[statistic].as_f64().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(stat("Errors", &[], "Sum"), 1.0, "one ERROR event");
+    assert_eq!(
+        stat("Errors", &[], "SampleCount"),
+        4.0,
+        "every event reports: 1 for the match, the default 0 for the rest"
+    );
+    assert_eq!(
+        stat("Bytes", &["Name=Status,Value=200"], "Sum"),
+        612.0,
+        "bytes of the 200s, by the Status dimension"
+    );
+    assert_eq!(stat("Bytes", &["Name=Status,Value=404"], "Sum"), 20.0);
+
+    // TestMetricFilter shows what a pattern extracts.
+    let tested = logs(&[
+        "test-metric-filter",
+        "--filter-pattern",
+        "[ip, status = 4*, bytes]",
+        "--log-event-messages",
+        "10.0.0.2 404 20",
+        "10.0.0.1 200 512",
+    ])
+    .unwrap();
+    assert_eq!(
+        tested["matches"],
+        json!([{"eventNumber": 1, "eventMessage": "10.0.0.2 404 20",
+                "extractedValues": {"$ip": "10.0.0.2", "$status": "404", "$bytes": "20"}}])
+    );
+
+    logs(&[
+        "delete-metric-filter",
+        "--log-group-name",
+        "/app",
+        "--filter-name",
+        "errors",
+    ])
+    .unwrap();
+    let e = logs(&[
+        "delete-metric-filter",
+        "--log-group-name",
+        "/app",
+        "--filter-name",
+        "errors",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("ResourceNotFoundException")
+            && e.contains("The specified metric filter does not exist."),
+        "{e}"
+    );
+    // Filters survive a restart, and keep counting.
+    let s = s.restart().await;
+    let after = aws_json(
+        &cli,
+        &s,
+        &s.secret_key,
+        "logs",
+        &["describe-metric-filters", "--log-group-name", "/app"],
+    )
+    .unwrap();
+    assert_eq!(
+        after["metricFilters"].as_array().unwrap().len(),
+        1,
+        "{after:#}"
+    );
     s.stop().await;
 }

@@ -81,6 +81,16 @@ impl Control {
     }
 }
 
+impl From<&AccessKey> for Caller {
+    fn from(key: &AccessKey) -> Self {
+        Caller {
+            access_key: key.access_key_id.clone(),
+            principal_arn: key.principal_arn.clone(),
+            instance: key.instance.clone(),
+        }
+    }
+}
+
 impl From<AccessKey> for berth_registry::Principal {
     fn from(key: AccessKey) -> Self {
         berth_registry::Principal {

@@ -105,7 +105,10 @@ fn unit(value: Option<&str>, what: &str) -> Result<Option<Unit>, EcsError> {
 }
 
 /// A metric's dimensions, checked as CloudWatch checks them.
-fn dimensions(list: Option<&Vec<Dimension>>, what: &str) -> Result<Vec<(String, String)>, EcsError> {
+fn dimensions(
+    list: Option<&Vec<Dimension>>,
+    what: &str,
+) -> Result<Vec<(String, String)>, EcsError> {
     let list = list.map(Vec::as_slice).unwrap_or_default();
     if list.len() > MAX_DIMENSIONS {
         return Err(invalid(format!(
@@ -259,7 +262,10 @@ fn check_period(what: &str, period: i32) -> Result<i64, EcsError> {
 }
 
 fn time_range(start: Option<f64>, end: Option<f64>) -> Result<(i64, i64), EcsError> {
-    let (start, end) = (millis(start.unwrap_or_default()), millis(end.unwrap_or_default()));
+    let (start, end) = (
+        millis(start.unwrap_or_default()),
+        millis(end.unwrap_or_default()),
+    );
     if start >= end {
         return Err(invalid(
             "The parameter StartTime must be less than the parameter EndTime.",
@@ -360,16 +366,19 @@ impl Control {
                 let dims = dimensions(r.dimensions.as_ref(), "Dimensions")?;
                 let period = check_period("Period", r.period.unwrap_or_default())?;
                 let (start, end) = time_range(r.start_time, r.end_time)?;
-                if r.extended_statistics.as_ref().is_some_and(|e| !e.is_empty()) {
+                if r.extended_statistics
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty())
+                {
                     let first = r
                         .extended_statistics
                         .as_ref()
                         .and_then(|e| e.first())
                         .cloned()
                         .unwrap_or_default();
-                    return Err(statistic("ExtendedStatistics", &first).err().unwrap_or_else(
-                        || invalid("ExtendedStatistics must name percentiles"),
-                    ));
+                    return Err(statistic("ExtendedStatistics", &first)
+                        .err()
+                        .unwrap_or_else(|| invalid("ExtendedStatistics must name percentiles")));
                 }
                 let wanted = r.statistics.unwrap_or_default();
                 if wanted.is_empty() {
@@ -497,16 +506,20 @@ impl Control {
                         &format!("{at}.MetricStat.Period"),
                         ms.period.unwrap_or_default(),
                     )?;
-                    let stat = statistic(&format!("{at}.MetricStat.Stat"), ms.stat.as_deref().unwrap_or_default())?;
+                    let stat = statistic(
+                        &format!("{at}.MetricStat.Stat"),
+                        ms.stat.as_deref().unwrap_or_default(),
+                    )?;
                     let unit = unit(ms.unit.as_deref(), &format!("{at}.MetricStat.Unit"))?;
                     if q.return_data == Some(false) {
                         continue;
                     }
                     let key = SeriesKey::new(&namespace, &name, dims);
-                    let mut rows: Vec<(i64, f64)> = merge_units(store.statistics(&key, start, end, period, unit))
-                        .into_iter()
-                        .map(|(t, s)| (t, stat.value(&s)))
-                        .collect();
+                    let mut rows: Vec<(i64, f64)> =
+                        merge_units(store.statistics(&key, start, end, period, unit))
+                            .into_iter()
+                            .map(|(t, s)| (t, stat.value(&s)))
+                            .collect();
                     if descending {
                         rows.reverse();
                     }

@@ -161,6 +161,7 @@ impl Control {
 
     pub async fn create_cluster(
         &self,
+        caller: &crate::Caller,
         r: ecs::CreateClusterRequest,
     ) -> Result<ecs::CreateClusterResponse, EcsError> {
         let name = r.cluster_name.clone().unwrap_or_else(|| "default".into());
@@ -171,6 +172,10 @@ impl Control {
         crate::check_tags(&tags)?;
         let arn = self.arn(ResourceKind::Cluster, &name);
         let key = keys::cluster(&name);
+        // A cluster made without settings takes the caller's containerInsights account setting.
+        let insights = self
+            .effective_setting(&caller.principal_arn, "containerInsights")
+            .await?;
         for _ in 0..CAS_ATTEMPTS {
             let existing = self.get_record::<Cluster>(&key).await?;
             if let Some((c, _)) = &existing {
@@ -188,7 +193,7 @@ impl Control {
                 settings: Some(r.settings.clone().unwrap_or_else(|| {
                     vec![ClusterSetting {
                         name: Some("containerInsights".into()),
-                        value: Some("disabled".into()),
+                        value: Some(insights.clone()),
                     }]
                 })),
                 configuration: r.configuration.clone(),

@@ -8,6 +8,7 @@
 //! always with an `x-amzn-RequestId`.
 
 use crate::auth::AccessKey;
+use crate::cloudwatch::Wire;
 use crate::{Caller, Control};
 use berth_agent_proto as agent_proto;
 use berth_api::sigv4::{self, SignedRequest};
@@ -16,7 +17,6 @@ use berth_api::{
     ErrorKind, CBOR_CONTENT_TYPE, CLOUDWATCH_NAMESPACE, CLOUDWATCH_SERVICE, ECR_TARGET_PREFIX,
     JSON_1_0_CONTENT_TYPE, JSON_CONTENT_TYPE, LOGS_TARGET_PREFIX,
 };
-use crate::cloudwatch::Wire;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -193,7 +193,14 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                     format!("no such service or operation: {path}"),
                 )),
             };
-            return cloudwatch_response(&st, result, op.as_deref(), Wire::Cbor, &request_id, started);
+            return cloudwatch_response(
+                &st,
+                result,
+                op.as_deref(),
+                Wire::Cbor,
+                &request_id,
+                started,
+            );
         }
         (Method::POST, p)
             if p == agent_proto::JOIN_PATH
@@ -350,7 +357,11 @@ async fn cloudwatch_request(
 ) -> Result<Vec<u8>, EcsError> {
     let (parts, body) = req.into_parts();
     if wire == Wire::Cbor
-        && parts.headers.get("smithy-protocol").and_then(|v| v.to_str().ok()) != Some("rpc-v2-cbor")
+        && parts
+            .headers
+            .get("smithy-protocol")
+            .and_then(|v| v.to_str().ok())
+            != Some("rpc-v2-cbor")
     {
         return Err(EcsError::new(
             ErrorKind::Serialization,
@@ -389,26 +400,50 @@ fn cloudwatch_response(
                 Wire::Json => e.to_json(),
             };
             let mut r = respond(e.kind.http_status(), request_id, body, content_type);
-            let fault = if e.kind.http_status() >= 500 { "Receiver" } else { "Sender" };
-            if let Ok(v) = http::HeaderValue::from_str(&format!("{};{fault}", e.kind.query_code())) {
+            let fault = if e.kind.http_status() >= 500 {
+                "Receiver"
+            } else {
+                "Sender"
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&format!("{};{fault}", e.kind.query_code()))
+            {
                 r.headers_mut().insert("x-amzn-query-error", v);
             }
             (e.kind.http_status(), r)
         }
     };
     if wire == Wire::Cbor {
-        resp.headers_mut()
-            .insert("smithy-protocol", http::HeaderValue::from_static("rpc-v2-cbor"));
+        resp.headers_mut().insert(
+            "smithy-protocol",
+            http::HeaderValue::from_static("rpc-v2-cbor"),
+        );
     }
     let known = operation
-        .and_then(|op| berth_api::cloudwatch::ALL_OPERATIONS.iter().copied().find(|o| *o == op))
+        .and_then(|op| {
+            berth_api::cloudwatch::ALL_OPERATIONS
+                .iter()
+                .copied()
+                .find(|o| *o == op)
+        })
         .unwrap_or("unknown");
     let latency = started.elapsed().as_secs_f64();
-    st.control.metrics.request("monitoring", known, status, latency);
+    st.control
+        .metrics
+        .request("monitoring", known, status, latency);
     match (status, &result) {
-        (500.., Err(e)) => tracing::error!(request_id, operation = known, status, error = %e, "request failed"),
-        (400.., Err(e)) => tracing::info!(request_id, operation = known, status, error = %e, "request refused"),
-        _ => tracing::info!(request_id, operation = known, status, latency_ms = latency * 1000.0, "request"),
+        (500.., Err(e)) => {
+            tracing::error!(request_id, operation = known, status, error = %e, "request failed")
+        }
+        (400.., Err(e)) => {
+            tracing::info!(request_id, operation = known, status, error = %e, "request refused")
+        }
+        _ => tracing::info!(
+            request_id,
+            operation = known,
+            status,
+            latency_ms = latency * 1000.0,
+            "request"
+        ),
     }
     resp
 }
@@ -638,9 +673,5 @@ async fn authenticate_key(
 }
 
 fn caller_of(key: &AccessKey) -> Caller {
-    Caller {
-        access_key: key.access_key_id.clone(),
-        principal_arn: key.principal_arn.clone(),
-        instance: key.instance.clone(),
-    }
+    Caller::from(key)
 }

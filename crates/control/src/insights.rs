@@ -154,7 +154,10 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
         }
         let mut sets: Vec<Vec<(&str, &str)>> = vec![
             vec![("ClusterName", cluster)],
-            vec![("ClusterName", cluster), ("TaskDefinitionFamily", &t.family)],
+            vec![
+                ("ClusterName", cluster),
+                ("TaskDefinitionFamily", &t.family),
+            ],
         ];
         if let Some(s) = service {
             sets.push(vec![("ClusterName", cluster), ("ServiceName", s)]);
@@ -225,7 +228,13 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
     let is_running = |s: TaskStatus| s == TaskStatus::Running;
     let is_pending = |s: TaskStatus| s < TaskStatus::Running;
     let d = [("ClusterName", cluster)];
-    put(ns, "TaskCount", &d, Unit::Count, running(None, None, is_running));
+    put(
+        ns,
+        "TaskCount",
+        &d,
+        Unit::Count,
+        running(None, None, is_running),
+    );
     put(ns, "ServiceCount", &d, Unit::Count, c.services.len() as f64);
     put(
         ns,
@@ -237,7 +246,13 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
     for s in &c.services {
         let group = format!("service:{}", s.name);
         let d = [("ClusterName", cluster), ("ServiceName", s.name.as_str())];
-        put(ns, "DesiredTaskCount", &d, Unit::Count, f64::from(s.desired));
+        put(
+            ns,
+            "DesiredTaskCount",
+            &d,
+            Unit::Count,
+            f64::from(s.desired),
+        );
         let r = running(Some(&group), None, is_running);
         put(ns, "RunningTaskCount", &d, Unit::Count, r);
         let p = running(Some(&group), None, is_pending);
@@ -298,10 +313,7 @@ fn registered(ci: &ContainerInstance, which: &str) -> (f64, f64) {
             .map(f64::from)
             .unwrap_or(0.0)
     };
-    (
-        get(&ci.registered_resources),
-        get(&ci.remaining_resources),
-    )
+    (get(&ci.registered_resources), get(&ci.remaining_resources))
 }
 
 impl Control {
@@ -540,7 +552,13 @@ mod tests {
         );
         assert_eq!(res[0].stats.sum, 25.0, "512 of 2048 units reserved");
         assert!(
-            find(&out, INSIGHTS_NAMESPACE, "NetworkRxBytes", &[("ClusterName", "c")]).is_empty(),
+            find(
+                &out,
+                INSIGHTS_NAMESPACE,
+                "NetworkRxBytes",
+                &[("ClusterName", "c")]
+            )
+            .is_empty(),
             "no rate from a single sample"
         );
     }
@@ -548,7 +566,10 @@ mod tests {
     #[test]
     fn disabled_publishes_only_aws_ecs() {
         let out = datums(&view(Level::Disabled), 2000);
-        assert!(out.iter().all(|d| d.key.namespace == ECS_NAMESPACE), "{out:?}");
+        assert!(
+            out.iter().all(|d| d.key.namespace == ECS_NAMESPACE),
+            "{out:?}"
+        );
         assert!(!out.is_empty());
     }
 
@@ -562,13 +583,23 @@ mod tests {
             &out,
             INSIGHTS_NAMESPACE,
             "NetworkRxBytes",
-            &[("ClusterName", "c"), ("TaskDefinitionFamily", "web"), ("TaskId", "a")],
+            &[
+                ("ClusterName", "c"),
+                ("TaskDefinitionFamily", "web"),
+                ("TaskId", "a"),
+            ],
         );
         assert_eq!(rx[0].stats.sum, 500.0, "5000 bytes over 10 s");
         assert_eq!(rx[0].unit, Unit::BytesPerSecond);
         let out = datums(&v, 10_000 + STALE_MS + 1);
         assert!(
-            find(&out, INSIGHTS_NAMESPACE, "CpuUtilized", &[("ClusterName", "c")]).is_empty(),
+            find(
+                &out,
+                INSIGHTS_NAMESPACE,
+                "CpuUtilized",
+                &[("ClusterName", "c")]
+            )
+            .is_empty(),
             "a sample older than {STALE_MS} ms is not published"
         );
     }
@@ -579,11 +610,21 @@ mod tests {
         u.record(sample(2000, 2.0, 0));
         u.record(sample(1000, 1.0, 0));
         let got = u.take(&["t".into()]);
-        assert_eq!(got["t"].0.at_ms, 2000, "an older sample never replaces a newer one");
+        assert_eq!(
+            got["t"].0.at_ms, 2000,
+            "an older sample never replaces a newer one"
+        );
         assert!(got["t"].1.is_none());
         u.record(sample(3000, 3.0, 0));
         let got = u.take(&["t".into()]);
-        assert_eq!(got["t"].1.as_ref().map(|s| s.at_ms), Some(2000), "the previous published");
-        assert!(u.take(&[]).is_empty() && u.take(&["t".into()]).is_empty(), "forgotten");
+        assert_eq!(
+            got["t"].1.as_ref().map(|s| s.at_ms),
+            Some(2000),
+            "the previous published"
+        );
+        assert!(
+            u.take(&[]).is_empty() && u.take(&["t".into()]).is_empty(),
+            "forgotten"
+        );
     }
 }

@@ -8,8 +8,8 @@
 pub mod agents;
 pub mod apply;
 pub mod auth;
-pub mod clusters;
 pub mod cloudwatch;
+pub mod clusters;
 pub mod http;
 pub mod insights;
 pub mod instances;
@@ -154,7 +154,7 @@ impl Control {
             ));
         }
         match req {
-            EcsRequest::CreateCluster(r) => json(self.create_cluster(r).await?),
+            EcsRequest::CreateCluster(r) => json(self.create_cluster(caller, r).await?),
             EcsRequest::DescribeClusters(r) => json(self.describe_clusters(r).await?),
             EcsRequest::ListClusters(r) => json(self.list_clusters(r).await?),
             EcsRequest::UpdateCluster(r) => json(self.update_cluster(r).await?),

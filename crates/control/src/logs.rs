@@ -23,7 +23,10 @@ const MAX_FILTER_STREAMS: usize = 100;
 
 fn log_error(e: LogError) -> EcsError {
     let kind = match &e {
-        LogError::GroupNotFound | LogError::StreamNotFound => ErrorKind::ResourceNotFound,
+        LogError::GroupNotFound | LogError::StreamNotFound | LogError::FilterNotFound => {
+            ErrorKind::ResourceNotFound
+        }
+        LogError::Limit(_) => ErrorKind::LimitExceeded,
         LogError::GroupExists | LogError::StreamExists => ErrorKind::ResourceAlreadyExists,
         LogError::Invalid(_) => ErrorKind::InvalidParameter,
         LogError::Io { .. } => {
@@ -149,7 +152,7 @@ impl Control {
             log_group_arn: Some(arn),
             creation_time: Some(g.created),
             log_group_name: Some(g.name),
-            metric_filter_count: Some(0),
+            metric_filter_count: Some(g.metric_filter_count as i32),
             retention_in_days: g.retention_days,
             stored_bytes: Some(g.stored_bytes as i64),
             log_group_class: Some("STANDARD".into()),
@@ -273,6 +276,150 @@ impl Control {
                     .await?;
                 json(ListTagsForResourceResponse { tags: Some(g.tags) })
             }
+            LogsRequest::PutMetricFilter(r) => {
+                if r.apply_on_transformed_logs == Some(true) {
+                    return Err(EcsError::invalid(
+                        "applyOnTransformedLogs is not supported by Berth: log groups have no transformers",
+                    ));
+                }
+                if r.emit_system_field_dimensions
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty())
+                    || r.field_selection_criteria
+                        .as_ref()
+                        .is_some_and(|c| !c.is_empty())
+                {
+                    return Err(EcsError::invalid(
+                        "emitSystemFieldDimensions and fieldSelectionCriteria are not supported by Berth yet",
+                    ));
+                }
+                let transformations = r
+                    .metric_transformations
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| {
+                        if let Some(u) = t.unit.as_deref() {
+                            berth_api::error::check_enum(
+                                "metricTransformations.unit",
+                                u,
+                                berth_api::logs::enums::STANDARD_UNIT,
+                            )?;
+                        }
+                        Ok(berth_logs::Transformation {
+                            metric_name: t.metric_name.unwrap_or_default(),
+                            metric_namespace: t.metric_namespace.unwrap_or_default(),
+                            metric_value: t.metric_value.unwrap_or_default(),
+                            default_value: t.default_value,
+                            dimensions: t.dimensions.unwrap_or_default(),
+                            unit: t.unit,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, EcsError>>()?;
+                let group = r.log_group_name.unwrap_or_default();
+                let filter = berth_logs::MetricFilter::new(
+                    r.filter_name.as_deref().unwrap_or_default(),
+                    r.filter_pattern.as_deref().unwrap_or_default(),
+                    now_ms(),
+                    transformations,
+                )
+                .map_err(log_error)?;
+                self.with_logs(move |l| l.put_metric_filter(&group, filter).map_err(log_error))
+                    .await?;
+                empty()
+            }
+            LogsRequest::DeleteMetricFilter(r) => {
+                let group = r.log_group_name.unwrap_or_default();
+                let name = r.filter_name.unwrap_or_default();
+                self.with_logs(move |l| l.delete_metric_filter(&group, &name).map_err(log_error))
+                    .await?;
+                empty()
+            }
+            LogsRequest::DescribeMetricFilters(r) => {
+                let limit = limit(r.limit, 50, "limit")?;
+                if r.filter_name_prefix.is_some() && r.log_group_name.is_none() {
+                    return Err(EcsError::invalid(
+                        "The parameter filterNamePrefix requires logGroupName.",
+                    ));
+                }
+                if r.metric_name.is_some() != r.metric_namespace.is_some() {
+                    return Err(EcsError::invalid(
+                        "The parameters metricName and metricNamespace must be given together.",
+                    ));
+                }
+                let group = r.log_group_name.clone();
+                let all = self
+                    .with_logs(move |l| match group {
+                        Some(g) => Ok(l
+                            .metric_filters(&g)
+                            .map_err(log_error)?
+                            .into_iter()
+                            .map(|f| (g.clone(), f))
+                            .collect::<Vec<_>>()),
+                        None => Ok(l.all_metric_filters()),
+                    })
+                    .await?;
+                let after = r.next_token.clone();
+                let mut page: Vec<MetricFilter> = Vec::new();
+                let mut next = None;
+                for (group, f) in all {
+                    let token = format!("{group}\u{1f}{}", f.name);
+                    if after.as_ref().is_some_and(|a| token <= *a) {
+                        continue;
+                    }
+                    if r.filter_name_prefix
+                        .as_ref()
+                        .is_some_and(|p| !f.name.starts_with(p.as_str()))
+                    {
+                        continue;
+                    }
+                    if let (Some(n), Some(ns)) = (&r.metric_name, &r.metric_namespace) {
+                        if !f
+                            .transformations
+                            .iter()
+                            .any(|t| t.metric_name == *n && t.metric_namespace == *ns)
+                        {
+                            continue;
+                        }
+                    }
+                    if page.len() == limit {
+                        next = page.last().map(|p: &MetricFilter| {
+                            format!(
+                                "{}\u{1f}{}",
+                                p.log_group_name.as_deref().unwrap_or_default(),
+                                p.filter_name.as_deref().unwrap_or_default()
+                            )
+                        });
+                        break;
+                    }
+                    page.push(MetricFilter {
+                        filter_name: Some(f.name.clone()),
+                        filter_pattern: Some(f.pattern_text.clone()),
+                        log_group_name: Some(group.clone()),
+                        creation_time: Some(f.created),
+                        apply_on_transformed_logs: Some(false),
+                        emit_system_field_dimensions: None,
+                        field_selection_criteria: None,
+                        metric_transformations: Some(
+                            f.transformations
+                                .iter()
+                                .map(|t| MetricTransformation {
+                                    metric_name: Some(t.metric_name.clone()),
+                                    metric_namespace: Some(t.metric_namespace.clone()),
+                                    metric_value: Some(t.metric_value.clone()),
+                                    default_value: t.default_value,
+                                    dimensions: (!t.dimensions.is_empty())
+                                        .then(|| t.dimensions.clone()),
+                                    unit: t.unit.clone(),
+                                })
+                                .collect(),
+                        ),
+                    });
+                }
+                json(DescribeMetricFiltersResponse {
+                    metric_filters: Some(page),
+                    next_token: next,
+                })
+            }
             LogsRequest::TestMetricFilter(r) => {
                 let pattern = parse_pattern(r.filter_pattern.as_deref().unwrap_or_default())?;
                 let messages = r.log_event_messages.unwrap_or_default();
@@ -285,11 +432,13 @@ impl Control {
                 let matches = messages
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| pattern.matches(m))
-                    .map(|(i, m)| MetricFilterMatchRecord {
-                        event_number: Some(i as i64 + 1),
-                        event_message: Some(m.clone()),
-                        extracted_values: Some(BTreeMap::new()),
+                    .filter_map(|(i, m)| {
+                        let values = pattern.extract(m)?;
+                        Some(MetricFilterMatchRecord {
+                            event_number: Some(i as i64 + 1),
+                            event_message: Some(m.clone()),
+                            extracted_values: Some(values),
+                        })
                     })
                     .collect();
                 json(TestMetricFilterResponse {
@@ -468,8 +617,20 @@ impl Control {
             r.log_group_name.unwrap_or_default(),
             r.log_stream_name.unwrap_or_default(),
         );
+        let cloudwatch = self.cloudwatch.clone();
         let stored = self
-            .with_logs(move |l| l.put(&g, &s, &events, None, now_ms()).map_err(log_error))
+            .with_logs(move |l| {
+                let now = now_ms();
+                let stored = l.put(&g, &s, &events, None, now).map_err(log_error)?;
+                apply_metric_filters(
+                    l,
+                    cloudwatch.as_deref(),
+                    &g,
+                    &events[stored.range.clone()],
+                    now,
+                );
+                Ok(stored)
+            })
             .await?;
         self.metrics.log_events.inc_by(stored.events as u64);
         self.metrics.log_bytes.inc_by(stored.bytes as u64);
@@ -635,6 +796,7 @@ impl Control {
             )));
         }
         let metrics = self.metrics.clone();
+        let cloudwatch = self.cloudwatch.clone();
         self.with_logs(move |l| {
             let now = now_ms();
             if !l.has_group(&r.group) {
@@ -663,6 +825,13 @@ impl Control {
                 let stored = l
                     .put(&r.group, &r.stream, &events, Some(&cursors), now)
                     .map_err(log_error)?;
+                apply_metric_filters(
+                    l,
+                    cloudwatch.as_deref(),
+                    &r.group,
+                    &events[stored.range.clone()],
+                    now,
+                );
                 metrics.log_events.inc_by(stored.events as u64);
                 metrics.log_bytes.inc_by(stored.bytes as u64);
                 let rejected = stored.rejected;
@@ -682,6 +851,46 @@ impl Control {
             })
         })
         .await
+    }
+}
+
+/// Runs the group's metric filters over the events a put stored and publishes what they emit
+/// (not durably: a crash may lose the last seconds of derived figures, never a log event).
+fn apply_metric_filters(
+    l: &LogStore,
+    cloudwatch: Option<&berth_cloudwatch::MetricStore>,
+    group: &str,
+    events: &[InputEvent],
+    now: i64,
+) {
+    let Some(cloudwatch) = cloudwatch else { return };
+    if events.is_empty() {
+        return;
+    }
+    let Ok(filters) = l.metric_filters(group) else {
+        return;
+    };
+    let data: Vec<berth_cloudwatch::Datum> = filters
+        .iter()
+        .flat_map(|f| f.apply(events))
+        .map(|e| berth_cloudwatch::Datum {
+            key: berth_cloudwatch::SeriesKey::new(e.namespace, e.metric_name, e.dimensions),
+            timestamp_ms: e.timestamp,
+            unit: e
+                .unit
+                .as_deref()
+                .and_then(berth_cloudwatch::Unit::parse)
+                .unwrap_or_default(),
+            stats: berth_cloudwatch::Stats::from_value(e.value),
+            high_resolution: false,
+        })
+        .filter(|d| berth_cloudwatch::check(d, now).is_ok())
+        .collect();
+    if data.is_empty() {
+        return;
+    }
+    if let Err(e) = cloudwatch.put(&data, now, false) {
+        tracing::warn!(group, error = %e, "metric filter figures were not stored");
     }
 }
 

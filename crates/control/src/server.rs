@@ -114,7 +114,11 @@ impl Server {
         }
         if control.cloudwatch.is_some() {
             let (c, rx) = (control.clone(), stop_rx.clone());
-            background.push(tokio::spawn(publish_insights(c, opts.insights_interval, rx)));
+            background.push(tokio::spawn(publish_insights(
+                c,
+                opts.insights_interval,
+                rx,
+            )));
         }
         if let (Some(registry), Some(l)) = (control.registry.clone(), registry_listener) {
             let r = registry.clone();

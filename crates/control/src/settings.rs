@@ -120,6 +120,32 @@ impl Control {
         })
     }
 
+    /// The value of setting `name` for `principal`: its own, else the account default, else
+    /// ECS's built-in one.
+    pub(crate) async fn effective_setting(
+        &self,
+        principal: &str,
+        name: &str,
+    ) -> Result<String, EcsError> {
+        if let Some((v, _)) = self
+            .get_record::<String>(&keys::setting(principal, name))
+            .await?
+        {
+            return Ok(v);
+        }
+        if let Some((v, _)) = self
+            .get_record::<String>(&keys::setting_default(name))
+            .await?
+        {
+            return Ok(v);
+        }
+        Ok(SETTINGS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, v, _)| v.to_string())
+            .unwrap_or_default())
+    }
+
     pub async fn list_account_settings(
         &self,
         caller: &Caller,

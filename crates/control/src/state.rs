@@ -952,17 +952,20 @@ mod tests {
         let (stop, rx) = watch::channel(false);
         let cc = c.clone();
         tokio::spawn(async move { cc.run_state(from, rx).await });
-        c.create_cluster(ecs::CreateClusterRequest {
-            cluster_name: Some("default".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
         let caller = crate::Caller {
             access_key: "AKIA".into(),
             principal_arn: "arn:aws:iam::000000000000:root".into(),
             instance: None,
         };
+        c.create_cluster(
+            &caller,
+            ecs::CreateClusterRequest {
+                cluster_name: Some("default".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         for (family, memory) in [("small", 128), ("medium", 512), ("large", 1024)] {
             let r: ecs::RegisterTaskDefinitionRequest = serde_json::from_value(serde_json::json!({
                 "family": family,

@@ -2,10 +2,12 @@
 //! segment files on disk (never in the control-plane store), and the filter-pattern language
 //! that FilterLogEvents and metric filters speak.
 
+pub mod metric_filter;
 pub mod pattern;
 pub mod segment;
 pub mod store;
 
+pub use metric_filter::{Emitted, MetricFilter, Transformation};
 pub use store::{Bound, Found, InputEvent, Key, LogStore, Query, Rejected, Stored};
 
 /// What can go wrong in the log store. The control plane turns these into Logs' exceptions.
@@ -23,6 +25,12 @@ pub enum LogError {
     /// ResourceAlreadyExistsException.
     #[error("The specified log stream already exists")]
     StreamExists,
+    /// ResourceNotFoundException.
+    #[error("The specified metric filter does not exist.")]
+    FilterNotFound,
+    /// LimitExceededException, with Logs' message.
+    #[error("{0}")]
+    Limit(String),
     /// InvalidParameterException, with Logs' message.
     #[error("{0}")]
     Invalid(String),

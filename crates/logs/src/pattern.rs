@@ -39,8 +39,17 @@
 //!   delimiters, and must have exactly as many fields as the pattern (the docs' `[w1=ERROR, w2]`
 //!   matches `ERROR message` but not `ERROR WARN message`), unless `...` absorbs the rest.
 //!
+//! For metric filters, [`Pattern::extract`] returns what a matching event yields, as
+//! `TestMetricFilter`'s `extractedValues`: nothing for terms patterns; for JSON patterns the
+//! text of each value node the conditions' selectors reach, keyed `$.a.b[0]`; for
+//! space-delimited ones the field placed on each entry, keyed `$name`, or `$N` (the entry's
+//! 1-based position, `...` entries counted) when unnamed. [`Pattern::select`] reads a metric
+//! value or dimension selector out of a matching event (any `$.path` for JSON patterns), and
+//! [`Pattern::check_selector`] tells whether a selector can ever resolve for the pattern.
+//!
 //! Regular expressions (`%…%`) are not supported and are rejected with an error.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use memchr::memmem::Finder;
@@ -84,10 +93,109 @@ impl Pattern {
             Kind::Terms(groups) => {
                 groups.is_empty() || groups.iter().any(|group| group.matches(message.as_bytes()))
             }
-            Kind::Json(expr) => serde_json::from_str::<Value>(message).is_ok_and(|root| {
-                expr.eval(&mut |condition: &JsonCondition| condition.holds(&root))
-            }),
+            Kind::Json(expr) => json_match(expr, message).is_some(),
             Kind::Delimited(delimited) => delimited.matches(message),
+        }
+    }
+
+    /// The values a matching message yields, as CloudWatch's `TestMetricFilter` reports them
+    /// in `extractedValues`; `None` when the message does not match.
+    ///
+    /// * Terms patterns yield nothing (an empty map).
+    /// * JSON patterns yield, for each selector their conditions name (keyed as CloudWatch
+    ///   writes it, `$.a.b[0]`), the value it reaches as text: a string without its quotes, a
+    ///   number as serde_json writes it, `true`, `false` or `null`. Selectors that reach
+    ///   nothing (under `NOT EXISTS`, on the false side of `||`) or reach an object or an
+    ///   array are left out.
+    /// * Space-delimited patterns yield the message field placed on each field entry, keyed
+    ///   `$name`, or `$N` for an unnamed field (N is the entry's 1-based position in the
+    ///   pattern, `...` entries counted; they yield nothing themselves).
+    pub fn extract(&self, message: &str) -> Option<BTreeMap<String, String>> {
+        match &self.kind {
+            Kind::Terms(_) => self.matches(message).then(BTreeMap::new),
+            Kind::Json(expr) => {
+                let root = json_match(expr, message)?;
+                let mut values = BTreeMap::new();
+                for condition in expr.conditions() {
+                    if let Some(text) = resolve(&root, &condition.selector).and_then(value_text) {
+                        values.insert(render_selector(&condition.selector), text);
+                    }
+                }
+                Some(values)
+            }
+            Kind::Delimited(delimited) => {
+                let fields = split_fields(message);
+                let aligned = delimited.aligned(&fields)?;
+                let mut values = BTreeMap::new();
+                for (index, (entry, value)) in delimited.entries.iter().zip(aligned).enumerate() {
+                    let Entry::Field(field) = entry else {
+                        continue;
+                    };
+                    let key = field.selector(index);
+                    if field.name.is_some() {
+                        values.insert(key, value.to_owned());
+                    } else {
+                        // A field named like an unnamed one's `$N` takes the key, as in `select`.
+                        values.entry(key).or_insert_with(|| value.to_owned());
+                    }
+                }
+                Some(values)
+            }
+        }
+    }
+
+    /// The value a metric transformation's `metricValue`, or a dimension's value, selects from
+    /// a message: `$.path` for JSON patterns (any path, not only those the pattern names),
+    /// `$name` or `$N` for space-delimited ones, as [`Pattern::extract`] keys them.
+    ///
+    /// `None` when the message does not match, or the selector is not valid for the pattern
+    /// (see [`Pattern::check_selector`]) or reaches no value node (string, number, boolean or
+    /// null) in this message.
+    pub fn select(&self, message: &str, selector: &str) -> Option<String> {
+        match &self.kind {
+            Kind::Terms(_) => None,
+            Kind::Json(expr) => {
+                let steps = parse_json_selector(selector).ok()?;
+                let root = json_match(expr, message)?;
+                resolve(&root, &steps).and_then(value_text)
+            }
+            Kind::Delimited(delimited) => {
+                let index = delimited.entry_for(selector)?;
+                let fields = split_fields(message);
+                let aligned = delimited.aligned(&fields)?;
+                aligned.get(index).map(|value| (*value).to_owned())
+            }
+        }
+    }
+
+    /// Whether `selector` can ever select a value for this pattern: a valid `$.path` for JSON
+    /// patterns; `$name` of a named field or `$N` of an unnamed one (N its 1-based position)
+    /// for space-delimited ones; nothing for terms patterns, which have no fields.
+    pub fn check_selector(&self, selector: &str) -> Result<(), PatternError> {
+        match &self.kind {
+            Kind::Terms(_) => Err(PatternError {
+                position: 0,
+                message: "a terms pattern has no fields to select".to_owned(),
+            }),
+            Kind::Json(_) => parse_json_selector(selector).map(|_| ()),
+            Kind::Delimited(delimited) => match delimited.entry_for(selector) {
+                Some(_) => Ok(()),
+                None => {
+                    let known = delimited.selectors();
+                    let message = if known.is_empty() {
+                        format!("unknown field '{selector}': the pattern has no fields")
+                    } else {
+                        format!(
+                            "unknown field '{selector}': the pattern's fields are {}",
+                            known.join(", ")
+                        )
+                    };
+                    Err(PatternError {
+                        position: 0,
+                        message,
+                    })
+                }
+            },
         }
     }
 
@@ -533,6 +641,66 @@ fn resolve<'v>(root: &'v Value, selector: &[Step]) -> Option<&'v Value> {
     })
 }
 
+/// The parsed message, when it is JSON and matches.
+fn json_match(expr: &Expr<JsonCondition>, message: &str) -> Option<Value> {
+    let root = serde_json::from_str::<Value>(message).ok()?;
+    let matched = expr.eval(&mut |condition: &JsonCondition| condition.holds(&root));
+    matched.then_some(root)
+}
+
+/// A value node as text (a string without quotes); `None` for objects and arrays.
+fn value_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Null => Some("null".to_owned()),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// A selector as CloudWatch writes it: `$.a.b[0]`.
+fn render_selector(selector: &[Step]) -> String {
+    let mut text = String::from("$");
+    for step in selector {
+        match step {
+            Step::Key(key) => {
+                text.push('.');
+                text.push_str(key);
+            }
+            Step::Index(index) => {
+                text.push('[');
+                text.push_str(&index.to_string());
+                text.push(']');
+            }
+        }
+    }
+    text
+}
+
+/// Parses a stand-alone JSON selector (a metric value or dimension), all of it.
+fn parse_json_selector(text: &str) -> Result<Vec<Step>, PatternError> {
+    let mut parser = Parser::new(text);
+    let invalid = |error: PatternError| PatternError {
+        position: error.position,
+        message: format!("invalid selector '{text}': {}", error.message),
+    };
+    if parser.cursor.peek_char() != Some('$') {
+        return Err(invalid(
+            parser.error(0, "expected a JSON selector such as $.field"),
+        ));
+    }
+    let steps = parser.lex_selector().map_err(invalid)?;
+    let end = parser.cursor.pos;
+    if end != text.len() {
+        let rest = text.get(end..).unwrap_or("");
+        return Err(invalid(
+            parser.error(end, format!("unexpected '{rest}' after the selector")),
+        ));
+    }
+    Ok(steps)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Space-delimited patterns
 
@@ -554,6 +722,8 @@ enum Entry {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Field {
+    /// `None` for an unnamed (empty) entry.
+    name: Option<String>,
     condition: Option<Expr<FieldCondition>>,
     /// Whether the condition names only this field, so it can be checked as soon as the field
     /// is placed rather than once every field is.
@@ -568,6 +738,15 @@ struct FieldCondition {
 }
 
 impl Field {
+    /// How `extract` and `select` name this field, the entry at `index`: `$name`, or `$N`
+    /// (1-based) when unnamed.
+    fn selector(&self, index: usize) -> String {
+        match &self.name {
+            Some(name) => format!("${name}"),
+            None => format!("${}", index + 1),
+        }
+    }
+
     fn holds(&self, values: &[&str]) -> bool {
         self.condition.as_ref().is_none_or(|condition| {
             condition.eval(&mut |c: &FieldCondition| {
@@ -593,9 +772,47 @@ impl Delimited {
     }
 
     fn matches(&self, message: &str) -> bool {
-        let fields = split_fields(message);
-        let mut values: Vec<&str> = vec![""; self.entries.len()];
-        self.align(0, 0, &fields, &mut values)
+        self.aligned(&split_fields(message)).is_some()
+    }
+
+    /// The field each entry is given by the first alignment that matches (`""` for `...`
+    /// entries), or `None` when none does.
+    fn aligned<'m>(&self, fields: &[&'m str]) -> Option<Vec<&'m str>> {
+        let mut values: Vec<&'m str> = vec![""; self.entries.len()];
+        let matched = self.align(0, 0, fields, &mut values);
+        matched.then_some(values)
+    }
+
+    /// The entry `selector` names: `$name` of a named field, else `$N` of an unnamed one (N
+    /// 1-based, written without leading zeros).
+    fn entry_for(&self, selector: &str) -> Option<usize> {
+        let key = selector.strip_prefix('$')?;
+        let named = self.entries.iter().position(|entry| {
+            matches!(entry, Entry::Field(Field { name: Some(name), .. }) if name.as_str() == key)
+        });
+        if named.is_some() {
+            return named;
+        }
+        if key.is_empty() || key.starts_with('0') || !key.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let index = key.parse::<usize>().ok()?.checked_sub(1)?;
+        match self.entries.get(index) {
+            Some(Entry::Field(Field { name: None, .. })) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Every field's selector, in pattern order.
+    fn selectors(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| match entry {
+                Entry::Field(field) => Some(field.selector(index)),
+                Entry::Ellipsis => None,
+            })
+            .collect()
     }
 
     /// Places entries `entry..` on fields `next_field..`, trying every span for each `...`;
@@ -1260,7 +1477,10 @@ impl<'a> Parser<'a> {
         }
         let mut entries = Vec::with_capacity(raw.len());
         for (index, entry) in raw.into_iter().enumerate() {
-            let RawEntry::Field { condition, .. } = entry else {
+            let RawEntry::Field {
+                name, condition, ..
+            } = entry
+            else {
                 entries.push(Entry::Ellipsis);
                 continue;
             };
@@ -1284,7 +1504,11 @@ impl<'a> Parser<'a> {
             let local = condition
                 .as_ref()
                 .is_none_or(|condition| condition.conditions().iter().all(|c| c.entry == index));
-            entries.push(Entry::Field(Field { condition, local }));
+            entries.push(Entry::Field(Field {
+                name,
+                condition,
+                local,
+            }));
         }
         Ok(Delimited::new(entries))
     }
@@ -1589,6 +1813,207 @@ mod tests {
         assert!(
             parsed.matches("an ERROR"),
             "pattern \"ERROR\" against message \"an ERROR\""
+        );
+    }
+
+    fn extracted(pattern: &str, message: &str) -> Option<Vec<(String, String)>> {
+        let parsed = Pattern::parse(pattern)
+            .unwrap_or_else(|error| panic!("pattern {pattern:?} should parse: {error}"));
+        parsed
+            .extract(message)
+            .map(|values| values.into_iter().collect())
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+        Some(
+            expected
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn extract_terms_yields_nothing() {
+        assert_eq!(extracted("ERROR", "an ERROR here"), pairs(&[]));
+        assert_eq!(extracted("", "anything"), pairs(&[]));
+        assert_eq!(extracted("ERROR", "all good"), None);
+    }
+
+    #[test]
+    fn extract_json_selectors() {
+        let pattern = r#"{ $.level = "error" && $.latency > 100 }"#;
+        let message = r#"{"level":"error","latency":150.5,"other":{"x":"y","n":7}}"#;
+        assert_eq!(
+            extracted(pattern, message),
+            pairs(&[("$.latency", "150.5"), ("$.level", "error")])
+        );
+        assert_eq!(
+            extracted(pattern, r#"{"level":"error","latency":50}"#),
+            None
+        );
+        assert_eq!(extracted(pattern, "not JSON"), None);
+        assert_eq!(
+            extracted(
+                "{ $.objectList[1].id = 2 && $.ThisFlag IS TRUE }",
+                DOC_EVENT
+            ),
+            pairs(&[("$.ThisFlag", "true"), ("$.objectList[1].id", "2")])
+        );
+        assert_eq!(
+            extracted(
+                "{ $.SomeObject IS NULL && $.SomeOtherObject NOT EXISTS }",
+                DOC_EVENT
+            ),
+            pairs(&[("$.SomeObject", "null")])
+        );
+        // The false side of `||` is left out; a selector on an array reaches no value node.
+        assert_eq!(
+            extracted(
+                r#"{ $.a = 1 || $.b = 2 || $.arr = "x" }"#,
+                r#"{"a":1,"arr":[1]}"#
+            ),
+            pairs(&[("$.a", "1")])
+        );
+        // A selector named twice is reported once.
+        assert_eq!(
+            extracted("{ $.a = 1 || $.a = 2 }", r#"{"a":2}"#),
+            pairs(&[("$.a", "2")])
+        );
+    }
+
+    #[test]
+    fn select_json_paths() {
+        let pattern = Pattern::parse(r#"{ $.level = "error" && $.latency > 100 }"#)
+            .expect("the pattern parses");
+        let message = r#"{"level":"error","latency":150,"other":{"x":"y","list":[1,2]}}"#;
+        assert_eq!(pattern.select(message, "$.latency").as_deref(), Some("150"));
+        assert_eq!(pattern.select(message, "$.other.x").as_deref(), Some("y"));
+        assert_eq!(
+            pattern.select(message, "$.other.list[1]").as_deref(),
+            Some("2")
+        );
+        assert_eq!(pattern.select(message, "$.other"), None);
+        assert_eq!(pattern.select(message, "$.missing"), None);
+        assert_eq!(pattern.select(message, "$.latency extra"), None);
+        assert_eq!(pattern.select(message, "latency"), None);
+        assert_eq!(
+            pattern.select(r#"{"level":"warn","latency":150}"#, "$.latency"),
+            None
+        );
+    }
+
+    #[test]
+    fn extract_and_select_space_delimited_fields() {
+        let pattern = "[ip, user, , status = 4*, bytes]";
+        assert_eq!(
+            extracted(pattern, "127.0.0.1 - frank 404 1534"),
+            pairs(&[
+                ("$3", "frank"),
+                ("$bytes", "1534"),
+                ("$ip", "127.0.0.1"),
+                ("$status", "404"),
+                ("$user", "-"),
+            ])
+        );
+        assert_eq!(extracted(pattern, "127.0.0.1 - frank 200 1534"), None);
+        assert_eq!(extracted(pattern, "127.0.0.1 - frank 404"), None);
+
+        let parsed = Pattern::parse(pattern).expect("the pattern parses");
+        let message = r#"127.0.0.1 - "frank n" 404 1534"#;
+        assert_eq!(parsed.select(message, "$3").as_deref(), Some("frank n"));
+        assert_eq!(parsed.select(message, "$bytes").as_deref(), Some("1534"));
+        assert_eq!(parsed.select(message, "$2"), None);
+        assert_eq!(parsed.select(message, "$nope"), None);
+        assert_eq!(parsed.select("127.0.0.1 - frank 200 1534", "$bytes"), None);
+
+        let pattern = "[..., status = 5*, bytes]";
+        assert_eq!(
+            extracted(pattern, APACHE_500),
+            pairs(&[("$bytes", "5324"), ("$status", "500")])
+        );
+        assert_eq!(extracted(pattern, APACHE_200), None);
+        assert_eq!(
+            extracted("[ip, ..., , bytes]", APACHE_200),
+            pairs(&[("$3", "200"), ("$bytes", "1534"), ("$ip", "127.0.0.1")])
+        );
+        assert_eq!(
+            extracted("[..., request=*.html*, status_code=4*,]", APACHE_404),
+            pairs(&[
+                ("$4", "1534"),
+                ("$request", "GET /index.html HTTP/1.0"),
+                ("$status_code", "404"),
+            ])
+        );
+    }
+
+    #[test]
+    fn check_selector_per_kind() {
+        let terms = Pattern::parse("ERROR").expect("the pattern parses");
+        let error = terms
+            .check_selector("$.a")
+            .expect_err("a terms pattern has no fields");
+        assert_eq!(error.message, "a terms pattern has no fields to select");
+
+        let json = Pattern::parse("{ $.a = 1 }").expect("the pattern parses");
+        for selector in ["$.a", "$.other.x", "$.items[0].id", "$.m[1][2]"] {
+            assert_eq!(
+                json.check_selector(selector),
+                Ok(()),
+                "selector {selector:?}"
+            );
+        }
+        for (selector, position) in [
+            ("latency", 0),
+            ("", 0),
+            ("$", 0),
+            ("$[0]", 1),
+            ("$.a[x]", 3),
+            ("$.a.", 4),
+            ("$.a extra", 3),
+            ("$.a[0", 5),
+        ] {
+            let error = json
+                .check_selector(selector)
+                .expect_err("the selector is invalid");
+            assert_eq!(error.position, position, "selector {selector:?}: {error}");
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("invalid selector '{selector}'")),
+                "selector {selector:?}: {error}"
+            );
+        }
+
+        let delimited =
+            Pattern::parse("[ip, user, , status = 4*, bytes, ...]").expect("the pattern parses");
+        for selector in ["$ip", "$user", "$3", "$status", "$bytes"] {
+            assert_eq!(
+                delimited.check_selector(selector),
+                Ok(()),
+                "selector {selector:?}"
+            );
+        }
+        for selector in ["$foo", "$1", "$03", "$6", "$7", "$0", "$", "ip", "$.ip", ""] {
+            let error = delimited
+                .check_selector(selector)
+                .expect_err("the selector names no field");
+            assert_eq!(
+                error.message,
+                format!(
+                    "unknown field '{selector}': the pattern's fields are $ip, $user, $3, \
+                     $status, $bytes"
+                ),
+                "selector {selector:?}"
+            );
+        }
+        let error = Pattern::parse("[...]")
+            .expect("the pattern parses")
+            .check_selector("$1")
+            .expect_err("`...` yields nothing");
+        assert_eq!(
+            error.message,
+            "unknown field '$1': the pattern has no fields"
         );
     }
 

@@ -11,6 +11,7 @@
 //! which the kernel caches. Each stream appends under its own lock and fsyncs before it
 //! answers, so an acknowledged batch survives a crash; retention drops whole segments.
 
+use crate::metric_filter::{self, MetricFilter};
 use crate::pattern::Pattern;
 use crate::segment::{self, SegmentMeta, StoredEvent};
 use crate::LogError;
@@ -38,6 +39,7 @@ pub struct GroupInfo {
     pub retention_days: Option<i32>,
     pub tags: BTreeMap<String, String>,
     pub stored_bytes: u64,
+    pub metric_filter_count: usize,
 }
 
 /// What a stream is, as DescribeLogStreams shows it.
@@ -76,6 +78,8 @@ pub struct Stored {
     pub events: usize,
     /// Their message bytes.
     pub bytes: usize,
+    /// Which of the input events they are.
+    pub range: std::ops::Range<usize>,
 }
 
 /// Where a read starts, in the order of (timestamp, sequence).
@@ -156,6 +160,7 @@ struct GroupMeta {
     created: i64,
     retention_days: Option<i32>,
     tags: BTreeMap<String, String>,
+    metric_filters: BTreeMap<String, Arc<MetricFilter>>,
 }
 
 #[derive(Debug)]
@@ -431,6 +436,7 @@ impl LogStore {
             created: now,
             retention_days: None,
             tags,
+            metric_filters: BTreeMap::new(),
         };
         let tmp = self.root.join(format!("g{id}.tmp"));
         fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
@@ -507,6 +513,58 @@ impl LogStore {
             }
         }
         self.update_group(name, |m| m.retention_days = days)
+    }
+
+    /// PutMetricFilter: adds the filter, or replaces the group's filter of that name.
+    pub fn put_metric_filter(&self, group: &str, filter: MetricFilter) -> Result<(), LogError> {
+        let g = self.group(group)?;
+        {
+            let meta = lock(&g.meta);
+            if !meta.metric_filters.contains_key(&filter.name)
+                && meta.metric_filters.len() >= metric_filter::MAX_FILTERS_PER_GROUP
+            {
+                return Err(LogError::Limit("Resource limit exceeded.".into()));
+            }
+        }
+        self.update_group(group, |m| {
+            m.metric_filters
+                .insert(filter.name.clone(), Arc::new(filter));
+        })
+    }
+
+    /// DeleteMetricFilter.
+    pub fn delete_metric_filter(&self, group: &str, name: &str) -> Result<(), LogError> {
+        let g = self.group(group)?;
+        if !lock(&g.meta).metric_filters.contains_key(name) {
+            return Err(LogError::FilterNotFound);
+        }
+        self.update_group(group, |m| {
+            m.metric_filters.remove(name);
+        })
+    }
+
+    /// A group's metric filters, by name.
+    pub fn metric_filters(&self, group: &str) -> Result<Vec<Arc<MetricFilter>>, LogError> {
+        let g = self.group(group)?;
+        let filters = lock(&g.meta).metric_filters.values().cloned().collect();
+        Ok(filters)
+    }
+
+    /// Every group's metric filters, by group and filter name.
+    pub fn all_metric_filters(&self) -> Vec<(String, Arc<MetricFilter>)> {
+        let groups: Vec<Arc<Group>> = read(&self.groups).values().cloned().collect();
+        let mut out: Vec<(String, Arc<MetricFilter>)> = groups
+            .iter()
+            .flat_map(|g| {
+                let m = lock(&g.meta);
+                m.metric_filters
+                    .values()
+                    .map(|f| (m.name.clone(), f.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+        out
     }
 
     /// Adds and removes tags of a group.
@@ -674,7 +732,8 @@ impl LogStore {
         Ok(Stored {
             rejected,
             events: range.len(),
-            bytes: events[range].iter().map(|e| e.message.len()).sum(),
+            bytes: events[range.clone()].iter().map(|e| e.message.len()).sum(),
+            range,
         })
     }
 
@@ -1050,6 +1109,7 @@ fn group_info(g: &Group) -> GroupInfo {
         retention_days: meta.retention_days,
         tags: meta.tags,
         stored_bytes,
+        metric_filter_count: meta.metric_filters.len(),
     }
 }
 
@@ -1076,6 +1136,7 @@ fn group_json(m: &GroupMeta) -> String {
         "created": m.created,
         "retentionInDays": m.retention_days,
         "tags": m.tags,
+        "metricFilters": m.metric_filters.values().map(|f| f.to_json()).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -1115,6 +1176,18 @@ fn load_group(id: u64, dir: &Path, max_id: &mut u64) -> Result<Group, LogError> 
                     .collect()
             })
             .unwrap_or_default(),
+        metric_filters: v["metricFilters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| match MetricFilter::from_json(f) {
+                Ok(f) => Some((f.name.clone(), Arc::new(f))),
+                Err(e) => {
+                    tracing::warn!(group = %dir.display(), error = %e, "dropping an unreadable metric filter");
+                    None
+                }
+            })
+            .collect(),
     };
     let mut streams = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(io(dir.display().to_string()))? {
