@@ -680,6 +680,23 @@ async fn metric_filters_turn_matching_events_into_cloudwatch_metrics() {
     assert_eq!(by_metric["metricFilters"].as_array().unwrap().len(), 1);
     let groups = logs(&["describe-log-groups", "--log-group-name-prefix", "/app"]).unwrap();
     assert_eq!(groups["logGroups"][0]["metricFilterCount"], 2);
+    let count = |args: &[&str]| {
+        let mut all = vec!["describe-log-groups"];
+        all.extend_from_slice(args);
+        logs(&all).unwrap()["logGroups"].as_array().unwrap().len()
+    };
+    assert_eq!(
+        count(&["--log-group-class", "INFREQUENT_ACCESS"]),
+        0,
+        "every group is STANDARD"
+    );
+    assert_eq!(count(&["--log-group-class", "STANDARD"]), 1);
+    assert_eq!(count(&["--account-identifiers", "000000000000"]), 1);
+    assert_eq!(
+        count(&["--account-identifiers", "111111111111"]),
+        0,
+        "another account's"
+    );
 
     let now = now_ms();
     let minute_start = now - now % 60_000;

@@ -27,6 +27,7 @@ fn log_error(e: LogError) -> EcsError {
             ErrorKind::ResourceNotFound
         }
         LogError::Limit(_) => ErrorKind::LimitExceeded,
+        LogError::TooManyTags(_) => ErrorKind::TooManyTags,
         LogError::GroupExists | LogError::StreamExists => ErrorKind::ResourceAlreadyExists,
         LogError::Invalid(_) => ErrorKind::InvalidParameter,
         LogError::Io { .. } => {
@@ -464,22 +465,8 @@ impl Control {
         remove: Vec<String>,
     ) -> Result<(), EcsError> {
         check_tags(&add)?;
-        self.with_logs(move |l| {
-            let now = l.group_info(&group).map_err(log_error)?;
-            let mut after = now.tags.clone();
-            for k in &remove {
-                after.remove(k);
-            }
-            after.extend(add.clone());
-            if after.len() > MAX_TAGS {
-                return Err(EcsError::new(
-                    ErrorKind::TooManyTags,
-                    format!("A resource can have no more than {MAX_TAGS} tags."),
-                ));
-            }
-            l.retag(&group, &add, &remove).map_err(log_error)
-        })
-        .await
+        self.with_logs(move |l| l.retag(&group, &add, &remove, MAX_TAGS).map_err(log_error))
+            .await
     }
 
     async fn create_log_group(&self, r: CreateLogGroupRequest) -> Result<Vec<u8>, EcsError> {
@@ -527,6 +514,23 @@ impl Control {
             return Err(EcsError::invalid(
                 "logGroupIdentifiers is not supported by Berth yet; use logGroupNamePrefix.",
             ));
+        }
+        if let Some(class) = r.log_group_class.as_deref() {
+            berth_api::error::check_enum("logGroupClass", class, enums::LOG_GROUP_CLASS)?;
+        }
+        // Every group is STANDARD and in this account; there are no linked accounts to add.
+        let none = r
+            .log_group_class
+            .as_deref()
+            .is_some_and(|c| c != "STANDARD")
+            || r.account_identifiers
+                .as_ref()
+                .is_some_and(|a| !a.contains(&self.config.account_id));
+        if none {
+            return Ok(DescribeLogGroupsResponse {
+                log_groups: Some(Vec::new()),
+                next_token: None,
+            });
         }
         let after = crate::paging::decode_token(r.next_token.as_deref())?;
         let (prefix, pattern) = (r.log_group_name_prefix, r.log_group_name_pattern);

@@ -28,6 +28,9 @@ pub enum LogError {
     /// ResourceNotFoundException.
     #[error("The specified metric filter does not exist.")]
     FilterNotFound,
+    /// TooManyTagsException, with Logs' message.
+    #[error("{0}")]
+    TooManyTags(String),
     /// LimitExceededException, with Logs' message.
     #[error("{0}")]
     Limit(String),

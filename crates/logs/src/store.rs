@@ -512,34 +512,31 @@ impl LogStore {
                 )));
             }
         }
-        self.update_group(name, |m| m.retention_days = days)
+        self.update_group(name, |m| {
+            m.retention_days = days;
+            Ok(())
+        })
     }
 
     /// PutMetricFilter: adds the filter, or replaces the group's filter of that name.
     pub fn put_metric_filter(&self, group: &str, filter: MetricFilter) -> Result<(), LogError> {
-        let g = self.group(group)?;
-        {
-            let meta = lock(&g.meta);
-            if !meta.metric_filters.contains_key(&filter.name)
-                && meta.metric_filters.len() >= metric_filter::MAX_FILTERS_PER_GROUP
+        self.update_group(group, |m| {
+            if !m.metric_filters.contains_key(&filter.name)
+                && m.metric_filters.len() >= metric_filter::MAX_FILTERS_PER_GROUP
             {
                 return Err(LogError::Limit("Resource limit exceeded.".into()));
             }
-        }
-        self.update_group(group, |m| {
             m.metric_filters
                 .insert(filter.name.clone(), Arc::new(filter));
+            Ok(())
         })
     }
 
     /// DeleteMetricFilter.
     pub fn delete_metric_filter(&self, group: &str, name: &str) -> Result<(), LogError> {
-        let g = self.group(group)?;
-        if !lock(&g.meta).metric_filters.contains_key(name) {
-            return Err(LogError::FilterNotFound);
-        }
-        self.update_group(group, |m| {
-            m.metric_filters.remove(name);
+        self.update_group(group, |m| match m.metric_filters.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(LogError::FilterNotFound),
         })
     }
 
@@ -567,12 +564,14 @@ impl LogStore {
         out
     }
 
-    /// Adds and removes tags of a group.
+    /// Adds and removes tags of a group; more than `max` tags after the change is
+    /// [`LogError::TooManyTags`], and nothing changes.
     pub fn retag(
         &self,
         name: &str,
         add: &BTreeMap<String, String>,
         remove: &[String],
+        max: usize,
     ) -> Result<(), LogError> {
         self.update_group(name, |m| {
             for k in remove {
@@ -580,18 +579,26 @@ impl LogStore {
             }
             m.tags
                 .extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if m.tags.len() > max {
+                return Err(LogError::TooManyTags(format!(
+                    "A resource can have no more than {max} tags."
+                )));
+            }
+            Ok(())
         })
     }
 
+    /// Changes a group's metadata under its lock (so a limit checked by `change` holds against
+    /// concurrent changes) and writes it before the change is seen.
     fn update_group(
         &self,
         name: &str,
-        change: impl FnOnce(&mut GroupMeta),
+        change: impl FnOnce(&mut GroupMeta) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let g = self.group(name)?;
         let mut meta = lock(&g.meta);
         let mut next = meta.clone();
-        change(&mut next);
+        change(&mut next)?;
         write_file(&g.dir.join("group.json"), &group_json(&next))?;
         *meta = next;
         Ok(())
