@@ -454,7 +454,6 @@ impl Encoder {
     }
 }
 
-/// Encodes a JSON value (e.g. an error body `{"__type": ..., "message": ...}`) as CBOR.
 /// A shape that writes itself as CBOR: the generated CloudWatch shapes implement it, members
 /// in model order, timestamps tagged and blobs as byte strings.
 pub trait ToCbor {
@@ -469,6 +468,7 @@ pub fn unbase64(text: &str) -> Vec<u8> {
         .unwrap_or_else(|_| text.as_bytes().to_vec())
 }
 
+/// Encodes a JSON value (e.g. an error body `{"__type": ..., "message": ...}`) as CBOR.
 pub fn encode_json(value: &Value) -> Vec<u8> {
     let mut encoder = Encoder::new();
     encoder.json(value);

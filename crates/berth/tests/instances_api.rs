@@ -417,6 +417,28 @@ async fn the_agent_protocol_needs_the_token_and_keeps_agent_keys_to_itself() {
         denied.error_type().as_deref(),
         Some("AccessDeniedException")
     );
+    // ... nor CloudWatch's (nor read another agent's figures) ...
+    let body = b"{}".to_vec();
+    let headers = berth_api::sigv4::cloudwatch_request_headers(
+        &berth_api::sigv4::SigningKey {
+            access_key: &a.ak,
+            secret: &a.sk,
+            region: "us-east-1",
+            service: "monitoring",
+        },
+        &s.endpoint,
+        "ListMetrics",
+        &body,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let denied = common::raw_request(&s.endpoint, "POST", "/", &headers, body).await;
+    assert_eq!(
+        denied.error_type().as_deref(),
+        Some("AccessDeniedException"),
+        "{:?}",
+        denied.body
+    );
     // ... and the admin's key cannot speak for an agent.
     let denied = agent_post(
         &s.endpoint,

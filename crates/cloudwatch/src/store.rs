@@ -174,6 +174,9 @@ struct Journal {
     /// A write failed, so the file may lack merges memory holds: the next compaction
     /// rewrites it whatever its size.
     stale: bool,
+    /// A compaction renamed a new journal in but the directory's fsync failed: the next
+    /// durable write retries it before it is acknowledged.
+    dir_unsynced: bool,
 }
 
 impl Journal {
@@ -183,6 +186,10 @@ impl Journal {
     fn write_pending(&mut self, sync: bool) -> Result<(), MetricError> {
         if self.pending.is_empty() && !sync {
             return Ok(());
+        }
+        if sync && self.dir_unsynced {
+            sync_dir(&self.dir)?;
+            self.dir_unsynced = false;
         }
         match write_at(&mut self.file, self.len, &self.pending, sync) {
             Ok(()) => {
@@ -325,10 +332,15 @@ impl MetricStore {
             at += used;
         }
         if at < buf.len() {
+            // A torn tail is a crash mid-write; anything longer may be damage: either way
+            // what is cut is kept beside the journal for a person to look at.
+            let cut = dir.join(format!("{JOURNAL}.cut-{at}"));
+            fs::write(&cut, &buf[at..]).map_err(io(cut.display().to_string()))?;
             tracing::warn!(
                 path = %what,
                 kept = at,
                 dropped = buf.len() - at,
+                saved = %cut.display(),
                 "cutting a torn or corrupt tail off the metrics journal"
             );
             file.set_len(at as u64).map_err(io(what.clone()))?;
@@ -343,6 +355,7 @@ impl MetricStore {
                 len: at as u64,
                 pending: Vec::new(),
                 stale: false,
+                dir_unsynced: false,
             })),
             series: RwLock::new(map),
         })
@@ -455,7 +468,10 @@ impl MetricStore {
         j.len = state.len() as u64;
         j.pending.clear();
         j.stale = false;
-        sync_dir(&j.dir)?;
+        if let Err(e) = sync_dir(&j.dir) {
+            j.dir_unsynced = true;
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -478,8 +494,9 @@ impl MetricStore {
         dropped
     }
 
-    /// The statistics of `key`'s buckets starting in `[start_ms, end_ms)`, aggregated into
-    /// periods of `period_s` seconds aligned to multiples of the period since the epoch; each
+    /// The statistics of `key`'s buckets in `[start_ms, end_ms)`, aggregated into periods of
+    /// `period_s` seconds as CloudWatch does: the start is rounded down (to the minute for
+    /// periods of a minute or more, to the period below that) and periods run from there; each
     /// entry is (period start in ms, unit, statistics), ascending by time, then unit. A
     /// period under 60 s reads one-second buckets (high-resolution data only); 60 s or more
     /// reads one-minute buckets (all data). With `unit`, only buckets of that unit count;
@@ -497,6 +514,9 @@ impl MetricStore {
             return Vec::new();
         }
         let period_ms = period_s.saturating_mul(1000);
+        let start = floor(start_ms, if period_s < 60 { period_ms } else { MINUTE_MS });
+        // Periods start at `start` and every period after it.
+        let offset = start.rem_euclid(period_ms);
         let key = key.normalized();
         let map = read(&self.series);
         let Some(series) = map.get(&*key) else {
@@ -508,14 +528,15 @@ impl MetricStore {
             &series.minute
         };
         let mut periods: BTreeMap<(i64, Unit), Stats> = BTreeMap::new();
-        for (&(t, u), stats) in buckets.range((start_ms, LEAST_UNIT)..) {
+        for (&(t, u), stats) in buckets.range((start, LEAST_UNIT)..) {
             if t >= end_ms {
                 break;
             }
             if unit.is_some_and(|want| want != u) {
                 continue;
             }
-            merge(&mut periods, floor(t, period_ms), u, *stats);
+            let at = floor(t.saturating_sub(offset), period_ms).saturating_add(offset);
+            merge(&mut periods, at, u, *stats);
         }
         periods.into_iter().map(|((t, u), s)| (t, u, s)).collect()
     }

@@ -81,7 +81,7 @@ fn snapshot(s: &MetricStore) -> Snapshot {
     let mut out = Vec::new();
     for k in s.list(&ListFilter::default(), None) {
         for period in [1, 5, 60, 300, 3600] {
-            let got = s.statistics(&k, i64::MIN, i64::MAX, period, None);
+            let got = s.statistics(&k, 0, i64::MAX, period, None);
             out.push((k.clone(), period, got));
         }
     }
@@ -124,9 +124,9 @@ fn standard_datums_aggregate_into_aligned_periods() {
         "300-second periods should hold five minutes each, aligned to the epoch"
     );
     assert_eq!(
-        s.statistics(&k, T0 + MIN, T0 + 5 * MIN, 300, None),
-        vec![(T0, p, stats(12.0, 2.0, 5.0, 7.0))],
-        "only buckets in [start, end) count, and a period keeps its aligned start"
+        s.statistics(&k, T0 + MIN + 15 * S, T0 + 5 * MIN, 300, None),
+        vec![(T0 + MIN, p, stats(12.0, 2.0, 5.0, 7.0))],
+        "the start rounds down to its minute, periods run from there, and only buckets before the end count"
     );
     assert!(
         s.statistics(&k, T0, T0 + 10 * MIN, 1, None).is_empty(),
@@ -557,6 +557,11 @@ fn a_torn_or_corrupt_tail_is_cut_and_earlier_data_survives() {
             "garbage after the last record should not lose any data"
         );
         assert_eq!(file_len(&path), len2, "the garbage should be cut off");
+        let saved = dir.path().join(format!("metrics.journal.cut-{len2}"));
+        assert_eq!(
+            std::fs::read(&saved).expect("what was cut is kept beside the journal"),
+            b"\x13\x00\x00\x00garbage!"
+        );
     }
 
     // A crash in the middle of the last record.
@@ -825,7 +830,7 @@ proptest! {
             for key in &keys {
                 for period in [1, 5, 60, 300, 3600] {
                     prop_assert_eq!(
-                        s.statistics(key, i64::MIN, i64::MAX, period, None),
+                        s.statistics(key, 0, i64::MAX, period, None),
                         recompute(&data, key, period),
                         "statistics of {:?} at period {} {}", key, period, when
                     );

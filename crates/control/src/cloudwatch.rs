@@ -55,6 +55,18 @@ fn combination(message: impl Into<String>) -> EcsError {
     EcsError::new(ErrorKind::InvalidParameterCombination, message)
 }
 
+/// Runs store work off the async threads; a failed task is CloudWatch's internal fault.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EcsError> + Send + 'static,
+) -> Result<T, EcsError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        EcsError::new(
+            ErrorKind::InternalServiceFault,
+            format!("the metric store task failed: {e}"),
+        )
+    })?
+}
+
 fn metric_error(e: MetricError) -> EcsError {
     match e {
         MetricError::Invalid(m) => invalid(m),
@@ -241,6 +253,11 @@ fn datum(namespace: &str, i: usize, d: &MetricDatum, now_ms: i64) -> Result<Datu
             )))
         }
     };
+    if d.timestamp.is_some_and(|t| !(0.0..=LATEST_S).contains(&t)) {
+        return Err(invalid(format!(
+            "The parameter {at}.Timestamp must be a time between 1970 and 9999."
+        )));
+    }
     Ok(Datum {
         key: SeriesKey::new(namespace, &name, dims),
         timestamp_ms: d.timestamp.map(millis).unwrap_or(now_ms),
@@ -261,7 +278,18 @@ fn check_period(what: &str, period: i32) -> Result<i64, EcsError> {
     Ok(i64::from(period))
 }
 
+/// The latest time CloudWatch's timestamps may name: the end of year 9999.
+const LATEST_S: f64 = 253_402_300_799.0;
+
 fn time_range(start: Option<f64>, end: Option<f64>) -> Result<(i64, i64), EcsError> {
+    for (what, t) in [("StartTime", start), ("EndTime", end)] {
+        let t = t.unwrap_or_default();
+        if !(0.0..=LATEST_S).contains(&t) {
+            return Err(invalid(format!(
+                "The parameter {what} must be a time between 1970 and 9999 (got {t} seconds)."
+            )));
+        }
+    }
     let (start, end) = (
         millis(start.unwrap_or_default()),
         millis(end.unwrap_or_default()),
@@ -284,21 +312,6 @@ fn statistic(what: &str, name: &str) -> Result<Statistic, EcsError> {
     })
 }
 
-fn page_token(token: Option<&str>, what: &str) -> Result<usize, EcsError> {
-    match token {
-        None => Ok(0),
-        Some(t) => t
-            .strip_prefix(what)
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                EcsError::new(
-                    ErrorKind::InvalidNextToken,
-                    format!("The service returned an invalid next token: {t}"),
-                )
-            }),
-    }
-}
-
 impl Control {
     fn metric_store(&self) -> Result<std::sync::Arc<berth_cloudwatch::MetricStore>, EcsError> {
         self.cloudwatch.clone().ok_or_else(|| {
@@ -312,10 +325,16 @@ impl Control {
     /// Answers one CloudWatch request.
     pub async fn handle_cloudwatch(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         request: CloudWatchRequest,
         wire: Wire,
     ) -> Result<Vec<u8>, EcsError> {
+        if let Some(instance) = &caller.instance {
+            return Err(EcsError::new(
+                ErrorKind::AccessDenied,
+                format!("the key of the agent of {instance} may only speak the agent protocol"),
+            ));
+        }
         let store = self.metric_store()?;
         let now = crate::now_millis();
         match request {
@@ -349,12 +368,10 @@ impl Control {
                     .enumerate()
                     .map(|(i, d)| datum(&namespace, i + 1, d, now))
                     .collect::<Result<Vec<_>, _>>()?;
-                tokio::task::spawn_blocking(move || store.put(&datums, now, true))
-                    .await
-                    .map_err(|e| EcsError::server(format!("storing metrics failed: {e}")))?
-                    .map_err(metric_error)?;
+                blocking(move || store.put(&datums, now, true).map_err(metric_error)).await?;
+                // No output: Smithy RPC v2 answers with an empty body, JSON 1.0 with `{}`.
                 Ok(match wire {
-                    Wire::Cbor => berth_api::cbor::encode_json(&serde_json::json!({})),
+                    Wire::Cbor => Vec::new(),
                     Wire::Json => b"{}".to_vec(),
                 })
             }
@@ -382,24 +399,25 @@ impl Control {
                 }
                 let wanted = r.statistics.unwrap_or_default();
                 if wanted.is_empty() {
-                    return Err(EcsError::new(
-                        ErrorKind::MissingParameter,
-                        "The parameter Statistics or ExtendedStatistics must be specified.",
+                    return Err(combination(
+                        "Must specify either Statistics or ExtendedStatistics",
                     ));
                 }
                 let stats = wanted
                     .iter()
                     .map(|s| statistic("Statistics", s))
                     .collect::<Result<Vec<_>, _>>()?;
-                let points = (end - start + period * 1000 - 1) / (period * 1000);
-                if points > MAX_STAT_POINTS {
+                let p = i128::from(period) * 1000;
+                let points = (i128::from(end) - i128::from(start) + p - 1) / p;
+                if points > i128::from(MAX_STAT_POINTS) {
                     return Err(combination(format!(
                         "You have requested up to {points} datapoints, which exceeds the limit of 1,440. You may reduce the datapoints requested by increasing Period, or decreasing the time range."
                     )));
                 }
                 let unit = unit(r.unit.as_deref(), "Unit")?;
                 let key = SeriesKey::new(&namespace, &name, dims);
-                let rows = store.statistics(&key, start, end, period, unit);
+                let rows =
+                    blocking(move || Ok(store.statistics(&key, start, end, period, unit))).await?;
                 let datapoints = rows
                     .into_iter()
                     .map(|(t, u, s)| {
@@ -427,7 +445,7 @@ impl Control {
                 })
             }
             CloudWatchRequest::GetMetricData(r) => {
-                let queries = r.metric_data_queries.unwrap_or_default();
+                let queries = r.metric_data_queries.clone().unwrap_or_default();
                 if queries.is_empty() || queries.len() > MAX_QUERIES {
                     return Err(invalid(format!(
                         "The collection MetricDataQueries must hold 1 to {MAX_QUERIES} queries."
@@ -445,107 +463,41 @@ impl Control {
                 };
                 let max = match r.max_datapoints {
                     None => MAX_DATA_POINTS as usize,
-                    Some(n) if n > 0 => n as usize,
+                    Some(n) if n > 0 => n.min(MAX_DATA_POINTS) as usize,
                     Some(n) => {
                         return Err(invalid(format!(
                             "The value {n} for parameter MaxDatapoints is invalid: it must be positive."
                         )))
                     }
                 };
-                let mut skip = page_token(r.next_token.as_deref(), "gmd/")?;
+                let asks = queries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| self.metric_query(i, q))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut ids = std::collections::BTreeSet::new();
-                let mut results = Vec::new();
-                let mut returned = 0usize;
-                let mut more = false;
-                for (i, q) in queries.iter().enumerate() {
-                    let at = format!("MetricDataQueries.member.{}", i + 1);
-                    let id = q.id.clone().unwrap_or_default();
-                    let mut chars = id.chars();
-                    if !chars.next().is_some_and(|c| c.is_ascii_lowercase())
-                        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        || id.len() > 255
-                    {
+                for a in &asks {
+                    if !ids.insert(a.id.clone()) {
                         return Err(invalid(format!(
-                            "The value {id} for parameter {at}.Id is invalid: it must start with a lowercase letter and hold only letters, digits and underscores."
+                            "The value {} for parameter MetricDataQueries.member.Id is duplicated.",
+                            a.id
                         )));
                     }
-                    if !ids.insert(id.clone()) {
-                        return Err(invalid(format!(
-                            "The value {id} for parameter MetricDataQueries.member.Id is duplicated."
-                        )));
-                    }
-                    if q.expression.is_some() {
-                        return Err(invalid(format!(
-                            "The parameter {at}.Expression is not supported by Berth yet: metric math is not implemented; ask for each metric with MetricStat."
-                        )));
-                    }
-                    if q.account_id
-                        .as_deref()
-                        .is_some_and(|a| a != self.config.account_id)
-                    {
-                        return Err(invalid(format!(
-                            "The value for parameter {at}.AccountId is invalid: this server holds account {} only.",
-                            self.config.account_id
-                        )));
-                    }
-                    let Some(ms) = &q.metric_stat else {
-                        return Err(combination(format!(
-                            "Exactly one of the parameters {at}.MetricStat and {at}.Expression must be specified."
-                        )));
-                    };
-                    let metric = ms.metric.clone().unwrap_or_default();
-                    let namespace = metric.namespace.unwrap_or_default();
-                    check_namespace(&format!("{at}.MetricStat.Metric.Namespace"), &namespace)?;
-                    let name = metric.metric_name.unwrap_or_default();
-                    check_name(&format!("{at}.MetricStat.Metric.MetricName"), &name, 255)?;
-                    let dims = dimensions(
-                        metric.dimensions.as_ref(),
-                        &format!("{at}.MetricStat.Metric.Dimensions"),
-                    )?;
-                    let period = check_period(
-                        &format!("{at}.MetricStat.Period"),
-                        ms.period.unwrap_or_default(),
-                    )?;
-                    let stat = statistic(
-                        &format!("{at}.MetricStat.Stat"),
-                        ms.stat.as_deref().unwrap_or_default(),
-                    )?;
-                    let unit = unit(ms.unit.as_deref(), &format!("{at}.MetricStat.Unit"))?;
-                    if q.return_data == Some(false) {
-                        continue;
-                    }
-                    let key = SeriesKey::new(&namespace, &name, dims);
-                    let mut rows: Vec<(i64, f64)> =
-                        merge_units(store.statistics(&key, start, end, period, unit))
-                            .into_iter()
-                            .map(|(t, s)| (t, stat.value(&s)))
-                            .collect();
-                    if descending {
-                        rows.reverse();
-                    }
-                    // Pages run through the queries' datapoints in order.
-                    let from = skip.min(rows.len());
-                    skip -= from;
-                    let room = max.saturating_sub(returned);
-                    let take = (rows.len() - from).min(room);
-                    if rows.len() - from > take {
-                        more = true;
-                    }
-                    let page = &rows[from..from + take];
-                    returned += take;
-                    results.push(MetricDataResult {
-                        id: Some(id),
-                        label: Some(q.label.clone().unwrap_or(name)),
-                        timestamps: Some(page.iter().map(|(t, _)| seconds(*t)).collect()),
-                        values: Some(page.iter().map(|(_, v)| *v).collect()),
-                        status_code: Some(if more { "PartialData" } else { "Complete" }.into()),
-                        messages: None,
-                    });
                 }
-                let offset = page_token(r.next_token.as_deref(), "gmd/")? + returned;
+                let fingerprint = request_fingerprint(&r);
+                let resume = resume_point(r.next_token.as_deref(), &fingerprint, asks.len())?;
+                let (results, next) = blocking(move || {
+                    Ok(metric_data_page(
+                        &store, &asks, start, end, descending, max, resume,
+                    ))
+                })
+                .await?;
                 wire.encode(&GetMetricDataOutput {
                     metric_data_results: Some(results),
-                    next_token: more.then(|| format!("gmd/{offset}")),
+                    next_token: next.map(|(q, after)| {
+                        let after = after.map_or_else(|| "-".to_string(), |t| t.to_string());
+                        format!("gmd/{fingerprint}/{q}/{after}")
+                    }),
                     messages: Some(Vec::new()),
                 })
             }
@@ -558,7 +510,7 @@ impl Control {
                 if let Some(ns) = &r.namespace {
                     check_namespace("Namespace", ns)?;
                 }
-                let dims = r.dimensions.unwrap_or_default();
+                let dims = r.dimensions.clone().unwrap_or_default();
                 if dims.len() > 10 {
                     return Err(invalid(
                         "The collection Dimensions must not have a size greater than 10.",
@@ -578,45 +530,259 @@ impl Control {
                         )))
                     }
                 };
-                let skip = page_token(r.next_token.as_deref(), "lm/")?;
+                // A page resumes after the last metric of the one before: metrics that come
+                // or go meanwhile never shift it.
+                let after: Option<SeriesKey> = match r.next_token.as_deref() {
+                    None => None,
+                    Some(t) => Some(
+                        t.strip_prefix("lm/")
+                            .and_then(|h| hex::decode(h).ok())
+                            .and_then(|b| {
+                                serde_json::from_slice::<(String, String, Vec<(String, String)>)>(
+                                    &b,
+                                )
+                                .ok()
+                            })
+                            .map(|(ns, name, dims)| SeriesKey::new(ns, name, dims))
+                            .ok_or_else(|| bad_token(t))?,
+                    ),
+                };
                 let ours = r
                     .owning_account
                     .as_deref()
                     .is_none_or(|a| a == self.config.account_id);
-                let all = if ours {
-                    store.list(&filter, since)
+                let mut page: Vec<SeriesKey> = if ours {
+                    blocking(move || {
+                        Ok(store
+                            .list(&filter, since)
+                            .into_iter()
+                            .filter(|k| after.as_ref().is_none_or(|a| k > a))
+                            .take(LIST_PAGE + 1)
+                            .collect())
+                    })
+                    .await?
                 } else {
                     Vec::new()
                 };
-                let page: Vec<Metric> = all
-                    .iter()
-                    .skip(skip)
-                    .take(LIST_PAGE)
+                let more = page.len() > LIST_PAGE;
+                page.truncate(LIST_PAGE);
+                let next_token = more.then(|| page.last()).flatten().map(|k| {
+                    let key = (&k.namespace, &k.metric_name, &k.dimensions);
+                    format!(
+                        "lm/{}",
+                        hex::encode(serde_json::to_vec(&key).unwrap_or_default())
+                    )
+                });
+                let linked = r.include_linked_accounts == Some(true);
+                let metrics: Vec<Metric> = page
+                    .into_iter()
                     .map(|k| Metric {
-                        namespace: Some(k.namespace.clone()),
-                        metric_name: Some(k.metric_name.clone()),
+                        namespace: Some(k.namespace),
+                        metric_name: Some(k.metric_name),
                         dimensions: Some(
                             k.dimensions
-                                .iter()
+                                .into_iter()
                                 .map(|(n, v)| Dimension {
-                                    name: Some(n.clone()),
-                                    value: Some(v.clone()),
+                                    name: Some(n),
+                                    value: Some(v),
                                 })
                                 .collect(),
                         ),
                     })
                     .collect();
-                let linked = r.include_linked_accounts == Some(true);
-                let next = skip + page.len();
                 wire.encode(&ListMetricsOutput {
                     owning_accounts: linked
-                        .then(|| vec![self.config.account_id.clone(); page.len()]),
-                    metrics: Some(page),
-                    next_token: (next < all.len()).then(|| format!("lm/{next}")),
+                        .then(|| vec![self.config.account_id.clone(); metrics.len()]),
+                    metrics: Some(metrics),
+                    next_token,
                 })
             }
         }
     }
+
+    /// One GetMetricData query, checked: what to read and how to label it.
+    fn metric_query(&self, i: usize, q: &MetricDataQuery) -> Result<Ask, EcsError> {
+        let at = format!("MetricDataQueries.member.{}", i + 1);
+        let id = q.id.clone().unwrap_or_default();
+        let mut chars = id.chars();
+        if !chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || id.len() > 255
+        {
+            return Err(invalid(format!(
+                "The value {id} for parameter {at}.Id is invalid: it must start with a lowercase letter and hold only letters, digits and underscores."
+            )));
+        }
+        if q.expression.is_some() {
+            return Err(invalid(format!(
+                "The parameter {at}.Expression is not supported by Berth yet: metric math is not implemented; ask for each metric with MetricStat."
+            )));
+        }
+        if q.account_id
+            .as_deref()
+            .is_some_and(|a| a != self.config.account_id)
+        {
+            return Err(invalid(format!(
+                "The value for parameter {at}.AccountId is invalid: this server holds account {} only.",
+                self.config.account_id
+            )));
+        }
+        let Some(ms) = &q.metric_stat else {
+            return Err(combination(format!(
+                "Exactly one of the parameters {at}.MetricStat and {at}.Expression must be specified."
+            )));
+        };
+        let metric = ms.metric.clone().unwrap_or_default();
+        let namespace = metric.namespace.unwrap_or_default();
+        check_namespace(&format!("{at}.MetricStat.Metric.Namespace"), &namespace)?;
+        let name = metric.metric_name.unwrap_or_default();
+        check_name(&format!("{at}.MetricStat.Metric.MetricName"), &name, 255)?;
+        let dims = dimensions(
+            metric.dimensions.as_ref(),
+            &format!("{at}.MetricStat.Metric.Dimensions"),
+        )?;
+        let period = check_period(
+            &format!("{at}.MetricStat.Period"),
+            ms.period.unwrap_or_default(),
+        )?;
+        let stat = statistic(
+            &format!("{at}.MetricStat.Stat"),
+            ms.stat.as_deref().unwrap_or_default(),
+        )?;
+        let unit = unit(ms.unit.as_deref(), &format!("{at}.MetricStat.Unit"))?;
+        Ok(Ask {
+            id,
+            label: q.label.clone().unwrap_or_else(|| name.clone()),
+            key: SeriesKey::new(&namespace, &name, dims),
+            period,
+            stat,
+            unit,
+            returned: q.return_data != Some(false),
+        })
+    }
+}
+
+/// A GetMetricData query, checked.
+#[derive(Debug, Clone)]
+struct Ask {
+    id: String,
+    label: String,
+    key: SeriesKey,
+    period: i64,
+    stat: Statistic,
+    unit: Option<Unit>,
+    /// `ReturnData`: false leaves it out of the answer.
+    returned: bool,
+}
+
+fn bad_token(t: &str) -> EcsError {
+    EcsError::new(
+        ErrorKind::InvalidNextToken,
+        format!("The service returned an invalid next token: {t}"),
+    )
+}
+
+/// What ties a GetMetricData NextToken to its request: the queries, times and order.
+fn request_fingerprint(r: &GetMetricDataInput) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let queries = serde_json::to_vec(&r.metric_data_queries).unwrap_or_default();
+    h.update(&queries);
+    h.update(format!(
+        "{:?}/{:?}/{:?}/{:?}",
+        r.start_time, r.end_time, r.scan_by, r.max_datapoints
+    ));
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Where a page resumes: the query, and the last timestamp already returned of it.
+type Resume = (usize, Option<i64>);
+
+fn resume_point(
+    token: Option<&str>,
+    fingerprint: &str,
+    queries: usize,
+) -> Result<Resume, EcsError> {
+    let Some(t) = token else {
+        return Ok((0, None));
+    };
+    let mut parts = t
+        .strip_prefix("gmd/")
+        .ok_or_else(|| bad_token(t))?
+        .split('/');
+    let (Some(fp), Some(q), Some(after), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad_token(t));
+    };
+    let q: usize = q.parse().map_err(|_| bad_token(t))?;
+    let after = match after {
+        "-" => None,
+        n => Some(n.parse::<i64>().map_err(|_| bad_token(t))?),
+    };
+    if fp != fingerprint || q >= queries {
+        return Err(bad_token(t));
+    }
+    Ok((q, after))
+}
+
+/// One page of GetMetricData: every query's result in order, at most `max` datapoints in all,
+/// from `resume` on; and where the next page resumes, if anything is left. Queries past the
+/// one a page ends in are not read (their values come on later pages).
+fn metric_data_page(
+    store: &berth_cloudwatch::MetricStore,
+    asks: &[Ask],
+    start: i64,
+    end: i64,
+    descending: bool,
+    max: usize,
+    (from_query, after): Resume,
+) -> (Vec<MetricDataResult>, Option<Resume>) {
+    let mut results = Vec::new();
+    let mut room = max;
+    let mut next: Option<Resume> = None;
+    for (i, a) in asks.iter().enumerate() {
+        let mut rows: Vec<(i64, f64)> = Vec::new();
+        if i >= from_query && next.is_none() {
+            rows = merge_units(store.statistics(&a.key, start, end, a.period, a.unit))
+                .into_iter()
+                .map(|(t, s)| (t, a.stat.value(&s)))
+                .collect();
+            if descending {
+                rows.reverse();
+            }
+            if i == from_query {
+                if let Some(after) = after {
+                    rows.retain(|(t, _)| if descending { *t < after } else { *t > after });
+                }
+            }
+            if !a.returned {
+                rows.clear();
+            }
+            if rows.len() > room {
+                rows.truncate(room);
+                let resumed =
+                    rows.last()
+                        .map(|(t, _)| *t)
+                        .or(if i == from_query { after } else { None });
+                next = Some((i, resumed));
+            }
+            room -= rows.len();
+        }
+        if !a.returned {
+            continue;
+        }
+        let partial = next.is_some_and(|(q, _)| q <= i);
+        results.push(MetricDataResult {
+            id: Some(a.id.clone()),
+            label: Some(a.label.clone()),
+            timestamps: Some(rows.iter().map(|(t, _)| seconds(*t)).collect()),
+            values: Some(rows.iter().map(|(_, v)| *v).collect()),
+            status_code: Some(if partial { "PartialData" } else { "Complete" }.into()),
+            messages: None,
+        });
+    }
+    (results, next)
 }
 
 /// GetMetricData answers one value per period: figures in different units of one period are
@@ -749,8 +915,23 @@ mod tests {
         assert!(statistic("Stat", "Average").is_ok());
         let e = statistic("Stat", "p99").unwrap_err();
         assert!(e.message.contains("p99"), "{}", e.message);
-        assert!(page_token(Some("lm/x"), "lm/").is_err());
-        assert_eq!(page_token(Some("lm/7"), "lm/").unwrap(), 7);
+        assert_eq!(resume_point(None, "f", 2).unwrap(), (0, None));
+        assert_eq!(
+            resume_point(Some("gmd/f/1/60000"), "f", 2).unwrap(),
+            (1, Some(60000))
+        );
+        assert_eq!(resume_point(Some("gmd/f/0/-"), "f", 2).unwrap(), (0, None));
+        for bad in [
+            "gmd/g/1/6",
+            "gmd/f/2/6",
+            "gmd/f/1",
+            "gmd/f/1/x",
+            "lm/7",
+            "gmd/f/1/6/7",
+        ] {
+            let e = resume_point(Some(bad), "f", 2).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidNextToken, "{bad}");
+        }
     }
 
     #[test]

@@ -190,12 +190,19 @@ impl Control {
                 cluster_arn: Some(arn.clone()),
                 cluster_name: Some(name.clone()),
                 status: Some(ClusterStatus::Active.as_str().into()),
-                settings: Some(r.settings.clone().unwrap_or_else(|| {
-                    vec![ClusterSetting {
-                        name: Some("containerInsights".into()),
-                        value: Some(insights.clone()),
-                    }]
-                })),
+                settings: Some({
+                    let mut settings = r.settings.clone().unwrap_or_default();
+                    if !settings
+                        .iter()
+                        .any(|s| s.name.as_deref() == Some("containerInsights"))
+                    {
+                        settings.push(ClusterSetting {
+                            name: Some("containerInsights".into()),
+                            value: Some(insights.clone()),
+                        });
+                    }
+                    settings
+                }),
                 configuration: r.configuration.clone(),
                 capacity_providers: Some(r.capacity_providers.clone().unwrap_or_default()),
                 default_capacity_provider_strategy: Some(

@@ -4,8 +4,9 @@
 //! JSON 1.0 on `POST /`), plus `GET /healthz` and, in dev mode only, `POST /_berth/reset`.
 //!
 //! A request's path: size and time limits on the body → SigV4 → parse the target and body into
-//! an [`EcsRequest`](berth_api::ecs::EcsRequest) → [`Control::handle`] → JSON or an ECS error,
-//! always with an `x-amzn-RequestId`.
+//! the service's typed request (an [`EcsRequest`](berth_api::ecs::EcsRequest), …) → its
+//! handler ([`Control::handle`], …) → the answer or the service's error in its own wire format
+//! (JSON, or CBOR for CloudWatch), always with an `x-amzn-RequestId`.
 
 use crate::auth::AccessKey;
 use crate::cloudwatch::Wire;
@@ -375,7 +376,12 @@ async fn cloudwatch_request(
     let control = st.control.clone();
     tokio::spawn(async move { control.handle_cloudwatch(&caller, request, wire).await })
         .await
-        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+        .map_err(|e| {
+            EcsError::new(
+                ErrorKind::InternalServiceFault,
+                format!("the request handler failed: {e}"),
+            )
+        })?
 }
 
 /// A CloudWatch answer: CBOR or JSON 1.0, errors with their Query-protocol code in
@@ -392,8 +398,9 @@ fn cloudwatch_response(
         Wire::Cbor => CBOR_CONTENT_TYPE,
         Wire::Json => JSON_1_0_CONTENT_TYPE,
     };
-    let (status, mut resp) = match &result {
-        Ok(body) => (200, respond(200, request_id, body.clone(), content_type)),
+    let error = result.as_ref().err().cloned();
+    let (status, mut resp) = match result {
+        Ok(body) => (200, respond(200, request_id, body, content_type)),
         Err(e) => {
             let body = match wire {
                 Wire::Cbor => e.to_cbor(CLOUDWATCH_NAMESPACE),
@@ -430,11 +437,11 @@ fn cloudwatch_response(
     st.control
         .metrics
         .request("monitoring", known, status, latency);
-    match (status, &result) {
-        (500.., Err(e)) => {
+    match (status, &error) {
+        (500.., Some(e)) => {
             tracing::error!(request_id, operation = known, status, error = %e, "request failed")
         }
-        (400.., Err(e)) => {
+        (400.., Some(e)) => {
             tracing::info!(request_id, operation = known, status, error = %e, "request refused")
         }
         _ => tracing::info!(

@@ -97,17 +97,20 @@ struct TaskFigures {
 }
 
 fn figures(cur: &TaskStats, prev: Option<&TaskStats>) -> TaskFigures {
-    let rates = prev.filter(|p| cur.at_ms > p.at_ms).map(|p| {
-        let secs = (cur.at_ms - p.at_ms) as f64 / 1000.0;
-        // A counter that went down was reset (a container restarted): count from zero.
-        let delta = |c: u64, p: u64| if c >= p { c - p } else { c } as f64;
-        (
-            delta(cur.network_rx_bytes, p.network_rx_bytes) / secs,
-            delta(cur.network_tx_bytes, p.network_tx_bytes) / secs,
-            delta(cur.storage_read_bytes, p.storage_read_bytes),
-            delta(cur.storage_write_bytes, p.storage_write_bytes),
-        )
-    });
+    // A sample that missed one of the task's containers would read as a counter reset.
+    let rates = prev
+        .filter(|p| cur.at_ms > p.at_ms && cur.containers == p.containers)
+        .map(|p| {
+            let secs = cur.at_ms.saturating_sub(p.at_ms) as f64 / 1000.0;
+            // A counter that went down was reset (a container restarted): count from zero.
+            let delta = |c: u64, p: u64| if c >= p { c - p } else { c } as f64;
+            (
+                delta(cur.network_rx_bytes, p.network_rx_bytes) / secs,
+                delta(cur.network_tx_bytes, p.network_tx_bytes) / secs,
+                delta(cur.storage_read_bytes, p.storage_read_bytes),
+                delta(cur.storage_write_bytes, p.storage_write_bytes),
+            )
+        });
     TaskFigures {
         cpu: cur.cpu_units,
         cpu_reserved: f64::from(cur.cpu_reserved),
@@ -134,7 +137,7 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
         t.status == TaskStatus::Running
             && t.sample
                 .as_ref()
-                .is_some_and(|s| now_ms - s.at_ms <= STALE_MS)
+                .is_some_and(|s| now_ms.saturating_sub(s.at_ms) <= STALE_MS)
     };
     // Used and reserved per service, and for the cluster, for AWS/ECS.
     let mut totals: HashMap<&str, [f64; 4]> = HashMap::new();
@@ -184,11 +187,23 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
         }
     }
     let percent = |used: f64, of: f64| (of > 0.0).then(|| 100.0 * used / of);
+    // A service's use is measured against what its tasks reserve; a cluster's against what
+    // its container instances registered, as ECS measures them.
+    let registered_cpu: f64 = c.instances.iter().map(|i| i.0).sum();
+    let registered_mem: f64 = c.instances.iter().map(|i| i.2).sum();
     for (service, [cpu, cpu_r, mem, mem_r]) in &totals {
-        let d: Vec<(&str, &str)> = if service.is_empty() {
-            vec![("ClusterName", cluster)]
+        let (d, cpu_r, mem_r): (Vec<(&str, &str)>, &f64, &f64) = if service.is_empty() {
+            (
+                vec![("ClusterName", cluster)],
+                &registered_cpu,
+                &registered_mem,
+            )
         } else {
-            vec![("ClusterName", cluster), ("ServiceName", service)]
+            (
+                vec![("ClusterName", cluster), ("ServiceName", service)],
+                cpu_r,
+                mem_r,
+            )
         };
         if let Some(p) = percent(*cpu, *cpu_r) {
             put(ECS_NAMESPACE, "CPUUtilization", &d, Unit::Percent, p);
@@ -277,6 +292,11 @@ pub struct Usage(Mutex<HashMap<String, (TaskStats, Option<TaskStats>)>>);
 impl Usage {
     fn record(&self, s: TaskStats) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Tasks no publisher asked about for long (their samples stale) are forgotten here too.
+        if m.len() >= 1024 && !m.contains_key(&s.task_arn) {
+            let oldest = s.at_ms.saturating_sub(2 * STALE_MS);
+            m.retain(|_, e| e.0.at_ms >= oldest);
+        }
         match m.get_mut(&s.task_arn) {
             Some(e) if s.at_ms > e.0.at_ms => e.0 = s,
             Some(_) => {}
@@ -304,6 +324,19 @@ impl Usage {
     }
 }
 
+/// An agent's sample as the server keeps it: stamped with the server's clock (so staleness
+/// and rates do not depend on the agent's), CPU units bounded by what any host could have.
+fn sanitized(mut s: TaskStats, now_ms: i64) -> TaskStats {
+    const MAX_CPU_UNITS: f64 = 1024.0 * 4096.0;
+    s.at_ms = now_ms;
+    s.cpu_units = if s.cpu_units.is_finite() {
+        s.cpu_units.clamp(0.0, MAX_CPU_UNITS)
+    } else {
+        0.0
+    };
+    s
+}
+
 fn registered(ci: &ContainerInstance, which: &str) -> (f64, f64) {
     let get = |list: &Option<Vec<berth_api::ecs::Resource>>| {
         list.iter()
@@ -324,6 +357,9 @@ impl Control {
         instance_arn: &str,
         report: StatsReport,
     ) -> Result<usize, EcsError> {
+        if self.cloudwatch.is_none() {
+            return Ok(0);
+        }
         let cluster = instance_arn
             .rsplit('/')
             .nth(1)
@@ -339,7 +375,7 @@ impl Control {
                 .task(id)
                 .is_some_and(|t| t.instance.as_deref() == Some(instance_arn));
             if ours {
-                self.usage.record(s);
+                self.usage.record(sanitized(s, crate::now_millis()));
                 accepted += 1;
             }
         }
@@ -431,12 +467,16 @@ impl Control {
             .await?
             .iter()
             .flat_map(|c| datums(c, now))
+            .filter(|d| berth_cloudwatch::check(d, now).is_ok())
             .collect();
         let n = data.len();
-        tokio::task::spawn_blocking(move || store.put(&data, now, false))
-            .await
-            .map_err(|e| EcsError::server(format!("publishing metrics failed: {e}")))?
-            .map_err(|e| EcsError::server(format!("publishing metrics failed: {e}")))?;
+        // Written and fsynced every period, so a crash loses at most the last one.
+        tokio::task::spawn_blocking(move || {
+            store.put(&data, now, false).and_then(|()| store.flush())
+        })
+        .await
+        .map_err(|e| EcsError::server(format!("publishing metrics failed: {e}")))?
+        .map_err(|e| EcsError::server(format!("publishing metrics failed: {e}")))?;
         Ok(n)
     }
 }
@@ -543,7 +583,20 @@ mod tests {
             "MemoryUtilization",
             &[("ClusterName", "c")],
         );
-        assert_eq!(mem[0].stats.sum, 50.0, "128 MiB used of 256 reserved");
+        assert_eq!(
+            mem[0].stats.sum, 3.125,
+            "a cluster's use is against what its instances registered: 128 MiB of 4096"
+        );
+        let svc_mem = find(
+            &out,
+            ECS_NAMESPACE,
+            "MemoryUtilization",
+            &[("ClusterName", "c"), ("ServiceName", "api")],
+        );
+        assert_eq!(
+            svc_mem[0].stats.sum, 50.0,
+            "a service's: 128 MiB of the 256 reserved"
+        );
         let res = find(
             &out,
             ECS_NAMESPACE,
@@ -602,6 +655,43 @@ mod tests {
             .is_empty(),
             "a sample older than {STALE_MS} ms is not published"
         );
+    }
+
+    #[test]
+    fn a_sample_missing_a_container_gives_no_rate_and_agents_cannot_skew_clocks() {
+        let mut v = view(Level::Enabled);
+        let mut cur = sample(10_000, 1.0, 10);
+        cur.containers = 1;
+        let mut prev = sample(0, 0.0, 1_000_000);
+        prev.containers = 2;
+        v.tasks[0].sample = Some(cur);
+        v.tasks[0].previous = Some(prev);
+        let out = datums(&v, 10_000);
+        assert!(
+            find(
+                &out,
+                INSIGHTS_NAMESPACE,
+                "NetworkRxBytes",
+                &[("ClusterName", "c")]
+            )
+            .is_empty(),
+            "a container short is not a counter reset"
+        );
+        let s = sanitized(
+            TaskStats {
+                at_ms: i64::MAX,
+                cpu_units: f64::INFINITY,
+                ..sample(0, 0.0, 0)
+            },
+            5,
+        );
+        assert_eq!(
+            (s.at_ms, s.cpu_units),
+            (5, 0.0),
+            "the server's clock, a finite figure"
+        );
+        let s = sanitized(sample(0, 1e300, 0), 5);
+        assert!(s.cpu_units <= 1024.0 * 4096.0, "bounded: {}", s.cpu_units);
     }
 
     #[test]

@@ -859,7 +859,7 @@ impl Control {
 }
 
 /// Runs the group's metric filters over the events a put stored and publishes what they emit
-/// (not durably: a crash may lose the last seconds of derived figures, never a log event).
+/// (not durably: a crash may lose the last minute of derived figures, never a log event).
 fn apply_metric_filters(
     l: &LogStore,
     cloudwatch: Option<&berth_cloudwatch::MetricStore>,
@@ -874,18 +874,40 @@ fn apply_metric_filters(
     let Ok(filters) = l.metric_filters(group) else {
         return;
     };
-    let data: Vec<berth_cloudwatch::Datum> = filters
-        .iter()
-        .flat_map(|f| f.apply(events))
-        .map(|e| berth_cloudwatch::Datum {
-            key: berth_cloudwatch::SeriesKey::new(e.namespace, e.metric_name, e.dimensions),
-            timestamp_ms: e.timestamp,
-            unit: e
-                .unit
-                .as_deref()
-                .and_then(berth_cloudwatch::Unit::parse)
-                .unwrap_or_default(),
-            stats: berth_cloudwatch::Stats::from_value(e.value),
+    // One statistic set per series, minute and unit: a batch of 10,000 events is a handful
+    // of journal records, not one per event.
+    let mut merged: BTreeMap<
+        (berth_cloudwatch::SeriesKey, i64, berth_cloudwatch::Unit),
+        berth_cloudwatch::Stats,
+    > = BTreeMap::new();
+    for e in filters.iter().flat_map(|f| f.apply(events)) {
+        // CloudWatch's dimension values are 1 to 1,024 characters.
+        if e.dimensions
+            .iter()
+            .any(|(_, v)| v.is_empty() || v.chars().count() > 1024)
+        {
+            continue;
+        }
+        let unit = e
+            .unit
+            .as_deref()
+            .and_then(berth_cloudwatch::Unit::parse)
+            .unwrap_or_default();
+        let key = berth_cloudwatch::SeriesKey::new(e.namespace, e.metric_name, e.dimensions);
+        let minute = e.timestamp - e.timestamp.rem_euclid(60_000);
+        let one = berth_cloudwatch::Stats::from_value(e.value);
+        merged
+            .entry((key, minute, unit))
+            .and_modify(|s| s.merge(one))
+            .or_insert(one);
+    }
+    let data: Vec<berth_cloudwatch::Datum> = merged
+        .into_iter()
+        .map(|((key, minute, unit), stats)| berth_cloudwatch::Datum {
+            key,
+            timestamp_ms: minute,
+            unit,
+            stats,
             high_resolution: false,
         })
         .filter(|d| berth_cloudwatch::check(d, now).is_ok())
