@@ -311,6 +311,22 @@ pub struct TaskStats {
     pub storage_write_bytes: u64,
     /// How many of its containers were sampled.
     pub containers: u32,
+    /// Each sampled container's own figures (Container Insights' `enhanced` level).
+    #[serde(default)]
+    pub per_container: Vec<ContainerStats>,
+}
+
+/// One container's resource use; counters cumulative since it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ContainerStats {
+    /// The task definition's name for it.
+    pub name: String,
+    pub cpu_units: f64,
+    pub memory_bytes: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+    pub storage_read_bytes: u64,
+    pub storage_write_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 
 use crate::client::{Identity, ServerClient};
 use crate::runtime::Runtime;
-use berth_agent_proto::{labels, StatsReport, TaskStats};
+use berth_agent_proto::{labels, ContainerStats, StatsReport, TaskStats};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -96,14 +96,18 @@ pub fn container_usage(stats: &Value) -> ContainerUsage {
     }
 }
 
-/// Sums containers' usage per task. `reserved` is each task's (CPU units, MiB).
+/// One sampled container: its task's ARN, its name in the task definition, its usage.
+pub type Sampled = (String, String, ContainerUsage);
+
+/// Sums containers' usage per task, keeping each container's too. `reserved` is each task's
+/// (CPU units, MiB).
 pub fn task_stats(
-    containers: &[(String, ContainerUsage)],
+    containers: &[Sampled],
     reserved: &HashMap<String, (u32, u32)>,
     at_ms: i64,
 ) -> Vec<TaskStats> {
     let mut by_task: BTreeMap<&str, TaskStats> = BTreeMap::new();
-    for (task, u) in containers {
+    for (task, name, u) in containers {
         let t = by_task.entry(task.as_str()).or_insert_with(|| {
             let (cpu, mem) = reserved.get(task).copied().unwrap_or((0, 0));
             TaskStats {
@@ -121,6 +125,18 @@ pub fn task_stats(
         t.storage_read_bytes += u.read_bytes;
         t.storage_write_bytes += u.write_bytes;
         t.containers += 1;
+        t.per_container.push(ContainerStats {
+            name: name.clone(),
+            cpu_units: u.cpu_units,
+            memory_bytes: u.memory_bytes,
+            network_rx_bytes: u.rx_bytes,
+            network_tx_bytes: u.tx_bytes,
+            storage_read_bytes: u.read_bytes,
+            storage_write_bytes: u.write_bytes,
+        });
+    }
+    for t in by_task.values_mut() {
+        t.per_container.sort_by(|a, b| a.name.cmp(&b.name));
     }
     by_task.into_values().collect()
 }
@@ -139,26 +155,30 @@ pub async fn sample(
         }
     };
     let at_ms = (crate::engine::now() * 1000.0) as i64;
-    let usage: Vec<(String, ContainerUsage)> = futures::stream::iter(
-        listed
-            .into_iter()
-            .filter(|c| c.running)
-            .filter_map(|c| Some((c.labels.get(labels::TASK_ARN)?.clone(), c.id))),
-    )
-    .map(|(task, id)| async move {
-        match runtime.stats(&id).await {
-            Ok(v) if !v.is_null() => Some((task, container_usage(&v))),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(container = id, error = %e, "stats: no sample");
-                None
+    let usage: Vec<Sampled> =
+        futures::stream::iter(listed.into_iter().filter(|c| c.running).filter_map(|c| {
+            let task = c.labels.get(labels::TASK_ARN)?.clone();
+            let name = c
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            Some((task, name, c.id))
+        }))
+        .map(|(task, name, id)| async move {
+            match runtime.stats(&id).await {
+                Ok(v) if !v.is_null() => Some((task, name, container_usage(&v))),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(container = id, error = %e, "stats: no sample");
+                    None
+                }
             }
-        }
-    })
-    .buffer_unordered(CONCURRENT)
-    .filter_map(futures::future::ready)
-    .collect()
-    .await;
+        })
+        .buffer_unordered(CONCURRENT)
+        .filter_map(futures::future::ready)
+        .collect()
+        .await;
     task_stats(&usage, reserved, at_ms)
 }
 
@@ -247,7 +267,11 @@ mod tests {
             rx_bytes: 1,
             ..Default::default()
         };
-        let rows = vec![("t1".to_string(), a), ("t2".into(), a), ("t1".into(), a)];
+        let rows = vec![
+            ("t1".to_string(), "web".to_string(), a),
+            ("t2".into(), "web".into(), a),
+            ("t1".into(), "log".into(), a),
+        ];
         let reserved = HashMap::from([("t1".to_string(), (256, 512))]);
         let out = task_stats(&rows, &reserved, 7);
         assert_eq!(out.len(), 2);

@@ -220,6 +220,38 @@ async fn stats_move_with_cpu_use_and_follow_the_container_insights_setting() {
         assert!(names.contains(expected), "{expected} is listed: {names:?}");
     }
 
+    // Enhanced: each container's own figures too.
+    s.ok(
+        "UpdateClusterSettings",
+        json!({"cluster": "default",
+               "settings": [{"name": "containerInsights", "value": "enhanced"}]}),
+    )
+    .await;
+    let container = [
+        ("ClusterName", "default"),
+        ("ContainerName", "cpu"),
+        ("ServiceName", "burner"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cpu = stat(
+            &cw,
+            ci,
+            "ContainerCpuUtilized",
+            &container,
+            Statistic::Maximum,
+        )
+        .await;
+        if cpu.is_some_and(|c| c > 300.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ContainerCpuUtilized for the burning container within 30 s: {cpu:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // Off: ECS/ContainerInsights stops growing, AWS/ECS goes on.
     s.ok(
         "UpdateClusterSettings",

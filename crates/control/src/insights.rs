@@ -11,7 +11,11 @@
 //!   `ClusterName,ServiceName` and `ClusterName,TaskDefinitionFamily` (and, `enhanced`,
 //!   `ClusterName,TaskDefinitionFamily,TaskId`); counts `TaskCount`, `ServiceCount`,
 //!   `ContainerInstanceCount` per cluster, `DesiredTaskCount`, `RunningTaskCount`,
-//!   `PendingTaskCount`, `DeploymentCount` per service, `RunningTaskCount` per family.
+//!   `PendingTaskCount`, `DeploymentCount` per service, `RunningTaskCount` per family; and,
+//!   `enhanced`, each container's `ContainerCpuUtilized`, `ContainerMemoryUtilized`,
+//!   `ContainerNetworkRxBytes`, `ContainerNetworkTxBytes`, `ContainerStorageReadBytes` and
+//!   `ContainerStorageWriteBytes` under `ClusterName,ContainerName` with the family (and task)
+//!   or the service.
 //! - `AWS/ECS`, always: `CPUUtilization` and `MemoryUtilization` (used over reserved, percent)
 //!   per cluster and per service, and `CPUReservation`/`MemoryReservation` (reserved over
 //!   registered, percent) per cluster with container instances.
@@ -172,6 +176,63 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
                 ("TaskId", &t.id),
             ]);
         }
+        if c.level == Level::Enhanced {
+            for cs in &s.per_container {
+                let before = t
+                    .previous
+                    .as_ref()
+                    .and_then(|p| p.per_container.iter().find(|c| c.name == cs.name))
+                    .map(|p| (p, t.previous.as_ref().map_or(0, |p| p.at_ms)));
+                let name = cs.name.as_str();
+                let mut csets: Vec<Vec<(&str, &str)>> = vec![
+                    vec![
+                        ("ClusterName", cluster),
+                        ("ContainerName", name),
+                        ("TaskDefinitionFamily", &t.family),
+                    ],
+                    vec![
+                        ("ClusterName", cluster),
+                        ("ContainerName", name),
+                        ("TaskDefinitionFamily", &t.family),
+                        ("TaskId", &t.id),
+                    ],
+                ];
+                if let Some(svc) = service {
+                    csets.push(vec![
+                        ("ClusterName", cluster),
+                        ("ContainerName", name),
+                        ("ServiceName", svc),
+                    ]);
+                }
+                let memory = cs.memory_bytes as f64 / (1024.0 * 1024.0);
+                let rates = before.filter(|(_, at)| s.at_ms > *at).map(|(p, at)| {
+                    let secs = s.at_ms.saturating_sub(at) as f64 / 1000.0;
+                    let delta = |c: u64, p: u64| if c >= p { c - p } else { c } as f64;
+                    (
+                        delta(cs.network_rx_bytes, p.network_rx_bytes) / secs,
+                        delta(cs.network_tx_bytes, p.network_tx_bytes) / secs,
+                        delta(cs.storage_read_bytes, p.storage_read_bytes),
+                        delta(cs.storage_write_bytes, p.storage_write_bytes),
+                    )
+                });
+                for d in &csets {
+                    let ns = INSIGHTS_NAMESPACE;
+                    let cpu = if cs.cpu_units.is_finite() {
+                        cs.cpu_units
+                    } else {
+                        0.0
+                    };
+                    put(ns, "ContainerCpuUtilized", d, Unit::None, cpu);
+                    put(ns, "ContainerMemoryUtilized", d, Unit::Megabytes, memory);
+                    if let Some((rx, tx, read, write)) = rates {
+                        put(ns, "ContainerNetworkRxBytes", d, Unit::BytesPerSecond, rx);
+                        put(ns, "ContainerNetworkTxBytes", d, Unit::BytesPerSecond, tx);
+                        put(ns, "ContainerStorageReadBytes", d, Unit::Bytes, read);
+                        put(ns, "ContainerStorageWriteBytes", d, Unit::Bytes, write);
+                    }
+                }
+            }
+        }
         for d in &sets {
             let ns = INSIGHTS_NAMESPACE;
             put(ns, "CpuUtilized", d, Unit::None, f.cpu);
@@ -329,11 +390,20 @@ impl Usage {
 fn sanitized(mut s: TaskStats, now_ms: i64) -> TaskStats {
     const MAX_CPU_UNITS: f64 = 1024.0 * 4096.0;
     s.at_ms = now_ms;
-    s.cpu_units = if s.cpu_units.is_finite() {
-        s.cpu_units.clamp(0.0, MAX_CPU_UNITS)
-    } else {
-        0.0
+    let bounded = |v: f64| {
+        if v.is_finite() {
+            v.clamp(0.0, MAX_CPU_UNITS)
+        } else {
+            0.0
+        }
     };
+    s.cpu_units = bounded(s.cpu_units);
+    // A task has at most ten containers.
+    s.per_container.truncate(10);
+    for c in &mut s.per_container {
+        c.cpu_units = bounded(c.cpu_units);
+        c.name.truncate(255);
+    }
     s
 }
 
@@ -613,6 +683,53 @@ mod tests {
             )
             .is_empty(),
             "no rate from a single sample"
+        );
+    }
+
+    #[test]
+    fn enhanced_adds_each_containers_figures() {
+        let mut v = view(Level::Enhanced);
+        let mut cur = sample(10_000, 300.0, 0);
+        cur.per_container = vec![berth_agent_proto::ContainerStats {
+            name: "web".into(),
+            cpu_units: 300.0,
+            memory_bytes: 32 << 20,
+            network_rx_bytes: 3000,
+            ..Default::default()
+        }];
+        let mut prev = cur.clone();
+        prev.at_ms = 0;
+        prev.per_container[0].network_rx_bytes = 1000;
+        v.tasks[0].sample = Some(cur);
+        v.tasks[0].previous = Some(prev);
+        let out = datums(&v, 10_000);
+        let d = [
+            ("ClusterName", "c"),
+            ("ContainerName", "web"),
+            ("TaskDefinitionFamily", "web"),
+            ("TaskId", "a"),
+        ];
+        let cpu = find(&out, INSIGHTS_NAMESPACE, "ContainerCpuUtilized", &d);
+        assert_eq!(cpu[0].stats.sum, 300.0);
+        let rx = find(&out, INSIGHTS_NAMESPACE, "ContainerNetworkRxBytes", &d);
+        assert_eq!(rx[0].stats.sum, 200.0, "2000 bytes over 10 s");
+        let by_service = find(
+            &out,
+            INSIGHTS_NAMESPACE,
+            "ContainerMemoryUtilized",
+            &[
+                ("ClusterName", "c"),
+                ("ContainerName", "web"),
+                ("ServiceName", "api"),
+            ],
+        );
+        assert_eq!(by_service[0].stats.sum, 32.0);
+        let plain = datums(&view(Level::Enabled), 10_000);
+        assert!(
+            plain
+                .iter()
+                .all(|d| !d.key.dimensions.iter().any(|(n, _)| n == "ContainerName")),
+            "container figures only when enhanced"
         );
     }
 
