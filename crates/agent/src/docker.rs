@@ -22,6 +22,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Docker {
     client: bollard::Docker,
+    /// Read json-file logs from disk where the agent can (see [`crate::jsonfile`]).
+    log_files: bool,
 }
 
 fn api(e: BollardError) -> RuntimeError {
@@ -72,7 +74,28 @@ impl Docker {
             .ping()
             .await
             .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
-        Ok(Docker { client })
+        Ok(Docker {
+            client,
+            log_files: true,
+        })
+    }
+
+    /// Whether containers' json-file output is read from disk where it can be (the default),
+    /// or always through Docker's API.
+    pub fn with_log_files(mut self, on: bool) -> Self {
+        self.log_files = on;
+        self
+    }
+
+    /// The container's json-file log, when it logs to one the agent can open.
+    async fn json_log(&self, id: &str) -> Option<std::path::PathBuf> {
+        if !self.log_files {
+            return None;
+        }
+        let c = self.client.inspect_container(id, None).await.ok()?;
+        let driver = c.host_config.as_ref()?.log_config.as_ref()?.typ.clone()?;
+        let path = std::path::PathBuf::from(c.log_path.filter(|p| !p.is_empty())?);
+        (driver == "json-file" && std::fs::File::open(&path).is_ok()).then_some(path)
     }
 }
 
@@ -375,6 +398,29 @@ impl Runtime for Docker {
         since_ns: i64,
         follow: bool,
     ) -> Result<OutputLines, RuntimeError> {
+        if let Some(path) = self.json_log(id).await {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+            let (client, id) = (self.client.clone(), id.to_string());
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let running = || {
+                    handle.block_on(async {
+                        client
+                            .inspect_container(&id, None)
+                            .await
+                            .ok()
+                            .and_then(|c| c.state)
+                            .and_then(|s| s.running)
+                            .unwrap_or(false)
+                    })
+                };
+                crate::jsonfile::read(&path, since_ns, follow, &running, &mut |line| {
+                    tx.blocking_send(line).is_ok()
+                });
+            });
+            let lines = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            return Ok(Box::pin(lines));
+        }
         let opts = LogsOptions::<String> {
             follow,
             stdout: true,

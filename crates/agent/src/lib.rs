@@ -9,6 +9,7 @@
 pub mod client;
 pub mod docker;
 pub mod engine;
+pub mod jsonfile;
 pub mod logship;
 pub mod metadata;
 pub mod metrics;

@@ -20,10 +20,20 @@ async fn start(
     server: &TestServer,
     dir: &std::path::Path,
 ) -> (TestAgent, String, std::net::SocketAddr) {
+    start_reading(server, dir, true).await
+}
+
+/// The same, reading containers' json-file output from disk (`log_files`) or through
+/// Docker's API.
+async fn start_reading(
+    server: &TestServer,
+    dir: &std::path::Path,
+    log_files: bool,
+) -> (TestAgent, String, std::net::SocketAddr) {
     let mut cfg = TestAgent::config(server, dir);
     let metrics = free_port();
     cfg.metrics_listen = Some(metrics);
-    let agent = TestAgent::start(server, cfg).await;
+    let agent = TestAgent::start_reading(server, cfg, log_files).await;
     let instance = wait_joined(&agent).await;
     (agent, instance, metrics)
 }
@@ -310,6 +320,16 @@ async fn a_missing_group_fails_the_container_in_dockers_words() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_and_a_killed_agent_lose_and_repeat_nothing() {
+    restart_and_kill(true).await;
+}
+
+/// The same through Docker's log API, what an agent that cannot read Docker's files uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_through_dockers_api_a_restart_and_a_killed_agent_lose_and_repeat_nothing() {
+    restart_and_kill(false).await;
+}
+
+async fn restart_and_kill(log_files: bool) {
     if !docker_available() {
         return;
     }
@@ -317,7 +337,7 @@ async fn a_server_restart_and_a_killed_agent_lose_and_repeat_nothing() {
     s.ok("CreateCluster", json!({"clusterName": "default"}))
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let (agent, instance, _) = start(&s, dir.path()).await;
+    let (agent, instance, _) = start_reading(&s, dir.path(), log_files).await;
     // 600 lines over about six seconds.
     let task = run(
         &s,
@@ -345,7 +365,7 @@ async fn a_server_restart_and_a_killed_agent_lose_and_repeat_nothing() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         TestServer::start_in(d, Some(addr), false, Default::default()).await
     };
-    let (agent, _, _) = start(&s, dir.path()).await;
+    let (agent, _, _) = start_reading(&s, dir.path(), log_files).await;
     let got = wait_for(&s, "/ecs/steady", &stream, 600, 60).await;
     let want: Vec<String> = (1..=600).map(|i| format!("line {i}")).collect();
     assert_eq!(got, want, "every line exactly once, in order");

@@ -565,6 +565,15 @@ impl TestAgent {
     }
 
     pub async fn start(server: &TestServer, cfg: berth_agent::AgentConfig) -> TestAgent {
+        Self::start_reading(server, cfg, true).await
+    }
+
+    /// An agent that reads json-file output from disk (`log_files`) or through Docker's API.
+    pub async fn start_reading(
+        server: &TestServer,
+        cfg: berth_agent::AgentConfig,
+        log_files: bool,
+    ) -> TestAgent {
         let mut cfg = cfg;
         if cfg.token.is_none() {
             cfg.token = Some(
@@ -575,8 +584,12 @@ impl TestAgent {
                     .unwrap(),
             );
         }
-        let runtime: Arc<dyn berth_agent::runtime::Runtime> =
-            Arc::new(berth_agent::docker::Docker::connect().await.unwrap());
+        let runtime: Arc<dyn berth_agent::runtime::Runtime> = Arc::new(
+            berth_agent::docker::Docker::connect()
+                .await
+                .unwrap()
+                .with_log_files(log_files),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let data_dir = cfg.data_dir.clone();
         let task = tokio::spawn(berth_agent::run(cfg, runtime, async {
