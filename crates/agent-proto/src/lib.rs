@@ -191,6 +191,51 @@ pub struct ContainerPlan {
     pub log_driver: Option<String>,
     #[serde(default)]
     pub log_options: BTreeMap<String, String>,
+    /// `startTimeout`: seconds to wait for `dependsOn` before giving up on the container.
+    #[serde(default)]
+    pub start_timeout: Option<i32>,
+    /// Docker host options from the container definition.
+    #[serde(default)]
+    pub host: HostOptions,
+}
+
+/// The container-definition members that become Docker host options, as the ECS agent maps
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostOptions {
+    /// `links`: `name[:alias]`, by the task's container names (the agent maps them to
+    /// Docker's).
+    pub links: Vec<String>,
+    /// `volumesFrom`: (the task's container, read only).
+    pub volumes_from: Vec<(String, bool)>,
+    /// `extraHosts`: `hostname:ip`.
+    pub extra_hosts: Vec<String>,
+    pub dns_servers: Vec<String>,
+    pub dns_search_domains: Vec<String>,
+    /// `linuxParameters.capabilities`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `linuxParameters.devices`: (host path, container path, `rwm` permissions).
+    pub devices: Vec<(String, String, String)>,
+    /// `linuxParameters.initProcessEnabled`.
+    pub init: bool,
+    /// `linuxParameters.sharedMemorySize`, MiB.
+    pub shm_size_mib: Option<i64>,
+    /// `linuxParameters.tmpfs`: (container path, Docker's mount options with the size).
+    pub tmpfs: Vec<(String, String)>,
+    /// `linuxParameters.maxSwap` (MiB) and `swappiness`.
+    pub max_swap_mib: Option<i64>,
+    pub swappiness: Option<i64>,
+    pub disable_networking: bool,
+    pub security_options: Vec<String>,
+    /// `systemControls`: (namespace, value).
+    pub sysctls: Vec<(String, String)>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// The task's `pidMode` / `ipcMode` when it is one Docker has as such (`host`, `none`).
+    pub pid_mode: Option<String>,
+    pub ipc_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,8 @@ use bollard::container::{
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
 use bollard::models::{
-    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits,
+    DeviceMapping, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding,
+    ResourcesUlimits,
 };
 use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
@@ -204,8 +205,13 @@ impl Runtime for Docker {
                 );
             }
         }
+        let h = &s.host;
+        let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         let config = Config {
             image: Some(s.image.clone()),
+            network_disabled: h.disable_networking.then_some(true),
+            tty: h.tty.then_some(true),
+            open_stdin: h.open_stdin.then_some(true),
             cmd: s.cmd.clone(),
             entrypoint: s.entrypoint.clone(),
             env: Some(s.env.clone()),
@@ -249,6 +255,41 @@ impl Runtime for Docker {
                         typ: Some(driver.clone()),
                         config: Some(opts.clone()),
                     }),
+                links: some(&h.links),
+                volumes_from: (!h.volumes_from.is_empty()).then(|| {
+                    h.volumes_from
+                        .iter()
+                        .map(|(c, ro)| if *ro { format!("{c}:ro") } else { c.clone() })
+                        .collect()
+                }),
+                extra_hosts: some(&h.extra_hosts),
+                dns: some(&h.dns_servers),
+                dns_search: some(&h.dns_search_domains),
+                cap_add: some(&h.cap_add),
+                cap_drop: some(&h.cap_drop),
+                devices: (!h.devices.is_empty()).then(|| {
+                    h.devices
+                        .iter()
+                        .map(|(host, ctr, perms)| DeviceMapping {
+                            path_on_host: Some(host.clone()),
+                            path_in_container: Some(ctr.clone()),
+                            cgroup_permissions: Some(perms.clone()),
+                        })
+                        .collect()
+                }),
+                init: h.init.then_some(true),
+                shm_size: h.shm_size_mib.map(|m| m * 1024 * 1024),
+                tmpfs: (!h.tmpfs.is_empty()).then(|| h.tmpfs.iter().cloned().collect()),
+                // Docker's MemorySwap is memory and swap together; it needs a hard limit.
+                memory_swap: h
+                    .max_swap_mib
+                    .zip(s.memory_bytes)
+                    .map(|(swap, mem)| mem + swap * 1024 * 1024),
+                memory_swappiness: h.swappiness,
+                security_opt: some(&h.security_options),
+                sysctls: (!h.sysctls.is_empty()).then(|| h.sysctls.iter().cloned().collect()),
+                pid_mode: h.pid_mode.clone(),
+                ipc_mode: h.ipc_mode.clone(),
                 ..Default::default()
             }),
             ..Default::default()

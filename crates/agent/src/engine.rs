@@ -11,7 +11,7 @@ use crate::runtime::{CreateSpec, HealthcheckSpec, Observed, Runtime, RuntimeErro
 use berth_agent_proto::{labels, ContainerPlan, ContainerReport, DesiredTask, TaskReport};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// The stop reason of tasks stopped because their agent exits with `--stop-tasks-on-exit`.
@@ -107,6 +107,21 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
             ))
         })
         .collect();
+    // Links and volumesFrom name the task's containers; Docker knows them by its names.
+    let mut host = c.host.clone();
+    host.links = host
+        .links
+        .iter()
+        .map(|l| match l.split_once(':') {
+            Some((name, alias)) => format!("{}:{alias}", container_name(t, name)),
+            None => format!("{}:{l}", container_name(t, l)),
+        })
+        .collect();
+    host.volumes_from = host
+        .volumes_from
+        .iter()
+        .map(|(name, ro)| (container_name(t, name), *ro))
+        .collect();
     CreateSpec {
         name: container_name(t, &c.name),
         image: c.image.clone(),
@@ -155,6 +170,7 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
         }),
         stop_timeout: c.stop_timeout.map(i64::from),
         log_config: crate::logship::docker_log_config(c),
+        host,
     }
 }
 
@@ -162,6 +178,8 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
 #[derive(Debug, Clone, Default)]
 struct Ctr {
     plan: ContainerPlan,
+    /// When it began waiting for its dependencies (`startTimeout` counts from here).
+    waiting_since: Option<Instant>,
     id: Option<String>,
     obs: Option<Observed>,
     /// Why it never ran or why it stopped, in ECS's words.
@@ -511,7 +529,18 @@ impl TaskRun {
             if self.ctrs[i].id.is_some() || self.ctrs[i].failed_to_start {
                 continue;
             }
-            match readiness(&self.ctrs[i], &self.ctrs) {
+            let mut ready = readiness(&self.ctrs[i], &self.ctrs);
+            if let Readiness::Wait = ready {
+                let since = *self.ctrs[i].waiting_since.get_or_insert_with(Instant::now);
+                if let Some(limit) = self.ctrs[i].plan.start_timeout {
+                    if since.elapsed() > Duration::from_secs(u64::try_from(limit).unwrap_or(0)) {
+                        ready = Readiness::Never(format!(
+                            "its dependencies were not met within its startTimeout of {limit} s"
+                        ));
+                    }
+                }
+            }
+            match ready {
                 Readiness::Wait => {}
                 Readiness::Never(why) => {
                     self.ctrs[i].failed_to_start = true;
@@ -783,6 +812,8 @@ mod tests {
                 stop_timeout: None,
                 log_driver: None,
                 log_options: Default::default(),
+                start_timeout: None,
+                host: Default::default(),
             }],
             volumes: vec![VolumePlan {
                 name: "data".into(),
@@ -953,6 +984,39 @@ mod tests {
             let log = rt.log();
             let pos = |s: &str| log.iter().position(|x| x == s).unwrap();
             assert!(pos("start db") < pos("create app"), "{log:?}");
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_dependency_not_met_within_start_timeout_fails_the_task() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let mut app = ctr("app", "img");
+            app.depends_on = vec![Dependency {
+                container_name: "db".into(),
+                condition: "HEALTHY".into(),
+            }];
+            app.start_timeout = Some(1);
+            let mut db = ctr("db", "img");
+            db.essential = false;
+            db.health_check = Some(berth_agent_proto::HealthCheckPlan {
+                command: vec!["CMD".into(), "true".into()],
+                interval_s: 5,
+                timeout_s: 5,
+                retries: 3,
+                start_period_s: 0,
+            });
+            let h = start(rt.clone(), task(vec![app, db]));
+            // db runs but never says healthy: app gives up after its startTimeout.
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
+            assert!(
+                r.stopped_reason
+                    .as_deref()
+                    .is_some_and(|m| m.contains("startTimeout of 1 s")),
+                "{:?}",
+                r.stopped_reason
+            );
+            assert!(!rt.log().contains(&"create app".to_string()));
             h.handle.abort();
         }
 

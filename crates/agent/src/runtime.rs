@@ -35,6 +35,8 @@ pub struct CreateSpec {
     pub stop_timeout: Option<i64>,
     /// Docker's log driver and its options; `None` is the daemon's default.
     pub log_config: Option<(String, HashMap<String, String>)>,
+    /// The definition's host options, links and volumesFrom naming Docker's containers.
+    pub host: berth_agent_proto::HostOptions,
 }
 
 /// One line of a container's output (stdout or stderr), with the time Docker took it.

@@ -67,6 +67,8 @@ pub fn task_definition_spec(
         volumes,
         task_role: req.task_role_arn.is_some(),
         execution_role: req.execution_role_arn.is_some(),
+        pid_mode: req.pid_mode.clone(),
+        ipc_mode: req.ipc_mode.clone(),
     })
 }
 
@@ -171,6 +173,11 @@ fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<Containe
         has_ulimits: c.ulimits.as_ref().is_some_and(|u| !u.is_empty()),
         has_docker_labels: c.docker_labels.as_ref().is_some_and(|l| !l.is_empty()),
         has_secrets: c.secrets.as_ref().is_some_and(|s| !s.is_empty()),
+        has_environment_files: c.environment_files.as_ref().is_some_and(|f| !f.is_empty()),
+        restart_policy: c
+            .restart_policy
+            .as_ref()
+            .is_some_and(|r| r.enabled == Some(true)),
         name,
     })
 }

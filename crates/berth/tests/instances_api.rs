@@ -1633,3 +1633,103 @@ async fn start_task_naming_an_instance_twice_places_one_copy_and_reserves_once()
         "one copy's memory reserved, once"
     );
 }
+
+/// Members an agent cannot honour require the ECS agent's capability for them, which Berth's
+/// agents do not advertise: such a task is refused at placement, never run with the member
+/// dropped. What they do implement is placed.
+#[tokio::test]
+async fn members_no_agent_implements_are_refused_at_placement_by_capability() {
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
+    // An agent advertising exactly what Berth's agent does.
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("ecs.os-type".into(), json!("linux"));
+    for c in berth_agent::CAPABILITIES {
+        attributes.insert(c.to_string(), Value::Null);
+    }
+    let token = s.control.ensure_join_token("default").await.unwrap();
+    let joined = agent_post(
+        &s.endpoint,
+        proto::JOIN_PATH,
+        &json!({"cluster": "default", "token": token, "host": {
+            "instance_id": format!("i-{:017x}", rand_id()), "cpu": 2048, "memory_mib": 2048,
+            "reserved_ports": [], "attributes": attributes,
+            "agent_version": "test", "docker_version": "test"}}),
+        None,
+    )
+    .await;
+    assert_eq!(joined.status, 200, "{}", joined.body);
+    let app = |extra: Value| {
+        let mut c = json!({"name": "app", "image": "busybox", "memory": 32});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let cases = [
+        (
+            json!({"family": "envfiles", "containerDefinitions": [app(json!({
+                "environmentFiles": [{"value": "arn:aws:s3:::bucket/app.env", "type": "s3"}]}))]}),
+            "ecs.capability.env-files.s3",
+        ),
+        (
+            json!({"family": "efs", "containerDefinitions": [app(json!({
+                "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data"}]}))],
+                   "volumes": [{"name": "shared", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}]}),
+            "ecs.capability.efs",
+        ),
+        (
+            json!({"family": "restart", "containerDefinitions": [app(json!({
+                "restartPolicy": {"enabled": true}}))]}),
+            "ecs.capability.container-restart-policy",
+        ),
+        (
+            json!({"family": "pidtask", "pidMode": "task", "containerDefinitions": [app(json!({}))]}),
+            "ecs.capability.pid-ipc-namespace-sharing",
+        ),
+    ];
+    for (td, capability) in cases {
+        let family = td["family"].as_str().unwrap().to_string();
+        let r = s.ok("RegisterTaskDefinition", td).await;
+        let needs: Vec<&str> = r["taskDefinition"]["requiresAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            needs.contains(&capability),
+            "{family} needs {capability}: {needs:?}"
+        );
+        let v = s
+            .ok(
+                "RunTask",
+                json!({"cluster": "default", "taskDefinition": family}),
+            )
+            .await;
+        assert_eq!(
+            v["tasks"],
+            json!([]),
+            "{family} must not run without {capability}"
+        );
+        assert_eq!(v["failures"][0]["reason"], "ATTRIBUTE", "{family}: {v}");
+    }
+    // What the agent implements runs.
+    s.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "hostopts", "pidMode": "host", "containerDefinitions": [app(json!({
+            "linuxParameters": {"initProcessEnabled": true, "capabilities": {"add": ["NET_ADMIN"]}},
+            "extraHosts": [{"hostname": "a", "ipAddress": "10.0.0.1"}],
+            "restartPolicy": {"enabled": false}}))]}),
+    )
+    .await;
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "hostopts"}),
+        )
+        .await;
+    assert_eq!(v["failures"], json!([]), "{v}");
+    s.stop().await;
+}

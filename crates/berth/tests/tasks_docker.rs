@@ -1050,3 +1050,118 @@ async fn containers_read_the_task_metadata_endpoint_v4() {
         .await;
     f.finish().await;
 }
+
+/// The container-definition members that are Docker host options reach Docker, and links,
+/// volumesFrom and extraHosts work from inside the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linux_parameters_links_dns_and_the_other_host_options_reach_docker() {
+    let Some(f) = Fixture::start().await else {
+        return;
+    };
+    let td = f
+        .register(json!({
+            "family": "hostopts",
+            "pidMode": "host",
+            "containerDefinitions": [
+                {"name": "db", "image": BUSYBOX, "memory": 32, "essential": false,
+                 "command": ["sh", "-c", "mkdir -p /data && echo shared > /data/x; sleep 600"],
+                 "stopTimeout": 1},
+                {"name": "app", "image": BUSYBOX, "memory": 64, "stopTimeout": 1,
+                 "command": ["sleep", "600"],
+                 "links": ["db:database"],
+                 "volumesFrom": [{"sourceContainer": "db", "readOnly": true}],
+                 "extraHosts": [{"hostname": "berth.test", "ipAddress": "10.1.2.3"}],
+                 "dnsServers": ["10.0.0.2"],
+                 "dnsSearchDomains": ["svc.local"],
+                 "linuxParameters": {
+                     "capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]},
+                     "initProcessEnabled": true,
+                     "sharedMemorySize": 32,
+                     "tmpfs": [{"containerPath": "/scratch", "size": 16, "mountOptions": ["noexec"]}],
+                     "maxSwap": 0,
+                     "swappiness": 10
+                 },
+                 "dockerSecurityOptions": ["no-new-privileges"],
+                 "systemControls": [{"namespace": "net.core.somaxconn", "value": "512"}],
+                 "pseudoTerminal": true,
+                 "interactive": true},
+                {"name": "offline", "image": BUSYBOX, "memory": 16, "essential": false,
+                 "command": ["sleep", "600"], "disableNetworking": true, "stopTimeout": 1}
+            ],
+            "volumes": []
+        }))
+        .await;
+    let task = f.run_one(&td).await;
+    let t = f.wait_status(&task, "RUNNING").await;
+    let app = docker_inspect(&runtime_id(&t, "app"));
+    let db = docker_inspect(&runtime_id(&t, "db"));
+    let hc = &app["HostConfig"];
+    let db_name = db["Name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let links: Vec<&str> = hc["Links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.starts_with(&format!("/{db_name}:")) && l.ends_with("/database")),
+        "links name the task's db container: {links:?}"
+    );
+    assert_eq!(hc["VolumesFrom"], json!([format!("{db_name}:ro")]));
+    assert_eq!(hc["ExtraHosts"], json!(["berth.test:10.1.2.3"]));
+    assert_eq!(hc["Dns"], json!(["10.0.0.2"]));
+    assert_eq!(hc["DnsSearch"], json!(["svc.local"]));
+    assert_eq!(hc["CapAdd"], json!(["NET_ADMIN"]));
+    assert_eq!(hc["CapDrop"], json!(["MKNOD"]));
+    assert_eq!(hc["Init"], true);
+    assert_eq!(hc["ShmSize"], 32 * 1024 * 1024);
+    assert_eq!(hc["Tmpfs"], json!({"/scratch": "size=16m,noexec"}));
+    assert_eq!(
+        hc["MemorySwap"],
+        64 * 1024 * 1024,
+        "maxSwap 0: memory and no swap"
+    );
+    assert_eq!(hc["MemorySwappiness"], 10);
+    assert!(
+        hc["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no-new-privileges")),
+        "Docker adds its own (label=disable with pidMode host): {}",
+        hc["SecurityOpt"]
+    );
+    assert_eq!(hc["Sysctls"], json!({"net.core.somaxconn": "512"}));
+    assert_eq!(hc["PidMode"], "host");
+    assert_eq!(app["Config"]["Tty"], true);
+    assert_eq!(app["Config"]["OpenStdin"], true);
+    let offline = docker_inspect(&runtime_id(&t, "offline"));
+    assert_eq!(offline["Config"]["NetworkDisabled"], true);
+    // From inside: the link and the extra host resolve, db's volume is there read-only.
+    let exec = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .arg("exec")
+            .arg(runtime_id(&t, "app"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let hosts = exec(&["cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains("database") && hosts.contains("10.1.2.3\tberth.test"),
+        "{hosts}"
+    );
+    let mounts = exec(&["cat", "/proc/mounts"]);
+    assert!(mounts.contains("/scratch tmpfs"), "{mounts}");
+    f.server
+        .ok("StopTask", json!({"cluster": "default", "task": task}))
+        .await;
+    f.wait_status(&task, "STOPPED").await;
+    f.finish().await;
+}

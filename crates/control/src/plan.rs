@@ -2,8 +2,8 @@
 //! [`DesiredTask`] of the agent protocol, overrides applied. Pure.
 
 use berth_agent_proto::{
-    ContainerPlan, Dependency, DesiredTask, DockerVolumePlan, HealthCheckPlan, MountPlan, PortPlan,
-    UlimitPlan, VolumePlan,
+    ContainerPlan, Dependency, DesiredTask, DockerVolumePlan, HealthCheckPlan, HostOptions,
+    MountPlan, PortPlan, UlimitPlan, VolumePlan,
 };
 use berth_api::ecs::{ContainerDefinition, Task, TaskDefinition};
 use berth_model::units;
@@ -21,7 +21,7 @@ pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
                 .iter()
                 .flatten()
                 .find(|o| o.name == c.name);
-            let mut plan = container_plan(c);
+            let mut plan = container_plan(c, td);
             if let Some(o) = o {
                 if let Some(cmd) = &o.command {
                     plan.command = Some(cmd.clone());
@@ -88,7 +88,105 @@ pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
     }
 }
 
-fn container_plan(c: &ContainerDefinition) -> ContainerPlan {
+fn host_options(c: &ContainerDefinition, td: &TaskDefinition) -> HostOptions {
+    let linux = c.linux_parameters.clone().unwrap_or_default();
+    let caps = linux.capabilities.clone().unwrap_or_default();
+    let host_mode = |m: &Option<String>| m.clone().filter(|m| m == "host" || m == "none");
+    HostOptions {
+        links: c.links.clone().unwrap_or_default(),
+        volumes_from: c
+            .volumes_from
+            .iter()
+            .flatten()
+            .filter_map(|v| Some((v.source_container.clone()?, v.read_only.unwrap_or(false))))
+            .collect(),
+        extra_hosts: c
+            .extra_hosts
+            .iter()
+            .flatten()
+            .filter_map(|h| {
+                Some(format!(
+                    "{}:{}",
+                    h.hostname.as_deref()?,
+                    h.ip_address.as_deref()?
+                ))
+            })
+            .collect(),
+        dns_servers: c.dns_servers.clone().unwrap_or_default(),
+        dns_search_domains: c.dns_search_domains.clone().unwrap_or_default(),
+        cap_add: caps.add.unwrap_or_default(),
+        cap_drop: caps.drop.unwrap_or_default(),
+        devices: linux
+            .devices
+            .iter()
+            .flatten()
+            .filter_map(|d| {
+                let host = d.host_path.clone()?;
+                let perms = d.permissions.clone().unwrap_or_default();
+                let rwm: String = [("read", 'r'), ("write", 'w'), ("mknod", 'm')]
+                    .iter()
+                    .filter(|(p, _)| perms.is_empty() || perms.iter().any(|x| x == p))
+                    .map(|(_, c)| *c)
+                    .collect();
+                Some((host.clone(), d.container_path.clone().unwrap_or(host), rwm))
+            })
+            .collect(),
+        init: linux.init_process_enabled.unwrap_or(false),
+        shm_size_mib: linux.shared_memory_size.map(i64::from),
+        tmpfs: linux
+            .tmpfs
+            .iter()
+            .flatten()
+            .filter_map(|t| {
+                let mut opts = vec![format!("size={}m", t.size.unwrap_or(0))];
+                opts.extend(t.mount_options.iter().flatten().cloned());
+                Some((t.container_path.clone()?, opts.join(",")))
+            })
+            .collect(),
+        max_swap_mib: linux.max_swap.map(i64::from),
+        swappiness: linux.swappiness.map(i64::from),
+        disable_networking: c.disable_networking.unwrap_or(false),
+        security_options: c.docker_security_options.clone().unwrap_or_default(),
+        sysctls: c
+            .system_controls
+            .iter()
+            .flatten()
+            .filter_map(|s| Some((s.namespace.clone()?, s.value.clone().unwrap_or_default())))
+            .collect(),
+        tty: c.pseudo_terminal.unwrap_or(false),
+        open_stdin: c.interactive.unwrap_or(false),
+        pid_mode: host_mode(&td.pid_mode),
+        ipc_mode: host_mode(&td.ipc_mode),
+    }
+}
+
+fn container_plan(c: &ContainerDefinition, td: &TaskDefinition) -> ContainerPlan {
+    let host = host_options(c, td);
+    // Links and volumesFrom need their containers first, as the ECS agent orders them.
+    let mut depends_on: Vec<Dependency> = c
+        .depends_on
+        .iter()
+        .flatten()
+        .filter_map(|d| {
+            Some(Dependency {
+                container_name: d.container_name.clone()?,
+                condition: d.condition.clone().unwrap_or_else(|| "START".into()),
+            })
+        })
+        .collect();
+    let implied = host
+        .links
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or_default().to_string())
+        .chain(host.volumes_from.iter().map(|(c, _)| c.clone()));
+    for name in implied {
+        if !depends_on.iter().any(|d| d.container_name == name) {
+            depends_on.push(Dependency {
+                container_name: name,
+                condition: "START".into(),
+            });
+        }
+    }
     ContainerPlan {
         name: c.name.clone().unwrap_or_default(),
         image: c.image.clone().unwrap_or_default(),
@@ -145,17 +243,7 @@ fn container_plan(c: &ContainerDefinition) -> ContainerPlan {
             })
             .collect(),
         essential: c.essential.unwrap_or(true),
-        depends_on: c
-            .depends_on
-            .iter()
-            .flatten()
-            .filter_map(|d| {
-                Some(Dependency {
-                    container_name: d.container_name.clone()?,
-                    condition: d.condition.clone().unwrap_or_else(|| "START".into()),
-                })
-            })
-            .collect(),
+        depends_on,
         health_check: c.health_check.as_ref().map(|h| HealthCheckPlan {
             command: h.command.clone().unwrap_or_default(),
             interval_s: i64::from(h.interval.unwrap_or(30)),
@@ -173,6 +261,8 @@ fn container_plan(c: &ContainerDefinition) -> ContainerPlan {
             .as_ref()
             .and_then(|l| l.options.clone())
             .unwrap_or_default(),
+        start_timeout: c.start_timeout,
+        host,
     }
 }
 

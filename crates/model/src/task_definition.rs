@@ -153,6 +153,10 @@ pub struct ContainerSpec {
     pub has_ulimits: bool,
     pub has_docker_labels: bool,
     pub has_secrets: bool,
+    /// `environmentFiles` (read from S3 by ECS).
+    pub has_environment_files: bool,
+    /// `restartPolicy.enabled`.
+    pub restart_policy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +182,9 @@ pub struct TaskDefinitionSpec {
     pub volumes: Vec<VolumeSpec>,
     pub task_role: bool,
     pub execution_role: bool,
+    /// `pidMode` and `ipcMode` as given (`host`, `task`, `none`).
+    pub pid_mode: Option<String>,
+    pub ipc_mode: Option<String>,
 }
 
 /// The task size after validation, in CPU units and MiB.
@@ -541,9 +548,27 @@ impl TaskDefinitionSpec {
         if self.task_role {
             add("com.amazonaws.ecs.capability.task-iam-role".into());
         }
+        // What an agent must implement for these members, by the ECS agent's own names: a
+        // definition that uses one runs only where an agent advertises it, never with the
+        // member quietly dropped.
+        if self.volumes.iter().any(|v| v.efs) {
+            add("ecs.capability.efs".into());
+        }
+        if [&self.pid_mode, &self.ipc_mode]
+            .iter()
+            .any(|m| m.as_deref() == Some("task"))
+        {
+            add("ecs.capability.pid-ipc-namespace-sharing".into());
+        }
         for c in &self.containers {
             if c.memory_reservation.is_some() {
                 add("com.amazonaws.ecs.capability.docker-remote-api.1.21".into());
+            }
+            if c.has_environment_files {
+                add("ecs.capability.env-files.s3".into());
+            }
+            if c.restart_policy {
+                add("ecs.capability.container-restart-policy".into());
             }
             if c.has_ulimits || c.has_docker_labels {
                 add("com.amazonaws.ecs.capability.docker-remote-api.1.18".into());
@@ -597,6 +622,8 @@ mod tests {
             has_ulimits: false,
             has_docker_labels: false,
             has_secrets: false,
+            has_environment_files: false,
+            restart_policy: false,
         }
     }
 
@@ -611,6 +638,8 @@ mod tests {
             volumes: vec![],
             task_role: false,
             execution_role: false,
+            pid_mode: None,
+            ipc_mode: None,
         }
     }
 
