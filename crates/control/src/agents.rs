@@ -62,6 +62,11 @@ struct Answer {
 }
 
 impl PlanCache {
+    /// Forgets every plan (a reset: the same ARNs may come back meaning something else).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The ids of `live` (id, plan revision) whose plan is missing or older.
     fn stale(&self, instance: &str, live: &[(String, berth_store::Revision)]) -> Vec<String> {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -169,7 +169,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             );
         }
-        (Method::POST, "/_berth/reset") if st.control.config.dev => {
+        // The common emulators' test harnesses call `/moto-api/reset`.
+        (Method::POST, "/_berth/reset" | "/moto-api/reset") if st.control.config.dev => {
             let (status, body) = match st.control.reset().await {
                 Ok(n) => (
                     200,

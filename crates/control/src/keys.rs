@@ -44,6 +44,7 @@ pub fn access_key(id: &str) -> String {
     format!("auth/keys/{id}")
 }
 pub const ADMIN_KEY: &str = "auth/admin";
+pub const ACCESS_KEYS: &str = "auth/keys/";
 
 /// Counts of what a cluster holds; written by the issues that bring instances, tasks and
 /// services, read by DescribeClusters and DeleteCluster.
@@ -96,3 +97,4 @@ pub fn run_token(cluster: &str, token: &str) -> String {
 pub fn join_token(cluster: &str) -> String {
     format!("auth/join-token/{cluster}")
 }
+pub const JOIN_TOKENS: &str = "auth/join-token/";

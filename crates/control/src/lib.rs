@@ -214,17 +214,45 @@ impl Control {
         }
     }
 
-    /// Wipes every record (dev mode's `POST /_berth/reset`), keeping the access keys so the
-    /// caller can go on.
+    /// Wipes every piece of state (dev mode's `POST /_berth/reset`): ECS's records, the
+    /// registry's metadata and blobs, join tokens and agents' keys, logs and metrics, keeping
+    /// only the admin key so the caller can go on.
     pub async fn reset(&self) -> Result<usize, EcsError> {
         let mut n = 0;
-        for prefix in keys::RESETTABLE {
+        for prefix in keys::RESETTABLE.iter().chain(&[keys::JOIN_TOKENS]) {
             n += self
                 .store
                 .delete_prefix(prefix)
                 .await
                 .map_err(store_error)?;
         }
+        // Every access key but the admin's.
+        let admin = self
+            .get_record::<String>(keys::ADMIN_KEY)
+            .await?
+            .map(|(id, _)| keys::access_key(&id));
+        for kv in self
+            .store
+            .range(keys::ACCESS_KEYS, None, None)
+            .await
+            .map_err(store_error)?
+        {
+            if Some(&kv.key) != admin.as_ref() {
+                self.store
+                    .txn(berth_store::Txn::new().delete(kv.key.clone()))
+                    .await
+                    .map_err(store_error)?;
+                n += 1;
+            }
+        }
+        if let Some(registry) = &self.registry {
+            n += registry
+                .reset()
+                .await
+                .map_err(|e| EcsError::server(format!("resetting the registry failed: {e}")))?;
+        }
+        self.plans.clear();
+        self.plan_definitions.clear();
         if let Some(logs) = self.logs.clone() {
             tokio::task::spawn_blocking(move || logs.clear())
                 .await

@@ -65,6 +65,13 @@ pub(crate) struct DefinitionCache(
 );
 
 impl DefinitionCache {
+    /// Forgets every definition (a reset: `family:1` may be registered again, differently).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+
     const MAX: usize = 4096;
 
     fn get(&self, arn: &str) -> Option<std::sync::Arc<TaskDefinition>> {

@@ -120,6 +120,22 @@ impl Registry {
         Ok(done)
     }
 
+    /// Wipes every repository, image, link, upload and blob (a dev-mode reset); returns how
+    /// many records and blobs went.
+    pub async fn reset(&self) -> Result<usize, Error> {
+        let mut n = self.store.delete_prefix(images::ALL).await?;
+        for (id, _) in self.blobs.uploads().await? {
+            self.blobs.upload_cancel(&id).await?;
+            n += 1;
+        }
+        for (digest, _) in self.blobs.list().await? {
+            if self.blobs.delete(&digest, Duration::ZERO).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Lifecycle policies and garbage collection every `every`, until `shutdown`.
     pub async fn run_housekeeping(&self, every: Duration, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);

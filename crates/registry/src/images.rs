@@ -26,6 +26,8 @@ pub fn repo_key(name: &str) -> String {
     format!("ecr/repos/{name}")
 }
 pub const REPOS: &str = "ecr/repos/";
+/// Every record of the registry.
+pub const ALL: &str = "ecr/";
 pub fn image_key(name: &str, digest: &str) -> String {
     format!("ecr/images/{name}@{digest}")
 }
