@@ -149,7 +149,7 @@ async fn aws_cli_main_path_and_errors() {
     })
     .unwrap_err();
     assert!(
-        e.contains("(ClientException)") && e.contains("'ghost'"),
+        e.contains("(ClientException)") && e.contains("Unable to describe task definition."),
         "{e}"
     );
     let bad = Cli {

@@ -129,7 +129,10 @@ async fn delete_cluster_refuses_while_it_holds_things() {
         let msg = s
             .err("DeleteCluster", json!({"cluster": "busy"}), error)
             .await;
-        assert!(msg.contains("'busy'"), "{msg}");
+        assert!(
+            msg.starts_with("The Cluster cannot be deleted while"),
+            "ECS's words: {msg}"
+        );
         let desc = s
             .ok("DescribeClusters", json!({"clusters": ["busy"]}))
             .await;
@@ -805,4 +808,64 @@ async fn concurrent_registrations_get_distinct_revisions() {
         (1..=16).collect::<Vec<_>>(),
         "every acknowledged registration has its own revision"
     );
+}
+
+/// ECS's own words, exactly, for the errors client test suites assert on.
+#[tokio::test]
+async fn errors_carry_ecs_exact_messages() {
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", json!({"clusterName": "c"})).await;
+    s.ok("RegisterTaskDefinition", task_def("web")).await;
+    s.ok(
+        "CreateService",
+        json!({"cluster": "c", "serviceName": "api", "taskDefinition": "web", "desiredCount": 0}),
+    )
+    .await;
+    let table = [
+        (
+            "ListServices",
+            json!({"cluster": "nope"}),
+            "ClusterNotFoundException",
+            "Cluster not found.",
+        ),
+        (
+            "UpdateService",
+            json!({"cluster": "c", "service": "ghost", "desiredCount": 1}),
+            "ServiceNotFoundException",
+            "Service not found.",
+        ),
+        (
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "nope:1"}),
+            "ClientException",
+            "Unable to describe task definition.",
+        ),
+        (
+            "StopTask",
+            json!({"cluster": "c", "task": "0123456789abcdef0123456789abcdef"}),
+            "InvalidParameterException",
+            "The referenced task was not found.",
+        ),
+        (
+            "DeleteCluster",
+            json!({"cluster": "c"}),
+            "ClusterContainsServicesException",
+            "The Cluster cannot be deleted while Services are active.",
+        ),
+    ];
+    for (op, body, error, message) in table {
+        assert_eq!(s.err(op, body, error).await, message, "{op}");
+    }
+    s.ok("DeleteService", json!({"cluster": "c", "service": "api"}))
+        .await;
+    assert_eq!(
+        s.err(
+            "UpdateService",
+            json!({"cluster": "c", "service": "api", "desiredCount": 1}),
+            "ServiceNotActiveException"
+        )
+        .await,
+        "Service was not ACTIVE."
+    );
+    s.stop().await;
 }

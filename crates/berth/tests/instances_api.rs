@@ -668,7 +668,11 @@ async fn run_task_refuses_what_it_cannot_do_and_reports_what_does_not_fit() {
             "InvalidParameterException",
             "EC3",
         ),
-        (json!({"taskDefinition": "nope"}), "ClientException", "nope"),
+        (
+            json!({"taskDefinition": "nope"}),
+            "ClientException",
+            "Unable to describe task definition.",
+        ),
         (
             json!({"taskDefinition": "web", "overrides": {"containerOverrides": [{"name": "ghost"}]}}),
             "InvalidParameterException",
@@ -682,7 +686,7 @@ async fn run_task_refuses_what_it_cannot_do_and_reports_what_does_not_fit() {
         (
             json!({"taskDefinition": "web", "cluster": "nope"}),
             "ClusterNotFoundException",
-            "nope",
+            "Cluster not found.",
         ),
     ] {
         let mut body = body;

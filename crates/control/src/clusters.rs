@@ -377,7 +377,7 @@ impl Control {
                 continue;
             }
             let Some(marked_kv) = self.store.get(&kv.key).await.map_err(store_error)? else {
-                return Err(not_found(&ident));
+                return Err(not_found());
             };
             let still_empty = self.check_empty(&name).await;
             c.status = Some(
@@ -410,25 +410,19 @@ impl Control {
         if counts.services > 0 {
             return Err(EcsError::new(
                 ErrorKind::ClusterContainsServices,
-                format!(
-                    "The Cluster cannot be deleted while Services are active: '{name}' has {}",
-                    counts.services
-                ),
+                "The Cluster cannot be deleted while Services are active.",
             ));
         }
         if counts.instances > 0 {
             return Err(EcsError::new(
                 ErrorKind::ClusterContainsContainerInstances,
-                format!("The Cluster cannot be deleted while Container Instances are active or draining: '{name}' has {}", counts.instances),
+                "The Cluster cannot be deleted while Container Instances are active or draining.",
             ));
         }
         if counts.tasks > 0 {
             return Err(EcsError::new(
                 ErrorKind::ClusterContainsTasks,
-                format!(
-                    "The Cluster cannot be deleted while Tasks are active: '{name}' has {}",
-                    counts.tasks
-                ),
+                "The Cluster cannot be deleted while Tasks are active.",
             ));
         }
         Ok(())

@@ -45,17 +45,14 @@ pub struct TaskDefinitionRef {
     pub revision: Option<i32>,
 }
 
-pub(crate) fn unable(ident: &str) -> EcsError {
-    EcsError::client(format!(
-        "Unable to describe task definition '{ident}': no such family or revision."
-    ))
+/// ECS's words for a task definition it cannot find.
+pub(crate) fn unable() -> EcsError {
+    EcsError::client("Unable to describe task definition.")
 }
 
-pub(crate) fn not_found(cluster: &str) -> EcsError {
-    EcsError::new(
-        ErrorKind::ClusterNotFound,
-        format!("Cluster not found: '{cluster}'"),
-    )
+/// ECS's words for a cluster it cannot find.
+pub(crate) fn not_found() -> EcsError {
+    EcsError::new(ErrorKind::ClusterNotFound, "Cluster not found.")
 }
 
 /// Task definitions by ARN, at most [`DefinitionCache::MAX`] of them (then it starts over).
@@ -100,7 +97,7 @@ impl Control {
                 || arn.region != self.config.region
                 || arn.account != self.config.account_id
             {
-                return Err(not_found(ident));
+                return Err(not_found());
             }
             return Ok(arn.id);
         }
@@ -118,7 +115,7 @@ impl Control {
             Some((c, kv)) if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) => {
                 Ok((c, kv))
             }
-            _ => Err(not_found(ident.unwrap_or("default"))),
+            _ => Err(not_found()),
         }
     }
 
@@ -351,7 +348,7 @@ impl Control {
             Some(rev) => self
                 .get_record::<TaskDefinition>(&keys::task_definition(&r.family, rev))
                 .await?
-                .ok_or_else(|| unable(ident)),
+                .ok_or_else(unable),
             None => {
                 let revs = self
                     .store
@@ -364,7 +361,7 @@ impl Control {
                         return Ok((td, kv));
                     }
                 }
-                Err(unable(ident))
+                Err(unable())
             }
         }
     }

@@ -23,11 +23,9 @@ use berth_store::{KeyValue, Txn};
 /// How many services one pass reconciles at once.
 const SIDE_BY_SIDE: usize = 16;
 
-fn not_found(service: &str) -> EcsError {
-    EcsError::new(
-        ErrorKind::ServiceNotFound,
-        format!("Service not found: '{service}'"),
-    )
+/// ECS's words for a service it cannot find.
+fn not_found() -> EcsError {
+    EcsError::new(ErrorKind::ServiceNotFound, "Service not found.")
 }
 
 fn check_name(name: &str) -> Result<(), EcsError> {
@@ -393,7 +391,7 @@ impl Control {
         let name = Self::service_name(ident);
         self.get_record::<Service>(&keys::service(cluster, &name))
             .await?
-            .ok_or_else(|| not_found(ident))
+            .ok_or_else(not_found)
     }
 
     pub async fn update_service(
@@ -426,7 +424,7 @@ impl Control {
             if s.status.as_deref() != Some("ACTIVE") {
                 return Err(EcsError::new(
                     ErrorKind::ServiceNotActive,
-                    format!("Service was not ACTIVE: '{ident}'"),
+                    "Service was not ACTIVE.",
                 ));
             }
             if let Some(d) = r.desired_count {
@@ -495,7 +493,7 @@ impl Control {
             if s.status.as_deref() != Some("ACTIVE") {
                 return Err(EcsError::new(
                     ErrorKind::ServiceNotActive,
-                    format!("Service was not ACTIVE: '{ident}'"),
+                    "Service was not ACTIVE.",
                 ));
             }
             if s.desired_count.unwrap_or(0) > 0 && !r.force.unwrap_or(false) {

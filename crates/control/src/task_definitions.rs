@@ -278,7 +278,7 @@ impl Control {
             Ok(td) => Ok(ecs::DeregisterTaskDefinitionResponse {
                 task_definition: Some(td),
             }),
-            Err(reason) if reason == "MISSING" => Err(unable(&ident)),
+            Err(reason) if reason == "MISSING" => Err(unable()),
             Err(reason) => Err(EcsError::client(format!(
                 "taskDefinition '{ident}': {reason}"
             ))),

@@ -140,7 +140,7 @@ impl Control {
                 )));
             }
         }
-        let missing = || EcsError::invalid(format!("The referenced task was not found: '{ident}'"));
+        let missing = || EcsError::invalid("The referenced task was not found.");
         let id = self.task_id(&cluster, &ident).ok_or_else(missing)?;
         let reason = r.reason.unwrap_or_else(|| "Task stopped by user".into());
         self.stop_task_as(&cluster, &id, "UserInitiated", &reason)
