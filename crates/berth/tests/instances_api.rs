@@ -1737,3 +1737,114 @@ async fn members_no_agent_implements_are_refused_at_placement_by_capability() {
     assert_eq!(v["failures"], json!([]), "{v}");
     s.stop().await;
 }
+
+/// `propagateTags` and `enableECSManagedTags` give RunTask's and a service's tasks their tags;
+/// UpdateService applies them to later tasks and refuses by name what it cannot apply.
+#[tokio::test]
+async fn tasks_get_propagated_and_managed_tags() {
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
+    let mut td = common::task_def("web");
+    td["tags"] = json!([{"key": "team", "value": "a"}, {"key": "k", "value": "from-def"}]);
+    s.ok("RegisterTaskDefinition", td).await;
+    let _agent = FakeAgent::join(&s, 4000).await;
+    let tags_of = |task: Value| {
+        let mut t: Vec<(String, String)> = task["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap().to_string(),
+                    t["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        t.sort();
+        t
+    };
+    let run = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web",
+                   "tags": [{"key": "k", "value": "given"}],
+                   "propagateTags": "TASK_DEFINITION", "enableECSManagedTags": true}),
+        )
+        .await;
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let d = s
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": [arn], "include": ["TAGS"]}),
+        )
+        .await;
+    assert_eq!(
+        tags_of(d["tasks"][0].clone()),
+        vec![
+            ("aws:ecs:clusterName".to_string(), "default".to_string()),
+            ("k".into(), "given".into()),
+            ("team".into(), "a".into()),
+        ],
+        "the request's tag wins over the definition's of the same key"
+    );
+    let e = s
+        .err(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "propagateTags": "SERVICE"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("SERVICE"), "{e}");
+
+    s.ok(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "api", "taskDefinition": "web",
+               "desiredCount": 1, "tags": [{"key": "svc", "value": "x"}],
+               "propagateTags": "SERVICE", "enableECSManagedTags": true}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    let listed = s
+        .ok(
+            "ListTasks",
+            json!({"cluster": "default", "serviceName": "api"}),
+        )
+        .await;
+    let d = s
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "default", "tasks": listed["taskArns"], "include": ["TAGS"]}),
+        )
+        .await;
+    assert_eq!(
+        tags_of(d["tasks"][0].clone()),
+        vec![
+            ("aws:ecs:clusterName".to_string(), "default".to_string()),
+            ("aws:ecs:serviceName".into(), "api".into()),
+            ("svc".into(), "x".into()),
+        ]
+    );
+    let e = s
+        .err(
+            "UpdateService",
+            json!({"cluster": "default", "service": "api",
+                   "capacityProviderStrategy": [{"capacityProvider": "FARGATE"}]}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("capacityProviderStrategy"), "{e}");
+    let u = s
+        .ok(
+            "UpdateService",
+            json!({"cluster": "default", "service": "api", "propagateTags": "NONE",
+                   "loadBalancers": [{"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/t/1", "containerName": "app", "containerPort": 80}]}),
+        )
+        .await;
+    assert_eq!(u["service"]["propagateTags"], "NONE");
+    assert_eq!(
+        u["service"]["loadBalancers"][0]["containerPort"], 80,
+        "kept as CreateService keeps it"
+    );
+    s.stop().await;
+}

@@ -35,8 +35,49 @@ pub(crate) struct Meta {
     pub(crate) started_by: Option<String>,
     pub(crate) group: Option<String>,
     pub(crate) tags: Vec<ecs::Tag>,
+    /// `propagateTags`: whose tags the tasks also get.
+    pub(crate) propagate: Propagate,
+    /// `enableECSManagedTags`: `aws:ecs:clusterName` (and `aws:ecs:serviceName` with
+    /// `service`).
+    pub(crate) managed_tags: bool,
+    /// The service launching the tasks, for its managed tag.
+    pub(crate) service: Option<String>,
     pub(crate) overrides: TaskOverride,
     pub(crate) client_token: Option<String>,
+}
+
+/// Where a task's tags also come from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Propagate {
+    #[default]
+    None,
+    TaskDefinition,
+    /// The service's tags, as they are when the task is launched.
+    Service(Vec<ecs::Tag>),
+}
+
+/// A task's tags: the request's, then what is propagated (a key the request gave keeps the
+/// request's value), then ECS's managed tags. Pure.
+pub(crate) fn task_tags(
+    given: &[ecs::Tag],
+    propagated: &[ecs::Tag],
+    managed: &[(&str, &str)],
+) -> Vec<ecs::Tag> {
+    let mut out = given.to_vec();
+    for t in propagated.iter().chain(
+        &managed
+            .iter()
+            .map(|(k, v)| ecs::Tag {
+                key: Some(k.to_string()),
+                value: Some(v.to_string()),
+            })
+            .collect::<Vec<_>>(),
+    ) {
+        if !out.iter().any(|o| o.key == t.key) {
+            out.push(t.clone());
+        }
+    }
+    out
 }
 
 /// The resources one copy of `td` with `overrides` needs on an instance.
@@ -478,6 +519,23 @@ impl Control {
             .await?;
         Self::check_overrides(&td, &meta.overrides)?;
         crate::check_tags(&meta.tags)?;
+        let mut meta = meta;
+        let propagated = match &meta.propagate {
+            Propagate::None => Vec::new(),
+            Propagate::TaskDefinition => {
+                self.tags_of(td.task_definition_arn.as_deref().unwrap_or_default())
+                    .await?
+            }
+            Propagate::Service(tags) => tags.clone(),
+        };
+        let mut managed: Vec<(&str, &str)> = Vec::new();
+        if meta.managed_tags {
+            managed.push(("aws:ecs:clusterName", cluster.as_str()));
+            if let Some(svc) = meta.service.as_deref() {
+                managed.push(("aws:ecs:serviceName", svc));
+            }
+        }
+        meta.tags = task_tags(&meta.tags, &propagated, &managed);
         let d = demand(&td, &meta.overrides)?;
         let family = td.family.clone().unwrap_or_default();
         let rules = Rules {

@@ -275,6 +275,9 @@ impl Control {
                 "launchType {launch_type} is not supported by Berth yet; use EC2 or EXTERNAL"
             )));
         }
+        if let Some(p) = r.propagate_tags.as_deref() {
+            check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
+        }
         if let Some(c) = &r.deployment_controller {
             if c.r#type.as_deref().is_some_and(|t| t != "ECS") {
                 return Err(EcsError::invalid(
@@ -418,6 +421,55 @@ impl Control {
         if let Some(st) = &r.placement_strategy {
             crate::placement::strategies(st)?;
         }
+        if let Some(p) = r.propagate_tags.as_deref() {
+            check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
+        }
+        // Members UpdateService cannot apply here are refused by name, never dropped.
+        let unsupported = [
+            (
+                r.capacity_provider_strategy
+                    .as_ref()
+                    .is_some_and(|c| !c.is_empty()),
+                "capacityProviderStrategy",
+            ),
+            (
+                r.deployment_controller
+                    .as_ref()
+                    .is_some_and(|c| c.r#type.as_deref().is_some_and(|t| t != "ECS")),
+                "deploymentController",
+            ),
+            (r.platform_version.is_some(), "platformVersion"),
+            (
+                r.enable_execute_command == Some(true),
+                "enableExecuteCommand",
+            ),
+            (
+                r.service_connect_configuration.is_some(),
+                "serviceConnectConfiguration",
+            ),
+            (
+                r.volume_configurations
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty()),
+                "volumeConfigurations",
+            ),
+            (
+                r.vpc_lattice_configurations
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty()),
+                "vpcLatticeConfigurations",
+            ),
+            (
+                r.availability_zone_rebalancing.as_deref() == Some("ENABLED"),
+                "availabilityZoneRebalancing",
+            ),
+            (r.monitoring.is_some(), "monitoring"),
+        ];
+        if let Some((_, member)) = unsupported.iter().find(|(given, _)| *given) {
+            return Err(EcsError::invalid(format!(
+                "UpdateService's {member} is not supported by Berth yet"
+            )));
+        }
         let now = now_epoch();
         for _ in 0..CAS_ATTEMPTS {
             let (mut s, kv) = self.service_record(&cluster, &ident).await?;
@@ -452,6 +504,23 @@ impl Control {
             }
             if let Some(g) = r.health_check_grace_period_seconds {
                 s.health_check_grace_period_seconds = Some(g);
+            }
+            // Tasks launched from now on take these.
+            if let Some(p) = &r.propagate_tags {
+                s.propagate_tags = Some(p.clone());
+            }
+            if let Some(m) = r.enable_ecs_managed_tags {
+                s.enable_ecs_managed_tags = Some(m);
+            }
+            // Stored as CreateService stores them (README: not acted on yet).
+            if let Some(lb) = &r.load_balancers {
+                s.load_balancers = Some(lb.clone());
+            }
+            if let Some(sr) = &r.service_registries {
+                s.service_registries = Some(sr.clone());
+            }
+            if let Some(n) = &r.network_configuration {
+                s.network_configuration = Some(n.clone());
             }
             let desired = s.desired_count.unwrap_or(0);
             let td_arn = new_td
@@ -778,6 +847,16 @@ impl Control {
                 .collect(),
         };
         let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
+        let service_tags = match s.propagate_tags.as_deref() {
+            Some("SERVICE") => Some(
+                self.tags_of(s.service_arn.as_deref().unwrap_or_default())
+                    .await
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
+        let propagate = crate::tasks::propagate_of(s.propagate_tags.as_deref(), service_tags)
+            .unwrap_or_default();
         for (target, count) in targets {
             let placed = self
                 .start_tasks(
@@ -791,6 +870,9 @@ impl Control {
                         strategies: strategies.clone(),
                         started_by: Some(primary.id.clone()),
                         group: Some(group.clone()),
+                        propagate: propagate.clone(),
+                        managed_tags: s.enable_ecs_managed_tags.unwrap_or(false),
+                        service: s.service_name.clone(),
                         ..Default::default()
                     },
                 )

@@ -60,6 +60,7 @@ impl Control {
         }
         check_started_by(r.started_by.as_deref())?;
         check_group(r.group.as_deref())?;
+        let propagate = propagate_of(r.propagate_tags.as_deref(), None)?;
         let (tasks, failures) = self
             .start_tasks(
                 r.cluster.as_deref(),
@@ -73,6 +74,9 @@ impl Control {
                     started_by: r.started_by,
                     group: r.group,
                     tags: r.tags.unwrap_or_default(),
+                    propagate,
+                    managed_tags: r.enable_ecs_managed_tags.unwrap_or(false),
+                    service: None,
                     overrides: r.overrides.unwrap_or_default(),
                     client_token: r.client_token,
                 },
@@ -113,6 +117,8 @@ impl Control {
                     started_by: r.started_by,
                     group: r.group,
                     tags: r.tags.unwrap_or_default(),
+                    propagate: propagate_of(r.propagate_tags.as_deref(), None)?,
+                    managed_tags: r.enable_ecs_managed_tags.unwrap_or(false),
                     overrides: r.overrides.unwrap_or_default(),
                     client_token: None,
                     ..Default::default()
@@ -328,4 +334,28 @@ fn check_group(s: Option<&str>) -> Result<(), EcsError> {
         }
     }
     Ok(())
+}
+
+/// `propagateTags` of RunTask/StartTask (`service`: `None`) or of a service's tasks.
+pub(crate) fn propagate_of(
+    value: Option<&str>,
+    service: Option<Vec<ecs::Tag>>,
+) -> Result<crate::apply::Propagate, EcsError> {
+    use crate::apply::Propagate;
+    Ok(match value {
+        None | Some("NONE") => Propagate::None,
+        Some("TASK_DEFINITION") => Propagate::TaskDefinition,
+        Some("SERVICE") => match service {
+            Some(tags) => Propagate::Service(tags),
+            None => {
+                return Err(EcsError::invalid(
+                    "propagateTags SERVICE applies only to tasks a service launches; use TASK_DEFINITION or NONE",
+                ))
+            }
+        },
+        Some(other) => {
+            check_enum("propagateTags", other, ecs::enums::PROPAGATE_TAGS)?;
+            Propagate::None
+        }
+    })
 }
