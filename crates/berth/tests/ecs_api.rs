@@ -856,6 +856,35 @@ async fn errors_carry_ecs_exact_messages() {
     for (op, body, error, message) in table {
         assert_eq!(s.err(op, body, error).await, message, "{op}");
     }
+    // Members Berth cannot honour are refused by name, never dropped.
+    let mut gpu = task_def("gpu");
+    gpu["containerDefinitions"][0]["resourceRequirements"] = json!([{"type": "GPU", "value": "1"}]);
+    let mut tee = task_def("tee");
+    tee["trustedExecutionConfiguration"] = json!({"isolationMode": "x"});
+    for (op, body, error, says) in [
+        (
+            "RegisterTaskDefinition",
+            gpu,
+            "ClientException",
+            "resourceRequirements",
+        ),
+        (
+            "RegisterTaskDefinition",
+            tee,
+            "ClientException",
+            "trustedExecutionConfiguration",
+        ),
+        (
+            "CreateService",
+            json!({"cluster": "c", "serviceName": "g", "taskDefinition": "web",
+                   "gatewayConnectors": [{}]}),
+            "InvalidParameterException",
+            "gatewayConnectors",
+        ),
+    ] {
+        let m = s.err(op, body, error).await;
+        assert!(m.contains(says), "{op}: {m}");
+    }
     s.ok("DeleteService", json!({"cluster": "c", "service": "api"}))
         .await;
     assert_eq!(

@@ -816,3 +816,80 @@ async fn metric_filters_turn_matching_events_into_cloudwatch_metrics() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn filter_log_events_reads_newest_first_when_asked() {
+    let s = TestServer::start().await;
+    let call = |op: &'static str, body: Value| {
+        let s = &s;
+        async move { common::signed_logs_call(s, op, &body).await }
+    };
+    call("CreateLogGroup", json!({"logGroupName": "/n"})).await;
+    call(
+        "CreateLogStream",
+        json!({"logGroupName": "/n", "logStreamName": "s"}),
+    )
+    .await;
+    let t0 = now_ms() - 60_000;
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"timestamp": t0 + i, "message": format!("e{i}")}))
+        .collect();
+    let a = call(
+        "PutLogEvents",
+        json!({"logGroupName": "/n", "logStreamName": "s", "logEvents": events}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let messages = |v: &Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let p1 = call(
+        "FilterLogEvents",
+        json!({"logGroupName": "/n", "startFromHead": false, "limit": 2, "startTime": t0}),
+    )
+    .await;
+    assert_eq!(
+        messages(&p1.body),
+        ["e4", "e3"],
+        "newest first: {}",
+        p1.body
+    );
+    let p2 = call(
+        "FilterLogEvents",
+        json!({"logGroupName": "/n", "limit": 2, "startTime": t0,
+               "nextToken": p1.body["nextToken"]}),
+    )
+    .await;
+    assert_eq!(
+        messages(&p2.body),
+        ["e2", "e1"],
+        "the token keeps the direction"
+    );
+    let head = call(
+        "FilterLogEvents",
+        json!({"logGroupName": "/n", "limit": 2, "startTime": t0}),
+    )
+    .await;
+    assert_eq!(
+        messages(&head.body),
+        ["e0", "e1"],
+        "oldest first by default"
+    );
+    let old = call(
+        "FilterLogEvents",
+        json!({"logGroupName": "/n", "startFromHead": false, "startTime": 1_600_000_000_000i64}),
+    )
+    .await;
+    assert_eq!(
+        old.error_type().as_deref(),
+        Some("InvalidParameterException"),
+        "{}",
+        old.body
+    );
+    s.stop().await;
+}

@@ -16,6 +16,8 @@ use std::sync::Arc;
 /// Events per GetLogEvents / FilterLogEvents answer, and its size (Logs' own limits).
 const MAX_EVENTS: i32 = 10_000;
 const MAX_RESPONSE_BYTES: usize = 1_048_576;
+/// FilterLogEvents reads newest first only from 2024 on (Logs' own rule).
+const NEWEST_FIRST_SINCE_MS: i64 = 1_704_067_200_000;
 /// Tags a log group may carry.
 const MAX_TAGS: usize = 50;
 /// Streams FilterLogEvents may name.
@@ -162,6 +164,7 @@ impl Control {
             kms_key_id: None,
             deletion_protection_enabled: Some(false),
             bearer_token_authentication_enabled: None,
+            retention_policy_name: None,
         }
     }
 
@@ -727,17 +730,21 @@ impl Control {
             Some(p) => Some(parse_pattern(p)?),
             None => None,
         };
+        // startFromHead false reads newest first; a token keeps its own direction.
+        if r.start_from_head == Some(false)
+            && r.next_token.is_none()
+            && r.start_time.is_some_and(|t| t < NEWEST_FIRST_SINCE_MS)
+        {
+            return Err(EcsError::invalid(
+                "Setting startFromHead to false is supported only when startTime is on or after Jan 1, 2024 00:00:00 UTC.",
+            ));
+        }
         let bound = match r.next_token.as_deref() {
-            Some(t) => match parse_token(t)? {
-                Bound::After(k) => Bound::After(k),
-                _ => {
-                    return Err(EcsError::invalid(format!(
-                        "The specified nextToken is invalid: '{t}'"
-                    )))
-                }
-            },
+            Some(t) => parse_token(t)?,
+            None if r.start_from_head == Some(false) => Bound::Tail,
             None => Bound::Head,
         };
+        let newest_first = matches!(bound, Bound::Tail | Bound::Before(_));
         let (start, end) = time_range(r.start_time, r.end_time)?;
         let (names, prefix) = (r.log_stream_names, r.log_stream_name_prefix);
         let found: Vec<Found> = self
@@ -763,10 +770,15 @@ impl Control {
                 .sum::<usize>()
                 + limits::MAX_EVENT_BYTES
                 > MAX_RESPONSE_BYTES;
-        let next_token = match found.last() {
-            Some(last) if full => Some(token('f', last.key)),
+        let next_token = match (found.first(), found.last()) {
+            (Some(first), _) if full && newest_first => Some(token('b', first.key)),
+            (_, Some(last)) if full => Some(token('f', last.key)),
             _ => None,
         };
+        let mut found = found;
+        if newest_first {
+            found.reverse();
+        }
         Ok(FilterLogEventsResponse {
             events: Some(
                 found

@@ -278,6 +278,19 @@ impl Control {
         if let Some(p) = r.propagate_tags.as_deref() {
             check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
         }
+        if r.gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()) {
+            return Err(EcsError::invalid(
+                "gatewayConnectors is not supported by Berth yet",
+            ));
+        }
+        if r.deployment_configuration
+            .as_ref()
+            .is_some_and(|d| d.early_success_criteria.is_some())
+        {
+            return Err(EcsError::invalid(
+                "deploymentConfiguration.earlySuccessCriteria is not supported by Berth yet",
+            ));
+        }
         if let Some(c) = &r.deployment_controller {
             if c.r#type.as_deref().is_some_and(|t| t != "ECS") {
                 return Err(EcsError::invalid(
@@ -464,6 +477,16 @@ impl Control {
                 "availabilityZoneRebalancing",
             ),
             (r.monitoring.is_some(), "monitoring"),
+            (
+                r.gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()),
+                "gatewayConnectors",
+            ),
+            (
+                r.deployment_configuration
+                    .as_ref()
+                    .is_some_and(|d| d.early_success_criteria.is_some()),
+                "deploymentConfiguration.earlySuccessCriteria",
+            ),
         ];
         if let Some((_, member)) = unsupported.iter().find(|(given, _)| *given) {
             return Err(EcsError::invalid(format!(

@@ -24,6 +24,25 @@ impl Control {
     ) -> Result<ecs::RegisterTaskDefinitionResponse, EcsError> {
         let spec = task_definition_spec(&r)?;
         let size = spec.validate()?;
+        if r.trusted_execution_configuration.is_some() {
+            return Err(EcsError::client(
+                "trustedExecutionConfiguration is not supported by Berth: its agents run no trusted execution environment",
+            ));
+        }
+        for c in r.container_definitions.iter().flatten() {
+            if let Some(rr) = c
+                .resource_requirements
+                .iter()
+                .flatten()
+                .find(|rr| rr.r#type.is_some())
+            {
+                return Err(EcsError::client(format!(
+                    "container '{}': resourceRequirements of type {} are not supported by Berth: its agents offer none",
+                    c.name.as_deref().unwrap_or_default(),
+                    rr.r#type.as_deref().unwrap_or_default()
+                )));
+            }
+        }
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
         let mut untagged = r.clone();
@@ -82,6 +101,7 @@ impl Control {
                 ephemeral_storage: r.ephemeral_storage.clone(),
                 runtime_platform: r.runtime_platform.clone(),
                 enable_fault_injection: r.enable_fault_injection,
+                trusted_execution_configuration: None,
                 registered_at: Some(now_epoch()),
                 registered_by: Some(caller.principal_arn.clone()),
                 deregistered_at: None,
