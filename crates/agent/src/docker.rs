@@ -94,9 +94,16 @@ impl Docker {
             return None;
         }
         let c = self.client.inspect_container(id, None).await.ok()?;
-        let driver = c.host_config.as_ref()?.log_config.as_ref()?.typ.clone()?;
+        let log_config = c.host_config.as_ref()?.log_config.as_ref()?;
+        let driver = log_config.typ.clone()?;
+        // Compressed rotations (`.N.gz`) are read through the API, which inflates them.
+        let compressed = log_config
+            .config
+            .as_ref()
+            .and_then(|o| o.get("compress"))
+            .is_some_and(|v| v == "true");
         let path = std::path::PathBuf::from(c.log_path.filter(|p| !p.is_empty())?);
-        (driver == "json-file" && std::fs::File::open(&path).is_ok()).then_some(path)
+        (driver == "json-file" && !compressed && std::fs::File::open(&path).is_ok()).then_some(path)
     }
 }
 
@@ -444,15 +451,27 @@ impl Runtime for Docker {
             let (client, id) = (self.client.clone(), id.to_string());
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
+                // Gone means stopped; a failed question is asked again, a few times (the
+                // engine restarting), but not forever (the agent shutting down). Nobody
+                // reading any more also ends it.
+                let failures = std::cell::Cell::new(0u32);
+                let watcher = tx.clone();
                 let running = || {
+                    if watcher.is_closed() {
+                        return false;
+                    }
                     handle.block_on(async {
-                        client
-                            .inspect_container(&id, None)
-                            .await
-                            .ok()
-                            .and_then(|c| c.state)
-                            .and_then(|s| s.running)
-                            .unwrap_or(false)
+                        match client.inspect_container(&id, None).await {
+                            Ok(c) => {
+                                failures.set(0);
+                                c.state.and_then(|s| s.running).unwrap_or(false)
+                            }
+                            Err(e) if is_not_found(&e) => false,
+                            Err(_) => {
+                                failures.set(failures.get() + 1);
+                                failures.get() < 5
+                            }
+                        }
                     })
                 };
                 crate::jsonfile::read(&path, since_ns, follow, &running, &mut |line| {

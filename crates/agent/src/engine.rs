@@ -11,7 +11,7 @@ use crate::runtime::{CreateSpec, HealthcheckSpec, Observed, Runtime, RuntimeErro
 use berth_agent_proto::{labels, ContainerPlan, ContainerReport, DesiredTask, TaskReport};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// The stop reason of tasks stopped because their agent exits with `--stop-tasks-on-exit`.
@@ -178,8 +178,6 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
 #[derive(Debug, Clone, Default)]
 struct Ctr {
     plan: ContainerPlan,
-    /// When it began waiting for its dependencies (`startTimeout` counts from here).
-    waiting_since: Option<Instant>,
     id: Option<String>,
     obs: Option<Observed>,
     /// Why it never ran or why it stopped, in ECS's words.
@@ -226,7 +224,9 @@ enum Readiness {
     Never(String),
 }
 
-fn readiness(c: &Ctr, all: &[Ctr]) -> Readiness {
+/// `now` is seconds since the epoch: a dependency with a `startTimeout` that has not reached
+/// its condition that long after it started is given up on, as the ECS agent does.
+fn readiness(c: &Ctr, all: &[Ctr], now: f64) -> Readiness {
     for d in &c.plan.depends_on {
         let Some(dep) = all.iter().find(|x| x.plan.name == d.container_name) else {
             return Readiness::Never(format!(
@@ -266,6 +266,15 @@ fn readiness(c: &Ctr, all: &[Ctr]) -> Readiness {
             }
         };
         if !ok {
+            let started = obs.and_then(|o| o.started_at);
+            if let (Some(limit), Some(at)) = (dep.plan.start_timeout.filter(|t| *t > 0), started) {
+                if now > at + f64::from(limit) {
+                    return Readiness::Never(format!(
+                        "dependency {} did not reach {} within its startTimeout of {limit} s",
+                        dep.plan.name, d.condition
+                    ));
+                }
+            }
             return Readiness::Wait;
         }
     }
@@ -529,17 +538,7 @@ impl TaskRun {
             if self.ctrs[i].id.is_some() || self.ctrs[i].failed_to_start {
                 continue;
             }
-            let mut ready = readiness(&self.ctrs[i], &self.ctrs);
-            if let Readiness::Wait = ready {
-                let since = *self.ctrs[i].waiting_since.get_or_insert_with(Instant::now);
-                if let Some(limit) = self.ctrs[i].plan.start_timeout {
-                    if since.elapsed() > Duration::from_secs(u64::try_from(limit).unwrap_or(0)) {
-                        ready = Readiness::Never(format!(
-                            "its dependencies were not met within its startTimeout of {limit} s"
-                        ));
-                    }
-                }
-            }
+            let ready = readiness(&self.ctrs[i], &self.ctrs, now());
             match ready {
                 Readiness::Wait => {}
                 Readiness::Never(why) => {
@@ -863,7 +862,7 @@ mod tests {
             condition: "SUCCESS".into(),
         }];
         assert!(matches!(
-            readiness(&app, &[init.clone(), app.clone()]),
+            readiness(&app, &[init.clone(), app.clone()], now()),
             Readiness::Wait
         ));
         init.obs = Some(Observed {
@@ -873,12 +872,12 @@ mod tests {
             ..Default::default()
         });
         assert!(matches!(
-            readiness(&app, &[init.clone(), app.clone()]),
+            readiness(&app, &[init.clone(), app.clone()], now()),
             Readiness::Ready
         ));
         init.obs.as_mut().unwrap().exit_code = Some(3);
         assert!(
-            matches!(readiness(&app, &[init, app.clone()]), Readiness::Never(m) if m.contains("code 3"))
+            matches!(readiness(&app, &[init, app.clone()], now()), Readiness::Never(m) if m.contains("code 3"))
         );
     }
 
@@ -995,8 +994,8 @@ mod tests {
                 container_name: "db".into(),
                 condition: "HEALTHY".into(),
             }];
-            app.start_timeout = Some(1);
             let mut db = ctr("db", "img");
+            db.start_timeout = Some(1);
             db.essential = false;
             db.health_check = Some(berth_agent_proto::HealthCheckPlan {
                 command: vec!["CMD".into(), "true".into()],
@@ -1006,7 +1005,7 @@ mod tests {
                 start_period_s: 0,
             });
             let h = start(rt.clone(), task(vec![app, db]));
-            // db runs but never says healthy: app gives up after its startTimeout.
+            // db runs but never says healthy: app gives up after db's startTimeout.
             let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
             assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
             assert!(

@@ -112,6 +112,7 @@ pub fn read(
     while !queue.is_empty() {
         let (file, ino) = queue.remove(0);
         let newest = queue.is_empty();
+        let mut rotated = false;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         loop {
             match reader.read_until(b'\n', &mut raw) {
@@ -140,8 +141,14 @@ pub fn read(
                 raw.clear();
                 break;
             }
-            if inode(path).is_some_and(|now| now != ino) {
-                // Rotated: this file is complete; read the ones written after it.
+            if !rotated && inode(path).is_some_and(|now| now != ino) {
+                // Rotated: Docker may have written to this file just before renaming it, so
+                // read it to its end once more before moving on.
+                rotated = true;
+                continue;
+            }
+            if rotated {
+                // This file is complete; read the ones written after it.
                 let newer = files(path);
                 let at = newer.iter().position(|p| inode(p) == Some(ino));
                 queue = newer

@@ -266,6 +266,12 @@ pub mod fake {
                 .ok_or(RuntimeError::Api("no such container".into()))?;
             c.obs.running = true;
             c.obs.started = true;
+            c.obs.started_at = Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            );
             if c.spec.healthcheck.is_some() {
                 c.obs.health = Some("starting".into());
             }

@@ -169,6 +169,12 @@ fn container_spec(index: usize, c: &ecs::ContainerDefinition) -> Result<Containe
             .flatten()
             .filter_map(|v| v.source_container.clone())
             .collect(),
+        links: c
+            .links
+            .iter()
+            .flatten()
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+            .collect(),
         log_driver,
         has_ulimits: c.ulimits.as_ref().is_some_and(|u| !u.is_empty()),
         has_docker_labels: c.docker_labels.as_ref().is_some_and(|l| !l.is_empty()),

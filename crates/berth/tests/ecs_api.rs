@@ -861,6 +861,12 @@ async fn errors_carry_ecs_exact_messages() {
     gpu["containerDefinitions"][0]["resourceRequirements"] = json!([{"type": "GPU", "value": "1"}]);
     let mut tee = task_def("tee");
     tee["trustedExecutionConfiguration"] = json!({"isolationMode": "x"});
+    let mut selflink = task_def("selflink");
+    let own = selflink["containerDefinitions"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    selflink["containerDefinitions"][0]["links"] = json!([format!("{own}:me")]);
     for (op, body, error, says) in [
         (
             "RegisterTaskDefinition",
@@ -873,6 +879,12 @@ async fn errors_carry_ecs_exact_messages() {
             tee,
             "ClientException",
             "trustedExecutionConfiguration",
+        ),
+        (
+            "RegisterTaskDefinition",
+            selflink,
+            "ClientException",
+            "links",
         ),
         (
             "CreateService",

@@ -1842,6 +1842,25 @@ async fn tasks_get_propagated_and_managed_tags() {
         )
         .await;
     assert_eq!(u["service"]["propagateTags"], "NONE");
+    // What a tool resends unchanged is accepted.
+    s.ok(
+        "UpdateService",
+        json!({"cluster": "default", "service": "api", "enableExecuteCommand": false,
+               "serviceConnectConfiguration": {"enabled": false}}),
+    )
+    .await;
+    // A task with ECS's own tags can still be tagged and untagged by its user.
+    let task = listed["taskArns"][0].as_str().unwrap().to_string();
+    s.ok(
+        "TagResource",
+        json!({"resourceArn": task, "tags": [{"key": "more", "value": "1"}]}),
+    )
+    .await;
+    s.ok(
+        "UntagResource",
+        json!({"resourceArn": task, "tagKeys": ["svc"]}),
+    )
+    .await;
     assert_eq!(
         u["service"]["loadBalancers"][0]["containerPort"], 80,
         "kept as CreateService keeps it"

@@ -536,6 +536,7 @@ impl Control {
             }
         }
         meta.tags = task_tags(&meta.tags, &propagated, &managed);
+        crate::check_tag_count(&meta.tags)?;
         let d = demand(&td, &meta.overrides)?;
         let family = td.family.clone().unwrap_or_default();
         let rules = Rules {

@@ -400,9 +400,12 @@ fn sanitized(mut s: TaskStats, now_ms: i64) -> TaskStats {
     s.cpu_units = bounded(s.cpu_units);
     // A task has at most ten containers.
     s.per_container.truncate(10);
+    s.per_container.retain(|c| !c.name.is_empty());
     for c in &mut s.per_container {
         c.cpu_units = bounded(c.cpu_units);
-        c.name.truncate(255);
+        if let Some((at, _)) = c.name.char_indices().nth(255) {
+            c.name.truncate(at);
+        }
     }
     s
 }

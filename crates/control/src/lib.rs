@@ -350,6 +350,22 @@ pub(crate) fn check_tags(tags: &[berth_api::ecs::Tag]) -> Result<(), EcsError> {
     Ok(())
 }
 
+/// A resource's tags count against ECS's limit of 50 except those ECS itself adds (`aws:`).
+pub(crate) fn check_tag_count(tags: &[berth_api::ecs::Tag]) -> Result<(), EcsError> {
+    let users = tags
+        .iter()
+        .filter(|t| {
+            !t.key
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .starts_with("aws:")
+        })
+        .count();
+    berth_model::tags::check_count(users)?;
+    Ok(())
+}
+
 pub(crate) fn json<T: Serialize>(value: T) -> Result<Vec<u8>, EcsError> {
     serde_json::to_vec(&value).map_err(|e| EcsError::server(format!("encoding the response: {e}")))
 }

@@ -180,7 +180,8 @@ fn container_plan(c: &ContainerDefinition, td: &TaskDefinition) -> ContainerPlan
         .map(|l| l.split(':').next().unwrap_or_default().to_string())
         .chain(host.volumes_from.iter().map(|(c, _)| c.clone()));
     for name in implied {
-        if !depends_on.iter().any(|d| d.container_name == name) {
+        let own = c.name.as_deref() == Some(name.as_str());
+        if !own && !depends_on.iter().any(|d| d.container_name == name) {
             depends_on.push(Dependency {
                 container_name: name,
                 condition: "START".into(),

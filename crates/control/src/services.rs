@@ -278,10 +278,42 @@ impl Control {
         if let Some(p) = r.propagate_tags.as_deref() {
             check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
         }
-        if r.gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()) {
-            return Err(EcsError::invalid(
-                "gatewayConnectors is not supported by Berth yet",
-            ));
+        let unsupported = [
+            (
+                r.gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()),
+                "gatewayConnectors",
+            ),
+            (
+                r.enable_execute_command == Some(true),
+                "enableExecuteCommand",
+            ),
+            (
+                r.service_connect_configuration
+                    .as_ref()
+                    .is_some_and(|c| c.enabled == Some(true)),
+                "serviceConnectConfiguration",
+            ),
+            (
+                r.volume_configurations
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty()),
+                "volumeConfigurations",
+            ),
+            (
+                r.vpc_lattice_configurations
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty()),
+                "vpcLatticeConfigurations",
+            ),
+            (
+                r.availability_zone_rebalancing.as_deref() == Some("ENABLED"),
+                "availabilityZoneRebalancing",
+            ),
+        ];
+        if let Some((_, member)) = unsupported.iter().find(|(given, _)| *given) {
+            return Err(EcsError::invalid(format!(
+                "{member} is not supported by Berth yet"
+            )));
         }
         if r.deployment_configuration
             .as_ref()
@@ -451,13 +483,14 @@ impl Control {
                     .is_some_and(|c| c.r#type.as_deref().is_some_and(|t| t != "ECS")),
                 "deploymentController",
             ),
-            (r.platform_version.is_some(), "platformVersion"),
             (
                 r.enable_execute_command == Some(true),
                 "enableExecuteCommand",
             ),
             (
-                r.service_connect_configuration.is_some(),
+                r.service_connect_configuration
+                    .as_ref()
+                    .is_some_and(|c| c.enabled == Some(true)),
                 "serviceConnectConfiguration",
             ),
             (
@@ -496,6 +529,12 @@ impl Control {
         let now = now_epoch();
         for _ in 0..CAS_ATTEMPTS {
             let (mut s, kv) = self.service_record(&cluster, &ident).await?;
+            // Tools that resend the whole service may repeat what CreateService kept.
+            if r.platform_version.is_some() && r.platform_version != s.platform_version {
+                return Err(EcsError::invalid(
+                    "UpdateService's platformVersion is not supported by Berth yet",
+                ));
+            }
             if s.status.as_deref() != Some("ACTIVE") {
                 return Err(EcsError::new(
                     ErrorKind::ServiceNotActive,

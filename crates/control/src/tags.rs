@@ -74,7 +74,8 @@ impl Control {
             let seen = self.get_record::<Vec<Tag>>(&key).await?;
             let mut tags = seen.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
             f(&mut tags);
-            crate::check_tags(&tags)?;
+            // New tags were checked one by one; ECS's own (`aws:`) do not count.
+            crate::check_tag_count(&tags)?;
             let txn = Txn::new().unchanged(&key, seen.as_ref().map(|(_, kv)| kv));
             let txn = if tags.is_empty() {
                 txn.delete(key.clone())

@@ -148,6 +148,8 @@ pub struct ContainerSpec {
     pub mount_volumes: Vec<String>,
     /// `volumesFrom[].sourceContainer`.
     pub volumes_from: Vec<String>,
+    /// The containers `links` name (the part before any `:alias`).
+    pub links: Vec<String>,
     /// `logConfiguration.logDriver`.
     pub log_driver: Option<String>,
     pub has_ulimits: bool,
@@ -446,7 +448,7 @@ impl TaskDefinitionSpec {
         }
         if let Some(cycle) = self.dependency_cycle() {
             return Err(Invalid::client(format!(
-                "dependsOn forms a cycle: {}",
+                "dependsOn, links and volumesFrom form a cycle: {}",
                 cycle.join(" -> ")
             )));
         }
@@ -457,6 +459,24 @@ impl TaskDefinitionSpec {
                     "container '{name}': mountPoints.sourceVolume '{v}' is not declared in volumes"
                 )));
             }
+        }
+        for l in &c.links {
+            if !self.containers.iter().any(|t| &t.name == l) || l == name {
+                return Err(Invalid::client(format!(
+                    "container '{name}': links names '{l}', which is not another container of this task definition"
+                )));
+            }
+        }
+        if !c.links.is_empty()
+            && matches!(
+                self.effective_network_mode(),
+                NetworkMode::Host | NetworkMode::Awsvpc
+            )
+        {
+            return Err(Invalid::client(format!(
+                "container '{name}': links are not supported in network mode {}",
+                self.effective_network_mode().as_str()
+            )));
         }
         for s in &c.volumes_from {
             if !self.containers.iter().any(|t| &t.name == s) || s == name {
@@ -486,8 +506,15 @@ impl TaskDefinitionSpec {
             }
             path.push(name);
             if let Some(c) = spec.containers.iter().find(|c| c.name == name) {
-                for d in &c.depends_on {
-                    if let Some(cycle) = visit(spec, &d.container, path, done) {
+                // links and volumesFrom order containers as dependsOn does.
+                let targets = c
+                    .depends_on
+                    .iter()
+                    .map(|d| d.container.as_str())
+                    .chain(c.links.iter().map(String::as_str))
+                    .chain(c.volumes_from.iter().map(String::as_str));
+                for t in targets {
+                    if let Some(cycle) = visit(spec, t, path, done) {
                         return Some(cycle);
                     }
                 }
@@ -624,6 +651,7 @@ mod tests {
             has_secrets: false,
             has_environment_files: false,
             restart_policy: false,
+            links: vec![],
         }
     }
 
