@@ -8,7 +8,6 @@
 
 mod common;
 
-use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use common::{docker_available, docker_cleanup, wait_joined, TestAgent, TestServer, BUSYBOX};
@@ -16,19 +15,7 @@ use serde_json::json;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn client(s: &TestServer) -> aws_sdk_cloudwatch::Client {
-    let conf = aws_sdk_cloudwatch::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&s.endpoint)
-        .credentials_provider(Credentials::new(
-            &s.access_key,
-            &s.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_cloudwatch::Client::from_conf(conf)
+    common::sdk_client!(aws_sdk_cloudwatch, s)
 }
 
 fn now() -> i64 {

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatchlogs::types::{InputLogEvent, OrderBy};
 use common::{aws_cli, aws_json, TestServer};
@@ -12,19 +11,7 @@ use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn client(s: &TestServer) -> aws_sdk_cloudwatchlogs::Client {
-    let conf = aws_sdk_cloudwatchlogs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&s.endpoint)
-        .credentials_provider(Credentials::new(
-            &s.access_key,
-            &s.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_cloudwatchlogs::Client::from_conf(conf)
+    common::sdk_client!(aws_sdk_cloudwatchlogs, s)
 }
 
 fn now_ms() -> i64 {

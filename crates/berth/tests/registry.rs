@@ -1146,22 +1146,9 @@ async fn skopeo_copies_both_ways_and_inspects() {
 
 #[tokio::test]
 async fn the_aws_sdk_for_ecr_works_unchanged() {
-    use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_ecr::error::ProvideErrorMetadata;
     let s = TestServer::start().await;
-    let conf = aws_sdk_ecr::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&s.endpoint)
-        .credentials_provider(Credentials::new(
-            &s.access_key,
-            &s.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    let ecr = aws_sdk_ecr::Client::from_conf(conf);
+    let ecr = common::sdk_client!(aws_sdk_ecr, &s);
     let r = ecr
         .create_repository()
         .repository_name("sdk/app")

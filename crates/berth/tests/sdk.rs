@@ -2,19 +2,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::types::{ContainerDefinition, PortMapping, Tag, TaskDefinitionStatus};
 use common::TestServer;
 
 fn client(s: &TestServer, secret: &str) -> aws_sdk_ecs::Client {
-    let conf = aws_sdk_ecs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&s.endpoint)
-        .credentials_provider(Credentials::new(&s.access_key, secret, None, None, "test"))
-        .build();
-    aws_sdk_ecs::Client::from_conf(conf)
+    common::sdk_client!(aws_sdk_ecs, s, secret)
 }
 
 #[tokio::test]

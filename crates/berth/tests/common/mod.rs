@@ -369,6 +369,35 @@ impl Reg {
     }
 }
 
+/// A client of the `aws-sdk-*` crate `$sdk` (its module path, e.g. `aws_sdk_ecs`) for a test
+/// server, signing with its admin key (or the given secret, to test a wrong one).
+#[allow(unused_macros)]
+macro_rules! sdk_client {
+    ($sdk:ident, $server:expr) => {{
+        let s = $server;
+        common::sdk_client!($sdk, s, &s.secret_key)
+    }};
+    ($sdk:ident, $server:expr, $secret:expr) => {{
+        let s = $server;
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version($sdk::config::BehaviorVersion::latest())
+                .region($sdk::config::Region::new("us-east-1"))
+                .endpoint_url(&s.endpoint)
+                .credentials_provider($sdk::config::Credentials::new(
+                    &s.access_key,
+                    $secret,
+                    None,
+                    None,
+                    "test",
+                ))
+                .build(),
+        )
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use sdk_client;
+
 /// The AWS CLI to run: `BERTH_AWS_CLI` (set by `scripts/test`) or `aws`. Fails loudly when it
 /// is missing, unless `BERTH_SKIP_AWS_CLI=1` (then `None`).
 pub fn aws_cli() -> Option<String> {
