@@ -20,6 +20,7 @@
 //!   per cluster and per service, and `CPUReservation`/`MemoryReservation` (reserved over
 //!   registered, percent) per cluster with container instances.
 
+use crate::resources::Resources;
 use crate::Control;
 use berth_agent_proto::{StatsReport, TaskStats};
 use berth_api::ecs::ContainerInstance;
@@ -410,16 +411,12 @@ fn sanitized(mut s: TaskStats, now_ms: i64) -> TaskStats {
     s
 }
 
-fn registered(ci: &ContainerInstance, which: &str) -> (f64, f64) {
-    let get = |list: &Option<Vec<berth_api::ecs::Resource>>| {
-        list.iter()
-            .flatten()
-            .find(|r| r.name.as_deref() == Some(which))
-            .and_then(|r| r.integer_value)
-            .map(f64::from)
-            .unwrap_or(0.0)
+/// An instance's registered and remaining resources (nothing, for an unreadable record).
+fn resources(ci: &ContainerInstance) -> (Resources, Resources) {
+    let of = |list: &Option<Vec<berth_api::ecs::Resource>>| {
+        Resources::from_ecs(list.as_deref().unwrap_or_default()).unwrap_or_default()
     };
-    (get(&ci.registered_resources), get(&ci.remaining_resources))
+    (of(&ci.registered_resources), of(&ci.remaining_resources))
 }
 
 impl Control {
@@ -490,9 +487,13 @@ impl Control {
                 .instances()
                 .filter(|e| e.record.status.as_deref() != Some("INACTIVE"))
                 .map(|e| {
-                    let (cpu, cpu_left) = registered(&e.record, "CPU");
-                    let (mem, mem_left) = registered(&e.record, "MEMORY");
-                    (cpu, cpu_left, mem, mem_left)
+                    let (all, left) = resources(&e.record);
+                    (
+                        all.cpu as f64,
+                        left.cpu as f64,
+                        all.memory as f64,
+                        left.memory as f64,
+                    )
                 })
                 .collect();
             let tasks: Vec<TaskView> = state
