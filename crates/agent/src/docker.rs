@@ -51,9 +51,7 @@ fn is_not_found(e: &BollardError) -> bool {
 /// Splits Docker's `2024-01-02T03:04:05.123456789Z ` prefix from a log frame.
 fn split_timestamp(frame: &str) -> Option<(i64, &str)> {
     let (stamp, rest) = frame.split_once(' ')?;
-    let t =
-        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() as i64, rest))
+    Some((crate::jsonfile::parse_time(stamp)?, rest))
 }
 
 fn epoch(s: Option<&str>) -> Option<f64> {

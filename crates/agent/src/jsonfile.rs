@@ -24,7 +24,8 @@ struct Record {
     time: String,
 }
 
-fn parse_time(s: &str) -> Option<i64> {
+/// Docker's log timestamp (RFC 3339 with nanoseconds) as nanoseconds since the epoch.
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
