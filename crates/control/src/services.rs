@@ -20,6 +20,54 @@ use berth_model::arn::{Arn, ResourceKind};
 use berth_reconcile::deploy;
 use berth_store::{KeyValue, Txn};
 
+/// The first member CreateService and UpdateService both take that is given a value Berth
+/// cannot honour yet (refused by name, never dropped).
+fn unsupported_member<G, V, L>(
+    gateway_connectors: &Option<Vec<G>>,
+    enable_execute_command: Option<bool>,
+    service_connect: &Option<ecs::ServiceConnectConfiguration>,
+    volume_configurations: &Option<Vec<V>>,
+    vpc_lattice: &Option<Vec<L>>,
+    az_rebalancing: Option<&str>,
+    deployment: &Option<ecs::DeploymentConfiguration>,
+) -> Option<&'static str> {
+    let some = |given: bool, member: &'static str| given.then_some(member);
+    some(
+        gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()),
+        "gatewayConnectors",
+    )
+    .or(some(
+        enable_execute_command == Some(true),
+        "enableExecuteCommand",
+    ))
+    .or(some(
+        service_connect
+            .as_ref()
+            .is_some_and(|c| c.enabled == Some(true)),
+        "serviceConnectConfiguration",
+    ))
+    .or(some(
+        volume_configurations
+            .as_ref()
+            .is_some_and(|v| !v.is_empty()),
+        "volumeConfigurations",
+    ))
+    .or(some(
+        vpc_lattice.as_ref().is_some_and(|v| !v.is_empty()),
+        "vpcLatticeConfigurations",
+    ))
+    .or(some(
+        az_rebalancing == Some("ENABLED"),
+        "availabilityZoneRebalancing",
+    ))
+    .or(some(
+        deployment
+            .as_ref()
+            .is_some_and(|d| d.early_success_criteria.is_some()),
+        "deploymentConfiguration.earlySuccessCriteria",
+    ))
+}
+
 /// How many services one pass reconciles at once.
 const SIDE_BY_SIDE: usize = 16;
 
@@ -278,50 +326,18 @@ impl Control {
         if let Some(p) = r.propagate_tags.as_deref() {
             check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
         }
-        let unsupported = [
-            (
-                r.gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()),
-                "gatewayConnectors",
-            ),
-            (
-                r.enable_execute_command == Some(true),
-                "enableExecuteCommand",
-            ),
-            (
-                r.service_connect_configuration
-                    .as_ref()
-                    .is_some_and(|c| c.enabled == Some(true)),
-                "serviceConnectConfiguration",
-            ),
-            (
-                r.volume_configurations
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty()),
-                "volumeConfigurations",
-            ),
-            (
-                r.vpc_lattice_configurations
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty()),
-                "vpcLatticeConfigurations",
-            ),
-            (
-                r.availability_zone_rebalancing.as_deref() == Some("ENABLED"),
-                "availabilityZoneRebalancing",
-            ),
-        ];
-        if let Some((_, member)) = unsupported.iter().find(|(given, _)| *given) {
+        if let Some(member) = unsupported_member(
+            &r.gateway_connectors,
+            r.enable_execute_command,
+            &r.service_connect_configuration,
+            &r.volume_configurations,
+            &r.vpc_lattice_configurations,
+            r.availability_zone_rebalancing.as_deref(),
+            &r.deployment_configuration,
+        ) {
             return Err(EcsError::invalid(format!(
                 "{member} is not supported by Berth yet"
             )));
-        }
-        if r.deployment_configuration
-            .as_ref()
-            .is_some_and(|d| d.early_success_criteria.is_some())
-        {
-            return Err(EcsError::invalid(
-                "deploymentConfiguration.earlySuccessCriteria is not supported by Berth yet",
-            ));
         }
         if let Some(c) = &r.deployment_controller {
             if c.r#type.as_deref().is_some_and(|t| t != "ECS") {
@@ -470,58 +486,33 @@ impl Control {
             check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
         }
         // Members UpdateService cannot apply here are refused by name, never dropped.
-        let unsupported = [
-            (
-                r.capacity_provider_strategy
-                    .as_ref()
-                    .is_some_and(|c| !c.is_empty()),
-                "capacityProviderStrategy",
-            ),
-            (
-                r.deployment_controller
-                    .as_ref()
-                    .is_some_and(|c| c.r#type.as_deref().is_some_and(|t| t != "ECS")),
-                "deploymentController",
-            ),
-            (
-                r.enable_execute_command == Some(true),
-                "enableExecuteCommand",
-            ),
-            (
-                r.service_connect_configuration
-                    .as_ref()
-                    .is_some_and(|c| c.enabled == Some(true)),
-                "serviceConnectConfiguration",
-            ),
-            (
-                r.volume_configurations
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty()),
-                "volumeConfigurations",
-            ),
-            (
-                r.vpc_lattice_configurations
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty()),
-                "vpcLatticeConfigurations",
-            ),
-            (
-                r.availability_zone_rebalancing.as_deref() == Some("ENABLED"),
-                "availabilityZoneRebalancing",
-            ),
-            (r.monitoring.is_some(), "monitoring"),
-            (
-                r.gateway_connectors.as_ref().is_some_and(|g| !g.is_empty()),
-                "gatewayConnectors",
-            ),
-            (
-                r.deployment_configuration
-                    .as_ref()
-                    .is_some_and(|d| d.early_success_criteria.is_some()),
-                "deploymentConfiguration.earlySuccessCriteria",
-            ),
-        ];
-        if let Some((_, member)) = unsupported.iter().find(|(given, _)| *given) {
+        let member = unsupported_member(
+            &r.gateway_connectors,
+            r.enable_execute_command,
+            &r.service_connect_configuration,
+            &r.volume_configurations,
+            &r.vpc_lattice_configurations,
+            r.availability_zone_rebalancing.as_deref(),
+            &r.deployment_configuration,
+        )
+        .or_else(|| {
+            let capacity = r
+                .capacity_provider_strategy
+                .as_ref()
+                .is_some_and(|c| !c.is_empty());
+            let controller = r
+                .deployment_controller
+                .as_ref()
+                .is_some_and(|c| c.r#type.as_deref().is_some_and(|t| t != "ECS"));
+            [
+                (capacity, "capacityProviderStrategy"),
+                (controller, "deploymentController"),
+                (r.monitoring.is_some(), "monitoring"),
+            ]
+            .into_iter()
+            .find_map(|(given, member)| given.then_some(member))
+        });
+        if let Some(member) = member {
             return Err(EcsError::invalid(format!(
                 "UpdateService's {member} is not supported by Berth yet"
             )));
