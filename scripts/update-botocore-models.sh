@@ -22,7 +22,7 @@ def strip(x):
     if isinstance(x, list):
         return [strip(v) for v in x]
     return x
-for svc, ver in (("ecs", "2014-11-13"), ("ecr", "2015-09-21"), ("logs", "2014-03-28"), ("cloudwatch", "2010-08-01")):
+for svc, ver in (("ecs", "2014-11-13"), ("ecr", "2015-09-21"), ("logs", "2014-03-28"), ("cloudwatch", "2010-08-01"), ("elbv2", "2015-12-01")):
     src = os.path.join(root, svc, ver, "service-2.json")
     if not os.path.exists(src):
         src += ".gz"  # newer botocore ships its models gzipped

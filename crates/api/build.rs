@@ -83,6 +83,36 @@ const CLOUDWATCH: &[&str] = &[
     "PutMetricData",
 ];
 
+/// The Elastic Load Balancing v2 operations Berth serves.
+const ELBV2: &[&str] = &[
+    "AddTags",
+    "CreateListener",
+    "CreateLoadBalancer",
+    "CreateRule",
+    "CreateTargetGroup",
+    "DeleteListener",
+    "DeleteLoadBalancer",
+    "DeleteRule",
+    "DeleteTargetGroup",
+    "DeregisterTargets",
+    "DescribeListeners",
+    "DescribeLoadBalancerAttributes",
+    "DescribeLoadBalancers",
+    "DescribeRules",
+    "DescribeTags",
+    "DescribeTargetGroupAttributes",
+    "DescribeTargetGroups",
+    "DescribeTargetHealth",
+    "ModifyListener",
+    "ModifyLoadBalancerAttributes",
+    "ModifyRule",
+    "ModifyTargetGroup",
+    "ModifyTargetGroupAttributes",
+    "RegisterTargets",
+    "RemoveTags",
+    "SetRulePriorities",
+];
+
 /// The ECR operations Berth serves.
 const ECR: &[&str] = &[
     "BatchCheckLayerAvailability",
@@ -133,6 +163,13 @@ fn main() {
             "CloudWatchRequest",
             CLOUDWATCH,
             true,
+        ),
+        (
+            "elbv2-2015-12-01.json",
+            "elbv2.rs",
+            "ElbRequest",
+            ELBV2,
+            false,
         ),
     ] {
         let model_path = manifest.join("models").join(model_file);

@@ -107,6 +107,39 @@ pub enum ErrorKind {
     RequestEntityTooLarge,
     /// RequestTimeoutException
     RequestTimeout,
+    // Elastic Load Balancing v2's, named by their Query error codes.
+    DuplicateLoadBalancerName,
+    DuplicateTargetGroupName,
+    DuplicateListener,
+    TooManyLoadBalancers,
+    TooManyTargetGroups,
+    TooManyListeners,
+    TooManyRules,
+    TooManyTargets,
+    TooManyActions,
+    TooManyElbTags,
+    DuplicateTagKeys,
+    InvalidConfigurationRequest,
+    LoadBalancerNotFound,
+    TargetGroupNotFound,
+    ListenerNotFound,
+    RuleNotFound,
+    InvalidTarget,
+    PriorityInUse,
+    IncompatibleProtocols,
+    ElbResourceInUse,
+    UnsupportedProtocol,
+    InvalidSubnet,
+    SubnetNotFound,
+    InvalidSecurityGroup,
+    OperationNotPermitted,
+    InvalidLoadBalancerAction,
+    TargetGroupAssociationLimit,
+    CertificateNotFound,
+    InvalidScheme,
+    ValidationError,
+    InvalidAction,
+    MissingAction,
 }
 
 impl ErrorKind {
@@ -165,6 +198,38 @@ impl ErrorKind {
             ErrorKind::IncompleteSignature => "IncompleteSignatureException",
             ErrorKind::RequestEntityTooLarge => "RequestEntityTooLargeException",
             ErrorKind::RequestTimeout => "RequestTimeoutException",
+            ErrorKind::DuplicateLoadBalancerName => "DuplicateLoadBalancerName",
+            ErrorKind::DuplicateTargetGroupName => "DuplicateTargetGroupName",
+            ErrorKind::DuplicateListener => "DuplicateListener",
+            ErrorKind::TooManyLoadBalancers => "TooManyLoadBalancers",
+            ErrorKind::TooManyTargetGroups => "TooManyTargetGroups",
+            ErrorKind::TooManyListeners => "TooManyListeners",
+            ErrorKind::TooManyRules => "TooManyRules",
+            ErrorKind::TooManyTargets => "TooManyTargets",
+            ErrorKind::TooManyActions => "TooManyActions",
+            ErrorKind::TooManyElbTags => "TooManyTags",
+            ErrorKind::DuplicateTagKeys => "DuplicateTagKeys",
+            ErrorKind::InvalidConfigurationRequest => "InvalidConfigurationRequest",
+            ErrorKind::LoadBalancerNotFound => "LoadBalancerNotFound",
+            ErrorKind::TargetGroupNotFound => "TargetGroupNotFound",
+            ErrorKind::ListenerNotFound => "ListenerNotFound",
+            ErrorKind::RuleNotFound => "RuleNotFound",
+            ErrorKind::InvalidTarget => "InvalidTarget",
+            ErrorKind::PriorityInUse => "PriorityInUse",
+            ErrorKind::IncompatibleProtocols => "IncompatibleProtocols",
+            ErrorKind::ElbResourceInUse => "ResourceInUse",
+            ErrorKind::UnsupportedProtocol => "UnsupportedProtocol",
+            ErrorKind::InvalidSubnet => "InvalidSubnet",
+            ErrorKind::SubnetNotFound => "SubnetNotFound",
+            ErrorKind::InvalidSecurityGroup => "InvalidSecurityGroup",
+            ErrorKind::OperationNotPermitted => "OperationNotPermitted",
+            ErrorKind::InvalidLoadBalancerAction => "InvalidLoadBalancerAction",
+            ErrorKind::TargetGroupAssociationLimit => "TargetGroupAssociationLimit",
+            ErrorKind::CertificateNotFound => "CertificateNotFound",
+            ErrorKind::InvalidScheme => "InvalidScheme",
+            ErrorKind::ValidationError => "ValidationError",
+            ErrorKind::InvalidAction => "InvalidAction",
+            ErrorKind::MissingAction => "MissingAction",
         }
     }
 
@@ -199,6 +264,27 @@ impl ErrorKind {
 }
 
 /// An error answer: the exception and a message that says what was wrong, with which value.
+impl ErrorKind {
+    /// The code a Query-protocol (XML) service answers with: ELB's own kinds by their code,
+    /// the shared ones by the names Query services use for them.
+    pub fn xml_code(self) -> &'static str {
+        match self {
+            ErrorKind::Serialization | ErrorKind::InvalidParameter => "ValidationError",
+            ErrorKind::UnknownOperation => "InvalidAction",
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationToken",
+            ErrorKind::UnrecognizedClient => "InvalidClientTokenId",
+            ErrorKind::InvalidSignature => "SignatureDoesNotMatch",
+            ErrorKind::IncompleteSignature => "IncompleteSignature",
+            ErrorKind::AccessDenied => "AccessDenied",
+            ErrorKind::Server => "InternalFailure",
+            ErrorKind::ResourceNotFound => "ResourceNotFound",
+            ErrorKind::RequestTimeout => "RequestTimeout",
+            ErrorKind::RequestEntityTooLarge => "RequestEntityTooLarge",
+            other => other.wire_name(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", kind.wire_name())]
 pub struct EcsError {

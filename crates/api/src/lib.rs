@@ -13,8 +13,10 @@ pub mod cloudwatch;
 pub mod convert;
 pub mod ecr;
 pub mod ecs;
+pub mod elbv2;
 pub mod error;
 pub mod logs;
+pub mod query;
 pub mod sigv4;
 
 pub use error::{EcsError, ErrorKind};
@@ -149,6 +151,68 @@ pub fn parse_cloudwatch_request(
             format!("The parameter {path} is required."),
         )),
         other => parsed("CloudWatch", operation, other, cloudwatch::ALL_OPERATIONS),
+    }
+}
+
+/// Parses a Query-protocol (form-encoded) Elastic Load Balancing v2 request: its `Action`,
+/// `Version` and members. Missing members are ELB's ValidationError.
+pub fn parse_elb_request(body: &[u8]) -> Result<elbv2::ElbRequest, EcsError> {
+    let params = query::decode_form(body)
+        .map_err(|e| EcsError::new(ErrorKind::ValidationError, e.to_string()))?;
+    let mut action = None;
+    let mut rest = Vec::with_capacity(params.len());
+    for (k, v) in params {
+        match k.as_str() {
+            "Action" => action = Some(v),
+            "Version" => {
+                if v != ELB_VERSION {
+                    return Err(EcsError::new(
+                        ErrorKind::ValidationError,
+                        format!("Version '{v}' is not supported; use {ELB_VERSION}"),
+                    ));
+                }
+            }
+            _ => rest.push((k, v)),
+        }
+    }
+    let Some(action) = action else {
+        return Err(EcsError::new(
+            ErrorKind::MissingAction,
+            "The request must contain the parameter Action",
+        ));
+    };
+    let model = elbv2::model();
+    let Some(input) = model["operations"][&action]["input"]["shape"].as_str() else {
+        return Err(EcsError::new(
+            ErrorKind::InvalidAction,
+            format!("The action {action} is not valid for this web service."),
+        ));
+    };
+    let json = query::params_to_json(model, input, &rest, false)
+        .and_then(|v| serde_json::to_vec(&v).map_err(|e| ParseError::Serialization(e.to_string())))
+        .map_err(|e| EcsError::new(ErrorKind::ValidationError, e.to_string()))?;
+    match elbv2::ElbRequest::parse(&action, &json) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(EcsError::new(
+            ErrorKind::InvalidAction,
+            format!("Elastic Load Balancing action '{action}' is not implemented by Berth yet"),
+        )),
+        Err(ParseError::Serialization(m)) => Err(EcsError::new(ErrorKind::ValidationError, m)),
+        Err(ParseError::Missing(path)) => Err(EcsError::new(
+            ErrorKind::ValidationError,
+            format!("1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null", lower_first(&path)),
+        )),
+    }
+}
+
+/// ELB's API version, the `Version` its requests carry.
+pub const ELB_VERSION: &str = "2015-12-01";
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 

@@ -167,6 +167,33 @@ struct ServerArgs {
     /// Let anyone pull from the registry without credentials.
     #[arg(long)]
     registry_anonymous_pull: bool,
+    /// The address load balancers' listeners bind (each at its listener's port).
+    #[arg(long, default_value = "0.0.0.0", env = "BERTH_LB_ADDRESS")]
+    lb_address: std::net::IpAddr,
+    /// The ports listeners may use, as LOW-HIGH (default: any).
+    #[arg(long, value_parser = parse_port_range, env = "BERTH_LB_PORTS")]
+    lb_ports: Option<(u16, u16)>,
+}
+
+/// `LOW-HIGH`, both ports, LOW ≤ HIGH.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("'{s}' is not a port range LOW-HIGH"))?;
+    let low: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{a}' is not a port"))?;
+    let high: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{b}' is not a port"))?;
+    if low == 0 || low > high {
+        return Err(format!(
+            "'{s}' is not a port range from 1 to 65535, LOW ≤ HIGH"
+        ));
+    }
+    Ok((low, high))
 }
 
 fn main() -> Result<()> {
@@ -303,6 +330,10 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut options = server::Options::new(config);
+    options.elb = Some(berth_elb::Options {
+        address: args.lb_address,
+        ports: args.lb_ports,
+    });
     options.registry = Some(server::RegistryOptions {
         blobs: Arc::new(blobs),
         config: berth_registry::Config {

@@ -252,6 +252,16 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             return r;
         }
     }
+    // Query-protocol services (ELB) post forms and name the operation in the body.
+    let form = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form && !req.headers().contains_key("x-amz-target") {
+        let result = elb_request(&st, req).await;
+        return elb_response(&st, result, &request_id, started);
+    }
     let target = req
         .headers()
         .get("x-amz-target")
@@ -331,6 +341,74 @@ async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsE
     tokio::spawn(async move { control.handle(&caller, request).await })
         .await
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
+}
+
+/// Elastic Load Balancing v2 (Query protocol), signed for service `elasticloadbalancing`:
+/// the operation and its answer as JSON, for [`elb_response`] to write as XML.
+async fn elb_request(
+    st: &State,
+    req: Request<Incoming>,
+) -> Result<(&'static str, serde_json::Value), EcsError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(st, &parts, body, st.limits.max_body).await?;
+    let caller = authenticate(st, &parts, &body, "elasticloadbalancing").await?;
+    let request = berth_api::parse_elb_request(&body)?;
+    let operation = request.operation();
+    let control = st.control.clone();
+    let value = tokio::spawn(async move { control.handle_elb(&caller, request).await })
+        .await
+        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))??;
+    Ok((operation, value))
+}
+
+/// ELB's XML answer, or its `ErrorResponse`.
+fn elb_response(
+    st: &State,
+    result: Result<(&'static str, serde_json::Value), EcsError>,
+    request_id: &str,
+    started: Instant,
+) -> Response<Full<Bytes>> {
+    let model = berth_api::elbv2::model();
+    let (operation, result) = match result {
+        Ok((op, value)) => (
+            op,
+            berth_api::query::write_response(model, op, &value, request_id)
+                .map_err(|e| EcsError::server(format!("encoding the answer: {e}"))),
+        ),
+        Err(e) => ("unknown", Err(e)),
+    };
+    let resp = match &result {
+        Ok(xml) => respond(200, request_id, xml.clone().into_bytes(), "text/xml"),
+        Err(e) => {
+            let status = e.kind.http_status();
+            let xml = berth_api::query::write_error(
+                model,
+                e.kind.xml_code(),
+                &e.message,
+                status < 500,
+                request_id,
+            );
+            respond(status, request_id, xml.into_bytes(), "text/xml")
+        }
+    };
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    st.control.metrics.request(
+        "elasticloadbalancing",
+        operation,
+        status,
+        latency_ms / 1000.0,
+    );
+    match &result {
+        Err(e) if status >= 500 => {
+            tracing::error!(request_id, operation, status, latency_ms, error = %e, "request failed")
+        }
+        Err(e) => {
+            tracing::info!(request_id, operation, status, latency_ms, error = %e, "request refused")
+        }
+        Ok(_) => tracing::info!(request_id, operation, status, latency_ms, "request"),
+    }
+    resp
 }
 
 /// CloudWatch Logs' JSON API, signed for service `logs`.

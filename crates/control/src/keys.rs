@@ -70,7 +70,46 @@ pub const RESETTABLE: &[&str] = &[
     "tasks/",
     "services/",
     "runtokens/",
+    ELB,
 ];
+
+/// Elastic Load Balancing's records, all under one prefix:
+/// `elb/lbs/NAME` → a load balancer and its attributes, `elb/tgs/NAME` → a target group, its
+/// attributes and the listeners using it, `elb/listeners/LB_ID/ID` → `elbv2::Listener`,
+/// `elb/rules/LISTENER_ID/ID` → `elbv2::Rule`, `elb/targets/GROUP_ID/ID|PORT` → a target,
+/// `elb/tags/ARN` → `Vec<elbv2::Tag>`.
+pub const ELB: &str = "elb/";
+pub fn elb_lb(name: &str) -> String {
+    format!("elb/lbs/{name}")
+}
+pub const ELB_LBS: &str = "elb/lbs/";
+pub fn elb_tg(name: &str) -> String {
+    format!("elb/tgs/{name}")
+}
+pub const ELB_TGS: &str = "elb/tgs/";
+pub fn elb_listener(lb_id: &str, id: &str) -> String {
+    format!("elb/listeners/{lb_id}/{id}")
+}
+pub fn elb_listeners_of(lb_id: &str) -> String {
+    format!("elb/listeners/{lb_id}/")
+}
+pub const ELB_LISTENERS: &str = "elb/listeners/";
+pub fn elb_rule(listener_id: &str, id: &str) -> String {
+    format!("elb/rules/{listener_id}/{id}")
+}
+pub fn elb_rules_of(listener_id: &str) -> String {
+    format!("elb/rules/{listener_id}/")
+}
+pub fn elb_target(group_id: &str, id: &str, port: i32) -> String {
+    format!("elb/targets/{group_id}/{id}|{port}")
+}
+pub fn elb_targets_of(group_id: &str) -> String {
+    format!("elb/targets/{group_id}/")
+}
+pub const ELB_TARGETS: &str = "elb/targets/";
+pub fn elb_tags(arn: &str) -> String {
+    format!("elb/tags/{arn}")
+}
 
 /// `instances/CLUSTER/ID` → `ecs::ContainerInstance`, with `remainingResources` kept current by
 /// every placement and every task that stops (in the same transaction).

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod auth;
 pub mod cloudwatch;
 pub mod clusters;
+pub mod elb;
 pub mod http;
 pub mod insights;
 pub mod instances;
@@ -96,11 +97,20 @@ pub struct Control {
     pub usage: Arc<insights::Usage>,
     /// Prometheus figures (`GET /metrics`).
     pub metrics: Arc<metrics::Metrics>,
+    /// The load balancers' data plane; `None` for a server without one (ELB's API still
+    /// answers, and nothing listens).
+    pub elb: Option<berth_elb::Proxy>,
+    /// One ELB write at a time in this process.
+    pub(crate) elb_lock: Arc<tokio::sync::Mutex<()>>,
     /// The plans agents were last handed, per instance and task.
     pub(crate) plans: Arc<agents::PlanCache>,
     /// Task definitions agents' plans were built from, by ARN.
     pub(crate) plan_definitions: Arc<read::DefinitionCache>,
 }
+
+/// The container-instance attribute that holds the address its agent advertises: where
+/// load balancers send an `instance` target's traffic.
+pub const ADDRESS_ATTRIBUTE: &str = "berth.address";
 
 /// How many times a read-modify-write is retried when another writer got there first.
 const CAS_ATTEMPTS: usize = 64;
@@ -123,6 +133,8 @@ impl Control {
             metrics: Arc::default(),
             plan_definitions: Arc::default(),
             plans: Arc::default(),
+            elb: None,
+            elb_lock: Arc::default(),
         }
     }
 

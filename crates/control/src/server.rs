@@ -41,6 +41,8 @@ pub struct Options {
     /// How often Container Insights and AWS/ECS figures are published (CloudWatch's one
     /// minute by default).
     pub insights_interval: Duration,
+    /// Where load balancers' listeners bind; `None`: no data plane (the API still answers).
+    pub elb: Option<berth_elb::Options>,
 }
 
 impl Options {
@@ -55,6 +57,7 @@ impl Options {
             logs: None,
             cloudwatch: None,
             insights_interval: Duration::from_secs(60),
+            elb: None,
         }
     }
 }
@@ -88,6 +91,7 @@ impl Server {
         let mut control = Control::new(store, opts.config);
         control.logs = opts.logs;
         control.cloudwatch = opts.cloudwatch;
+        control.elb = opts.elb.map(berth_elb::Proxy::new);
         let mut registry_listener = None;
         let mut registry_addr = None;
         if let Some(mut r) = opts.registry {
@@ -111,6 +115,12 @@ impl Server {
             let (c, rx) = (control.clone(), stop_rx.clone());
             let every = opts.housekeeping_interval;
             background.push(tokio::spawn(housekeeping(c, every, rx)));
+        }
+        if control.elb.is_some() {
+            // The listeners the records hold listen again, then drained targets are swept.
+            control.sync_elb().await;
+            let (c, rx) = (control.clone(), stop_rx.clone());
+            background.push(tokio::spawn(sweep_drained(c, rx)));
         }
         if control.cloudwatch.is_some() {
             let (c, rx) = (control.clone(), stop_rx.clone());
@@ -194,6 +204,19 @@ impl Server {
 
 /// Purges tasks stopped longer than the retention and log segments past their group's
 /// retention, every `every`, until `stop`.
+/// Forgets drained load-balancer targets, every half second.
+async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Err(e) = control.sweep_drained().await {
+            tracing::warn!(error = %e, "sweeping drained targets failed");
+        }
+    }
+}
+
 async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {

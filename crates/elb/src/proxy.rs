@@ -1,0 +1,861 @@
+//! The listeners on this host and the health checkers behind them.
+//!
+//! [`Proxy::apply`] takes a whole [`Config`]: it binds the ports of new listeners, closes the
+//! ports of removed ones, starts a health checker per new target and stops those of targets
+//! gone, then swaps the routing table every connection reads. A target's health and in-flight
+//! count live beside the table (keyed by group, id and port), so a new table keeps them.
+//! Connections already accepted finish on the table they started with.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::balance::{self, Candidate};
+use crate::config::{Action, Config, Group, HealthCheck, Listener, Protocol, Target};
+use crate::health::{self, Matcher, Probe, Reason, State, Tracker};
+use crate::rules::{self, RequestFacts};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every answer's body: a target's, streamed, or the proxy's own.
+pub type Body = BoxBody<Bytes, BoxError>;
+type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+
+/// How long a connection to a target may take before the request fails with 504.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// ELB's default idle timeout: a target that sends nothing for this long fails the request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where listeners bind.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The address every listener binds (its port is the listener's).
+    pub address: IpAddr,
+    /// The ports listeners may use (`--lb-ports`); `None`: any.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            address: IpAddr::from([0, 0, 0, 0]),
+            ports: None,
+        }
+    }
+}
+
+/// Why a listener cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "port {port} is outside the ports this server's load balancers may use ({low}-{high})"
+    )]
+    PortOutOfRange { port: u16, low: u16, high: u16 },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TargetKey {
+    group: String,
+    id: String,
+    port: u16,
+}
+
+/// What outlives a routing table: a target's in-flight requests and its health.
+#[derive(Debug, Default)]
+struct TargetState {
+    in_flight: AtomicUsize,
+    tracker: Mutex<Option<Tracker>>,
+}
+
+impl TargetState {
+    fn healthy(&self) -> (bool, Option<f64>) {
+        let t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        match t.as_ref() {
+            Some(t) if t.state() == State::Healthy => (true, t.healthy_since()),
+            _ => (false, None),
+        }
+    }
+}
+
+/// Counts a request (or TCP connection) in flight to a target while it lives.
+struct InFlight(Arc<TargetState>);
+
+impl InFlight {
+    fn new(s: Arc<TargetState>) -> Self {
+        s.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug)]
+struct GroupRt {
+    group: Group,
+    states: Vec<Arc<TargetState>>,
+    ticket: Arc<AtomicU64>,
+    in_use: bool,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    listeners: HashMap<u16, Listener>,
+    groups: HashMap<String, GroupRt>,
+}
+
+#[derive(Debug)]
+struct Bound {
+    arn: String,
+    protocol: Protocol,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: Options,
+    table: RwLock<Arc<Table>>,
+    listeners: Mutex<HashMap<u16, Bound>>,
+    targets: Mutex<HashMap<TargetKey, (Arc<TargetState>, JoinHandle<()>)>>,
+    tickets: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Turns for weighted forwards' choice of group.
+    forwards: AtomicU64,
+    client: Client<HttpConnector, UpstreamBody>,
+}
+
+/// The data plane: cheap to clone, one per server.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+impl Proxy {
+    /// A proxy with nothing configured.
+    pub fn new(options: Options) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Proxy {
+            inner: Arc::new(Inner {
+                options,
+                table: RwLock::default(),
+                listeners: Mutex::default(),
+                targets: Mutex::default(),
+                tickets: Mutex::default(),
+                forwards: AtomicU64::new(0),
+                client,
+            }),
+        }
+    }
+
+    /// Whether a listener could use `port`: within `--lb-ports`, and free unless one of this
+    /// proxy's own listeners holds it.
+    pub fn check_port(&self, port: u16) -> Result<(), Error> {
+        self.in_range(port)?;
+        let ours = lock(&self.inner.listeners).contains_key(&port);
+        if ours {
+            return Ok(());
+        }
+        bind(SocketAddr::new(self.inner.options.address, port)).map(drop)
+    }
+
+    fn in_range(&self, port: u16) -> Result<(), Error> {
+        match self.inner.options.ports {
+            Some((low, high)) if port < low || port > high => {
+                Err(Error::PortOutOfRange { port, low, high })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the data plane what `config` says. Must run inside a Tokio runtime. Returns the
+    /// listeners that could not listen (each keeps trying at the next apply).
+    pub fn apply(&self, config: Config) -> Vec<(String, Error)> {
+        let inner = &self.inner;
+        // Targets: keep the state of those still configured, start checkers for new ones.
+        let mut states: HashMap<TargetKey, Arc<TargetState>> = HashMap::new();
+        {
+            let mut targets = lock(&inner.targets);
+            let mut live = HashSet::new();
+            for g in config.groups.values() {
+                for t in &g.targets {
+                    let key = TargetKey {
+                        group: g.arn.clone(),
+                        id: t.id.clone(),
+                        port: t.port,
+                    };
+                    live.insert(key.clone());
+                    let entry = targets.entry(key.clone()).or_insert_with(|| {
+                        let state = Arc::new(TargetState::default());
+                        let checker = tokio::spawn(check_loop(
+                            Arc::downgrade(&self.inner),
+                            key.clone(),
+                            state.clone(),
+                        ));
+                        (state, checker)
+                    });
+                    states.insert(key, entry.0.clone());
+                }
+            }
+            targets.retain(|k, (_, checker)| {
+                let keep = live.contains(k);
+                if !keep {
+                    checker.abort();
+                }
+                keep
+            });
+        }
+        let used: HashSet<&str> = config
+            .listeners
+            .iter()
+            .flat_map(|l| l.rules.iter())
+            .flat_map(|r| match &r.action {
+                Action::Forward { groups, .. } => groups.iter().map(|(g, _)| g.as_str()).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut tickets = lock(&inner.tickets);
+        tickets.retain(|arn, _| config.groups.contains_key(arn));
+        let groups = config
+            .groups
+            .iter()
+            .map(|(arn, g)| {
+                let states = g
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        states
+                            .get(&TargetKey {
+                                group: arn.clone(),
+                                id: t.id.clone(),
+                                port: t.port,
+                            })
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let rt = GroupRt {
+                    group: g.clone(),
+                    states,
+                    ticket: tickets.entry(arn.clone()).or_default().clone(),
+                    in_use: used.contains(arn.as_str()),
+                };
+                (arn.clone(), rt)
+            })
+            .collect();
+        drop(tickets);
+        let table = Table {
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.port, l.clone()))
+                .collect(),
+            groups,
+        };
+        *inner.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+
+        // Listeners: close removed or changed ones, bind new ones.
+        let mut failed = Vec::new();
+        let mut bound = lock(&inner.listeners);
+        bound.retain(|port, b| {
+            let keep = config
+                .listeners
+                .iter()
+                .any(|l| l.port == *port && l.arn == b.arn && l.protocol == b.protocol);
+            if !keep {
+                b.accept.abort();
+                tracing::info!(port, listener = b.arn, "listener closed");
+            }
+            keep
+        });
+        for l in &config.listeners {
+            if bound.contains_key(&l.port) {
+                continue;
+            }
+            let addr = SocketAddr::new(inner.options.address, l.port);
+            let listener = match self.in_range(l.port).and_then(|()| bind(addr)) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(listener = l.arn, error = %e, "listener cannot listen");
+                    failed.push((l.arn.clone(), e));
+                    continue;
+                }
+            };
+            let weak = Arc::downgrade(&self.inner);
+            let accept = match l.protocol {
+                Protocol::Http => tokio::spawn(serve_http(weak, listener, l.port)),
+                Protocol::Tcp => tokio::spawn(serve_tcp(weak, listener, l.port)),
+            };
+            tracing::info!(port = l.port, listener = l.arn, "listener listening");
+            bound.insert(
+                l.port,
+                Bound {
+                    arn: l.arn.clone(),
+                    protocol: l.protocol,
+                    accept,
+                },
+            );
+        }
+        failed
+    }
+
+    /// What DescribeTargetHealth shows of a target of `group`.
+    pub fn target_health(&self, group: &str, id: &str, port: u16) -> (State, Option<Reason>) {
+        let table = self.table();
+        let Some(g) = table.groups.get(group) else {
+            return (State::Unavailable, Some(Reason::NotRegistered));
+        };
+        let Some(i) = g
+            .group
+            .targets
+            .iter()
+            .position(|t| t.id == id && t.port == port)
+        else {
+            return (State::Unavailable, Some(Reason::NotRegistered));
+        };
+        let t = &g.group.targets[i];
+        let tracker = g.states[i]
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        health::view(
+            tracker.as_ref(),
+            t.deregistered_at.is_some(),
+            g.group.health.enabled,
+            g.in_use,
+        )
+    }
+
+    /// Requests (or TCP connections) in flight to a target of `group`.
+    pub fn in_flight(&self, group: &str, id: &str, port: u16) -> usize {
+        lock(&self.inner.targets)
+            .get(&TargetKey {
+                group: group.to_string(),
+                id: id.to_string(),
+                port,
+            })
+            .map(|(s, _)| s.in_flight.load(Ordering::SeqCst))
+            .unwrap_or(0)
+    }
+
+    /// The ports listening now.
+    pub fn listening(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = lock(&self.inner.listeners).keys().copied().collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.inner.table()
+    }
+}
+
+impl Inner {
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for b in lock(&self.listeners).values() {
+            b.accept.abort();
+        }
+        for (_, checker) in lock(&self.targets).values() {
+            checker.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let err = |source| Error::Bind { addr, source };
+    let socket = socket.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+// ---- HTTP ----
+
+async fn serve_http(inner: std::sync::Weak<Inner>, listener: TcpListener, port: u16) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(port, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let inner = inner.clone();
+                async move { Ok::<_, Infallible>(route(&inner, req, peer, port).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(port, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+}
+
+fn own(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
+    r
+}
+
+/// ELB's own error pages.
+fn error_page(status: StatusCode) -> Response<Body> {
+    let text = format!(
+        "<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n</body>\r\n</html>\r\n",
+        status
+    );
+    own(status, "text/html", text)
+}
+
+enum Decision {
+    Respond(Response<Body>),
+    Forward(String),
+}
+
+fn decide(listener: &Listener, req: &Request<Incoming>, peer: SocketAddr, ticket: u64) -> Decision {
+    let headers: Vec<(&str, &str)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let facts = RequestFacts {
+        method: req.method().as_str(),
+        host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: &headers,
+        client: peer.ip(),
+    };
+    let Some(rule) = rules::first_match(&listener.rules, &facts) else {
+        return Decision::Respond(error_page(StatusCode::SERVICE_UNAVAILABLE));
+    };
+    match &rule.action {
+        Action::FixedResponse {
+            status,
+            content_type,
+            body,
+        } => Decision::Respond(own(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+            content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8"),
+            body.clone().unwrap_or_default(),
+        )),
+        Action::Redirect {
+            protocol,
+            host,
+            port,
+            path,
+            query,
+            status,
+        } => {
+            let location = rules::redirect_location(
+                protocol,
+                host,
+                port,
+                path,
+                query,
+                &facts,
+                "HTTP",
+                listener.port,
+            );
+            let mut r = own(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
+                "text/html",
+                Bytes::new(),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Decision::Respond(r)
+        }
+        Action::Forward { groups, .. } => match balance::pick_group(groups, ticket) {
+            Some(i) => Decision::Forward(groups[i].0.clone()),
+            None => Decision::Respond(error_page(StatusCode::SERVICE_UNAVAILABLE)),
+        },
+    }
+}
+
+/// The targets of `g` as the balancer sees them.
+fn candidates(g: &GroupRt) -> Vec<Candidate> {
+    g.group
+        .targets
+        .iter()
+        .zip(&g.states)
+        .enumerate()
+        .map(|(index, (t, s))| {
+            let (healthy, healthy_since) = s.healthy();
+            Candidate {
+                index,
+                healthy: healthy || !g.group.health.enabled,
+                in_flight: s.in_flight.load(Ordering::Relaxed),
+                healthy_since,
+                draining: t.deregistered_at.is_some(),
+            }
+        })
+        .collect()
+}
+
+fn choose(g: &GroupRt, skip: Option<usize>) -> Option<usize> {
+    let mut cands = candidates(g);
+    if let Some(skip) = skip {
+        if cands.len() > 1 {
+            cands.retain(|c| c.index != skip);
+        }
+    }
+    let ticket = g.ticket.fetch_add(1, Ordering::Relaxed);
+    balance::pick(g.group.algorithm, &cands, g.group.slow_start, now(), ticket)
+}
+
+async fn route(
+    inner: &Arc<Inner>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    port: u16,
+) -> Response<Body> {
+    let table = inner.table();
+    let Some(listener) = table.listeners.get(&port) else {
+        return error_page(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let ticket = inner.forwards.fetch_add(1, Ordering::Relaxed);
+    let group = match decide(listener, &req, peer, ticket) {
+        Decision::Respond(r) => return r,
+        Decision::Forward(g) => g,
+    };
+    let Some(g) = table.groups.get(&group) else {
+        return error_page(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    forward(inner, g, req, peer, port).await
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+}
+
+const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "proxy-authorization",
+];
+
+async fn forward(
+    inner: &Arc<Inner>,
+    g: &GroupRt,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    port: u16,
+) -> Response<Body> {
+    let Some(first) = choose(g, None) else {
+        return error_page(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The request, ready for any target: hop-by-hop headers out, X-Forwarded-* in.
+    let (mut parts, body) = req.into_parts();
+    for h in HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    if !upgrade {
+        parts.headers.remove(header::CONNECTION);
+        parts.headers.remove(header::UPGRADE);
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+    let xff = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    parts
+        .headers
+        .insert("x-forwarded-port", HeaderValue::from(port));
+    let version = parts.version;
+    parts.version = http::Version::HTTP_11;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    // A request without a body may be tried on a second target when the first refuses the
+    // connection (a target that just stopped): the client never sees that failure.
+    let bodiless = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::DELETE
+    ) && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && !upgrade;
+    let mut body = Some(body.boxed());
+    let mut pick = first;
+    for attempt in 0..2 {
+        let target = &g.group.targets[pick];
+        let state = g.states[pick].clone();
+        let guard = InFlight::new(state);
+        let mut out = Request::from_parts(parts.clone(), ());
+        let Ok(uri) = format!("http://{}{}", target.addr, path).parse() else {
+            return error_page(StatusCode::BAD_REQUEST);
+        };
+        *out.uri_mut() = uri;
+        let b = match body.take() {
+            Some(b) => b,
+            None => Empty::new().map_err(|e| match e {}).boxed(),
+        };
+        let out = out.map(|()| b);
+        let sent = tokio::time::timeout(IDLE_TIMEOUT, inner.client.request(out)).await;
+        match sent {
+            Err(_) => return error_page(StatusCode::GATEWAY_TIMEOUT),
+            Ok(Err(e)) => {
+                let retry = bodiless && attempt == 0 && e.is_connect();
+                tracing::debug!(target = %target.addr, error = %e, retry, "target request failed");
+                drop(guard);
+                if retry {
+                    if let Some(next) = choose(g, Some(pick)) {
+                        pick = next;
+                        continue;
+                    }
+                }
+                return error_page(StatusCode::BAD_GATEWAY);
+            }
+            Ok(Ok(mut resp)) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_upgrade) = client_upgrade {
+                        let target_upgrade = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(async move {
+                            let _guard = guard;
+                            if let (Ok(a), Ok(b)) = (client_upgrade.await, target_upgrade.await) {
+                                let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                            }
+                        });
+                        return resp.map(|b| b.map_err(BoxError::from).boxed());
+                    }
+                }
+                for h in HOP_BY_HOP {
+                    resp.headers_mut().remove(h);
+                }
+                // The client's own version, whatever the target spoke.
+                *resp.version_mut() = version;
+                // The in-flight count lasts until the body is fully sent (or dropped).
+                return resp.map(|b| {
+                    b.map_err(move |e| {
+                        let _held = &guard;
+                        BoxError::from(e)
+                    })
+                    .boxed()
+                });
+            }
+        }
+    }
+    error_page(StatusCode::BAD_GATEWAY)
+}
+
+// ---- TCP ----
+
+async fn serve_tcp(inner: std::sync::Weak<Inner>, listener: TcpListener, port: u16) {
+    loop {
+        let (mut client, _peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(port, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        tokio::spawn(async move {
+            let table = inner.table();
+            let group = table.listeners.get(&port).and_then(|l| {
+                l.rules.iter().find_map(|r| match &r.action {
+                    Action::Forward { groups, .. } => {
+                        let ticket = inner.forwards.fetch_add(1, Ordering::Relaxed);
+                        balance::pick_group(groups, ticket).map(|i| groups[i].0.clone())
+                    }
+                    _ => None,
+                })
+            });
+            let Some(g) = group.and_then(|g| table.groups.get(&g)) else {
+                return;
+            };
+            let mut skip = None;
+            for _ in 0..2 {
+                let Some(i) = choose(g, skip) else { return };
+                let _guard = InFlight::new(g.states[i].clone());
+                let addr = g.group.targets[i].addr;
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(mut upstream)) => {
+                        let _ = upstream.set_nodelay(true);
+                        let _ = client.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        return;
+                    }
+                    _ => skip = Some(i),
+                }
+            }
+        });
+    }
+}
+
+// ---- health checks ----
+
+/// Checks one target every interval until it leaves the configuration (the checker is
+/// aborted then) or the proxy is dropped.
+async fn check_loop(inner: std::sync::Weak<Inner>, key: TargetKey, state: Arc<TargetState>) {
+    // A small spread so targets registered together are not all checked at once.
+    let jitter = Duration::from_millis(rand::random::<u64>() % 200);
+    tokio::time::sleep(jitter).await;
+    loop {
+        let Some(current) = inner.upgrade().and_then(|i| lookup(&i.table(), &key)) else {
+            return;
+        };
+        let (hc, target) = current;
+        if hc.enabled && target.deregistered_at.is_none() {
+            let probe = probe(&hc, target.addr).await;
+            let mut t = state.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            t.get_or_insert_with(Tracker::new).observe(
+                &probe,
+                hc.healthy_threshold,
+                hc.unhealthy_threshold,
+                now(),
+            );
+        }
+        tokio::time::sleep(hc.interval.max(Duration::from_millis(100))).await;
+    }
+}
+
+fn lookup(table: &Table, key: &TargetKey) -> Option<(HealthCheck, Target)> {
+    let g = table.groups.get(&key.group)?;
+    let t = g
+        .group
+        .targets
+        .iter()
+        .find(|t| t.id == key.id && t.port == key.port)?;
+    Some((g.group.health.clone(), t.clone()))
+}
+
+/// One health check: a TCP connection, or an HTTP GET of the path whose status the matcher
+/// accepts, within the timeout.
+pub async fn probe(hc: &HealthCheck, target: SocketAddr) -> Probe {
+    let addr = SocketAddr::new(target.ip(), hc.port.unwrap_or(target.port()));
+    let check = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Probe::Failed(e.to_string()))?;
+        if hc.protocol == Protocol::Tcp {
+            return Ok(Probe::Ok);
+        }
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Probe::Failed(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::get(hc.path.as_str())
+            .header(header::HOST, addr.to_string())
+            .header(header::USER_AGENT, "ELB-HealthChecker/2.0")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| Probe::Failed(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Probe::Failed(e.to_string()))?;
+        let code = resp.status().as_u16();
+        let ok = Matcher::parse(&hc.matcher)
+            .map(|m| m.contains(code))
+            .unwrap_or(code == 200);
+        Ok::<_, Probe>(if ok { Probe::Ok } else { Probe::Code(code) })
+    };
+    match tokio::time::timeout(hc.timeout, check).await {
+        Err(_) => Probe::Timeout,
+        Ok(Ok(p)) | Ok(Err(p)) => p,
+    }
+}
