@@ -158,6 +158,35 @@ fn random_hex(n: usize) -> String {
         .collect()
 }
 
+/// The container-instance attribute holding the address load balancers send this host's
+/// `instance` targets' traffic to.
+pub const ADDRESS_ATTRIBUTE: &str = "berth.address";
+
+/// The local address this host uses to reach `server` (a URL): a UDP socket "connected" to
+/// it, which sends nothing, knows which of the host's addresses the route leaves from.
+fn local_address(server: &str) -> Option<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let target = with_port.to_socket_addrs().ok()?.next()?;
+    let bind = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
 fn host_info(
     cfg: &AgentConfig,
     instance_id: &str,
@@ -204,6 +233,11 @@ fn host_info(
                 .unwrap_or_else(|| "berth.host".into()),
         ),
     );
+    // Where load balancers reach this host's tasks: the address it uses toward the server,
+    // unless `--attribute berth.address=IP` says otherwise.
+    if let Some(ip) = local_address(&cfg.server) {
+        attributes.insert(ADDRESS_ATTRIBUTE.into(), Some(ip.to_string()));
+    }
     for (k, v) in &cfg.attributes {
         attributes.insert(k.clone(), Some(v.clone()));
     }

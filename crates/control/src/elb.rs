@@ -893,6 +893,37 @@ impl Snapshot {
             .filter(|(_, l)| l.load_balancer_arn.as_deref() == Some(lb_arn))
             .collect()
     }
+    /// A target group's record.
+    pub(crate) fn target_group(&self, arn: &str) -> Option<&TgRecord> {
+        self.tg(arn).map(|(_, r)| r)
+    }
+
+    /// The target is registered or draining.
+    pub(crate) fn has_target(&self, r: &crate::targets::TargetRef) -> bool {
+        self.target(r).is_some()
+    }
+
+    /// The target is registered and not draining.
+    pub(crate) fn has_live_target(&self, r: &crate::targets::TargetRef) -> bool {
+        self.target(r).is_some_and(|t| t.deregistered_at.is_none())
+    }
+
+    fn target(&self, r: &crate::targets::TargetRef) -> Option<&TargetRecord> {
+        let (_, gid) = tg_of(&r.group)?;
+        let key = keys::elb_target(&gid, &r.id, r.port);
+        self.targets
+            .iter()
+            .find(|(kv, _)| kv.key == key)
+            .map(|(_, t)| t)
+    }
+
+    /// A group's `deregistration_delay.timeout_seconds` (0 for a group that is gone).
+    pub(crate) fn deregistration_delay(&self, group: &str) -> f64 {
+        self.target_group(group)
+            .map(|g| attr_secs(&g.attributes, "deregistration_delay.timeout_seconds").as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
     fn lb_type_of(&self, lb_arn: &str) -> String {
         self.lb(lb_arn)
             .and_then(|(_, r)| r.lb.r#type.clone())
@@ -2420,6 +2451,8 @@ impl Control {
             if self.commit(txn).await? {
                 drop(_one_writer);
                 self.sync_elb().await;
+                // Tasks waiting for their targets to drain can stop now.
+                self.wake_lb_services().await;
                 return Ok(n);
             }
         }

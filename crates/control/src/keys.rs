@@ -71,7 +71,18 @@ pub const RESETTABLE: &[&str] = &[
     "services/",
     "runtokens/",
     ELB,
+    TASK_TARGETS,
 ];
+
+/// `task-targets/CLUSTER/TASK_ID` → what was registered in target groups for a service's task
+/// (`targets::TaskTargets`).
+pub const TASK_TARGETS: &str = "task-targets/";
+pub fn task_targets(cluster: &str, id: &str) -> String {
+    format!("task-targets/{cluster}/{id}")
+}
+pub fn task_targets_of(cluster: &str) -> String {
+    format!("task-targets/{cluster}/")
+}
 
 /// Elastic Load Balancing's records, all under one prefix:
 /// `elb/lbs/NAME` → a load balancer and its attributes, `elb/tgs/NAME` → a target group, its

@@ -27,6 +27,7 @@ pub mod services;
 pub mod settings;
 pub mod state;
 pub mod tags;
+pub mod targets;
 pub mod task_definitions;
 pub mod tasks;
 

@@ -121,6 +121,17 @@ impl Server {
             control.sync_elb().await;
             let (c, rx) = (control.clone(), stop_rx.clone());
             background.push(tokio::spawn(sweep_drained(c, rx)));
+            let (c, mut rx) = (control.clone(), stop_rx.clone());
+            background.push(tokio::spawn(async move {
+                let Some(proxy) = c.elb.clone() else { return };
+                loop {
+                    tokio::select! {
+                        _ = rx.wait_for(|s| *s) => return,
+                        _ = proxy.health_changed() => {}
+                    }
+                    c.wake_lb_services().await;
+                }
+            }));
         }
         if control.cloudwatch.is_some() {
             let (c, rx) = (control.clone(), stop_rx.clone());

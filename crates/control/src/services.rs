@@ -19,6 +19,7 @@ use berth_api::{EcsError, ErrorKind};
 use berth_model::arn::{Arn, ResourceKind};
 use berth_reconcile::deploy;
 use berth_store::{KeyValue, Txn};
+use std::collections::HashMap;
 
 /// The first member CreateService and UpdateService both take that is given a value Berth
 /// cannot honour yet (refused by name, never dropped).
@@ -190,6 +191,37 @@ fn write_deployment(w: &mut Deployment, n: deploy::DeploymentState) {
 
 /// Writes what the reconciler decided and recorded onto the service record; a deployment
 /// keeps the members the reconciler does not know of.
+/// The reconciler's reason for a task whose container health checks failed.
+const CONTAINER_UNHEALTHY: &str = "Task failed container health checks";
+
+/// Folds what the target groups say into the tasks the reconciler sees.
+fn fold_lb(tasks: &mut [deploy::ServiceTask], lb: &HashMap<String, crate::targets::TaskLb>) {
+    for t in tasks {
+        let Some(l) = lb.get(&t.arn) else { continue };
+        if l.draining && t.last_status.as_deref() != Some("STOPPED") {
+            t.desired_status = Some("STOPPED".into());
+        }
+        if t.last_status.as_deref() == Some("RUNNING") {
+            t.healthy = t.healthy && l.healthy;
+            t.unhealthy = t.unhealthy || l.unhealthy_in.is_some();
+        }
+    }
+}
+
+/// Adds events to a service's, ECS's newest 100 without repeats.
+fn push_service_events(s: &mut Service, events: Vec<String>, now: f64) {
+    deploy::push_events(
+        &mut s.events,
+        events,
+        |e: &ServiceEvent| e.message.as_deref(),
+        |m| ServiceEvent {
+            id: Some(uuid::Uuid::new_v4().to_string()),
+            created_at: Some(now),
+            message: Some(m),
+        },
+    );
+}
+
 fn write_back(s: &mut Service, d: &deploy::Decision, rec: deploy::Record, now: f64) {
     let old: Vec<Deployment> = s.deployments.take().unwrap_or_default();
     let deployments = rec
@@ -376,6 +408,8 @@ impl Control {
         crate::placement::strategies(r.placement_strategy.as_deref().unwrap_or_default())?;
         let td = self
             .runnable_definition(r.task_definition.as_deref(), &launch_type, false)
+            .await?;
+        self.check_load_balancers(r.load_balancers.as_deref().unwrap_or_default(), &td)
             .await?;
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
@@ -565,9 +599,21 @@ impl Control {
             if let Some(m) = r.enable_ecs_managed_tags {
                 s.enable_ecs_managed_tags = Some(m);
             }
-            // Stored as CreateService stores them (README: not acted on yet).
+            // New load balancers take a new deployment: its tasks register in them.
+            let mut lb_changed = false;
             if let Some(lb) = &r.load_balancers {
+                let td = match &new_td {
+                    Some(td) => td.clone(),
+                    None => (*self
+                        .task_definition_for_plan(s.task_definition.as_deref().unwrap_or_default())
+                        .await?)
+                        .clone(),
+                };
+                self.check_load_balancers(lb, &td).await?;
+                lb_changed = s.load_balancers.as_ref() != Some(lb);
                 s.load_balancers = Some(lb.clone());
+            } else if let (Some(td), Some(lbs)) = (&new_td, &s.load_balancers) {
+                self.check_load_balancers(lbs, td).await?;
             }
             if let Some(sr) = &r.service_registries {
                 s.service_registries = Some(sr.clone());
@@ -583,7 +629,7 @@ impl Control {
                 .unwrap_or_default();
             let deployments = s.deployments.get_or_insert_with(Vec::new);
             let changed_td = s.task_definition.as_deref() != Some(td_arn.as_str());
-            if changed_td || r.force_new_deployment.unwrap_or(false) {
+            if changed_td || lb_changed || r.force_new_deployment.unwrap_or(false) {
                 for d in deployments.iter_mut() {
                     d.status = Some("ACTIVE".into());
                     d.updated_at = Some(now);
@@ -772,19 +818,42 @@ impl Control {
         self.metrics.reconciler_passes.inc();
         let before = s.clone();
         let now = now_epoch();
-        let input = self.service_input(cluster, &s).await?;
+        let mut input = self.service_input(cluster, &s).await?;
+        // Behind a load balancer, a task is healthy only once its targets are, and one that
+        // drains is already stopping.
+        let lb = self.service_lb(cluster, &s, &input.tasks).await?;
+        if let Some(lb) = &lb {
+            fold_lb(&mut input.tasks, lb);
+        }
         let decision = deploy::decide(&input, now);
+        let mut lb_events = Vec::new();
         let outcome = self
-            .apply_decision(cluster, &s, input.service.launch_type(), &decision)
+            .apply_decision(
+                cluster,
+                &s,
+                input.service.launch_type(),
+                &decision,
+                lb.as_ref(),
+                &mut lb_events,
+            )
             .await?;
-        let tasks = if decision.acts() {
+        let mut tasks = if decision.acts() {
             self.caught_up().await?;
             self.service_tasks(cluster, &s).await
         } else {
             input.tasks
         };
+        if decision.acts() {
+            if let Some(lb) = self.service_lb(cluster, &s, &tasks).await? {
+                fold_lb(&mut tasks, &lb);
+            }
+        }
         let rec = deploy::record(&input.service, &decision, &outcome, &tasks, now);
         write_back(&mut s, &decision, rec, now);
+        if lb.is_some() {
+            lb_events.extend(self.sync_targets(cluster, &s, &tasks).await?);
+            push_service_events(&mut s, lb_events, now);
+        }
         if s == before {
             return Ok(false);
         }
@@ -865,18 +934,39 @@ impl Control {
         s: &Service,
         launch_type: &str,
         d: &deploy::Decision,
+        lb: Option<&HashMap<String, crate::targets::TaskLb>>,
+        lb_events: &mut Vec<String>,
     ) -> Result<deploy::Outcome, EcsError> {
+        let mut left = Vec::new();
         let mut out = deploy::Outcome::default();
         for stop in &d.stop {
             let id = deploy::task_id(&stop.arn);
+            let mut reason = stop.reason.clone();
+            let lb_task = lb.and_then(|lb| lb.get(&stop.arn));
+            // A task replaced for its targets' health says which group failed it.
+            if let Some(group) = lb_task.and_then(|l| l.unhealthy_in.as_deref()) {
+                if reason == CONTAINER_UNHEALTHY {
+                    reason = crate::targets::elb_unhealthy_reason(group);
+                }
+            }
+            // Behind a load balancer the task drains first; it stops once its targets are gone.
+            if lb_task.is_some() {
+                if let Some(groups) = self.begin_drain(cluster, &stop.arn, &reason).await? {
+                    left.extend(groups);
+                    out.stopped.push(stop.arn.clone());
+                    continue;
+                }
+            }
             if self
-                .stop_task_as(cluster, id, deploy::STOP_CODE, &stop.reason)
+                .stop_task_as(cluster, id, deploy::STOP_CODE, &reason)
                 .await?
                 .is_some()
             {
                 out.stopped.push(stop.arn.clone());
             }
         }
+        let name = s.service_name.as_deref().unwrap_or_default();
+        lb_events.extend(Self::deregistered_events(name, &left));
         let Some(primary) = d.deployments.first().filter(|_| d.start.count() > 0) else {
             return Ok(out);
         };

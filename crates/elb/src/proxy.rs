@@ -143,6 +143,8 @@ struct Inner {
     tickets: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Turns for weighted forwards' choice of group.
     forwards: AtomicU64,
+    /// Told whenever a target's health state changes.
+    health_changed: tokio::sync::Notify,
     client: Client<HttpConnector, UpstreamBody>,
 }
 
@@ -170,6 +172,7 @@ impl Proxy {
                 targets: Mutex::default(),
                 tickets: Mutex::default(),
                 forwards: AtomicU64::new(0),
+                health_changed: tokio::sync::Notify::new(),
                 client,
             }),
         }
@@ -364,6 +367,11 @@ impl Proxy {
             })
             .map(|(s, _)| s.in_flight.load(Ordering::SeqCst))
             .unwrap_or(0)
+    }
+
+    /// Completes when a target's health state has changed since the last call.
+    pub async fn health_changed(&self) {
+        self.inner.health_changed.notified().await
     }
 
     /// The ports listening now.
@@ -799,13 +807,18 @@ async fn check_loop(inner: std::sync::Weak<Inner>, key: TargetKey, state: Arc<Ta
         let (hc, target) = current;
         if hc.enabled && target.deregistered_at.is_none() {
             let probe = probe(&hc, target.addr).await;
-            let mut t = state.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            t.get_or_insert_with(Tracker::new).observe(
-                &probe,
-                hc.healthy_threshold,
-                hc.unhealthy_threshold,
-                now(),
-            );
+            let changed = {
+                let mut t = state.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                let t = t.get_or_insert_with(Tracker::new);
+                let before = t.state();
+                t.observe(&probe, hc.healthy_threshold, hc.unhealthy_threshold, now());
+                t.state() != before
+            };
+            if changed {
+                if let Some(inner) = inner.upgrade() {
+                    inner.health_changed.notify_one();
+                }
+            }
         }
         tokio::time::sleep(hc.interval.max(Duration::from_millis(100))).await;
     }

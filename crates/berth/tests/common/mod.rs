@@ -106,6 +106,11 @@ impl TestServer {
         options.cloudwatch = Some(Arc::new(
             berth_cloudwatch::MetricStore::open(&dir.path().join("metrics")).unwrap(),
         ));
+        // Load balancers' listeners on loopback, at the ports the tests choose.
+        options.elb = Some(berth_elb::Options {
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
+            ports: None,
+        });
         // Container Insights every second, so a test need not wait for CloudWatch's minute.
         options.insights_interval = Duration::from_secs(1);
         let server = server::Server::start(Arc::new(store), listener, options)
@@ -690,6 +695,15 @@ pub async fn wait_task(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("task {task_arn} did not reach '{what}' within {secs} s; last seen: {last:#}");
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `docker inspect` of one container, as JSON.
