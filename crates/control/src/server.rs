@@ -195,6 +195,10 @@ impl Server {
     /// them, so the store is no longer used when this returns.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
+        // The listeners' ports are free for whatever starts next.
+        if let Some(proxy) = &self.control.elb {
+            proxy.close();
+        }
         let served = self
             .http
             .await
@@ -213,8 +217,6 @@ impl Server {
     }
 }
 
-/// Purges tasks stopped longer than the retention and log segments past their group's
-/// retention, every `every`, until `stop`.
 /// Forgets drained load-balancer targets, every half second.
 async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
     loop {
@@ -228,6 +230,8 @@ async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Purges tasks stopped longer than the retention and log segments past their group's
+/// retention, every `every`, until `stop`.
 async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {

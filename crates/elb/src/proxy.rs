@@ -369,6 +369,17 @@ impl Proxy {
             .unwrap_or(0)
     }
 
+    /// Closes every listener and stops every health checker (a server shutting down).
+    /// Connections already accepted finish on their own.
+    pub fn close(&self) {
+        for (_, b) in lock(&self.inner.listeners).drain() {
+            b.accept.abort();
+        }
+        for (_, (_, checker)) in lock(&self.inner.targets).drain() {
+            checker.abort();
+        }
+    }
+
     /// Completes when a target's health state has changed since the last call.
     pub async fn health_changed(&self) {
         self.inner.health_changed.notified().await

@@ -1,0 +1,861 @@
+//! Elastic Load Balancing v2 over the wire: the API and its errors through the real AWS CLI,
+//! and through `aws-sdk-elasticloadbalancingv2` the proxy it configures — rules, fixed
+//! responses, redirects, weights, health checks that keep traffic off a failing target,
+//! draining, a TCP listener, and listeners that listen again after a server restart. The
+//! targets are small HTTP and TCP servers in this process.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+use common::{aws_cli, aws_json, free_port, TestServer};
+use elbv2::types::{
+    Action, ActionTypeEnum, FixedResponseActionConfig, ForwardActionConfig, ProtocolEnum,
+    RedirectActionConfig, RedirectActionStatusCodeEnum, RuleCondition, TargetDescription,
+    TargetGroupTuple, TargetHealthStateEnum,
+};
+use http_body_util::{BodyExt, Empty, Full};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// An HTTP target answering `status` and `name`, and echoing the X-Forwarded-* headers it got.
+async fn backend(name: &'static str, status: u16) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let mut resp = http::Response::new(Full::new(bytes::Bytes::from(name)));
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        for h in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"] {
+                            if let Some(v) = req.headers().get(h) {
+                                resp.headers_mut().insert(
+                                    http::HeaderName::from_bytes(format!("seen-{h}").as_bytes())
+                                        .unwrap(),
+                                    v.clone(),
+                                );
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP target that writes `name` and closes.
+async fn tcp_backend(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.write_all(name.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Empty<bytes::Bytes>,
+>;
+
+fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// GET through a listener: status, headers and body.
+async fn get(
+    c: &Client,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    let mut req = http::Request::get(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.request(req.body(Empty::new()).unwrap()),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .expect("the proxy answers");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn cli_error(r: Result<Value, String>, code: &str) -> String {
+    let e = r.expect_err(&format!("expected {code}"));
+    assert!(
+        e.contains(&format!("({code})")),
+        "expected {code}, got: {e}"
+    );
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_drives_elb_and_gets_elbs_errors_with_nothing_stored() {
+    let Some(cli) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let elb = |args: &[&str]| aws_json(&cli, &s, &s.secret_key, "elbv2", args);
+
+    // Bad names, sizes and types: refused, and nothing is left behind.
+    cli_error(
+        elb(&["create-load-balancer", "--name", "bad_name"]),
+        "ValidationError",
+    );
+    cli_error(
+        elb(&["create-load-balancer", "--name", "gw", "--type", "gateway"]),
+        "InvalidConfigurationRequest",
+    );
+    cli_error(
+        elb(&[
+            "create-target-group",
+            "--name",
+            "t",
+            "--protocol",
+            "HTTP",
+            "--port",
+            "80",
+            "--health-check-timeout-seconds",
+            "30",
+        ]),
+        "ValidationError",
+    );
+    cli_error(
+        elb(&[
+            "create-target-group",
+            "--name",
+            "t",
+            "--protocol",
+            "HTTPS",
+            "--port",
+            "443",
+        ]),
+        "UnsupportedProtocol",
+    );
+    let none = elb(&["describe-load-balancers"]).unwrap();
+    assert_eq!(
+        none["LoadBalancers"],
+        serde_json::json!([]),
+        "nothing stored: {none}"
+    );
+    let none = elb(&["describe-target-groups"]).unwrap();
+    assert_eq!(
+        none["TargetGroups"],
+        serde_json::json!([]),
+        "nothing stored: {none}"
+    );
+
+    // Create, and create again: the same settings give the same load balancer back.
+    let lb = elb(&[
+        "create-load-balancer",
+        "--name",
+        "web",
+        "--subnets",
+        "subnet-a",
+        "subnet-b",
+        "--tags",
+        "Key=team,Value=core",
+    ])
+    .unwrap();
+    let lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(lb["LoadBalancers"][0]["State"]["Code"], "active");
+    assert_eq!(lb["LoadBalancers"][0]["Type"], "application");
+    assert_eq!(
+        lb["LoadBalancers"][0]["AvailabilityZones"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let again = elb(&[
+        "create-load-balancer",
+        "--name",
+        "web",
+        "--subnets",
+        "subnet-a",
+    ])
+    .unwrap();
+    assert_eq!(
+        again["LoadBalancers"][0]["LoadBalancerArn"],
+        lb_arn.as_str(),
+        "idempotent create"
+    );
+    cli_error(
+        elb(&["create-load-balancer", "--name", "web", "--type", "network"]),
+        "DuplicateLoadBalancerName",
+    );
+    let tags = elb(&["describe-tags", "--resource-arns", &lb_arn]).unwrap();
+    assert_eq!(tags["TagDescriptions"][0]["Tags"][0]["Key"], "team");
+
+    let tg = elb(&[
+        "create-target-group",
+        "--name",
+        "api",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "8080",
+        "--health-check-path",
+        "/health",
+        "--matcher",
+        "HttpCode=200-299",
+    ])
+    .unwrap();
+    let tg_arn = tg["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        tg["TargetGroups"][0]["HealthCheckIntervalSeconds"], 30,
+        "ELB's default interval"
+    );
+    assert_eq!(tg["TargetGroups"][0]["Matcher"]["HttpCode"], "200-299");
+    cli_error(
+        elb(&[
+            "create-target-group",
+            "--name",
+            "api",
+            "--protocol",
+            "HTTP",
+            "--port",
+            "9090",
+        ]),
+        "DuplicateTargetGroupName",
+    );
+    let tcp = elb(&[
+        "create-target-group",
+        "--name",
+        "raw",
+        "--protocol",
+        "TCP",
+        "--port",
+        "9000",
+    ])
+    .unwrap()["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = free_port().to_string();
+    cli_error(
+        elb(&[
+            "create-listener",
+            "--load-balancer-arn",
+            &lb_arn,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &port,
+            "--default-actions",
+            &format!("Type=forward,TargetGroupArn={tcp}"),
+        ]),
+        "IncompatibleProtocols",
+    );
+    cli_error(
+        elb(&[
+            "create-listener",
+            "--load-balancer-arn",
+            &lb_arn,
+            "--protocol",
+            "TCP",
+            "--port",
+            &port,
+            "--default-actions",
+            &format!("Type=forward,TargetGroupArn={tcp}"),
+        ]),
+        "UnsupportedProtocol",
+    );
+    let listener = elb(&[
+        "create-listener",
+        "--load-balancer-arn",
+        &lb_arn,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port,
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg_arn}"),
+    ])
+    .unwrap()["Listeners"][0]["ListenerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli_error(
+        elb(&[
+            "create-listener",
+            "--load-balancer-arn",
+            &lb_arn,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &port,
+            "--default-actions",
+            &format!("Type=forward,TargetGroupArn={tg_arn}"),
+        ]),
+        "DuplicateListener",
+    );
+    let tg_now = elb(&["describe-target-groups", "--target-group-arns", &tg_arn]).unwrap();
+    assert_eq!(
+        tg_now["TargetGroups"][0]["LoadBalancerArns"][0],
+        lb_arn.as_str(),
+        "the group knows its load balancer"
+    );
+    // A group belongs to one load balancer.
+    let other = elb(&["create-load-balancer", "--name", "other"]).unwrap()["LoadBalancers"][0]
+        ["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli_error(
+        elb(&[
+            "create-listener",
+            "--load-balancer-arn",
+            &other,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &free_port().to_string(),
+            "--default-actions",
+            &format!("Type=forward,TargetGroupArn={tg_arn}"),
+        ]),
+        "TargetGroupAssociationLimit",
+    );
+
+    // Rules: priorities are unique, the default rule stays.
+    let rule = |priority: &str| {
+        elb(&[
+            "create-rule",
+            "--listener-arn",
+            &listener,
+            "--priority",
+            priority,
+            "--conditions",
+            "Field=path-pattern,Values=/a/*",
+            "--actions",
+            "Type=fixed-response,FixedResponseConfig={StatusCode=200}",
+        ])
+    };
+    rule("5").unwrap();
+    cli_error(rule("5"), "PriorityInUse");
+    cli_error(rule("50001"), "ValidationError");
+    let rules = elb(&["describe-rules", "--listener-arn", &listener]).unwrap();
+    let rules = rules["Rules"].as_array().unwrap().clone();
+    assert_eq!(rules.len(), 2, "the rule and the default: {rules:?}");
+    assert_eq!(
+        rules[1]["Priority"], "default",
+        "the default rule comes last"
+    );
+    cli_error(
+        elb(&[
+            "delete-rule",
+            "--rule-arn",
+            rules[1]["RuleArn"].as_str().unwrap(),
+        ]),
+        "OperationNotPermitted",
+    );
+
+    // What is in use cannot go; what does not exist is not found.
+    cli_error(
+        elb(&["delete-target-group", "--target-group-arn", &tg_arn]),
+        "ResourceInUse",
+    );
+    cli_error(
+        elb(&[
+            "register-targets",
+            "--target-group-arn",
+            &tg_arn,
+            "--targets",
+            "Id=i-0123456789abcdef0",
+        ]),
+        "InvalidTarget",
+    );
+    cli_error(
+        elb(&["describe-target-groups", "--names", "nope"]),
+        "TargetGroupNotFound",
+    );
+    let gone = lb_arn.replace("/web/", "/gone/");
+    cli_error(
+        elb(&["describe-load-balancers", "--load-balancer-arns", &gone]),
+        "LoadBalancerNotFound",
+    );
+    cli_error(
+        elb(&["describe-listeners", "--listener-arns", "not-an-arn"]),
+        "ValidationError",
+    );
+
+    // Attributes: ELB's keys, checked; deletion protection honoured.
+    let attrs = elb(&[
+        "describe-target-group-attributes",
+        "--target-group-arn",
+        &tg_arn,
+    ])
+    .unwrap();
+    assert!(
+        attrs["Attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["Key"] == "deregistration_delay.timeout_seconds" && a["Value"] == "300"),
+        "ELB's default delay: {attrs}"
+    );
+    cli_error(
+        elb(&[
+            "modify-target-group-attributes",
+            "--target-group-arn",
+            &tg_arn,
+            "--attributes",
+            "Key=made.up,Value=1",
+        ]),
+        "ValidationError",
+    );
+    elb(&[
+        "modify-load-balancer-attributes",
+        "--load-balancer-arn",
+        &lb_arn,
+        "--attributes",
+        "Key=deletion_protection.enabled,Value=true",
+    ])
+    .unwrap();
+    cli_error(
+        elb(&["delete-load-balancer", "--load-balancer-arn", &lb_arn]),
+        "OperationNotPermitted",
+    );
+    elb(&[
+        "modify-load-balancer-attributes",
+        "--load-balancer-arn",
+        &lb_arn,
+        "--attributes",
+        "Key=deletion_protection.enabled,Value=false",
+    ])
+    .unwrap();
+
+    // Deleting the load balancer takes its listeners and rules, and frees its groups.
+    elb(&["delete-load-balancer", "--load-balancer-arn", &lb_arn]).unwrap();
+    cli_error(
+        elb(&["describe-listeners", "--listener-arns", &listener]),
+        "ListenerNotFound",
+    );
+    elb(&["delete-target-group", "--target-group-arn", &tg_arn]).unwrap();
+    elb(&["delete-target-group", "--target-group-arn", &tcp]).unwrap();
+    elb(&["delete-load-balancer", "--load-balancer-arn", &other]).unwrap();
+    let all = s.control.store.range("elb/", None, None).await.unwrap();
+    let left: Vec<&str> = all.iter().map(|kv| kv.key.as_str()).collect();
+    assert!(
+        left.is_empty(),
+        "deleting everything leaves no ELB record: {left:?}"
+    );
+}
+
+async fn wait_health(
+    c: &elbv2::Client,
+    group: &str,
+    secs: u64,
+    want: impl Fn(&[(String, i32, String, String)]) -> bool,
+) -> Vec<(String, i32, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let h = c
+            .describe_target_health()
+            .target_group_arn(group)
+            .send()
+            .await
+            .unwrap();
+        let seen: Vec<(String, i32, String, String)> = h
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                let t = d.target().unwrap();
+                let th = d.target_health().unwrap();
+                (
+                    t.id().unwrap_or_default().to_string(),
+                    t.port().unwrap_or(0),
+                    th.state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    th.reason()
+                        .map(|r| r.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        if want(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target health not as wanted within {secs} s: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn forward(group: &str) -> Action {
+    Action::builder()
+        .r#type(ActionTypeEnum::Forward)
+        .target_group_arn(group)
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_sets_up_a_proxy_that_routes_checks_health_drains_and_survives_a_restart() {
+    let s = TestServer::start().await;
+    let c = common::sdk_client!(elbv2, &s);
+    let (one, two, bad) = (
+        backend("one", 200).await,
+        backend("two", 200).await,
+        backend("bad", 500).await,
+    );
+    let other = backend("other", 200).await;
+
+    let lb = c.create_load_balancer().name("edge").send().await.unwrap();
+    let lb_arn = lb.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let group = |name: &'static str| {
+        let c = c.clone();
+        async move {
+            c.create_target_group()
+                .name(name)
+                .protocol(ProtocolEnum::Http)
+                .port(80)
+                .target_type(elbv2::types::TargetTypeEnum::Ip)
+                .health_check_interval_seconds(5)
+                .health_check_timeout_seconds(2)
+                .healthy_threshold_count(2)
+                .unhealthy_threshold_count(2)
+                .send()
+                .await
+                .unwrap()
+                .target_groups()[0]
+                .target_group_arn()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let main = group("main").await;
+    let side = group("side").await;
+    let port = free_port();
+    let listener = c
+        .create_listener()
+        .load_balancer_arn(&lb_arn)
+        .protocol(ProtocolEnum::Http)
+        .port(i32::from(port))
+        .default_actions(forward(&main))
+        .send()
+        .await
+        .unwrap()
+        .listeners()[0]
+        .listener_arn()
+        .unwrap()
+        .to_string();
+    let target = |a: SocketAddr| {
+        TargetDescription::builder()
+            .id(a.ip().to_string())
+            .port(i32::from(a.port()))
+            .build()
+    };
+    c.register_targets()
+        .target_group_arn(&main)
+        .targets(target(one))
+        .targets(target(two))
+        .targets(target(bad))
+        .send()
+        .await
+        .unwrap();
+    c.register_targets()
+        .target_group_arn(&side)
+        .targets(target(other))
+        .send()
+        .await
+        .unwrap();
+    let health = wait_health(&c, &main, 30, |h| {
+        h.len() == 3
+            && h.iter().filter(|t| t.2 == "healthy").count() == 2
+            && h.iter().any(|t| t.2 == "unhealthy")
+    })
+    .await;
+    let failing = health.iter().find(|t| t.2 == "unhealthy").unwrap();
+    assert_eq!(
+        failing.1,
+        i32::from(bad.port()),
+        "the 500 target is the unhealthy one"
+    );
+    assert_eq!(
+        failing.3, "Target.ResponseCodeMismatch",
+        "ELB's reason code"
+    );
+
+    // Round robin over the healthy targets only.
+    let http = client();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let (status, headers, body) = get(&http, port, "/", &[]).await;
+        assert_eq!(status, 200, "body {body}");
+        assert_eq!(
+            headers["seen-x-forwarded-for"], "127.0.0.1",
+            "X-Forwarded-For"
+        );
+        assert_eq!(headers["seen-x-forwarded-proto"], "http");
+        assert_eq!(headers["seen-x-forwarded-port"], port.to_string().as_str());
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.get("bad"),
+        None,
+        "never routed to an unhealthy target: {seen:?}"
+    );
+    assert_eq!(seen.get("one"), Some(&20), "round robin: {seen:?}");
+    assert_eq!(seen.get("two"), Some(&20), "round robin: {seen:?}");
+
+    // Rules: fixed response, redirect, header, method, query string, weights.
+    let condition = |field: &str, values: &[&str]| {
+        RuleCondition::builder()
+            .field(field)
+            .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+            .build()
+    };
+    let rule = |priority: i32, cond: RuleCondition, action: Action| {
+        let c = c.clone();
+        let listener = listener.clone();
+        async move {
+            c.create_rule()
+                .listener_arn(listener)
+                .priority(priority)
+                .conditions(cond)
+                .actions(action)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    rule(
+        1,
+        condition("path-pattern", &["/teapot"]),
+        Action::builder()
+            .r#type(ActionTypeEnum::FixedResponse)
+            .fixed_response_config(
+                FixedResponseActionConfig::builder()
+                    .status_code("418")
+                    .content_type("text/plain")
+                    .message_body("short and stout")
+                    .build(),
+            )
+            .build(),
+    )
+    .await;
+    rule(
+        2,
+        condition("path-pattern", &["/old/*"]),
+        Action::builder()
+            .r#type(ActionTypeEnum::Redirect)
+            .redirect_config(
+                RedirectActionConfig::builder()
+                    .host("example.com")
+                    .path("/new/#{path}")
+                    .status_code(RedirectActionStatusCodeEnum::Http301)
+                    .build(),
+            )
+            .build(),
+    )
+    .await;
+    rule(
+        3,
+        RuleCondition::builder()
+            .field("http-header")
+            .http_header_config(
+                elbv2::types::HttpHeaderConditionConfig::builder()
+                    .http_header_name("X-Canary")
+                    .values("yes")
+                    .build(),
+            )
+            .build(),
+        forward(&side),
+    )
+    .await;
+    rule(
+        4,
+        RuleCondition::builder()
+            .field("query-string")
+            .query_string_config(
+                elbv2::types::QueryStringConditionConfig::builder()
+                    .values(
+                        elbv2::types::QueryStringKeyValuePair::builder()
+                            .key("v")
+                            .value("2")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build(),
+        Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .target_groups(
+                        TargetGroupTuple::builder()
+                            .target_group_arn(&main)
+                            .weight(0)
+                            .build(),
+                    )
+                    .target_groups(
+                        TargetGroupTuple::builder()
+                            .target_group_arn(&side)
+                            .weight(5)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build(),
+    )
+    .await;
+    let (status, _, body) = get(&http, port, "/teapot", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (418, "short and stout"),
+        "the fixed response"
+    );
+    let (status, headers, _) = get(&http, port, "/old/page?x=1", &[]).await;
+    assert_eq!(status, 301, "the redirect");
+    assert_eq!(
+        headers["location"],
+        format!("http://example.com:{port}/new/old/page?x=1").as_str(),
+        "#{{port}} is the listener's, #{{path}} the request's without its '/'"
+    );
+    assert_eq!(
+        get(&http, port, "/", &[("x-canary", "yes")]).await.2,
+        "other",
+        "the header rule"
+    );
+    assert_eq!(
+        get(&http, port, "/?v=2", &[]).await.2,
+        "other",
+        "a weight of 0 gets nothing"
+    );
+    let rules = c
+        .describe_rules()
+        .listener_arn(&listener)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rules.rules().len(), 5, "four rules and the default");
+
+    // A target deregistered drains, then is gone; traffic stays on the rest.
+    c.deregister_targets()
+        .target_group_arn(&main)
+        .targets(target(two))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        assert_ne!(
+            get(&http, port, "/", &[]).await.2,
+            "two",
+            "no new request to a draining target"
+        );
+    }
+    wait_health(&c, &main, 10, |h| h.len() == 2).await;
+
+    // A TCP listener of a network load balancer.
+    let raw = tcp_backend("raw-bytes").await;
+    let nlb = c
+        .create_load_balancer()
+        .name("tcp")
+        .r#type(elbv2::types::LoadBalancerTypeEnum::Network)
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let tcp_group = c
+        .create_target_group()
+        .name("raw")
+        .protocol(ProtocolEnum::Tcp)
+        .port(i32::from(raw.port()))
+        .target_type(elbv2::types::TargetTypeEnum::Ip)
+        .health_check_interval_seconds(5)
+        .health_check_timeout_seconds(2)
+        .healthy_threshold_count(2)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    c.register_targets()
+        .target_group_arn(&tcp_group)
+        .targets(target(raw))
+        .send()
+        .await
+        .unwrap();
+    let tcp_port = free_port();
+    c.create_listener()
+        .load_balancer_arn(&nlb)
+        .protocol(ProtocolEnum::Tcp)
+        .port(i32::from(tcp_port))
+        .default_actions(forward(&tcp_group))
+        .send()
+        .await
+        .unwrap();
+    wait_health(&c, &tcp_group, 20, |h| {
+        h.iter()
+            .all(|t| t.2 == TargetHealthStateEnum::Healthy.as_str())
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
+        .await
+        .unwrap();
+    let mut got = String::new();
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, "raw-bytes", "bytes through the TCP listener");
+
+    // A restart: the listeners listen again from the records.
+    let s = s.restart().await;
+    let (status, _, body) = get(&client(), port, "/teapot", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (418, "short and stout"),
+        "the listener after a restart"
+    );
+    // Health starts over after a restart; until a target is healthy, ELB routes to all.
+    let answer = get(&client(), port, "/", &[]).await;
+    assert!(
+        ["one", "bad"].contains(&answer.2.as_str()),
+        "the registered targets are routed to after a restart: {answer:?}"
+    );
+    s.stop().await;
+}
