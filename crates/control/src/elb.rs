@@ -2516,7 +2516,7 @@ fn find_rule<'a>(
     snap.rule(arn).map(|(k, r)| (k, r)).ok_or_else(|| {
         err(
             ErrorKind::RuleNotFound,
-            format!("One or more rules not found"),
+            "One or more rules not found",
         )
     })
 }

@@ -492,7 +492,7 @@ mod tests {
     fn first_probe_starts_initial_health_checking() {
         for probe in [Probe::Ok, Probe::Timeout] {
             let mut tracker = Tracker::new();
-            feed(&mut tracker, &[probe.clone()], 0.0);
+            feed(&mut tracker, std::slice::from_ref(&probe), 0.0);
             assert_eq!(
                 tracker.state(),
                 State::Initial,

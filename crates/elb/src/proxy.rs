@@ -113,6 +113,9 @@ impl Drop for InFlight {
     }
 }
 
+/// A target's state and the health checker that feeds it.
+type Checked = (Arc<TargetState>, JoinHandle<()>);
+
 #[derive(Debug)]
 struct GroupRt {
     group: Group,
@@ -139,7 +142,7 @@ struct Inner {
     options: Options,
     table: RwLock<Arc<Table>>,
     listeners: Mutex<HashMap<u16, Bound>>,
-    targets: Mutex<HashMap<TargetKey, (Arc<TargetState>, JoinHandle<()>)>>,
+    targets: Mutex<HashMap<TargetKey, Checked>>,
     tickets: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Turns for weighted forwards' choice of group.
     forwards: AtomicU64,

@@ -560,7 +560,8 @@ mod tests {
         let mut req = facts(NO_HEADERS);
         req.query = Some("Version=V2&name=John+Smith&city=S%C3%A3o%20Paulo&flag");
 
-        let cases: &[(&[(Option<&str>, &str)], bool, &str)] = &[
+        type Pairs<'a> = &'a [(Option<&'a str>, &'a str)];
+        let cases: &[(Pairs, bool, &str)] = &[
             (
                 &[(Some("version"), "v*")],
                 true,
