@@ -2513,12 +2513,9 @@ fn find_rule<'a>(
     if rule_of(arn).is_none() {
         return Err(validation(format!("'{arn}' is not a valid rule ARN")));
     }
-    snap.rule(arn).map(|(k, r)| (k, r)).ok_or_else(|| {
-        err(
-            ErrorKind::RuleNotFound,
-            "One or more rules not found",
-        )
-    })
+    snap.rule(arn)
+        .map(|(k, r)| (k, r))
+        .ok_or_else(|| err(ErrorKind::RuleNotFound, "One or more rules not found"))
 }
 
 fn present_tg(rec: &TgRecord) -> elbv2::TargetGroup {
