@@ -523,6 +523,147 @@ fn forward(group: &str) -> Action {
         .build()
 }
 
+/// A target that answers garbage, one that resets connections and one that never answers.
+async fn misbehaving() -> Vec<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = Vec::new();
+    for kind in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        out.push(listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                match kind {
+                    0 => {
+                        let _ = stream.write_all(b"this is not HTTP\r\n\r\n").await;
+                    }
+                    1 => {
+                        // A zero linger makes the close a reset, which is the point here.
+                        #[allow(deprecated)]
+                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                    }
+                    _ => held.push(stream),
+                }
+            }
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_answer_garbage_reset_or_hang_are_unhealthy_and_never_take_the_proxy_down() {
+    let s = TestServer::start().await;
+    let c = common::sdk_client!(elbv2, &s);
+    let good = backend("good", 200).await;
+    let bad = misbehaving().await;
+    let lb = c
+        .create_load_balancer()
+        .name("rough")
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let group = c
+        .create_target_group()
+        .name("rough")
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .target_type(elbv2::types::TargetTypeEnum::Ip)
+        .health_check_interval_seconds(5)
+        .health_check_timeout_seconds(2)
+        .healthy_threshold_count(2)
+        .unhealthy_threshold_count(2)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    // A target that never answers fails a request after the idle timeout.
+    c.modify_load_balancer_attributes()
+        .load_balancer_arn(&lb)
+        .attributes(
+            elbv2::types::LoadBalancerAttribute::builder()
+                .key("idle_timeout.timeout_seconds")
+                .value("3")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let port = free_port();
+    c.create_listener()
+        .load_balancer_arn(&lb)
+        .protocol(ProtocolEnum::Http)
+        .port(i32::from(port))
+        .default_actions(forward(&group))
+        .send()
+        .await
+        .unwrap();
+    // Only the misbehaving ones first: with no healthy target, ELB tries them all, and the
+    // client gets ELB's 502 (or 504), never a hung or dropped connection.
+    let mut reg = c.register_targets().target_group_arn(&group);
+    for a in &bad {
+        reg = reg.targets(
+            TargetDescription::builder()
+                .id(a.ip().to_string())
+                .port(i32::from(a.port()))
+                .build(),
+        );
+    }
+    reg.send().await.unwrap();
+    let health = wait_health(&c, &group, 30, |h| {
+        h.len() == 3 && h.iter().all(|t| t.2 == "unhealthy")
+    })
+    .await;
+    for t in &health {
+        assert!(
+            ["Target.FailedHealthChecks", "Target.Timeout"].contains(&t.3.as_str()),
+            "ELB's reason for a broken target: {t:?}"
+        );
+    }
+    let http = client();
+    for _ in 0..3 {
+        let (status, _, _) = get(&http, port, "/", &[]).await;
+        assert!(
+            [502, 504].contains(&status),
+            "a broken target is ELB's 502 (504 when it hangs): {status}"
+        );
+    }
+    // A healthy target joins: from then on, every request goes to it.
+    c.register_targets()
+        .target_group_arn(&group)
+        .targets(
+            TargetDescription::builder()
+                .id("127.0.0.1")
+                .port(i32::from(good.port()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    wait_health(&c, &group, 30, |h| h.iter().any(|t| t.2 == "healthy")).await;
+    for _ in 0..20 {
+        let (status, _, body) = get(&http, port, "/", &[]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "good"),
+            "only the healthy target is routed to"
+        );
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_sets_up_a_proxy_that_routes_checks_health_drains_and_survives_a_restart() {
     let s = TestServer::start().await;
@@ -766,6 +907,55 @@ async fn the_sdk_sets_up_a_proxy_that_routes_checks_health_drains_and_survives_a
         .await
         .unwrap();
     assert_eq!(rules.rules().len(), 5, "four rules and the default");
+
+    // lb_cookie stickiness: the cookie the first answer sets keeps a client on its target.
+    c.modify_target_group_attributes()
+        .target_group_arn(&main)
+        .attributes(
+            elbv2::types::TargetGroupAttribute::builder()
+                .key("stickiness.enabled")
+                .value("true")
+                .build(),
+        )
+        .attributes(
+            elbv2::types::TargetGroupAttribute::builder()
+                .key("stickiness.lb_cookie.duration_seconds")
+                .value("60")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (_, headers, first) = get(&http, port, "/", &[]).await;
+    let cookie = headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.starts_with("AWSALB="),
+        "the stickiness cookie: {cookie}"
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            get(&http, port, "/", &[("cookie", &cookie)]).await.2,
+            first,
+            "a sticky client stays"
+        );
+    }
+    c.modify_target_group_attributes()
+        .target_group_arn(&main)
+        .attributes(
+            elbv2::types::TargetGroupAttribute::builder()
+                .key("stickiness.enabled")
+                .value("false")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 
     // A target deregistered drains, then is gone; traffic stays on the rest.
     c.deregister_targets()

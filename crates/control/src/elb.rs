@@ -248,6 +248,9 @@ fn check_tg_attribute(protocol: &str, key: &str, value: &str) -> Result<(), EcsE
     }
     match key {
         "deregistration_delay.timeout_seconds" => int(0, 3600),
+        "stickiness.enabled" if protocol == "TCP" && value == "true" => Err(validation(
+            "Source-IP stickiness of TCP target groups is not supported by Berth yet",
+        )),
         "stickiness.enabled" => bool_(),
         "stickiness.type" => match (protocol, value) {
             ("TCP", "source_ip") | ("HTTP", "lb_cookie") => Ok(()),
@@ -553,6 +556,17 @@ fn check_actions(actions: &[elbv2::Action], protocol: &str) -> Result<(), EcsErr
                     return Err(validation("Target group weights must be from 0 to 999"));
                 }
             }
+            if a
+                .forward_config
+                .as_ref()
+                .and_then(|f| f.target_group_stickiness_config.as_ref())
+                .is_some_and(|s| s.enabled == Some(true))
+            {
+                return Err(err(
+                    ErrorKind::InvalidLoadBalancerAction,
+                    "Target-group stickiness of a forward action is not supported by Berth yet (a target group's own lb_cookie stickiness is)",
+                ));
+            }
             if tcp && tuples.len() > 1 {
                 return Err(validation(
                     "A network load balancer's forward action takes one target group",
@@ -776,10 +790,7 @@ fn data_condition(c: &elbv2::RuleCondition) -> Result<berth_elb::Condition, EcsE
     })
 }
 
-fn data_action(
-    a: &elbv2::Action,
-    stickiness_of: &dyn Fn(&str) -> Option<Duration>,
-) -> berth_elb::Action {
+fn data_action(a: &elbv2::Action) -> berth_elb::Action {
     match a.r#type.as_deref() {
         Some("fixed-response") => {
             let c = a.fixed_response_config.clone().unwrap_or_default();
@@ -820,14 +831,7 @@ fn data_action(
                     })
                     .collect()
             };
-            let stickiness = a
-                .forward_config
-                .as_ref()
-                .and_then(|f| f.target_group_stickiness_config.as_ref())
-                .filter(|s| s.enabled == Some(true))
-                .map(|s| Duration::from_secs(s.duration_seconds.unwrap_or(3600).max(1) as u64))
-                .or_else(|| groups.first().and_then(|g| stickiness_of(&g.0)));
-            berth_elb::Action::Forward { groups, stickiness }
+            berth_elb::Action::Forward { groups }
         }
     }
 }
@@ -2325,7 +2329,6 @@ impl Control {
                 },
             );
         }
-        let group_stickiness = |g: &str| config.groups.get(g).and_then(|g| g.stickiness);
         let mut listeners = Vec::new();
         for (_, l) in &snap.listeners {
             let arn = l.listener_arn.clone().unwrap_or_default();
@@ -2355,7 +2358,6 @@ impl Control {
                             .cloned()
                             .as_ref()
                             .unwrap_or(&elbv2::Action::default()),
-                        &group_stickiness,
                     ),
                 });
             }
@@ -2369,13 +2371,20 @@ impl Control {
             out_rules.push(berth_elb::Rule {
                 arn: format!("{arn}/default"),
                 conditions: Vec::new(),
-                action: data_action(&default, &group_stickiness),
+                action: data_action(&default),
             });
+            let lb_arn = l.load_balancer_arn.clone().unwrap_or_default();
+            let idle = snap
+                .lb(&lb_arn)
+                .map(|(_, r)| attr_secs(&r.attributes, "idle_timeout.timeout_seconds"))
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(60));
             listeners.push(berth_elb::Listener {
                 arn,
-                load_balancer: l.load_balancer_arn.clone().unwrap_or_default(),
+                load_balancer: lb_arn,
                 port: l.port.unwrap_or(0) as u16,
                 protocol,
+                idle_timeout: idle,
                 rules: out_rules,
             });
         }

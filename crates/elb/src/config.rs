@@ -31,6 +31,9 @@ pub struct Listener {
     pub load_balancer: String,
     pub port: u16,
     pub protocol: Protocol,
+    /// A request whose target sends nothing for this long fails with 504 (the load
+    /// balancer's `idle_timeout.timeout_seconds`).
+    pub idle_timeout: Duration,
     /// In evaluation order: ascending priority, the default rule last (it has no conditions).
     /// A TCP listener has exactly one rule, a forward with no conditions.
     pub rules: Vec<Rule>,
@@ -68,11 +71,8 @@ pub enum Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// To one of the groups, chosen by weight (weights 0..=999; a group of weight 0 gets
-    /// nothing). `stickiness`: a client keeps its group for this long (a cookie).
-    Forward {
-        groups: Vec<(String, u32)>,
-        stickiness: Option<Duration>,
-    },
+    /// nothing).
+    Forward { groups: Vec<(String, u32)> },
     FixedResponse {
         status: u16,
         content_type: Option<String>,

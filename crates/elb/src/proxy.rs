@@ -37,8 +37,8 @@ type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
 /// How long a connection to a target may take before the request fails with 504.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// ELB's default idle timeout: a target that sends nothing for this long fails the request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The cookie of a target group's `lb_cookie` stickiness (ALB's name for it).
+const STICKY_COOKIE: &str = "AWSALB";
 
 /// Where listeners bind.
 #[derive(Debug, Clone)]
@@ -614,7 +614,28 @@ async fn route(
     let Some(g) = table.groups.get(&group) else {
         return error_page(StatusCode::SERVICE_UNAVAILABLE);
     };
-    forward(inner, g, req, peer, port).await
+    forward(inner, g, req, peer, port, listener.idle_timeout).await
+}
+
+/// The target a request's stickiness cookie names, if it may still take requests.
+fn sticky_target(g: &GroupRt, req: &Request<Incoming>) -> Option<usize> {
+    let value = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(STICKY_COOKIE)?.strip_prefix('='))?;
+    let cands = candidates(g);
+    let eligible = balance::eligible(&cands);
+    eligible
+        .into_iter()
+        .find(|i| sticky_value(&g.group.targets[*i]) == value)
+}
+
+/// A target's cookie value: its address, which names it and no secret.
+fn sticky_value(t: &Target) -> String {
+    t.addr.to_string().replace(['.', ':', '[', ']'], "-")
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -641,8 +662,13 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     port: u16,
+    idle_timeout: Duration,
 ) -> Response<Body> {
-    let Some(first) = choose(g, None) else {
+    let sticky = g
+        .group
+        .stickiness
+        .and_then(|d| Some((sticky_target(g, &req), d)));
+    let Some(first) = sticky.and_then(|(t, _)| t).or_else(|| choose(g, None)) else {
         return error_page(StatusCode::SERVICE_UNAVAILABLE);
     };
     let upgrade = is_upgrade(&req);
@@ -712,7 +738,7 @@ async fn forward(
             None => Empty::new().map_err(|e| match e {}).boxed(),
         };
         let out = out.map(|()| b);
-        let sent = tokio::time::timeout(IDLE_TIMEOUT, inner.client.request(out)).await;
+        let sent = tokio::time::timeout(idle_timeout, inner.client.request(out)).await;
         match sent {
             Err(_) => return error_page(StatusCode::GATEWAY_TIMEOUT),
             Ok(Err(e)) => {
@@ -746,6 +772,17 @@ async fn forward(
                 }
                 // The client's own version, whatever the target spoke.
                 *resp.version_mut() = version;
+                // A sticky group names the target in a cookie the client sends back.
+                if let Some((_, duration)) = sticky {
+                    let cookie = format!(
+                        "{STICKY_COOKIE}={}; Max-Age={}; Path=/",
+                        sticky_value(target),
+                        duration.as_secs()
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&cookie) {
+                        resp.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                }
                 // The in-flight count lasts until the body is fully sent (or dropped).
                 return resp.map(|b| {
                     b.map_err(move |e| {
