@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +19,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -33,7 +32,6 @@ use crate::rules::{self, RequestFacts};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every answer's body: a target's, streamed, or the proxy's own.
 pub type Body = BoxBody<Bytes, BoxError>;
-type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
 /// How long a connection to a target may take before the request fails with 504.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,20 +78,126 @@ struct TargetKey {
     port: u16,
 }
 
-/// What outlives a routing table: a target's in-flight requests and its health.
+/// What outlives a routing table: a target's in-flight requests, its health (the tracker for
+/// the API, two atomics for the hot path) and its idle keep-alive connections.
 #[derive(Debug, Default)]
 struct TargetState {
     in_flight: AtomicUsize,
     tracker: Mutex<Option<Tracker>>,
+    healthy: AtomicBool,
+    /// When it last became healthy, seconds since the epoch as `f64` bits.
+    healthy_since: AtomicU64,
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
 }
+
+/// How many idle connections a target keeps.
+const MAX_IDLE: usize = 256;
 
 impl TargetState {
     fn healthy(&self) -> (bool, Option<f64>) {
-        let t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        match t.as_ref() {
-            Some(t) if t.state() == State::Healthy => (true, t.healthy_since()),
-            _ => (false, None),
+        if self.healthy.load(Ordering::Relaxed) {
+            (
+                true,
+                Some(f64::from_bits(self.healthy_since.load(Ordering::Relaxed))),
+            )
+        } else {
+            (false, None)
         }
+    }
+
+    /// Records a health check's outcome; whether the state changed.
+    fn observe(&self, probe: &Probe, hc: &HealthCheck) -> bool {
+        let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let t = t.get_or_insert_with(Tracker::new);
+        let before = t.state();
+        t.observe(probe, hc.healthy_threshold, hc.unhealthy_threshold, now());
+        let healthy = t.state() == State::Healthy;
+        if let Some(since) = t.healthy_since() {
+            self.healthy_since.store(since.to_bits(), Ordering::Relaxed);
+        }
+        self.healthy.store(healthy, Ordering::Relaxed);
+        t.state() != before
+    }
+
+    /// A connection to the target: an idle one that is still open, or a new one.
+    async fn connection(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, String> {
+        loop {
+            let idle = lock(&self.idle).pop();
+            let Some(mut sender) = idle else { break };
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out"))?
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Keeps a connection whose exchange ended for the next request.
+    fn give_back(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+}
+
+/// A target's response body on its way to the client: counted in flight until it ends (or
+/// is dropped), and its connection given back to the target's pool once it has ended.
+struct Tracked {
+    inner: Incoming,
+    pooled: Option<(SendRequest<Incoming>, Arc<TargetState>)>,
+    _in_flight: InFlight,
+}
+
+impl Tracked {
+    fn ended(&mut self) {
+        if let Some((sender, state)) = self.pooled.take() {
+            state.give_back(sender);
+        }
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => self.ended(),
+            std::task::Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
+            std::task::Poll::Ready(Some(Err(_))) => self.pooled = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -148,7 +252,6 @@ struct Inner {
     forwards: AtomicU64,
     /// Told whenever a target's health state changes.
     health_changed: tokio::sync::Notify,
-    client: Client<HttpConnector, UpstreamBody>,
 }
 
 /// The data plane: cheap to clone, one per server.
@@ -160,13 +263,6 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with nothing configured.
     pub fn new(options: Options) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Proxy {
             inner: Arc::new(Inner {
                 options,
@@ -176,7 +272,6 @@ impl Proxy {
                 tickets: Mutex::default(),
                 forwards: AtomicU64::new(0),
                 health_changed: tokio::sync::Notify::new(),
-                client,
             }),
         }
     }
@@ -497,11 +592,20 @@ enum Decision {
 }
 
 fn decide(listener: &Listener, req: &Request<Incoming>, peer: SocketAddr, ticket: u64) -> Decision {
-    let headers: Vec<(&str, &str)> = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
+    // Headers are gathered only for listeners whose rules look at them.
+    let needs_headers = listener.rules.iter().any(|r| {
+        r.conditions
+            .iter()
+            .any(|c| matches!(c, crate::config::Condition::HttpHeader { .. }))
+    });
+    let headers: Vec<(&str, &str)> = if needs_headers {
+        req.headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let host = req
         .headers()
         .get(header::HOST)
@@ -614,7 +718,7 @@ async fn route(
     let Some(g) = table.groups.get(&group) else {
         return error_page(StatusCode::SERVICE_UNAVAILABLE);
     };
-    forward(inner, g, req, peer, port, listener.idle_timeout).await
+    forward(g, req, peer, port, listener.idle_timeout).await
 }
 
 /// The target a request's stickiness cookie names, if it may still take requests.
@@ -657,23 +761,20 @@ const HOP_BY_HOP: [&str; 6] = [
 ];
 
 async fn forward(
-    inner: &Arc<Inner>,
     g: &GroupRt,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     port: u16,
     idle_timeout: Duration,
 ) -> Response<Body> {
-    let sticky = g
-        .group
-        .stickiness
-        .and_then(|d| Some((sticky_target(g, &req), d)));
-    let Some(first) = sticky.and_then(|(t, _)| t).or_else(|| choose(g, None)) else {
+    let sticky = g.group.stickiness.map(|d| (sticky_target(g, &req), d));
+    let Some(mut pick) = sticky.and_then(|(t, _)| t).or_else(|| choose(g, None)) else {
         return error_page(StatusCode::SERVICE_UNAVAILABLE);
     };
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    // The request, ready for any target: hop-by-hop headers out, X-Forwarded-* in.
+    // The request, ready for any target: hop-by-hop headers out, X-Forwarded-* in, the URI
+    // in origin form.
     let (mut parts, body) = req.into_parts();
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
@@ -691,15 +792,22 @@ async fn forward(
             parts.headers.insert(header::HOST, a);
         }
     }
-    let xff = match parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query = parts.uri.path_and_query().cloned();
+        if let Ok(uri) = http::Uri::from_parts(origin) {
+            parts.uri = uri;
+        }
+    }
+    let xff = match parts.headers.get("x-forwarded-for") {
+        Some(prior) => HeaderValue::from_str(&format!(
+            "{}, {}",
+            prior.to_str().unwrap_or_default(),
+            peer.ip()
+        )),
+        None => HeaderValue::from_str(&peer.ip().to_string()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = xff {
         parts.headers.insert("x-forwarded-for", v);
     }
     parts
@@ -710,89 +818,89 @@ async fn forward(
         .insert("x-forwarded-port", HeaderValue::from(port));
     let version = parts.version;
     parts.version = http::Version::HTTP_11;
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    // A request without a body may be tried on a second target when the first refuses the
-    // connection (a target that just stopped): the client never sees that failure.
-    let bodiless = matches!(
-        parts.method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::DELETE
-    ) && !parts.headers.contains_key(header::CONTENT_LENGTH)
-        && !upgrade;
-    let mut body = Some(body.boxed());
-    let mut pick = first;
-    for attempt in 0..2 {
+    let mut req = Some(Request::from_parts(parts, body));
+    // A request is sent at most once: another connection (or target) is tried only when the
+    // connection could not be made or closed before the request was written.
+    for _ in 0..3 {
         let target = &g.group.targets[pick];
         let state = g.states[pick].clone();
-        let guard = InFlight::new(state);
-        let mut out = Request::from_parts(parts.clone(), ());
-        let Ok(uri) = format!("http://{}{}", target.addr, path).parse() else {
-            return error_page(StatusCode::BAD_REQUEST);
-        };
-        *out.uri_mut() = uri;
-        let b = match body.take() {
-            Some(b) => b,
-            None => Empty::new().map_err(|e| match e {}).boxed(),
-        };
-        let out = out.map(|()| b);
-        let sent = tokio::time::timeout(idle_timeout, inner.client.request(out)).await;
-        match sent {
-            Err(_) => return error_page(StatusCode::GATEWAY_TIMEOUT),
-            Ok(Err(e)) => {
-                let retry = bodiless && attempt == 0 && e.is_connect();
-                tracing::debug!(target = %target.addr, error = %e, retry, "target request failed");
-                drop(guard);
-                if retry {
-                    if let Some(next) = choose(g, Some(pick)) {
+        let in_flight = InFlight::new(state.clone());
+        let mut sender = match state.connection(target.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(target = %target.addr, error = e, "target unreachable");
+                match choose(g, Some(pick)) {
+                    Some(next) => {
                         pick = next;
                         continue;
                     }
+                    None => return error_page(StatusCode::BAD_GATEWAY),
                 }
-                return error_page(StatusCode::BAD_GATEWAY);
             }
-            Ok(Ok(mut resp)) => {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client_upgrade) = client_upgrade {
-                        let target_upgrade = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(async move {
-                            let _guard = guard;
-                            if let (Ok(a), Ok(b)) = (client_upgrade.await, target_upgrade.await) {
-                                let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                            }
-                        });
-                        return resp.map(|b| b.map_err(BoxError::from).boxed());
+        };
+        let Some(out) = req.take() else { break };
+        let sent = tokio::time::timeout(idle_timeout, sender.try_send_request(out)).await;
+        let mut resp = match sent {
+            Err(_) => return error_page(StatusCode::GATEWAY_TIMEOUT),
+            Ok(Ok(resp)) => resp,
+            Ok(Err(mut e)) => match e.take_message() {
+                // Never written: safe to send on another connection.
+                Some(unsent) => {
+                    req = Some(unsent);
+                    continue;
+                }
+                None => {
+                    tracing::debug!(target = %target.addr, error = %e.into_error(), "target request failed");
+                    return error_page(StatusCode::BAD_GATEWAY);
+                }
+            },
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let target_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    if let (Ok(a), Ok(b)) = (client_upgrade.await, target_upgrade.await) {
+                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
                     }
-                }
-                for h in HOP_BY_HOP {
-                    resp.headers_mut().remove(h);
-                }
-                // The client's own version, whatever the target spoke.
-                *resp.version_mut() = version;
-                // A sticky group names the target in a cookie the client sends back.
-                if let Some((_, duration)) = sticky {
-                    let cookie = format!(
-                        "{STICKY_COOKIE}={}; Max-Age={}; Path=/",
-                        sticky_value(target),
-                        duration.as_secs()
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&cookie) {
-                        resp.headers_mut().append(header::SET_COOKIE, v);
-                    }
-                }
-                // The in-flight count lasts until the body is fully sent (or dropped).
-                return resp.map(|b| {
-                    b.map_err(move |e| {
-                        let _held = &guard;
-                        BoxError::from(e)
-                    })
-                    .boxed()
                 });
+                return resp.map(|b| b.map_err(BoxError::from).boxed());
             }
         }
+        for h in HOP_BY_HOP {
+            resp.headers_mut().remove(h);
+        }
+        // The client's own version, whatever the target spoke.
+        *resp.version_mut() = version;
+        // A sticky group names the target in a cookie the client sends back.
+        if let Some((_, duration)) = sticky {
+            let cookie = format!(
+                "{STICKY_COOKIE}={}; Max-Age={}; Path=/",
+                sticky_value(target),
+                duration.as_secs()
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        let keep = !resp
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        resp.headers_mut().remove(header::CONNECTION);
+        let pooled = keep.then_some((sender, state));
+        return resp.map(|body| {
+            let mut tracked = Tracked {
+                inner: body,
+                pooled,
+                _in_flight: in_flight,
+            };
+            if hyper::body::Body::is_end_stream(&tracked.inner) {
+                tracked.ended();
+            }
+            tracked.map_err(BoxError::from).boxed()
+        });
     }
     error_page(StatusCode::BAD_GATEWAY)
 }
@@ -858,14 +966,7 @@ async fn check_loop(inner: std::sync::Weak<Inner>, key: TargetKey, state: Arc<Ta
         let (hc, target) = current;
         if hc.enabled && target.deregistered_at.is_none() {
             let probe = probe(&hc, target.addr).await;
-            let changed = {
-                let mut t = state.tracker.lock().unwrap_or_else(|e| e.into_inner());
-                let t = t.get_or_insert_with(Tracker::new);
-                let before = t.state();
-                t.observe(&probe, hc.healthy_threshold, hc.unhealthy_threshold, now());
-                t.state() != before
-            };
-            if changed {
+            if state.observe(&probe, &hc) {
                 if let Some(inner) = inner.upgrade() {
                     inner.health_changed.notify_one();
                 }
