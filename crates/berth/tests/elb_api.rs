@@ -1049,3 +1049,159 @@ async fn the_sdk_sets_up_a_proxy_that_routes_checks_health_drains_and_survives_a
     );
     s.stop().await;
 }
+
+/// A target that answers 200 to plain requests and, to a WebSocket upgrade, 101 and then
+/// echoes every byte.
+async fn upgrading_backend() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if text.contains("upgrade: websocket") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                        .await;
+                    let (mut r, mut w) = stream.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                } else {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_and_websocket_upgrades_go_through_a_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let c = common::sdk_client!(elbv2, &s);
+    let target = upgrading_backend().await;
+    let lb = c
+        .create_load_balancer()
+        .name("ws")
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let group = c
+        .create_target_group()
+        .name("ws")
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .target_type(elbv2::types::TargetTypeEnum::Ip)
+        .health_check_interval_seconds(5)
+        .health_check_timeout_seconds(2)
+        .healthy_threshold_count(2)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    c.register_targets()
+        .target_group_arn(&group)
+        .targets(
+            TargetDescription::builder()
+                .id("127.0.0.1")
+                .port(i32::from(target.port()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let port = free_port();
+    c.create_listener()
+        .load_balancer_arn(&lb)
+        .protocol(ProtocolEnum::Http)
+        .port(i32::from(port))
+        .default_actions(forward(&group))
+        .send()
+        .await
+        .unwrap();
+    wait_health(&c, &group, 20, |h| h.iter().all(|t| t.2 == "healthy")).await;
+
+    // HTTP/2 with prior knowledge (h2c): answered in HTTP/2, from an HTTP/1.1 target.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://127.0.0.1:{port}/"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2, "answered in HTTP/2");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok", "the target's body over HTTP/2");
+
+    // A WebSocket upgrade: 101 through the proxy, then bytes both ways.
+    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    ws.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the proxy closed before answering the upgrade: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "the upgrade is answered 101: {head}"
+    );
+    ws.write_all(b"hello over the upgrade").await.unwrap();
+    let mut echo = [0u8; 22];
+    tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &echo, b"hello over the upgrade",
+        "bytes echoed through the upgraded connection"
+    );
+    s.stop().await;
+}

@@ -490,3 +490,63 @@ mod tests {
         assert!(unit_fraction(u64::MAX) < 1.0, "all bits must stay below 1");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn candidate() -> impl Strategy<Value = (bool, usize, Option<f64>, bool)> {
+        (
+            any::<bool>(),
+            0usize..50,
+            proptest::option::of(0.0f64..200.0),
+            proptest::bool::weighted(0.2),
+        )
+    }
+
+    proptest! {
+        /// Never route to an unhealthy (or initial) target while a healthy one is there, never
+        /// to a draining one, whatever the algorithm, slow start, clock and turn.
+        #[test]
+        fn never_routes_to_an_unhealthy_or_draining_target(
+            specs in proptest::collection::vec(candidate(), 0..12),
+            least in any::<bool>(),
+            slow_start in 0u64..300,
+            now in 0.0f64..400.0,
+            ticket in any::<u64>(),
+        ) {
+            let cands: Vec<Candidate> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (healthy, in_flight, since, draining))| Candidate {
+                    index: i * 3 + 1,
+                    healthy: *healthy,
+                    in_flight: *in_flight,
+                    healthy_since: since.filter(|_| *healthy),
+                    draining: *draining,
+                })
+                .collect();
+            let algorithm = if least {
+                Algorithm::LeastOutstandingRequests
+            } else {
+                Algorithm::RoundRobin
+            };
+            let picked = pick(algorithm, &cands, Duration::from_secs(slow_start), now, ticket);
+            let any_live = cands.iter().any(|c| !c.draining);
+            let any_healthy = cands.iter().any(|c| c.healthy && !c.draining);
+            match picked {
+                None => prop_assert!(!any_live, "a target could take the request: {cands:?}"),
+                Some(index) => {
+                    let c = cands.iter().find(|c| c.index == index);
+                    prop_assert!(c.is_some(), "picked {index}, not a candidate");
+                    let c = c.expect("checked");
+                    prop_assert!(!c.draining, "picked a draining target: {c:?}");
+                    if any_healthy {
+                        prop_assert!(c.healthy, "picked an unhealthy target while a healthy one was there: {c:?}");
+                    }
+                }
+            }
+        }
+    }
+}
