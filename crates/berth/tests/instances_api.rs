@@ -1834,11 +1834,23 @@ async fn tasks_get_propagated_and_managed_tags() {
         )
         .await;
     assert!(e.contains("capacityProviderStrategy"), "{e}");
-    let u = s
-        .ok(
+    // A target group that does not exist is refused with ECS's words, and nothing changes.
+    let e = s
+        .err(
             "UpdateService",
             json!({"cluster": "default", "service": "api", "propagateTags": "NONE",
                    "loadBalancers": [{"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/t/1", "containerName": "app", "containerPort": 80}]}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert_eq!(
+        e,
+        "The target group arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/t/1 does not exist."
+    );
+    let u = s
+        .ok(
+            "UpdateService",
+            json!({"cluster": "default", "service": "api", "propagateTags": "NONE"}),
         )
         .await;
     assert_eq!(u["service"]["propagateTags"], "NONE");
@@ -1862,8 +1874,9 @@ async fn tasks_get_propagated_and_managed_tags() {
     )
     .await;
     assert_eq!(
-        u["service"]["loadBalancers"][0]["containerPort"], 80,
-        "kept as CreateService keeps it"
+        u["service"]["loadBalancers"],
+        json!([]),
+        "the refused load balancers were not stored"
     );
     s.stop().await;
 }

@@ -14,8 +14,39 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 /// Fills every kind of state: ECS records, tags, settings, a join token and an agent key, a
-/// registry image with its blobs, a log event, a metric.
-async fn fill(s: &TestServer) {
+/// registry image with its blobs, a log event, a metric, a load balancer with a listener
+/// (listening on the returned port).
+async fn fill(s: &TestServer) -> u16 {
+    use aws_sdk_elasticloadbalancingv2 as elbv2;
+    let elb = common::sdk_client!(elbv2, s);
+    let lb = elb.create_load_balancer().name("web").send().await.unwrap();
+    let tg = elb
+        .create_target_group()
+        .name("web")
+        .protocol(elbv2::types::ProtocolEnum::Http)
+        .port(80)
+        .target_type(elbv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .unwrap();
+    let port = common::free_port();
+    elb.create_listener()
+        .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().unwrap())
+        .protocol(elbv2::types::ProtocolEnum::Http)
+        .port(i32::from(port))
+        .default_actions(
+            elbv2::types::Action::builder()
+                .r#type(elbv2::types::ActionTypeEnum::Forward)
+                .target_group_arn(tg.target_groups()[0].target_group_arn().unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the listener listens"
+    );
     s.ok(
         "CreateCluster",
         json!({"clusterName": "c1", "tags": [{"key": "a", "value": "b"}]}),
@@ -116,6 +147,7 @@ async fn fill(s: &TestServer) {
             true,
         )
         .unwrap();
+    port
 }
 
 async fn keys(s: &TestServer) -> Vec<String> {
@@ -138,7 +170,7 @@ async fn nothing_but_the_admin_key_survives_a_reset_on_either_path() {
     ];
     admin.sort();
     for path in ["/_berth/reset", "/moto-api/reset"] {
-        fill(&s).await;
+        let port = fill(&s).await;
         let before = keys(&s).await;
         for prefix in [
             "clusters/",
@@ -148,6 +180,7 @@ async fn nothing_but_the_admin_key_survives_a_reset_on_either_path() {
             "ecr/",
             "auth/join-token/",
             "instances/",
+            "elb/",
         ] {
             assert!(
                 before.iter().any(|k| k.starts_with(prefix)),
@@ -172,6 +205,10 @@ async fn nothing_but_the_admin_key_survives_a_reset_on_either_path() {
         );
         let metrics = s.control.cloudwatch.clone().unwrap();
         assert_eq!(metrics.series_count(), 0, "no metric survives {path}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "no listener survives {path}"
+        );
         // The admin goes on, and a repository of the same name can be made again.
         let a = signed_ecr_call(
             &s.endpoint,

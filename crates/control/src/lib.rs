@@ -266,6 +266,8 @@ impl Control {
         }
         self.plans.clear();
         self.plan_definitions.clear();
+        // Listeners of load balancers that no longer exist stop listening.
+        self.sync_elb().await;
         if let Some(logs) = self.logs.clone() {
             tokio::task::spawn_blocking(move || logs.clear())
                 .await
