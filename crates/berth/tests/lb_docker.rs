@@ -51,8 +51,14 @@ impl Elb<'_> {
     }
 
     fn target_group(&self, name: &str) -> String {
+        self.target_group_checking(name, "/")
+    }
+
+    fn target_group_checking(&self, name: &str, path: &str) -> String {
         let v = self.call(&[
             "create-target-group",
+            "--health-check-path",
+            path,
             "--name",
             name,
             "--protocol",
@@ -412,13 +418,57 @@ async fn services_behind_a_load_balancer_register_route_by_rule_and_roll_out_wit
     .await;
     assert_eq!(get(&c, port, "/", None).await.unwrap().0, 200);
 
+    // A task whose target fails its group's health checks is replaced, with ECS's reason.
+    let sick = elb.target_group_checking("sick", "/missing");
+    elb.call(&[
+        "create-rule",
+        "--listener-arn",
+        &listener,
+        "--priority",
+        "30",
+        "--conditions",
+        "Field=path-pattern,Values=/sick/*",
+        "--actions",
+        &format!("Type=forward,TargetGroupArn={sick}"),
+    ]);
+    s.ok(
+        "CreateService",
+        json!({"serviceName": "sick", "taskDefinition": "api", "desiredCount": 1,
+               "loadBalancers": [{"targetGroupArn": sick, "containerName": "web", "containerPort": 80}]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stopped = loop {
+        let gone = service_tasks(&s, "sick", Some("STOPPED")).await;
+        if let Some(t) = gone.iter().find(|t| t["lastStatus"] == "STOPPED") {
+            break t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unhealthy task was not replaced: {:#}",
+            describe(&s, "sick").await["events"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        stopped["stoppedReason"],
+        format!("Task failed ELB health checks in (target-group {sick})").as_str()
+    );
+    let svc = describe(&s, "sick").await;
+    assert!(
+        svc["deployments"][0]["failedTasks"].as_i64().unwrap() >= 1,
+        "a task that failed its load balancer's health checks counts as failed: {svc:#}"
+    );
+
     // Scaling to zero deregisters everything.
-    for name in ["site", "api"] {
+    for name in ["site", "api", "sick"] {
         s.ok("UpdateService", json!({"service": name, "desiredCount": 0}))
             .await;
     }
     wait_for("every target drained away", 60, || {
-        elb.registered(&site).is_empty() && elb.registered(&api).is_empty()
+        elb.registered(&site).is_empty()
+            && elb.registered(&api).is_empty()
+            && elb.registered(&sick).is_empty()
     })
     .await;
     agent.stop().await;

@@ -921,6 +921,7 @@ impl Control {
                     stopped_at: t.stopped_at,
                     stop_code: t.stop_code.clone(),
                     displaced: gone || draining.contains(host.as_str()),
+                    failed_health: t.health_failed,
                     host,
                 }
             })

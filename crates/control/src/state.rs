@@ -50,6 +50,8 @@ pub struct TaskSummary {
     pub started_at: Option<f64>,
     pub stopped_at: Option<f64>,
     pub stop_code: Option<String>,
+    /// Stopped for failed container or load-balancer health checks.
+    pub health_failed: bool,
     pub mod_revision: Revision,
     /// The revision at which what its agent is handed last changed (placement, its
     /// desiredStatus): a report of RUNNING leaves it as it was.
@@ -89,6 +91,10 @@ impl TaskSummary {
             started_at: t.started_at,
             stopped_at: t.stopped_at,
             stop_code: t.stop_code.clone(),
+            health_failed: t.stopped_reason.as_deref().is_some_and(|r| {
+                r.starts_with("Task failed container health checks")
+                    || r.starts_with("Task failed ELB health checks")
+            }),
             mod_revision: rev,
             plan_revision: rev,
         }

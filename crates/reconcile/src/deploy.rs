@@ -211,6 +211,9 @@ pub struct ServiceTask {
     pub host: String,
     /// Its instance is not ACTIVE, or its agent has been gone too long.
     pub displaced: bool,
+    /// The scheduler stopped it because its health checks (a container's, or a load
+    /// balancer's) failed: a failure all the same, for the circuit breaker and the back-off.
+    pub failed_health: bool,
 }
 
 impl ServiceTask {
@@ -239,14 +242,16 @@ impl ServiceTask {
         }
     }
 
-    /// A task of `deployment` that stopped without the scheduler or a user asking it to.
+    /// A task of `deployment` that stopped without the scheduler or a user asking it to, or
+    /// that the scheduler stopped because it failed its health checks.
     pub fn failed_in(&self, deployment: &str) -> bool {
         self.deployment == deployment
             && self.last_status.as_deref() == Some("STOPPED")
-            && !matches!(
-                self.stop_code.as_deref(),
-                Some("ServiceSchedulerInitiated" | "UserInitiated")
-            )
+            && (self.failed_health
+                || !matches!(
+                    self.stop_code.as_deref(),
+                    Some("ServiceSchedulerInitiated" | "UserInitiated")
+                ))
     }
 
     /// Counted as `status` (RUNNING or PENDING) in runningCount/pendingCount: its desired

@@ -60,6 +60,7 @@ pub fn task(arn: &str, dep: &str, last: &str, desired: &str) -> ServiceTask {
         stop_code: None,
         host: "i1".into(),
         displaced: false,
+        failed_health: false,
     }
 }
 

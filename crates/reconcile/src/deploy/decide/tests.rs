@@ -26,16 +26,25 @@ fn failed_tasks_count_only_stops_nobody_asked_for() {
     user.stop_code = Some("UserInitiated".into());
     let mut no_code = failed("arn/n", "new", 1.0);
     no_code.stop_code = None;
+    // Replaced by the scheduler for failed (container or load-balancer) health checks.
+    let mut unhealthy = failed("arn/h", "new", 1.0);
+    unhealthy.stop_code = Some("ServiceSchedulerInitiated".into());
+    unhealthy.failed_health = true;
     let tasks = vec![
         failed("arn/a", "new", 1.0),
         failed("arn/b", "old", 1.0),
         asked,
         user,
         no_code,
+        unhealthy,
         running("arn/r", "new"),
     ];
     let d = decide(&rollout(service("web", 2), tasks), 10.0);
-    assert_eq!(d.deployments[0].failed_tasks, Some(2), "a and n");
+    assert_eq!(
+        d.deployments[0].failed_tasks,
+        Some(3),
+        "a, n and h: a task that failed its health checks is a failure"
+    );
     assert_eq!(d.deployments[1].failed_tasks, Some(0), "untouched");
 }
 
