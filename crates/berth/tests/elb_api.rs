@@ -435,6 +435,26 @@ async fn the_aws_cli_drives_elb_and_gets_elbs_errors_with_nothing_stored() {
         ]),
         "ValidationError",
     );
+    cli_error(
+        elb(&[
+            "modify-target-group-attributes",
+            "--target-group-arn",
+            &tg_arn,
+            "--attributes",
+            "Key=slow_start.duration_seconds,Value=30",
+            "Key=load_balancing.algorithm.type,Value=least_outstanding_requests",
+        ]),
+        "InvalidConfigurationRequest",
+    );
+    cli_error(
+        elb(&[
+            "modify-target-group",
+            "--target-group-arn",
+            &tg_arn,
+            "--no-health-check-enabled",
+        ]),
+        "ValidationError",
+    );
     elb(&[
         "modify-load-balancer-attributes",
         "--load-balancer-arn",

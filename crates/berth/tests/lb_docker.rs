@@ -454,11 +454,43 @@ async fn services_behind_a_load_balancer_register_route_by_rule_and_roll_out_wit
         stopped["stoppedReason"],
         format!("Task failed ELB health checks in (target-group {sick})").as_str()
     );
-    let svc = describe(&s, "sick").await;
-    assert!(
-        svc["deployments"][0]["failedTasks"].as_i64().unwrap() >= 1,
-        "a task that failed its load balancer's health checks counts as failed: {svc:#}"
-    );
+    // The next pass of the service counts it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let svc = describe(&s, "sick").await;
+        if svc["deployments"][0]["failedTasks"].as_i64().unwrap() >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a task that failed its load balancer's health checks counts as failed: {svc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Taking a service off its load balancer rolls it out to tasks that are not registered;
+    // the old one drains from the group.
+    s.ok(
+        "UpdateService",
+        json!({"service": "api", "loadBalancers": []}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let svc = describe(&s, "api").await;
+        let done = svc["deployments"].as_array().unwrap().len() == 1
+            && svc["runningCount"] == 1
+            && elb.registered(&api).is_empty();
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not leave its load balancer: {:#}",
+            svc["events"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Scaling to zero deregisters everything.
     for name in ["site", "api", "sick"] {

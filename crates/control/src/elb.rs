@@ -329,8 +329,10 @@ struct HealthInput {
 
 fn apply_health(tg: &mut elbv2::TargetGroup, h: HealthInput) -> Result<(), EcsError> {
     let protocol = tg.protocol.clone().unwrap_or_else(|| "HTTP".into());
-    if let Some(v) = h.enabled {
-        tg.health_check_enabled = Some(v);
+    if h.enabled == Some(false) {
+        return Err(validation(
+            "Health checks cannot be disabled for target groups with target type 'instance' or 'ip'",
+        ));
     }
     if let Some(p) = h.protocol {
         match (protocol.as_str(), p.as_str()) {
@@ -435,6 +437,11 @@ fn new_target_group(arn: String, r: &elbv2::CreateTargetGroupInput) -> Result<Tg
     if r.ip_address_type.as_deref().is_some_and(|v| v != "ipv4") {
         return Err(invalid_config(
             "Only the 'ipv4' IP address type is supported by Berth",
+        ));
+    }
+    if r.target_control_port.is_some() {
+        return Err(invalid_config(
+            "TargetControlPort is not supported by Berth's target groups",
         ));
     }
     let http = protocol == "HTTP";
@@ -591,6 +598,21 @@ fn check_actions(actions: &[elbv2::Action], protocol: &str) -> Result<(), EcsErr
                     "Fixed-response status code '{code}' must be 2XX, 4XX or 5XX"
                 )));
             }
+            if let Some(t) = c.content_type.as_deref() {
+                const TYPES: [&str; 5] = [
+                    "text/plain",
+                    "text/css",
+                    "text/html",
+                    "application/javascript",
+                    "application/json",
+                ];
+                if !TYPES.contains(&t) {
+                    return Err(validation(format!(
+                        "Fixed-response content type '{t}' must be one of [{}]",
+                        TYPES.join(", ")
+                    )));
+                }
+            }
             if c.message_body.as_deref().is_some_and(|b| b.len() > 1024) {
                 return Err(validation(
                     "A fixed-response message body can be at most 1024 characters",
@@ -673,6 +695,23 @@ fn check_conditions(conditions: &[elbv2::RuleCondition]) -> Result<(), EcsError>
     let mut values = 0;
     for c in conditions {
         let field = c.field.as_deref().unwrap_or_default();
+        let legacy = c.values.as_ref().is_some_and(|v| !v.is_empty());
+        let config = c.host_header_config.is_some() || c.path_pattern_config.is_some();
+        if legacy && config {
+            return Err(validation(format!(
+                "A '{field}' condition cannot give both Values and its configuration"
+            )));
+        }
+        if field == "http-header"
+            && c.http_header_config
+                .as_ref()
+                .and_then(|h| h.http_header_name.as_deref())
+                .is_none_or(str::is_empty)
+        {
+            return Err(validation(
+                "An 'http-header' condition needs an HttpHeaderName",
+            ));
+        }
         let n = condition_values(c)?.len();
         if n == 0 {
             return Err(validation(format!(
@@ -1401,6 +1440,19 @@ impl Control {
             check_tg_attribute(&protocol, &k, &v)?;
             rec.attributes.insert(k, v);
         }
+        let slow = rec
+            .attributes
+            .get("slow_start.duration_seconds")
+            .is_some_and(|v| v != "0");
+        let least = rec
+            .attributes
+            .get("load_balancing.algorithm.type")
+            .is_some_and(|v| v == "least_outstanding_requests");
+        if slow && least {
+            return Err(invalid_config(
+                "Slow start mode cannot be combined with the least outstanding requests algorithm",
+            ));
+        }
         self.commit_elb(Txn::new().replace(kv, encode(&rec)?))
             .await?;
         out(elbv2::ModifyTargetGroupAttributesOutput {
@@ -1494,6 +1546,14 @@ impl Control {
                 ))
             }
         }
+        if r.mutual_authentication
+            .as_ref()
+            .is_some_and(|m| m.mode.as_deref().is_some_and(|mode| mode != "off"))
+        {
+            return Err(invalid_config(
+                "Mutual TLS authentication is for HTTPS listeners, which Berth does not serve yet",
+            ));
+        }
         if r.certificates.is_some() || r.ssl_policy.is_some() || r.alpn_policy.is_some() {
             return Err(invalid_config(
                 "Certificates, SSL policies and ALPN policies are for HTTPS and TLS listeners, which Berth does not serve yet",
@@ -1579,6 +1639,14 @@ impl Control {
         let lb_arn = l.load_balancer_arn.clone().unwrap_or_default();
         let kind = snap.lb_type_of(&lb_arn);
         let mut l = l.clone();
+        if r.mutual_authentication
+            .as_ref()
+            .is_some_and(|m| m.mode.as_deref().is_some_and(|mode| mode != "off"))
+        {
+            return Err(invalid_config(
+                "Mutual TLS authentication is for HTTPS listeners, which Berth does not serve yet",
+            ));
+        }
         if r.certificates.is_some() || r.ssl_policy.is_some() || r.alpn_policy.is_some() {
             return Err(invalid_config(
                 "Certificates, SSL policies and ALPN policies are for HTTPS and TLS listeners, which Berth does not serve yet",
@@ -1599,15 +1667,21 @@ impl Control {
         }
         if let Some(p) = r.port {
             let port = check_port(p)?;
-            if snap
+            if let Some((_, o)) = snap
                 .listeners
                 .iter()
-                .any(|(_, o)| o.port == Some(p) && o.listener_arn.as_deref() != Some(arn.as_str()))
+                .find(|(_, o)| o.port == Some(p) && o.listener_arn.as_deref() != Some(arn.as_str()))
             {
-                return Err(err(
-                    ErrorKind::DuplicateListener,
-                    format!("Port {port} is already used by another listener on this host"),
-                ));
+                if o.load_balancer_arn == l.load_balancer_arn {
+                    return Err(err(
+                        ErrorKind::DuplicateListener,
+                        "A listener already exists on this port for this load balancer",
+                    ));
+                }
+                return Err(invalid_config(format!(
+                    "Port {port} is used by a listener of load balancer '{}': Berth's load balancers share this host's ports",
+                    o.load_balancer_arn.as_deref().unwrap_or_default()
+                )));
             }
             if l.port != Some(p) {
                 if let Some(proxy) = &self.elb {
@@ -2395,6 +2469,7 @@ impl Control {
     /// Rebuilds the data plane's configuration from the records and applies it.
     pub async fn sync_elb(&self) {
         let Some(proxy) = &self.elb else { return };
+        let _one_at_a_time = self.elb_sync.lock().await;
         let result = async {
             let snap = self.elb_snapshot().await?;
             self.elb_config(&snap).await
@@ -2575,7 +2650,7 @@ fn page<T: Clone>(
             .parse::<usize>()
             .map_err(|_| validation(format!("Marker '{m}' is not valid")))?,
     };
-    let end = (start + size).min(items.len());
+    let end = start.saturating_add(size).min(items.len());
     let next = (end < items.len()).then(|| end.to_string());
     Ok((
         items

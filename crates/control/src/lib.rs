@@ -103,6 +103,9 @@ pub struct Control {
     pub elb: Option<berth_elb::Proxy>,
     /// One ELB write at a time in this process.
     pub(crate) elb_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One rebuild of the data plane's configuration at a time, so an older one never lands
+    /// after a newer one.
+    pub(crate) elb_sync: Arc<tokio::sync::Mutex<()>>,
     /// The plans agents were last handed, per instance and task.
     pub(crate) plans: Arc<agents::PlanCache>,
     /// Task definitions agents' plans were built from, by ARN.
@@ -136,6 +139,7 @@ impl Control {
             plans: Arc::default(),
             elb: None,
             elb_lock: Arc::default(),
+            elb_sync: Arc::default(),
         }
     }
 

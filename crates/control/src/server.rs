@@ -217,8 +217,11 @@ impl Server {
     }
 }
 
-/// Forgets drained load-balancer targets, every half second.
+/// Forgets drained load-balancer targets, every half second, and rebuilds the data plane's
+/// configuration every 5 s (instances' addresses change without an ELB write; a listener
+/// that could not bind tries again).
 async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
+    let mut turn = 0u32;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -226,6 +229,11 @@ async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = control.sweep_drained().await {
             tracing::warn!(error = %e, "sweeping drained targets failed");
+        }
+        turn += 1;
+        if turn == 10 {
+            turn = 0;
+            control.sync_elb().await;
         }
     }
 }

@@ -158,11 +158,19 @@ impl Control {
             return Ok(None);
         }
         let snap = self.elb_snapshot().await?;
+        // Without load balancers (any more), a task nothing registered is not held back.
+        let balanced = !s.load_balancers.as_deref().unwrap_or_default().is_empty();
         let mut out = HashMap::new();
         for t in tasks {
             let id = deploy::task_id(&t.arn);
             let Some((_, rec)) = records.get(id) else {
-                out.insert(t.arn.clone(), TaskLb::default());
+                out.insert(
+                    t.arn.clone(),
+                    TaskLb {
+                        healthy: !balanced,
+                        ..TaskLb::default()
+                    },
+                );
                 continue;
             };
             let mut lb = TaskLb {
@@ -176,7 +184,8 @@ impl Control {
                     _ => berth_elb::health::State::Unavailable,
                 };
                 match state {
-                    berth_elb::health::State::Healthy => {}
+                    // A group no listener uses any more gets no traffic to wait for.
+                    berth_elb::health::State::Healthy | berth_elb::health::State::Unused => {}
                     berth_elb::health::State::Unhealthy => {
                         lb.healthy = false;
                         lb.unhealthy_in.get_or_insert(r.group.clone());
@@ -274,6 +283,7 @@ impl Control {
         let by_id: HashMap<&str, &deploy::ServiceTask> =
             tasks.iter().map(|t| (deploy::task_id(&t.arn), t)).collect();
         let mut registered: BTreeMap<String, usize> = BTreeMap::new();
+        let mut failures: BTreeSet<String> = BTreeSet::new();
         let mut deregistered: BTreeMap<String, usize> = BTreeMap::new();
         let now = now_epoch();
 
@@ -338,11 +348,17 @@ impl Control {
                 else {
                     continue;
                 };
-                let wanted = targets_of(&lbs, &task, host);
+                // A task keeps the targets it was registered with (ECS does not move a
+                // running task to new load balancers: a new deployment brings them).
                 let had: Vec<TargetRef> = records
                     .get(id)
                     .map(|(_, r)| r.targets.clone())
                     .unwrap_or_default();
+                let wanted = if had.is_empty() {
+                    targets_of(&lbs, &task, host)
+                } else {
+                    had.clone()
+                };
                 let missing: Vec<&TargetRef> = wanted
                     .iter()
                     .filter(|r| !had.contains(r) || !snap.has_target(r))
@@ -372,13 +388,17 @@ impl Control {
                     match self.register_refs(std::slice::from_ref(r)).await {
                         Ok(()) => *registered.entry(r.group.clone()).or_default() += 1,
                         Err(e) => {
-                            tracing::warn!(task = %t.arn, group = r.group, error = %e, "registering a target failed")
+                            tracing::warn!(task = %t.arn, group = r.group, error = %e, "registering a target failed");
+                            failures.insert(format!(
+                                "(service {name}) failed to register targets in (target-group {}) with (error {})",
+                                r.group, e.message
+                            ));
                         }
                     }
                 }
             }
         }
-        let mut events = Vec::new();
+        let mut events: Vec<String> = failures.into_iter().collect();
         for (g, n) in registered {
             events.push(format!(
                 "(service {name}) registered {n} targets in (target-group {g})"

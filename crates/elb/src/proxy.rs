@@ -35,6 +35,8 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// How long a connection to a target may take before the request fails with 504.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client connection may wait to send its next request head.
+const CLIENT_IDLE: Duration = Duration::from_secs(60);
 /// The cookie of a target group's `lb_cookie` stickiness (ALB's name for it).
 const STICKY_COOKIE: &str = "AWSALB";
 
@@ -87,13 +89,23 @@ struct TargetState {
     healthy: AtomicBool,
     /// When it last became healthy, seconds since the epoch as `f64` bits.
     healthy_since: AtomicU64,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<SendRequest<Upload>>>,
+    /// The registration its health belongs to (`f64` bits of `registered_at`).
+    registered_at: AtomicU64,
 }
 
 /// How many idle connections a target keeps.
 const MAX_IDLE: usize = 256;
 
 impl TargetState {
+    /// A new registration: no health known yet.
+    fn reset(&self, registered_at: f64) {
+        *self.tracker.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.healthy.store(false, Ordering::Relaxed);
+        self.registered_at
+            .store(registered_at.to_bits(), Ordering::Relaxed);
+    }
+
     fn healthy(&self) -> (bool, Option<f64>) {
         if self.healthy.load(Ordering::Relaxed) {
             (
@@ -120,14 +132,16 @@ impl TargetState {
     }
 
     /// A connection to the target: an idle one that is still open, or a new one.
-    async fn connection(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, String> {
+    async fn connection(&self, addr: SocketAddr) -> Result<SendRequest<Upload>, String> {
         loop {
             let idle = lock(&self.idle).pop();
             let Some(mut sender) = idle else { break };
             if sender.is_closed() {
                 continue;
             }
-            if sender.ready().await.is_ok() {
+            // A pooled connection is idle; one that is not ready at once is not reused.
+            let ready = tokio::time::timeout(Duration::from_millis(100), sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
                 return Ok(sender);
             }
         }
@@ -147,7 +161,7 @@ impl TargetState {
     }
 
     /// Keeps a connection whose exchange ended for the next request.
-    fn give_back(&self, sender: SendRequest<Incoming>) {
+    fn give_back(&self, sender: SendRequest<Upload>) {
         if sender.is_closed() {
             return;
         }
@@ -158,18 +172,64 @@ impl TargetState {
     }
 }
 
+/// A client's request body on its way to a target; `sent` once it has all been read, so a
+/// connection goes back to the pool only when its request, too, has ended.
+struct Upload {
+    inner: Incoming,
+    sent: Arc<AtomicBool>,
+}
+
+impl Upload {
+    fn new(inner: Incoming) -> Self {
+        let sent = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&inner)));
+        Upload { inner, sent }
+    }
+}
+
+impl hyper::body::Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let done = match &polled {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if done {
+            self.sent.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A target's response body on its way to the client: counted in flight until it ends (or
-/// is dropped), and its connection given back to the target's pool once it has ended.
+/// is dropped), and its connection given back to the target's pool once both it and the
+/// request's body have ended.
 struct Tracked {
     inner: Incoming,
-    pooled: Option<(SendRequest<Incoming>, Arc<TargetState>)>,
+    pooled: Option<(SendRequest<Upload>, Arc<TargetState>, Arc<AtomicBool>)>,
     _in_flight: InFlight,
 }
 
 impl Tracked {
     fn ended(&mut self) {
-        if let Some((sender, state)) = self.pooled.take() {
-            state.give_back(sender);
+        if let Some((sender, state, sent)) = self.pooled.take() {
+            if sent.load(Ordering::Acquire) {
+                state.give_back(sender);
+            }
         }
     }
 }
@@ -252,6 +312,9 @@ struct Inner {
     forwards: AtomicU64,
     /// Told whenever a target's health state changes.
     health_changed: tokio::sync::Notify,
+    /// One [`Proxy::apply`] at a time, so targets, table and listeners come from one
+    /// configuration.
+    applying: Mutex<()>,
 }
 
 /// The data plane: cheap to clone, one per server.
@@ -272,6 +335,7 @@ impl Proxy {
                 tickets: Mutex::default(),
                 forwards: AtomicU64::new(0),
                 health_changed: tokio::sync::Notify::new(),
+                applying: Mutex::new(()),
             }),
         }
     }
@@ -300,6 +364,7 @@ impl Proxy {
     /// listeners that could not listen (each keeps trying at the next apply).
     pub fn apply(&self, config: Config) -> Vec<(String, Error)> {
         let inner = &self.inner;
+        let _one_at_a_time = lock(&inner.applying);
         // Targets: keep the state of those still configured, start checkers for new ones.
         let mut states: HashMap<TargetKey, Arc<TargetState>> = HashMap::new();
         {
@@ -313,8 +378,16 @@ impl Proxy {
                         port: t.port,
                     };
                     live.insert(key.clone());
+                    // Registered again (after a deregistration): its health starts over.
+                    if let Some((state, _)) = targets.get(&key) {
+                        if state.registered_at.load(Ordering::Relaxed) != t.registered_at.to_bits()
+                        {
+                            state.reset(t.registered_at);
+                        }
+                    }
                     let entry = targets.entry(key.clone()).or_insert_with(|| {
                         let state = Arc::new(TargetState::default());
+                        state.reset(t.registered_at);
                         let checker = tokio::spawn(check_loop(
                             Arc::downgrade(&self.inner),
                             key.clone(),
@@ -555,7 +628,13 @@ async fn serve_http(inner: std::sync::Weak<Inner>, listener: TcpListener, port: 
                 let inner = inner.clone();
                 async move { Ok::<_, Infallible>(route(&inner, req, peer, port).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that sends no (complete) request head within ELB's idle timeout is
+            // disconnected, idle keep-alive connections included.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(CLIENT_IDLE);
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await
@@ -818,7 +897,9 @@ async fn forward(
         .insert("x-forwarded-port", HeaderValue::from(port));
     let version = parts.version;
     parts.version = http::Version::HTTP_11;
-    let mut req = Some(Request::from_parts(parts, body));
+    let upload = Upload::new(body);
+    let uploaded = upload.sent.clone();
+    let mut req = Some(Request::from_parts(parts, upload));
     // A request is sent at most once: another connection (or target) is tried only when the
     // connection could not be made or closed before the request was written.
     for _ in 0..3 {
@@ -889,7 +970,7 @@ async fn forward(
             .get(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         resp.headers_mut().remove(header::CONNECTION);
-        let pooled = keep.then_some((sender, state));
+        let pooled = keep.then_some((sender, state, uploaded.clone()));
         return resp.map(|body| {
             let mut tracked = Tracked {
                 inner: body,
@@ -960,10 +1041,16 @@ async fn check_loop(inner: std::sync::Weak<Inner>, key: TargetKey, state: Arc<Ta
     let jitter = Duration::from_millis(rand::random::<u64>() % 200);
     tokio::time::sleep(jitter).await;
     loop {
-        let Some(current) = inner.upgrade().and_then(|i| lookup(&i.table(), &key)) else {
+        let Some(inner_now) = inner.upgrade() else {
             return;
         };
-        let (hc, target) = current;
+        let current = lookup(&inner_now.table(), &key);
+        drop(inner_now);
+        // Not in the table (yet, or any more: an apply then aborts this loop): wait.
+        let Some((hc, target)) = current else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         if hc.enabled && target.deregistered_at.is_none() {
             let probe = probe(&hc, target.addr).await;
             if state.observe(&probe, &hc) {
