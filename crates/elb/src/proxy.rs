@@ -139,7 +139,10 @@ impl TargetState {
             if sender.is_closed() {
                 continue;
             }
-            // A pooled connection is idle; one that is not ready at once is not reused.
+            if sender.is_ready() {
+                return Ok(sender);
+            }
+            // A pooled connection is idle; one that is not ready soon is not reused.
             let ready = tokio::time::timeout(Duration::from_millis(100), sender.ready()).await;
             if matches!(ready, Ok(Ok(()))) {
                 return Ok(sender);
@@ -176,12 +179,14 @@ impl TargetState {
 /// connection goes back to the pool only when its request, too, has ended.
 struct Upload {
     inner: Incoming,
-    sent: Arc<AtomicBool>,
+    /// `None`: there was no body to send.
+    sent: Option<Arc<AtomicBool>>,
 }
 
 impl Upload {
     fn new(inner: Incoming) -> Self {
-        let sent = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&inner)));
+        let sent =
+            (!hyper::body::Body::is_end_stream(&inner)).then(|| Arc::new(AtomicBool::new(false)));
         Upload { inner, sent }
     }
 }
@@ -201,7 +206,9 @@ impl hyper::body::Body for Upload {
             _ => false,
         };
         if done {
-            self.sent.store(true, Ordering::Release);
+            if let Some(sent) = &self.sent {
+                sent.store(true, Ordering::Release);
+            }
         }
         polled
     }
@@ -215,19 +222,27 @@ impl hyper::body::Body for Upload {
     }
 }
 
+/// A connection to give back, its target, and its request's "body sent" flag (`None`: no
+/// body).
+type Pooled = (
+    SendRequest<Upload>,
+    Arc<TargetState>,
+    Option<Arc<AtomicBool>>,
+);
+
 /// A target's response body on its way to the client: counted in flight until it ends (or
 /// is dropped), and its connection given back to the target's pool once both it and the
 /// request's body have ended.
 struct Tracked {
     inner: Incoming,
-    pooled: Option<(SendRequest<Upload>, Arc<TargetState>, Arc<AtomicBool>)>,
+    pooled: Option<Pooled>,
     _in_flight: InFlight,
 }
 
 impl Tracked {
     fn ended(&mut self) {
         if let Some((sender, state, sent)) = self.pooled.take() {
-            if sent.load(Ordering::Acquire) {
+            if sent.is_none_or(|s| s.load(Ordering::Acquire)) {
                 state.give_back(sender);
             }
         }
