@@ -140,36 +140,8 @@ async fn main() {
     let api = common::Api::new(&server);
     api.call("CreateCluster", json!({"clusterName": "default"}))
         .await;
-    let token = Command::new(&bin)
-        .args([
-            "join-token",
-            "--server",
-            &server.endpoint,
-            "--cluster",
-            "default",
-        ])
-        .env("AWS_ACCESS_KEY_ID", &server.ak)
-        .env("AWS_SECRET_ACCESS_KEY", &server.sk)
-        .output()
-        .unwrap();
-    assert!(token.status.success(), "berth join-token failed");
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let agent_dir = tempfile::tempdir().unwrap();
-    let mut agent = Command::new(&bin)
-        .args([
-            "agent",
-            "--server",
-            &server.endpoint,
-            "--cluster",
-            "default",
-        ])
-        .args(["--token", &token, "--container-cleanup-after", "5"])
-        .arg("--data-dir")
-        .arg(agent_dir.path())
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut agent, _agent_dir) =
+        common::spawn_agent(&bin, &server, &["--container-cleanup-after", "5"]);
     // Wait for the agent.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -365,6 +365,64 @@ async fn the_aws_cli_drives_elb_and_gets_elbs_errors_with_nothing_stored() {
     rule("5").unwrap();
     cli_error(rule("5"), "PriorityInUse");
     cli_error(rule("50001"), "ValidationError");
+    // A rule that forwards to a group ties it to the load balancer until the rule goes.
+    let b = elb(&[
+        "create-target-group",
+        "--name",
+        "b",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "81",
+    ])
+    .unwrap()["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let to_b = elb(&[
+        "create-rule",
+        "--listener-arn",
+        &listener,
+        "--priority",
+        "6",
+        "--conditions",
+        "Field=path-pattern,Values=/b/*",
+        "--actions",
+        &format!("Type=forward,TargetGroupArn={b}"),
+    ])
+    .unwrap()["Rules"][0]["RuleArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lbs_of_b = |elb: &dyn Fn(&[&str]) -> Result<Value, String>| {
+        elb(&["describe-target-groups", "--target-group-arns", &b]).unwrap()["TargetGroups"][0]
+            ["LoadBalancerArns"]
+            .clone()
+    };
+    assert_eq!(
+        lbs_of_b(&elb),
+        serde_json::json!([lb_arn]),
+        "the rule ties b to the load balancer"
+    );
+    cli_error(
+        elb(&["delete-target-group", "--target-group-arn", &b]),
+        "ResourceInUse",
+    );
+    elb(&[
+        "modify-rule",
+        "--rule-arn",
+        &to_b,
+        "--actions",
+        "Type=fixed-response,FixedResponseConfig={StatusCode=204}",
+    ])
+    .unwrap();
+    assert_eq!(
+        lbs_of_b(&elb),
+        serde_json::json!([]),
+        "the rule no longer forwards to b"
+    );
+    elb(&["delete-rule", "--rule-arn", &to_b]).unwrap();
+    elb(&["delete-target-group", "--target-group-arn", &b]).unwrap();
     let rules = elb(&["describe-rules", "--listener-arn", &listener]).unwrap();
     let rules = rules["Rules"].as_array().unwrap().clone();
     assert_eq!(rules.len(), 2, "the rule and the default: {rules:?}");
@@ -536,6 +594,26 @@ async fn wait_health(
     }
 }
 
+/// An `ip` target group checked every 5 s (2 s timeout, 2 checks either way); its ARN.
+async fn ip_group(c: &elbv2::Client, name: &str, protocol: ProtocolEnum, port: u16) -> String {
+    c.create_target_group()
+        .name(name)
+        .protocol(protocol)
+        .port(i32::from(port))
+        .target_type(elbv2::types::TargetTypeEnum::Ip)
+        .health_check_interval_seconds(5)
+        .health_check_timeout_seconds(2)
+        .healthy_threshold_count(2)
+        .unhealthy_threshold_count(2)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string()
+}
+
 fn forward(group: &str) -> Action {
     Action::builder()
         .r#type(ActionTypeEnum::Forward)
@@ -592,23 +670,7 @@ async fn targets_that_answer_garbage_reset_or_hang_are_unhealthy_and_never_take_
         .load_balancer_arn()
         .unwrap()
         .to_string();
-    let group = c
-        .create_target_group()
-        .name("rough")
-        .protocol(ProtocolEnum::Http)
-        .port(80)
-        .target_type(elbv2::types::TargetTypeEnum::Ip)
-        .health_check_interval_seconds(5)
-        .health_check_timeout_seconds(2)
-        .healthy_threshold_count(2)
-        .unhealthy_threshold_count(2)
-        .send()
-        .await
-        .unwrap()
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_string();
+    let group = ip_group(&c, "rough", ProtocolEnum::Http, 80).await;
     // A target that never answers fails a request after the idle timeout.
     c.modify_load_balancer_attributes()
         .load_balancer_arn(&lb)
@@ -700,29 +762,8 @@ async fn the_sdk_sets_up_a_proxy_that_routes_checks_health_drains_and_survives_a
         .load_balancer_arn()
         .unwrap()
         .to_string();
-    let group = |name: &'static str| {
-        let c = c.clone();
-        async move {
-            c.create_target_group()
-                .name(name)
-                .protocol(ProtocolEnum::Http)
-                .port(80)
-                .target_type(elbv2::types::TargetTypeEnum::Ip)
-                .health_check_interval_seconds(5)
-                .health_check_timeout_seconds(2)
-                .healthy_threshold_count(2)
-                .unhealthy_threshold_count(2)
-                .send()
-                .await
-                .unwrap()
-                .target_groups()[0]
-                .target_group_arn()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let main = group("main").await;
-    let side = group("side").await;
+    let main = ip_group(&c, "main", ProtocolEnum::Http, 80).await;
+    let side = ip_group(&c, "side", ProtocolEnum::Http, 80).await;
     let port = free_port();
     let listener = c
         .create_listener()
@@ -1006,22 +1047,7 @@ async fn the_sdk_sets_up_a_proxy_that_routes_checks_health_drains_and_survives_a
         .load_balancer_arn()
         .unwrap()
         .to_string();
-    let tcp_group = c
-        .create_target_group()
-        .name("raw")
-        .protocol(ProtocolEnum::Tcp)
-        .port(i32::from(raw.port()))
-        .target_type(elbv2::types::TargetTypeEnum::Ip)
-        .health_check_interval_seconds(5)
-        .health_check_timeout_seconds(2)
-        .healthy_threshold_count(2)
-        .send()
-        .await
-        .unwrap()
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_string();
+    let tcp_group = ip_group(&c, "raw", ProtocolEnum::Tcp, raw.port()).await;
     c.register_targets()
         .target_group_arn(&tcp_group)
         .targets(target(raw))
@@ -1126,22 +1152,7 @@ async fn http2_clients_and_websocket_upgrades_go_through_a_listener() {
         .load_balancer_arn()
         .unwrap()
         .to_string();
-    let group = c
-        .create_target_group()
-        .name("ws")
-        .protocol(ProtocolEnum::Http)
-        .port(80)
-        .target_type(elbv2::types::TargetTypeEnum::Ip)
-        .health_check_interval_seconds(5)
-        .health_check_timeout_seconds(2)
-        .healthy_threshold_count(2)
-        .send()
-        .await
-        .unwrap()
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_string();
+    let group = ip_group(&c, "ws", ProtocolEnum::Http, 80).await;
     c.register_targets()
         .target_group_arn(&group)
         .targets(

@@ -519,6 +519,29 @@ fn forwards(actions: &[elbv2::Action]) -> BTreeSet<String> {
     out
 }
 
+/// The target groups a listener forwards to once its default actions are `defaults` and,
+/// when `changed` names one of its other rules, that rule's actions are the given ones
+/// (`None`: the rule is gone).
+fn groups_after(
+    snap: &Snapshot,
+    listener_arn: &str,
+    defaults: &[elbv2::Action],
+    changed: Option<(&str, Option<&[elbv2::Action]>)>,
+) -> BTreeSet<String> {
+    let mut used = forwards(defaults);
+    for (_, r) in snap.rules_of(listener_arn) {
+        if r.is_default == Some(true) {
+            continue;
+        }
+        let actions = match changed {
+            Some((arn, actions)) if r.rule_arn.as_deref() == Some(arn) => actions,
+            _ => r.actions.as_deref(),
+        };
+        used.extend(forwards(actions.unwrap_or_default()));
+    }
+    used
+}
+
 /// Checks a rule's (or a listener's default) actions: exactly one terminal action Berth
 /// performs, of a kind the listener's protocol allows.
 fn check_actions(actions: &[elbv2::Action], protocol: &str) -> Result<(), EcsError> {
@@ -1292,16 +1315,11 @@ impl Control {
 
     /// Every target group a listener's rules (its default one included) forward to.
     fn groups_used_by(&self, snap: &Snapshot, listener_arn: &str) -> BTreeSet<String> {
-        let mut used = BTreeSet::new();
-        if let Some((_, l)) = snap.listener(listener_arn) {
-            used.extend(forwards(l.default_actions.as_deref().unwrap_or_default()));
-        }
-        for (_, r) in snap.rules_of(listener_arn) {
-            if r.is_default != Some(true) {
-                used.extend(forwards(r.actions.as_deref().unwrap_or_default()));
-            }
-        }
-        used
+        let defaults = snap
+            .listener(listener_arn)
+            .and_then(|(_, l)| l.default_actions.clone())
+            .unwrap_or_default();
+        groups_after(snap, listener_arn, &defaults, None)
     }
 
     async fn modify_load_balancer_attributes(
@@ -1714,13 +1732,12 @@ impl Control {
             let actions = l.default_actions.clone().unwrap_or_default();
             self.check_forwards(snap, &actions, &lb_arn, &protocol)?;
         }
-        let mut after: BTreeSet<String> =
-            forwards(l.default_actions.as_deref().unwrap_or_default());
-        for (_, rule) in snap.rules_of(&arn) {
-            if rule.is_default != Some(true) {
-                after.extend(forwards(rule.actions.as_deref().unwrap_or_default()));
-            }
-        }
+        let after = groups_after(
+            snap,
+            &arn,
+            l.default_actions.as_deref().unwrap_or_default(),
+            None,
+        );
         txn = txn.replace(kv, encode(&l)?);
         txn = self.retarget(snap, txn, &arn, &before, &after)?;
         self.commit_elb(txn).await?;
@@ -1899,23 +1916,17 @@ impl Control {
             }
         }
         let before = self.groups_used_by(snap, &larn);
-        let mut after = BTreeSet::new();
         let defaults = if rule.is_default == Some(true) {
             rule.actions.clone().unwrap_or_default()
         } else {
             l.default_actions.clone().unwrap_or_default()
         };
-        after.extend(forwards(&defaults));
-        for (_, x) in snap.rules_of(&larn) {
-            if x.is_default == Some(true) {
-                continue;
-            }
-            if x.rule_arn == rule.rule_arn {
-                after.extend(forwards(rule.actions.as_deref().unwrap_or_default()));
-            } else {
-                after.extend(forwards(x.actions.as_deref().unwrap_or_default()));
-            }
-        }
+        let after = groups_after(
+            snap,
+            &larn,
+            &defaults,
+            Some((arn.as_str(), rule.actions.as_deref())),
+        );
         txn = txn.replace(kv, encode(&rule)?);
         txn = self.retarget(snap, txn, &larn, &before, &after)?;
         self.commit_elb(txn).await?;
@@ -1945,12 +1956,11 @@ impl Control {
             .and_then(|(_, l)| l.listener_arn.clone())
             .unwrap_or_default();
         let before = self.groups_used_by(snap, &larn);
-        let mut after = BTreeSet::new();
-        for (_, x) in snap.rules_of(&larn) {
-            if x.rule_arn.as_deref() != Some(arn.as_str()) {
-                after.extend(forwards(x.actions.as_deref().unwrap_or_default()));
-            }
-        }
+        let defaults = snap
+            .listener(&larn)
+            .and_then(|(_, l)| l.default_actions.clone())
+            .unwrap_or_default();
+        let after = groups_after(snap, &larn, &defaults, Some((arn.as_str(), None)));
         let mut txn = Txn::new().replace(kv, Vec::new()).delete(kv.key.clone());
         txn = txn.delete(keys::elb_tags(&arn));
         txn = self.retarget(snap, txn, &larn, &before, &after)?;
@@ -2755,33 +2765,45 @@ fn describe_target_groups(
     })
 }
 
+/// A describe by parent or by ARNs (exactly one of them): the parent's children, or each
+/// ARN's record.
+fn by_parent_or_arns<T>(
+    parent: Option<&String>,
+    arns: Option<&Vec<String>>,
+    (parent_name, child_name): (&str, &str),
+    children: impl FnOnce(&str) -> Result<Vec<T>, EcsError>,
+    find: impl Fn(&str) -> Result<T, EcsError>,
+) -> Result<Vec<T>, EcsError> {
+    match (parent, arns) {
+        (Some(_), Some(_)) => Err(validation(format!(
+            "A {parent_name} ARN and {child_name} ARNs cannot be specified at the same time"
+        ))),
+        (Some(p), None) => children(p),
+        (None, Some(arns)) => arns.iter().map(|a| find(a)).collect(),
+        (None, None) => Err(validation(format!(
+            "You must specify either {child_name} ARNs or a {parent_name} ARN"
+        ))),
+    }
+}
+
 fn describe_listeners(
     snap: &Snapshot,
     r: elbv2::DescribeListenersInput,
 ) -> Result<Value, EcsError> {
-    let listeners: Vec<elbv2::Listener> = match (&r.load_balancer_arn, &r.listener_arns) {
-        (Some(_), Some(_)) => {
-            return Err(validation(
-                "A load balancer ARN and listener ARNs cannot be specified at the same time",
-            ))
-        }
-        (Some(lb), None) => {
+    let listeners = by_parent_or_arns(
+        r.load_balancer_arn.as_ref(),
+        r.listener_arns.as_ref(),
+        ("load balancer", "listener"),
+        |lb| {
             find_lb(snap, lb)?;
-            snap.listeners_of(lb)
+            Ok(snap
+                .listeners_of(lb)
                 .into_iter()
                 .map(|(_, l)| l.clone())
-                .collect()
-        }
-        (None, Some(arns)) => arns
-            .iter()
-            .map(|a| find_listener(snap, a).map(|(_, l)| l.clone()))
-            .collect::<Result<_, _>>()?,
-        (None, None) => {
-            return Err(validation(
-                "You must specify either listener ARNs or a load balancer ARN",
-            ))
-        }
-    };
+                .collect())
+        },
+        |a| find_listener(snap, a).map(|(_, l)| l.clone()),
+    )?;
     let (items, next) = page(listeners, r.marker.as_deref(), r.page_size)?;
     out(elbv2::DescribeListenersOutput {
         listeners: Some(items),
@@ -2790,29 +2812,20 @@ fn describe_listeners(
 }
 
 fn describe_rules(snap: &Snapshot, r: elbv2::DescribeRulesInput) -> Result<Value, EcsError> {
-    let mut rules: Vec<elbv2::Rule> = match (&r.listener_arn, &r.rule_arns) {
-        (Some(_), Some(_)) => {
-            return Err(validation(
-                "A listener ARN and rule ARNs cannot be specified at the same time",
-            ))
-        }
-        (Some(l), None) => {
+    let mut rules = by_parent_or_arns(
+        r.listener_arn.as_ref(),
+        r.rule_arns.as_ref(),
+        ("listener", "rule"),
+        |l| {
             find_listener(snap, l)?;
-            snap.rules_of(l)
+            Ok(snap
+                .rules_of(l)
                 .into_iter()
                 .map(|(_, r)| r.clone())
-                .collect()
-        }
-        (None, Some(arns)) => arns
-            .iter()
-            .map(|a| find_rule(snap, a).map(|(_, r)| r.clone()))
-            .collect::<Result<_, _>>()?,
-        (None, None) => {
-            return Err(validation(
-                "You must specify either rule ARNs or a listener ARN",
-            ))
-        }
-    };
+                .collect())
+        },
+        |a| find_rule(snap, a).map(|(_, r)| r.clone()),
+    )?;
     rules.sort_by_key(rule_priority);
     let (items, next) = page(rules, r.marker.as_deref(), r.page_size)?;
     out(elbv2::DescribeRulesOutput {

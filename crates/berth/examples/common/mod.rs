@@ -74,6 +74,44 @@ impl Berth {
     }
 }
 
+/// Starts `berth agent` for `server`'s cluster `default` (which must exist), joined with a
+/// token asked for as `berth join-token` asks; `extra` flags are added. The agent and its
+/// data dir, which must outlive it.
+pub fn spawn_agent(bin: &str, server: &Berth, extra: &[&str]) -> (Child, tempfile::TempDir) {
+    let token = Command::new(bin)
+        .args([
+            "join-token",
+            "--server",
+            &server.endpoint,
+            "--cluster",
+            "default",
+        ])
+        .env("AWS_ACCESS_KEY_ID", &server.ak)
+        .env("AWS_SECRET_ACCESS_KEY", &server.sk)
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "berth join-token failed");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Command::new(bin)
+        .args([
+            "agent",
+            "--server",
+            &server.endpoint,
+            "--cluster",
+            "default",
+        ])
+        .args(["--token", &token])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (agent, dir)
+}
+
 pub type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
