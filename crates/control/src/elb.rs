@@ -200,6 +200,37 @@ fn data_protocol(p: &str) -> Result<berth_elb::Protocol, EcsError> {
     }
 }
 
+/// The pairs of load-balancer type and listener protocol Berth serves.
+fn check_listener_protocol(kind: &str, protocol: &str) -> Result<(), EcsError> {
+    data_protocol(protocol)?;
+    match (kind, protocol) {
+        ("application", "HTTP") | ("network", "TCP") => Ok(()),
+        _ => Err(err(
+            ErrorKind::UnsupportedProtocol,
+            format!("Protocol '{protocol}' is not supported by {kind} load balancers"),
+        )),
+    }
+}
+
+/// Refuses what only HTTPS and TLS listeners take: mutual TLS other than `off`, and
+/// certificates, SSL or ALPN policies (`certificates`: any of those given).
+fn refuse_tls(
+    mutual: Option<&elbv2::MutualAuthenticationAttributes>,
+    certificates: bool,
+) -> Result<(), EcsError> {
+    if mutual.is_some_and(|m| m.mode.as_deref().is_some_and(|mode| mode != "off")) {
+        return Err(invalid_config(
+            "Mutual TLS authentication is for HTTPS listeners, which Berth does not serve yet",
+        ));
+    }
+    if certificates {
+        return Err(invalid_config(
+            "Certificates, SSL policies and ALPN policies are for HTTPS and TLS listeners, which Berth does not serve yet",
+        ));
+    }
+    Ok(())
+}
+
 /// The target-group attributes Berth honours, with ELB's defaults.
 fn tg_defaults(protocol: &str) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
@@ -928,6 +959,13 @@ impl Snapshot {
             .iter()
             .find(|(_, l)| l.listener_arn.as_deref() == Some(arn))
     }
+    /// A listener by its id (the last part of its ARN and key).
+    fn listener_by_id(&self, id: &str) -> Option<&(KeyValue, elbv2::Listener)> {
+        let tail = format!("/{id}");
+        self.listeners
+            .iter()
+            .find(|(kv, _)| kv.key.ends_with(&tail))
+    }
     fn rule(&self, arn: &str) -> Option<&(KeyValue, elbv2::Rule)> {
         self.rules
             .iter()
@@ -1554,29 +1592,11 @@ impl Control {
             .protocol
             .clone()
             .unwrap_or_else(|| if kind == "network" { "TCP" } else { "HTTP" }.into());
-        data_protocol(&protocol)?;
-        match (kind.as_str(), protocol.as_str()) {
-            ("application", "HTTP") | ("network", "TCP") => {}
-            _ => {
-                return Err(err(
-                    ErrorKind::UnsupportedProtocol,
-                    format!("Protocol '{protocol}' is not supported by {kind} load balancers"),
-                ))
-            }
-        }
-        if r.mutual_authentication
-            .as_ref()
-            .is_some_and(|m| m.mode.as_deref().is_some_and(|mode| mode != "off"))
-        {
-            return Err(invalid_config(
-                "Mutual TLS authentication is for HTTPS listeners, which Berth does not serve yet",
-            ));
-        }
-        if r.certificates.is_some() || r.ssl_policy.is_some() || r.alpn_policy.is_some() {
-            return Err(invalid_config(
-                "Certificates, SSL policies and ALPN policies are for HTTPS and TLS listeners, which Berth does not serve yet",
-            ));
-        }
+        check_listener_protocol(&kind, &protocol)?;
+        refuse_tls(
+            r.mutual_authentication.as_ref(),
+            r.certificates.is_some() || r.ssl_policy.is_some() || r.alpn_policy.is_some(),
+        )?;
         let port = check_port(
             r.port
                 .ok_or_else(|| validation("A listener port must be specified"))?,
@@ -1657,30 +1677,12 @@ impl Control {
         let lb_arn = l.load_balancer_arn.clone().unwrap_or_default();
         let kind = snap.lb_type_of(&lb_arn);
         let mut l = l.clone();
-        if r.mutual_authentication
-            .as_ref()
-            .is_some_and(|m| m.mode.as_deref().is_some_and(|mode| mode != "off"))
-        {
-            return Err(invalid_config(
-                "Mutual TLS authentication is for HTTPS listeners, which Berth does not serve yet",
-            ));
-        }
-        if r.certificates.is_some() || r.ssl_policy.is_some() || r.alpn_policy.is_some() {
-            return Err(invalid_config(
-                "Certificates, SSL policies and ALPN policies are for HTTPS and TLS listeners, which Berth does not serve yet",
-            ));
-        }
+        refuse_tls(
+            r.mutual_authentication.as_ref(),
+            r.certificates.is_some() || r.ssl_policy.is_some() || r.alpn_policy.is_some(),
+        )?;
         if let Some(p) = r.protocol {
-            data_protocol(&p)?;
-            if !matches!(
-                (kind.as_str(), p.as_str()),
-                ("application", "HTTP") | ("network", "TCP")
-            ) {
-                return Err(err(
-                    ErrorKind::UnsupportedProtocol,
-                    format!("Protocol '{p}' is not supported by {kind} load balancers"),
-                ));
-            }
+            check_listener_protocol(&kind, &p)?;
             l.protocol = Some(p);
         }
         if let Some(p) = r.port {
@@ -1868,16 +1870,12 @@ impl Control {
         let arn = r.rule_arn.clone().unwrap_or_default();
         let (kv, rule) = find_rule(snap, &arn)?;
         let (lid, _) = rule_of(&arn).unwrap_or_default();
-        let (lkv, l) = snap
-            .listeners
-            .iter()
-            .find(|(kv, _)| kv.key.ends_with(&format!("/{lid}")))
-            .ok_or_else(|| {
-                err(
-                    ErrorKind::ListenerNotFound,
-                    "The rule's listener was not found",
-                )
-            })?;
+        let (lkv, l) = snap.listener_by_id(&lid).ok_or_else(|| {
+            err(
+                ErrorKind::ListenerNotFound,
+                "The rule's listener was not found",
+            )
+        })?;
         let larn = l.listener_arn.clone().unwrap_or_default();
         let protocol = l.protocol.clone().unwrap_or_default();
         let mut rule = rule.clone();
@@ -1950,9 +1948,7 @@ impl Control {
         }
         let (lid, _) = rule_of(&arn).unwrap_or_default();
         let larn = snap
-            .listeners
-            .iter()
-            .find(|(kv, _)| kv.key.ends_with(&format!("/{lid}")))
+            .listener_by_id(&lid)
             .and_then(|(_, l)| l.listener_arn.clone())
             .unwrap_or_default();
         let before = self.groups_used_by(snap, &larn);
