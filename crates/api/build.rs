@@ -113,6 +113,32 @@ const ELBV2: &[&str] = &[
     "SetRulePriorities",
 ];
 
+/// The EC2 operations Berth serves: the VPC part (scripts/update-botocore-models.sh keeps only
+/// these in the vendored model).
+const EC2: &[&str] = &[
+    "AuthorizeSecurityGroupEgress",
+    "AuthorizeSecurityGroupIngress",
+    "CreateSecurityGroup",
+    "CreateSubnet",
+    "CreateTags",
+    "CreateVpc",
+    "DeleteSecurityGroup",
+    "DeleteSubnet",
+    "DeleteTags",
+    "DeleteVpc",
+    "DescribeAvailabilityZones",
+    "DescribeNetworkInterfaces",
+    "DescribeSecurityGroupRules",
+    "DescribeSecurityGroups",
+    "DescribeSubnets",
+    "DescribeTags",
+    "DescribeVpcAttribute",
+    "DescribeVpcs",
+    "ModifyVpcAttribute",
+    "RevokeSecurityGroupEgress",
+    "RevokeSecurityGroupIngress",
+];
+
 /// The ECR operations Berth serves.
 const ECR: &[&str] = &[
     "BatchCheckLayerAvailability",
@@ -171,6 +197,7 @@ fn main() {
             ELBV2,
             false,
         ),
+        ("ec2-2016-11-15.json", "ec2.rs", "Ec2Request", EC2, false),
     ] {
         let model_path = manifest.join("models").join(model_file);
         println!("cargo:rerun-if-changed={}", model_path.display());
@@ -465,7 +492,8 @@ fn field_name(member: &str) -> String {
         }
     }
     match out.as_str() {
-        "type" | "ref" | "match" | "mod" | "enum" | "struct" | "use" | "in" | "fn" | "self" => {
+        "type" | "ref" | "match" | "mod" | "enum" | "struct" | "use" | "in" | "fn" | "self"
+        | "return" => {
             format!("r#{out}")
         }
         _ => out,

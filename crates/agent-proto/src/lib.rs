@@ -98,6 +98,11 @@ pub struct PollResponse {
     /// so a new password never looks like a change of the desired set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryCredentials>,
+    /// The rules of every security group the instance's `awsvpc` tasks are in, by `sg-…` id.
+    /// Part of `version`: a change of a group's rules or members answers the poll. Sent with
+    /// every answer that is not `unchanged`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub security_groups: BTreeMap<String, SecurityPolicy>,
 }
 
 /// A pull-only login for the server's registry: images named `SERVER/...` are pulled with it.
@@ -138,6 +143,58 @@ pub struct DesiredTask {
     pub cpu: Option<u32>,
     #[serde(default)]
     pub memory: Option<u32>,
+    /// For `awsvpc` tasks: the task's own network interface. Its containers share one network
+    /// namespace (held by a pause container) on the subnet's network, at this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<TaskNetwork>,
+}
+
+/// An `awsvpc` task's elastic network interface, as the agent sets it up on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskNetwork {
+    /// `eni-…`.
+    pub eni_id: String,
+    /// `subnet-…`; the agent keeps one Docker network per subnet (see [`subnet_network`]).
+    pub subnet_id: String,
+    /// The subnet's IPv4 CIDR block, e.g. `10.0.1.0/24`.
+    pub subnet_cidr: String,
+    /// The subnet's router (its first address after the network address), Docker's gateway.
+    pub gateway: String,
+    /// The task's private IPv4 address, inside `subnet_cidr`.
+    pub private_ip: String,
+    /// `02:xx:xx:xx:xx:xx`, the interface's MAC address.
+    pub mac: String,
+    /// A host address the task's container ports are published on (`assignPublicIp
+    /// ENABLED`), reachable from this host; `None` when the task has no public address.
+    #[serde(default)]
+    pub public_ip: Option<String>,
+    /// `sg-…`: the rules of each are in [`PollResponse::security_groups`].
+    pub security_groups: Vec<String>,
+}
+
+/// The Docker network an agent keeps for a subnet.
+pub fn subnet_network(subnet_id: &str) -> String {
+    format!("berth-{subnet_id}")
+}
+
+/// A security group's rules as an agent enforces them on a task's interface, sources resolved
+/// to CIDR blocks (a rule naming a security group as its source becomes the private addresses
+/// of that group's interfaces now). Traffic is allowed when any rule of any of the task's
+/// groups allows it; replies to allowed traffic are always allowed (groups are stateful).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityPolicy {
+    pub ingress: Vec<SecurityRule>,
+    pub egress: Vec<SecurityRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityRule {
+    /// `tcp`, `udp`, `icmp` or `all`.
+    pub protocol: String,
+    /// The port range for tcp and udp (inclusive); `None` for every port.
+    pub ports: Option<(u16, u16)>,
+    /// IPv4 CIDR blocks of the peers (sources for ingress, destinations for egress).
+    pub cidrs: Vec<String>,
 }
 
 impl DesiredTask {

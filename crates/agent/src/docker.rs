@@ -7,18 +7,24 @@ use async_trait::async_trait;
 use berth_agent_proto::Binding;
 use bollard::container::{
     Config, CreateContainerOptions, ListContainersOptions, LogOutput, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    NetworkingConfig, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
 use bollard::models::{
-    DeviceMapping, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding,
-    ResourcesUlimits,
+    DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, PortBinding, ResourcesUlimits,
 };
+use bollard::network::CreateNetworkOptions;
 use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// How long `iptables-restore` may take in a task's network namespace.
+const FIREWALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Docker {
@@ -200,11 +206,11 @@ impl Runtime for Docker {
         for (port, proto, host) in &s.ports {
             let key = format!("{port}/{proto}");
             exposed.insert(key.clone(), HashMap::new());
-            if s.network_mode == "bridge" {
+            if s.network_mode == "bridge" || s.publish_ip.is_some() {
                 bindings.insert(
                     key,
                     Some(vec![PortBinding {
-                        host_ip: None,
+                        host_ip: s.publish_ip.clone(),
                         host_port: Some(host.map(|h| h.to_string()).unwrap_or_default()),
                     }]),
                 );
@@ -212,8 +218,25 @@ impl Runtime for Docker {
         }
         let h = &s.host;
         let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        // A fixed address (and MAC) on the network named by the network mode. The MAC goes
+        // on the container too: Docker before API 1.44 only reads it there.
+        let networking_config = (s.ipv4_address.is_some() || s.mac_address.is_some()).then(|| {
+            let endpoint = EndpointSettings {
+                ipam_config: s.ipv4_address.as_ref().map(|ip| EndpointIpamConfig {
+                    ipv4_address: Some(ip.clone()),
+                    ..Default::default()
+                }),
+                mac_address: s.mac_address.clone(),
+                ..Default::default()
+            };
+            NetworkingConfig {
+                endpoints_config: HashMap::from([(s.network_mode.clone(), endpoint)]),
+            }
+        });
         let config = Config {
             image: Some(s.image.clone()),
+            mac_address: s.mac_address.clone(),
+            networking_config,
             network_disabled: h.disable_networking.then_some(true),
             tty: h.tty.then_some(true),
             open_stdin: h.open_stdin.then_some(true),
@@ -562,5 +585,131 @@ impl Runtime for Docker {
     async fn log_drivers(&self) -> Result<Vec<String>, RuntimeError> {
         let info = self.client.info().await.map_err(api)?;
         Ok(info.plugins.and_then(|p| p.log).unwrap_or_default())
+    }
+
+    async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
+        match self.client.inspect_image(crate::pause::IMAGE).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+        if !cfg!(target_arch = "x86_64") {
+            return Err(RuntimeError::Api(format!(
+                "the pause image {} is made for x86_64 only, not {}",
+                crate::pause::IMAGE,
+                std::env::consts::ARCH
+            )));
+        }
+        // `docker import -`: the body is the image's root filesystem.
+        let opts = CreateImageOptions {
+            from_src: "-",
+            repo: crate::pause::REPO,
+            tag: crate::pause::TAG,
+            ..Default::default()
+        };
+        let tar = bytes::Bytes::from(crate::pause::image_tar());
+        let mut stream = self.client.create_image(Some(opts), Some(tar), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(api)?;
+        }
+        self.client
+            .inspect_image(crate::pause::IMAGE)
+            .await
+            .map(|_| ())
+            .map_err(api)
+    }
+
+    async fn ensure_network(
+        &self,
+        name: &str,
+        subnet: &str,
+        gateway: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        match self.client.inspect_network::<String>(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+        let opts = CreateNetworkOptions {
+            name: name.to_string(),
+            check_duplicate: true,
+            driver: "bridge".to_string(),
+            ipam: Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    gateway: Some(gateway.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            labels: labels.clone(),
+            ..Default::default()
+        };
+        match self.client.create_network(opts).await {
+            Ok(_) => Ok(()),
+            // 409: another task's loop made it meanwhile.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(api(e)),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.client.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(e)),
+        }
+    }
+
+    async fn apply_firewall(&self, container_id: &str, ruleset: &str) -> Result<(), RuntimeError> {
+        let c = self
+            .client
+            .inspect_container(container_id, None)
+            .await
+            .map_err(api)?;
+        let pid = c
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| RuntimeError::Api(format!("container {container_id} is not running")))?;
+        let failed = |e: String| {
+            RuntimeError::Api(format!(
+                "iptables-restore in the network namespace of container {container_id}: {e}"
+            ))
+        };
+        let mut child = tokio::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "iptables-restore"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("cannot run nsenter: {e}")))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| failed("no stdin".into()))?;
+        let input = ruleset.as_bytes().to_vec();
+        let run = async move {
+            // A write refused because the command exited early shows in its status and stderr.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+            child.wait_with_output().await
+        };
+        let out = tokio::time::timeout(FIREWALL_TIMEOUT, run)
+            .await
+            .map_err(|_| failed(format!("no answer in {} s", FIREWALL_TIMEOUT.as_secs())))?
+            .map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 }

@@ -5,11 +5,20 @@
 //!
 //! A container is found by its deterministic name before it is created, so a restarted agent
 //! adopts what is running instead of starting it twice.
+//!
+//! An `awsvpc` task (one with a [`TaskNetwork`]) first gets a pause container on its subnet's
+//! Docker network, at the task's address: its containers join the pause container's network
+//! namespace, where the task's security groups are enforced ([`crate::firewall`]). The pause
+//! container goes right after the task's containers have stopped and before the task is
+//! reported STOPPED, because the server gives the address to another task when it records that.
 
 use crate::client::Reporter;
 use crate::runtime::{CreateSpec, HealthcheckSpec, Observed, Runtime, RuntimeError};
-use berth_agent_proto::{labels, ContainerPlan, ContainerReport, DesiredTask, TaskReport};
-use std::collections::HashMap;
+use berth_agent_proto::{
+    labels, subnet_network, ContainerPlan, ContainerReport, DesiredTask, SecurityPolicy,
+    TaskNetwork, TaskReport,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -17,6 +26,13 @@ use tokio::sync::watch;
 /// The stop reason of tasks stopped because their agent exits with `--stop-tasks-on-exit`.
 pub const AGENT_EXIT_REASON: &str =
     "The container instance's agent stopped with --stop-tasks-on-exit";
+
+/// The ECS agent's name for the pause container of an `awsvpc` task (its container-name label;
+/// the Docker name leaves out the `~`, see [`container_name`]).
+pub const PAUSE_NAME: &str = "~internal~ecs~pause";
+
+/// The label of the Docker network the agent keeps for a subnet: the subnet's id.
+pub const SUBNET_LABEL: &str = "io.berth.subnet";
 
 /// What every task loop shares.
 #[derive(Debug)]
@@ -38,6 +54,13 @@ pub struct EngineContext {
     pub metadata: Option<Arc<crate::metadata::Metadata>>,
     /// The instance's zone, as the metadata endpoint shows it.
     pub availability_zone: String,
+    /// The rules of the security groups of the instance's `awsvpc` tasks, by `sg-…` id, as
+    /// the latest poll answer has them. Task loops watch it and re-apply their rules.
+    pub security_groups: watch::Sender<BTreeMap<String, SecurityPolicy>>,
+    /// Held while a subnet's network is made and a pause container joins it, and while a
+    /// network is removed: so one task cannot remove the network between another task's
+    /// check that it exists and its pause container's joining it.
+    pub networks: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn now() -> f64 {
@@ -56,8 +79,13 @@ fn cluster_name(cluster_arn: &str) -> &str {
 }
 
 /// The Docker name of a task's container: deterministic, so it identifies the container across
-/// agent restarts, and Docker refuses a second one.
+/// agent restarts, and Docker refuses a second one. Characters Docker does not allow in a name
+/// are left out, as the ECS agent does (its pause container is `ecs-…-internalecspause-…`).
 pub fn container_name(t: &DesiredTask, c: &str) -> String {
+    let c: String = c
+        .chars()
+        .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+        .collect();
     format!(
         "ecs-{}-{}-{}-{}",
         t.family,
@@ -149,6 +177,8 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
         privileged: c.privileged,
         binds,
         network_mode: t.network_mode.clone(),
+        ipv4_address: None,
+        mac_address: None,
         ports: c
             .port_mappings
             .iter()
@@ -161,6 +191,7 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
                 (p.container_port, p.protocol.clone(), host)
             })
             .collect(),
+        publish_ip: None,
         healthcheck: c.health_check.as_ref().map(|h| HealthcheckSpec {
             test: h.command.clone(),
             interval_ns: h.interval_s * 1_000_000_000,
@@ -172,6 +203,50 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
         log_config: crate::logship::docker_log_config(c),
         host,
     }
+}
+
+/// The pause container of an `awsvpc` task: it holds the task's network namespace on the
+/// subnet's network at the task's address and MAC, and with a public address publishes every
+/// container port of the task there (host port = container port). Labelled as the task's
+/// containers are. Pure.
+pub fn pause_spec(t: &DesiredTask, n: &TaskNetwork, instance_arn: &str) -> CreateSpec {
+    let plan = ContainerPlan {
+        name: PAUSE_NAME.into(),
+        image: crate::pause::IMAGE.into(),
+        command: Some(vec![crate::pause::PATH.into()]),
+        essential: true,
+        ..Default::default()
+    };
+    let mut spec = create_spec(t, &plan, instance_arn);
+    spec.network_mode = subnet_network(&n.subnet_id);
+    spec.ipv4_address = Some(n.private_ip.clone());
+    spec.mac_address = Some(n.mac.clone());
+    spec.publish_ip = n.public_ip.clone();
+    if n.public_ip.is_some() {
+        let mut ports: Vec<(u16, String, Option<u16>)> = t
+            .containers
+            .iter()
+            .flat_map(|c| &c.port_mappings)
+            .map(|p| (p.container_port, p.protocol.clone(), Some(p.container_port)))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        spec.ports = ports;
+    }
+    spec
+}
+
+/// Puts a task's container into the pause container's network namespace. Docker refuses
+/// ports, a hostname, links, DNS settings and extra hosts there (ECS refuses them for `awsvpc`
+/// too).
+fn join_pause(spec: &mut CreateSpec, pause_id: &str) {
+    spec.network_mode = format!("container:{pause_id}");
+    spec.ports.clear();
+    spec.hostname = None;
+    spec.host.links.clear();
+    spec.host.dns_servers.clear();
+    spec.host.dns_search_domains.clear();
+    spec.host.extra_hosts.clear();
 }
 
 /// What became of a container, as the engine tracks it.
@@ -295,6 +370,10 @@ struct TaskRun {
     stop_code: Option<String>,
     stopped_reason: Option<String>,
     last_sent: Option<TaskReport>,
+    /// An `awsvpc` task's pause container, once created (or adopted).
+    pause: Option<String>,
+    /// The ruleset last applied to the pause container's namespace.
+    firewall: Option<String>,
 }
 
 impl TaskRun {
@@ -339,9 +418,11 @@ impl TaskRun {
                         .and_then(|o| o.exit_code)
                         .map(|e| e as i32),
                     reason: c.reason.clone(),
+                    // An awsvpc task's ports are its interface's: no host bindings, as in ECS.
                     network_bindings: c
                         .obs
                         .as_ref()
+                        .filter(|_| self.plan.network.is_none())
                         .map(|o| o.bindings.clone())
                         .unwrap_or_default(),
                     health_status: c.health(),
@@ -367,7 +448,11 @@ impl TaskRun {
                     docker_id: c.id.clone(),
                     image_id: c.obs.as_ref().and_then(|o| o.image_id.clone()),
                     labels: c.obs.as_ref().map(|o| o.labels.clone()).unwrap_or_default(),
-                    ip_address: c.obs.as_ref().and_then(|o| o.ip_address.clone()),
+                    // An awsvpc task's containers share its interface's address.
+                    ip_address: match &self.plan.network {
+                        Some(n) => Some(n.private_ip.clone()),
+                        None => c.obs.as_ref().and_then(|o| o.ip_address.clone()),
+                    },
                     started_at: c.obs.as_ref().and_then(|o| o.started_at),
                     finished_at: c.obs.as_ref().and_then(|o| o.finished_at),
                 })
@@ -441,7 +526,128 @@ impl TaskRun {
         for i in 0..self.ctrs.len() {
             self.follow_logs(i);
         }
+        if self.plan.network.is_some() {
+            let name = container_name(&self.plan, PAUSE_NAME);
+            if let Some(o) = self.ctx.runtime.inspect(&name).await? {
+                if o.labels.get(labels::TASK_ARN) == Some(&self.plan.task_arn) {
+                    self.pause = Some(o.id);
+                }
+            }
+        }
         Ok(any)
+    }
+
+    /// For an `awsvpc` task, before any of its containers is created: the subnet's network,
+    /// the pause container on it (created unless adopted, started unless running), and the
+    /// task's security groups on its interface. The error is the task's stopped reason.
+    async fn setup_network(&mut self) -> Result<(), String> {
+        let Some(n) = self.plan.network.clone() else {
+            return Ok(());
+        };
+        let ctx = self.ctx.clone();
+        let rt = &ctx.runtime;
+        let failed =
+            |e: RuntimeError| format!("ResourceInitializationError: failed to configure ENI: {e}");
+        rt.ensure_pause_image().await.map_err(failed)?;
+        {
+            let _held = ctx.networks.lock().await;
+            let lbls = HashMap::from([(SUBNET_LABEL.to_string(), n.subnet_id.clone())]);
+            rt.ensure_network(
+                &subnet_network(&n.subnet_id),
+                &n.subnet_cidr,
+                &n.gateway,
+                &lbls,
+            )
+            .await
+            .map_err(failed)?;
+            let id = match &self.pause {
+                Some(id) => id.clone(),
+                None => {
+                    let spec = pause_spec(&self.plan, &n, &ctx.instance_arn);
+                    let id = rt.create(&spec).await.map_err(failed)?;
+                    self.pause = Some(id.clone());
+                    id
+                }
+            };
+            let running = rt
+                .inspect(&id)
+                .await
+                .map_err(failed)?
+                .is_some_and(|o| o.running);
+            if !running {
+                rt.start(&id).await.map_err(failed)?;
+            }
+        }
+        self.enforce_firewall().await.map_err(failed)?;
+        tracing::info!(
+            task = self.plan.task_arn,
+            eni = n.eni_id,
+            ip = n.private_ip,
+            "task network ready"
+        );
+        Ok(())
+    }
+
+    /// The ruleset of the task's security groups as the latest poll has them (a group missing
+    /// there adds no rules); `None` for a task without its own interface.
+    fn wanted_ruleset(&self) -> Option<String> {
+        let n = self.plan.network.as_ref()?;
+        let all = self.ctx.security_groups.borrow();
+        let groups: Vec<&SecurityPolicy> = n
+            .security_groups
+            .iter()
+            .filter_map(|g| all.get(g))
+            .collect();
+        Some(crate::firewall::ruleset(&groups))
+    }
+
+    /// Applies the task's security groups to its interface when their rules changed since
+    /// they were last applied (or never were).
+    async fn enforce_firewall(&mut self) -> Result<(), RuntimeError> {
+        let (Some(pause), Some(rules)) = (self.pause.clone(), self.wanted_ruleset()) else {
+            return Ok(());
+        };
+        if self.firewall.as_ref() == Some(&rules) {
+            return Ok(());
+        }
+        self.ctx.runtime.apply_firewall(&pause, &rules).await?;
+        self.firewall = Some(rules);
+        Ok(())
+    }
+
+    /// Removes the pause container (giving the task's address back), then the subnet's
+    /// network unless other tasks still use it. Runs after the task's containers have stopped.
+    async fn teardown_network(&mut self) {
+        let Some(n) = self.plan.network.clone() else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let rt = &ctx.runtime;
+        if let Some(id) = self.pause.take() {
+            if let Err(e) = rt.stop(&id, 0).await {
+                tracing::warn!(container = id, error = %e, "stopping a pause container failed");
+            }
+            for attempt in 1..=5 {
+                match rt.remove(&id).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(
+                            container = id,
+                            attempt,
+                            error = %e,
+                            "removing a pause container failed"
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        let name = subnet_network(&n.subnet_id);
+        let _held = ctx.networks.lock().await;
+        if let Err(e) = rt.remove_network(&name).await {
+            // Other tasks' pause containers on it: it stays.
+            tracing::debug!(network = name, error = %e, "the subnet's network stays");
+        }
     }
 
     /// For an awslogs container, what Docker's driver checks when it starts: valid options
@@ -554,6 +760,9 @@ impl TaskRun {
                 Readiness::Ready => {
                     let mut spec =
                         create_spec(&self.plan, &self.ctrs[i].plan, &self.ctx.instance_arn);
+                    if let Some(pause) = &self.pause {
+                        join_pause(&mut spec, pause);
+                    }
                     if let Some(m) = &self.ctx.metadata {
                         spec.env.push(format!(
                             "ECS_CONTAINER_METADATA_URI_V4={}",
@@ -643,6 +852,8 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         stop_code: None,
         stopped_reason: None,
         last_sent: None,
+        pause: None,
+        firewall: None,
     };
     let arn = t.plan.task_arn.clone();
     tracing::info!(task = arn, "task engine: taking the task");
@@ -658,10 +869,17 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         }
     };
     if !adopted && t.plan.desired_status == "RUNNING" {
-        if let Err(msg) = t.pull_and_prepare().await {
+        let prepared = match t.pull_and_prepare().await {
+            Ok(()) => t.setup_network().await,
+            Err(msg) => Err(msg),
+        };
+        if let Err(msg) = prepared {
+            tracing::warn!(task = arn, reason = msg, "task failed to start");
             t.must_stop("TaskFailedToStart", msg);
         }
     }
+    // Security group changes wake the loop.
+    let mut groups = t.ctx.security_groups.subscribe();
 
     // Run until something says stop.
     loop {
@@ -677,6 +895,13 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         }
         if t.stop_code.is_some() {
             break;
+        }
+        if let Err(e) = t.enforce_firewall().await {
+            tracing::warn!(
+                task = arn,
+                error = %e,
+                "cannot apply the task's security groups; retrying"
+            );
         }
         t.start_ready().await;
         if let Err(e) = t.observe().await {
@@ -718,6 +943,7 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
                     return;
                 }
             }
+            Ok(()) = groups.changed() => {}
             _ = tokio::time::sleep(tick) => {}
         }
     }
@@ -733,6 +959,7 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
             c.failed_to_start = true;
         }
     }
+    t.teardown_network().await;
     t.last_status = "STOPPED";
     t.execution_stopped_at = Some(now());
     t.publish();
@@ -769,7 +996,7 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_agent_proto::{Dependency, MountPlan, PortPlan, VolumePlan};
+    use berth_agent_proto::{Dependency, MountPlan, PortPlan, SecurityRule, VolumePlan};
 
     fn plan() -> DesiredTask {
         DesiredTask {
@@ -822,6 +1049,7 @@ mod tests {
             stop_reason: None,
             cpu: None,
             memory: None,
+            network: None,
         }
     }
 
@@ -845,6 +1073,89 @@ mod tests {
         assert_eq!(s.binds, ["ecs-web-4-data-abc123:/data:ro"]);
         assert_eq!(s.env, ["A=1"]);
         assert!(s.readonly_rootfs);
+    }
+
+    fn network() -> TaskNetwork {
+        TaskNetwork {
+            eni_id: "eni-1".into(),
+            subnet_id: "subnet-1".into(),
+            subnet_cidr: "10.0.1.0/24".into(),
+            gateway: "10.0.1.1".into(),
+            private_ip: "10.0.1.5".into(),
+            mac: "02:00:0a:00:01:05".into(),
+            public_ip: Some("192.0.2.10".into()),
+            security_groups: vec!["sg-1".into(), "sg-missing".into()],
+        }
+    }
+
+    #[test]
+    fn the_pause_container_holds_the_address_and_publishes_on_the_public_ip() {
+        let mut p = plan();
+        p.network_mode = "awsvpc".into();
+        let mut side = p.containers[0].clone();
+        side.name = "side".into();
+        side.port_mappings = vec![
+            PortPlan {
+                container_port: 53,
+                host_port: None,
+                protocol: "udp".into(),
+            },
+            PortPlan {
+                container_port: 80,
+                host_port: Some(80),
+                protocol: "tcp".into(),
+            },
+        ];
+        p.containers.push(side);
+        let n = network();
+        let s = pause_spec(&p, &n, "arn:ci");
+        assert_eq!(
+            s.name, "ecs-web-4-internalecspause-abc123",
+            "no ~ in Docker names"
+        );
+        assert_eq!(s.labels[labels::CONTAINER_NAME], PAUSE_NAME);
+        assert_eq!(s.labels[labels::TASK_ARN], p.task_arn);
+        assert_eq!(s.labels[labels::INSTANCE], "arn:ci");
+        assert_eq!(s.image, crate::pause::IMAGE);
+        assert_eq!(s.cmd, Some(vec!["/pause".to_string()]));
+        assert_eq!(s.network_mode, "berth-subnet-1");
+        assert_eq!(s.ipv4_address.as_deref(), Some("10.0.1.5"));
+        assert_eq!(s.mac_address.as_deref(), Some("02:00:0a:00:01:05"));
+        assert_eq!(s.publish_ip.as_deref(), Some("192.0.2.10"));
+        assert_eq!(
+            s.ports,
+            [
+                (53, "udp".to_string(), Some(53)),
+                (80, "tcp".to_string(), Some(80))
+            ],
+            "every container's ports, once, host port = container port"
+        );
+        assert!(s.hostname.is_none() && s.binds.is_empty() && s.env.is_empty());
+        let private = TaskNetwork {
+            public_ip: None,
+            ..n
+        };
+        let s = pause_spec(&p, &private, "arn:ci");
+        assert!(s.ports.is_empty() && s.publish_ip.is_none());
+    }
+
+    #[test]
+    fn task_containers_join_the_pause_namespace_without_ports_or_hostname() {
+        let mut p = plan();
+        p.network_mode = "awsvpc".into();
+        p.containers[0].hostname = Some("web".into());
+        p.containers[0].host.links = vec!["db".into()];
+        let mut s = create_spec(&p, &p.containers[0], "arn:ci");
+        join_pause(&mut s, "p1");
+        assert_eq!(s.network_mode, "container:p1");
+        assert!(s.ports.is_empty());
+        assert_eq!(s.hostname, None);
+        assert!(s.host.links.is_empty());
+        assert_eq!(
+            s.binds,
+            ["ecs-web-4-data-abc123:/data:ro"],
+            "volumes as ever"
+        );
     }
 
     #[test]
@@ -891,6 +1202,7 @@ mod tests {
             reporter: Arc<Reporter>,
             tx: watch::Sender<DesiredTask>,
             handle: tokio::task::JoinHandle<()>,
+            ctx: Arc<EngineContext>,
         }
 
         fn ctr(name: &str, image: &str) -> ContainerPlan {
@@ -911,6 +1223,14 @@ mod tests {
         }
 
         fn start(rt: Arc<FakeRuntime>, t: DesiredTask) -> Harness {
+            start_with_groups(rt, t, BTreeMap::new())
+        }
+
+        fn start_with_groups(
+            rt: Arc<FakeRuntime>,
+            t: DesiredTask,
+            groups: BTreeMap<String, SecurityPolicy>,
+        ) -> Harness {
             let reporter = Arc::new(Reporter::default());
             let ctx = Arc::new(EngineContext {
                 runtime: rt.clone() as Arc<dyn Runtime>,
@@ -923,18 +1243,29 @@ mod tests {
                 logs: None,
                 metadata: None,
                 availability_zone: "local-1a".into(),
+                security_groups: watch::Sender::new(groups),
+                networks: Default::default(),
             });
             let (tx, rx) = watch::channel(t);
-            let handle = tokio::spawn(run_task(ctx, rx));
+            let handle = tokio::spawn(run_task(ctx.clone(), rx));
             Harness {
                 rt,
                 reporter,
                 tx,
                 handle,
+                ctx,
             }
         }
 
         impl Harness {
+            /// The position of `entry` in the runtime's log.
+            fn at(&self, entry: &str) -> usize {
+                let log = self.rt.log();
+                log.iter()
+                    .position(|l| l == entry)
+                    .unwrap_or_else(|| panic!("no '{entry}' in {log:?}"))
+            }
+
             /// The latest report once `pred` holds for it (bounded: 2 s).
             async fn until(&self, what: &str, pred: impl Fn(&TaskReport) -> bool) -> TaskReport {
                 for _ in 0..400 {
@@ -1081,6 +1412,187 @@ mod tests {
                 "a stop the server asked for carries the server's reason"
             );
             assert_eq!(rt.log(), ["stop app 30"]);
+            h.handle.abort();
+        }
+
+        fn awsvpc(containers: Vec<ContainerPlan>) -> DesiredTask {
+            DesiredTask {
+                network_mode: "awsvpc".into(),
+                network: Some(network()),
+                ..task(containers)
+            }
+        }
+
+        /// `sg-1` allowing tcp `port` from anywhere.
+        fn web_group(port: u16) -> BTreeMap<String, SecurityPolicy> {
+            let rule = SecurityRule {
+                protocol: "tcp".into(),
+                ports: Some((port, port)),
+                cidrs: vec!["0.0.0.0/0".into()],
+            };
+            BTreeMap::from([(
+                "sg-1".to_string(),
+                SecurityPolicy {
+                    ingress: vec![rule],
+                    egress: vec![],
+                },
+            )])
+        }
+
+        #[tokio::test]
+        async fn an_awsvpc_task_gets_its_network_before_its_containers() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let mut app = ctr("app", "img");
+            app.hostname = Some("web".into());
+            app.port_mappings = vec![PortPlan {
+                container_port: 8080,
+                host_port: None,
+                protocol: "tcp".into(),
+            }];
+            let h = start_with_groups(rt.clone(), awsvpc(vec![app]), web_group(8080));
+            let r = h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            assert!(r.containers[0].network_bindings.is_empty());
+            let order = [
+                "pull img",
+                "pause-image",
+                "network berth-subnet-1",
+                "create internalecspause",
+                "start internalecspause",
+                "firewall internalecspause",
+                "create app",
+                "start app",
+            ];
+            let at: Vec<usize> = order.iter().map(|e| h.at(e)).collect();
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{:?}", rt.log());
+            let pause = rt.container("internalecspause").unwrap();
+            assert_eq!(pause.spec.network_mode, "berth-subnet-1");
+            assert_eq!(pause.spec.ipv4_address.as_deref(), Some("10.0.1.5"));
+            assert_eq!(pause.spec.mac_address.as_deref(), Some("02:00:0a:00:01:05"));
+            assert_eq!(pause.spec.publish_ip.as_deref(), Some("192.0.2.10"));
+            assert_eq!(pause.spec.ports, [(8080, "tcp".to_string(), Some(8080))]);
+            assert_eq!(pause.spec.labels[labels::TASK_ARN], h.tx.borrow().task_arn);
+            let app = rt.container("app").unwrap();
+            assert_eq!(app.spec.network_mode, format!("container:{}", pause.obs.id));
+            assert!(app.spec.ports.is_empty());
+            assert_eq!(app.spec.hostname, None);
+            let (subnet, gateway, lbls) = rt.networks.lock().unwrap()["berth-subnet-1"].clone();
+            assert_eq!(
+                (subnet.as_str(), gateway.as_str()),
+                ("10.0.1.0/24", "10.0.1.1")
+            );
+            assert_eq!(lbls[SUBNET_LABEL], "subnet-1");
+            let rules = rt.rulesets.lock().unwrap()[&pause.obs.id].clone();
+            assert!(
+                rules.contains("\n-A INPUT -p tcp --dport 8080 -j ACCEPT\n"),
+                "{rules}"
+            );
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_stopping_awsvpc_task_removes_its_pause_before_it_reports_stopped() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let h = start(rt.clone(), awsvpc(vec![ctr("app", "img")]));
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            h.tx.send_modify(|t| t.desired_status = "STOPPED".into());
+            h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert!(
+                rt.container("internalecspause").is_none(),
+                "the address is free once the server hears STOPPED: {:?}",
+                rt.log()
+            );
+            assert!(h.at("stop app 30") < h.at("stop internalecspause 0"));
+            assert!(h.at("stop internalecspause 0") < h.at("remove internalecspause"));
+            assert!(h.at("remove internalecspause") < h.at("remove-network berth-subnet-1"));
+            assert!(
+                rt.container("app").is_some(),
+                "the task's containers stay until the cleanup delay"
+            );
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_changed_policy_is_applied_again() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let h = start(rt.clone(), awsvpc(vec![ctr("app", "img")]));
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            let applied = || {
+                rt.log()
+                    .iter()
+                    .filter(|l| l.starts_with("firewall"))
+                    .count()
+            };
+            assert_eq!(applied(), 1);
+            let pause = rt.container("internalecspause").unwrap().obs.id;
+            let rules = || rt.rulesets.lock().unwrap()[&pause].clone();
+            assert!(!rules().contains("--dport"), "sg-1 is not known yet");
+            h.ctx.security_groups.send_replace(web_group(443));
+            for _ in 0..400 {
+                if applied() == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(rules().contains("--dport 443"), "{:?}", rt.log());
+            // A group the task is not in changes nothing for it.
+            h.ctx.security_groups.send_modify(|m| {
+                m.insert("sg-other".into(), SecurityPolicy::default());
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(applied(), 2, "{:?}", rt.log());
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_network_failure_fails_the_task_and_leaves_nothing_behind() {
+            for call in ["network", "firewall"] {
+                let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+                rt.failing.lock().unwrap().insert(call);
+                let h = start(rt.clone(), awsvpc(vec![ctr("app", "img")]));
+                let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+                assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
+                let reason = r.stopped_reason.clone().unwrap_or_default();
+                assert!(
+                    reason.starts_with("ResourceInitializationError: failed to configure ENI: ")
+                        && reason.contains(&format!("{call} failed")),
+                    "{reason}"
+                );
+                assert_eq!(r.containers[0].last_status, "STOPPED");
+                let log = rt.log();
+                assert!(!log.contains(&"create app".to_string()), "{log:?}");
+                assert!(
+                    rt.container("internalecspause").is_none(),
+                    "{call}: {log:?}"
+                );
+                if call == "firewall" {
+                    assert!(h.at("create internalecspause") < h.at("remove internalecspause"));
+                }
+                h.handle.abort();
+            }
+        }
+
+        #[tokio::test]
+        async fn a_restarted_agent_adopts_the_pause_container() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let t = awsvpc(vec![ctr("app", "img")]);
+            // A previous agent run left the task running.
+            let pause = rt
+                .create(&pause_spec(&t, &network(), "arn:ci"))
+                .await
+                .unwrap();
+            rt.start(&pause).await.unwrap();
+            let mut spec = create_spec(&t, &t.containers[0], "arn:ci");
+            join_pause(&mut spec, &pause);
+            let app = rt.create(&spec).await.unwrap();
+            rt.start(&app).await.unwrap();
+            rt.log.lock().unwrap().clear();
+            let h = start(rt.clone(), t);
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            assert_eq!(
+                rt.log(),
+                ["firewall internalecspause"],
+                "nothing created twice; the rules applied again"
+            );
             h.handle.abort();
         }
     }

@@ -5,15 +5,19 @@
 //! receives the instance's desired tasks and hands each to its own loop in [`engine`], and a
 //! report loop that sends what the engine observed until the server acknowledges it
 //! ([`client::Reporter`]). Docker sits behind [`runtime::Runtime`]; [`docker`] is the real one.
+//! `awsvpc` tasks get a pause container holding their network namespace ([`pause`]) and their
+//! security groups as iptables rules in it ([`firewall`]).
 
 pub mod client;
 pub mod docker;
 pub mod engine;
+pub mod firewall;
 pub mod jsonfile;
 pub mod logship;
 pub mod metadata;
 pub mod metrics;
 pub mod multiline;
+pub mod pause;
 pub mod runtime;
 pub mod stats;
 
@@ -61,6 +65,21 @@ pub const CAPABILITIES: &[&str] = &[
     // The agent ships awslogs output itself (see `logship`).
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
 ];
+
+/// The attribute of instances that can run `awsvpc` tasks (the ECS agent's name).
+pub const TASK_ENI_CAPABILITY: &str = "ecs.capability.task-eni";
+
+/// Whether this host can run `awsvpc` tasks: the pause image is x86_64 Linux only, and the
+/// security groups need `nsenter` and `iptables-restore` on the PATH.
+pub fn awsvpc_supported() -> bool {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
+    };
+    cfg!(all(target_arch = "x86_64", target_os = "linux"))
+        && on_path("nsenter")
+        && on_path("iptables-restore")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -203,6 +222,9 @@ fn host_info(
         .max(0);
     let mut attributes: BTreeMap<String, Option<String>> =
         CAPABILITIES.iter().map(|c| (c.to_string(), None)).collect();
+    if awsvpc_supported() {
+        attributes.insert(TASK_ENI_CAPABILITY.into(), None);
+    }
     // Every log driver the local Docker has is passed to it as given.
     for d in log_drivers {
         attributes.insert(
@@ -538,6 +560,8 @@ pub async fn run(
             .availability_zone
             .clone()
             .unwrap_or_else(|| "local-1a".into()),
+        security_groups: watch::Sender::new(BTreeMap::new()),
+        networks: Default::default(),
     });
     if let Some(addr) = cfg.metrics_listen {
         match metrics
@@ -601,6 +625,16 @@ pub async fn run(
                     .cloned()
                     .collect();
                 if !resp.unchanged {
+                    // Before the tasks: a new awsvpc task applies its groups' rules at once.
+                    let groups = resp.security_groups;
+                    ctx.security_groups.send_if_modified(|cur| {
+                        if *cur == groups {
+                            false
+                        } else {
+                            *cur = groups;
+                            true
+                        }
+                    });
                     if !resp.changes {
                         desired.clear();
                     }

@@ -112,6 +112,18 @@ pub fn container_json(t: &TaskView, i: usize) -> Value {
     if let Some(ip) = &view.ip_address {
         net.insert("IPv4Addresses".into(), json!([ip]));
     }
+    // An awsvpc task's interface, as ECS describes it.
+    if let Some(n) = &t.plan.network {
+        net.insert("AttachmentIndex".into(), json!(0));
+        net.insert("MACAddress".into(), json!(n.mac));
+        net.insert("IPv4SubnetCIDRBlock".into(), json!(n.subnet_cidr));
+        // ECS writes the gateway with the subnet's prefix length: `10.0.1.1/24`.
+        let prefix = n.subnet_cidr.split_once('/').map_or("32", |(_, p)| p);
+        net.insert(
+            "SubnetGatewayIpv4Address".into(),
+            json!(format!("{}/{prefix}", n.gateway)),
+        );
+    }
     o.insert("Networks".into(), json!([Value::Object(net)]));
     Value::Object(o)
 }
@@ -221,7 +233,8 @@ impl Metadata {
         for c in &mut task.containers {
             if let Some(id) = &c.docker_id {
                 if let Ok(Some(o)) = rt.inspect(id).await {
-                    c.ip_address = o.ip_address;
+                    // An awsvpc task's containers have no address of their own in Docker.
+                    c.ip_address = o.ip_address.or(c.ip_address.take());
                     c.started_at = o.started_at;
                     c.finished_at = o.finished_at;
                     c.image_id = o.image_id;
@@ -318,6 +331,7 @@ mod tests {
                 stop_reason: None,
                 cpu: None,
                 memory: None,
+                network: None,
             },
             report: TaskReport {
                 task_arn: "arn:aws:ecs:us-east-1:000000000000:task/prod/abc".into(),

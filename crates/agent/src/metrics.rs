@@ -261,4 +261,33 @@ impl Runtime for Timed {
         let r = self.inner.bridge_gateway().await;
         self.done("inspect_network", t, r)
     }
+    async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
+        let t = Instant::now();
+        let r = self.inner.ensure_pause_image().await;
+        self.done("import_image", t, r)
+    }
+    async fn ensure_network(
+        &self,
+        name: &str,
+        subnet: &str,
+        gateway: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let t = Instant::now();
+        let r = self
+            .inner
+            .ensure_network(name, subnet, gateway, labels)
+            .await;
+        self.done("create_network", t, r)
+    }
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let t = Instant::now();
+        let r = self.inner.remove_network(name).await;
+        self.done("remove_network", t, r)
+    }
+    async fn apply_firewall(&self, container_id: &str, ruleset: &str) -> Result<(), RuntimeError> {
+        let t = Instant::now();
+        let r = self.inner.apply_firewall(container_id, ruleset).await;
+        self.done("iptables_restore", t, r)
+    }
 }

@@ -27,10 +27,19 @@ pub struct CreateSpec {
     pub privileged: bool,
     /// `SOURCE:TARGET[:ro]`, SOURCE a host path or a volume name.
     pub binds: Vec<String>,
-    /// bridge, host or none.
+    /// bridge, host, none, a network's name, or `container:ID` (another container's
+    /// network namespace, as an `awsvpc` task's containers join their pause container's).
     pub network_mode: String,
+    /// On the network named by `network_mode`: the container's fixed IPv4 address and MAC
+    /// address (an `awsvpc` task's pause container, at the task's interface's).
+    pub ipv4_address: Option<String>,
+    pub mac_address: Option<String>,
     /// `(container port, protocol, host port)`; `None` lets Docker pick an ephemeral port.
     pub ports: Vec<(u16, String, Option<u16>)>,
+    /// The host address `ports` are published on. Bridge mode publishes on every address
+    /// without one; on any other network only a container with one publishes (an `awsvpc`
+    /// task's pause container, on the task's public address).
+    pub publish_ip: Option<String>,
     pub healthcheck: Option<HealthcheckSpec>,
     pub stop_timeout: Option<i64>,
     /// Docker's log driver and its options; `None` is the daemon's default.
@@ -144,6 +153,23 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     async fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError>;
     /// The gateway address of Docker's default bridge, which containers can reach.
     async fn bridge_gateway(&self) -> Result<Option<String>, RuntimeError>;
+    /// Makes [`crate::pause::IMAGE`] from the agent's own bytes unless it is present: Berth
+    /// pulls nothing from the internet.
+    async fn ensure_pause_image(&self) -> Result<(), RuntimeError>;
+    /// Creates the bridge network `name` on `subnet` (a CIDR block) with `gateway`, unless a
+    /// network of that name exists.
+    async fn ensure_network(
+        &self,
+        name: &str,
+        subnet: &str,
+        gateway: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError>;
+    /// Removes the network `name`; one already gone is fine, one still in use is an error.
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Replaces the filter table of the running container's network namespace with `ruleset`
+    /// (`iptables-restore` input, see [`crate::firewall`]).
+    async fn apply_firewall(&self, container_id: &str, ruleset: &str) -> Result<(), RuntimeError>;
 }
 
 /// An in-memory runtime for the engine's fast tests: containers are records, "running" is a
@@ -151,6 +177,7 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
 #[cfg(test)]
 pub mod fake {
     use super::*;
+    use std::collections::HashSet;
     use std::sync::Mutex;
 
     #[derive(Debug, Clone, Default)]
@@ -163,8 +190,15 @@ pub mod fake {
     pub struct FakeRuntime {
         pub images: Mutex<Vec<String>>,
         pub containers: Mutex<HashMap<String, FakeContainer>>,
-        /// `create NAME`, `start NAME`, `stop NAME TIMEOUT`, `remove NAME`, `pull IMAGE`.
+        /// `create NAME`, `start NAME`, `stop NAME TIMEOUT`, `remove NAME`, `pull IMAGE`,
+        /// `pause-image`, `network NAME`, `remove-network NAME`, `firewall NAME`.
         pub log: Mutex<Vec<String>>,
+        /// The networks made, by name: (subnet, gateway, labels).
+        pub networks: Mutex<HashMap<String, (String, String, HashMap<String, String>)>>,
+        /// The last ruleset applied to each container, by id.
+        pub rulesets: Mutex<HashMap<String, String>>,
+        /// Calls that fail: `network` (ensure_network), `firewall`.
+        pub failing: Mutex<HashSet<&'static str>>,
     }
 
     impl FakeRuntime {
@@ -194,6 +228,25 @@ pub mod fake {
                 .expect("container exists");
             c.obs.running = false;
             c.obs.exit_code = Some(code);
+        }
+
+        /// The error of a call a test made fail.
+        fn failure(&self, call: &'static str) -> Result<(), RuntimeError> {
+            if self.failing.lock().unwrap().contains(call) {
+                Err(RuntimeError::Api(format!("{call} failed (fake)")))
+            } else {
+                Ok(())
+            }
+        }
+
+        /// The container named `NAME` in the log (`ecs-FAMILY-REV-NAME-TASK`).
+        pub fn container(&self, short: &str) -> Option<FakeContainer> {
+            self.containers
+                .lock()
+                .unwrap()
+                .values()
+                .find(|c| c.spec.name.split('-').nth(3) == Some(short))
+                .cloned()
         }
 
         pub fn set_health(&self, suffix: &str, health: &str) {
@@ -328,6 +381,45 @@ pub mod fake {
         }
         async fn bridge_gateway(&self) -> Result<Option<String>, RuntimeError> {
             Ok(None)
+        }
+        async fn ensure_pause_image(&self) -> Result<(), RuntimeError> {
+            self.note("pause-image".into());
+            Ok(())
+        }
+        async fn ensure_network(
+            &self,
+            name: &str,
+            subnet: &str,
+            gateway: &str,
+            labels: &HashMap<String, String>,
+        ) -> Result<(), RuntimeError> {
+            self.note(format!("network {name}"));
+            self.failure("network")?;
+            self.networks
+                .lock()
+                .unwrap()
+                .entry(name.into())
+                .or_insert_with(|| (subnet.into(), gateway.into(), labels.clone()));
+            Ok(())
+        }
+        async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+            self.note(format!("remove-network {name}"));
+            self.networks.lock().unwrap().remove(name);
+            Ok(())
+        }
+        async fn apply_firewall(
+            &self,
+            container_id: &str,
+            ruleset: &str,
+        ) -> Result<(), RuntimeError> {
+            let short = container_id.split('-').nth(3).unwrap_or("").to_string();
+            self.note(format!("firewall {short}"));
+            self.failure("firewall")?;
+            self.rulesets
+                .lock()
+                .unwrap()
+                .insert(container_id.into(), ruleset.into());
+            Ok(())
         }
     }
 }

@@ -100,14 +100,20 @@ pub fn container_usage(stats: &Value) -> ContainerUsage {
 pub type Sampled = (String, String, ContainerUsage);
 
 /// Sums containers' usage per task, keeping each container's too. `reserved` is each task's
-/// (CPU units, MiB).
+/// (CPU units, MiB). An `awsvpc` task's pause container is no container of the task, but its
+/// network counters are the task's: every container in its namespace shows the same ones.
 pub fn task_stats(
     containers: &[Sampled],
     reserved: &HashMap<String, (u32, u32)>,
     at_ms: i64,
 ) -> Vec<TaskStats> {
     let mut by_task: BTreeMap<&str, TaskStats> = BTreeMap::new();
+    let mut shared_network: Vec<(&str, u64, u64)> = Vec::new();
     for (task, name, u) in containers {
+        if name == crate::engine::PAUSE_NAME {
+            shared_network.push((task.as_str(), u.rx_bytes, u.tx_bytes));
+            continue;
+        }
         let t = by_task.entry(task.as_str()).or_insert_with(|| {
             let (cpu, mem) = reserved.get(task).copied().unwrap_or((0, 0));
             TaskStats {
@@ -134,6 +140,12 @@ pub fn task_stats(
             storage_read_bytes: u.read_bytes,
             storage_write_bytes: u.write_bytes,
         });
+    }
+    for (task, rx, tx) in shared_network {
+        if let Some(t) = by_task.get_mut(task) {
+            t.network_rx_bytes = rx;
+            t.network_tx_bytes = tx;
+        }
     }
     for t in by_task.values_mut() {
         t.per_container.sort_by(|a, b| a.name.cmp(&b.name));
@@ -289,5 +301,29 @@ mod tests {
             (0, 7),
             "unknown reservation"
         );
+    }
+
+    #[test]
+    fn an_awsvpc_task_counts_its_shared_network_once_and_not_its_pause() {
+        let shared = ContainerUsage {
+            cpu_units: 10.0,
+            rx_bytes: 500,
+            tx_bytes: 70,
+            ..Default::default()
+        };
+        let pause = crate::engine::PAUSE_NAME.to_string();
+        let rows = vec![
+            ("t1".to_string(), "web".to_string(), shared),
+            ("t1".into(), pause, shared),
+            ("t1".into(), "log".into(), shared),
+        ];
+        let out = task_stats(&rows, &HashMap::new(), 7);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].network_rx_bytes, out[0].network_tx_bytes),
+            (500, 70)
+        );
+        assert_eq!((out[0].cpu_units, out[0].containers), (20.0, 2));
+        assert_eq!(out[0].per_container.len(), 2);
     }
 }

@@ -140,6 +140,45 @@ pub enum ErrorKind {
     ValidationError,
     InvalidAction,
     MissingAction,
+    // EC2's, named by their (dotted) error codes.
+    /// InvalidVpcID.NotFound
+    InvalidVpcIdNotFound,
+    /// InvalidSubnetID.NotFound
+    InvalidSubnetIdNotFound,
+    /// InvalidGroup.NotFound
+    InvalidGroupNotFound,
+    /// InvalidGroupId.Malformed
+    InvalidGroupIdMalformed,
+    /// InvalidVpc.Range
+    InvalidVpcRange,
+    /// InvalidSubnet.Range
+    InvalidSubnetRange,
+    /// InvalidSubnet.Conflict
+    InvalidSubnetConflict,
+    /// DependencyViolation
+    DependencyViolation,
+    /// InvalidGroup.Duplicate
+    InvalidGroupDuplicate,
+    /// InvalidGroup.Reserved
+    InvalidGroupReserved,
+    /// InvalidPermission.Duplicate
+    InvalidPermissionDuplicate,
+    /// InvalidPermission.NotFound
+    InvalidPermissionNotFound,
+    /// InvalidPermission.Malformed
+    InvalidPermissionMalformed,
+    /// CannotDelete
+    CannotDelete,
+    /// InvalidNetworkInterfaceID.NotFound
+    InvalidNetworkInterfaceIdNotFound,
+    /// InvalidID
+    InvalidIdMalformed,
+    /// UnsupportedOperation
+    UnsupportedOperation,
+    /// InvalidFilter
+    InvalidFilter,
+    /// InsufficientFreeAddressesInSubnet
+    Ec2AddressLimitExceeded,
 }
 
 impl ErrorKind {
@@ -230,6 +269,25 @@ impl ErrorKind {
             ErrorKind::ValidationError => "ValidationError",
             ErrorKind::InvalidAction => "InvalidAction",
             ErrorKind::MissingAction => "MissingAction",
+            ErrorKind::InvalidVpcIdNotFound => "InvalidVpcID.NotFound",
+            ErrorKind::InvalidSubnetIdNotFound => "InvalidSubnetID.NotFound",
+            ErrorKind::InvalidGroupNotFound => "InvalidGroup.NotFound",
+            ErrorKind::InvalidGroupIdMalformed => "InvalidGroupId.Malformed",
+            ErrorKind::InvalidVpcRange => "InvalidVpc.Range",
+            ErrorKind::InvalidSubnetRange => "InvalidSubnet.Range",
+            ErrorKind::InvalidSubnetConflict => "InvalidSubnet.Conflict",
+            ErrorKind::DependencyViolation => "DependencyViolation",
+            ErrorKind::InvalidGroupDuplicate => "InvalidGroup.Duplicate",
+            ErrorKind::InvalidGroupReserved => "InvalidGroup.Reserved",
+            ErrorKind::InvalidPermissionDuplicate => "InvalidPermission.Duplicate",
+            ErrorKind::InvalidPermissionNotFound => "InvalidPermission.NotFound",
+            ErrorKind::InvalidPermissionMalformed => "InvalidPermission.Malformed",
+            ErrorKind::CannotDelete => "CannotDelete",
+            ErrorKind::InvalidNetworkInterfaceIdNotFound => "InvalidNetworkInterfaceID.NotFound",
+            ErrorKind::InvalidIdMalformed => "InvalidID",
+            ErrorKind::UnsupportedOperation => "UnsupportedOperation",
+            ErrorKind::InvalidFilter => "InvalidFilter",
+            ErrorKind::Ec2AddressLimitExceeded => "InsufficientFreeAddressesInSubnet",
         }
     }
 
@@ -278,6 +336,29 @@ impl ErrorKind {
             ErrorKind::AccessDenied => "AccessDenied",
             ErrorKind::Server => "InternalFailure",
             ErrorKind::ResourceNotFound => "ResourceNotFound",
+            ErrorKind::RequestTimeout => "RequestTimeout",
+            ErrorKind::RequestEntityTooLarge => "RequestEntityTooLarge",
+            other => other.wire_name(),
+        }
+    }
+
+    /// The code EC2 answers with: its own kinds by their code, the shared ones by EC2's names.
+    pub fn ec2_code(self) -> &'static str {
+        match self {
+            ErrorKind::Serialization
+            | ErrorKind::InvalidParameter
+            | ErrorKind::ValidationError
+            | ErrorKind::InvalidParameterValue => "InvalidParameterValue",
+            ErrorKind::MissingParameter => "MissingParameter",
+            ErrorKind::InvalidParameterCombination => "InvalidParameterCombination",
+            ErrorKind::UnknownOperation | ErrorKind::InvalidAction => "InvalidAction",
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationToken",
+            ErrorKind::UnrecognizedClient
+            | ErrorKind::InvalidSignature
+            | ErrorKind::IncompleteSignature => "AuthFailure",
+            ErrorKind::AccessDenied => "UnauthorizedOperation",
+            ErrorKind::Server | ErrorKind::InternalServiceFault => "InternalError",
+            ErrorKind::LimitExceeded => "ResourceLimitExceeded",
             ErrorKind::RequestTimeout => "RequestTimeout",
             ErrorKind::RequestEntityTooLarge => "RequestEntityTooLarge",
             other => other.wire_name(),

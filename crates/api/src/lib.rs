@@ -11,6 +11,7 @@
 pub mod cbor;
 pub mod cloudwatch;
 pub mod convert;
+pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod elbv2;
@@ -154,21 +155,26 @@ pub fn parse_cloudwatch_request(
     }
 }
 
-/// Parses a Query-protocol (form-encoded) Elastic Load Balancing v2 request: its `Action`,
-/// `Version` and members. Missing members are ELB's ValidationError.
-pub fn parse_elb_request(body: &[u8]) -> Result<elbv2::ElbRequest, EcsError> {
-    let params = query::decode_form(body)
-        .map_err(|e| EcsError::new(ErrorKind::ValidationError, e.to_string()))?;
+/// A Query-protocol (form-encoded) request's `Action` and its members as the JSON its input
+/// shape parses from, checked against the service's `Version`. `code` names the service's own
+/// error code for a malformed request (ELB's ValidationError, EC2's InvalidParameterValue).
+fn parse_query(
+    body: &[u8],
+    model: &serde_json::Value,
+    version: &str,
+    malformed: ErrorKind,
+) -> Result<(String, Vec<u8>), EcsError> {
+    let params = query::decode_form(body).map_err(|e| EcsError::new(malformed, e.to_string()))?;
     let mut action = None;
     let mut rest = Vec::with_capacity(params.len());
     for (k, v) in params {
         match k.as_str() {
             "Action" => action = Some(v),
             "Version" => {
-                if v != ELB_VERSION {
+                if v != version {
                     return Err(EcsError::new(
-                        ErrorKind::ValidationError,
-                        format!("Version '{v}' is not supported; use {ELB_VERSION}"),
+                        malformed,
+                        format!("Version '{v}' is not supported; use {version}"),
                     ));
                 }
             }
@@ -181,16 +187,27 @@ pub fn parse_elb_request(body: &[u8]) -> Result<elbv2::ElbRequest, EcsError> {
             "The request must contain the parameter Action",
         ));
     };
-    let model = elbv2::model();
     let Some(input) = model["operations"][&action]["input"]["shape"].as_str() else {
         return Err(EcsError::new(
             ErrorKind::InvalidAction,
             format!("The action {action} is not valid for this web service."),
         ));
     };
-    let json = query::params_to_json(model, input, &rest, false)
+    let json = query::params_to_json(model, input, &rest, query::is_ec2(model))
         .and_then(|v| serde_json::to_vec(&v).map_err(|e| ParseError::Serialization(e.to_string())))
-        .map_err(|e| EcsError::new(ErrorKind::ValidationError, e.to_string()))?;
+        .map_err(|e| EcsError::new(malformed, e.to_string()))?;
+    Ok((action, json))
+}
+
+/// Parses a Query-protocol (form-encoded) Elastic Load Balancing v2 request: its `Action`,
+/// `Version` and members. Missing members are ELB's ValidationError.
+pub fn parse_elb_request(body: &[u8]) -> Result<elbv2::ElbRequest, EcsError> {
+    let (action, json) = parse_query(
+        body,
+        elbv2::model(),
+        ELB_VERSION,
+        ErrorKind::ValidationError,
+    )?;
     match elbv2::ElbRequest::parse(&action, &json) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(EcsError::new(
@@ -204,6 +221,34 @@ pub fn parse_elb_request(body: &[u8]) -> Result<elbv2::ElbRequest, EcsError> {
         )),
     }
 }
+
+/// Parses a request in EC2's variant of the Query protocol. Missing members are EC2's
+/// MissingParameter, malformed ones its InvalidParameterValue.
+pub fn parse_ec2_request(body: &[u8]) -> Result<ec2::Ec2Request, EcsError> {
+    let (action, json) = parse_query(
+        body,
+        ec2::model(),
+        EC2_VERSION,
+        ErrorKind::InvalidParameterValue,
+    )?;
+    match ec2::Ec2Request::parse(&action, &json) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(EcsError::new(
+            ErrorKind::InvalidAction,
+            format!("The action {action} is not valid for this web service."),
+        )),
+        Err(ParseError::Serialization(m)) => {
+            Err(EcsError::new(ErrorKind::InvalidParameterValue, m))
+        }
+        Err(ParseError::Missing(path)) => Err(EcsError::new(
+            ErrorKind::MissingParameter,
+            format!("The request must contain the parameter {path}"),
+        )),
+    }
+}
+
+/// EC2's API version, the `Version` its requests carry.
+pub const EC2_VERSION: &str = "2016-11-15";
 
 /// ELB's API version, the `Version` its requests carry.
 pub const ELB_VERSION: &str = "2015-12-01";

@@ -173,6 +173,16 @@ struct ServerArgs {
     /// The ports listeners may use, as LOW-HIGH (default: any).
     #[arg(long, value_parser = parse_port_range, env = "BERTH_LB_PORTS")]
     lb_ports: Option<(u16, u16)>,
+    /// The host addresses `awsvpc` tasks with `assignPublicIp ENABLED` get, one each, as a
+    /// CIDR block: agents publish a task's ports on its address. The default is loopback
+    /// addresses, this host's own.
+    #[arg(long, default_value = berth_control::DEFAULT_PUBLIC_IPS, value_parser = parse_cidr, env = "BERTH_PUBLIC_IPS")]
+    public_ips: berth_model::cidr::Cidr,
+}
+
+fn parse_cidr(s: &str) -> Result<berth_model::cidr::Cidr, String> {
+    berth_model::cidr::Cidr::parse(s)
+        .ok_or_else(|| format!("'{s}' is not an IPv4 CIDR block (a.b.c.d/n, its network address)"))
 }
 
 /// `LOW-HIGH`, both ports, LOW ≤ HIGH.
@@ -313,6 +323,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         dev: args.dev,
         agent_timeout: Duration::from_secs(args.agent_timeout),
         task_retention: Duration::from_secs(args.task_retention),
+        public_ips: args.public_ips,
     };
     let registry_listener = tokio::net::TcpListener::bind(args.registry_listen)
         .await

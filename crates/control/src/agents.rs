@@ -11,7 +11,7 @@ use crate::read::task_id_of;
 use crate::{decode, encode, keys, plan, store_error, Control};
 use berth_agent_proto::{
     DesiredTask, JoinRequest, JoinResponse, PollRequest, PollResponse, ReportRequest,
-    ReportResponse,
+    ReportResponse, SecurityPolicy,
 };
 use berth_api::ecs::{self};
 use berth_api::{EcsError, ErrorKind};
@@ -104,6 +104,20 @@ impl PlanCache {
             }
         }
         h.finalize().into()
+    }
+
+    /// The security groups of the instance's `awsvpc` tasks.
+    fn security_groups(&self, instance: &str) -> BTreeSet<String> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(instance)
+            .map(|i| {
+                i.plans
+                    .values()
+                    .filter_map(|p| p.plan.as_ref()?.network.as_ref())
+                    .flat_map(|n| n.security_groups.iter().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The answer that takes an agent holding `known` to `version` (the set
@@ -281,14 +295,15 @@ impl Control {
         })
     }
 
-    /// The instance's status and the version of the set of tasks it should be running or
-    /// stopping, whose plans are then in the plan cache. O(the instance's tasks) from the
-    /// cluster state; only tasks whose plan changed since it was built are read from the store.
+    /// The instance's status, the version of the set of tasks it should be running or
+    /// stopping (whose plans are then in the plan cache), and the rules of its `awsvpc` tasks'
+    /// security groups (part of the version). O(the instance's tasks) from the cluster state;
+    /// only tasks whose plan changed since it was built are read from the store.
     async fn desired_version(
         &self,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<(String, String), EcsError> {
+    ) -> Result<(String, String, BTreeMap<String, SecurityPolicy>), EcsError> {
         let (status, live) = {
             let cs = self.state.cluster(cluster).await;
             let status = cs
@@ -332,8 +347,23 @@ impl Control {
                 continue;
             }
             let td_arn = t.task_definition_arn.clone().unwrap_or_default();
+            // An awsvpc task's interface, which the agent sets up.
+            let network = match crate::ec2::eni_id(&t) {
+                Some(eni) => self
+                    .get_record::<crate::ec2::EniRecord>(&keys::ec2_eni(&eni))
+                    .await?
+                    .map(|(e, _)| e.plan()),
+                None => None,
+            };
             match self.task_definition_for_plan(&td_arn).await {
-                Ok(td) => fresh.push((id, kv.mod_revision, Some(plan::desired_task(&t, &td)))),
+                Ok(td) => fresh.push((
+                    id,
+                    kv.mod_revision,
+                    Some(DesiredTask {
+                        network,
+                        ..plan::desired_task(&t, &td)
+                    }),
+                )),
                 // One unreadable task must not keep the agent from all the others.
                 Err(e) => {
                     tracing::error!(task = ?t.task_arn, error = %e, "task definition of a placed task is gone");
@@ -342,10 +372,19 @@ impl Control {
             }
         }
         let digest = self.plans.update(instance_arn, &live, fresh);
+        let groups = self.plans.security_groups(instance_arn);
+        let policies = if groups.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.ec2_snapshot().await?.policies(&groups)
+        };
         let mut h = Sha256::new();
         h.update(status.as_bytes());
         h.update(digest);
-        Ok((status, hex::encode(&h.finalize()[..12])))
+        if !policies.is_empty() {
+            h.update(serde_json::to_vec(&policies).unwrap_or_default());
+        }
+        Ok((status, hex::encode(&h.finalize()[..12]), policies))
     }
 
     /// The long poll: answers at once when the desired set differs from `known_version`,
@@ -366,7 +405,8 @@ impl Control {
         loop {
             self.agents.heartbeat(instance_arn);
             generation.borrow_and_update();
-            let (instance_status, version) = self.desired_version(&cluster, instance_arn).await?;
+            let (instance_status, version, policies) =
+                self.desired_version(&cluster, instance_arn).await?;
             let answer = |unchanged: bool| {
                 let a = if unchanged {
                     Answer {
@@ -389,6 +429,11 @@ impl Control {
                     version: version.clone(),
                     instance_status: instance_status.clone(),
                     registry: None,
+                    security_groups: if unchanged {
+                        BTreeMap::new()
+                    } else {
+                        policies.clone()
+                    },
                     unchanged,
                 }
             };
@@ -456,6 +501,7 @@ mod tests {
             stop_reason: None,
             cpu: None,
             memory: None,
+            network: None,
         }
     }
 

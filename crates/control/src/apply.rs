@@ -44,6 +44,11 @@ pub(crate) struct Meta {
     pub(crate) service: Option<String>,
     pub(crate) overrides: TaskOverride,
     pub(crate) client_token: Option<String>,
+    /// `networkConfiguration` as the request gave it.
+    pub(crate) network: Option<ecs::NetworkConfiguration>,
+    /// `awsvpc` tasks: their subnets, security groups and public address, resolved from
+    /// `network` when the placement begins.
+    pub(crate) awsvpc: Option<crate::ec2::Awsvpc>,
 }
 
 /// Where a task's tags also come from.
@@ -118,9 +123,11 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
             .sum(),
     };
     let host_mode = td.network_mode.as_deref() == Some("host");
+    // An awsvpc task has its own network namespace: it takes none of the host's ports.
+    let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
     let mut ports = Vec::new();
     let mut udp_ports = Vec::new();
-    for c in containers {
+    for c in containers.iter().filter(|_| !awsvpc) {
         for pm in c.port_mappings.iter().flatten() {
             let host = match pm.host_port {
                 Some(p) if p > 0 => Some(p),
@@ -136,12 +143,16 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
             }
         }
     }
-    let required_attributes = td
+    let mut required_attributes: Vec<String> = td
         .requires_attributes
         .iter()
         .flatten()
         .filter_map(|a| a.name.clone())
         .collect();
+    if awsvpc && !required_attributes.iter().any(|a| a == TASK_ENI) {
+        // Only agents that set up task interfaces can run it.
+        required_attributes.push(TASK_ENI.into());
+    }
     Ok(Demand {
         cpu,
         memory,
@@ -150,6 +161,9 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
         required_attributes,
     })
 }
+
+/// The ECS agent's attribute for hosts that give tasks their own interfaces (`awsvpc`).
+pub const TASK_ENI: &str = "ecs.capability.task-eni";
 
 /// An instance record with its remaining resources set from a candidate.
 pub(crate) fn with_remaining(mut ci: ContainerInstance, c: &Candidate) -> ContainerInstance {
@@ -302,6 +316,7 @@ pub(crate) fn merge_report(t: &mut ecs::Task, rep: &TaskReport, now: f64) {
             }
         }
     }
+    crate::ec2::follow_attachment(t);
 }
 
 /// What a host brings when it registers.
@@ -356,6 +371,11 @@ struct Placing<'a> {
     td: &'a TaskDefinition,
     demand: &'a Demand,
     meta: &'a Meta,
+}
+
+/// The VPC records a placement of `awsvpc` tasks reads, and the addresses already given out.
+struct Addresses {
+    snap: crate::ec2::Snapshot,
 }
 
 /// A placement's transaction, and what it writes (for the state's write-through).
@@ -520,6 +540,24 @@ impl Control {
         Self::check_overrides(&td, &meta.overrides)?;
         crate::check_tags(&meta.tags)?;
         let mut meta = meta;
+        let awsvpc_config = meta
+            .network
+            .as_ref()
+            .and_then(|n| n.awsvpc_configuration.as_ref());
+        meta.awsvpc = match (td.network_mode.as_deref() == Some("awsvpc"), awsvpc_config) {
+            (true, Some(c)) => Some(self.resolve_awsvpc(c).await?),
+            (true, None) => {
+                return Err(EcsError::invalid(
+                    "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(EcsError::invalid(
+                    "Network Configuration is not valid for the given networkMode of this task definition.",
+                ))
+            }
+            (false, None) => None,
+        };
         let propagated = match &meta.propagate {
             Propagate::None => Vec::new(),
             Propagate::TaskDefinition => {
@@ -582,6 +620,12 @@ impl Control {
         };
         for _ in 0..CAS_ATTEMPTS {
             let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
+            let addresses = match &meta.awsvpc {
+                Some(_) => Some(Addresses {
+                    snap: self.ec2_snapshot().await?,
+                }),
+                None => None,
+            };
             let mut cs = self.state.cluster(&cluster).await;
             let Some(placed) = cs.place(&pool, &d, &rules, count, self.state.presence()) else {
                 return Err(EcsError::invalid(
@@ -608,13 +652,14 @@ impl Control {
                 cs.undo(&placed.touched, self.state.presence());
                 return Ok((Vec::new(), failures));
             }
-            let commit = match self.placement_txn(&cs, &ctx, &placed, &cluster_kv) {
-                Ok(c) => c,
-                Err(e) => {
-                    cs.undo(&placed.touched, self.state.presence());
-                    return Err(e);
-                }
-            };
+            let commit =
+                match self.placement_txn(&cs, &ctx, &placed, &cluster_kv, addresses.as_ref()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        cs.undo(&placed.touched, self.state.presence());
+                        return Err(e);
+                    }
+                };
             match self.store.txn(commit.txn).await {
                 Ok(TxnOutcome::Committed(rev)) => {
                     let woken = cs.committed(rev, commit.instances, &commit.tasks);
@@ -651,15 +696,20 @@ impl Control {
         ctx: &Placing<'_>,
         placed: &Placed,
         cluster_kv: &KeyValue,
+        addresses: Option<&Addresses>,
     ) -> Result<PlacementCommit, EcsError> {
         let mut txn = Txn::new().unchanged(&keys::cluster(ctx.cluster), Some(cluster_kv));
         let mut tasks = Vec::new();
-        for arn in &placed.copies {
+        let mut taken = addresses.map(|a| a.snap.ips.clone()).unwrap_or_default();
+        let mut taken_public = addresses
+            .map(|a| a.snap.public_ips.clone())
+            .unwrap_or_default();
+        for (index, arn) in placed.copies.iter().enumerate() {
             let ci = &cs
                 .instance(arn)
                 .ok_or_else(|| EcsError::server(format!("placed on unknown instance {arn}")))?
                 .record;
-            let t = self.new_task(
+            let mut t = self.new_task(
                 (ctx.cluster, ctx.cluster_arn),
                 ctx.td,
                 ci,
@@ -667,6 +717,19 @@ impl Control {
                 ctx.meta,
             );
             let arn = t.task_arn.clone().unwrap_or_default();
+            if let (Some(net), Some(a)) = (&ctx.meta.awsvpc, addresses) {
+                let (eni, with) = self.allocate_eni(
+                    &a.snap,
+                    net,
+                    index,
+                    &mut taken,
+                    &mut taken_public,
+                    &arn,
+                    txn,
+                )?;
+                txn = with;
+                crate::ec2::attach(&mut t, &eni);
+            }
             let id = task_id_of(&arn).unwrap_or_default().to_string();
             txn = txn.put(keys::task(ctx.cluster, &id), encode(&t)?);
             if !ctx.meta.tags.is_empty() {
@@ -733,10 +796,15 @@ impl Control {
             let host_gone = instance.as_ref().is_none_or(|(ci, _)| {
                 ci.status.as_deref() == Some(InstanceStatus::Inactive.as_str())
             });
+            let mut txn = Txn::new();
             if host_gone {
                 finish_stopped(&mut t, now);
+                for key in crate::ec2::release_keys(&t) {
+                    txn = txn.delete(key);
+                }
             }
-            if self.commit(Txn::new().replace(&kv, encode(&t)?)).await? {
+            crate::ec2::follow_attachment(&mut t);
+            if self.commit(txn.replace(&kv, encode(&t)?)).await? {
                 return Ok(Some(t));
             }
         }
@@ -790,6 +858,10 @@ impl Control {
                 if let Some((ci, ikv)) = self.find_instance(cluster, instance_arn).await? {
                     let ci = self.released(ci, &t).await?;
                     txn = txn.replace(&ikv, encode(&ci)?);
+                }
+                // And its interface and addresses.
+                for key in crate::ec2::release_keys(&t) {
+                    txn = txn.delete(key);
                 }
             }
             if self.commit(txn).await? {

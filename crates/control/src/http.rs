@@ -252,15 +252,16 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             return r;
         }
     }
-    // Query-protocol services (ELB) post forms and name the operation in the body.
+    // Query-protocol services (ELB, EC2) post forms and name the operation in the body.
     let form = req
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     if form && !req.headers().contains_key("x-amz-target") {
-        let result = elb_request(&st, req).await;
-        return elb_response(&st, result, &request_id, started);
+        let service = QueryService::of(req.headers());
+        let result = query_request(&st, service, req).await;
+        return query_response(&st, service, result, &request_id, started);
     }
     let target = req
         .headers()
@@ -343,32 +344,94 @@ async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsE
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
 }
 
-/// Elastic Load Balancing v2 (Query protocol), signed for service `elasticloadbalancing`:
-/// the operation and its answer as JSON, for [`elb_response`] to write as XML.
-async fn elb_request(
+/// The services that speak a Query protocol (form-encoded requests, XML answers), told apart
+/// by the service their signature is scoped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryService {
+    /// Elastic Load Balancing v2, signed for `elasticloadbalancing`.
+    Elb,
+    /// EC2 (its VPC part), signed for `ec2`, in EC2's own variant of the protocol.
+    Ec2,
+}
+
+impl QueryService {
+    /// The service a request's `Authorization` credential scope names (ELB when it names
+    /// neither: its answer then says what was wrong with the signature).
+    fn of(headers: &http::HeaderMap) -> QueryService {
+        let scope_service = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split(['/', ',']).nth(3));
+        match scope_service {
+            Some("ec2") => QueryService::Ec2,
+            _ => QueryService::Elb,
+        }
+    }
+
+    fn signing_name(self) -> &'static str {
+        match self {
+            QueryService::Elb => "elasticloadbalancing",
+            QueryService::Ec2 => "ec2",
+        }
+    }
+
+    fn model(self) -> &'static serde_json::Value {
+        match self {
+            QueryService::Elb => berth_api::elbv2::model(),
+            QueryService::Ec2 => berth_api::ec2::model(),
+        }
+    }
+
+    fn code(self, kind: ErrorKind) -> &'static str {
+        match self {
+            QueryService::Elb => kind.xml_code(),
+            QueryService::Ec2 => kind.ec2_code(),
+        }
+    }
+}
+
+/// A Query-protocol request: the operation and its answer as JSON, for [`query_response`] to
+/// write as XML.
+async fn query_request(
     st: &State,
+    service: QueryService,
     req: Request<Incoming>,
 ) -> Result<(&'static str, serde_json::Value), EcsError> {
     let (parts, body) = req.into_parts();
     let body = read_body(st, &parts, body, st.limits.max_body).await?;
-    let caller = authenticate(st, &parts, &body, "elasticloadbalancing").await?;
-    let request = berth_api::parse_elb_request(&body)?;
-    let operation = request.operation();
+    let caller = authenticate(st, &parts, &body, service.signing_name()).await?;
     let control = st.control.clone();
-    let value = tokio::spawn(async move { control.handle_elb(&caller, request).await })
-        .await
-        .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))??;
+    let (operation, answer) = match service {
+        QueryService::Elb => {
+            let request = berth_api::parse_elb_request(&body)?;
+            let operation = request.operation();
+            let answer =
+                tokio::spawn(async move { control.handle_elb(&caller, request).await }).await;
+            (operation, answer)
+        }
+        QueryService::Ec2 => {
+            let request = berth_api::parse_ec2_request(&body)?;
+            let operation = request.operation();
+            let answer =
+                tokio::spawn(async move { control.handle_ec2(&caller, request).await }).await;
+            (operation, answer)
+        }
+    };
+    let value =
+        answer.map_err(|e| EcsError::server(format!("the request handler failed: {e}")))??;
     Ok((operation, value))
 }
 
-/// ELB's XML answer, or its `ErrorResponse`.
-fn elb_response(
+/// A Query service's XML answer, or its error document.
+fn query_response(
     st: &State,
+    service: QueryService,
     result: Result<(&'static str, serde_json::Value), EcsError>,
     request_id: &str,
     started: Instant,
 ) -> Response<Full<Bytes>> {
-    let model = berth_api::elbv2::model();
+    let model = service.model();
     let (operation, result) = match result {
         Ok((op, value)) => (
             op,
@@ -383,7 +446,7 @@ fn elb_response(
             let status = e.kind.http_status();
             let xml = berth_api::query::write_error(
                 model,
-                e.kind.xml_code(),
+                service.code(e.kind),
                 &e.message,
                 status < 500,
                 request_id,
@@ -394,7 +457,7 @@ fn elb_response(
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     st.control.metrics.request(
-        "elasticloadbalancing",
+        service.signing_name(),
         operation,
         status,
         latency_ms / 1000.0,

@@ -72,6 +72,7 @@ pub const RESETTABLE: &[&str] = &[
     "runtokens/",
     ELB,
     TASK_TARGETS,
+    EC2,
 ];
 
 /// `task-targets/CLUSTER/TASK_ID` → what was registered in target groups for a service's task
@@ -121,6 +122,38 @@ pub const ELB_TARGETS: &str = "elb/targets/";
 pub fn elb_tags(arn: &str) -> String {
     format!("elb/tags/{arn}")
 }
+
+/// EC2's VPC records, all under one prefix: `ec2/vpcs/ID` → `ec2::VpcRecord`,
+/// `ec2/subnets/ID` → `ec2::Subnet`, `ec2/sgs/ID` → `ec2::SgRecord` (the group and its rules),
+/// `ec2/enis/ID` → `ec2::EniRecord` (an awsvpc task's interface), `ec2/ips/SUBNET/IP` and
+/// `ec2/public-ips/IP` → the interface holding that address (written with it, so two
+/// interfaces never get one address), `ec2/default-vpc` → the default VPC's id.
+pub const EC2: &str = "ec2/";
+pub const EC2_VPCS: &str = "ec2/vpcs/";
+pub fn ec2_vpc(id: &str) -> String {
+    format!("ec2/vpcs/{id}")
+}
+pub const EC2_SUBNETS: &str = "ec2/subnets/";
+pub fn ec2_subnet(id: &str) -> String {
+    format!("ec2/subnets/{id}")
+}
+pub const EC2_SGS: &str = "ec2/sgs/";
+pub fn ec2_sg(id: &str) -> String {
+    format!("ec2/sgs/{id}")
+}
+pub const EC2_ENIS: &str = "ec2/enis/";
+pub fn ec2_eni(id: &str) -> String {
+    format!("ec2/enis/{id}")
+}
+pub const EC2_IPS: &str = "ec2/ips/";
+pub fn ec2_ip(subnet: &str, ip: &str) -> String {
+    format!("ec2/ips/{subnet}/{ip}")
+}
+pub const EC2_PUBLIC_IPS: &str = "ec2/public-ips/";
+pub fn ec2_public_ip(ip: &str) -> String {
+    format!("ec2/public-ips/{ip}")
+}
+pub const EC2_DEFAULT_VPC: &str = "ec2/default-vpc";
 
 /// `instances/CLUSTER/ID` → `ecs::ContainerInstance`, with `remainingResources` kept current by
 /// every placement and every task that stops (in the same transaction).

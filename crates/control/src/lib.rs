@@ -10,6 +10,7 @@ pub mod apply;
 pub mod auth;
 pub mod cloudwatch;
 pub mod clusters;
+pub mod ec2;
 pub mod elb;
 pub mod http;
 pub mod insights;
@@ -51,6 +52,9 @@ pub struct Config {
     pub agent_timeout: Duration,
     /// How long a STOPPED task stays describable before it is purged.
     pub task_retention: Duration,
+    /// The host addresses `awsvpc` tasks with `assignPublicIp ENABLED` get, one each: the
+    /// agent publishes the task's ports on it.
+    pub public_ips: berth_model::cidr::Cidr,
 }
 
 impl Default for Config {
@@ -61,9 +65,14 @@ impl Default for Config {
             dev: false,
             agent_timeout: Duration::from_secs(60),
             task_retention: Duration::from_secs(3600),
+            public_ips: berth_model::cidr::Cidr::parse(DEFAULT_PUBLIC_IPS).expect("a valid block"),
         }
     }
 }
+
+/// Where public addresses come from unless the operator says otherwise: loopback addresses,
+/// every one of which is this host's own.
+pub const DEFAULT_PUBLIC_IPS: &str = "127.100.0.0/16";
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +112,8 @@ pub struct Control {
     pub elb: Option<berth_elb::Proxy>,
     /// One ELB write at a time in this process.
     pub(crate) elb_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One EC2 (VPC) write or address allocation at a time in this process.
+    pub(crate) ec2_lock: Arc<tokio::sync::Mutex<()>>,
     /// One rebuild of the data plane's configuration at a time, so an older one never lands
     /// after a newer one.
     pub(crate) elb_sync: Arc<tokio::sync::Mutex<()>>,
@@ -139,6 +150,7 @@ impl Control {
             plans: Arc::default(),
             elb: None,
             elb_lock: Arc::default(),
+            ec2_lock: Arc::default(),
             elb_sync: Arc::default(),
         }
     }

@@ -85,6 +85,8 @@ pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
             .as_deref()
             .or(td.memory.as_deref())
             .and_then(|m| units::parse_memory(m).ok()),
+        // The interface comes from its own record (see `agents`).
+        network: None,
     }
 }
 

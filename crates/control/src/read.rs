@@ -251,13 +251,6 @@ impl Control {
                 compat.join(", ")
             )));
         }
-        let mode = td.network_mode.as_deref().unwrap_or("bridge");
-        if mode == "awsvpc" {
-            return Err(EcsError::invalid(
-                "networkMode awsvpc is not supported by Berth's agents yet; use bridge, host or none"
-                    .to_string(),
-            ));
-        }
         Ok(td)
     }
 

@@ -1017,6 +1017,7 @@ impl Control {
                         propagate: propagate.clone(),
                         managed_tags: s.enable_ecs_managed_tags.unwrap_or(false),
                         service: s.service_name.clone(),
+                        network: s.network_configuration.clone(),
                         ..Default::default()
                     },
                 )

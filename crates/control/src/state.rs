@@ -689,6 +689,14 @@ impl State {
         }
     }
 
+    /// Wakes every held poll: what every agent is sent changed (a security group's rules).
+    pub(crate) fn wake_all(&self) {
+        let m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        for tx in m.values() {
+            tx.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
     pub fn applied(&self) -> Revision {
         *self.applied.borrow()
     }

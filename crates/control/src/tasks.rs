@@ -79,6 +79,8 @@ impl Control {
                     service: None,
                     overrides: r.overrides.unwrap_or_default(),
                     client_token: r.client_token,
+                    network: r.network_configuration,
+                    awsvpc: None,
                 },
             )
             .await?;
@@ -121,6 +123,7 @@ impl Control {
                     managed_tags: r.enable_ecs_managed_tags.unwrap_or(false),
                     overrides: r.overrides.unwrap_or_default(),
                     client_token: None,
+                    network: r.network_configuration,
                     ..Default::default()
                 },
             )

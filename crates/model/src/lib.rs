@@ -6,6 +6,7 @@
 //! ECS's long-format ARNs; [`units`] parses ECS's cpu and memory strings.
 
 pub mod arn;
+pub mod cidr;
 pub mod fargate;
 pub mod names;
 pub mod status;
