@@ -1,5 +1,6 @@
 //! [`Runtime`] on the Docker Engine API, through bollard.
 
+use crate::cgroup::TaskCgroups;
 use crate::runtime::{
     CreateSpec, Listed, Observed, OutputLine, OutputLines, Runtime, RuntimeError,
 };
@@ -20,6 +21,7 @@ use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -31,6 +33,10 @@ pub struct Docker {
     client: bollard::Docker,
     /// Read json-file logs from disk where the agent can (see [`crate::jsonfile`]).
     log_files: bool,
+    /// Tasks' cgroups for their task-level sizes; `None` when turned off.
+    cgroups: Option<Arc<TaskCgroups>>,
+    /// The engine's cgroup driver, asked once.
+    cgroup_driver: Arc<tokio::sync::OnceCell<String>>,
 }
 
 fn api(e: BollardError) -> RuntimeError {
@@ -82,7 +88,17 @@ impl Docker {
         Ok(Docker {
             client,
             log_files: true,
+            cgroups: Some(Arc::new(TaskCgroups::default())),
+            cgroup_driver: Arc::default(),
         })
+    }
+
+    /// Whether tasks with a task-level `cpu` or `memory` get a cgroup of their own that caps
+    /// their containers together (the default; the ECS agent's
+    /// `ECS_ENABLE_TASK_CPU_MEM_LIMIT`), or run without.
+    pub fn with_task_cgroups(mut self, on: bool) -> Self {
+        self.cgroups = on.then(|| Arc::new(TaskCgroups::default()));
+        self
     }
 
     /// Whether containers' json-file output is read from disk where it can be (the default),
@@ -318,6 +334,7 @@ impl Runtime for Docker {
                 sysctls: (!h.sysctls.is_empty()).then(|| h.sysctls.iter().cloned().collect()),
                 pid_mode: h.pid_mode.clone(),
                 ipc_mode: h.ipc_mode.clone(),
+                cgroup_parent: s.cgroup_parent.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -711,5 +728,44 @@ impl Runtime for Docker {
             )));
         }
         Ok(())
+    }
+
+    async fn ensure_task_cgroup(
+        &self,
+        task_id: &str,
+        cpu_units: Option<u32>,
+        memory_mib: Option<u32>,
+    ) -> Result<Option<String>, RuntimeError> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(None);
+        };
+        if !crate::cgroup::wanted(cpu_units, memory_mib) {
+            return Ok(None);
+        }
+        // A cgroupfs path is a cgroup parent only to the cgroupfs driver (systemd's wants a
+        // slice, and would refuse every container of the task).
+        let driver = self
+            .cgroup_driver
+            .get_or_try_init(|| async {
+                let info = self.client.info().await.map_err(api)?;
+                Ok::<_, RuntimeError>(
+                    info.cgroup_driver
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .await?;
+        if driver != "cgroupfs" {
+            return Ok(cgroups.cannot(&format!(
+                "Docker's cgroup driver is {driver:?}, not cgroupfs"
+            )));
+        }
+        cgroups.ensure(task_id, cpu_units, memory_mib).await
+    }
+
+    async fn remove_task_cgroup(&self, task_id: &str) {
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove(task_id).await;
+        }
     }
 }

@@ -11,6 +11,10 @@
 //! namespace, where the task's security groups are enforced ([`crate::firewall`]). The pause
 //! container goes right after the task's containers have stopped and before the task is
 //! reported STOPPED, because the server gives the address to another task when it records that.
+//!
+//! A task with a task-level `cpu` or `memory` first gets a cgroup of its own that every one of
+//! its containers (the pause container too) is made in, capping them together
+//! ([`crate::cgroup`]). It goes once they are removed, or when the task fails to start.
 
 use crate::client::Reporter;
 use crate::runtime::{CreateSpec, HealthcheckSpec, Observed, Runtime, RuntimeError};
@@ -202,6 +206,8 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
         stop_timeout: c.stop_timeout.map(i64::from),
         log_config: crate::logship::docker_log_config(c),
         host,
+        // The task's cgroup, when it has one, is the engine's to give.
+        cgroup_parent: None,
     }
 }
 
@@ -374,6 +380,11 @@ struct TaskRun {
     pause: Option<String>,
     /// The ruleset last applied to the pause container's namespace.
     firewall: Option<String>,
+    /// The cgroup parent of the task's containers: the task's own cgroup, once made (or
+    /// found after a restart), when the task has a task-level size and the host can.
+    cgroup: Option<String>,
+    /// Whether the task's cgroup was removed.
+    cgroup_removed: bool,
 }
 
 impl TaskRun {
@@ -563,7 +574,8 @@ impl TaskRun {
             let id = match &self.pause {
                 Some(id) => id.clone(),
                 None => {
-                    let spec = pause_spec(&self.plan, &n, &ctx.instance_arn);
+                    let mut spec = pause_spec(&self.plan, &n, &ctx.instance_arn);
+                    spec.cgroup_parent = self.cgroup.clone();
                     let id = rt.create(&spec).await.map_err(failed)?;
                     self.pause = Some(id.clone());
                     id
@@ -613,6 +625,51 @@ impl TaskRun {
         self.ctx.runtime.apply_firewall(&pause, &rules).await?;
         self.firewall = Some(rules);
         Ok(())
+    }
+
+    /// Whether the task has a task-level size, and so a cgroup of its own.
+    fn sized(&self) -> bool {
+        crate::cgroup::wanted(self.plan.cpu, self.plan.memory)
+    }
+
+    /// For a task with a task-level size, before any of its containers is created: its cgroup
+    /// (made, or found after an agent restart). A host that cannot runs the task without
+    /// one. The error is the task's stopped reason.
+    async fn setup_cgroup(&mut self) -> Result<(), String> {
+        if !self.sized() {
+            return Ok(());
+        }
+        let id = task_id(&self.plan.task_arn);
+        match self
+            .ctx
+            .runtime
+            .ensure_task_cgroup(id, self.plan.cpu, self.plan.memory)
+            .await
+        {
+            Ok(parent) => {
+                if let Some(p) = &parent {
+                    tracing::info!(task = self.plan.task_arn, cgroup = p, "task cgroup ready");
+                }
+                self.cgroup = parent;
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "ResourceInitializationError: failed to create the task's cgroup: {e}"
+            )),
+        }
+    }
+
+    /// Removes the cgroup of a task with a task-level size (once), after its containers.
+    async fn remove_cgroup(&mut self) {
+        if !self.sized() || self.cgroup_removed {
+            return;
+        }
+        self.ctx
+            .runtime
+            .remove_task_cgroup(task_id(&self.plan.task_arn))
+            .await;
+        self.cgroup = None;
+        self.cgroup_removed = true;
     }
 
     /// Removes the pause container (giving the task's address back), then the subnet's
@@ -760,6 +817,7 @@ impl TaskRun {
                 Readiness::Ready => {
                     let mut spec =
                         create_spec(&self.plan, &self.ctrs[i].plan, &self.ctx.instance_arn);
+                    spec.cgroup_parent = self.cgroup.clone();
                     if let Some(pause) = &self.pause {
                         join_pause(&mut spec, pause);
                     }
@@ -854,6 +912,8 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         last_sent: None,
         pause: None,
         firewall: None,
+        cgroup: None,
+        cgroup_removed: false,
     };
     let arn = t.plan.task_arn.clone();
     tracing::info!(task = arn, "task engine: taking the task");
@@ -870,12 +930,24 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
     };
     if !adopted && t.plan.desired_status == "RUNNING" {
         let prepared = match t.pull_and_prepare().await {
-            Ok(()) => t.setup_network().await,
+            Ok(()) => match t.setup_cgroup().await {
+                Ok(()) => t.setup_network().await,
+                Err(msg) => Err(msg),
+            },
             Err(msg) => Err(msg),
         };
         if let Err(msg) = prepared {
             tracing::warn!(task = arn, reason = msg, "task failed to start");
             t.must_stop("TaskFailedToStart", msg);
+        }
+    } else if adopted && t.plan.desired_status == "RUNNING" {
+        // Its containers run in the cgroup already; those still to create join them.
+        if let Err(msg) = t.setup_cgroup().await {
+            tracing::warn!(
+                task = arn,
+                reason = msg,
+                "the task's containers still to start go without its cgroup"
+            );
         }
     }
     // Security group changes wake the loop.
@@ -960,6 +1032,10 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         }
     }
     t.teardown_network().await;
+    if t.stop_code.as_deref() == Some("TaskFailedToStart") {
+        // Nothing runs in it any more.
+        t.remove_cgroup().await;
+    }
     t.last_status = "STOPPED";
     t.execution_stopped_at = Some(now());
     t.publish();
@@ -977,6 +1053,7 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
             }
         }
     }
+    t.remove_cgroup().await;
     if let Some(m) = &t.ctx.metadata {
         m.forget(&t.plan.task_arn);
     }
@@ -1231,12 +1308,21 @@ mod tests {
             t: DesiredTask,
             groups: BTreeMap<String, SecurityPolicy>,
         ) -> Harness {
+            start_with(rt, t, groups, Duration::from_secs(3600))
+        }
+
+        fn start_with(
+            rt: Arc<FakeRuntime>,
+            t: DesiredTask,
+            groups: BTreeMap<String, SecurityPolicy>,
+            cleanup_after: Duration,
+        ) -> Harness {
             let reporter = Arc::new(Reporter::default());
             let ctx = Arc::new(EngineContext {
                 runtime: rt.clone() as Arc<dyn Runtime>,
                 reporter: reporter.clone(),
                 instance_arn: "arn:ci".into(),
-                cleanup_after: Duration::from_secs(3600),
+                cleanup_after,
                 default_stop_timeout: 30,
                 tick: Duration::from_millis(5),
                 registry: Default::default(),
@@ -1281,6 +1367,17 @@ mod tests {
                     self.rt.log(),
                     self.reporter.batch()
                 );
+            }
+
+            /// Waits (bounded: 2 s) until `entry` is in the runtime's log.
+            async fn logged(&self, entry: &str) {
+                for _ in 0..400 {
+                    if self.rt.log().iter().any(|l| l == entry) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!("no '{entry}' in {:?}", self.rt.log());
             }
         }
 
@@ -1593,6 +1690,179 @@ mod tests {
                 ["firewall internalecspause"],
                 "nothing created twice; the rules applied again"
             );
+            h.handle.abort();
+        }
+
+        /// A task of 0.25 vCPU and 512 MiB.
+        fn sized(t: DesiredTask) -> DesiredTask {
+            DesiredTask {
+                cpu: Some(256),
+                memory: Some(512),
+                ..t
+            }
+        }
+
+        #[tokio::test]
+        async fn a_sized_task_gets_its_cgroup_first_and_every_container_joins_it() {
+            for t in [
+                sized(task(vec![ctr("app", "img"), ctr("side", "img")])),
+                sized(awsvpc(vec![ctr("app", "img"), ctr("side", "img")])),
+            ] {
+                let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+                let is_awsvpc = t.network.is_some();
+                let h = start(rt.clone(), t);
+                h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+                let log = rt.log();
+                let cgroup = h.at("cgroup abc123");
+                let first_create = log.iter().position(|l| l.starts_with("create")).unwrap();
+                assert!(cgroup < first_create, "{log:?}");
+                assert_eq!(
+                    log.iter().filter(|l| l.starts_with("cgroup")).count(),
+                    1,
+                    "{log:?}"
+                );
+                assert_eq!(rt.cgroups.lock().unwrap()["abc123"], (Some(256), Some(512)));
+                let specs: Vec<CreateSpec> = rt
+                    .containers
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .map(|c| c.spec.clone())
+                    .collect();
+                assert_eq!(specs.len(), if is_awsvpc { 3 } else { 2 });
+                for s in &specs {
+                    assert_eq!(
+                        s.cgroup_parent.as_deref(),
+                        Some("/berth/abc123"),
+                        "{}",
+                        s.name
+                    );
+                }
+                assert_eq!(
+                    rt.container("internalecspause").is_some(),
+                    is_awsvpc,
+                    "the pause container is one of them"
+                );
+                h.handle.abort();
+            }
+        }
+
+        #[tokio::test]
+        async fn a_task_without_task_level_sizes_gets_no_cgroup() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let h = start_with(
+                rt.clone(),
+                awsvpc(vec![ctr("app", "img")]),
+                BTreeMap::new(),
+                Duration::from_millis(10),
+            );
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            assert!(rt
+                .containers
+                .lock()
+                .unwrap()
+                .values()
+                .all(|c| c.spec.cgroup_parent.is_none()));
+            h.tx.send_modify(|t| t.desired_status = "STOPPED".into());
+            h.logged("remove app").await;
+            tokio::time::timeout(Duration::from_secs(2), h.handle)
+                .await
+                .expect("the loop ends after cleanup")
+                .unwrap();
+            assert!(
+                !rt.log().iter().any(|l| l.contains("cgroup")),
+                "{:?}",
+                rt.log()
+            );
+        }
+
+        #[tokio::test]
+        async fn cleanup_removes_the_cgroup_after_the_containers() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let h = start_with(
+                rt.clone(),
+                sized(awsvpc(vec![ctr("app", "img")])),
+                BTreeMap::new(),
+                Duration::from_millis(10),
+            );
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            h.tx.send_modify(|t| t.desired_status = "STOPPED".into());
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code, None);
+            h.logged("remove-cgroup abc123").await;
+            assert!(h.at("remove internalecspause") < h.at("remove-cgroup abc123"));
+            assert!(h.at("remove app") < h.at("remove-cgroup abc123"));
+            tokio::time::timeout(Duration::from_secs(2), h.handle)
+                .await
+                .expect("the loop ends after cleanup")
+                .unwrap();
+            assert_eq!(
+                rt.log()
+                    .iter()
+                    .filter(|l| l.starts_with("remove-cgroup"))
+                    .count(),
+                1,
+                "{:?}",
+                rt.log()
+            );
+        }
+
+        #[tokio::test]
+        async fn a_task_that_fails_to_start_removes_its_cgroup_at_once() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            rt.failing.lock().unwrap().insert("firewall");
+            let h = start(rt.clone(), sized(awsvpc(vec![ctr("app", "img")])));
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
+            // Before the STOPPED report, not at the cleanup an hour later.
+            assert!(h.at("cgroup abc123") < h.at("create internalecspause"));
+            assert!(h.at("remove internalecspause") < h.at("remove-cgroup abc123"));
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_cgroup_that_cannot_be_made_fails_the_task_before_any_container() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            rt.failing.lock().unwrap().insert("cgroup");
+            let h = start(rt.clone(), sized(task(vec![ctr("app", "img")])));
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
+            let reason = r.stopped_reason.unwrap_or_default();
+            assert!(
+                reason.starts_with(
+                    "ResourceInitializationError: failed to create the task's cgroup: "
+                ) && reason.contains("cgroup failed"),
+                "{reason}"
+            );
+            assert!(!rt.log().iter().any(|l| l.starts_with("create")));
+            assert!(rt.log().contains(&"remove-cgroup abc123".to_string()));
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_restarted_agent_reuses_the_cgroup() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let mut app = ctr("app", "img");
+            app.depends_on = vec![Dependency {
+                container_name: "db".into(),
+                condition: "START".into(),
+            }];
+            let t = sized(task(vec![ctr("db", "img"), app]));
+            // A previous agent run started db; app was still to come.
+            let mut spec = create_spec(&t, &t.containers[0], "arn:ci");
+            spec.cgroup_parent = Some("/berth/abc123".into());
+            let db = rt.create(&spec).await.unwrap();
+            rt.start(&db).await.unwrap();
+            rt.log.lock().unwrap().clear();
+            let h = start(rt.clone(), t);
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            assert_eq!(
+                rt.log(),
+                ["cgroup abc123", "create app", "start app"],
+                "the cgroup asked for again, db left as it is"
+            );
+            let app = rt.container("app").unwrap();
+            assert_eq!(app.spec.cgroup_parent.as_deref(), Some("/berth/abc123"));
             h.handle.abort();
         }
     }

@@ -6,8 +6,10 @@
 //! report loop that sends what the engine observed until the server acknowledges it
 //! ([`client::Reporter`]). Docker sits behind [`runtime::Runtime`]; [`docker`] is the real one.
 //! `awsvpc` tasks get a pause container holding their network namespace ([`pause`]) and their
-//! security groups as iptables rules in it ([`firewall`]).
+//! security groups as iptables rules in it ([`firewall`]). Tasks with a task-level `cpu` or
+//! `memory` run in a cgroup of their own that caps their containers together ([`cgroup`]).
 
+pub mod cgroup;
 pub mod client;
 pub mod docker;
 pub mod engine;

@@ -290,4 +290,18 @@ impl Runtime for Timed {
         let r = self.inner.apply_firewall(container_id, ruleset).await;
         self.done("iptables_restore", t, r)
     }
+    // The cgroup filesystem, not Docker: not timed.
+    async fn ensure_task_cgroup(
+        &self,
+        task_id: &str,
+        cpu_units: Option<u32>,
+        memory_mib: Option<u32>,
+    ) -> Result<Option<String>, RuntimeError> {
+        self.inner
+            .ensure_task_cgroup(task_id, cpu_units, memory_mib)
+            .await
+    }
+    async fn remove_task_cgroup(&self, task_id: &str) {
+        self.inner.remove_task_cgroup(task_id).await
+    }
 }

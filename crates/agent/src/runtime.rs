@@ -46,6 +46,9 @@ pub struct CreateSpec {
     pub log_config: Option<(String, HashMap<String, String>)>,
     /// The definition's host options, links and volumesFrom naming Docker's containers.
     pub host: berth_agent_proto::HostOptions,
+    /// The cgroup the container's cgroup is made in (Docker's `CgroupParent`): the task's own
+    /// (`/berth/TASKID`, see [`crate::cgroup`]) when it has a task-level size.
+    pub cgroup_parent: Option<String>,
 }
 
 /// One line of a container's output (stdout or stderr), with the time Docker took it.
@@ -109,6 +112,9 @@ pub enum RuntimeError {
     Api(String),
     #[error("the container runtime is not reachable: {0}")]
     Unreachable(String),
+    /// The cgroup filesystem refused a task's cgroup ([`crate::cgroup`]).
+    #[error("{0}")]
+    Cgroup(String),
 }
 
 #[async_trait]
@@ -170,6 +176,19 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces the filter table of the running container's network namespace with `ruleset`
     /// (`iptables-restore` input, see [`crate::firewall`]).
     async fn apply_firewall(&self, container_id: &str, ruleset: &str) -> Result<(), RuntimeError>;
+    /// Makes (or finds, after an agent restart) the cgroup of the task `task_id` (its ARN's
+    /// last segment) capping its containers together at `cpu_units` (1024 a vCPU) and
+    /// `memory_mib`, and returns the cgroup parent to create them with. `None` when there is
+    /// nothing to cap or the host cannot (said once; the task runs without).
+    async fn ensure_task_cgroup(
+        &self,
+        task_id: &str,
+        cpu_units: Option<u32>,
+        memory_mib: Option<u32>,
+    ) -> Result<Option<String>, RuntimeError>;
+    /// Removes the task's cgroup once its containers are gone (retried a while; one that
+    /// stays is logged). One not there is fine.
+    async fn remove_task_cgroup(&self, task_id: &str);
 }
 
 /// An in-memory runtime for the engine's fast tests: containers are records, "running" is a
@@ -191,14 +210,18 @@ pub mod fake {
         pub images: Mutex<Vec<String>>,
         pub containers: Mutex<HashMap<String, FakeContainer>>,
         /// `create NAME`, `start NAME`, `stop NAME TIMEOUT`, `remove NAME`, `pull IMAGE`,
-        /// `pause-image`, `network NAME`, `remove-network NAME`, `firewall NAME`.
+        /// `pause-image`, `network NAME`, `remove-network NAME`, `firewall NAME`,
+        /// `cgroup TASKID`, `remove-cgroup TASKID`.
         pub log: Mutex<Vec<String>>,
         /// The networks made, by name: (subnet, gateway, labels).
         pub networks: Mutex<HashMap<String, (String, String, HashMap<String, String>)>>,
         /// The last ruleset applied to each container, by id.
         pub rulesets: Mutex<HashMap<String, String>>,
-        /// Calls that fail: `network` (ensure_network), `firewall`.
+        /// Calls that fail: `network` (ensure_network), `firewall`, `cgroup`
+        /// (ensure_task_cgroup).
         pub failing: Mutex<HashSet<&'static str>>,
+        /// The task cgroups asked for, by task id: (cpu units, memory MiB).
+        pub cgroups: Mutex<HashMap<String, (Option<u32>, Option<u32>)>>,
     }
 
     impl FakeRuntime {
@@ -420,6 +443,24 @@ pub mod fake {
                 .unwrap()
                 .insert(container_id.into(), ruleset.into());
             Ok(())
+        }
+        async fn ensure_task_cgroup(
+            &self,
+            task_id: &str,
+            cpu_units: Option<u32>,
+            memory_mib: Option<u32>,
+        ) -> Result<Option<String>, RuntimeError> {
+            self.note(format!("cgroup {task_id}"));
+            self.failure("cgroup")?;
+            self.cgroups
+                .lock()
+                .unwrap()
+                .insert(task_id.into(), (cpu_units, memory_mib));
+            Ok(crate::cgroup::wanted(cpu_units, memory_mib)
+                .then(|| crate::cgroup::cgroup_parent(task_id)))
+        }
+        async fn remove_task_cgroup(&self, task_id: &str) {
+            self.note(format!("remove-cgroup {task_id}"));
         }
     }
 }

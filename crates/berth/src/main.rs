@@ -45,6 +45,9 @@ enum Command {
         cluster: String,
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
         region: String,
+        /// `fargate`: the token of the pool of Fargate capacity instead of a cluster's.
+        #[arg(long, value_enum, default_value = "ec2")]
+        capacity: Capacity,
     },
     /// What if: where a workload would go on a cluster, and what would not fit, placing
     /// nothing. The cluster file is `{"instances": [{"id", "cpu", "memory", "attributes",
@@ -109,6 +112,11 @@ struct AgentArgs {
     /// Register as an EXTERNAL instance (id mi-…), for launchType EXTERNAL.
     #[arg(long)]
     external: bool,
+    /// What this host is: `ec2`, a container instance of `--cluster`; or `fargate`, capacity
+    /// that Berth manages and that runs the FARGATE tasks of every cluster (its token:
+    /// `berth join-token --capacity fargate`).
+    #[arg(long, value_enum, default_value = "ec2")]
+    capacity: Capacity,
     /// How long stopped containers stay before they are removed, in seconds.
     #[arg(long, default_value_t = 3 * 3600)]
     container_cleanup_after: u64,
@@ -125,6 +133,22 @@ struct AgentArgs {
     /// (Container Insights and AWS/ECS utilization); 0: never sampled.
     #[arg(long, default_value_t = 20)]
     stats_interval: u64,
+}
+
+/// The kinds of capacity an agent can be.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Capacity {
+    Ec2,
+    Fargate,
+}
+
+/// Makes `cfg` an agent of the pool of Fargate capacity.
+fn fargate_capacity(cfg: &mut AgentConfig) {
+    cfg.cluster = berth_control::FARGATE_POOL.to_string();
+    cfg.attributes.insert(
+        berth_control::CAPACITY_ATTRIBUTE.to_string(),
+        "FARGATE".to_string(),
+    );
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -228,7 +252,14 @@ fn main() -> Result<()> {
             server,
             cluster,
             region,
-        } => rt.block_on(join_token(&server, &cluster, &region)),
+            capacity,
+        } => {
+            let cluster = match capacity {
+                Capacity::Ec2 => cluster,
+                Capacity::Fargate => berth_control::FARGATE_POOL.to_string(),
+            };
+            rt.block_on(join_token(&server, &cluster, &region))
+        }
     };
     // Errors are for people: the message and its causes, without a backtrace.
     if let Err(e) = result {
@@ -282,6 +313,12 @@ async fn agent(args: AgentArgs) -> Result<()> {
     cfg.metrics_listen = args.metrics_listen;
     cfg.stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    if args.capacity == Capacity::Fargate {
+        if args.external {
+            anyhow::bail!("--external and --capacity fargate exclude each other");
+        }
+        fargate_capacity(&mut cfg);
+    }
     tracing::info!(server = cfg.server, cluster = cfg.cluster, "agent starting");
     berth_agent::run(cfg, runtime, shutdown_signal())
         .await
@@ -381,6 +418,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     }
     let endpoint = format!("http://{addr}");
     let mut join_token = None;
+    let mut fargate_token = None;
     if up.is_some() {
         control
             .create_cluster(
@@ -398,6 +436,12 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
             .context("creating the default cluster's join token")?;
         write_secret(&data_dir.join("join-token"), &format!("{token}\n"))?;
         join_token = Some(token);
+        fargate_token = Some(
+            control
+                .ensure_join_token(berth_control::FARGATE_POOL)
+                .await
+                .context("creating the Fargate capacity's join token")?,
+        );
     }
 
     println!(
@@ -442,26 +486,37 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     }
     tracing::info!(%endpoint, dev = args.dev, "serving");
 
-    // The agent stops first, so its last reports reach the server.
-    let (agent_stop_tx, mut agent_stop_rx) = tokio::sync::watch::channel(false);
-    let agent = match (up, runtime) {
-        (Some(up), Some(runtime)) => {
-            let mut cfg = AgentConfig::new(&endpoint, "default", data_dir.join("agent"));
-            cfg.token = join_token.clone();
+    // The agents stop first, so their last reports reach the server. `berth up` runs two on
+    // the local Docker: the default cluster's container instance, and Fargate capacity.
+    let (agent_stop_tx, agent_stop_rx) = tokio::sync::watch::channel(false);
+    let mut agents = Vec::new();
+    if let (Some(up), Some(runtime)) = (up, runtime) {
+        let mut ec2 = AgentConfig::new(&endpoint, "default", data_dir.join("agent"));
+        ec2.token = join_token.clone();
+        let mut fargate = AgentConfig::new(&endpoint, "default", data_dir.join("fargate-agent"));
+        fargate_capacity(&mut fargate);
+        fargate.token = fargate_token.clone();
+        // One metadata endpoint port per agent: the second takes any free one.
+        fargate.metadata_port = Some(0);
+        for mut cfg in [ec2, fargate] {
             cfg.cleanup_after = Duration::from_secs(up.container_cleanup_after);
             cfg.stop_tasks_on_exit = up.stop_tasks_on_exit;
-            Some(tokio::spawn(berth_agent::run(cfg, runtime, async move {
-                let _ = agent_stop_rx.wait_for(|s| *s).await;
-            })))
+            let mut stop = agent_stop_rx.clone();
+            agents.push(tokio::spawn(berth_agent::run(
+                cfg,
+                runtime.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )));
         }
-        _ => None,
-    };
+    }
     shutdown_signal().await;
     let _ = agent_stop_tx.send(true);
-    if let Some(agent) = agent {
+    for agent in agents {
         match agent.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "the agent stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "the agent failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "an agent stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "an agent failed"),
             Ok(Ok(())) => {}
         }
     }

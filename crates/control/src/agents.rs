@@ -181,7 +181,7 @@ fn denied(message: impl Into<String>) -> EcsError {
 }
 
 /// `(cluster, instance id)` of a container instance ARN.
-fn instance_parts(arn: &str) -> Result<(String, String), EcsError> {
+pub(crate) fn instance_parts(arn: &str) -> Result<(String, String), EcsError> {
     let a = Arn::parse(arn)?;
     match (a.kind, a.id.split_once('/')) {
         (ResourceKind::ContainerInstance, Some((c, id))) => Ok((c.to_string(), id.to_string())),
@@ -202,6 +202,9 @@ impl Control {
     /// The registration token of an ACTIVE cluster, created on first use. Each cluster has its
     /// own: a token lets a host join that cluster and no other.
     pub async fn ensure_join_token(&self, cluster: &str) -> Result<String, EcsError> {
+        if cluster == crate::FARGATE_POOL {
+            self.ensure_fargate_pool().await?;
+        }
         let (c, _) = self.active_cluster(Some(cluster)).await?;
         let key = keys::join_token(&c.cluster_name.unwrap_or_default());
         for _ in 0..crate::CAS_ATTEMPTS {
@@ -217,6 +220,24 @@ impl Control {
             }
         }
         Err(crate::conflict_exhausted("creating the join token"))
+    }
+
+    /// The cluster record of the pool of Fargate capacity, made on first use.
+    async fn ensure_fargate_pool(&self) -> Result<(), EcsError> {
+        let key = keys::cluster(crate::FARGATE_POOL);
+        if self.get_record::<ecs::Cluster>(&key).await?.is_some() {
+            return Ok(());
+        }
+        let c = ecs::Cluster {
+            cluster_name: Some(crate::FARGATE_POOL.into()),
+            cluster_arn: Some(self.arn(ResourceKind::Cluster, crate::FARGATE_POOL)),
+            status: Some("ACTIVE".into()),
+            ..Default::default()
+        };
+        // Another request may have made it first: that one stands.
+        self.commit(Txn::new().unchanged(&key, None).put(key, encode(&c)?))
+            .await?;
+        Ok(())
     }
 
     /// Registers the agent's host and hands back the agent's own key.
@@ -304,13 +325,29 @@ impl Control {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<(String, String, BTreeMap<String, SecurityPolicy>), EcsError> {
-        let (status, live) = {
+        let (status, mut live) = {
             let cs = self.state.cluster(cluster).await;
             let status = cs
                 .instance(instance_arn)
                 .map(|e| e.record.status.clone().unwrap_or_default());
             (status, cs.live_tasks_at(instance_arn))
         };
+        // Where each task lives: its host's cluster, but for Fargate capacity, whose tasks
+        // live in their own clusters, each cluster that has some there.
+        let mut home: HashMap<String, String> = HashMap::new();
+        if cluster == crate::FARGATE_POOL {
+            for name in self.state.cluster_names() {
+                if name == crate::FARGATE_POOL {
+                    continue;
+                }
+                let there = self.state.cluster(&name).await.live_tasks_at(instance_arn);
+                for (id, _) in &there {
+                    home.insert(id.clone(), name.clone());
+                }
+                live.extend(there);
+            }
+            live.sort();
+        }
         let status = match status {
             Some(s) => s,
             None => {
@@ -326,7 +363,10 @@ impl Control {
             }
         };
         let stale = self.plans.stale(instance_arn, &live);
-        let keys: Vec<String> = stale.iter().map(|id| keys::task(cluster, id)).collect();
+        let keys: Vec<String> = stale
+            .iter()
+            .map(|id| keys::task(home.get(id).map_or(cluster, String::as_str), id))
+            .collect();
         let mut fresh = Vec::with_capacity(keys.len());
         for kv in self
             .store
@@ -465,10 +505,19 @@ impl Control {
         instance_arn: &str,
         r: ReportRequest,
     ) -> Result<ReportResponse, EcsError> {
-        let (cluster, _) = instance_parts(instance_arn)?;
+        let (host_cluster, _) = instance_parts(instance_arn)?;
         self.agents.heartbeat(instance_arn);
         let mut applied = 0;
         for rep in &r.reports {
+            // A task lives in its own cluster, which is its host's but for Fargate capacity.
+            let cluster = match Arn::parse(&rep.task_arn) {
+                Ok(a) if a.kind == ResourceKind::Task => {
+                    a.id.split_once('/')
+                        .map(|(c, _)| c.to_string())
+                        .unwrap_or_else(|| host_cluster.clone())
+                }
+                _ => host_cluster.clone(),
+            };
             if self.apply_report(&cluster, instance_arn, rep).await? {
                 applied += 1;
             }

@@ -162,6 +162,30 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
     })
 }
 
+/// What a FARGATE task shows that others do not: its platform and capacity provider.
+fn fargate_fields(launch_type: &str) -> ecs::Task {
+    if launch_type != "FARGATE" {
+        return ecs::Task::default();
+    }
+    ecs::Task {
+        platform_version: Some(crate::FARGATE_PLATFORM_VERSION.into()),
+        platform_family: Some("Linux".into()),
+        capacity_provider_name: Some("FARGATE".into()),
+        ..Default::default()
+    }
+}
+
+/// Where a placement's hosts are: the task's cluster, or the pool of Fargate capacity.
+fn hosts<'a>(
+    cs: &'a mut ClusterState,
+    pool: &'a mut Option<tokio::sync::OwnedMutexGuard<ClusterState>>,
+) -> &'a mut ClusterState {
+    match pool {
+        Some(p) => p,
+        None => cs,
+    }
+}
+
 /// The ECS agent's attribute for hosts that give tasks their own interfaces (`awsvpc`).
 pub const TASK_ENI: &str = "ecs.capability.task-eni";
 
@@ -421,6 +445,26 @@ impl Control {
         Ok(())
     }
 
+    /// A task definition's network mode against the `networkConfiguration` given, as ECS
+    /// checks them; an `awsvpc` configuration resolved (its subnets and groups must exist).
+    pub(crate) async fn check_network(
+        &self,
+        td: &TaskDefinition,
+        network: Option<&ecs::NetworkConfiguration>,
+    ) -> Result<Option<crate::ec2::Awsvpc>, EcsError> {
+        let config = network.and_then(|n| n.awsvpc_configuration.as_ref());
+        match (td.network_mode.as_deref() == Some("awsvpc"), config) {
+            (true, Some(c)) => Ok(Some(self.resolve_awsvpc(c).await?)),
+            (true, None) => Err(EcsError::invalid(
+                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+            )),
+            (false, Some(_)) => Err(EcsError::invalid(
+                "Network Configuration is not valid for the given networkMode of this task definition.",
+            )),
+            (false, None) => Ok(None),
+        }
+    }
+
     /// A new task record for `td` on `ci`.
     pub(crate) fn new_task(
         &self,
@@ -496,7 +540,7 @@ impl Control {
                 ..Default::default()
             }]),
             tags: Some(meta.tags.clone()),
-            ..Default::default()
+            ..fargate_fields(launch_type_of(ci))
         }
     }
 
@@ -540,24 +584,7 @@ impl Control {
         Self::check_overrides(&td, &meta.overrides)?;
         crate::check_tags(&meta.tags)?;
         let mut meta = meta;
-        let awsvpc_config = meta
-            .network
-            .as_ref()
-            .and_then(|n| n.awsvpc_configuration.as_ref());
-        meta.awsvpc = match (td.network_mode.as_deref() == Some("awsvpc"), awsvpc_config) {
-            (true, Some(c)) => Some(self.resolve_awsvpc(c).await?),
-            (true, None) => {
-                return Err(EcsError::invalid(
-                    "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
-                ))
-            }
-            (false, Some(_)) => {
-                return Err(EcsError::invalid(
-                    "Network Configuration is not valid for the given networkMode of this task definition.",
-                ))
-            }
-            (false, None) => None,
-        };
+        meta.awsvpc = self.check_network(&td, meta.network.as_ref()).await?;
         let propagated = match &meta.propagate {
             Propagate::None => Vec::new(),
             Propagate::TaskDefinition => {
@@ -576,6 +603,18 @@ impl Control {
         meta.tags = task_tags(&meta.tags, &propagated, &managed);
         crate::check_tag_count(&meta.tags)?;
         let d = demand(&td, &meta.overrides)?;
+        if matches!(&pool, Pool::LaunchType(l) if l == "FARGATE") {
+            let fits = u32::try_from(d.cpu)
+                .ok()
+                .zip(u32::try_from(d.memory).ok())
+                .is_some_and(|(c, m)| berth_model::fargate::is_valid_size(c, m));
+            if !fits {
+                return Err(EcsError::invalid(format!(
+                    "No Fargate configuration exists for given values: {} CPU, {} memory. See the Amazon ECS documentation for the valid values.",
+                    d.cpu, d.memory
+                )));
+            }
+        }
         let family = td.family.clone().unwrap_or_default();
         let rules = Rules {
             constraints: crate::placement::constraints(
@@ -611,6 +650,7 @@ impl Control {
             }
         }
 
+        let fargate = matches!(&pool, Pool::LaunchType(l) if l == "FARGATE");
         let ctx = Placing {
             cluster: &cluster,
             cluster_arn: &cluster_arn,
@@ -627,10 +667,24 @@ impl Control {
                 None => None,
             };
             let mut cs = self.state.cluster(&cluster).await;
-            let Some(placed) = cs.place(&pool, &d, &rules, count, self.state.presence()) else {
-                return Err(EcsError::invalid(
-                    "No Container Instances were found in your cluster.".to_string(),
-                ));
+            // FARGATE tasks go on the pool's capacity and live in their own cluster. Locks
+            // are taken in this order (the task's cluster, then the pool) by every placement.
+            let mut pool_hosts = match fargate {
+                true => Some(self.state.cluster(crate::FARGATE_POOL).await),
+                false => None,
+            };
+            let Some(placed) = hosts(&mut cs, &mut pool_hosts).place(
+                &pool,
+                &d,
+                &rules,
+                count,
+                self.state.presence(),
+            ) else {
+                return Err(EcsError::invalid(if fargate {
+                    "No Fargate capacity is available: start an agent with --capacity fargate (berth up starts one)."
+                } else {
+                    "No Container Instances were found in your cluster."
+                }));
             };
             let mut failures: Vec<ecs::Failure> = placed
                 .failures
@@ -649,20 +703,33 @@ impl Control {
             // ECS lists failures in instance order.
             failures.sort_by(|a, b| a.arn.cmp(&b.arn));
             if placed.copies.is_empty() {
-                cs.undo(&placed.touched, self.state.presence());
+                hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
                 return Ok((Vec::new(), failures));
             }
-            let commit =
-                match self.placement_txn(&cs, &ctx, &placed, &cluster_kv, addresses.as_ref()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        cs.undo(&placed.touched, self.state.presence());
-                        return Err(e);
-                    }
-                };
+            let commit = match self.placement_txn(
+                hosts(&mut cs, &mut pool_hosts),
+                &ctx,
+                &placed,
+                &cluster_kv,
+                addresses.as_ref(),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
+                    return Err(e);
+                }
+            };
             match self.store.txn(commit.txn).await {
                 Ok(TxnOutcome::Committed(rev)) => {
-                    let woken = cs.committed(rev, commit.instances, &commit.tasks);
+                    let woken = match pool_hosts.as_mut() {
+                        Some(pool_state) => {
+                            let mut w = pool_state.committed(rev, commit.instances, &[]);
+                            w.extend(cs.committed(rev, Vec::new(), &commit.tasks));
+                            w
+                        }
+                        None => cs.committed(rev, commit.instances, &commit.tasks),
+                    };
+                    drop(pool_hosts);
                     let dirty = cs.take_dirty_services();
                     drop(cs);
                     for name in dirty {
@@ -673,13 +740,14 @@ impl Control {
                     return Ok((commit.tasks.into_iter().map(|(_, t)| t).collect(), failures));
                 }
                 Ok(TxnOutcome::Conflict) => {
-                    cs.undo(&placed.touched, self.state.presence());
+                    hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
+                    drop(pool_hosts);
                     drop(cs);
                     // Someone wrote an instance or the cluster since the state saw it.
                     self.caught_up().await?;
                 }
                 Err(e) => {
-                    cs.undo(&placed.touched, self.state.presence());
+                    hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
                     return Err(store_error(e));
                 }
             }
@@ -729,6 +797,10 @@ impl Control {
                 )?;
                 txn = with;
                 crate::ec2::attach(&mut t, &eni);
+                if t.launch_type.as_deref() == Some("FARGATE") {
+                    // Fargate's zone is its subnet's.
+                    t.availability_zone = Some(eni.availability_zone.clone());
+                }
             }
             let id = task_id_of(&arn).unwrap_or_default().to_string();
             txn = txn.put(keys::task(ctx.cluster, &id), encode(&t)?);
@@ -790,7 +862,11 @@ impl Control {
             t.version = Some(t.version.unwrap_or(0) + 1);
             // A task whose host is gone has nobody to stop it: it stops now.
             let instance = match t.container_instance_arn.as_deref() {
-                Some(arn) => self.find_instance(cluster, arn).await?,
+                Some(arn) => {
+                    let (host_cluster, _) = crate::agents::instance_parts(arn)
+                        .unwrap_or_else(|_| (cluster.to_string(), String::new()));
+                    self.find_instance(&host_cluster, arn).await?
+                }
                 None => None,
             };
             let host_gone = instance.as_ref().is_none_or(|(ci, _)| {
@@ -854,8 +930,10 @@ impl Control {
             t.version = Some(t.version.unwrap_or(0) + 1);
             let mut txn = Txn::new().replace(&kv, encode(&t)?);
             if was != TaskStatus::Stopped && now_status == TaskStatus::Stopped {
-                // Give the task's resources back, once, in the same transaction.
-                if let Some((ci, ikv)) = self.find_instance(cluster, instance_arn).await? {
+                // Give the task's resources back, once, in the same transaction (to its host,
+                // which for Fargate capacity is in the pool, not the task's cluster).
+                let (host_cluster, _) = crate::agents::instance_parts(instance_arn)?;
+                if let Some((ci, ikv)) = self.find_instance(&host_cluster, instance_arn).await? {
                     let ci = self.released(ci, &t).await?;
                     txn = txn.replace(&ikv, encode(&ci)?);
                 }

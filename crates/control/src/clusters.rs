@@ -291,7 +291,8 @@ impl Control {
         let mut items = Vec::new();
         for kv in all {
             let c: Cluster = crate::decode(&kv)?;
-            if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) {
+            let pool = c.cluster_name.as_deref() == Some(crate::FARGATE_POOL);
+            if c.status.as_deref() == Some(ClusterStatus::Active.as_str()) && !pool {
                 items.push((kv.key, c.cluster_arn.unwrap_or_default()));
             }
         }
@@ -364,6 +365,11 @@ impl Control {
         r: ecs::DeleteClusterRequest,
     ) -> Result<ecs::DeleteClusterResponse, EcsError> {
         let ident = r.cluster.clone().unwrap_or_default();
+        if self.cluster_name(Some(&ident)).ok().as_deref() == Some(crate::FARGATE_POOL) {
+            return Err(EcsError::invalid(
+                "The cluster ~fargate is Berth's pool of Fargate capacity and cannot be deleted.",
+            ));
+        }
         for _ in 0..CAS_ATTEMPTS {
             let (mut c, kv) = self.active_cluster(Some(&ident)).await?;
             let name = c.cluster_name.clone().unwrap_or_default();

@@ -1839,9 +1839,17 @@ impl Control {
         task_arn: &str,
         mut txn: Txn,
     ) -> Result<(EniRecord, Txn), EcsError> {
+        // The subnet with the fewest interfaces first (so tasks spread over the subnets, and
+        // their zones), in turn from `index` among equals.
         let n = net.subnets.len().max(1);
-        for k in 0..n {
-            let s = &net.subnets[(index + k) % n];
+        let used = |s: &ec2::Subnet| {
+            let prefix = format!("{}/", s.subnet_id.as_deref().unwrap_or_default());
+            taken.iter().filter(|k| k.starts_with(&prefix)).count()
+        };
+        let mut order: Vec<usize> = (0..n).map(|k| (index + k) % n).collect();
+        order.sort_by_key(|&i| used(&net.subnets[i]));
+        for i in order {
+            let s = &net.subnets[i];
             let id = s.subnet_id.clone().unwrap_or_default();
             let Some(cidr) = s.cidr_block.as_deref().and_then(Cidr::parse) else {
                 continue;

@@ -70,6 +70,17 @@ impl Default for Config {
     }
 }
 
+/// The pool of Fargate capacity: agents started with `--capacity fargate` join this cluster
+/// (a name no user cluster can have), which ListClusters does not show. Its instances run the
+/// FARGATE tasks of every cluster; the tasks themselves live in their own clusters.
+pub const FARGATE_POOL: &str = "~fargate";
+
+/// The container-instance attribute that makes an instance Fargate capacity (value `FARGATE`).
+pub const CAPACITY_ATTRIBUTE: &str = "berth.capacity";
+
+/// The platform version Berth's Fargate runs, what `LATEST` means.
+pub const FARGATE_PLATFORM_VERSION: &str = "1.4.0";
+
 /// Where public addresses come from unless the operator says otherwise: loopback addresses,
 /// every one of which is this host's own.
 pub const DEFAULT_PUBLIC_IPS: &str = "127.100.0.0/16";

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// EXTERNAL instances are ECS Anywhere's, whose ids start `mi-`.
 pub(crate) fn launch_type_of(ci: &ContainerInstance) -> &'static str {
-    if ci
+    if attribute(ci, crate::CAPACITY_ATTRIBUTE) == Some("FARGATE") {
+        "FARGATE"
+    } else if ci
         .ec2_instance_id
         .as_deref()
         .is_some_and(|i| i.starts_with("mi-"))
@@ -100,6 +102,10 @@ impl Control {
                 return Err(not_found());
             }
             return Ok(arn.id);
+        }
+        if ident == crate::FARGATE_POOL {
+            // Berth's own pool of Fargate capacity, by its reserved name.
+            return Ok(ident.to_string());
         }
         names::cluster_name(ident)?;
         Ok(ident.to_string())

@@ -350,10 +350,22 @@ impl Control {
         }
         let launch_type = r.launch_type.clone().unwrap_or_else(|| "EC2".into());
         check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
-        if launch_type != "EC2" && launch_type != "EXTERNAL" {
-            return Err(EcsError::invalid(format!(
-                "launchType {launch_type} is not supported by Berth yet; use EC2 or EXTERNAL"
-            )));
+        crate::tasks::check_platform(&launch_type, r.platform_version.as_deref())?;
+        if launch_type == "FARGATE" && daemon {
+            return Err(EcsError::invalid(
+                "The DAEMON scheduling strategy does not support the FARGATE launch type.",
+            ));
+        }
+        if launch_type == "FARGATE"
+            && (r
+                .placement_constraints
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+                || r.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()))
+        {
+            return Err(EcsError::invalid(
+                "Task placement constraints and strategies are not supported with the FARGATE launch type.",
+            ));
         }
         if let Some(p) = r.propagate_tags.as_deref() {
             check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
@@ -411,6 +423,8 @@ impl Control {
             .await?;
         self.check_load_balancers(r.load_balancers.as_deref().unwrap_or_default(), &td)
             .await?;
+        self.check_network(&td, r.network_configuration.as_ref())
+            .await?;
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
         let td_arn = td.task_definition_arn.clone().unwrap_or_default();
@@ -462,7 +476,11 @@ impl Control {
                 enable_ecs_managed_tags: Some(r.enable_ecs_managed_tags.unwrap_or(false)),
                 propagate_tags: r.propagate_tags.clone(),
                 enable_execute_command: Some(r.enable_execute_command.unwrap_or(false)),
-                platform_version: r.platform_version.clone(),
+                platform_version: r
+                    .platform_version
+                    .clone()
+                    .or_else(|| (launch_type == "FARGATE").then(|| "LATEST".into())),
+                platform_family: (launch_type == "FARGATE").then(|| "Linux".into()),
                 role_arn: r.role.clone(),
                 ..Default::default()
             };
@@ -506,10 +524,16 @@ impl Control {
                 )));
             }
         }
+        let (current, _) = self.service_record(&cluster, &ident).await?;
+        let launch_type = current.launch_type.clone().unwrap_or_else(|| "EC2".into());
         let new_td = match r.task_definition.as_deref() {
-            Some(t) => Some(self.runnable_definition(Some(t), "EC2", false).await?),
+            Some(t) => Some(
+                self.runnable_definition(Some(t), &launch_type, false)
+                    .await?,
+            ),
             None => None,
         };
+        crate::tasks::check_platform(&launch_type, r.platform_version.as_deref())?;
         if let Some(c) = &r.placement_constraints {
             crate::placement::constraints(c, &[])?;
         }
@@ -554,11 +578,9 @@ impl Control {
         let now = now_epoch();
         for _ in 0..CAS_ATTEMPTS {
             let (mut s, kv) = self.service_record(&cluster, &ident).await?;
-            // Tools that resend the whole service may repeat what CreateService kept.
-            if r.platform_version.is_some() && r.platform_version != s.platform_version {
-                return Err(EcsError::invalid(
-                    "UpdateService's platformVersion is not supported by Berth yet",
-                ));
+            // Berth's Fargate has one platform version: LATEST and it are the same.
+            if let Some(v) = &r.platform_version {
+                s.platform_version = Some(v.clone());
             }
             if s.status.as_deref() != Some("ACTIVE") {
                 return Err(EcsError::new(

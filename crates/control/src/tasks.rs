@@ -18,6 +18,31 @@ use berth_model::status::TaskStatus;
 use berth_store::Txn;
 use std::time::Duration;
 
+/// A task as ECS shows it: a FARGATE task has no container instance (the capacity that runs
+/// it is Berth's, not the user's).
+pub(crate) fn shown(mut t: ecs::Task) -> ecs::Task {
+    if t.launch_type.as_deref() == Some("FARGATE") {
+        t.container_instance_arn = None;
+    }
+    t
+}
+
+/// `platformVersion` as ECS takes it: only for FARGATE, `LATEST` or the version Berth runs.
+pub(crate) fn check_platform(launch_type: &str, version: Option<&str>) -> Result<(), EcsError> {
+    match (launch_type, version) {
+        (_, None) => Ok(()),
+        ("FARGATE", Some("LATEST")) => Ok(()),
+        ("FARGATE", Some(v)) if v == crate::FARGATE_PLATFORM_VERSION => Ok(()),
+        ("FARGATE", Some(v)) => Err(EcsError::invalid(format!(
+            "The specified platform version ({v}) does not exist; Berth's Fargate runs {} (LATEST).",
+            crate::FARGATE_PLATFORM_VERSION
+        ))),
+        (_, Some(_)) => Err(EcsError::invalid(format!(
+            "The platform version must be null when specifying an {launch_type} launch type."
+        ))),
+    }
+}
+
 /// RunTask starts at most ten copies per call.
 const MAX_COUNT: i32 = 10;
 
@@ -46,10 +71,17 @@ impl Control {
         }
         let launch_type = r.launch_type.clone().unwrap_or_else(|| "EC2".into());
         check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
-        if launch_type != "EC2" && launch_type != "EXTERNAL" {
-            return Err(EcsError::invalid(format!(
-                "launchType {launch_type} is not supported by Berth yet; use EC2 or EXTERNAL"
-            )));
+        check_platform(&launch_type, r.platform_version.as_deref())?;
+        if launch_type == "FARGATE"
+            && (r
+                .placement_constraints
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+                || r.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()))
+        {
+            return Err(EcsError::invalid(
+                "Task placement constraints and strategies are not supported with the FARGATE launch type.",
+            ));
         }
         if let Some(t) = &r.client_token {
             if t.is_empty() || t.len() > 64 || !t.is_ascii() {
@@ -85,7 +117,7 @@ impl Control {
             )
             .await?;
         Ok(ecs::RunTaskResponse {
-            tasks: Some(tasks),
+            tasks: Some(tasks.into_iter().map(shown).collect()),
             failures: Some(failures),
         })
     }
@@ -154,7 +186,9 @@ impl Control {
         let reason = r.reason.unwrap_or_else(|| "Task stopped by user".into());
         self.stop_task_as(&cluster, &id, "UserInitiated", &reason)
             .await?
-            .map(|t| ecs::StopTaskResponse { task: Some(t) })
+            .map(|t| ecs::StopTaskResponse {
+                task: Some(shown(t)),
+            })
             .ok_or_else(missing)
     }
 
@@ -196,7 +230,7 @@ impl Control {
                     } else {
                         None
                     };
-                    tasks.push(t);
+                    tasks.push(shown(t));
                 }
                 None => failures.push(ecs::Failure {
                     arn: Some(ident),

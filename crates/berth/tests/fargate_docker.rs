@@ -1,0 +1,514 @@
+//! FARGATE on the real Docker Engine: capacity Berth manages (an agent started as Fargate
+//! capacity) runs the FARGATE tasks of every cluster without being one of their container
+//! instances; each task in its own namespace with an address from its subnet, a public address
+//! when asked, its size a real limit on the whole task (a cgroup); a service of FARGATE tasks
+//! spread over two subnets in two zones and rolled to a new revision. VPCs and subnets through
+//! the real AWS CLI. Needs Docker (BERTH_SKIP_DOCKER=1 to skip explicitly).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::vpc::{answers, detail, reachable};
+use common::{
+    aws_cli, aws_json, docker_available, docker_cleanup, docker_inspect, wait_joined, wait_task,
+    TestAgent, TestServer, BUSYBOX,
+};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+struct Fixture {
+    server: TestServer,
+    agent: TestAgent,
+    instance: String,
+    cli: String,
+    subnets: Vec<String>,
+    _agent_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start(public: &str) -> Option<Fixture> {
+        if !docker_available() {
+            return None;
+        }
+        let cli = aws_cli()?;
+        let server = TestServer::start_config(
+            tempfile::tempdir().unwrap(),
+            None,
+            Default::default(),
+            berth_control::Config {
+                agent_timeout: Duration::from_secs(15),
+                public_ips: berth_model::cidr::Cidr::parse(public).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await;
+        for c in ["default", "other"] {
+            server.ok("CreateCluster", json!({"clusterName": c})).await;
+        }
+        let agent_dir = tempfile::tempdir().unwrap();
+        let mut cfg = TestAgent::config(&server, agent_dir.path());
+        cfg.cluster = berth_control::FARGATE_POOL.into();
+        cfg.attributes
+            .insert(berth_control::CAPACITY_ATTRIBUTE.into(), "FARGATE".into());
+        let agent = TestAgent::start(&server, cfg).await;
+        let instance = wait_joined(&agent).await;
+        Some(Fixture {
+            server,
+            agent,
+            instance,
+            cli,
+            subnets: Vec::new(),
+            _agent_dir: agent_dir,
+        })
+    }
+
+    fn ec2(&self, args: &[&str]) -> Value {
+        aws_json(
+            &self.cli,
+            &self.server,
+            &self.server.secret_key,
+            "ec2",
+            args,
+        )
+        .unwrap_or_else(|e| panic!("aws ec2 {args:?}: {e}"))
+    }
+
+    /// A VPC with a subnet per `(cidr, zone)`, and a group letting tcp 80 in from anywhere.
+    fn network(&mut self, vpc_cidr: &str, subnets: &[(&str, &str)]) -> (Vec<String>, String) {
+        let vpc = self.ec2(&["create-vpc", "--cidr-block", vpc_cidr]);
+        let vpc = vpc["Vpc"]["VpcId"].as_str().unwrap().to_string();
+        let mut ids = Vec::new();
+        for (cidr, zone) in subnets {
+            let s = self.ec2(&[
+                "create-subnet",
+                "--vpc-id",
+                &vpc,
+                "--cidr-block",
+                cidr,
+                "--availability-zone",
+                zone,
+            ]);
+            ids.push(s["Subnet"]["SubnetId"].as_str().unwrap().to_string());
+        }
+        self.subnets.extend(ids.clone());
+        let g = self.ec2(&[
+            "create-security-group",
+            "--group-name",
+            "web",
+            "--description",
+            "web",
+            "--vpc-id",
+            &vpc,
+        ]);
+        let g = g["GroupId"].as_str().unwrap().to_string();
+        self.ec2(&[
+            "authorize-security-group-ingress",
+            "--group-id",
+            &g,
+            "--protocol",
+            "tcp",
+            "--port",
+            "80",
+            "--cidr",
+            "0.0.0.0/0",
+        ]);
+        (ids, g)
+    }
+
+    async fn finish(self) {
+        self.agent.stop().await;
+        docker_cleanup(&self.instance);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        docker_cleanup(&self.instance);
+        for s in &self.subnets {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &format!("berth-{s}")])
+                .output();
+        }
+        self.server.stop().await;
+    }
+}
+
+/// A FARGATE task definition: 0.25 vCPU, 512 MiB, busybox httpd answering `hello` (and
+/// `version` at /v) on 80.
+fn fargate_td(version: &str) -> Value {
+    json!({
+        "family": "web",
+        "requiresCompatibilities": ["FARGATE"],
+        "networkMode": "awsvpc",
+        "cpu": "256",
+        "memory": "512",
+        "containerDefinitions": [{
+            "name": "web",
+            "image": BUSYBOX,
+            "portMappings": [{"containerPort": 80}],
+            "stopTimeout": 2,
+            "command": ["sh", "-c", format!("mkdir -p /www && echo hello > /www/index.html && echo {version} > /www/v && exec httpd -f -p 80 -h /www")],
+        }]
+    })
+}
+
+fn network_config(subnets: &[String], group: &str, public: bool) -> Value {
+    json!({"awsvpcConfiguration": {
+        "subnets": subnets,
+        "securityGroups": [group],
+        "assignPublicIp": if public { "ENABLED" } else { "DISABLED" },
+    }})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fargate_tasks_of_two_clusters_run_on_managed_capacity_within_their_size() {
+    let Some(mut f) = Fixture::start("127.101.9.0/24").await else {
+        return;
+    };
+    let (subnets, web) = f.network("10.233.0.0/16", &[("10.233.1.0/24", "us-east-1b")]);
+    let td = f
+        .server
+        .ok("RegisterTaskDefinition", fargate_td("v1"))
+        .await;
+    let td = td["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The capacity is nobody's container instance.
+    for c in ["default", "other"] {
+        let l = f
+            .server
+            .ok("ListContainerInstances", json!({"cluster": c}))
+            .await;
+        assert_eq!(l["containerInstanceArns"], json!([]), "{c}: {l}");
+    }
+    let clusters = f.server.ok("ListClusters", json!({})).await;
+    assert_eq!(
+        clusters["clusterArns"].as_array().unwrap().len(),
+        2,
+        "the pool is not a cluster of the user's: {clusters}"
+    );
+
+    // ECS's refusals: sizes outside the table, placement rules, another platform version.
+    let run = |cluster: &str, extra: Value| {
+        let mut body = json!({
+            "cluster": cluster,
+            "taskDefinition": td,
+            "launchType": "FARGATE",
+            "networkConfiguration": network_config(&subnets, &web, true),
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let e = f
+        .server
+        .err(
+            "RunTask",
+            run(
+                "default",
+                json!({"overrides": {"cpu": "256", "memory": "4096"}}),
+            ),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("No Fargate configuration exists"), "{e}");
+    let e = f
+        .server
+        .err(
+            "RunTask",
+            run(
+                "default",
+                json!({"placementStrategy": [{"type": "random"}]}),
+            ),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(
+        e.contains("not supported with the FARGATE launch type"),
+        "{e}"
+    );
+    f.server
+        .err(
+            "RunTask",
+            run("default", json!({"platformVersion": "1.3.0"})),
+            "InvalidParameterException",
+        )
+        .await;
+
+    // One task in each cluster, both on the pool.
+    let mut tasks = Vec::new();
+    for c in ["default", "other"] {
+        let v = f
+            .server
+            .ok("RunTask", run(c, json!({"platformVersion": "LATEST"})))
+            .await;
+        assert_eq!(v["failures"], json!([]), "{v:#}");
+        let t = &v["tasks"][0];
+        assert_eq!(t["launchType"], "FARGATE");
+        assert_eq!(t["platformVersion"], "1.4.0");
+        assert!(t.get("containerInstanceArn").is_none(), "{t:#}");
+        tasks.push((c, t["taskArn"].as_str().unwrap().to_string()));
+    }
+    let mut running = Vec::new();
+    for (c, arn) in &tasks {
+        let t = wait_task(&f.server, c, arn, 60, "RUNNING", |t| {
+            t["lastStatus"] == "RUNNING"
+        })
+        .await;
+        assert_eq!(
+            t["availabilityZone"], "us-east-1b",
+            "the subnet's zone: {t:#}"
+        );
+        assert_eq!(t["cpu"], "256");
+        assert_eq!(t["memory"], "512");
+        assert!(t.get("containerInstanceArn").is_none(), "{t:#}");
+        running.push(t);
+    }
+    for t in &running {
+        reachable(&detail(t, "publicIPv4Address").unwrap(), 80, 20).await;
+        reachable(&detail(t, "privateIPv4Address").unwrap(), 80, 20).await;
+    }
+    let counts = f
+        .server
+        .ok("DescribeClusters", json!({"clusters": ["default"]}))
+        .await;
+    assert_eq!(counts["clusters"][0]["runningTasksCount"], 1, "{counts}");
+    assert_eq!(
+        counts["clusters"][0]["registeredContainerInstancesCount"],
+        0
+    );
+
+    // The task's size is a cgroup over all of its containers.
+    let id = running[0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let ctr = running[0]["containers"][0]["runtimeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inspect = docker_inspect(&ctr);
+    assert_eq!(
+        inspect["HostConfig"]["CgroupParent"],
+        format!("/berth/{id}"),
+        "{}",
+        inspect["HostConfig"]
+    );
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes"
+    ))
+    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/berth/{id}/memory.max")))
+    .unwrap();
+    assert_eq!(limit.trim(), (512u64 * 1024 * 1024).to_string());
+
+    // Stopped: the address is free again.
+    for (c, arn) in &tasks {
+        f.server
+            .ok("StopTask", json!({"cluster": c, "task": arn}))
+            .await;
+    }
+    for (c, arn) in &tasks {
+        wait_task(&f.server, c, arn, 60, "STOPPED", |t| {
+            t["lastStatus"] == "STOPPED"
+        })
+        .await;
+    }
+    let public = detail(&running[0], "publicIPv4Address").unwrap();
+    assert!(
+        !answers(&public, 80),
+        "a stopped task's public address answers nothing"
+    );
+    let enis = f.ec2(&["describe-network-interfaces"]);
+    assert_eq!(enis["NetworkInterfaces"], json!([]), "{enis}");
+    f.finish().await;
+}
+
+/// Waits until the service `web` has exactly 4 tasks, all RUNNING on `td`.
+async fn steady(server: &TestServer, td: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tasks = common::service_tasks(server, "web", None).await;
+        let on = tasks
+            .iter()
+            .filter(|t| t["lastStatus"] == "RUNNING" && t["taskDefinitionArn"] == td)
+            .count();
+        if on == 4 && tasks.len() == 4 {
+            return tasks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not reach 4 RUNNING tasks of {td}: {tasks:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fargate_service_spreads_over_two_zones_and_rolls_to_a_new_revision() {
+    let Some(mut f) = Fixture::start("127.101.10.0/24").await else {
+        return;
+    };
+    f.server.spawn_service_loop();
+    let (subnets, web) = f.network(
+        "10.234.0.0/16",
+        &[
+            ("10.234.1.0/24", "us-east-1a"),
+            ("10.234.2.0/24", "us-east-1b"),
+        ],
+    );
+    let v1 = f
+        .server
+        .ok("RegisterTaskDefinition", fargate_td("v1"))
+        .await;
+    let v1 = v1["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = f
+        .server
+        .err(
+            "CreateService",
+            json!({"cluster": "default", "serviceName": "web", "taskDefinition": v1, "desiredCount": 4, "launchType": "FARGATE"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("Network Configuration must be provided"), "{e}");
+    let svc = f
+        .server
+        .ok(
+            "CreateService",
+            json!({
+                "cluster": "default",
+                "serviceName": "web",
+                "taskDefinition": v1,
+                "desiredCount": 4,
+                "launchType": "FARGATE",
+                "networkConfiguration": network_config(&subnets, &web, false),
+                "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 150},
+            }),
+        )
+        .await;
+    assert_eq!(svc["service"]["launchType"], "FARGATE");
+    assert_eq!(svc["service"]["platformVersion"], "LATEST");
+
+    let tasks = steady(&f.server, &v1).await;
+    let mut zones: Vec<String> = tasks
+        .iter()
+        .map(|t| t["availabilityZone"].as_str().unwrap().to_string())
+        .collect();
+    zones.sort();
+    assert_eq!(
+        zones,
+        ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"],
+        "spread over the subnets' zones"
+    );
+    for t in &tasks {
+        reachable(&detail(t, "privateIPv4Address").unwrap(), 80, 20).await;
+    }
+
+    // A rolling update to a new revision: every task replaced, the service steady on it.
+    let v2 = f
+        .server
+        .ok("RegisterTaskDefinition", fargate_td("v2"))
+        .await;
+    let v2 = v2["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.server
+        .ok(
+            "UpdateService",
+            json!({"cluster": "default", "service": "web", "taskDefinition": v2}),
+        )
+        .await;
+    let tasks = steady(&f.server, &v2).await;
+    let ip = detail(&tasks[0], "privateIPv4Address").unwrap();
+    let page = common::vpc::get_path(&ip, 80, "/v").unwrap();
+    assert!(page.contains("v2"), "{page}");
+
+    f.server
+        .ok(
+            "UpdateService",
+            json!({"cluster": "default", "service": "web", "desiredCount": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !common::service_tasks(&f.server, "web", None)
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the service did not scale to 0");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fargate_without_capacity_says_how_to_get_some() {
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
+    let td = s.ok("RegisterTaskDefinition", fargate_td("v1")).await;
+    let td = td["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = s
+        .err(
+            "RunTask",
+            json!({
+                "taskDefinition": td,
+                "launchType": "FARGATE",
+                "networkConfiguration": {"awsvpcConfiguration": {"subnets": []}},
+            }),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("subnets can not be empty"), "{e}");
+    // A default subnet exists from the start: with it, the missing piece is capacity.
+    let Some(cli) = aws_cli() else { return };
+    let defaults = aws_json(
+        &cli,
+        &s,
+        &s.secret_key,
+        "ec2",
+        &[
+            "describe-subnets",
+            "--filters",
+            "Name=default-for-az,Values=true",
+        ],
+    )
+    .unwrap();
+    let snap = defaults["Subnets"][0]["SubnetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = s
+        .err(
+            "RunTask",
+            json!({
+                "taskDefinition": td,
+                "launchType": "FARGATE",
+                "networkConfiguration": {"awsvpcConfiguration": {"subnets": [snap]}},
+            }),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("--capacity fargate"), "{e}");
+    // A task definition not made for FARGATE cannot run there.
+    let ec2_only = s
+        .ok("RegisterTaskDefinition", common::task_def("plain"))
+        .await;
+    let e = s
+        .err(
+            "RunTask",
+            json!({"taskDefinition": ec2_only["taskDefinition"]["taskDefinitionArn"], "launchType": "FARGATE"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("does not support launch type FARGATE"), "{e}");
+    s.stop().await;
+}
