@@ -1880,3 +1880,124 @@ async fn tasks_get_propagated_and_managed_tags() {
     );
     s.stop().await;
 }
+
+/// An EC2 call straight to the handler, as the admin.
+async fn ec2_call(s: &TestServer, form: &str) -> Value {
+    let (key, _) = s.control.ensure_admin_key().await.unwrap();
+    let req = berth_api::parse_ec2_request(form.as_bytes()).unwrap();
+    s.control
+        .handle_ec2(&berth_control::Caller::from(&key), req)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_24_gives_out_251_addresses_at_once_and_takes_them_back_so_300_tasks_run_in_turn() {
+    let s = setup().await;
+    // An agent that sets up task interfaces.
+    let mut h = host(8192, "zone-a");
+    h["attributes"]["ecs.capability.task-eni"] = Value::Null;
+    h["attributes"]["com.amazonaws.ecs.capability.docker-remote-api.1.18"] = Value::Null;
+    let token = s.control.ensure_join_token("default").await.unwrap();
+    let a = agent_post(
+        &s.endpoint,
+        proto::JOIN_PATH,
+        &json!({"cluster": "default", "token": token, "host": h}),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "join failed: {}", a.body);
+    let agent = FakeAgent {
+        endpoint: s.endpoint.clone(),
+        arn: a.body["container_instance_arn"].as_str().unwrap().into(),
+        ak: a.body["access_key_id"].as_str().unwrap().into(),
+        sk: a.body["secret_access_key"].as_str().unwrap().into(),
+    };
+    let vpc = ec2_call(
+        &s,
+        "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.9.0.0%2F16",
+    )
+    .await;
+    let vpc = vpc["Vpc"]["VpcId"].as_str().unwrap().to_string();
+    let subnet = ec2_call(
+        &s,
+        &format!("Action=CreateSubnet&Version=2016-11-15&VpcId={vpc}&CidrBlock=10.9.1.0%2F24"),
+    )
+    .await;
+    let subnet = subnet["Subnet"]["SubnetId"].as_str().unwrap().to_string();
+    s.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "eni", "networkMode": "awsvpc", "containerDefinitions": [{"name": "app", "image": "i", "memory": 8}]}),
+    )
+    .await;
+    let run = |count: i32| {
+        json!({"cluster": "default", "taskDefinition": "eni", "count": count,
+               "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}})
+    };
+    let ip_of = |t: &Value| -> String {
+        t["attachments"][0]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "privateIPv4Address")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // All at once: 251 addresses (a /24 less EC2's five), each to one task; then no more.
+    let mut live = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..26 {
+        if live.len() == 251 {
+            break;
+        }
+        let v = s.ok("RunTask", run(10.min(251 - live.len() as i32))).await;
+        assert_eq!(v["failures"], json!([]), "after {} tasks: {v}", live.len());
+        for t in v["tasks"].as_array().unwrap() {
+            assert!(
+                seen.insert(ip_of(t)),
+                "an address given twice: {}",
+                ip_of(t)
+            );
+            live.push(t["taskArn"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(live.len(), 251);
+    assert!(
+        seen.contains("10.9.1.4") && seen.contains("10.9.1.254"),
+        "the first and last assignable"
+    );
+    let e = s.err("RunTask", run(1), "ClientException").await;
+    assert!(e.contains("No free IPv4 address"), "{e}");
+
+    // Stopped ones give theirs back: 300 more tasks run in turn, ten at a time.
+    for arn in live.drain(..) {
+        agent.report(&arn, "STOPPED", Some(0)).await;
+    }
+    for _ in 0..30 {
+        let v = s.ok("RunTask", run(10)).await;
+        let arns: Vec<String> = v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["taskArn"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(arns.len(), 10, "{v}");
+        for arn in arns {
+            agent.report(&arn, "STOPPED", Some(0)).await;
+        }
+    }
+    let subnets = ec2_call(
+        &s,
+        &format!("Action=DescribeSubnets&Version=2016-11-15&SubnetId.1={subnet}"),
+    )
+    .await;
+    assert_eq!(
+        subnets["Subnets"][0]["AvailableIpAddressCount"], 251,
+        "{subnets}"
+    );
+    let enis = ec2_call(&s, "Action=DescribeNetworkInterfaces&Version=2016-11-15").await;
+    assert_eq!(enis["NetworkInterfaces"], json!([]), "{enis}");
+}
