@@ -12,6 +12,8 @@ use std::path::PathBuf;
 /// The ECS operations Berth serves. Extending the API starts here.
 const ECS: &[&str] = &[
     "CreateCluster",
+    "DescribeCapacityProviders",
+    "PutClusterCapacityProviders",
     "CreateService",
     "DeleteAccountSetting",
     "DeleteAttributes",

@@ -97,6 +97,25 @@ impl ServerClient {
         Ok(a.token)
     }
 
+    /// An operator's call to one of the server's own (`/_berth/v1/…`) routes, signed with a
+    /// user's key: its JSON answer.
+    pub async fn admin_call(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        (access_key, secret, region): (&str, &str, &str),
+    ) -> Result<serde_json::Value, AgentError> {
+        let body = serde_json::to_vec(body).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let key = SigningKey {
+            access_key,
+            secret,
+            region,
+            service: "ecs",
+        };
+        self.post_signed(path, body, Some(key), Duration::from_secs(60))
+            .await
+    }
+
     async fn post_signed<T: DeserializeOwned>(
         &self,
         path: &str,

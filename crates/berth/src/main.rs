@@ -49,6 +49,25 @@ enum Command {
         #[arg(long, value_enum, default_value = "ec2")]
         capacity: Capacity,
     },
+    /// Reclaim Spot capacity: interrupt RUNNING FARGATE_SPOT tasks as AWS does (SIGTERM, then
+    /// SIGKILL after their stopTimeout; stop code SpotInterruption), asked of a server with
+    /// the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment.
+    SpotInterrupt {
+        /// The berth server, `http://host:port`.
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        server: String,
+        /// Only this cluster's tasks (default: every cluster's).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Exactly this task (ARN or id).
+        #[arg(long)]
+        task: Option<String>,
+        /// How many tasks to interrupt.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
+    },
     /// What if: where a workload would go on a cluster, and what would not fit, placing
     /// nothing. The cluster file is `{"instances": [{"id", "cpu", "memory", "attributes",
     /// "ports"}]}` or the JSON of `aws ecs describe-container-instances` (a live snapshot); the
@@ -202,6 +221,10 @@ struct ServerArgs {
     /// addresses, this host's own.
     #[arg(long, default_value = berth_control::DEFAULT_PUBLIC_IPS, value_parser = parse_cidr, env = "BERTH_PUBLIC_IPS")]
     public_ips: berth_model::cidr::Cidr,
+    /// Spot chaos for testing: the share of RUNNING FARGATE_SPOT tasks interrupted a minute,
+    /// on average (e.g. 0.1); 0 interrupts only what `berth spot-interrupt` reclaims.
+    #[arg(long, default_value_t = 0.0, env = "BERTH_SPOT_INTERRUPTION_RATE")]
+    spot_interruption_rate: f64,
 }
 
 fn parse_cidr(s: &str) -> Result<berth_model::cidr::Cidr, String> {
@@ -248,6 +271,13 @@ fn main() -> Result<()> {
         Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
         Command::Agent(args) => rt.block_on(agent(args)),
         Command::Plan { cluster, workload } => plan::run(&cluster, &workload),
+        Command::SpotInterrupt {
+            server,
+            cluster,
+            task,
+            count,
+            region,
+        } => rt.block_on(spot_interrupt(&server, cluster, task, count, &region)),
         Command::JoinToken {
             server,
             cluster,
@@ -288,6 +318,33 @@ async fn join_token(server: &str, cluster: &str, region: &str) -> Result<()> {
         .await
         .with_context(|| format!("asking {server} for cluster {cluster}'s token"))?;
     println!("{token}");
+    Ok(())
+}
+
+async fn spot_interrupt(
+    server: &str,
+    cluster: Option<String>,
+    task: Option<String>,
+    count: usize,
+    region: &str,
+) -> Result<()> {
+    let (Ok(ak), Ok(sk)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        anyhow::bail!("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a Berth user's key (the export lines `berth server` printed)");
+    };
+    let answer = berth_agent::client::ServerClient::new(server)
+        .admin_call(
+            berth_control::http::SPOT_INTERRUPT_PATH,
+            &serde_json::json!({"cluster": cluster, "task": task, "count": count}),
+            (&ak, &sk, region),
+        )
+        .await
+        .with_context(|| format!("asking {server} to interrupt Spot tasks"))?;
+    for arn in answer["interrupted"].as_array().into_iter().flatten() {
+        println!("{}", arn.as_str().unwrap_or_default());
+    }
     Ok(())
 }
 
@@ -378,6 +435,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut options = server::Options::new(config);
+    options.spot_interruption_rate = args.spot_interruption_rate;
     options.elb = Some(berth_elb::Options {
         address: args.lb_address,
         ports: args.lb_ports,

@@ -11,8 +11,7 @@ mod common;
 
 use common::vpc::{answers, detail, reachable, wget_from};
 use common::{
-    aws_cli, aws_json, docker_available, docker_cleanup, wait_joined, wait_task, TestAgent,
-    TestServer, BUSYBOX,
+    aws_cli, aws_json, docker_available, wait_joined, wait_task, TestAgent, TestServer, BUSYBOX,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -22,7 +21,8 @@ struct Fixture {
     agent: TestAgent,
     instance: String,
     cli: String,
-    subnets: Vec<String>,
+    /// Removes what the test made in Docker when dropped, also when the test failed.
+    docker: common::vpc::Cleanup,
     _agent_dir: tempfile::TempDir,
 }
 
@@ -54,9 +54,9 @@ impl Fixture {
         Some(Fixture {
             server,
             agent,
+            docker: common::vpc::Cleanup::new(instance.clone()),
             instance,
             cli,
-            subnets: Vec::new(),
             _agent_dir: agent_dir,
         })
     }
@@ -86,7 +86,7 @@ impl Fixture {
             "us-east-1a",
         ]);
         let s = s["Subnet"]["SubnetId"].as_str().unwrap().to_string();
-        self.subnets.push(s.clone());
+        self.docker.subnets.push(s.clone());
         (vpc, s)
     }
 
@@ -145,15 +145,8 @@ impl Fixture {
 
     async fn finish(self) {
         self.agent.stop().await;
-        docker_cleanup(&self.instance);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        docker_cleanup(&self.instance);
-        for s in &self.subnets {
-            let _ = std::process::Command::new("docker")
-                .args(["network", "rm", &format!("berth-{s}")])
-                .output();
-        }
-        self.server.stop().await;
+        // The cleanup removes the containers and networks when dropped.
     }
 }
 

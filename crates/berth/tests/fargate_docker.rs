@@ -11,8 +11,8 @@ mod common;
 
 use common::vpc::{answers, detail, reachable};
 use common::{
-    aws_cli, aws_json, docker_available, docker_cleanup, docker_inspect, wait_joined, wait_task,
-    TestAgent, TestServer, BUSYBOX,
+    aws_cli, aws_json, docker_available, docker_inspect, wait_joined, wait_task, TestAgent,
+    TestServer, BUSYBOX,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 struct Fixture {
     server: TestServer,
     agent: TestAgent,
-    instance: String,
     cli: String,
-    subnets: Vec<String>,
+    /// Removes what the test made in Docker when dropped, also when the test failed.
+    docker: common::vpc::Cleanup,
     _agent_dir: tempfile::TempDir,
 }
 
@@ -48,6 +48,8 @@ impl Fixture {
         }
         let agent_dir = tempfile::tempdir().unwrap();
         let mut cfg = TestAgent::config(&server, agent_dir.path());
+        cfg.cpu = Some(4096);
+        cfg.memory = Some(8192);
         cfg.cluster = berth_control::FARGATE_POOL.into();
         cfg.attributes
             .insert(berth_control::CAPACITY_ATTRIBUTE.into(), "FARGATE".into());
@@ -56,9 +58,8 @@ impl Fixture {
         Some(Fixture {
             server,
             agent,
-            instance,
+            docker: common::vpc::Cleanup::new(instance),
             cli,
-            subnets: Vec::new(),
             _agent_dir: agent_dir,
         })
     }
@@ -91,7 +92,7 @@ impl Fixture {
             ]);
             ids.push(s["Subnet"]["SubnetId"].as_str().unwrap().to_string());
         }
-        self.subnets.extend(ids.clone());
+        self.docker.subnets.extend(ids.clone());
         let g = self.ec2(&[
             "create-security-group",
             "--group-name",
@@ -118,15 +119,8 @@ impl Fixture {
 
     async fn finish(self) {
         self.agent.stop().await;
-        docker_cleanup(&self.instance);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        docker_cleanup(&self.instance);
-        for s in &self.subnets {
-            let _ = std::process::Command::new("docker")
-                .args(["network", "rm", &format!("berth-{s}")])
-                .output();
-        }
-        self.server.stop().await;
+        // The cleanup removes the containers and networks when dropped.
     }
 }
 
@@ -328,6 +322,11 @@ async fn fargate_tasks_of_two_clusters_run_on_managed_capacity_within_their_size
 
 /// Waits until the service `web` has exactly 4 tasks, all RUNNING on `td`.
 async fn steady(server: &TestServer, td: &str) -> Vec<Value> {
+    steady_at(server, td, 4).await
+}
+
+/// Waits until the service `web` has exactly `n` tasks, all RUNNING on `td`.
+async fn steady_at(server: &TestServer, td: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let tasks = common::service_tasks(server, "web", None).await;
@@ -335,13 +334,20 @@ async fn steady(server: &TestServer, td: &str) -> Vec<Value> {
             .iter()
             .filter(|t| t["lastStatus"] == "RUNNING" && t["taskDefinitionArn"] == td)
             .count();
-        if on == 4 && tasks.len() == 4 {
+        if on == n && tasks.len() == n {
             return tasks;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the service did not reach 4 RUNNING tasks of {td}: {tasks:#?}"
-        );
+        if Instant::now() > deadline {
+            let svc = server
+                .ok("DescribeServices", json!({"services": ["web"]}))
+                .await;
+            let stopped = common::service_tasks(server, "web", Some("STOPPED")).await;
+            let why: Vec<&Value> = stopped.iter().map(|t| &t["stoppedReason"]).collect();
+            panic!(
+                "the service did not reach {n} RUNNING tasks of {td}: {tasks:#?}; events: {:#}; stopped ones: {why:?}",
+                svc["services"][0]["events"]
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -426,8 +432,17 @@ async fn a_fargate_service_spreads_over_two_zones_and_rolls_to_a_new_revision() 
         .await;
     let tasks = steady(&f.server, &v2).await;
     let ip = detail(&tasks[0], "privateIPv4Address").unwrap();
-    let page = common::vpc::get_path(&ip, 80, "/v").unwrap();
-    assert!(page.contains("v2"), "{page}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match common::vpc::get_path(&ip, 80, "/v") {
+            Ok(page) if page.contains("v2") => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the new revision does not answer at {ip}: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     f.server
         .ok(
@@ -511,4 +526,133 @@ async fn fargate_without_capacity_says_how_to_get_some() {
         .await;
     assert!(e.contains("does not support launch type FARGATE"), "{e}");
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted_and_replaced() {
+    let Some(mut f) = Fixture::start("127.101.11.0/24").await else {
+        return;
+    };
+    f.server.spawn_service_loop();
+    let (subnets, web) = f.network("10.235.0.0/16", &[("10.235.1.0/24", "us-east-1a")]);
+    let td = f
+        .server
+        .ok("RegisterTaskDefinition", fargate_td("v1"))
+        .await;
+    let td = td["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let providers = f.server.ok("DescribeCapacityProviders", json!({})).await;
+    let names: Vec<&str> = providers["capacityProviders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["FARGATE", "FARGATE_SPOT"]);
+
+    // A provider the cluster does not have: ECS's words.
+    let e = f
+        .server
+        .err(
+            "RunTask",
+            json!({"taskDefinition": td, "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}],
+                   "networkConfiguration": network_config(&subnets, &web, false)}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("not associated with the cluster"), "{e}");
+    f.server
+        .ok(
+            "PutClusterCapacityProviders",
+            json!({"cluster": "default", "capacityProviders": ["FARGATE", "FARGATE_SPOT"],
+                   "defaultCapacityProviderStrategy": [
+                       {"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+                       {"capacityProvider": "FARGATE_SPOT", "weight": 3}]}),
+        )
+        .await;
+    f.server
+        .err(
+            "RunTask",
+            json!({"taskDefinition": td, "capacityProviderStrategy": [
+                       {"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+                       {"capacityProvider": "FARGATE_SPOT", "base": 1, "weight": 1}],
+                   "networkConfiguration": network_config(&subnets, &web, false)}),
+            "InvalidParameterException",
+        )
+        .await;
+
+    // No launch type: the cluster's default strategy, base first, then 1:3.
+    let v = f
+        .server
+        .ok(
+            "RunTask",
+            json!({"taskDefinition": td, "count": 5, "networkConfiguration": network_config(&subnets, &web, false)}),
+        )
+        .await;
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 5, "{v:#}");
+    let spot = tasks
+        .iter()
+        .filter(|t| t["capacityProviderName"] == "FARGATE_SPOT")
+        .count();
+    assert_eq!(
+        spot, 3,
+        "base 1 on FARGATE, then the other 4 split 1:3: {v:#}"
+    );
+    for t in tasks {
+        f.server.ok("StopTask", json!({"task": t["taskArn"]})).await;
+    }
+
+    // A service on Spot: an interrupted task stops as ECS says, and the service replaces it.
+    f.server
+        .ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": td, "desiredCount": 2,
+                   "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}],
+                   "networkConfiguration": network_config(&subnets, &web, false)}),
+        )
+        .await;
+    let before = steady_at(&f.server, &td, 2).await;
+    assert!(before
+        .iter()
+        .all(|t| t["capacityProviderName"] == "FARGATE_SPOT"));
+    let victim = before[0]["taskArn"].as_str().unwrap().to_string();
+    let (key, _) = f.server.control.ensure_admin_key().await.unwrap();
+    let answer = berth_agent::client::ServerClient::new(&f.server.endpoint)
+        .admin_call(
+            berth_control::http::SPOT_INTERRUPT_PATH,
+            &json!({"task": victim}),
+            (&key.access_key_id, &key.secret_access_key, "us-east-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["interrupted"], json!([victim]), "{answer}");
+    let stopped = wait_task(&f.server, "default", &victim, 60, "STOPPED", |t| {
+        t["lastStatus"] == "STOPPED"
+    })
+    .await;
+    assert_eq!(stopped["stopCode"], "SpotInterruption", "{stopped:#}");
+    assert_eq!(stopped["stoppedReason"], "Your Spot Task was interrupted.");
+    let after = steady_at(&f.server, &td, 2).await;
+    assert!(
+        after.iter().all(|t| t["taskArn"] != victim.as_str()),
+        "the interrupted task was replaced: {after:#?}"
+    );
+    f.server
+        .ok(
+            "UpdateService",
+            json!({"service": "web", "desiredCount": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !common::service_tasks(&f.server, "web", None)
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the service did not scale to 0");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    f.finish().await;
 }

@@ -49,6 +49,8 @@ pub(crate) struct Meta {
     /// `awsvpc` tasks: their subnets, security groups and public address, resolved from
     /// `network` when the placement begins.
     pub(crate) awsvpc: Option<crate::ec2::Awsvpc>,
+    /// The capacity provider the tasks run on (FARGATE when a FARGATE task names none).
+    pub(crate) capacity_provider: Option<String>,
 }
 
 /// Where a task's tags also come from.
@@ -163,14 +165,14 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
 }
 
 /// What a FARGATE task shows that others do not: its platform and capacity provider.
-fn fargate_fields(launch_type: &str) -> ecs::Task {
+fn fargate_fields(launch_type: &str, provider: Option<&str>) -> ecs::Task {
     if launch_type != "FARGATE" {
         return ecs::Task::default();
     }
     ecs::Task {
         platform_version: Some(crate::FARGATE_PLATFORM_VERSION.into()),
         platform_family: Some("Linux".into()),
-        capacity_provider_name: Some("FARGATE".into()),
+        capacity_provider_name: Some(provider.unwrap_or("FARGATE").into()),
         ..Default::default()
     }
 }
@@ -540,7 +542,7 @@ impl Control {
                 ..Default::default()
             }]),
             tags: Some(meta.tags.clone()),
-            ..fargate_fields(launch_type_of(ci))
+            ..fargate_fields(launch_type_of(ci), meta.capacity_provider.as_deref())
         }
     }
 

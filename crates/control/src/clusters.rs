@@ -13,7 +13,7 @@ use berth_model::status::ClusterStatus;
 use berth_store::Txn;
 
 /// The capacity providers every account has without creating them.
-const BUILT_IN_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
+pub(crate) const BUILT_IN_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
 
 /// What a cluster holds right now.
 #[derive(Debug, Default, Clone, Copy)]
@@ -124,9 +124,21 @@ impl Control {
         Ok(())
     }
 
-    fn check_capacity(r: &ecs::CreateClusterRequest) -> Result<(), EcsError> {
-        let providers = r.capacity_providers.clone().unwrap_or_default();
-        for p in &providers {
+    fn check_create_capacity(r: &ecs::CreateClusterRequest) -> Result<(), EcsError> {
+        Self::check_capacity(
+            r.capacity_providers.as_deref().unwrap_or_default(),
+            r.default_capacity_provider_strategy
+                .as_deref()
+                .unwrap_or_default(),
+        )
+    }
+
+    /// A cluster's capacity providers and default strategy, as ECS checks them.
+    pub(crate) fn check_capacity(
+        providers: &[String],
+        strategy: &[ecs::CapacityProviderStrategyItem],
+    ) -> Result<(), EcsError> {
+        for p in providers {
             if !BUILT_IN_PROVIDERS.contains(&p.as_str()) {
                 return Err(EcsError::invalid(format!(
                     "capacityProviders: the capacity provider '{p}' was not found; Berth offers: {}",
@@ -134,7 +146,7 @@ impl Control {
                 )));
             }
         }
-        for item in r.default_capacity_provider_strategy.iter().flatten() {
+        for item in strategy {
             let p = item.capacity_provider.as_deref().unwrap_or("");
             if !providers.iter().any(|x| x == p) {
                 return Err(EcsError::invalid(format!(
@@ -167,7 +179,7 @@ impl Control {
         let name = r.cluster_name.clone().unwrap_or_else(|| "default".into());
         names::cluster_name(&name)?;
         Self::check_settings(r.settings.as_deref().unwrap_or_default())?;
-        Self::check_capacity(&r)?;
+        Self::check_create_capacity(&r)?;
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
         let arn = self.arn(ResourceKind::Cluster, &name);

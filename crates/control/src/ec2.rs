@@ -258,13 +258,12 @@ pub(crate) fn new_id(prefix: &str) -> String {
     )
 }
 
-/// A locally administered unicast MAC address.
-pub(crate) fn new_mac() -> String {
-    let b: [u8; 5] = rand::random();
-    format!(
-        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0], b[1], b[2], b[3], b[4]
-    )
+/// An interface's MAC address: locally administered, and the same for the same address (as
+/// Docker makes them), so a host that still holds the address's old neighbour entry reaches
+/// the next task given it at once instead of after its ARP cache goes stale.
+pub(crate) fn mac_for(ip: Ipv4Addr) -> String {
+    let b = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
 }
 
 /// The region's availability zones: `REGIONa`, `b` and `c`, with EC2-style zone ids.
@@ -1887,7 +1886,7 @@ impl Control {
                 availability_zone: s.availability_zone.clone().unwrap_or_default(),
                 subnet_cidr: cidr.to_string(),
                 private_ip: ip.clone(),
-                mac: new_mac(),
+                mac: ip.parse().map(mac_for).unwrap_or_default(),
                 public_ip,
                 groups: net.groups.clone(),
                 task_arn: task_arn.to_string(),

@@ -56,6 +56,9 @@ impl Default for Limits {
 /// Berth's own call (not ECS's): `POST {"cluster": NAME}`, signed with a user's key, answers
 /// `{"cluster", "token"}`: the registration token agents need to join that cluster.
 pub const JOIN_TOKEN_PATH: &str = "/_berth/v1/join-token";
+/// An operator reclaims Spot capacity: `{"cluster"?, "task"?, "count"?}` interrupts RUNNING
+/// FARGATE_SPOT tasks (see [`Control::interrupt_spot`]).
+pub const SPOT_INTERRUPT_PATH: &str = "/_berth/v1/spot/interrupt";
 
 #[derive(Debug)]
 struct State {
@@ -210,7 +213,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 || p == agent_proto::REPORT_PATH
                 || p == agent_proto::LOGS_PATH
                 || p == agent_proto::STATS_PATH
-                || p == JOIN_TOKEN_PATH =>
+                || p == JOIN_TOKEN_PATH
+                || p == SPOT_INTERRUPT_PATH =>
         {
             let result = agent_request(&st, req).await;
             let status = match &result {
@@ -224,6 +228,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 agent_proto::LOGS_PATH,
                 agent_proto::STATS_PATH,
                 JOIN_TOKEN_PATH,
+                SPOT_INTERRUPT_PATH,
             ]
             .into_iter()
             .find(|r| *r == path)
@@ -674,6 +679,26 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         let r: Req = parse(&body)?;
         let token = control.ensure_join_token(&r.cluster).await?;
         return crate::json(serde_json::json!({"cluster": r.cluster, "token": token}));
+    }
+    if path == SPOT_INTERRUPT_PATH {
+        if let Some(instance) = caller.instance {
+            return Err(EcsError::new(
+                ErrorKind::AccessDenied,
+                format!("the key of the agent of {instance} cannot reclaim capacity"),
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct Req {
+            cluster: Option<String>,
+            task: Option<String>,
+            count: Option<usize>,
+        }
+        let r: Req = parse(&body)?;
+        let count = r.count.unwrap_or(1);
+        let interrupted = control
+            .interrupt_spot(r.cluster.as_deref(), r.task.as_deref(), count)
+            .await?;
+        return crate::json(serde_json::json!({"interrupted": interrupted}));
     }
     let Some(instance) = caller.instance else {
         return Err(EcsError::new(

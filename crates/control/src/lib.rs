@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod apply;
 pub mod auth;
+pub mod capacity;
 pub mod cloudwatch;
 pub mod clusters;
 pub mod ec2;
@@ -198,6 +199,12 @@ impl Control {
             EcsRequest::DescribeClusters(r) => json(self.describe_clusters(r).await?),
             EcsRequest::ListClusters(r) => json(self.list_clusters(r).await?),
             EcsRequest::UpdateCluster(r) => json(self.update_cluster(r).await?),
+            EcsRequest::DescribeCapacityProviders(r) => {
+                json(self.describe_capacity_providers(r).await?)
+            }
+            EcsRequest::PutClusterCapacityProviders(r) => {
+                json(self.put_cluster_capacity_providers(r).await?)
+            }
             EcsRequest::UpdateClusterSettings(r) => json(self.update_cluster_settings(r).await?),
             EcsRequest::DeleteCluster(r) => json(self.delete_cluster(r).await?),
             EcsRequest::RegisterTaskDefinition(r) => {

@@ -8,6 +8,9 @@ use berth_agent_proto::{
 use berth_api::ecs::{ContainerDefinition, Task, TaskDefinition};
 use berth_model::units;
 
+/// The longest `stopTimeout` Fargate allows, in seconds.
+const FARGATE_MAX_STOP_TIMEOUT: i32 = 120;
+
 /// The plan for `task`, a task of `td`.
 pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
     let overrides = task.overrides.clone().unwrap_or_default();
@@ -62,6 +65,13 @@ pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
                 }),
         })
         .collect();
+    let mut containers: Vec<ContainerPlan> = containers;
+    if task.launch_type.as_deref() == Some("FARGATE") {
+        // Fargate gives containers at most two minutes between SIGTERM and SIGKILL.
+        for c in &mut containers {
+            c.stop_timeout = Some(c.stop_timeout.unwrap_or(30).min(FARGATE_MAX_STOP_TIMEOUT));
+        }
+    }
     DesiredTask {
         task_arn: task.task_arn.clone().unwrap_or_default(),
         cluster_arn: task.cluster_arn.clone().unwrap_or_default(),

@@ -43,6 +43,9 @@ pub struct Options {
     pub insights_interval: Duration,
     /// Where load balancers' listeners bind; `None`: no data plane (the API still answers).
     pub elb: Option<berth_elb::Options>,
+    /// Spot chaos: the share of RUNNING FARGATE_SPOT tasks interrupted per minute (0: none
+    /// but those an operator reclaims).
+    pub spot_interruption_rate: f64,
 }
 
 impl Options {
@@ -58,6 +61,7 @@ impl Options {
             cloudwatch: None,
             insights_interval: Duration::from_secs(60),
             elb: None,
+            spot_interruption_rate: 0.0,
         }
     }
 }
@@ -132,6 +136,10 @@ impl Server {
                     c.wake_lb_services().await;
                 }
             }));
+        }
+        if opts.spot_interruption_rate > 0.0 {
+            let (c, rx) = (control.clone(), stop_rx.clone());
+            background.push(tokio::spawn(spot_chaos(c, opts.spot_interruption_rate, rx)));
         }
         if control.cloudwatch.is_some() {
             let (c, rx) = (control.clone(), stop_rx.clone());
@@ -234,6 +242,22 @@ async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
         if turn == 10 {
             turn = 0;
             control.sync_elb().await;
+        }
+    }
+}
+
+/// Interrupts RUNNING FARGATE_SPOT tasks at random, `rate` of them a minute on average, until
+/// `stop`: Spot's reclaims, for testing what a service does about them.
+async fn spot_chaos(control: Control, rate: f64, mut stop: watch::Receiver<bool>) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let p = (rate * EVERY.as_secs_f64() / 60.0).clamp(0.0, 1.0);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        if let Err(e) = control.spot_chaos(p).await {
+            tracing::warn!(error = %e, "interrupting Spot tasks failed");
         }
     }
 }

@@ -339,16 +339,16 @@ impl Control {
                 "desiredCount {desired} must not be negative"
             )));
         }
-        if r.capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|c| !c.is_empty())
-        {
-            return Err(EcsError::invalid(
-                "capacityProviderStrategy is not supported by Berth yet; give launchType EC2 or EXTERNAL"
-                    .to_string(),
-            ));
-        }
-        let launch_type = r.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        let providers = crate::capacity::chosen(
+            &cluster_rec,
+            r.capacity_provider_strategy.as_deref(),
+            r.launch_type.as_deref(),
+        )?;
+        // Berth's capacity providers are FARGATE and FARGATE_SPOT: both run on Fargate.
+        let launch_type = match &providers {
+            Some(_) => "FARGATE".to_string(),
+            None => r.launch_type.clone().unwrap_or_else(|| "EC2".into()),
+        };
         check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
         crate::tasks::check_platform(&launch_type, r.platform_version.as_deref())?;
         if launch_type == "FARGATE" && daemon {
@@ -449,7 +449,15 @@ impl Control {
                 desired_count: Some(desired),
                 running_count: Some(0),
                 pending_count: Some(0),
-                launch_type: Some(launch_type.clone()),
+                // A service on a capacity provider strategy shows the strategy, not a type.
+                launch_type: providers.is_none().then(|| launch_type.clone()),
+                capacity_provider_strategy: providers.as_ref().map(|_| {
+                    r.capacity_provider_strategy
+                        .clone()
+                        .filter(|i| !i.is_empty())
+                        .or_else(|| cluster_rec.default_capacity_provider_strategy.clone())
+                        .unwrap_or_default()
+                }),
                 task_definition: Some(td_arn.clone()),
                 deployment_configuration: Some(deployment_configuration.clone()),
                 deployments: Some(vec![self.new_deployment(
@@ -525,7 +533,14 @@ impl Control {
             }
         }
         let (current, _) = self.service_record(&cluster, &ident).await?;
-        let launch_type = current.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        let on_providers = current
+            .capacity_provider_strategy
+            .as_ref()
+            .is_some_and(|s| !s.is_empty());
+        let launch_type = match on_providers {
+            true => "FARGATE".to_string(),
+            false => current.launch_type.clone().unwrap_or_else(|| "EC2".into()),
+        };
         let new_td = match r.task_definition.as_deref() {
             Some(t) => Some(
                 self.runnable_definition(Some(t), &launch_type, false)
@@ -993,13 +1008,27 @@ impl Control {
         let Some(primary) = d.deployments.first().filter(|_| d.start.count() > 0) else {
             return Ok(out);
         };
-        let targets: Vec<(Pool, usize)> = match &d.start {
-            deploy::Start::Replicas(n) => {
-                vec![(Pool::LaunchType(launch_type.to_string()), *n as usize)]
+        let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
+        let strategy = s
+            .capacity_provider_strategy
+            .as_deref()
+            .filter(|i| !i.is_empty())
+            .and_then(crate::capacity::Strategy::stored);
+        let targets: Vec<(Pool, usize, Option<String>)> = match (&d.start, strategy) {
+            // Each provider's share, the service's tasks on each counted.
+            (deploy::Start::Replicas(n), Some(st)) => {
+                let have = self.provider_counts(cluster, &group, &st.providers).await?;
+                st.split(&have, *n as usize)
+                    .into_iter()
+                    .map(|(p, k)| (Pool::LaunchType("FARGATE".into()), k, Some(p)))
+                    .collect()
             }
-            deploy::Start::OnInstances(arns) => arns
+            (deploy::Start::Replicas(n), None) => {
+                vec![(Pool::LaunchType(launch_type.to_string()), *n as usize, None)]
+            }
+            (deploy::Start::OnInstances(arns), _) => arns
                 .iter()
-                .map(|a| (Pool::Instances(vec![a.clone()]), 1))
+                .map(|a| (Pool::Instances(vec![a.clone()]), 1, None))
                 .collect(),
         };
         let strategies = match &d.placement {
@@ -1012,7 +1041,6 @@ impl Control {
                 })
                 .collect(),
         };
-        let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
         let service_tags = match s.propagate_tags.as_deref() {
             Some("SERVICE") => Some(
                 self.tags_of(s.service_arn.as_deref().unwrap_or_default())
@@ -1023,7 +1051,7 @@ impl Control {
         };
         let propagate = crate::tasks::propagate_of(s.propagate_tags.as_deref(), service_tags)
             .unwrap_or_default();
-        for (target, count) in targets {
+        for (target, count, provider) in targets {
             let placed = self
                 .start_tasks(
                     Some(cluster),
@@ -1040,6 +1068,7 @@ impl Control {
                         managed_tags: s.enable_ecs_managed_tags.unwrap_or(false),
                         service: s.service_name.clone(),
                         network: s.network_configuration.clone(),
+                        capacity_provider: provider,
                         ..Default::default()
                     },
                 )

@@ -54,22 +54,17 @@ impl Control {
                 "count {count} must be between 1 and {MAX_COUNT}"
             )));
         }
-        if r.capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|s| !s.is_empty())
-        {
-            if r.launch_type.is_some() {
-                return Err(EcsError::invalid(
-                    "Specifying both a launch type and capacity provider strategy is not supported."
-                        .to_string(),
-                ));
-            }
-            return Err(EcsError::invalid(
-                "capacityProviderStrategy is not supported by Berth yet; give launchType EC2 or EXTERNAL"
-                    .to_string(),
-            ));
-        }
-        let launch_type = r.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let strategy = crate::capacity::chosen(
+            &cluster_rec,
+            r.capacity_provider_strategy.as_deref(),
+            r.launch_type.as_deref(),
+        )?;
+        // Berth's capacity providers are FARGATE and FARGATE_SPOT: both run on Fargate.
+        let launch_type = match &strategy {
+            Some(_) => "FARGATE".to_string(),
+            None => r.launch_type.clone().unwrap_or_else(|| "EC2".into()),
+        };
         check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
         check_platform(&launch_type, r.platform_version.as_deref())?;
         if launch_type == "FARGATE"
@@ -93,29 +88,45 @@ impl Control {
         check_started_by(r.started_by.as_deref())?;
         check_group(r.group.as_deref())?;
         let propagate = propagate_of(r.propagate_tags.as_deref(), None)?;
-        let (tasks, failures) = self
-            .start_tasks(
-                r.cluster.as_deref(),
-                r.task_definition.as_deref(),
-                Pool::LaunchType(launch_type),
-                count as usize,
-                Meta {
-                    allow_inactive: false,
-                    constraints: r.placement_constraints.unwrap_or_default(),
-                    strategies: r.placement_strategy.unwrap_or_default(),
-                    started_by: r.started_by,
-                    group: r.group,
-                    tags: r.tags.unwrap_or_default(),
-                    propagate,
-                    managed_tags: r.enable_ecs_managed_tags.unwrap_or(false),
-                    service: None,
-                    overrides: r.overrides.unwrap_or_default(),
-                    client_token: r.client_token,
-                    network: r.network_configuration,
-                    awsvpc: None,
-                },
-            )
-            .await?;
+        // Each provider's share of the copies (one group without a strategy).
+        let groups: Vec<(Option<String>, usize)> = match &strategy {
+            Some(s) => s
+                .split(&[], count as usize)
+                .into_iter()
+                .map(|(p, k)| (Some(p), k))
+                .collect(),
+            None => vec![(None, count as usize)],
+        };
+        let (mut tasks, mut failures) = (Vec::new(), Vec::new());
+        for (n, (provider, k)) in groups.into_iter().enumerate() {
+            let (t, f) = self
+                .start_tasks(
+                    r.cluster.as_deref(),
+                    r.task_definition.as_deref(),
+                    Pool::LaunchType(launch_type.clone()),
+                    k,
+                    Meta {
+                        allow_inactive: false,
+                        constraints: r.placement_constraints.clone().unwrap_or_default(),
+                        strategies: r.placement_strategy.clone().unwrap_or_default(),
+                        started_by: r.started_by.clone(),
+                        group: r.group.clone(),
+                        tags: r.tags.clone().unwrap_or_default(),
+                        propagate: propagate.clone(),
+                        managed_tags: r.enable_ecs_managed_tags.unwrap_or(false),
+                        service: None,
+                        overrides: r.overrides.clone().unwrap_or_default(),
+                        // A retry with the token answers with the first provider's tasks.
+                        client_token: r.client_token.clone().filter(|_| n == 0),
+                        network: r.network_configuration.clone(),
+                        awsvpc: None,
+                        capacity_provider: provider,
+                    },
+                )
+                .await?;
+            tasks.extend(t);
+            failures.extend(f);
+        }
         Ok(ecs::RunTaskResponse {
             tasks: Some(tasks.into_iter().map(shown).collect()),
             failures: Some(failures),

@@ -19,6 +19,7 @@
 //! The caller commits the result against the revisions the snapshot was read at, so two
 //! concurrent placements can never both take the same capacity.
 
+pub mod capacity;
 pub mod index;
 pub mod query;
 

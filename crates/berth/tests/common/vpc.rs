@@ -74,3 +74,31 @@ pub fn wget_from(task: &Value, name: &str, url: &str) -> Result<String, String> 
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// What an `awsvpc` test made in Docker: its agent's containers and its subnets' networks,
+/// removed when this is dropped, also when the test failed half way (a network left behind
+/// would overlap the next run's).
+pub struct Cleanup {
+    instance: String,
+    pub subnets: Vec<String>,
+}
+
+impl Cleanup {
+    pub fn new(instance: String) -> Cleanup {
+        Cleanup {
+            instance,
+            subnets: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        super::docker_cleanup(&self.instance);
+        for s in &self.subnets {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &format!("berth-{s}")])
+                .output();
+        }
+    }
+}
