@@ -68,6 +68,22 @@ enum Command {
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
         region: String,
     },
+    /// Fargate usage as Fargate bills it (vCPU-seconds and GB-seconds from the image pull to
+    /// the stop, a minute at least) per service, cluster and in all, asked of a server with
+    /// the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment.
+    Usage {
+        /// The berth server, `http://host:port`.
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        server: String,
+        /// Only this cluster (default: every cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// `text` (a report for people) or `json` (every task's figures too).
+        #[arg(long, default_value = "text")]
+        output: String,
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
+    },
     /// What if: where a workload would go on a cluster, and what would not fit, placing
     /// nothing. The cluster file is `{"instances": [{"id", "cpu", "memory", "attributes",
     /// "ports"}]}` or the JSON of `aws ecs describe-container-instances` (a live snapshot); the
@@ -271,6 +287,12 @@ fn main() -> Result<()> {
         Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
         Command::Agent(args) => rt.block_on(agent(args)),
         Command::Plan { cluster, workload } => plan::run(&cluster, &workload),
+        Command::Usage {
+            server,
+            cluster,
+            output,
+            region,
+        } => rt.block_on(usage(&server, cluster, &output, &region)),
         Command::SpotInterrupt {
             server,
             cluster,
@@ -318,6 +340,49 @@ async fn join_token(server: &str, cluster: &str, region: &str) -> Result<()> {
         .await
         .with_context(|| format!("asking {server} for cluster {cluster}'s token"))?;
     println!("{token}");
+    Ok(())
+}
+
+async fn usage(server: &str, cluster: Option<String>, output: &str, region: &str) -> Result<()> {
+    if output != "text" && output != "json" {
+        anyhow::bail!("--output is text or json, not '{output}'");
+    }
+    let (Ok(ak), Ok(sk)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        anyhow::bail!("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a Berth user's key (the export lines `berth server` printed)");
+    };
+    let answer = berth_agent::client::ServerClient::new(server)
+        .admin_call(
+            berth_control::http::USAGE_PATH,
+            &serde_json::json!({ "cluster": cluster }),
+            (&ak, &sk, region),
+        )
+        .await
+        .with_context(|| format!("asking {server} for Fargate usage"))?;
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let r: berth_control::metering::Report = serde_json::from_value(answer)?;
+    println!(
+        "{:<48} {:>6} {:>14} {:>14}",
+        "CLUSTER/GROUP", "TASKS", "VCPU-HOURS", "GB-HOURS"
+    );
+    let line = |name: &str, t: &berth_control::metering::Totals| {
+        println!(
+            "{:<48} {:>6} {:>14.4} {:>14.4}",
+            name,
+            t.tasks,
+            t.vcpu_seconds / 3600.0,
+            t.gb_seconds / 3600.0
+        );
+    };
+    for (name, t) in &r.groups {
+        line(name, t);
+    }
+    line("TOTAL", &r.total);
     Ok(())
 }
 

@@ -315,6 +315,27 @@ async fn fargate_tasks_of_two_clusters_run_on_managed_capacity_within_their_size
         !answers(&public, 80),
         "a stopped task's public address answers nothing"
     );
+
+    // Metered as Fargate bills: 0.25 vCPU and 0.5 GB, a minute at least, per cluster.
+    let (key, _) = f.server.control.ensure_admin_key().await.unwrap();
+    let usage = berth_agent::client::ServerClient::new(&f.server.endpoint)
+        .admin_call(
+            berth_control::http::USAGE_PATH,
+            &json!({}),
+            (&key.access_key_id, &key.secret_access_key, "us-east-1"),
+        )
+        .await
+        .unwrap();
+    for c in ["default", "other"] {
+        let t = &usage["clusters"][c];
+        assert_eq!(t["tasks"], 1, "{usage:#}");
+        let (v, g) = (
+            t["vcpu_seconds"].as_f64().unwrap(),
+            t["gb_seconds"].as_f64().unwrap(),
+        );
+        assert!(v >= 15.0 && (g - 2.0 * v).abs() < 1e-6, "{c}: {t}");
+    }
+    assert_eq!(usage["tasks"][0]["running"], false, "{usage:#}");
     let enis = f.ec2(&["describe-network-interfaces"]);
     assert_eq!(enis["NetworkInterfaces"], json!([]), "{enis}");
     f.finish().await;
@@ -647,6 +668,119 @@ async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted
         )
         .await;
     let deadline = Instant::now() + Duration::from_secs(60);
+    while !common::service_tasks(&f.server, "web", None)
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the service did not scale to 0");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fargate_service_behind_a_load_balancer_registers_its_tasks_addresses() {
+    let Some(mut f) = Fixture::start("127.101.12.0/24").await else {
+        return;
+    };
+    f.server.spawn_service_loop();
+    let (subnets, web) = f.network("10.236.0.0/16", &[("10.236.1.0/24", "us-east-1a")]);
+    let elb = |args: &[&str]| {
+        aws_json(&f.cli, &f.server, &f.server.secret_key, "elbv2", args)
+            .unwrap_or_else(|e| panic!("aws elbv2 {args:?}: {e}"))
+    };
+    let lb = elb(&[
+        "create-load-balancer",
+        "--name",
+        "web",
+        "--subnets",
+        &subnets[0],
+    ]);
+    let lb = lb["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tg = elb(&[
+        "create-target-group",
+        "--name",
+        "web",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "ip",
+        "--health-check-interval-seconds",
+        "5",
+        "--health-check-timeout-seconds",
+        "2",
+        "--healthy-threshold-count",
+        "2",
+    ]);
+    let tg = tg["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = common::free_port();
+    elb(&[
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    let td = f
+        .server
+        .ok("RegisterTaskDefinition", fargate_td("v1"))
+        .await;
+    let td = td["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.server
+        .ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": td, "desiredCount": 2, "launchType": "FARGATE",
+                   "loadBalancers": [{"targetGroupArn": tg, "containerName": "web", "containerPort": 80}],
+                   "networkConfiguration": network_config(&subnets, &web, false)}),
+        )
+        .await;
+    let tasks = steady_at(&f.server, &td, 2).await;
+    let mut ips: Vec<String> = tasks
+        .iter()
+        .map(|t| detail(t, "privateIPv4Address").unwrap())
+        .collect();
+    ips.sort();
+    // Both addresses registered and healthy, and the load balancer answers from them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = elb(&["describe-target-health", "--target-group-arn", &tg]);
+        let mut healthy: Vec<String> = h["TargetHealthDescriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["TargetHealth"]["State"] == "healthy")
+            .map(|d| d["Target"]["Id"].as_str().unwrap().to_string())
+            .collect();
+        healthy.sort();
+        if healthy == ips {
+            break;
+        }
+        assert!(Instant::now() < deadline, "targets not healthy: {h:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    reachable("127.0.0.1", port, 20).await;
+    f.server
+        .ok(
+            "UpdateService",
+            json!({"service": "web", "desiredCount": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !common::service_tasks(&f.server, "web", None)
         .await
         .is_empty()

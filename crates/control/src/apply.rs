@@ -880,6 +880,9 @@ impl Control {
                 for key in crate::ec2::release_keys(&t) {
                     txn = txn.delete(key);
                 }
+                if let Some((key, usage)) = crate::metering::on_stop(cluster, &t) {
+                    txn = txn.put(key, encode(&usage)?);
+                }
             }
             crate::ec2::follow_attachment(&mut t);
             if self.commit(txn.replace(&kv, encode(&t)?)).await? {
@@ -939,9 +942,12 @@ impl Control {
                     let ci = self.released(ci, &t).await?;
                     txn = txn.replace(&ikv, encode(&ci)?);
                 }
-                // And its interface and addresses.
+                // And its interface and addresses; a Fargate task's use is metered.
                 for key in crate::ec2::release_keys(&t) {
                     txn = txn.delete(key);
+                }
+                if let Some((key, usage)) = crate::metering::on_stop(cluster, &t) {
+                    txn = txn.put(key, encode(&usage)?);
                 }
             }
             if self.commit(txn).await? {

@@ -1980,6 +1980,13 @@ pub(crate) fn eni_id(t: &berth_api::ecs::Task) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A task's private address, if it has an interface.
+pub(crate) fn private_ip(t: &berth_api::ecs::Task) -> Option<String> {
+    eni_attachment(t)
+        .and_then(|a| detail(a, DETAIL_IP))
+        .map(str::to_string)
+}
+
 /// The keys a task's interface holds (itself and its addresses), to delete when the task has
 /// stopped: its addresses are then free for the next task.
 pub(crate) fn release_keys(t: &berth_api::ecs::Task) -> Vec<String> {

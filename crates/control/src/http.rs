@@ -59,6 +59,8 @@ pub const JOIN_TOKEN_PATH: &str = "/_berth/v1/join-token";
 /// An operator reclaims Spot capacity: `{"cluster"?, "task"?, "count"?}` interrupts RUNNING
 /// FARGATE_SPOT tasks (see [`Control::interrupt_spot`]).
 pub const SPOT_INTERRUPT_PATH: &str = "/_berth/v1/spot/interrupt";
+/// Fargate usage: `{"cluster"?}` answers [`crate::metering::Report`].
+pub const USAGE_PATH: &str = "/_berth/v1/usage";
 
 #[derive(Debug)]
 struct State {
@@ -214,7 +216,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 || p == agent_proto::LOGS_PATH
                 || p == agent_proto::STATS_PATH
                 || p == JOIN_TOKEN_PATH
-                || p == SPOT_INTERRUPT_PATH =>
+                || p == SPOT_INTERRUPT_PATH
+                || p == USAGE_PATH =>
         {
             let result = agent_request(&st, req).await;
             let status = match &result {
@@ -229,6 +232,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 agent_proto::STATS_PATH,
                 JOIN_TOKEN_PATH,
                 SPOT_INTERRUPT_PATH,
+                USAGE_PATH,
             ]
             .into_iter()
             .find(|r| *r == path)
@@ -679,6 +683,20 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         let r: Req = parse(&body)?;
         let token = control.ensure_join_token(&r.cluster).await?;
         return crate::json(serde_json::json!({"cluster": r.cluster, "token": token}));
+    }
+    if path == USAGE_PATH {
+        if let Some(instance) = caller.instance {
+            return Err(EcsError::new(
+                ErrorKind::AccessDenied,
+                format!("the key of the agent of {instance} cannot read usage"),
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct Req {
+            cluster: Option<String>,
+        }
+        let r: Req = parse(&body)?;
+        return crate::json(control.usage(r.cluster.as_deref()).await?);
     }
     if path == SPOT_INTERRUPT_PATH {
         if let Some(instance) = caller.instance {

@@ -73,6 +73,7 @@ pub const RESETTABLE: &[&str] = &[
     ELB,
     TASK_TARGETS,
     EC2,
+    METERING,
 ];
 
 /// `task-targets/CLUSTER/TASK_ID` → what was registered in target groups for a service's task
@@ -121,6 +122,15 @@ pub fn elb_targets_of(group_id: &str) -> String {
 pub const ELB_TARGETS: &str = "elb/targets/";
 pub fn elb_tags(arn: &str) -> String {
     format!("elb/tags/{arn}")
+}
+
+/// `metering/CLUSTER/TASK_ID` → a stopped FARGATE task's metered use (`metering::TaskUsage`).
+pub const METERING: &str = "metering/";
+pub fn metering(cluster: &str, id: &str) -> String {
+    format!("metering/{cluster}/{id}")
+}
+pub fn metering_of(cluster: &str) -> String {
+    format!("metering/{cluster}/")
 }
 
 /// EC2's VPC records, all under one prefix: `ec2/vpcs/ID` → `ec2::VpcRecord`,

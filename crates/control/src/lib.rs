@@ -18,6 +18,7 @@ pub mod insights;
 pub mod instances;
 pub mod keys;
 pub mod logs;
+pub mod metering;
 pub mod metrics;
 pub mod placement;
 pub mod plan;

@@ -117,12 +117,7 @@ impl Control {
             }
             let target_type = tg.tg.target_type.as_deref().unwrap_or("instance");
             match (mode, target_type) {
-                ("bridge" | "host", "instance") => {}
-                ("awsvpc", "ip") => {
-                    return Err(EcsError::invalid(
-                        "networkMode awsvpc is not supported by Berth's agents yet",
-                    ))
-                }
+                ("bridge" | "host", "instance") | ("awsvpc", "ip") => {}
                 _ => {
                     return Err(EcsError::invalid(format!(
                         "The provided target group {arn} has target type {target_type}, which is incompatible with the {mode} network mode specified in the task definition."
@@ -339,9 +334,8 @@ impl Control {
                 if records.get(id).is_some_and(|(_, r)| r.drain.is_some()) {
                     continue;
                 }
-                let Some(host) = hosts.get(&t.host) else {
-                    continue;
-                };
+                // An awsvpc task is its own target (its address); others are their host's.
+                let host = hosts.get(&t.host).map(String::as_str);
                 let Some((task, _)) = self
                     .get_record::<ecs::Task>(&keys::task(cluster, id))
                     .await?
@@ -479,15 +473,28 @@ fn group_refs(refs: &[TargetRef]) -> BTreeMap<String, Vec<elbv2::TargetDescripti
 }
 
 /// A RUNNING task's targets: per load balancer, its instance and the host port Docker bound
-/// to the container's port (bridge), or the container port itself (host).
+/// to the container's port (bridge), or the container port itself (host); for an awsvpc task
+/// (an `ip` target group), its own private address and the container port.
 pub(crate) fn targets_of(
     lbs: &[ecs::LoadBalancer],
     task: &ecs::Task,
-    instance_id: &str,
+    instance_id: Option<&str>,
 ) -> Vec<TargetRef> {
     let mut out = Vec::new();
+    let address = crate::ec2::private_ip(task);
     for lb in lbs {
         let (Some(group), Some(port)) = (&lb.target_group_arn, lb.container_port) else {
+            continue;
+        };
+        if let Some(ip) = &address {
+            out.push(TargetRef {
+                group: group.clone(),
+                id: ip.clone(),
+                port,
+            });
+            continue;
+        }
+        let Some(instance_id) = instance_id else {
             continue;
         };
         let container = task
@@ -556,7 +563,7 @@ mod tests {
             },
         ]);
         assert_eq!(
-            targets_of(&lbs, &task, "i-1"),
+            targets_of(&lbs, &task, Some("i-1")),
             vec![TargetRef {
                 group: "tg".into(),
                 id: "i-1".into(),
@@ -566,7 +573,7 @@ mod tests {
         );
         let unbound = task_with(Vec::new());
         assert!(
-            targets_of(&lbs, &unbound, "i-1").is_empty(),
+            targets_of(&lbs, &unbound, Some("i-1")).is_empty(),
             "no binding yet: nothing to register"
         );
     }

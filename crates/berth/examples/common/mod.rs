@@ -74,10 +74,16 @@ impl Berth {
     }
 }
 
-/// Starts `berth agent` for `server`'s cluster `default` (which must exist), joined with a
-/// token asked for as `berth join-token` asks; `extra` flags are added. The agent and its
+/// Starts `berth agent` for `server`'s cluster `default` (which must exist), or as Fargate
+/// capacity when `extra` says `--capacity fargate`, joined with a token asked for as `berth
+/// join-token` asks; `extra` flags are added. The agent and its
 /// data dir, which must outlive it.
 pub fn spawn_agent(bin: &str, server: &Berth, extra: &[&str]) -> (Child, tempfile::TempDir) {
+    // Fargate capacity joins the pool with the pool's token.
+    let capacity = match extra.windows(2).any(|w| w == ["--capacity", "fargate"]) {
+        true => "fargate",
+        false => "ec2",
+    };
     let token = Command::new(bin)
         .args([
             "join-token",
@@ -85,6 +91,8 @@ pub fn spawn_agent(bin: &str, server: &Berth, extra: &[&str]) -> (Child, tempfil
             &server.endpoint,
             "--cluster",
             "default",
+            "--capacity",
+            capacity,
         ])
         .env("AWS_ACCESS_KEY_ID", &server.ak)
         .env("AWS_SECRET_ACCESS_KEY", &server.sk)
