@@ -214,15 +214,20 @@ pub mod fake {
         /// `cgroup TASKID`, `remove-cgroup TASKID`.
         pub log: Mutex<Vec<String>>,
         /// The networks made, by name: (subnet, gateway, labels).
-        pub networks: Mutex<HashMap<String, (String, String, HashMap<String, String>)>>,
+        pub networks: Mutex<HashMap<String, FakeNetwork>>,
         /// The last ruleset applied to each container, by id.
         pub rulesets: Mutex<HashMap<String, String>>,
         /// Calls that fail: `network` (ensure_network), `firewall`, `cgroup`
         /// (ensure_task_cgroup).
         pub failing: Mutex<HashSet<&'static str>>,
         /// The task cgroups asked for, by task id: (cpu units, memory MiB).
-        pub cgroups: Mutex<HashMap<String, (Option<u32>, Option<u32>)>>,
+        pub cgroups: Mutex<HashMap<String, TaskSize>>,
     }
+
+    /// A network the fake made: (subnet, gateway, labels).
+    pub type FakeNetwork = (String, String, HashMap<String, String>);
+    /// A task size asked for: (cpu units, memory MiB).
+    pub type TaskSize = (Option<u32>, Option<u32>);
 
     impl FakeRuntime {
         pub fn with_images(images: &[&str]) -> Self {

@@ -96,7 +96,7 @@ async fn the_aws_cli_drives_vpcs_subnets_and_zones_with_ec2s_errors() {
     assert_eq!(vpc["Vpc"]["State"], "available");
     assert_eq!(vpc["Vpc"]["IsDefault"], false);
     let tagged = ec2(&["describe-vpcs", "--filters", "Name=tag:Name,Values=ap*"]).unwrap();
-    assert_eq!(ids(&tagged, "Vpcs", "VpcId"), [vpc_id.clone()]);
+    assert_eq!(ids(&tagged, "Vpcs", "VpcId"), std::slice::from_ref(&vpc_id));
     cli_error(
         ec2(&["describe-vpcs", "--vpc-ids", "vpc-00000000000000000"]),
         "InvalidVpcID.NotFound",
@@ -192,7 +192,10 @@ async fn the_aws_cli_drives_vpcs_subnets_and_zones_with_ec2s_errors() {
         "Name=availability-zone,Values=us-east-1b",
     ])
     .unwrap();
-    assert_eq!(ids(&mine, "Subnets", "SubnetId"), [subnet_b.clone()]);
+    assert_eq!(
+        ids(&mine, "Subnets", "SubnetId"),
+        std::slice::from_ref(&subnet_b)
+    );
 
     // A VPC with subnets cannot go; once they are gone it can, with its default group.
     cli_error(

@@ -418,21 +418,31 @@ fn protocol(p: &str) -> Result<String, EcsError> {
     .to_string())
 }
 
+/// The flat members of an Authorize or Revoke call (one rule, the older way to give one).
+#[derive(Debug, Clone, Copy)]
+struct FlatRule<'a> {
+    cidr_ip: Option<&'a str>,
+    ip_protocol: Option<&'a str>,
+    from: Option<i32>,
+    to: Option<i32>,
+    source_name: Option<&'a str>,
+}
+
 /// The rules an Authorize or Revoke call names: its `IpPermissions` or its flat members.
 fn requested_rules(
     snap: &Snapshot,
     group: &SgRecord,
     egress: bool,
     perms: Option<&Vec<ec2::IpPermission>>,
-    flat: (
-        Option<&str>,
-        Option<&str>,
-        Option<i32>,
-        Option<i32>,
-        Option<&str>,
-    ),
+    flat: FlatRule<'_>,
 ) -> Result<Vec<SgRule>, EcsError> {
-    let (cidr_ip, ip_protocol, from, to, source_name) = flat;
+    let FlatRule {
+        cidr_ip,
+        ip_protocol,
+        from,
+        to,
+        source_name,
+    } = flat;
     let mut perms: Vec<ec2::IpPermission> = perms.cloned().unwrap_or_default();
     if ip_protocol.is_some() || cidr_ip.is_some() || source_name.is_some() {
         let mut p = ec2::IpPermission {
@@ -671,13 +681,13 @@ impl Control {
             Ec2Request::DeleteSecurityGroup(r) => self.delete_security_group(&snap, r).await,
             Ec2Request::AuthorizeSecurityGroupIngress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), r.group_name.as_deref())?;
-                let flat = (
-                    r.cidr_ip.as_deref(),
-                    r.ip_protocol.as_deref(),
-                    r.from_port,
-                    r.to_port,
-                    r.source_security_group_name.as_deref(),
-                );
+                let flat = FlatRule {
+                    cidr_ip: r.cidr_ip.as_deref(),
+                    ip_protocol: r.ip_protocol.as_deref(),
+                    from: r.from_port,
+                    to: r.to_port,
+                    source_name: r.source_security_group_name.as_deref(),
+                };
                 self.authorize(&snap, &id, false, r.ip_permissions.as_ref(), flat)
                     .await
                     .and_then(|rules| {
@@ -689,13 +699,13 @@ impl Control {
             }
             Ec2Request::AuthorizeSecurityGroupEgress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), None)?;
-                let flat = (
-                    r.cidr_ip.as_deref(),
-                    r.ip_protocol.as_deref(),
-                    r.from_port,
-                    r.to_port,
-                    r.source_security_group_name.as_deref(),
-                );
+                let flat = FlatRule {
+                    cidr_ip: r.cidr_ip.as_deref(),
+                    ip_protocol: r.ip_protocol.as_deref(),
+                    from: r.from_port,
+                    to: r.to_port,
+                    source_name: r.source_security_group_name.as_deref(),
+                };
                 self.authorize(&snap, &id, true, r.ip_permissions.as_ref(), flat)
                     .await
                     .and_then(|rules| {
@@ -707,13 +717,13 @@ impl Control {
             }
             Ec2Request::RevokeSecurityGroupIngress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), r.group_name.as_deref())?;
-                let flat = (
-                    r.cidr_ip.as_deref(),
-                    r.ip_protocol.as_deref(),
-                    r.from_port,
-                    r.to_port,
-                    r.source_security_group_name.as_deref(),
-                );
+                let flat = FlatRule {
+                    cidr_ip: r.cidr_ip.as_deref(),
+                    ip_protocol: r.ip_protocol.as_deref(),
+                    from: r.from_port,
+                    to: r.to_port,
+                    source_name: r.source_security_group_name.as_deref(),
+                };
                 let (revoked, unknown) = self
                     .revoke(
                         &snap,
@@ -732,13 +742,13 @@ impl Control {
             }
             Ec2Request::RevokeSecurityGroupEgress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), None)?;
-                let flat = (
-                    r.cidr_ip.as_deref(),
-                    r.ip_protocol.as_deref(),
-                    r.from_port,
-                    r.to_port,
-                    r.source_security_group_name.as_deref(),
-                );
+                let flat = FlatRule {
+                    cidr_ip: r.cidr_ip.as_deref(),
+                    ip_protocol: r.ip_protocol.as_deref(),
+                    from: r.from_port,
+                    to: r.to_port,
+                    source_name: r.source_security_group_name.as_deref(),
+                };
                 let (revoked, unknown) = self
                     .revoke(
                         &snap,
@@ -1441,13 +1451,7 @@ impl Control {
         id: &str,
         egress: bool,
         perms: Option<&Vec<ec2::IpPermission>>,
-        flat: (
-            Option<&str>,
-            Option<&str>,
-            Option<i32>,
-            Option<i32>,
-            Option<&str>,
-        ),
+        flat: FlatRule<'_>,
     ) -> Result<Vec<ec2::SecurityGroupRule>, EcsError> {
         let (kv, rec) = snap.sg(id)?;
         let mut new = requested_rules(snap, rec, egress, perms, flat)?;
@@ -1496,13 +1500,7 @@ impl Control {
         egress: bool,
         perms: Option<&Vec<ec2::IpPermission>>,
         rule_ids: Option<&[String]>,
-        flat: (
-            Option<&str>,
-            Option<&str>,
-            Option<i32>,
-            Option<i32>,
-            Option<&str>,
-        ),
+        flat: FlatRule<'_>,
     ) -> Result<
         (
             Vec<ec2::RevokedSecurityGroupRule>,
@@ -1694,10 +1692,8 @@ impl Control {
         let _one_writer = self.ec2_lock.lock().await;
         self.ensure_default_vpc().await?;
         let mut snap = self.ec2_snapshot().await?;
-        if self.config.dev {
-            if self.create_made_up(&snap, &subnets, &groups).await? {
-                snap = self.ec2_snapshot().await?;
-            }
+        if self.config.dev && self.create_made_up(&snap, &subnets, &groups).await? {
+            snap = self.ec2_snapshot().await?;
         }
         let mut vpc = None;
         let mut chosen = Vec::new();
