@@ -177,8 +177,8 @@ pub enum ErrorKind {
     UnsupportedOperation,
     /// InvalidFilter
     InvalidFilter,
-    /// InsufficientFreeAddressesInSubnet
-    Ec2AddressLimitExceeded,
+    /// DryRunOperation
+    DryRunOperation,
 }
 
 impl ErrorKind {
@@ -287,7 +287,7 @@ impl ErrorKind {
             ErrorKind::InvalidIdMalformed => "InvalidID",
             ErrorKind::UnsupportedOperation => "UnsupportedOperation",
             ErrorKind::InvalidFilter => "InvalidFilter",
-            ErrorKind::Ec2AddressLimitExceeded => "InsufficientFreeAddressesInSubnet",
+            ErrorKind::DryRunOperation => "DryRunOperation",
         }
     }
 
@@ -301,6 +301,7 @@ impl ErrorKind {
             | ErrorKind::InvalidSignature
             | ErrorKind::IncompleteSignature => 403,
             ErrorKind::RequestEntityTooLarge => 413,
+            ErrorKind::DryRunOperation => 412,
             ErrorKind::RequestTimeout => 408,
             _ => 400,
         }

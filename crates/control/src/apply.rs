@@ -177,6 +177,13 @@ fn fargate_fields(launch_type: &str, provider: Option<&str>) -> ecs::Task {
     }
 }
 
+/// The refusal of tasks and services in the pool of Fargate capacity itself.
+pub(crate) fn pool_is_not_a_cluster() -> EcsError {
+    EcsError::invalid(
+        "The cluster ~fargate is Berth's pool of Fargate capacity: run tasks and services in your own clusters (their FARGATE tasks run on it).",
+    )
+}
+
 /// Where a placement's hosts are: the task's cluster, or the pool of Fargate capacity.
 fn hosts<'a>(
     cs: &'a mut ClusterState,
@@ -576,6 +583,9 @@ impl Control {
         let (cluster_rec, _) = self.active_cluster(cluster_ident).await?;
         let cluster = cluster_rec.cluster_name.clone().unwrap_or_default();
         let cluster_arn = cluster_rec.cluster_arn.clone().unwrap_or_default();
+        if cluster == crate::FARGATE_POOL {
+            return Err(pool_is_not_a_cluster());
+        }
         let launch_type = match &pool {
             Pool::LaunchType(l) => l.clone(),
             Pool::Instances(_) => "EC2".to_string(),

@@ -238,6 +238,56 @@ impl Snapshot {
     }
 }
 
+/// Whether the request asks only whether it would succeed (`DryRun`).
+fn dry_run(req: &Ec2Request) -> bool {
+    match req {
+        Ec2Request::AuthorizeSecurityGroupEgress(ec2::AuthorizeSecurityGroupEgressRequest {
+            dry_run,
+            ..
+        })
+        | Ec2Request::AuthorizeSecurityGroupIngress(ec2::AuthorizeSecurityGroupIngressRequest {
+            dry_run,
+            ..
+        })
+        | Ec2Request::CreateSecurityGroup(ec2::CreateSecurityGroupRequest { dry_run, .. })
+        | Ec2Request::CreateSubnet(ec2::CreateSubnetRequest { dry_run, .. })
+        | Ec2Request::CreateTags(ec2::CreateTagsRequest { dry_run, .. })
+        | Ec2Request::CreateVpc(ec2::CreateVpcRequest { dry_run, .. })
+        | Ec2Request::DeleteSecurityGroup(ec2::DeleteSecurityGroupRequest { dry_run, .. })
+        | Ec2Request::DeleteSubnet(ec2::DeleteSubnetRequest { dry_run, .. })
+        | Ec2Request::DeleteTags(ec2::DeleteTagsRequest { dry_run, .. })
+        | Ec2Request::DeleteVpc(ec2::DeleteVpcRequest { dry_run, .. })
+        | Ec2Request::DescribeAvailabilityZones(ec2::DescribeAvailabilityZonesRequest {
+            dry_run,
+            ..
+        })
+        | Ec2Request::DescribeNetworkInterfaces(ec2::DescribeNetworkInterfacesRequest {
+            dry_run,
+            ..
+        })
+        | Ec2Request::DescribeSecurityGroupRules(ec2::DescribeSecurityGroupRulesRequest {
+            dry_run,
+            ..
+        })
+        | Ec2Request::DescribeSecurityGroups(ec2::DescribeSecurityGroupsRequest {
+            dry_run, ..
+        })
+        | Ec2Request::DescribeSubnets(ec2::DescribeSubnetsRequest { dry_run, .. })
+        | Ec2Request::DescribeTags(ec2::DescribeTagsRequest { dry_run, .. })
+        | Ec2Request::DescribeVpcAttribute(ec2::DescribeVpcAttributeRequest { dry_run, .. })
+        | Ec2Request::DescribeVpcs(ec2::DescribeVpcsRequest { dry_run, .. })
+        | Ec2Request::RevokeSecurityGroupEgress(ec2::RevokeSecurityGroupEgressRequest {
+            dry_run,
+            ..
+        })
+        | Ec2Request::RevokeSecurityGroupIngress(ec2::RevokeSecurityGroupIngressRequest {
+            dry_run,
+            ..
+        }) => *dry_run == Some(true),
+        Ec2Request::ModifyVpcAttribute(_) => false,
+    }
+}
+
 fn err(kind: ErrorKind, message: impl Into<String>) -> EcsError {
     EcsError::new(kind, message)
 }
@@ -662,6 +712,13 @@ impl Control {
             return Err(err(
                 ErrorKind::AccessDenied,
                 format!("the key of the agent of {instance} may only speak the agent protocol"),
+            ));
+        }
+        if dry_run(&req) {
+            // Every key may do everything: the request would have succeeded.
+            return Err(err(
+                ErrorKind::DryRunOperation,
+                "Request would have succeeded, but DryRun flag is set.",
             ));
         }
         let _one_writer = self.ec2_lock.lock().await;
@@ -1888,11 +1945,13 @@ impl Control {
                 task_arn: task_arn.to_string(),
                 created_at: crate::now_epoch(),
             };
+            // Rewritten, not only guarded: a DeleteSubnet or DeleteSecurityGroup that read
+            // them before this interface existed then fails its own guard.
             let (skv, _) = snap.subnet(&id)?;
-            txn = txn.unchanged(&skv.key, Some(skv));
+            txn = txn.replace(skv, skv.value.clone());
             for g in &eni.groups {
                 let (gkv, _) = snap.sg(g)?;
-                txn = txn.unchanged(&gkv.key, Some(gkv));
+                txn = txn.replace(gkv, gkv.value.clone());
             }
             let eni_id = eni.id.clone().into_bytes();
             for key in eni.keys() {

@@ -430,18 +430,19 @@ impl Control {
         if self.cloudwatch.is_none() {
             return Ok(0);
         }
-        let cluster = instance_arn
-            .rsplit('/')
-            .nth(1)
-            .ok_or_else(|| EcsError::invalid("the agent's instance ARN has no cluster"))?
-            .to_string();
-        let state = self.state.cluster(&cluster).await;
         let mut accepted = 0;
         for s in report.tasks {
             let Some(id) = crate::read::task_id_of(&s.task_arn) else {
                 continue;
             };
-            let ours = state
+            // A task lives in the cluster its ARN names (for Fargate capacity, not the host's).
+            let Some(cluster) = s.task_arn.rsplit('/').nth(1) else {
+                continue;
+            };
+            let ours = self
+                .state
+                .cluster(cluster)
+                .await
                 .task(id)
                 .is_some_and(|t| t.instance.as_deref() == Some(instance_arn));
             if ours {

@@ -103,7 +103,16 @@ impl Control {
                 });
             }
             let (running, pending) = self.state.cluster(&cluster).await.task_counts(&arn);
-            let live = running + pending;
+            let mut live = running + pending;
+            if cluster == crate::FARGATE_POOL {
+                // Fargate capacity runs tasks of every cluster: count them all.
+                for name in self.state.cluster_names() {
+                    if name != cluster {
+                        let (r, p) = self.state.cluster(&name).await.task_counts(&arn);
+                        live += r + p;
+                    }
+                }
+            }
             if live > 0 && !r.force.unwrap_or(false) {
                 return Err(EcsError::invalid(format!(
                     "Found {live} running or pending tasks on container instance {arn}; stop them or deregister with force"

@@ -302,6 +302,9 @@ impl Control {
     ) -> Result<ecs::CreateServiceResponse, EcsError> {
         let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
         let cluster = cluster_rec.cluster_name.clone().unwrap_or_default();
+        if cluster == crate::FARGATE_POOL {
+            return Err(crate::apply::pool_is_not_a_cluster());
+        }
         let name = r.service_name.clone().unwrap_or_default();
         check_name(&name)?;
         let strategy = r
@@ -655,6 +658,10 @@ impl Control {
             if let Some(sr) = &r.service_registries {
                 s.service_registries = Some(sr.clone());
             }
+            let network_changed = r
+                .network_configuration
+                .as_ref()
+                .is_some_and(|n| s.network_configuration.as_ref() != Some(n));
             if let Some(n) = &r.network_configuration {
                 s.network_configuration = Some(n.clone());
             }
@@ -664,14 +671,32 @@ impl Control {
                 .and_then(|t| t.task_definition_arn.clone())
                 .or_else(|| s.task_definition.clone())
                 .unwrap_or_default();
+            // The revision the service will run against its network configuration, as ECS
+            // checks them (an awsvpc revision needs one, others may not have one).
+            if new_td.is_some() || network_changed {
+                let td = match &new_td {
+                    Some(td) => td.clone(),
+                    None => {
+                        self.runnable_definition(Some(&td_arn), &launch_type, true)
+                            .await?
+                    }
+                };
+                self.check_network(&td, s.network_configuration.as_ref())
+                    .await?;
+            }
             let deployments = s.deployments.get_or_insert_with(Vec::new);
             let changed_td = s.task_definition.as_deref() != Some(td_arn.as_str());
-            if changed_td || lb_changed || r.force_new_deployment.unwrap_or(false) {
+            // New subnets or groups take a new deployment, as a new revision does.
+            if changed_td
+                || lb_changed
+                || network_changed
+                || r.force_new_deployment.unwrap_or(false)
+            {
                 for d in deployments.iter_mut() {
                     d.status = Some("ACTIVE".into());
                     d.updated_at = Some(now);
                 }
-                let lt = s.launch_type.clone().unwrap_or_else(|| "EC2".into());
+                let lt = launch_type.clone();
                 deployments.insert(0, self.new_deployment(&td_arn, desired, &lt, now));
                 s.task_definition = Some(td_arn);
             } else if let Some(p) = deployments.first_mut() {
