@@ -12,6 +12,8 @@ use std::path::PathBuf;
 /// The ECS operations Berth serves. Extending the API starts here.
 const ECS: &[&str] = &[
     "CreateCluster",
+    "CreateCapacityProvider",
+    "DeleteCapacityProvider",
     "DescribeCapacityProviders",
     "PutClusterCapacityProviders",
     "CreateService",
@@ -46,6 +48,7 @@ const ECS: &[&str] = &[
     "StopTask",
     "TagResource",
     "UntagResource",
+    "UpdateCapacityProvider",
     "UpdateCluster",
     "UpdateClusterSettings",
     "UpdateContainerInstancesState",

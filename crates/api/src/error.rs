@@ -29,6 +29,10 @@ pub enum ErrorKind {
     ServiceNotActive,
     /// TargetNotFoundException
     TargetNotFound,
+    /// ResourceInUseException
+    ResourceInUse,
+    /// UnsupportedFeatureException
+    UnsupportedFeature,
     /// AttributeLimitExceededException
     AttributeLimitExceeded,
     /// RepositoryNotFoundException (ECR)
@@ -198,6 +202,8 @@ impl ErrorKind {
             ErrorKind::ServiceNotFound => "ServiceNotFoundException",
             ErrorKind::ServiceNotActive => "ServiceNotActiveException",
             ErrorKind::TargetNotFound => "TargetNotFoundException",
+            ErrorKind::ResourceInUse => "ResourceInUseException",
+            ErrorKind::UnsupportedFeature => "UnsupportedFeatureException",
             ErrorKind::AttributeLimitExceeded => "AttributeLimitExceededException",
             ErrorKind::RepositoryNotFound => "RepositoryNotFoundException",
             ErrorKind::RepositoryAlreadyExists => "RepositoryAlreadyExistsException",

@@ -132,6 +132,11 @@ struct AgentArgs {
     /// The `ecs.instance-type` attribute.
     #[arg(long)]
     instance_type: Option<String>,
+    /// The Auto Scaling group this host belongs to: the capacity provider whose
+    /// `autoScalingGroupArn` names the group places its tasks here (attribute
+    /// `berth.auto-scaling-group`).
+    #[arg(long)]
+    auto_scaling_group: Option<String>,
     /// Where the agent keeps its identity (default: ~/.berth/agent).
     #[arg(long, env = "BERTH_AGENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -423,6 +428,15 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let mut cfg = AgentConfig::new(&args.server, &args.cluster, data_dir);
     cfg.token = args.token;
     cfg.attributes = args.attributes.into_iter().collect();
+    if let Some(group) = args.auto_scaling_group {
+        if args.capacity == Capacity::Fargate {
+            anyhow::bail!("--auto-scaling-group and --capacity fargate exclude each other");
+        }
+        cfg.attributes.insert(
+            berth_control::AUTO_SCALING_GROUP_ATTRIBUTE.to_string(),
+            group,
+        );
+    }
     cfg.availability_zone = args.availability_zone;
     cfg.instance_type = args.instance_type;
     cfg.reserved_memory = args.reserved_memory;

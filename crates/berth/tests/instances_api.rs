@@ -2001,3 +2001,310 @@ async fn a_24_gives_out_251_addresses_at_once_and_takes_them_back_so_300_tasks_r
     let enis = ec2_call(&s, "Action=DescribeNetworkInterfaces&Version=2016-11-15").await;
     assert_eq!(enis["NetworkInterfaces"], json!([]), "{enis}");
 }
+
+/// An agent of `default` started with `--auto-scaling-group GROUP`.
+async fn join_group(s: &TestServer, group: &str) -> FakeAgent {
+    let mut h = host(4096, "zone-a");
+    h["attributes"]["berth.auto-scaling-group"] = json!(group);
+    let token = s.control.ensure_join_token("default").await.unwrap();
+    let a = agent_post(
+        &s.endpoint,
+        proto::JOIN_PATH,
+        &json!({"cluster": "default", "token": token, "host": h}),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "join failed: {}", a.body);
+    FakeAgent {
+        endpoint: s.endpoint.clone(),
+        arn: a.body["container_instance_arn"].as_str().unwrap().into(),
+        ak: a.body["access_key_id"].as_str().unwrap().into(),
+        sk: a.body["secret_access_key"].as_str().unwrap().into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_reports_its_reservation(
+) {
+    let Some(cli) = common::aws_cli() else { return };
+    let s = setup().await;
+    let aws = |args: &[&str]| common::aws_json(&cli, &s, &s.secret_key, "ecs", args);
+    let asg = "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:0b4d7c0e-1111-2222-3333-444455556666:autoScalingGroupName/web-asg";
+    let created = aws(&[
+        "create-capacity-provider",
+        "--name",
+        "web-cp",
+        "--auto-scaling-group-provider",
+        &format!("autoScalingGroupArn={asg},managedScaling={{status=ENABLED,targetCapacity=80}},managedTerminationProtection=DISABLED"),
+        "--tags",
+        "key=team,value=web",
+    ])
+    .unwrap();
+    let cp = &created["capacityProvider"];
+    assert_eq!(cp["name"], "web-cp");
+    assert_eq!(cp["status"], "ACTIVE");
+    assert_eq!(cp["type"], "EC2_AUTOSCALING");
+    let arn = cp["capacityProviderArn"].as_str().unwrap();
+    assert!(
+        arn.starts_with("arn:aws:ecs:us-east-1:") && arn.ends_with(":capacity-provider/web-cp"),
+        "{arn}"
+    );
+    let scaling = &cp["autoScalingGroupProvider"]["managedScaling"];
+    assert_eq!(scaling["targetCapacity"], 80, "given: {cp}");
+    assert_eq!(scaling["minimumScalingStepSize"], 1, "ECS's default: {cp}");
+    assert_eq!(scaling["instanceWarmupPeriod"], 300, "ECS's default: {cp}");
+    assert_eq!(cp["autoScalingGroupProvider"]["managedDraining"], "ENABLED");
+
+    // Bad input: ECS's exceptions, nothing stored.
+    for (args, error) in [
+        (vec!["--name", "web-cp"], "ClientException"),
+        (vec!["--name", "ecs-mine"], "InvalidParameterException"),
+        (vec!["--name", "bad name"], "InvalidParameterException"),
+        (vec!["--name", "other-cp"], "ClientException"),
+    ] {
+        let group = format!("autoScalingGroupArn={asg}");
+        let mut full = vec!["create-capacity-provider"];
+        full.extend(args.iter().copied());
+        full.extend(["--auto-scaling-group-provider", &group]);
+        let e = aws(&full).unwrap_err();
+        assert!(e.contains(error), "{full:?}: {e}");
+    }
+    let e = aws(&[
+        "create-capacity-provider",
+        "--name",
+        "other-cp",
+        "--auto-scaling-group-provider",
+        "autoScalingGroupArn=other-asg,managedScaling={targetCapacity=101}",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("InvalidParameterException") && e.contains("targetCapacity"),
+        "{e}"
+    );
+    let e = aws(&[
+        "create-capacity-provider",
+        "--name",
+        "other-cp",
+        "--auto-scaling-group-provider",
+        "autoScalingGroupArn=other-asg,managedTerminationProtection=ENABLED",
+    ])
+    .unwrap_err();
+    assert!(e.contains("managed scaling must also be enabled"), "{e}");
+    let listed = aws(&["describe-capacity-providers"]).unwrap();
+    let names: Vec<&str> = listed["capacityProviders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["FARGATE", "FARGATE_SPOT", "web-cp"], "{listed}");
+    assert!(
+        listed["capacityProviders"][2].get("tags").is_none(),
+        "tags only when asked for"
+    );
+    let tagged = aws(&[
+        "describe-capacity-providers",
+        "--capacity-providers",
+        "web-cp",
+        "nope",
+        "--include",
+        "TAGS",
+    ])
+    .unwrap();
+    assert_eq!(
+        tagged["capacityProviders"][0]["tags"],
+        json!([{"key": "team", "value": "web"}])
+    );
+    assert_eq!(tagged["failures"][0]["arn"], "nope");
+    let page = aws(&[
+        "describe-capacity-providers",
+        "--max-results",
+        "2",
+        "--no-paginate",
+    ])
+    .unwrap();
+    assert_eq!(page["capacityProviders"].as_array().unwrap().len(), 2);
+    assert!(page["nextToken"].is_string(), "{page}");
+
+    // Two instances: one of the group, one not.
+    let mine = join_group(&s, "web-asg").await;
+    let other = FakeAgent::join(&s, 4096).await;
+    let ci = describe_instance(&s, &mine.arn).await;
+    assert_eq!(ci["capacityProviderName"], "web-cp", "{ci}");
+    assert!(describe_instance(&s, &other.arn)
+        .await
+        .get("capacityProviderName")
+        .is_none());
+
+    register_td(&s, "web", 64).await;
+    let strategy = json!([{"capacityProvider": "web-cp", "weight": 1}]);
+    let e = s
+        .err(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "capacityProviderStrategy": strategy}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("not associated with the cluster"), "{e}");
+    let e = aws(&[
+        "put-cluster-capacity-providers",
+        "--cluster",
+        "default",
+        "--capacity-providers",
+        "web-cp",
+        "FARGATE",
+        "--default-capacity-provider-strategy",
+        "capacityProvider=web-cp,weight=1",
+        "capacityProvider=FARGATE,weight=1",
+    ])
+    .unwrap_err();
+    assert!(e.contains("mix of capacity providers"), "{e}");
+    aws(&[
+        "put-cluster-capacity-providers",
+        "--cluster",
+        "default",
+        "--capacity-providers",
+        "web-cp",
+        "FARGATE",
+        "--default-capacity-provider-strategy",
+        "capacityProvider=web-cp,weight=1",
+    ])
+    .unwrap();
+    // An Auto Scaling group provider serves one cluster.
+    s.ok("CreateCluster", json!({"clusterName": "second"}))
+        .await;
+    let e = aws(&[
+        "put-cluster-capacity-providers",
+        "--cluster",
+        "second",
+        "--capacity-providers",
+        "web-cp",
+        "--default-capacity-provider-strategy",
+        "[]",
+    ])
+    .unwrap_err();
+    assert!(e.contains("already associated with cluster default"), "{e}");
+
+    // Tasks of the default strategy go to the group's instance only, as EC2 tasks of web-cp.
+    let v = s
+        .ok(
+            "RunTask",
+            json!({"cluster": "default", "taskDefinition": "web", "count": 6}),
+        )
+        .await;
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 6, "{v}");
+    for t in tasks {
+        assert_eq!(t["containerInstanceArn"], mine.arn.as_str(), "{t}");
+        assert_eq!(t["capacityProviderName"], "web-cp");
+        assert_eq!(t["launchType"], "EC2");
+    }
+    // A service on it too.
+    s.ok(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "api", "taskDefinition": "web",
+               "desiredCount": 2, "capacityProviderStrategy": strategy}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    let placed = common::service_tasks(&s, "api", None).await;
+    assert_eq!(placed.len(), 2, "the service placed its tasks");
+    for t in &placed {
+        assert_eq!(t["containerInstanceArn"], mine.arn.as_str(), "{t}");
+        assert_eq!(t["capacityProviderName"], "web-cp");
+    }
+
+    // The reservation: one busy instance of one, and the service has what it wants.
+    s.control.publish_insights().await.unwrap();
+    let cw = |args: &[&str]| common::aws_json(&cli, &s, &s.secret_key, "cloudwatch", args);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let stats = cw(&[
+        "get-metric-statistics",
+        "--namespace",
+        "AWS/ECS/ManagedScaling",
+        "--metric-name",
+        "CapacityProviderReservation",
+        "--dimensions",
+        "Name=CapacityProviderName,Value=web-cp",
+        "Name=ClusterName,Value=default",
+        "--start-time",
+        &(now - 600).to_string(),
+        "--end-time",
+        &(now + 600).to_string(),
+        "--period",
+        "60",
+        "--statistics",
+        "Maximum",
+    ])
+    .unwrap();
+    assert_eq!(
+        stats["Datapoints"][0]["Maximum"], 100.0,
+        "one instance needed, one there: {stats}"
+    );
+
+    // In use: neither removed from the cluster nor deleted.
+    let e = aws(&[
+        "put-cluster-capacity-providers",
+        "--cluster",
+        "default",
+        "--capacity-providers",
+        "FARGATE",
+        "--default-capacity-provider-strategy",
+        "[]",
+    ])
+    .unwrap_err();
+    assert!(e.contains("ResourceInUseException"), "{e}");
+    let e = aws(&["delete-capacity-provider", "--capacity-provider", "web-cp"]).unwrap_err();
+    assert!(
+        e.contains("ClientException") && e.contains("associated with cluster: default"),
+        "{e}"
+    );
+    let updated = aws(&[
+        "update-capacity-provider",
+        "--name",
+        "web-cp",
+        "--auto-scaling-group-provider",
+        "managedScaling={status=DISABLED}",
+    ])
+    .unwrap();
+    let scaling = &updated["capacityProvider"]["autoScalingGroupProvider"]["managedScaling"];
+    assert_eq!(scaling["status"], "DISABLED");
+    assert_eq!(scaling["targetCapacity"], 80, "kept: {updated}");
+
+    // Once no service and no cluster uses it, it goes.
+    s.ok(
+        "DeleteService",
+        json!({"cluster": "default", "service": "api", "force": true}),
+    )
+    .await;
+    // A draining service still uses it; once its tasks stop it is gone.
+    for t in &placed {
+        mine.report(t["taskArn"].as_str().unwrap(), "STOPPED", Some(0))
+            .await;
+    }
+    s.control.reconcile_services().await.unwrap();
+    aws(&[
+        "put-cluster-capacity-providers",
+        "--cluster",
+        "default",
+        "--capacity-providers",
+        "--default-capacity-provider-strategy",
+        "[]",
+    ])
+    .unwrap();
+    let gone = aws(&["delete-capacity-provider", "--capacity-provider", "web-cp"]).unwrap();
+    assert_eq!(gone["capacityProvider"]["status"], "INACTIVE");
+    let missing = aws(&[
+        "describe-capacity-providers",
+        "--capacity-providers",
+        "web-cp",
+    ])
+    .unwrap();
+    assert_eq!(missing["failures"][0]["reason"], "MISSING");
+    let e = aws(&["delete-capacity-provider", "--capacity-provider", "web-cp"]).unwrap_err();
+    assert!(e.contains("does not exist"), "{e}");
+    s.stop().await;
+}

@@ -164,10 +164,14 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
     })
 }
 
-/// What a FARGATE task shows that others do not: its platform and capacity provider.
-fn fargate_fields(launch_type: &str, provider: Option<&str>) -> ecs::Task {
+/// What a task shows of where it runs: a FARGATE task its platform and capacity provider
+/// (FARGATE unless FARGATE_SPOT); a task of an Auto Scaling group provider that provider.
+fn provider_fields(launch_type: &str, provider: Option<&str>) -> ecs::Task {
     if launch_type != "FARGATE" {
-        return ecs::Task::default();
+        return ecs::Task {
+            capacity_provider_name: provider.map(str::to_string),
+            ..Default::default()
+        };
     }
     ecs::Task {
         platform_version: Some(crate::FARGATE_PLATFORM_VERSION.into()),
@@ -549,7 +553,7 @@ impl Control {
                 ..Default::default()
             }]),
             tags: Some(meta.tags.clone()),
-            ..fargate_fields(launch_type_of(ci), meta.capacity_provider.as_deref())
+            ..provider_fields(launch_type_of(ci), meta.capacity_provider.as_deref())
         }
     }
 
@@ -628,11 +632,19 @@ impl Control {
             }
         }
         let family = td.family.clone().unwrap_or_default();
+        let mut constraints = crate::placement::constraints(
+            &meta.constraints,
+            td.placement_constraints.as_deref().unwrap_or_default(),
+        )?;
+        // An Auto Scaling group provider's tasks go only on its group's instances.
+        if let Some(only) = self
+            .provider_constraint(meta.capacity_provider.as_deref())
+            .await?
+        {
+            constraints.push(only);
+        }
         let rules = Rules {
-            constraints: crate::placement::constraints(
-                &meta.constraints,
-                td.placement_constraints.as_deref().unwrap_or_default(),
-            )?,
+            constraints,
             // ECS's default for standalone tasks is random placement.
             strategies: match crate::placement::strategies(&meta.strategies)? {
                 s if s.is_empty() => vec![berth_scheduler::Strategy::Random],

@@ -124,28 +124,45 @@ impl Control {
         Ok(())
     }
 
-    fn check_create_capacity(r: &ecs::CreateClusterRequest) -> Result<(), EcsError> {
-        Self::check_capacity(
-            r.capacity_providers.as_deref().unwrap_or_default(),
-            r.default_capacity_provider_strategy
-                .as_deref()
-                .unwrap_or_default(),
-        )
-    }
-
-    /// A cluster's capacity providers and default strategy, as ECS checks them.
-    pub(crate) fn check_capacity(
+    /// A cluster's capacity providers and default strategy, as ECS checks them: each provider
+    /// built in or created, an Auto Scaling group provider in no other cluster, the strategy's
+    /// providers among them and not mixing Fargate with Auto Scaling groups.
+    pub(crate) async fn check_capacity(
+        &self,
+        cluster: &str,
         providers: &[String],
         strategy: &[ecs::CapacityProviderStrategyItem],
     ) -> Result<(), EcsError> {
-        for p in providers {
-            if !BUILT_IN_PROVIDERS.contains(&p.as_str()) {
-                return Err(EcsError::invalid(format!(
-                    "capacityProviders: the capacity provider '{p}' was not found; Berth offers: {}",
-                    BUILT_IN_PROVIDERS.join(", ")
-                )));
+        let custom: Vec<&String> = providers
+            .iter()
+            .filter(|p| !BUILT_IN_PROVIDERS.contains(&p.as_str()))
+            .collect();
+        if !custom.is_empty() {
+            let stored = self.capacity_providers_all().await?;
+            let clusters = self.clusters_all().await?;
+            for p in custom {
+                if !stored.iter().any(|(s, _)| s.name.as_deref() == Some(p)) {
+                    return Err(EcsError::invalid(format!(
+                        "The specified capacity provider {p} does not exist. Specify a valid capacity provider and try again."
+                    )));
+                }
+                if let Some((other, _)) = clusters.iter().find(|(c, _)| {
+                    c.status.as_deref() == Some("ACTIVE")
+                        && c.cluster_name.as_deref() != Some(cluster)
+                        && c.capacity_providers.iter().flatten().any(|x| x == p)
+                }) {
+                    return Err(EcsError::client(format!(
+                        "The specified capacity provider {p} is already associated with cluster {}. An Auto Scaling group capacity provider can be associated with one cluster only.",
+                        other.cluster_name.as_deref().unwrap_or_default()
+                    )));
+                }
             }
         }
+        let named: Vec<String> = strategy
+            .iter()
+            .map(|i| i.capacity_provider.clone().unwrap_or_default())
+            .collect();
+        crate::capacity::launch_type_of(&named)?;
         for item in strategy {
             let p = item.capacity_provider.as_deref().unwrap_or("");
             if !providers.iter().any(|x| x == p) {
@@ -179,7 +196,14 @@ impl Control {
         let name = r.cluster_name.clone().unwrap_or_else(|| "default".into());
         names::cluster_name(&name)?;
         Self::check_settings(r.settings.as_deref().unwrap_or_default())?;
-        Self::check_create_capacity(&r)?;
+        self.check_capacity(
+            &name,
+            r.capacity_providers.as_deref().unwrap_or_default(),
+            r.default_capacity_provider_strategy
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .await?;
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
         let arn = self.arn(ResourceKind::Cluster, &name);

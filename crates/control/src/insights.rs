@@ -19,11 +19,14 @@
 //! - `AWS/ECS`, always: `CPUUtilization` and `MemoryUtilization` (used over reserved, percent)
 //!   per cluster and per service, and `CPUReservation`/`MemoryReservation` (reserved over
 //!   registered, percent) per cluster with container instances.
+//! - `AWS/ECS/ManagedScaling`: `CapacityProviderReservation` under
+//!   `CapacityProviderName,ClusterName` for each Auto Scaling group provider of the cluster with
+//!   managed scaling enabled ([`reservation`]).
 
 use crate::resources::Resources;
 use crate::Control;
 use berth_agent_proto::{StatsReport, TaskStats};
-use berth_api::ecs::ContainerInstance;
+use berth_api::ecs::{self, ContainerInstance};
 use berth_api::EcsError;
 use berth_cloudwatch::{Datum, SeriesKey, Stats, Unit};
 use berth_model::status::TaskStatus;
@@ -83,6 +86,55 @@ pub struct ClusterView {
     pub instances: Vec<(f64, f64, f64, f64)>,
     pub services: Vec<ServiceView>,
     pub tasks: Vec<TaskView>,
+    /// The cluster's Auto Scaling group providers with managed scaling enabled.
+    pub providers: Vec<ProviderView>,
+    /// Each registered instance of a group: (its group, whether it runs or is starting a task).
+    pub grouped: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderView {
+    pub name: String,
+    pub group: String,
+    /// The services whose strategy names the provider.
+    pub services: Vec<String>,
+}
+
+pub const MANAGED_SCALING_NAMESPACE: &str = "AWS/ECS/ManagedScaling";
+
+/// ECS's `CapacityProviderReservation`: M / N × 100 with N the group's instances and M the
+/// instances its tasks need; 100 when both are 0, 200 when only N is (capacity is needed and
+/// there is none). Pure.
+pub fn reservation(n: usize, m: usize) -> f64 {
+    match (n, m) {
+        (0, 0) => 100.0,
+        (0, _) => 200.0,
+        (n, m) => m as f64 * 100.0 / n as f64,
+    }
+}
+
+/// The reservation datums of a cluster's providers. M counts the group's instances that run
+/// or start a task, plus one when a service on the provider has fewer tasks than it wants
+/// (Berth does not hold tasks waiting for capacity, so that one is the least it needs).
+fn reservation_datums(c: &ClusterView) -> Vec<(String, f64)> {
+    c.providers
+        .iter()
+        .map(|p| {
+            let mine = c.grouped.iter().filter(|(g, _)| *g == p.group);
+            let n = mine.clone().count();
+            let busy = mine.filter(|(_, b)| *b).count();
+            let short = c.services.iter().any(|s| {
+                let group = format!("service:{}", s.name);
+                let live = c
+                    .tasks
+                    .iter()
+                    .filter(|t| t.group == group && t.status != TaskStatus::Stopped)
+                    .count();
+                p.services.contains(&s.name) && live < s.desired.max(0) as usize
+            });
+            (p.name.clone(), reservation(n, busy + usize::from(short)))
+        })
+        .collect()
 }
 
 fn dims(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -138,6 +190,18 @@ pub fn datums(c: &ClusterView, now_ms: i64) -> Vec<Datum> {
         });
     };
     let cluster = c.name.as_str();
+    for (provider, v) in reservation_datums(c) {
+        put(
+            MANAGED_SCALING_NAMESPACE,
+            "CapacityProviderReservation",
+            &[
+                ("CapacityProviderName", &provider),
+                ("ClusterName", cluster),
+            ],
+            Unit::Percent,
+            v,
+        );
+    }
     let fresh = |t: &&TaskView| {
         t.status == TaskStatus::Running
             && t.sample
@@ -458,6 +522,17 @@ impl Control {
         let mut views = Vec::new();
         let mut live_arns = Vec::new();
         let clusters = self.clusters_all().await?;
+        let scaled: Vec<(String, String)> = self
+            .capacity_providers_all()
+            .await?
+            .into_iter()
+            .filter_map(|(p, _)| {
+                let asg = p.auto_scaling_group_provider?;
+                let on = asg.managed_scaling?.status.as_deref() == Some("ENABLED");
+                let group = crate::capacity::group_name(&asg.auto_scaling_group_arn?).ok()?;
+                on.then_some((p.name?, group))
+            })
+            .collect();
         for (cluster, _) in clusters {
             let Some(name) = cluster.cluster_name.clone() else {
                 continue;
@@ -473,11 +548,34 @@ impl Control {
                     .find(|s| s.name.as_deref() == Some("containerInsights"))
                     .and_then(|s| s.value.as_deref()),
             );
-            let services = self.services_in(&name).await?;
+            let services: Vec<ecs::Service> = self
+                .services_in(&name)
+                .await?
+                .into_iter()
+                .map(|(s, _)| s)
+                .filter(|s| s.status.as_deref() == Some("ACTIVE"))
+                .collect();
+            let providers = scaled
+                .iter()
+                .filter(|(p, _)| cluster.capacity_providers.iter().flatten().any(|x| x == p))
+                .map(|(p, group)| ProviderView {
+                    name: p.clone(),
+                    group: group.clone(),
+                    services: services
+                        .iter()
+                        .filter(|s| {
+                            s.capacity_provider_strategy
+                                .iter()
+                                .flatten()
+                                .any(|i| i.capacity_provider.as_deref() == Some(p))
+                        })
+                        .filter_map(|s| s.service_name.clone())
+                        .collect(),
+                })
+                .collect();
             let services = services
                 .into_iter()
-                .filter(|(s, _)| s.status.as_deref() == Some("ACTIVE"))
-                .map(|(s, _)| ServiceView {
+                .map(|s| ServiceView {
                     name: s.service_name.unwrap_or_default(),
                     desired: s.desired_count.unwrap_or(0),
                     deployments: s.deployments.map(|d| d.len()).unwrap_or(0),
@@ -495,6 +593,21 @@ impl Control {
                         all.memory as f64,
                         left.memory as f64,
                     )
+                })
+                .collect();
+            let grouped = state
+                .instances()
+                .filter(|e| e.record.status.as_deref() != Some("INACTIVE"))
+                .filter_map(|e| {
+                    let group =
+                        crate::read::attribute(&e.record, crate::AUTO_SCALING_GROUP_ATTRIBUTE)?;
+                    let arn = e
+                        .record
+                        .container_instance_arn
+                        .as_deref()
+                        .unwrap_or_default();
+                    let (running, pending) = state.task_counts(arn);
+                    Some((group.to_string(), running + pending > 0))
                 })
                 .collect();
             let tasks: Vec<TaskView> = state
@@ -517,6 +630,8 @@ impl Control {
                 instances,
                 services,
                 tasks,
+                providers,
+                grouped,
             });
         }
         let mut samples = self.usage.take(&live_arns);
@@ -616,7 +731,47 @@ mod tests {
                 task("c", "service:api", TaskStatus::Pending, None),
                 task("d", "family:web", TaskStatus::Running, None),
             ],
+            providers: Vec::new(),
+            grouped: Vec::new(),
         }
+    }
+
+    #[test]
+    fn capacity_provider_reservation_is_needed_over_registered() {
+        assert_eq!(reservation(0, 0), 100.0);
+        assert_eq!(reservation(0, 2), 200.0);
+        assert_eq!(reservation(4, 1), 25.0);
+        let mut v = view(Level::Disabled);
+        v.providers = vec![ProviderView {
+            name: "cp".into(),
+            group: "asg".into(),
+            services: vec!["api".into()],
+        }];
+        v.grouped = vec![
+            ("asg".into(), true),
+            ("asg".into(), false),
+            ("asg".into(), false),
+            ("asg".into(), false),
+            ("other".into(), true),
+        ];
+        let series = |out: &[Datum]| {
+            let found = find(
+                out,
+                MANAGED_SCALING_NAMESPACE,
+                "CapacityProviderReservation",
+                &[("CapacityProviderName", "cp"), ("ClusterName", "c")],
+            );
+            assert_eq!(found.len(), 1, "one reservation datum: {out:?}");
+            found[0].stats.sum
+        };
+        // api wants 3 and has 3 (a, b, c): one busy instance of four.
+        assert_eq!(series(&datums(&v, 2000)), 25.0);
+        // Wanting a fourth it cannot place: one more instance is needed.
+        v.services[0].desired = 4;
+        assert_eq!(series(&datums(&v, 2000)), 50.0);
+        // No instance at all, tasks wanted: 200.
+        v.grouped.clear();
+        assert_eq!(series(&datums(&v, 2000)), 200.0);
     }
 
     #[test]

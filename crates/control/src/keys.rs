@@ -70,11 +70,19 @@ pub const RESETTABLE: &[&str] = &[
     "tasks/",
     "services/",
     "runtokens/",
+    CAPACITY_PROVIDERS,
     ELB,
     TASK_TARGETS,
     EC2,
     METERING,
 ];
+
+/// `capacity-providers/NAME` → an Auto Scaling group capacity provider (`ecs::CapacityProvider`;
+/// FARGATE and FARGATE_SPOT are built in and not stored).
+pub const CAPACITY_PROVIDERS: &str = "capacity-providers/";
+pub fn capacity_provider(name: &str) -> String {
+    format!("capacity-providers/{name}")
+}
 
 /// `task-targets/CLUSTER/TASK_ID` → what was registered in target groups for a service's task
 /// (`targets::TaskTargets`).

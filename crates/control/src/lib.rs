@@ -80,6 +80,11 @@ pub const FARGATE_POOL: &str = "~fargate";
 /// The container-instance attribute that makes an instance Fargate capacity (value `FARGATE`).
 pub const CAPACITY_ATTRIBUTE: &str = "berth.capacity";
 
+/// The container-instance attribute naming the Auto Scaling group an instance belongs to
+/// (`berth agent --auto-scaling-group NAME`): the capacity provider whose
+/// `autoScalingGroupArn` names that group places its tasks on those instances.
+pub const AUTO_SCALING_GROUP_ATTRIBUTE: &str = "berth.auto-scaling-group";
+
 /// The platform version Berth's Fargate runs, what `LATEST` means.
 pub const FARGATE_PLATFORM_VERSION: &str = "1.4.0";
 
@@ -200,6 +205,9 @@ impl Control {
             EcsRequest::DescribeClusters(r) => json(self.describe_clusters(r).await?),
             EcsRequest::ListClusters(r) => json(self.list_clusters(r).await?),
             EcsRequest::UpdateCluster(r) => json(self.update_cluster(r).await?),
+            EcsRequest::CreateCapacityProvider(r) => json(self.create_capacity_provider(r).await?),
+            EcsRequest::UpdateCapacityProvider(r) => json(self.update_capacity_provider(r).await?),
+            EcsRequest::DeleteCapacityProvider(r) => json(self.delete_capacity_provider(r).await?),
             EcsRequest::DescribeCapacityProviders(r) => {
                 json(self.describe_capacity_providers(r).await?)
             }

@@ -179,6 +179,13 @@ impl Control {
         self.records(keys::CLUSTERS).await
     }
 
+    /// Every Auto Scaling group capacity provider, in name order.
+    pub(crate) async fn capacity_providers_all(
+        &self,
+    ) -> Result<Vec<(ecs::CapacityProvider, KeyValue)>, EcsError> {
+        self.records(keys::CAPACITY_PROVIDERS).await
+    }
+
     /// Every service record of `cluster`, in name order.
     pub(crate) async fn services_in(
         &self,
@@ -386,6 +393,9 @@ impl Control {
         ci.running_tasks_count = Some(running);
         ci.pending_tasks_count = Some(pending);
         ci.agent_connected = Some(self.agents.is_connected(&arn));
+        if let Some(group) = attribute(&ci, crate::AUTO_SCALING_GROUP_ATTRIBUTE) {
+            ci.capacity_provider_name = self.provider_of_group(group).await?;
+        }
         if with_tags {
             ci.tags = Some(self.tags_of(&arn).await?);
         }

@@ -342,32 +342,22 @@ impl Control {
                 "desiredCount {desired} must not be negative"
             )));
         }
-        let providers = crate::capacity::chosen(
+        let crate::capacity::Launch {
+            strategy: providers,
+            launch_type,
+        } = crate::capacity::launch(
             &cluster_rec,
             r.capacity_provider_strategy.as_deref(),
             r.launch_type.as_deref(),
+            r.platform_version.as_deref(),
+            r.placement_constraints
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+                || r.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()),
         )?;
-        // Berth's capacity providers are FARGATE and FARGATE_SPOT: both run on Fargate.
-        let launch_type = match &providers {
-            Some(_) => "FARGATE".to_string(),
-            None => r.launch_type.clone().unwrap_or_else(|| "EC2".into()),
-        };
-        check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
-        crate::tasks::check_platform(&launch_type, r.platform_version.as_deref())?;
         if launch_type == "FARGATE" && daemon {
             return Err(EcsError::invalid(
                 "The DAEMON scheduling strategy does not support the FARGATE launch type.",
-            ));
-        }
-        if launch_type == "FARGATE"
-            && (r
-                .placement_constraints
-                .as_ref()
-                .is_some_and(|c| !c.is_empty())
-                || r.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()))
-        {
-            return Err(EcsError::invalid(
-                "Task placement constraints and strategies are not supported with the FARGATE launch type.",
             ));
         }
         if let Some(p) = r.propagate_tags.as_deref() {
@@ -541,7 +531,13 @@ impl Control {
             .as_ref()
             .is_some_and(|s| !s.is_empty());
         let launch_type = match on_providers {
-            true => "FARGATE".to_string(),
+            true => current
+                .capacity_provider_strategy
+                .as_deref()
+                .and_then(crate::capacity::Strategy::stored)
+                .map(|s| s.launch_type)
+                .unwrap_or("FARGATE")
+                .to_string(),
             false => current.launch_type.clone().unwrap_or_else(|| "EC2".into()),
         };
         let new_td = match r.task_definition.as_deref() {
@@ -1045,7 +1041,7 @@ impl Control {
                 let have = self.provider_counts(cluster, &group, &st.providers).await?;
                 st.split(&have, *n as usize)
                     .into_iter()
-                    .map(|(p, k)| (Pool::LaunchType("FARGATE".into()), k, Some(p)))
+                    .map(|(p, k)| (Pool::LaunchType(st.launch_type.into()), k, Some(p)))
                     .collect()
             }
             (deploy::Start::Replicas(n), None) => {

@@ -30,6 +30,20 @@ impl Control {
                     ));
                 }
             }
+            ResourceKind::CapacityProvider => {
+                let exists = self
+                    .store
+                    .get(&keys::capacity_provider(&arn.id))
+                    .await
+                    .map_err(crate::store_error)?
+                    .is_some();
+                if !exists {
+                    return Err(EcsError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!("The specified resource is not found: '{resource_arn}'"),
+                    ));
+                }
+            }
             ResourceKind::Task | ResourceKind::ContainerInstance => {
                 let exists = match arn.id.split_once('/') {
                     Some((cluster, id)) => {

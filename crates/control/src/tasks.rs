@@ -55,29 +55,19 @@ impl Control {
             )));
         }
         let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
-        let strategy = crate::capacity::chosen(
+        let crate::capacity::Launch {
+            strategy,
+            launch_type,
+        } = crate::capacity::launch(
             &cluster_rec,
             r.capacity_provider_strategy.as_deref(),
             r.launch_type.as_deref(),
-        )?;
-        // Berth's capacity providers are FARGATE and FARGATE_SPOT: both run on Fargate.
-        let launch_type = match &strategy {
-            Some(_) => "FARGATE".to_string(),
-            None => r.launch_type.clone().unwrap_or_else(|| "EC2".into()),
-        };
-        check_enum("launchType", &launch_type, ecs::enums::LAUNCH_TYPE)?;
-        check_platform(&launch_type, r.platform_version.as_deref())?;
-        if launch_type == "FARGATE"
-            && (r
-                .placement_constraints
+            r.platform_version.as_deref(),
+            r.placement_constraints
                 .as_ref()
                 .is_some_and(|c| !c.is_empty())
-                || r.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()))
-        {
-            return Err(EcsError::invalid(
-                "Task placement constraints and strategies are not supported with the FARGATE launch type.",
-            ));
-        }
+                || r.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()),
+        )?;
         if let Some(t) = &r.client_token {
             if t.is_empty() || t.len() > 64 || !t.is_ascii() {
                 return Err(EcsError::invalid(format!(
