@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use berth_agent_proto::Binding;
 use bollard::container::{
     Config, CreateContainerOptions, ListContainersOptions, LogOutput, LogsOptions,
-    NetworkingConfig, RemoveContainerOptions, StopContainerOptions,
+    NetworkingConfig, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
@@ -16,7 +16,7 @@ use bollard::models::{
     DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum,
     HostConfig, HostConfigLogConfig, Ipam, IpamConfig, PortBinding, ResourcesUlimits,
 };
-use bollard::network::CreateNetworkOptions;
+use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, DisconnectNetworkOptions};
 use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -472,6 +472,12 @@ impl Runtime for Docker {
             .into_iter()
             .map(|c| Listed {
                 id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
                 running: c.state.as_deref() == Some("running"),
             })
@@ -671,6 +677,45 @@ impl Runtime for Docker {
             }) => Ok(()),
             Err(e) => Err(api(e)),
         }
+    }
+
+    async fn readdress(
+        &self,
+        id: &str,
+        network: &str,
+        ip: &str,
+        name: &str,
+    ) -> Result<(), RuntimeError> {
+        self.client
+            .disconnect_network(
+                network,
+                DisconnectNetworkOptions {
+                    container: id,
+                    force: true,
+                },
+            )
+            .await
+            .map_err(api)?;
+        self.client
+            .connect_network(
+                network,
+                ConnectNetworkOptions {
+                    container: id,
+                    endpoint_config: EndpointSettings {
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: Some(ip.to_string()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            )
+            .await
+            .map_err(api)?;
+        self.client
+            .rename_container(id, RenameContainerOptions { name })
+            .await
+            .map_err(api)
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -61,10 +61,12 @@ pub struct EngineContext {
     /// The rules of the security groups of the instance's `awsvpc` tasks, by `sg-…` id, as
     /// the latest poll answer has them. Task loops watch it and re-apply their rules.
     pub security_groups: watch::Sender<BTreeMap<String, SecurityPolicy>>,
-    /// Held while a subnet's network is made and a pause container joins it, and while a
-    /// network is removed: so one task cannot remove the network between another task's
-    /// check that it exists and its pause container's joining it.
-    pub networks: tokio::sync::Mutex<()>,
+    /// The subnets' networks and their warm pause containers ([`crate::spares`]). Held while
+    /// a task joins a network (made if missing) and while one leaves it (removed by the last):
+    /// so no task removes a network another is joining.
+    pub networks: tokio::sync::Mutex<crate::spares::Subnets>,
+    /// Whether each subnet network keeps warm pause containers ([`crate::spares::SPARES`]).
+    pub warm_spares: bool,
 }
 
 pub(crate) fn now() -> f64 {
@@ -255,6 +257,96 @@ fn join_pause(spec: &mut CreateSpec, pause_id: &str) {
     spec.host.extra_hosts.clear();
 }
 
+/// Stops and removes a pause container (giving its address back), retrying the removal.
+async fn remove_pause(rt: &dyn Runtime, id: &str) {
+    if let Err(e) = rt.stop(id, 0).await {
+        tracing::warn!(container = id, error = %e, "stopping a pause container failed");
+    }
+    for attempt in 1..=5 {
+        match rt.remove(id).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(
+                    container = id,
+                    attempt,
+                    error = %e,
+                    "removing a pause container failed"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// A spare pause container on `network` at the reserved address `ip`.
+pub fn spare_spec(network: &str, subnet_id: &str, ip: &str, instance_arn: &str) -> CreateSpec {
+    let instance = instance_arn.rsplit('/').next().unwrap_or(instance_arn);
+    CreateSpec {
+        name: format!(
+            "{}{subnet_id}-{}-{instance}",
+            crate::spares::SPARE_NAME_PREFIX,
+            ip.replace('.', "-")
+        ),
+        image: crate::pause::IMAGE.into(),
+        cmd: Some(vec![crate::pause::PATH.into()]),
+        labels: HashMap::from([
+            (labels::INSTANCE.to_string(), instance_arn.to_string()),
+            (
+                crate::spares::SPARE_LABEL.to_string(),
+                subnet_id.to_string(),
+            ),
+        ]),
+        network_mode: network.to_string(),
+        ipv4_address: Some(ip.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Starts the spares `network` lacks (one refill at a time per network). A slot another
+/// agent's spare holds fails to start and is left for later.
+async fn refill_spares(ctx: Arc<EngineContext>, network: String, subnet_id: String, cidr: String) {
+    let slots = crate::spares::spare_slots(&cidr);
+    let free = ctx.networks.lock().await.to_refill(&network, &slots);
+    if free.is_empty() {
+        return;
+    }
+    let rt = &ctx.runtime;
+    let mut made = Vec::new();
+    for ip in free {
+        let spec = spare_spec(&network, &subnet_id, &ip, &ctx.instance_arn);
+        // A leftover of an earlier run under the same name goes first.
+        if let Ok(Some(old)) = rt.inspect(&spec.name).await {
+            remove_pause(rt.as_ref(), &old.id).await;
+        }
+        let started = match rt.create(&spec).await {
+            Ok(id) => match rt.start(&id).await {
+                Ok(()) => Ok(id),
+                Err(e) => {
+                    remove_pause(rt.as_ref(), &id).await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(id) => made.push(crate::spares::Spare { id, ip }),
+            Err(e) => {
+                tracing::debug!(network, ip, error = %e, "no spare pause container on this address")
+            }
+        }
+    }
+    let mut nets = ctx.networks.lock().await;
+    let (gone, extra) = nets.refilled(&network, made);
+    for s in extra {
+        remove_pause(rt.as_ref(), &s.id).await;
+    }
+    if gone {
+        if let Err(e) = rt.remove_network(&network).await {
+            tracing::debug!(network, error = %e, "the subnet's network stays");
+        }
+    }
+}
+
 /// What became of a container, as the engine tracks it.
 #[derive(Debug, Clone, Default)]
 struct Ctr {
@@ -385,6 +477,8 @@ struct TaskRun {
     cgroup: Option<String>,
     /// Whether the task's cgroup was removed.
     cgroup_removed: bool,
+    /// Whether the task is counted as a user of its subnet's network.
+    joined: bool,
 }
 
 impl TaskRun {
@@ -540,7 +634,10 @@ impl TaskRun {
         if self.plan.network.is_some() {
             let name = container_name(&self.plan, PAUSE_NAME);
             if let Some(o) = self.ctx.runtime.inspect(&name).await? {
-                if o.labels.get(labels::TASK_ARN) == Some(&self.plan.task_arn) {
+                // Its own, or a spare moved to it (which keeps the spare's labels).
+                if o.labels.get(labels::TASK_ARN) == Some(&self.plan.task_arn)
+                    || o.labels.contains_key(crate::spares::SPARE_LABEL)
+                {
                     self.pause = Some(o.id);
                 }
             }
@@ -549,8 +646,9 @@ impl TaskRun {
     }
 
     /// For an `awsvpc` task, before any of its containers is created: the subnet's network,
-    /// the pause container on it (created unless adopted, started unless running), and the
-    /// task's security groups on its interface. The error is the task's stopped reason.
+    /// the pause container on it (a warm spare moved to the task's address, or one created
+    /// for it, unless adopted; started unless running), and the task's security groups on its
+    /// interface. The error is the task's stopped reason.
     async fn setup_network(&mut self) -> Result<(), String> {
         let Some(n) = self.plan.network.clone() else {
             return Ok(());
@@ -560,35 +658,61 @@ impl TaskRun {
         let failed =
             |e: RuntimeError| format!("ResourceInitializationError: failed to configure ENI: {e}");
         rt.ensure_pause_image().await.map_err(failed)?;
-        {
-            let _held = ctx.networks.lock().await;
+        let network = subnet_network(&n.subnet_id);
+        let spare = {
+            let mut nets = ctx.networks.lock().await;
             let lbls = HashMap::from([(SUBNET_LABEL.to_string(), n.subnet_id.clone())]);
-            rt.ensure_network(
-                &subnet_network(&n.subnet_id),
-                &n.subnet_cidr,
-                &n.gateway,
-                &lbls,
-            )
-            .await
-            .map_err(failed)?;
-            let id = match &self.pause {
-                Some(id) => id.clone(),
-                None => {
-                    let mut spec = pause_spec(&self.plan, &n, &ctx.instance_arn);
-                    spec.cgroup_parent = self.cgroup.clone();
-                    let id = rt.create(&spec).await.map_err(failed)?;
-                    self.pause = Some(id.clone());
-                    id
-                }
-            };
-            let running = rt
-                .inspect(&id)
+            rt.ensure_network(&network, &n.subnet_cidr, &n.gateway, &lbls)
                 .await
-                .map_err(failed)?
-                .is_some_and(|o| o.running);
-            if !running {
-                rt.start(&id).await.map_err(failed)?;
+                .map_err(failed)?;
+            // Counted from here on, the network stays until the task leaves it.
+            let want = ctx.warm_spares && self.pause.is_none() && n.public_ip.is_none();
+            let spare = match self.joined {
+                true => None,
+                false => nets.join(&network, want),
+            };
+            self.joined = true;
+            spare
+        };
+        let name = container_name(&self.plan, PAUSE_NAME);
+        if let Some(spare) = spare {
+            match rt
+                .readdress(&spare.id, &network, &n.private_ip, &name)
+                .await
+            {
+                // Docker takes a name wherever it takes an id.
+                Ok(()) => self.pause = Some(name.clone()),
+                Err(e) => {
+                    tracing::warn!(container = spare.id, error = %e, "a spare pause container could not be moved; making one");
+                    remove_pause(rt.as_ref(), &spare.id).await;
+                }
             }
+        }
+        let id = match &self.pause {
+            Some(id) => id.clone(),
+            None => {
+                let mut spec = pause_spec(&self.plan, &n, &ctx.instance_arn);
+                spec.cgroup_parent = self.cgroup.clone();
+                let id = rt.create(&spec).await.map_err(failed)?;
+                self.pause = Some(id.clone());
+                id
+            }
+        };
+        let running = rt
+            .inspect(&id)
+            .await
+            .map_err(failed)?
+            .is_some_and(|o| o.running);
+        if !running {
+            rt.start(&id).await.map_err(failed)?;
+        }
+        if ctx.warm_spares {
+            tokio::spawn(refill_spares(
+                ctx.clone(),
+                network,
+                n.subnet_id.clone(),
+                n.subnet_cidr.clone(),
+            ));
         }
         self.enforce_firewall().await.map_err(failed)?;
         tracing::info!(
@@ -672,8 +796,10 @@ impl TaskRun {
         self.cgroup_removed = true;
     }
 
-    /// Removes the pause container (giving the task's address back), then the subnet's
-    /// network unless other tasks still use it. Runs after the task's containers have stopped.
+    /// Removes the pause container (giving the task's address back); the last task of the
+    /// subnet's network on this agent then removes its warm spares and the network (which
+    /// stays while another agent's containers use it). Runs after the task's containers have
+    /// stopped.
     async fn teardown_network(&mut self) {
         let Some(n) = self.plan.network.clone() else {
             return;
@@ -681,29 +807,24 @@ impl TaskRun {
         let ctx = self.ctx.clone();
         let rt = &ctx.runtime;
         if let Some(id) = self.pause.take() {
-            if let Err(e) = rt.stop(&id, 0).await {
-                tracing::warn!(container = id, error = %e, "stopping a pause container failed");
-            }
-            for attempt in 1..=5 {
-                match rt.remove(&id).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(
-                            container = id,
-                            attempt,
-                            error = %e,
-                            "removing a pause container failed"
-                        );
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
+            remove_pause(rt.as_ref(), &id).await;
         }
         let name = subnet_network(&n.subnet_id);
-        let _held = ctx.networks.lock().await;
-        if let Err(e) = rt.remove_network(&name).await {
-            // Other tasks' pause containers on it: it stays.
-            tracing::debug!(network = name, error = %e, "the subnet's network stays");
+        let mut nets = ctx.networks.lock().await;
+        let (last, spares) = match std::mem::take(&mut self.joined) {
+            true => nets.leave(&name),
+            // Never joined (it failed first, or was adopted): the network goes unless a task
+            // of this agent is joining it (Docker keeps one other containers use).
+            false => (!nets.in_use(&name), Vec::new()),
+        };
+        for s in spares {
+            remove_pause(rt.as_ref(), &s.id).await;
+        }
+        if last {
+            if let Err(e) = rt.remove_network(&name).await {
+                // Other agents' containers on it: it stays.
+                tracing::debug!(network = name, error = %e, "the subnet's network stays");
+            }
         }
     }
 
@@ -914,6 +1035,7 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
         firewall: None,
         cgroup: None,
         cgroup_removed: false,
+        joined: false,
     };
     let arn = t.plan.task_arn.clone();
     tracing::info!(task = arn, "task engine: taking the task");
@@ -1317,6 +1439,16 @@ mod tests {
             groups: BTreeMap<String, SecurityPolicy>,
             cleanup_after: Duration,
         ) -> Harness {
+            start_ctx(rt, t, groups, cleanup_after, false)
+        }
+
+        fn start_ctx(
+            rt: Arc<FakeRuntime>,
+            t: DesiredTask,
+            groups: BTreeMap<String, SecurityPolicy>,
+            cleanup_after: Duration,
+            warm_spares: bool,
+        ) -> Harness {
             let reporter = Arc::new(Reporter::default());
             let ctx = Arc::new(EngineContext {
                 runtime: rt.clone() as Arc<dyn Runtime>,
@@ -1331,6 +1463,7 @@ mod tests {
                 availability_zone: "local-1a".into(),
                 security_groups: watch::Sender::new(groups),
                 networks: Default::default(),
+                warm_spares,
             });
             let (tx, rx) = watch::channel(t);
             let handle = tokio::spawn(run_task(ctx.clone(), rx));
@@ -1355,10 +1488,9 @@ mod tests {
             /// The latest report once `pred` holds for it (bounded: 2 s).
             async fn until(&self, what: &str, pred: impl Fn(&TaskReport) -> bool) -> TaskReport {
                 for _ in 0..400 {
-                    if let Some((_, r)) = self.reporter.batch().into_iter().last() {
-                        if pred(&r) {
-                            return r;
-                        }
+                    // One report per task: any of them may be the one.
+                    if let Some((_, r)) = self.reporter.batch().into_iter().find(|(_, r)| pred(r)) {
+                        return r;
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -1666,6 +1798,134 @@ mod tests {
                 }
                 h.handle.abort();
             }
+        }
+
+        #[tokio::test]
+        async fn tasks_take_warm_pause_containers_and_the_last_one_out_removes_them() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let private = |arn: &str, ip: &str| {
+                let mut t = awsvpc(vec![ctr("app", "img")]);
+                t.task_arn = arn.into();
+                let n = t.network.as_mut().unwrap();
+                n.public_ip = None;
+                n.private_ip = ip.into();
+                t
+            };
+            fn spares(rt: &FakeRuntime) -> std::collections::BTreeSet<String> {
+                rt.containers
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .filter(|c| {
+                        c.spec.labels.contains_key(crate::spares::SPARE_LABEL)
+                            && c.renamed.is_none()
+                    })
+                    .map(|c| c.spec.ipv4_address.clone().unwrap_or_default())
+                    .collect()
+            }
+            async fn until_spares(rt: &FakeRuntime, n: usize) {
+                for _ in 0..400 {
+                    if spares(rt).len() == n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!("expected {n} spares: {:?}", rt.log());
+            }
+            let first = private("arn:aws:ecs:us-east-1:0:task/prod/t1", "10.0.1.5");
+            let h = start_ctx(
+                rt.clone(),
+                first,
+                BTreeMap::new(),
+                Duration::from_secs(3600),
+                true,
+            );
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            // The first made its own; then the subnet's reserved addresses hold spares.
+            assert!(h.at("create internalecspause") < h.at("start internalecspause"));
+            until_spares(&rt, 2).await;
+            assert_eq!(
+                spares(&rt).into_iter().collect::<Vec<_>>(),
+                ["10.0.1.2", "10.0.1.3"]
+            );
+
+            // The second takes one, moved to its address and name, and starts no pause.
+            let second = private("arn:aws:ecs:us-east-1:0:task/prod/t2", "10.0.1.6");
+            let name = container_name(&second, PAUSE_NAME);
+            let (tx2, rx2) = watch::channel(second);
+            let h2 = tokio::spawn(run_task(h.ctx.clone(), rx2));
+            h.until("t2 RUNNING", |r| {
+                r.task_arn.ends_with("/t2") && r.last_status == "RUNNING"
+            })
+            .await;
+            let taken = rt
+                .containers
+                .lock()
+                .unwrap()
+                .values()
+                .find(|c| c.renamed.as_deref() == Some(name.as_str()))
+                .cloned()
+                .unwrap_or_else(|| panic!("no spare renamed {name}: {:?}", rt.log()));
+            assert_eq!(taken.spec.ipv4_address.as_deref(), Some("10.0.1.6"));
+            // After the move: its firewall, then its app; no pause container made for it.
+            let log = rt.log();
+            let after: Vec<&str> = log[h.at("readdress 10.0.1.6")..]
+                .iter()
+                .map(String::as_str)
+                // A refill's spares (`berth-spare-subnet-1-…`) may come between.
+                .filter(|l| !matches!(*l, "create 1" | "start 1"))
+                .take(3)
+                .collect();
+            assert_eq!(
+                after,
+                [
+                    "readdress 10.0.1.6",
+                    "firewall internalecspause",
+                    "create app"
+                ],
+                "{log:?}"
+            );
+            let app2 = rt
+                .containers
+                .lock()
+                .unwrap()
+                .values()
+                .find(|c| {
+                    c.spec
+                        .labels
+                        .get(labels::TASK_ARN)
+                        .is_some_and(|a| a.ends_with("/t2"))
+                })
+                .cloned()
+                .unwrap();
+            assert_eq!(
+                app2.spec.network_mode,
+                format!("container:{}", taken.obs.id)
+            );
+            // The slot it left is filled again.
+            until_spares(&rt, 2).await;
+
+            // The last task out removes the spares, then the network.
+            tx2.send_modify(|t| t.desired_status = "STOPPED".into());
+            h.until("t2 STOPPED", |r| {
+                r.task_arn.ends_with("/t2") && r.last_status == "STOPPED"
+            })
+            .await;
+            assert_eq!(spares(&rt).len(), 2, "another task still uses the subnet");
+            assert!(!rt
+                .log()
+                .contains(&"remove-network berth-subnet-1".to_string()));
+            h.tx.send_modify(|t| t.desired_status = "STOPPED".into());
+            h.until("STOPPED", |r| {
+                r.task_arn.ends_with("/t1") && r.last_status == "STOPPED"
+            })
+            .await;
+            assert!(spares(&rt).is_empty(), "{:?}", rt.log());
+            assert!(rt
+                .log()
+                .contains(&"remove-network berth-subnet-1".to_string()));
+            h.handle.abort();
+            h2.abort();
         }
 
         #[tokio::test]

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod multiline;
 pub mod pause;
 pub mod runtime;
+pub mod spares;
 pub mod stats;
 
 use berth_agent_proto::{labels, DesiredTask, HostInfo, JoinRequest};
@@ -130,6 +131,8 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How often running tasks' resource use is sampled and sent (`None`: never).
     pub stats_interval: Option<Duration>,
+    /// Keep warm pause containers on the subnets of `awsvpc` tasks ([`spares`]).
+    pub warm_spares: bool,
 }
 
 impl AgentConfig {
@@ -154,6 +157,7 @@ impl AgentConfig {
             metadata_port: Some(METADATA_PORT),
             metrics_listen: None,
             stats_interval: Some(Duration::from_secs(20)),
+            warm_spares: true,
         }
     }
 }
@@ -446,8 +450,24 @@ impl Tasks {
     }
 }
 
+/// Stops and removes this instance's spare pause containers that no task has taken.
+async fn remove_spares(runtime: &Arc<dyn Runtime>, instance_arn: &str) {
+    let Ok(list) = runtime.list(labels::INSTANCE, instance_arn).await else {
+        return;
+    };
+    for c in list {
+        if c.labels.contains_key(spares::SPARE_LABEL)
+            && c.name.starts_with(spares::SPARE_NAME_PREFIX)
+        {
+            let _ = runtime.stop(&c.id, 0).await;
+            let _ = runtime.remove(&c.id).await;
+        }
+    }
+}
+
 /// Stops and, after the cleanup delay, removes containers of this instance whose task no
-/// loop owns and the server no longer wants.
+/// loop owns and the server no longer wants (a spare pause container a task took goes with
+/// the task: its name ends with the task's id).
 async fn sweep(
     runtime: &Arc<dyn Runtime>,
     logs: Option<&logship::Shipper>,
@@ -463,6 +483,19 @@ async fn sweep(
         }
     };
     for c in list {
+        if c.labels.contains_key(spares::SPARE_LABEL) {
+            let taken = !c.name.starts_with(spares::SPARE_NAME_PREFIX);
+            let id = c.name.rsplit('-').next().unwrap_or_default();
+            if taken && !owned.iter().any(|t| t.ends_with(&format!("/{id}"))) {
+                tracing::info!(
+                    container = c.id,
+                    "removing the pause container of a task the server no longer has"
+                );
+                let _ = runtime.stop(&c.id, 0).await;
+                let _ = runtime.remove(&c.id).await;
+            }
+            continue;
+        }
         let Some(task) = c.labels.get(labels::TASK_ARN) else {
             continue;
         };
@@ -564,7 +597,10 @@ pub async fn run(
             .unwrap_or_else(|| "local-1a".into()),
         security_groups: watch::Sender::new(BTreeMap::new()),
         networks: Default::default(),
+        warm_spares: cfg.warm_spares,
     });
+    // Spares of an earlier run are nobody's: a task takes only those this run starts.
+    remove_spares(&runtime, &id.container_instance_arn).await;
     if let Some(addr) = cfg.metrics_listen {
         match metrics
             .serve(addr, runtime.clone(), id.container_instance_arn.clone())
@@ -705,6 +741,10 @@ pub async fn run(
         }
     }
     drop(tasks);
+    for spare in ctx.networks.lock().await.drain() {
+        let _ = runtime.stop(&spare.id, 0).await;
+        let _ = runtime.remove(&spare.id).await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), reports).await;
     if let Some(s) = sampler {

@@ -280,6 +280,17 @@ impl Runtime for Timed {
             .await;
         self.done("create_network", t, r)
     }
+    async fn readdress(
+        &self,
+        id: &str,
+        network: &str,
+        ip: &str,
+        name: &str,
+    ) -> Result<(), RuntimeError> {
+        let t = Instant::now();
+        let r = self.inner.readdress(id, network, ip, name).await;
+        self.done("readdress", t, r)
+    }
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
         let t = Instant::now();
         let r = self.inner.remove_network(name).await;

@@ -100,6 +100,8 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
     pub id: String,
+    /// Docker's name, without the leading `/`.
+    pub name: String,
     pub labels: HashMap<String, String>,
     pub running: bool,
 }
@@ -171,6 +173,16 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
         gateway: &str,
         labels: &HashMap<String, String>,
     ) -> Result<(), RuntimeError>;
+    /// Moves the running container `id` on `network` to the address `ip` (disconnected, then
+    /// connected at it; its MAC follows from the address) and renames it `name`: a spare pause
+    /// container becoming a task's (see [`crate::spares`]).
+    async fn readdress(
+        &self,
+        id: &str,
+        network: &str,
+        ip: &str,
+        name: &str,
+    ) -> Result<(), RuntimeError>;
     /// Removes the network `name`; one already gone is fine, one still in use is an error.
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
     /// Replaces the filter table of the running container's network namespace with `ruleset`
@@ -203,6 +215,8 @@ pub mod fake {
     pub struct FakeContainer {
         pub spec: CreateSpec,
         pub obs: Observed,
+        /// The name a readdress gave it (then its key and id).
+        pub renamed: Option<String>,
     }
 
     #[derive(Debug, Default)]
@@ -334,6 +348,7 @@ pub mod fake {
                         labels: spec.labels.clone(),
                         ..Default::default()
                     },
+                    renamed: None,
                 },
             );
             Ok(spec.name.clone())
@@ -392,6 +407,7 @@ pub mod fake {
                 .filter(|c| c.spec.labels.get(label).map(String::as_str) == Some(value))
                 .map(|c| Listed {
                     id: c.obs.id.clone(),
+                    name: c.spec.name.clone(),
                     labels: c.spec.labels.clone(),
                     running: c.obs.running,
                 })
@@ -428,6 +444,26 @@ pub mod fake {
                 .unwrap()
                 .entry(name.into())
                 .or_insert_with(|| (subnet.into(), gateway.into(), labels.clone()));
+            Ok(())
+        }
+        async fn readdress(
+            &self,
+            id: &str,
+            _network: &str,
+            ip: &str,
+            name: &str,
+        ) -> Result<(), RuntimeError> {
+            self.note(format!("readdress {ip}"));
+            self.failure("readdress")?;
+            let mut m = self.containers.lock().unwrap();
+            let mut c = m
+                .remove(id)
+                .ok_or_else(|| RuntimeError::Api(format!("no container {id}")))?;
+            // Known by its new name from here on (the fake's ids are its names).
+            c.spec.ipv4_address = Some(ip.into());
+            c.obs.id = name.into();
+            c.renamed = Some(name.into());
+            m.insert(name.into(), c);
             Ok(())
         }
         async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::{docker, p50};
+
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,38 +22,6 @@ const SUBNET: &str = "subnet-0be0c4000000000f1";
 const NETWORK: &str = "berth-bench-fargate";
 
 impl common::Api {
-    /// Waits until every task is RUNNING; panics on STOPPED or after 120 s.
-    async fn wait_running(&self, arns: &[String]) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut left: Vec<String> = arns.to_vec();
-        while !left.is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "tasks not RUNNING within 120 s: {left:?}"
-            );
-            let mut still = Vec::new();
-            for chunk in left.chunks(100) {
-                let v = self
-                    .call(
-                        "DescribeTasks",
-                        json!({"cluster": "default", "tasks": chunk}),
-                    )
-                    .await;
-                for t in v["tasks"].as_array().unwrap() {
-                    match t["lastStatus"].as_str().unwrap() {
-                        "RUNNING" => {}
-                        "STOPPED" => panic!("a benchmark task stopped: {t:#}"),
-                        _ => still.push(t["taskArn"].as_str().unwrap().to_string()),
-                    }
-                }
-            }
-            left = still;
-            if !left.is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-
     async fn run_fargate(&self, count: i32) -> Vec<String> {
         let v: Value = self
             .call(
@@ -69,21 +39,6 @@ impl common::Api {
             .map(|t| t["taskArn"].as_str().unwrap().to_string())
             .collect()
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn p50(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::docker;
+
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,16 +30,6 @@ fn writer(n: usize) -> String {
     format!(
         "awk 'BEGIN {{ pad = sprintf(\"%90s\", \"\"); gsub(/ /, \"x\", pad); for (i = 1; i <= {n}; i++) printf \"%08d %s\\n\", i, pad }}'"
     )
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// User and system CPU seconds and peak RSS (MiB) of a process, from /proc.

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::docker;
+
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,16 +18,6 @@ use std::time::{Duration, Instant};
 const IMAGE: &str = "berth-test/busybox:latest";
 const IMAGE_V2: &str = "berth-test/busybox:v2";
 const LIMIT: Duration = Duration::from_secs(600);
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();

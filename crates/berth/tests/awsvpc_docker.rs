@@ -9,69 +9,17 @@
 
 mod common;
 
-use common::vpc::{answers, detail, reachable, wget_from};
-use common::{
-    aws_cli, aws_json, docker_available, wait_joined, wait_task, TestAgent, TestServer, BUSYBOX,
-};
+use common::vpc::{answers, detail, reachable, wget_from, Fixture};
+use common::{wait_task, BUSYBOX};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-struct Fixture {
-    server: TestServer,
-    agent: TestAgent,
-    instance: String,
-    cli: String,
-    /// Removes what the test made in Docker when dropped, also when the test failed.
-    docker: common::vpc::Cleanup,
-    _agent_dir: tempfile::TempDir,
+/// The default cluster and an agent of it.
+async fn fixture(public: &str) -> Option<Fixture> {
+    Fixture::start(public, &["default"], |_| {}).await
 }
 
 impl Fixture {
-    /// A server whose public addresses are a loopback /24 of this test's own, and one agent.
-    async fn start(public: &str) -> Option<Fixture> {
-        if !docker_available() {
-            return None;
-        }
-        let cli = aws_cli()?;
-        let server = TestServer::start_config(
-            tempfile::tempdir().unwrap(),
-            None,
-            Default::default(),
-            berth_control::Config {
-                agent_timeout: Duration::from_secs(15),
-                public_ips: berth_model::cidr::Cidr::parse(public).unwrap(),
-                ..Default::default()
-            },
-        )
-        .await;
-        server
-            .ok("CreateCluster", json!({"clusterName": "default"}))
-            .await;
-        let agent_dir = tempfile::tempdir().unwrap();
-        let cfg = TestAgent::config(&server, agent_dir.path());
-        let agent = TestAgent::start(&server, cfg).await;
-        let instance = wait_joined(&agent).await;
-        Some(Fixture {
-            server,
-            agent,
-            docker: common::vpc::Cleanup::new(instance.clone()),
-            instance,
-            cli,
-            _agent_dir: agent_dir,
-        })
-    }
-
-    fn ec2(&self, args: &[&str]) -> Value {
-        aws_json(
-            &self.cli,
-            &self.server,
-            &self.server.secret_key,
-            "ec2",
-            args,
-        )
-        .unwrap_or_else(|e| panic!("aws ec2 {args:?}: {e}"))
-    }
-
     /// A VPC with one subnet in `us-east-1a`.
     fn subnet(&mut self, vpc_cidr: &str, cidr: &str) -> (String, String) {
         let vpc = self.ec2(&["create-vpc", "--cidr-block", vpc_cidr]);
@@ -142,12 +90,6 @@ impl Fixture {
     async fn wait(&self, task: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         wait_task(&self.server, "default", task, 60, what, pred).await
     }
-
-    async fn finish(self) {
-        self.agent.stop().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        // The cleanup removes the containers and networks when dropped.
-    }
 }
 
 /// A task definition of one web container (busybox httpd on 80, answering `hello`, and on
@@ -173,7 +115,7 @@ fn web_td(family: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_awsvpc_task_has_its_own_address_its_groups_ports_and_a_public_address() {
-    let Some(mut f) = Fixture::start("127.101.7.0/24").await else {
+    let Some(mut f) = fixture("127.101.7.0/24").await else {
         return;
     };
     let attrs = f
@@ -313,7 +255,7 @@ async fn an_awsvpc_task_has_its_own_address_its_groups_ports_and_a_public_addres
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tasks_in_one_subnet_reach_each_other_only_where_their_groups_allow() {
-    let Some(mut f) = Fixture::start("127.101.8.0/24").await else {
+    let Some(mut f) = fixture("127.101.8.0/24").await else {
         return;
     };
     let (vpc, subnet) = f.subnet("10.232.0.0/16", "10.232.1.0/24");
@@ -368,5 +310,89 @@ async fn tasks_in_one_subnet_reach_each_other_only_where_their_groups_allow() {
         wget_from(&up[0], "side", &format!("http://{}:80/", ips[2])).is_err(),
         "A is not in C's default group"
     );
+
+    // The subnet keeps two pause containers started ahead, on EC2's reserved addresses.
+    let spares = || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                &format!("label=io.berth.spare-pause={subnet}"),
+                "--format",
+                "{{.Names}}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|n| n.starts_with("berth-spare-"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spares().len() < 2 {
+        assert!(Instant::now() < deadline, "no spares: {:?}", spares());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A fourth task takes one: its pause container is a spare moved to its address, and
+    // its groups hold there (B reaches D's 80, not its 81).
+    let d = f.run(&td, &subnet, &[&server], false).await;
+    let d = f
+        .wait(d["taskArn"].as_str().unwrap(), "RUNNING", |t| {
+            t["lastStatus"] == "RUNNING"
+        })
+        .await;
+    let d_ip = detail(&d, "privateIPv4Address").unwrap();
+    assert_eq!(d_ip, "10.232.1.7");
+    let d_id = d["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    let pause = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("name=internalecspause-{d_id}"),
+            "--format",
+            "{{.Label \"io.berth.spare-pause\"}}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&pause.stdout).trim(),
+        subnet,
+        "D's pause container was a spare"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match wget_from(&up[1], "side", &format!("http://{d_ip}:80/")) {
+            Ok(body) if body.contains("hello") => break,
+            other if Instant::now() > deadline => panic!("B cannot reach D:80: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert!(
+        wget_from(&up[1], "side", &format!("http://{d_ip}:81/")).is_err(),
+        "D's group does not open 81"
+    );
+
+    // Once every task of the subnet has stopped, its spares and its network are gone.
+    for t in up.iter().chain([&d]) {
+        f.server
+            .ok(
+                "StopTask",
+                json!({"cluster": "default", "task": t["taskArn"]}),
+            )
+            .await;
+    }
+    for t in up.iter().chain([&d]) {
+        f.wait(t["taskArn"].as_str().unwrap(), "STOPPED", |t| {
+            t["lastStatus"] == "STOPPED"
+        })
+        .await;
+    }
+    assert!(spares().is_empty(), "spares left: {:?}", spares());
+    let net = std::process::Command::new("docker")
+        .args(["network", "inspect", &format!("berth-{subnet}")])
+        .output()
+        .unwrap();
+    assert!(!net.status.success(), "the subnet's network is gone");
     f.finish().await;
 }

@@ -173,7 +173,7 @@ async fn cluster_validation() {
             "InvalidParameterException",
         )
         .await;
-    assert!(m.contains("'MINE'"), "{m}");
+    assert!(m.contains("capacity provider MINE does not exist"), "{m}");
     let m = s
         .err(
             "CreateCluster",

@@ -9,72 +9,24 @@
 
 mod common;
 
-use common::vpc::{answers, detail, reachable};
-use common::{
-    aws_cli, aws_json, docker_available, docker_inspect, wait_joined, wait_task, TestAgent,
-    TestServer, BUSYBOX,
-};
+use common::vpc::{answers, detail, reachable, Fixture};
+use common::{aws_cli, aws_json, docker_inspect, wait_task, TestServer, BUSYBOX};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-struct Fixture {
-    server: TestServer,
-    agent: TestAgent,
-    cli: String,
-    /// Removes what the test made in Docker when dropped, also when the test failed.
-    docker: common::vpc::Cleanup,
-    _agent_dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    async fn start(public: &str) -> Option<Fixture> {
-        if !docker_available() {
-            return None;
-        }
-        let cli = aws_cli()?;
-        let server = TestServer::start_config(
-            tempfile::tempdir().unwrap(),
-            None,
-            Default::default(),
-            berth_control::Config {
-                agent_timeout: Duration::from_secs(15),
-                public_ips: berth_model::cidr::Cidr::parse(public).unwrap(),
-                ..Default::default()
-            },
-        )
-        .await;
-        for c in ["default", "other"] {
-            server.ok("CreateCluster", json!({"clusterName": c})).await;
-        }
-        let agent_dir = tempfile::tempdir().unwrap();
-        let mut cfg = TestAgent::config(&server, agent_dir.path());
+/// The clusters `default` and `other`, and an agent of the pool of Fargate capacity.
+async fn fixture(public: &str) -> Option<Fixture> {
+    Fixture::start(public, &["default", "other"], |cfg| {
         cfg.cpu = Some(4096);
         cfg.memory = Some(8192);
         cfg.cluster = berth_control::FARGATE_POOL.into();
         cfg.attributes
             .insert(berth_control::CAPACITY_ATTRIBUTE.into(), "FARGATE".into());
-        let agent = TestAgent::start(&server, cfg).await;
-        let instance = wait_joined(&agent).await;
-        Some(Fixture {
-            server,
-            agent,
-            docker: common::vpc::Cleanup::new(instance),
-            cli,
-            _agent_dir: agent_dir,
-        })
-    }
+    })
+    .await
+}
 
-    fn ec2(&self, args: &[&str]) -> Value {
-        aws_json(
-            &self.cli,
-            &self.server,
-            &self.server.secret_key,
-            "ec2",
-            args,
-        )
-        .unwrap_or_else(|e| panic!("aws ec2 {args:?}: {e}"))
-    }
-
+impl Fixture {
     /// A VPC with a subnet per `(cidr, zone)`, and a group letting tcp 80 in from anywhere.
     fn network(&mut self, vpc_cidr: &str, subnets: &[(&str, &str)]) -> (Vec<String>, String) {
         let vpc = self.ec2(&["create-vpc", "--cidr-block", vpc_cidr]);
@@ -116,12 +68,6 @@ impl Fixture {
         ]);
         (ids, g)
     }
-
-    async fn finish(self) {
-        self.agent.stop().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        // The cleanup removes the containers and networks when dropped.
-    }
 }
 
 /// A FARGATE task definition: 0.25 vCPU, 512 MiB, busybox httpd answering `hello` (and
@@ -153,7 +99,7 @@ fn network_config(subnets: &[String], group: &str, public: bool) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fargate_tasks_of_two_clusters_run_on_managed_capacity_within_their_size() {
-    let Some(mut f) = Fixture::start("127.101.9.0/24").await else {
+    let Some(mut f) = fixture("127.101.9.0/24").await else {
         return;
     };
     let (subnets, web) = f.network("10.233.0.0/16", &[("10.233.1.0/24", "us-east-1b")]);
@@ -375,7 +321,7 @@ async fn steady_at(server: &TestServer, td: &str, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fargate_service_spreads_over_two_zones_and_rolls_to_a_new_revision() {
-    let Some(mut f) = Fixture::start("127.101.10.0/24").await else {
+    let Some(mut f) = fixture("127.101.10.0/24").await else {
         return;
     };
     f.server.spawn_service_loop();
@@ -551,7 +497,7 @@ async fn fargate_without_capacity_says_how_to_get_some() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted_and_replaced() {
-    let Some(mut f) = Fixture::start("127.101.11.0/24").await else {
+    let Some(mut f) = fixture("127.101.11.0/24").await else {
         return;
     };
     f.server.spawn_service_loop();
@@ -680,7 +626,7 @@ async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fargate_service_behind_a_load_balancer_registers_its_tasks_addresses() {
-    let Some(mut f) = Fixture::start("127.101.12.0/24").await else {
+    let Some(mut f) = fixture("127.101.12.0/24").await else {
         return;
     };
     f.server.spawn_service_loop();

@@ -733,6 +733,39 @@ pub const SPOT_STOP_CODE: &str = "SpotInterruption";
 pub const SPOT_STOP_REASON: &str = "Your Spot Task was interrupted.";
 
 impl Control {
+    /// The RUNNING FARGATE_SPOT tasks of `cluster` meant to keep running: their ARNs.
+    async fn spot_tasks(&self, cluster: &str) -> Result<Vec<String>, EcsError> {
+        let mut out = Vec::new();
+        for kv in self
+            .store
+            .range(&keys::tasks_of(cluster), None, None)
+            .await
+            .map_err(crate::store_error)?
+        {
+            let t: ecs::Task = crate::decode(&kv)?;
+            if t.capacity_provider_name.as_deref() == Some("FARGATE_SPOT")
+                && t.last_status.as_deref() == Some("RUNNING")
+                && t.desired_status.as_deref() == Some("RUNNING")
+            {
+                out.extend(t.task_arn);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Interrupts one Spot task of `cluster`: false when it was stopping already.
+    async fn interrupt(&self, cluster: &str, arn: &str) -> Result<bool, EcsError> {
+        let id = arn.rsplit('/').next().unwrap_or_default();
+        let stopped = self
+            .stop_task_as(cluster, id, SPOT_STOP_CODE, SPOT_STOP_REASON)
+            .await?
+            .is_some();
+        if stopped {
+            tracing::info!(task = arn, "Spot capacity reclaimed: task interrupted");
+        }
+        Ok(stopped)
+    }
+
     /// Reclaims Spot capacity: interrupts RUNNING FARGATE_SPOT tasks (the one named, or up to
     /// `count` of those in `cluster` or in every cluster). Each gets ECS's two-minute warning:
     /// its containers get SIGTERM, then SIGKILL after their `stopTimeout` (at most 120 s on
@@ -748,36 +781,18 @@ impl Control {
             None => self.state.cluster_names(),
         };
         let mut out = Vec::new();
-        for c in clusters {
-            if out.len() >= count || c == crate::FARGATE_POOL {
-                continue;
-            }
-            let records = self
-                .store
-                .range(&keys::tasks_of(&c), None, None)
-                .await
-                .map_err(crate::store_error)?;
-            for kv in records {
+        for c in clusters
+            .iter()
+            .filter(|c| c.as_str() != crate::FARGATE_POOL)
+        {
+            for arn in self.spot_tasks(c).await? {
                 if out.len() >= count {
                     break;
                 }
-                let t: ecs::Task = crate::decode(&kv)?;
-                let arn = t.task_arn.clone().unwrap_or_default();
-                let spot = t.capacity_provider_name.as_deref() == Some("FARGATE_SPOT")
-                    && t.last_status.as_deref() == Some("RUNNING")
-                    && t.desired_status.as_deref() == Some("RUNNING");
-                if !spot
-                    || task.is_some_and(|want| want != arn && !arn.ends_with(&format!("/{want}")))
-                {
+                if task.is_some_and(|want| want != arn && !arn.ends_with(&format!("/{want}"))) {
                     continue;
                 }
-                let id = arn.rsplit('/').next().unwrap_or_default().to_string();
-                if self
-                    .stop_task_as(&c, &id, SPOT_STOP_CODE, SPOT_STOP_REASON)
-                    .await?
-                    .is_some()
-                {
-                    tracing::info!(task = arn, "Spot capacity reclaimed: task interrupted");
+                if self.interrupt(c, &arn).await? {
                     out.push(arn);
                 }
             }
@@ -798,19 +813,9 @@ impl Control {
             if c == crate::FARGATE_POOL {
                 continue;
             }
-            let records = self
-                .store
-                .range(&keys::tasks_of(&c), None, None)
-                .await
-                .map_err(crate::store_error)?;
-            for kv in records {
-                let t: ecs::Task = crate::decode(&kv)?;
-                let spot = t.capacity_provider_name.as_deref() == Some("FARGATE_SPOT")
-                    && t.last_status.as_deref() == Some("RUNNING")
-                    && t.desired_status.as_deref() == Some("RUNNING");
-                if spot && rand::random::<f64>() < p {
-                    let arn = t.task_arn.unwrap_or_default();
-                    n += self.interrupt_spot(Some(&c), Some(&arn), 1).await?.len();
+            for arn in self.spot_tasks(&c).await? {
+                if rand::random::<f64>() < p && self.interrupt(&c, &arn).await? {
+                    n += 1;
                 }
             }
         }

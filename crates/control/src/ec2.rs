@@ -478,6 +478,19 @@ struct FlatRule<'a> {
     source_name: Option<&'a str>,
 }
 
+/// The flat members of any of the four Authorize and Revoke requests (they share the names).
+macro_rules! flat_rule {
+    ($r:expr) => {
+        FlatRule {
+            cidr_ip: $r.cidr_ip.as_deref(),
+            ip_protocol: $r.ip_protocol.as_deref(),
+            from: $r.from_port,
+            to: $r.to_port,
+            source_name: $r.source_security_group_name.as_deref(),
+        }
+    };
+}
+
 /// The rules an Authorize or Revoke call names: its `IpPermissions` or its flat members.
 fn requested_rules(
     snap: &Snapshot,
@@ -738,13 +751,7 @@ impl Control {
             Ec2Request::DeleteSecurityGroup(r) => self.delete_security_group(&snap, r).await,
             Ec2Request::AuthorizeSecurityGroupIngress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), r.group_name.as_deref())?;
-                let flat = FlatRule {
-                    cidr_ip: r.cidr_ip.as_deref(),
-                    ip_protocol: r.ip_protocol.as_deref(),
-                    from: r.from_port,
-                    to: r.to_port,
-                    source_name: r.source_security_group_name.as_deref(),
-                };
+                let flat = flat_rule!(r);
                 self.authorize(&snap, &id, false, r.ip_permissions.as_ref(), flat)
                     .await
                     .and_then(|rules| {
@@ -756,13 +763,7 @@ impl Control {
             }
             Ec2Request::AuthorizeSecurityGroupEgress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), None)?;
-                let flat = FlatRule {
-                    cidr_ip: r.cidr_ip.as_deref(),
-                    ip_protocol: r.ip_protocol.as_deref(),
-                    from: r.from_port,
-                    to: r.to_port,
-                    source_name: r.source_security_group_name.as_deref(),
-                };
+                let flat = flat_rule!(r);
                 self.authorize(&snap, &id, true, r.ip_permissions.as_ref(), flat)
                     .await
                     .and_then(|rules| {
@@ -774,13 +775,7 @@ impl Control {
             }
             Ec2Request::RevokeSecurityGroupIngress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), r.group_name.as_deref())?;
-                let flat = FlatRule {
-                    cidr_ip: r.cidr_ip.as_deref(),
-                    ip_protocol: r.ip_protocol.as_deref(),
-                    from: r.from_port,
-                    to: r.to_port,
-                    source_name: r.source_security_group_name.as_deref(),
-                };
+                let flat = flat_rule!(r);
                 let (revoked, unknown) = self
                     .revoke(
                         &snap,
@@ -799,13 +794,7 @@ impl Control {
             }
             Ec2Request::RevokeSecurityGroupEgress(r) => {
                 let id = self.sg_of(&snap, r.group_id.as_deref(), None)?;
-                let flat = FlatRule {
-                    cidr_ip: r.cidr_ip.as_deref(),
-                    ip_protocol: r.ip_protocol.as_deref(),
-                    from: r.from_port,
-                    to: r.to_port,
-                    source_name: r.source_security_group_name.as_deref(),
-                };
+                let flat = flat_rule!(r);
                 let (revoked, unknown) = self
                     .revoke(
                         &snap,

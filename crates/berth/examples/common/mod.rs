@@ -4,10 +4,10 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A running `berth` process and the endpoint and admin key its banner printed.
 pub struct Berth {
@@ -228,5 +228,56 @@ impl Api {
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(status, 200, "{op} failed: {v}");
         v
+    }
+}
+
+/// `docker ARGS`: its output, trimmed; panics with Docker's error.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The median of `v` (sorted in place).
+pub fn p50(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+impl Api {
+    /// Waits until every task is RUNNING; panics on STOPPED or after 120 s.
+    pub async fn wait_running(&self, arns: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut left: Vec<String> = arns.to_vec();
+        while !left.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "tasks not RUNNING within 120 s: {left:?}"
+            );
+            let mut still = Vec::new();
+            for chunk in left.chunks(100) {
+                let v = self
+                    .call(
+                        "DescribeTasks",
+                        json!({"cluster": "default", "tasks": chunk}),
+                    )
+                    .await;
+                for t in v["tasks"].as_array().unwrap() {
+                    match t["lastStatus"].as_str().unwrap() {
+                        "RUNNING" => {}
+                        "STOPPED" => panic!("a benchmark task stopped: {t:#}"),
+                        _ => still.push(t["taskArn"].as_str().unwrap().to_string()),
+                    }
+                }
+            }
+            left = still;
+            if !left.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }

@@ -75,6 +75,80 @@ pub fn wget_from(task: &Value, name: &str, url: &str) -> Result<String, String> 
     }
 }
 
+/// A server whose public addresses are a loopback block of the test's own, one agent on the
+/// real Docker Engine (`configure` makes it what the test needs), the AWS CLI, and the
+/// cleanup of what the test makes in Docker.
+pub struct Fixture {
+    pub server: super::TestServer,
+    pub agent: super::TestAgent,
+    pub instance: String,
+    pub cli: String,
+    /// Removes what the test made in Docker when dropped, also when the test failed.
+    pub docker: Cleanup,
+    _agent_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// `None` where a test opts out of Docker or the AWS CLI.
+    pub async fn start(
+        public: &str,
+        clusters: &[&str],
+        configure: impl FnOnce(&mut berth_agent::AgentConfig),
+    ) -> Option<Fixture> {
+        if !super::docker_available() {
+            return None;
+        }
+        let cli = super::aws_cli()?;
+        let server = super::TestServer::start_config(
+            tempfile::tempdir().unwrap(),
+            None,
+            Default::default(),
+            berth_control::Config {
+                agent_timeout: Duration::from_secs(15),
+                public_ips: berth_model::cidr::Cidr::parse(public).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await;
+        for c in clusters {
+            server
+                .ok("CreateCluster", serde_json::json!({"clusterName": c}))
+                .await;
+        }
+        let agent_dir = tempfile::tempdir().unwrap();
+        let mut cfg = super::TestAgent::config(&server, agent_dir.path());
+        configure(&mut cfg);
+        let agent = super::TestAgent::start(&server, cfg).await;
+        let instance = super::wait_joined(&agent).await;
+        Some(Fixture {
+            server,
+            agent,
+            docker: Cleanup::new(instance.clone()),
+            instance,
+            cli,
+            _agent_dir: agent_dir,
+        })
+    }
+
+    /// `aws ec2 ARGS` against the server; panics with the CLI's error.
+    pub fn ec2(&self, args: &[&str]) -> Value {
+        super::aws_json(
+            &self.cli,
+            &self.server,
+            &self.server.secret_key,
+            "ec2",
+            args,
+        )
+        .unwrap_or_else(|e| panic!("aws ec2 {args:?}: {e}"))
+    }
+
+    pub async fn finish(self) {
+        self.agent.stop().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The cleanup removes the containers and networks when dropped.
+    }
+}
+
 /// What an `awsvpc` test made in Docker: its agent's containers and its subnets' networks,
 /// removed when this is dropped, also when the test failed half way (a network left behind
 /// would overlap the next run's).
