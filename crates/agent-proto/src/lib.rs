@@ -143,6 +143,10 @@ pub struct DesiredTask {
     pub cpu: Option<u32>,
     #[serde(default)]
     pub memory: Option<u32>,
+    /// A FARGATE task's ephemeral storage, GiB: each of its containers' writable layer is
+    /// limited to it where the host's storage driver can limit one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage_gib: Option<u32>,
     /// For `awsvpc` tasks: the task's own network interface. Its containers share one network
     /// namespace (held by a pause container) on the subnet's network, at this address.
     #[serde(default, skip_serializing_if = "Option::is_none")]

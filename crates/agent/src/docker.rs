@@ -21,6 +21,7 @@ use bollard::volume::CreateVolumeOptions;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -37,6 +38,9 @@ pub struct Docker {
     cgroups: Option<Arc<TaskCgroups>>,
     /// The engine's cgroup driver, asked once.
     cgroup_driver: Arc<tokio::sync::OnceCell<String>>,
+    /// Cleared when the storage driver refuses a size limit (`--storage-opt size`): from
+    /// then on containers are made without one.
+    storage_limits: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn api(e: BollardError) -> RuntimeError {
@@ -90,6 +94,7 @@ impl Docker {
             log_files: true,
             cgroups: Some(Arc::new(TaskCgroups::default())),
             cgroup_driver: Arc::default(),
+            storage_limits: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -335,22 +340,52 @@ impl Runtime for Docker {
                 pid_mode: h.pid_mode.clone(),
                 ipc_mode: h.ipc_mode.clone(),
                 cgroup_parent: s.cgroup_parent.clone(),
+                storage_opt: s
+                    .storage_gib
+                    .filter(|_| self.storage_limits.load(Ordering::Relaxed))
+                    .map(|g| HashMap::from([("size".to_string(), format!("{g}G"))])),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let r = self
+        let options = Some(CreateContainerOptions {
+            name: s.name.clone(),
+            platform: None,
+        });
+        let limited = config
+            .host_config
+            .as_ref()
+            .is_some_and(|h| h.storage_opt.is_some());
+        match self
             .client
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: s.name.clone(),
-                    platform: None,
-                }),
-                config,
-            )
+            .create_container(options.clone(), config.clone())
             .await
-            .map_err(api)?;
-        Ok(r.id)
+        {
+            Ok(r) => Ok(r.id),
+            // "--storage-opt is not supported", "… supported only for overlay over xfs with
+            // 'pquota' mount option": this driver cannot limit a container's disk.
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if limited && message.contains("storage-opt") =>
+            {
+                if self.storage_limits.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        reason = message,
+                        "ephemeralStorage is not enforced on this host: Docker's storage driver cannot limit a container's disk"
+                    );
+                }
+                let mut config = config;
+                if let Some(h) = config.host_config.as_mut() {
+                    h.storage_opt = None;
+                }
+                let r = self
+                    .client
+                    .create_container(options, config)
+                    .await
+                    .map_err(api)?;
+                Ok(r.id)
+            }
+            Err(e) => Err(api(e)),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {

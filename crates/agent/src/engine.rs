@@ -183,6 +183,7 @@ pub fn create_spec(t: &DesiredTask, c: &ContainerPlan, instance_arn: &str) -> Cr
         privileged: c.privileged,
         binds,
         network_mode: t.network_mode.clone(),
+        storage_gib: t.ephemeral_storage_gib,
         ipv4_address: None,
         mac_address: None,
         ports: c
@@ -226,6 +227,7 @@ pub fn pause_spec(t: &DesiredTask, n: &TaskNetwork, instance_arn: &str) -> Creat
         ..Default::default()
     };
     let mut spec = create_spec(t, &plan, instance_arn);
+    spec.storage_gib = None;
     spec.network_mode = subnet_network(&n.subnet_id);
     spec.ipv4_address = Some(n.private_ip.clone());
     spec.mac_address = Some(n.mac.clone());
@@ -1248,6 +1250,7 @@ mod tests {
             stop_reason: None,
             cpu: None,
             memory: None,
+            ephemeral_storage_gib: None,
             network: None,
         }
     }
@@ -1336,6 +1339,16 @@ mod tests {
         };
         let s = pause_spec(&p, &private, "arn:ci");
         assert!(s.ports.is_empty() && s.publish_ip.is_none());
+    }
+
+    #[test]
+    fn a_fargate_tasks_ephemeral_storage_limits_its_containers_not_its_pause() {
+        let mut t = plan();
+        t.ephemeral_storage_gib = Some(30);
+        t.network = Some(network());
+        let c = t.containers[0].clone();
+        assert_eq!(create_spec(&t, &c, "arn:ci").storage_gib, Some(30));
+        assert_eq!(pause_spec(&t, &network(), "arn:ci").storage_gib, None);
     }
 
     #[test]

@@ -567,6 +567,7 @@ mod tests {
             stop_reason: None,
             cpu: None,
             memory: None,
+            ephemeral_storage_gib: None,
             network: None,
         }
     }

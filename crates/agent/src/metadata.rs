@@ -331,6 +331,7 @@ mod tests {
                 stop_reason: None,
                 cpu: None,
                 memory: None,
+                ephemeral_storage_gib: None,
                 network: None,
             },
             report: TaskReport {

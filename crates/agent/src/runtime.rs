@@ -49,6 +49,9 @@ pub struct CreateSpec {
     /// The cgroup the container's cgroup is made in (Docker's `CgroupParent`): the task's own
     /// (`/berth/TASKID`, see [`crate::cgroup`]) when it has a task-level size.
     pub cgroup_parent: Option<String>,
+    /// The limit of the container's writable layer, GiB (a FARGATE task's ephemeral storage),
+    /// where the storage driver can limit one.
+    pub storage_gib: Option<u32>,
 }
 
 /// One line of a container's output (stdout or stderr), with the time Docker took it.

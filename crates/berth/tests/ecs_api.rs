@@ -490,6 +490,11 @@ async fn task_definition_validation_names_field_and_value() {
             "at least one container",
         ),
         (
+            json!({"family": "f", "ephemeralStorage": {"sizeInGiB": 20}, "containerDefinitions": [{"name": "a", "image": "i", "memory": 64}]}),
+            "InvalidParameterException",
+            "between 21 and 200 GiB",
+        ),
+        (
             json!({"family": "f", "containerDefinitions": (0..11).map(|i| json!({"name": format!("c{i}"), "image": "i", "memory": 8})).collect::<Vec<_>>()}),
             "ClientException",
             "at most 10",

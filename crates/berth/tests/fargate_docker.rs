@@ -178,15 +178,23 @@ async fn fargate_tasks_of_two_clusters_run_on_managed_capacity_within_their_size
     // One task in each cluster, both on the pool.
     let mut tasks = Vec::new();
     for c in ["default", "other"] {
-        let v = f
-            .server
-            .ok("RunTask", run(c, json!({"platformVersion": "LATEST"})))
-            .await;
+        // The second asks for more storage than Fargate's default.
+        let extra = match c {
+            "other" => json!({"platformVersion": "LATEST",
+                              "overrides": {"ephemeralStorage": {"sizeInGiB": 30}}}),
+            _ => json!({"platformVersion": "LATEST"}),
+        };
+        let v = f.server.ok("RunTask", run(c, extra)).await;
         assert_eq!(v["failures"], json!([]), "{v:#}");
         let t = &v["tasks"][0];
         assert_eq!(t["launchType"], "FARGATE");
         assert_eq!(t["platformVersion"], "1.4.0");
         assert!(t.get("containerInstanceArn").is_none(), "{t:#}");
+        // Fargate's 20 GiB unless asked for more (this Docker's storage driver cannot
+        // limit a container's disk: the agent makes the containers without the limit).
+        let gib = if c == "other" { 30 } else { 20 };
+        assert_eq!(t["ephemeralStorage"], json!({"sizeInGiB": gib}), "{t:#}");
+        assert_eq!(t["fargateEphemeralStorage"], json!({"sizeInGiB": gib}));
         tasks.push((c, t["taskArn"].as_str().unwrap().to_string()));
     }
     let mut running = Vec::new();

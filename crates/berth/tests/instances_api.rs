@@ -2199,6 +2199,15 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
         assert_eq!(t["capacityProviderName"], "web-cp");
         assert_eq!(t["launchType"], "EC2");
     }
+    let e = s
+        .err(
+            "CreateService",
+            json!({"cluster": "default", "serviceName": "mon", "taskDefinition": "web",
+                   "schedulingStrategy": "DAEMON", "capacityProviderStrategy": strategy}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(e.contains("DAEMON"), "{e}");
     // A service on it too.
     s.ok(
         "CreateService",

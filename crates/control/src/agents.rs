@@ -550,6 +550,7 @@ mod tests {
             stop_reason: None,
             cpu: None,
             memory: None,
+            ephemeral_storage_gib: None,
             network: None,
         }
     }

@@ -164,9 +164,26 @@ pub(crate) fn demand(td: &TaskDefinition, overrides: &TaskOverride) -> Result<De
     })
 }
 
-/// What a task shows of where it runs: a FARGATE task its platform and capacity provider
-/// (FARGATE unless FARGATE_SPOT); a task of an Auto Scaling group provider that provider.
-fn provider_fields(launch_type: &str, provider: Option<&str>) -> ecs::Task {
+/// Fargate's ephemeral storage when a task asks for none, and the range it may ask for.
+pub(crate) const FARGATE_STORAGE_GIB: i32 = 20;
+const STORAGE_RANGE_GIB: std::ops::RangeInclusive<i32> = 21..=200;
+
+/// `ephemeralStorage` (of a task definition or an override) as ECS takes it.
+pub(crate) fn check_ephemeral_storage(e: Option<&ecs::EphemeralStorage>) -> Result<(), EcsError> {
+    match e.map(|e| e.size_in_gi_b) {
+        None => Ok(()),
+        Some(Some(n)) if STORAGE_RANGE_GIB.contains(&n) => Ok(()),
+        Some(n) => Err(EcsError::invalid(format!(
+            "ephemeralStorage.sizeInGiB {} must be between 21 and 200 GiB.",
+            n.map(|n| n.to_string()).unwrap_or_else(|| "null".into())
+        ))),
+    }
+}
+
+/// What a task shows of where it runs: a FARGATE task its platform, capacity provider
+/// (FARGATE unless FARGATE_SPOT) and ephemeral storage (`storage_gib`); a task of an Auto
+/// Scaling group provider that provider.
+fn provider_fields(launch_type: &str, provider: Option<&str>, storage_gib: i32) -> ecs::Task {
     if launch_type != "FARGATE" {
         return ecs::Task {
             capacity_provider_name: provider.map(str::to_string),
@@ -177,6 +194,13 @@ fn provider_fields(launch_type: &str, provider: Option<&str>) -> ecs::Task {
         platform_version: Some(crate::FARGATE_PLATFORM_VERSION.into()),
         platform_family: Some("Linux".into()),
         capacity_provider_name: Some(provider.unwrap_or("FARGATE").into()),
+        ephemeral_storage: Some(ecs::EphemeralStorage {
+            size_in_gi_b: Some(storage_gib),
+        }),
+        fargate_ephemeral_storage: Some(ecs::TaskEphemeralStorage {
+            size_in_gi_b: Some(storage_gib),
+            kms_key_id: None,
+        }),
         ..Default::default()
     }
 }
@@ -455,7 +479,7 @@ impl Control {
         if let Some(m) = o.memory.as_deref() {
             units::parse_memory(m)?;
         }
-        Ok(())
+        check_ephemeral_storage(o.ephemeral_storage.as_ref())
     }
 
     /// A task definition's network mode against the `networkConfiguration` given, as ECS
@@ -553,7 +577,16 @@ impl Control {
                 ..Default::default()
             }]),
             tags: Some(meta.tags.clone()),
-            ..provider_fields(launch_type_of(ci), meta.capacity_provider.as_deref())
+            ..provider_fields(
+                launch_type_of(ci),
+                meta.capacity_provider.as_deref(),
+                meta.overrides
+                    .ephemeral_storage
+                    .as_ref()
+                    .or(td.ephemeral_storage.as_ref())
+                    .and_then(|e| e.size_in_gi_b)
+                    .unwrap_or(FARGATE_STORAGE_GIB),
+            )
         }
     }
 

@@ -95,6 +95,11 @@ pub fn desired_task(task: &Task, td: &TaskDefinition) -> DesiredTask {
             .as_deref()
             .or(td.memory.as_deref())
             .and_then(|m| units::parse_memory(m).ok()),
+        ephemeral_storage_gib: task
+            .ephemeral_storage
+            .as_ref()
+            .and_then(|e| e.size_in_gi_b)
+            .and_then(|n| u32::try_from(n).ok()),
         // The interface comes from its own record (see `agents`).
         network: None,
     }

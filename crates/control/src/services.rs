@@ -342,13 +342,27 @@ impl Control {
                 "desiredCount {desired} must not be negative"
             )));
         }
+        let given = r
+            .capacity_provider_strategy
+            .as_deref()
+            .filter(|s| !s.is_empty());
+        if daemon && given.is_some() {
+            return Err(EcsError::invalid(
+                "Specifying a capacity provider strategy is not supported with the DAEMON scheduling strategy.",
+            ));
+        }
+        // A daemon runs on every instance: the cluster's default strategy is not for it.
+        let launch_type = match (daemon, r.launch_type.as_deref()) {
+            (true, None) => Some("EC2"),
+            (_, l) => l,
+        };
         let crate::capacity::Launch {
             strategy: providers,
             launch_type,
         } = crate::capacity::launch(
             &cluster_rec,
-            r.capacity_provider_strategy.as_deref(),
-            r.launch_type.as_deref(),
+            given,
+            launch_type,
             r.platform_version.as_deref(),
             r.placement_constraints
                 .as_ref()

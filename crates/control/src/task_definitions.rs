@@ -43,6 +43,7 @@ impl Control {
                 )));
             }
         }
+        crate::apply::check_ephemeral_storage(r.ephemeral_storage.as_ref())?;
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
         let mut untagged = r.clone();
