@@ -615,6 +615,37 @@ async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted
         after.iter().all(|t| t["taskArn"] != victim.as_str()),
         "the interrupted task was replaced: {after:#?}"
     );
+
+    // Off Spot: a new strategy is a new deployment, whose tasks replace the Spot ones.
+    let updated = f
+        .server
+        .ok(
+            "UpdateService",
+            json!({"service": "web",
+                   "capacityProviderStrategy": [{"capacityProvider": "FARGATE", "weight": 1}]}),
+        )
+        .await;
+    let svc = &updated["service"];
+    assert_eq!(
+        svc["capacityProviderStrategy"],
+        json!([{"capacityProvider": "FARGATE", "weight": 1}])
+    );
+    let primary = &svc["deployments"][0];
+    assert_eq!(
+        primary["capacityProviderStrategy"][0]["capacityProvider"],
+        "FARGATE"
+    );
+    assert!(primary.get("launchType").is_none(), "{primary:#}");
+    assert_eq!(svc["deployments"].as_array().unwrap().len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tasks = steady_at(&f.server, &td, 2).await;
+        if tasks.iter().all(|t| t["capacityProviderName"] == "FARGATE") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still on Spot: {tasks:#?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     f.server
         .ok(
             "UpdateService",

@@ -1833,7 +1833,7 @@ async fn tasks_get_propagated_and_managed_tags() {
             "InvalidParameterException",
         )
         .await;
-    assert!(e.contains("capacityProviderStrategy"), "{e}");
+    assert!(e.contains("not associated with the cluster"), "{e}");
     // A target group that does not exist is refused with ECS's words, and nothing changes.
     let e = s
         .err(

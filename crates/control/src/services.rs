@@ -275,23 +275,31 @@ impl Control {
         }
     }
 
-    /// A new PRIMARY deployment of `td_arn` (CreateService, UpdateService).
+    /// A new PRIMARY deployment of `td_arn` (CreateService, UpdateService): on the service's
+    /// capacity provider strategy when it has one (as ECS shows it: no launch type then),
+    /// else on its launch type.
     fn new_deployment(
         &self,
         td_arn: &str,
         desired: i32,
         launch_type: &str,
+        strategy: Option<&[ecs::CapacityProviderStrategyItem]>,
         now: f64,
     ) -> Deployment {
-        let d = deploy::new_deployment(
+        let mut d = deploy::new_deployment(
             deployment_id(),
             td_arn.to_string(),
             desired,
             launch_type.to_string(),
             now,
         );
+        let strategy = strategy.filter(|s| !s.is_empty());
+        if strategy.is_some() {
+            d.launch_type = None;
+        }
         let mut w = Deployment::default();
         write_deployment(&mut w, d);
+        w.capacity_provider_strategy = strategy.map(<[_]>::to_vec);
         w
     }
 
@@ -374,6 +382,13 @@ impl Control {
                 "The DAEMON scheduling strategy does not support the FARGATE launch type.",
             ));
         }
+        // The strategy the service keeps: the one given, or the cluster's default it took.
+        let provider_items = providers.as_ref().map(|_| {
+            given
+                .map(<[_]>::to_vec)
+                .or_else(|| cluster_rec.default_capacity_provider_strategy.clone())
+                .unwrap_or_default()
+        });
         if let Some(p) = r.propagate_tags.as_deref() {
             check_enum("propagateTags", p, ecs::enums::PROPAGATE_TAGS)?;
         }
@@ -458,19 +473,14 @@ impl Control {
                 pending_count: Some(0),
                 // A service on a capacity provider strategy shows the strategy, not a type.
                 launch_type: providers.is_none().then(|| launch_type.clone()),
-                capacity_provider_strategy: providers.as_ref().map(|_| {
-                    r.capacity_provider_strategy
-                        .clone()
-                        .filter(|i| !i.is_empty())
-                        .or_else(|| cluster_rec.default_capacity_provider_strategy.clone())
-                        .unwrap_or_default()
-                }),
+                capacity_provider_strategy: provider_items.clone(),
                 task_definition: Some(td_arn.clone()),
                 deployment_configuration: Some(deployment_configuration.clone()),
                 deployments: Some(vec![self.new_deployment(
                     &td_arn,
                     desired,
                     &launch_type,
+                    provider_items.as_deref(),
                     now,
                 )]),
                 events: Some(Vec::new()),
@@ -530,7 +540,7 @@ impl Control {
         r: ecs::UpdateServiceRequest,
     ) -> Result<ecs::UpdateServiceResponse, EcsError> {
         let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
-        let cluster = cluster_rec.cluster_name.unwrap_or_default();
+        let cluster = cluster_rec.cluster_name.clone().unwrap_or_default();
         let ident = r.service.clone().unwrap_or_default();
         if let Some(d) = r.desired_count {
             if d < 0 {
@@ -540,20 +550,49 @@ impl Control {
             }
         }
         let (current, _) = self.service_record(&cluster, &ident).await?;
-        let on_providers = current
-            .capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|s| !s.is_empty());
-        let launch_type = match on_providers {
-            true => current
-                .capacity_provider_strategy
-                .as_deref()
-                .and_then(crate::capacity::Strategy::stored)
+        // A new strategy, checked against the cluster: its providers' launch type is the
+        // service's from then on.
+        let new_strategy = match r.capacity_provider_strategy.as_deref() {
+            None => None,
+            Some([]) => {
+                return Err(EcsError::invalid(
+                    "capacityProviderStrategy must name at least one capacity provider.",
+                ))
+            }
+            Some(_) if current.scheduling_strategy.as_deref() == Some("DAEMON") => {
+                return Err(EcsError::invalid(
+                    "Specifying a capacity provider strategy is not supported with the DAEMON scheduling strategy.",
+                ))
+            }
+            Some(items) => Some((
+                items.to_vec(),
+                crate::capacity::strategy_of(&cluster_rec, items)?,
+            )),
+        };
+        let launch_type = match (&new_strategy, &current.capacity_provider_strategy) {
+            (Some((_, st)), _) => st.launch_type.to_string(),
+            (None, Some(items)) if !items.is_empty() => crate::capacity::Strategy::stored(items)
                 .map(|s| s.launch_type)
                 .unwrap_or("FARGATE")
                 .to_string(),
-            false => current.launch_type.clone().unwrap_or_else(|| "EC2".into()),
+            _ => current.launch_type.clone().unwrap_or_else(|| "EC2".into()),
         };
+        let rules = |c: &Option<Vec<ecs::PlacementConstraint>>,
+                     st: &Option<Vec<ecs::PlacementStrategy>>| {
+            c.as_ref().is_some_and(|c| !c.is_empty()) || st.as_ref().is_some_and(|s| !s.is_empty())
+        };
+        let placement_rules = match (&r.placement_constraints, &r.placement_strategy) {
+            (None, None) => rules(&current.placement_constraints, &current.placement_strategy),
+            (c, st) => rules(
+                &c.clone().or(current.placement_constraints.clone()),
+                &st.clone().or(current.placement_strategy.clone()),
+            ),
+        };
+        if launch_type == "FARGATE" && placement_rules {
+            return Err(EcsError::invalid(
+                "Task placement constraints and strategies are not supported with the FARGATE launch type.",
+            ));
+        }
         let new_td = match r.task_definition.as_deref() {
             Some(t) => Some(
                 self.runnable_definition(Some(t), &launch_type, false)
@@ -582,16 +621,11 @@ impl Control {
             &r.deployment_configuration,
         )
         .or_else(|| {
-            let capacity = r
-                .capacity_provider_strategy
-                .as_ref()
-                .is_some_and(|c| !c.is_empty());
             let controller = r
                 .deployment_controller
                 .as_ref()
                 .is_some_and(|c| c.r#type.as_deref().is_some_and(|t| t != "ECS"));
             [
-                (capacity, "capacityProviderStrategy"),
                 (controller, "deploymentController"),
                 (r.monitoring.is_some(), "monitoring"),
             ]
@@ -675,6 +709,20 @@ impl Control {
             if let Some(n) = &r.network_configuration {
                 s.network_configuration = Some(n.clone());
             }
+            // A new strategy takes a new deployment: its tasks go where it says.
+            let strategy_changed = new_strategy
+                .as_ref()
+                .is_some_and(|(items, _)| s.capacity_provider_strategy.as_ref() != Some(items));
+            if let (true, Some((items, _))) = (strategy_changed, &new_strategy) {
+                s.capacity_provider_strategy = Some(items.clone());
+                s.launch_type = None;
+                let fargate = launch_type == "FARGATE";
+                s.platform_family = fargate.then(|| "Linux".into());
+                s.platform_version = match fargate {
+                    true => s.platform_version.clone().or_else(|| Some("LATEST".into())),
+                    false => None,
+                };
+            }
             let desired = s.desired_count.unwrap_or(0);
             let td_arn = new_td
                 .as_ref()
@@ -683,7 +731,7 @@ impl Control {
                 .unwrap_or_default();
             // The revision the service will run against its network configuration, as ECS
             // checks them (an awsvpc revision needs one, others may not have one).
-            if new_td.is_some() || network_changed {
+            if new_td.is_some() || network_changed || strategy_changed {
                 let td = match &new_td {
                     Some(td) => td.clone(),
                     None => {
@@ -700,6 +748,7 @@ impl Control {
             if changed_td
                 || lb_changed
                 || network_changed
+                || strategy_changed
                 || r.force_new_deployment.unwrap_or(false)
             {
                 for d in deployments.iter_mut() {
@@ -707,7 +756,14 @@ impl Control {
                     d.updated_at = Some(now);
                 }
                 let lt = launch_type.clone();
-                deployments.insert(0, self.new_deployment(&td_arn, desired, &lt, now));
+                let d = self.new_deployment(
+                    &td_arn,
+                    desired,
+                    &lt,
+                    s.capacity_provider_strategy.as_deref(),
+                    now,
+                );
+                deployments.insert(0, d);
                 s.task_definition = Some(td_arn);
             } else if let Some(p) = deployments.first_mut() {
                 p.desired_count = Some(desired);
