@@ -195,3 +195,122 @@ async fn sdk_sees_typed_errors() {
     assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn sdk_drives_auto_scaling_group_capacity_providers() {
+    use aws_sdk_ecs::types::{
+        AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProviderField,
+        CapacityProviderStatus, CapacityProviderStrategyItem, ManagedScaling, ManagedScalingStatus,
+    };
+    let s = TestServer::start().await;
+    let ecs = client(&s, &s.secret_key);
+    ecs.create_cluster()
+        .cluster_name("sdk")
+        .send()
+        .await
+        .unwrap();
+    let asg = "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:0b4d7c0e-1111-2222-3333-444455556666:autoScalingGroupName/sdk-asg";
+    let created = ecs
+        .create_capacity_provider()
+        .name("sdk-cp")
+        .auto_scaling_group_provider(
+            AutoScalingGroupProvider::builder()
+                .auto_scaling_group_arn(asg)
+                .managed_scaling(
+                    ManagedScaling::builder()
+                        .status(ManagedScalingStatus::Enabled)
+                        .target_capacity(90)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .tags(Tag::builder().key("k").value("v").build())
+        .send()
+        .await
+        .unwrap();
+    let cp = created.capacity_provider().unwrap();
+    assert_eq!(cp.status(), Some(&CapacityProviderStatus::Active));
+    let scaling = cp
+        .auto_scaling_group_provider()
+        .unwrap()
+        .managed_scaling()
+        .unwrap();
+    assert_eq!(scaling.target_capacity(), Some(90));
+    assert_eq!(scaling.maximum_scaling_step_size(), Some(10_000));
+
+    // The same group twice: ClientException.
+    let e = ecs
+        .create_capacity_provider()
+        .name("sdk-cp-2")
+        .auto_scaling_group_provider(
+            AutoScalingGroupProvider::builder()
+                .auto_scaling_group_arn(asg)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.as_service_error().unwrap().is_client_exception(), "{e:?}");
+
+    let d = ecs
+        .describe_capacity_providers()
+        .capacity_providers("sdk-cp")
+        .include(CapacityProviderField::Tags)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.capacity_providers()[0].tags()[0].key(), Some("k"));
+    let put = ecs
+        .put_cluster_capacity_providers()
+        .cluster("sdk")
+        .capacity_providers("sdk-cp")
+        .default_capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider("sdk-cp")
+                .weight(1)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        put.cluster().unwrap().capacity_providers(),
+        ["sdk-cp".to_string()]
+    );
+    let updated = ecs
+        .update_capacity_provider()
+        .name("sdk-cp")
+        .auto_scaling_group_provider(
+            AutoScalingGroupProviderUpdate::builder()
+                .managed_scaling(ManagedScaling::builder().target_capacity(50).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let scaling = updated
+        .capacity_provider()
+        .unwrap()
+        .auto_scaling_group_provider()
+        .unwrap()
+        .managed_scaling()
+        .unwrap();
+    assert_eq!(scaling.target_capacity(), Some(50));
+    assert_eq!(
+        scaling.status(),
+        Some(&ManagedScalingStatus::Enabled),
+        "kept"
+    );
+    // Associated with a cluster: not deleted.
+    let e = ecs
+        .delete_capacity_provider()
+        .capacity_provider("sdk-cp")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.as_service_error().unwrap().is_client_exception(), "{e:?}");
+    s.stop().await;
+}
