@@ -719,6 +719,7 @@ impl Runtime for Docker {
         id: &str,
         network: &str,
         ip: &str,
+        mac: &str,
         name: &str,
     ) -> Result<(), RuntimeError> {
         self.client
@@ -741,6 +742,9 @@ impl Runtime for Docker {
                             ipv4_address: Some(ip.to_string()),
                             ..Default::default()
                         }),
+                        // Docker 20.10 makes it from the address (the same one); later
+                        // engines take it here.
+                        mac_address: Some(mac.to_string()),
                         ..Default::default()
                     },
                 },

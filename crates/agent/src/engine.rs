@@ -260,7 +260,7 @@ fn join_pause(spec: &mut CreateSpec, pause_id: &str) {
 }
 
 /// Stops and removes a pause container (giving its address back), retrying the removal.
-async fn remove_pause(rt: &dyn Runtime, id: &str) {
+pub(crate) async fn remove_pause(rt: &dyn Runtime, id: &str) {
     if let Err(e) = rt.stop(id, 0).await {
         tracing::warn!(container = id, error = %e, "stopping a pause container failed");
     }
@@ -277,6 +277,14 @@ async fn remove_pause(rt: &dyn Runtime, id: &str) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Removes a spare at once (Docker kills it): it runs under the network lock, which every
+/// task's network setup waits for. One that stays keeps its network, said in the log.
+async fn discard_spare(rt: &dyn Runtime, id: &str) {
+    if let Err(e) = rt.remove(id).await {
+        tracing::warn!(container = id, error = %e, "removing a spare pause container failed");
     }
 }
 
@@ -315,11 +323,9 @@ async fn refill_spares(ctx: Arc<EngineContext>, network: String, subnet_id: Stri
     let rt = &ctx.runtime;
     let mut made = Vec::new();
     for ip in free {
+        // A spare still being moved to its task may hold the name yet (it is renamed last):
+        // then this slot waits for the next refill. Earlier runs' spares went at the start.
         let spec = spare_spec(&network, &subnet_id, &ip, &ctx.instance_arn);
-        // A leftover of an earlier run under the same name goes first.
-        if let Ok(Some(old)) = rt.inspect(&spec.name).await {
-            remove_pause(rt.as_ref(), &old.id).await;
-        }
         let started = match rt.create(&spec).await {
             Ok(id) => match rt.start(&id).await {
                 Ok(()) => Ok(id),
@@ -340,7 +346,7 @@ async fn refill_spares(ctx: Arc<EngineContext>, network: String, subnet_id: Stri
     let mut nets = ctx.networks.lock().await;
     let (gone, extra) = nets.refilled(&network, made);
     for s in extra {
-        remove_pause(rt.as_ref(), &s.id).await;
+        discard_spare(rt.as_ref(), &s.id).await;
     }
     if gone {
         if let Err(e) = rt.remove_network(&network).await {
@@ -679,7 +685,7 @@ impl TaskRun {
         let name = container_name(&self.plan, PAUSE_NAME);
         if let Some(spare) = spare {
             match rt
-                .readdress(&spare.id, &network, &n.private_ip, &name)
+                .readdress(&spare.id, &network, &n.private_ip, &n.mac, &name)
                 .await
             {
                 // Docker takes a name wherever it takes an id.
@@ -820,7 +826,7 @@ impl TaskRun {
             false => (!nets.in_use(&name), Vec::new()),
         };
         for s in spares {
-            remove_pause(rt.as_ref(), &s.id).await;
+            discard_spare(rt.as_ref(), &s.id).await;
         }
         if last {
             if let Err(e) = rt.remove_network(&name).await {

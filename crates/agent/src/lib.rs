@@ -456,11 +456,8 @@ async fn remove_spares(runtime: &Arc<dyn Runtime>, instance_arn: &str) {
         return;
     };
     for c in list {
-        if c.labels.contains_key(spares::SPARE_LABEL)
-            && c.name.starts_with(spares::SPARE_NAME_PREFIX)
-        {
-            let _ = runtime.stop(&c.id, 0).await;
-            let _ = runtime.remove(&c.id).await;
+        if c.labels.contains_key(spares::SPARE_LABEL) && spares::taken_by(&c.name).is_none() {
+            engine::remove_pause(runtime.as_ref(), &c.id).await;
         }
     }
 }
@@ -484,15 +481,14 @@ async fn sweep(
     };
     for c in list {
         if c.labels.contains_key(spares::SPARE_LABEL) {
-            let taken = !c.name.starts_with(spares::SPARE_NAME_PREFIX);
-            let id = c.name.rsplit('-').next().unwrap_or_default();
-            if taken && !owned.iter().any(|t| t.ends_with(&format!("/{id}"))) {
+            let gone = spares::taken_by(&c.name)
+                .is_some_and(|id| !owned.iter().any(|t| t.ends_with(&format!("/{id}"))));
+            if gone {
                 tracing::info!(
                     container = c.id,
                     "removing the pause container of a task the server no longer has"
                 );
-                let _ = runtime.stop(&c.id, 0).await;
-                let _ = runtime.remove(&c.id).await;
+                engine::remove_pause(runtime.as_ref(), &c.id).await;
             }
             continue;
         }
@@ -741,10 +737,12 @@ pub async fn run(
         }
     }
     drop(tasks);
-    for spare in ctx.networks.lock().await.drain() {
-        let _ = runtime.stop(&spare.id, 0).await;
-        let _ = runtime.remove(&spare.id).await;
+    // No refill adds spares from here on; those one is starting are found by their label.
+    let drained = ctx.networks.lock().await.drain();
+    for spare in drained {
+        engine::remove_pause(runtime.as_ref(), &spare.id).await;
     }
+    remove_spares(&runtime, &id.container_instance_arn).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), reports).await;
     if let Some(s) = sampler {

@@ -285,10 +285,11 @@ impl Runtime for Timed {
         id: &str,
         network: &str,
         ip: &str,
+        mac: &str,
         name: &str,
     ) -> Result<(), RuntimeError> {
         let t = Instant::now();
-        let r = self.inner.readdress(id, network, ip, name).await;
+        let r = self.inner.readdress(id, network, ip, mac, name).await;
         self.done("readdress", t, r)
     }
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -176,14 +176,15 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
         gateway: &str,
         labels: &HashMap<String, String>,
     ) -> Result<(), RuntimeError>;
-    /// Moves the running container `id` on `network` to the address `ip` (disconnected, then
-    /// connected at it; its MAC follows from the address) and renames it `name`: a spare pause
-    /// container becoming a task's (see [`crate::spares`]).
+    /// Moves the running container `id` on `network` to the address `ip` with `mac`
+    /// (disconnected, then connected at them) and renames it `name`: a spare pause container
+    /// becoming a task's (see [`crate::spares`]).
     async fn readdress(
         &self,
         id: &str,
         network: &str,
         ip: &str,
+        mac: &str,
         name: &str,
     ) -> Result<(), RuntimeError>;
     /// Removes the network `name`; one already gone is fine, one still in use is an error.
@@ -454,6 +455,7 @@ pub mod fake {
             id: &str,
             _network: &str,
             ip: &str,
+            mac: &str,
             name: &str,
         ) -> Result<(), RuntimeError> {
             self.note(format!("readdress {ip}"));
@@ -464,6 +466,7 @@ pub mod fake {
                 .ok_or_else(|| RuntimeError::Api(format!("no container {id}")))?;
             // Known by its new name from here on (the fake's ids are its names).
             c.spec.ipv4_address = Some(ip.into());
+            c.spec.mac_address = Some(mac.into());
             c.obs.id = name.into();
             c.renamed = Some(name.into());
             m.insert(name.into(), c);

@@ -25,6 +25,15 @@ pub const SPARE_LABEL: &str = "io.berth.spare-pause";
 /// The name prefix of a spare not yet taken.
 pub const SPARE_NAME_PREFIX: &str = "berth-spare-";
 
+/// The id of the task that took the spare pause container named `name` (its name became
+/// the task's pause container's, which ends with the task's id); `None` for one not taken.
+pub fn taken_by(name: &str) -> Option<&str> {
+    if name.starts_with(SPARE_NAME_PREFIX) {
+        return None;
+    }
+    name.rsplit('-').next().filter(|id| !id.is_empty())
+}
+
 /// A started pause container waiting for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spare {
@@ -44,6 +53,8 @@ struct Net {
 #[derive(Debug, Default)]
 pub struct Subnets {
     nets: HashMap<String, Net>,
+    /// The agent is exiting: no more spares.
+    closed: bool,
 }
 
 /// The addresses spares may hold in `cidr`: EC2's reserved network address + 2 and + 3.
@@ -97,7 +108,7 @@ impl Subnets {
     /// network is then refilling until [`Subnets::refilled`]. Empty when it is full, already
     /// refilling, or unused.
     pub fn to_refill(&mut self, network: &str, slots: &[String]) -> Vec<String> {
-        let Some(net) = self.nets.get_mut(network) else {
+        let Some(net) = self.nets.get_mut(network).filter(|_| !self.closed) else {
             return Vec::new();
         };
         if net.refilling || net.tasks == 0 {
@@ -119,6 +130,10 @@ impl Subnets {
             return (true, new);
         };
         net.refilling = false;
+        if self.closed {
+            // The agent is exiting; its tasks (and so the network) may stay.
+            return (false, new);
+        }
         if net.tasks == 0 {
             self.nets.remove(network);
             return (true, new);
@@ -132,8 +147,9 @@ impl Subnets {
         self.nets.get(network).is_some_and(|n| n.tasks > 0)
     }
 
-    /// Every spare, for the agent's exit.
+    /// Every spare, for the agent's exit; none is kept from then on.
     pub fn drain(&mut self) -> Vec<Spare> {
+        self.closed = true;
         self.nets
             .values_mut()
             .flat_map(|n| std::mem::take(&mut n.spares))
@@ -150,6 +166,15 @@ mod tests {
             id: format!("c-{ip}"),
             ip: ip.into(),
         }
+    }
+
+    #[test]
+    fn a_taken_spare_names_its_task() {
+        assert_eq!(
+            taken_by("ecs-web-4-internalecspause-abc123"),
+            Some("abc123")
+        );
+        assert_eq!(taken_by("berth-spare-subnet-1-10-0-1-2-i"), None);
     }
 
     #[test]
@@ -195,5 +220,18 @@ mod tests {
         assert_eq!(s.refilled("n", made.clone()), (true, made));
         assert!(s.nets.is_empty());
         assert!(s.drain().is_empty());
+    }
+
+    #[test]
+    fn after_the_drain_at_exit_no_spare_is_kept() {
+        let slots = spare_slots("10.0.0.0/24");
+        let mut s = Subnets::default();
+        s.join("n", true);
+        let free = s.to_refill("n", &slots);
+        assert!(s.drain().is_empty());
+        // A refill under way when the agent exits hands its spares back, network kept.
+        let made: Vec<Spare> = free.iter().map(|ip| spare(ip)).collect();
+        assert_eq!(s.refilled("n", made.clone()), (false, made));
+        assert!(s.to_refill("n", &slots).is_empty());
     }
 }

@@ -167,8 +167,23 @@ pub async fn sample(
         }
     };
     let at_ms = (crate::engine::now() * 1000.0) as i64;
+    // A spare pause container a task took keeps the spare's labels: its name says the task.
+    let arn_of: HashMap<String, String> = listed
+        .iter()
+        .filter_map(|c| c.labels.get(labels::TASK_ARN))
+        .map(|arn| {
+            (
+                arn.rsplit('/').next().unwrap_or_default().to_string(),
+                arn.clone(),
+            )
+        })
+        .collect();
     let usage: Vec<Sampled> =
         futures::stream::iter(listed.into_iter().filter(|c| c.running).filter_map(|c| {
+            if c.labels.contains_key(crate::spares::SPARE_LABEL) {
+                let task = arn_of.get(crate::spares::taken_by(&c.name)?)?.clone();
+                return Some((task, crate::engine::PAUSE_NAME.to_string(), c.id));
+            }
             let task = c.labels.get(labels::TASK_ARN)?.clone();
             let name = c
                 .labels

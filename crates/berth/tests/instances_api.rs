@@ -2035,7 +2035,7 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
         "--name",
         "web-cp",
         "--auto-scaling-group-provider",
-        &format!("autoScalingGroupArn={asg},managedScaling={{status=ENABLED,targetCapacity=80}},managedTerminationProtection=DISABLED"),
+        &format!("autoScalingGroupArn={asg},managedScaling={{status=DISABLED,targetCapacity=80}},managedTerminationProtection=DISABLED"),
         "--tags",
         "key=team,value=web",
     ])
@@ -2194,6 +2194,10 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
         .await;
     let tasks = v["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 6, "{v}");
+    let standalone: Vec<String> = tasks
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap().to_string())
+        .collect();
     for t in tasks {
         assert_eq!(t["containerInstanceArn"], mine.arn.as_str(), "{t}");
         assert_eq!(t["capacityProviderName"], "web-cp");
@@ -2223,7 +2227,16 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
         assert_eq!(t["capacityProviderName"], "web-cp");
     }
 
-    // The reservation: one busy instance of one, and the service has what it wants.
+    // With managed scaling on (from now, so every publish sees the same state), the
+    // reservation: one busy instance of one, and the service has what it wants.
+    aws(&[
+        "update-capacity-provider",
+        "--name",
+        "web-cp",
+        "--auto-scaling-group-provider",
+        "managedScaling={status=ENABLED}",
+    ])
+    .unwrap();
     s.control.publish_insights().await.unwrap();
     let cw = |args: &[&str]| common::aws_json(&cli, &s, &s.secret_key, "cloudwatch", args);
     let now = SystemTime::now()
@@ -2247,12 +2260,13 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
         "60",
         "--statistics",
         "Minimum",
+        "Maximum",
     ])
     .unwrap();
-    // The server's own publishing may have caught the service short of its tasks (200) in
-    // the same minute; the publish after they were placed says 100.
+    let point = &stats["Datapoints"][0];
     assert_eq!(
-        stats["Datapoints"][0]["Minimum"], 100.0,
+        (&point["Minimum"], &point["Maximum"]),
+        (&json!(100.0), &json!(100.0)),
         "one instance needed, one there: {stats}"
     );
 
@@ -2297,15 +2311,23 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
             .await;
     }
     s.control.reconcile_services().await.unwrap();
-    aws(&[
-        "put-cluster-capacity-providers",
-        "--cluster",
-        "default",
-        "--capacity-providers",
-        "--default-capacity-provider-strategy",
-        "[]",
-    ])
-    .unwrap();
+    let release = || {
+        aws(&[
+            "put-cluster-capacity-providers",
+            "--cluster",
+            "default",
+            "--capacity-providers",
+            "--default-capacity-provider-strategy",
+            "[]",
+        ])
+    };
+    // The six standalone tasks still run on it.
+    let e = release().unwrap_err();
+    assert!(e.contains("ResourceInUseException"), "{e}");
+    for arn in &standalone {
+        mine.report(arn, "STOPPED", Some(0)).await;
+    }
+    release().unwrap();
     let gone = aws(&["delete-capacity-provider", "--capacity-provider", "web-cp"]).unwrap();
     assert_eq!(gone["capacityProvider"]["status"], "INACTIVE");
     let missing = aws(&[

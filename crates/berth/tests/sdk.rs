@@ -304,6 +304,39 @@ async fn sdk_drives_auto_scaling_group_capacity_providers() {
         Some(&ManagedScalingStatus::Enabled),
         "kept"
     );
+    // Pages go by name, the built-in providers among the rest.
+    ecs.create_capacity_provider()
+        .name("Alpha-cp")
+        .auto_scaling_group_provider(
+            AutoScalingGroupProvider::builder()
+                .auto_scaling_group_arn("alpha-asg")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    let mut token = None;
+    for _ in 0..10 {
+        let page = ecs
+            .describe_capacity_providers()
+            .max_results(1)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        names.extend(
+            page.capacity_providers()
+                .iter()
+                .filter_map(|p| p.name().map(str::to_string)),
+        );
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(names, ["Alpha-cp", "FARGATE", "FARGATE_SPOT", "sdk-cp"]);
     // Associated with a cluster: not deleted.
     let e = ecs
         .delete_capacity_provider()

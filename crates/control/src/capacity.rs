@@ -424,13 +424,13 @@ impl Control {
                     "The specified Auto Scaling group ARN is already being used by another capacity provider. Specify a unique Auto Scaling group ARN and try again.",
                 ));
             }
-            // Another provider created meanwhile changes the range: guard every one seen.
+            // One provider per group, whatever was created meanwhile.
+            let group_key = keys::capacity_provider_group(&group);
             let mut txn = Txn::new()
                 .unchanged(&keys::capacity_provider(&name), None)
-                .put(keys::capacity_provider(&name), crate::encode(&provider)?);
-            for (_, kv) in &all {
-                txn = txn.unchanged(&kv.key, Some(kv));
-            }
+                .put(keys::capacity_provider(&name), crate::encode(&provider)?)
+                .unchanged(&group_key, None)
+                .put(group_key, crate::encode(&name)?);
             if !tags.is_empty() {
                 txn = txn.put(keys::tags(&arn), crate::encode(&tags)?);
             }
@@ -542,24 +542,23 @@ impl Control {
             else {
                 return Err(not_found_provider());
             };
-            // The clusters are guarded too: one associating it now makes this a conflict.
-            let clusters = self.clusters_all().await?;
-            let mut txn = Txn::new().unchanged(&kv.key, Some(&kv));
-            for (c, ckv) in &clusters {
-                if c.status.as_deref() == Some("ACTIVE")
-                    && c.capacity_providers.iter().flatten().any(|x| x == &name)
-                {
-                    return Err(EcsError::client(format!(
-                        "The capacity provider cannot be deleted because it is associated with cluster: {}. Remove the capacity provider from the cluster and try again.",
-                        c.cluster_name.as_deref().unwrap_or_default()
-                    )));
-                }
-                txn = txn.unchanged(&ckv.key, Some(ckv));
+            // Its owner record says which cluster it serves; one associating it meanwhile
+            // makes this a conflict.
+            let owner_key = keys::capacity_provider_owner(&name);
+            if let Some((cluster, _)) = self.get_record::<String>(&owner_key).await? {
+                return Err(EcsError::client(format!(
+                    "The capacity provider cannot be deleted because it is associated with cluster: {cluster}. Remove the capacity provider from the cluster and try again."
+                )));
             }
             let arn = p.capacity_provider_arn.clone().unwrap_or_default();
-            let txn = txn
+            let mut txn = Txn::new()
+                .unchanged(&kv.key, Some(&kv))
+                .unchanged(&owner_key, None)
                 .delete(keys::capacity_provider(&name))
                 .delete(keys::tags(&arn));
+            if let Some(group) = provider_group(&p) {
+                txn = txn.delete(keys::capacity_provider_group(&group));
+            }
             if self.commit(txn).await? {
                 p.status = Some("INACTIVE".into());
                 p.update_status = Some("DELETE_COMPLETE".into());
@@ -600,6 +599,8 @@ impl Control {
                     .map(|(p, _)| (p.name.clone().unwrap_or_default(), p)),
             )
             .collect();
+        // Pages go by name: the built-in ones sort among the rest.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         let mut failures = Vec::new();
         let (mut providers, next_token) = if names.is_empty() {
             page(all, after.as_deref(), limit, false)
@@ -645,6 +646,7 @@ impl Control {
             .unwrap_or_default();
         for _ in 0..crate::CAS_ATTEMPTS {
             let (mut c, kv) = self.active_cluster(r.cluster.as_deref()).await?;
+            let c_before = c.clone();
             let name = c.cluster_name.clone().unwrap_or_default();
             if name == crate::FARGATE_POOL {
                 return Err(EcsError::invalid(
@@ -652,7 +654,34 @@ impl Control {
                 ));
             }
             self.check_capacity(&name, &providers, &strategy).await?;
-            // A provider a service's strategy names stays.
+            // A provider a service's strategy or a task not yet stopped names stays.
+            let removed: Vec<&String> = c
+                .capacity_providers
+                .iter()
+                .flatten()
+                .filter(|p| !providers.contains(p))
+                .collect();
+            if !removed.is_empty() {
+                for kv in self
+                    .store
+                    .range(&keys::tasks_of(&name), None, None)
+                    .await
+                    .map_err(crate::store_error)?
+                {
+                    let t: ecs::Task = crate::decode(&kv)?;
+                    let live = t.last_status.as_deref() != Some("STOPPED");
+                    if live
+                        && t.capacity_provider_name
+                            .as_ref()
+                            .is_some_and(|p| removed.contains(&p))
+                    {
+                        return Err(EcsError::new(
+                            ErrorKind::ResourceInUse,
+                            "The specified capacity provider is in use and cannot be removed.",
+                        ));
+                    }
+                }
+            }
             for (svc, _) in self.services_in(&name).await? {
                 let used = svc.status.as_deref() != Some("INACTIVE")
                     && svc
@@ -673,16 +702,16 @@ impl Control {
             if !strategy.is_empty() {
                 strategy_of(&c, &strategy)?;
             }
-            // A provider deleted meanwhile makes this a conflict.
-            let mut txn = Txn::new().replace(&kv, crate::encode(&c)?);
-            for p in providers
-                .iter()
-                .filter(|p| !BUILT_IN_PROVIDERS.contains(&p.as_str()))
-            {
-                let key = keys::capacity_provider(p);
-                let seen = self.store.get(&key).await.map_err(crate::store_error)?;
-                txn = txn.unchanged(&key, seen.as_ref());
-            }
+            // Providers deleted or taken by another cluster meanwhile make this a conflict.
+            let old = c_before.capacity_providers.clone().unwrap_or_default();
+            let txn = self
+                .associate(
+                    &name,
+                    &old,
+                    &providers,
+                    Txn::new().replace(&kv, crate::encode(&c)?),
+                )
+                .await?;
             if self.commit(txn).await? {
                 return Ok(ecs::PutClusterCapacityProvidersResponse { cluster: Some(c) });
             }

@@ -124,6 +124,52 @@ impl Control {
         Ok(())
     }
 
+    /// `txn` with what associating `cluster`'s capacity providers takes: each Auto Scaling group
+    /// provider of `new` exists (guarded) and serves no other cluster (its owner record, set
+    /// to this cluster, guarded); each of `old` no longer in `new` is released.
+    pub(crate) async fn associate(
+        &self,
+        cluster: &str,
+        old: &[String],
+        new: &[String],
+        mut txn: Txn,
+    ) -> Result<Txn, EcsError> {
+        let custom = |list: &'_ [String]| -> Vec<String> {
+            list.iter()
+                .filter(|p| !BUILT_IN_PROVIDERS.contains(&p.as_str()))
+                .cloned()
+                .collect()
+        };
+        let (old, new) = (custom(old), custom(new));
+        for p in &new {
+            let key = keys::capacity_provider(p);
+            let Some(kv) = self.store.get(&key).await.map_err(store_error)? else {
+                return Err(EcsError::invalid(format!(
+                    "The specified capacity provider {p} does not exist. Specify a valid capacity provider and try again."
+                )));
+            };
+            let owner_key = keys::capacity_provider_owner(p);
+            let owner = self.get_record::<String>(&owner_key).await?;
+            if let Some((other, _)) = owner.as_ref().filter(|(o, _)| o != cluster) {
+                return Err(EcsError::client(format!(
+                    "The specified capacity provider {p} is already associated with cluster {other}. An Auto Scaling group capacity provider can be associated with one cluster only."
+                )));
+            }
+            txn = txn
+                .unchanged(&key, Some(&kv))
+                .unchanged(&owner_key, owner.as_ref().map(|(_, kv)| kv))
+                .put(owner_key.clone(), encode(&cluster.to_string())?);
+        }
+        for p in old.iter().filter(|p| !new.contains(p)) {
+            let owner_key = keys::capacity_provider_owner(p);
+            let owner = self.get_record::<String>(&owner_key).await?;
+            txn = txn
+                .unchanged(&owner_key, owner.as_ref().map(|(_, kv)| kv))
+                .delete(owner_key);
+        }
+        Ok(txn)
+    }
+
     /// A cluster's capacity providers and default strategy, as ECS checks them: each provider
     /// built in or created, an Auto Scaling group provider in no other cluster, the strategy's
     /// providers among them and not mixing Fargate with Auto Scaling groups.
@@ -137,27 +183,14 @@ impl Control {
             .iter()
             .filter(|p| !BUILT_IN_PROVIDERS.contains(&p.as_str()))
             .collect();
-        if !custom.is_empty() {
-            let stored = self.capacity_providers_all().await?;
-            let clusters = self.clusters_all().await?;
-            for p in custom {
-                if !stored.iter().any(|(s, _)| s.name.as_deref() == Some(p)) {
-                    return Err(EcsError::invalid(format!(
-                        "The specified capacity provider {p} does not exist. Specify a valid capacity provider and try again."
-                    )));
-                }
-                if let Some((other, _)) = clusters.iter().find(|(c, _)| {
-                    c.status.as_deref() == Some("ACTIVE")
-                        && c.cluster_name.as_deref() != Some(cluster)
-                        && c.capacity_providers.iter().flatten().any(|x| x == p)
-                }) {
-                    return Err(EcsError::client(format!(
-                        "The specified capacity provider {p} is already associated with cluster {}. An Auto Scaling group capacity provider can be associated with one cluster only.",
-                        other.cluster_name.as_deref().unwrap_or_default()
-                    )));
-                }
-            }
-        }
+        // Checked again in the transaction that associates them (`associate`).
+        self.associate(
+            cluster,
+            &[],
+            &custom.into_iter().cloned().collect::<Vec<_>>(),
+            Txn::new(),
+        )
+        .await?;
         let named: Vec<String> = strategy
             .iter()
             .map(|i| i.capacity_provider.clone().unwrap_or_default())
@@ -253,9 +286,17 @@ impl Control {
                 }),
                 ..Default::default()
             };
-            let mut txn = Txn::new()
+            let txn = Txn::new()
                 .unchanged(&key, existing.as_ref().map(|(_, kv)| kv))
                 .put(key.clone(), encode(&cluster)?);
+            let mut txn = self
+                .associate(
+                    &name,
+                    &[],
+                    cluster.capacity_providers.as_deref().unwrap_or_default(),
+                    txn,
+                )
+                .await?;
             // A re-created cluster starts with only the tags of this request.
             txn = if tags.is_empty() {
                 txn.delete(keys::tags(&arn))
@@ -431,9 +472,17 @@ impl Control {
                 .as_str()
                 .into(),
             );
-            let finish = Txn::new()
+            let mut finish = Txn::new()
                 .unchanged(&kv.key, Some(&marked_kv))
                 .put(kv.key.clone(), encode(&c)?);
+            if still_empty.is_ok() {
+                // Its Auto Scaling group providers are free for another cluster.
+                for p in c.capacity_providers.iter().flatten() {
+                    if !BUILT_IN_PROVIDERS.contains(&p.as_str()) {
+                        finish = finish.delete(keys::capacity_provider_owner(p));
+                    }
+                }
+            }
             if !self.commit(finish).await? {
                 return Err(conflict_exhausted("DeleteCluster"));
             }

@@ -555,6 +555,11 @@ impl Control {
                 .map(|(s, _)| s)
                 .filter(|s| s.status.as_deref() == Some("ACTIVE"))
                 .collect();
+            let daemon_groups: std::collections::HashSet<String> = services
+                .iter()
+                .filter(|s| s.scheduling_strategy.as_deref() == Some("DAEMON"))
+                .filter_map(|s| s.service_name.as_ref().map(|n| format!("service:{n}")))
+                .collect();
             let providers = scaled
                 .iter()
                 .filter(|(p, _)| cluster.capacity_providers.iter().flatten().any(|x| x == p))
@@ -595,6 +600,15 @@ impl Control {
                     )
                 })
                 .collect();
+            // An instance is busy with a task that needs it there: daemon tasks do not count
+            // (every instance runs them), as in ECS's reservation.
+            let busy: std::collections::HashSet<String> = state
+                .tasks_after(None, usize::MAX, |t| {
+                    t.last_status != TaskStatus::Stopped && !daemon_groups.contains(&*t.group)
+                })
+                .into_iter()
+                .filter_map(|t| t.instance.as_deref().map(str::to_string))
+                .collect();
             let grouped = state
                 .instances()
                 .filter(|e| e.record.status.as_deref() != Some("INACTIVE"))
@@ -606,8 +620,7 @@ impl Control {
                         .container_instance_arn
                         .as_deref()
                         .unwrap_or_default();
-                    let (running, pending) = state.task_counts(arn);
-                    Some((group.to_string(), running + pending > 0))
+                    Some((group.to_string(), busy.contains(arn)))
                 })
                 .collect();
             let tasks: Vec<TaskView> = state

@@ -71,6 +71,8 @@ pub const RESETTABLE: &[&str] = &[
     "services/",
     "runtokens/",
     CAPACITY_PROVIDERS,
+    CAPACITY_PROVIDER_GROUPS,
+    CAPACITY_PROVIDER_OWNERS,
     ELB,
     TASK_TARGETS,
     EC2,
@@ -82,6 +84,16 @@ pub const RESETTABLE: &[&str] = &[
 pub const CAPACITY_PROVIDERS: &str = "capacity-providers/";
 pub fn capacity_provider(name: &str) -> String {
     format!("capacity-providers/{name}")
+}
+/// `capacity-provider-groups/GROUP` → the provider of an Auto Scaling group (one per group).
+pub const CAPACITY_PROVIDER_GROUPS: &str = "capacity-provider-groups/";
+pub fn capacity_provider_group(group: &str) -> String {
+    format!("capacity-provider-groups/{group}")
+}
+/// `capacity-provider-owners/NAME` → the cluster an Auto Scaling group provider serves (one).
+pub const CAPACITY_PROVIDER_OWNERS: &str = "capacity-provider-owners/";
+pub fn capacity_provider_owner(name: &str) -> String {
+    format!("capacity-provider-owners/{name}")
 }
 
 /// `task-targets/CLUSTER/TASK_ID` → what was registered in target groups for a service's task
