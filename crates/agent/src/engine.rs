@@ -594,6 +594,18 @@ impl TaskRun {
         }
     }
 
+    /// Whether an `awsvpc` task's pause container stopped or went away (an inspection that
+    /// fails says nothing: it is asked again next tick).
+    async fn pause_lost(&self) -> bool {
+        let Some(id) = &self.pause else {
+            return false;
+        };
+        matches!(
+            self.ctx.runtime.inspect(id).await,
+            Ok(None) | Ok(Some(Observed { running: false, .. }))
+        )
+    }
+
     async fn observe(&mut self) -> Result<(), RuntimeError> {
         for c in &mut self.ctrs {
             if let Some(id) = &c.id {
@@ -698,13 +710,7 @@ impl TaskRun {
         }
         let id = match &self.pause {
             Some(id) => id.clone(),
-            None => {
-                let mut spec = pause_spec(&self.plan, &n, &ctx.instance_arn);
-                spec.cgroup_parent = self.cgroup.clone();
-                let id = rt.create(&spec).await.map_err(failed)?;
-                self.pause = Some(id.clone());
-                id
-            }
+            None => self.make_pause(&n, &network).await.map_err(failed)?,
         };
         let running = rt
             .inspect(&id)
@@ -730,6 +736,40 @@ impl TaskRun {
             "task network ready"
         );
         Ok(())
+    }
+
+    /// Creates and starts the task's own pause container. When that fails, it is removed,
+    /// the subnet's network made again and the pause tried once more: another agent on this
+    /// host may have removed the network just then (Docker keeps a network only while a
+    /// running container is on it, and each agent counts only its own tasks).
+    async fn make_pause(&mut self, n: &TaskNetwork, network: &str) -> Result<String, RuntimeError> {
+        let rt = self.ctx.runtime.clone();
+        let mut spec = pause_spec(&self.plan, n, &self.ctx.instance_arn);
+        spec.cgroup_parent = self.cgroup.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let made = match rt.create(&spec).await {
+                Ok(id) => {
+                    self.pause = Some(id.clone());
+                    rt.start(&id).await.map(|()| id)
+                }
+                Err(e) => Err(e),
+            };
+            let e = match made {
+                Ok(id) => return Ok(id),
+                Err(e) if attempt >= 2 => return Err(e),
+                Err(e) => e,
+            };
+            tracing::warn!(task = self.plan.task_arn, error = %e, "the pause container did not start; making the network and trying again");
+            if let Some(id) = self.pause.take() {
+                remove_pause(rt.as_ref(), &id).await;
+            }
+            let _held = self.ctx.networks.lock().await;
+            let lbls = HashMap::from([(SUBNET_LABEL.to_string(), n.subnet_id.clone())]);
+            rt.ensure_network(network, &n.subnet_cidr, &n.gateway, &lbls)
+                .await?;
+        }
     }
 
     /// The ruleset of the task's security groups as the latest poll has them (a group missing
@@ -1122,6 +1162,17 @@ pub async fn run_task(ctx: Arc<EngineContext>, mut desired: watch::Receiver<Desi
             t.must_stop(
                 "EssentialContainerExited",
                 "Essential container in task exited".into(),
+            );
+            break;
+        }
+        if t.pause_lost().await {
+            tracing::warn!(
+                task = arn,
+                "the task's pause container is gone, and its network with it"
+            );
+            t.must_stop(
+                "EssentialContainerExited",
+                "Essential container in task exited: the task's network namespace (its pause container) is gone".into(),
             );
             break;
         }
@@ -1755,6 +1806,49 @@ mod tests {
             assert!(
                 rt.container("app").is_some(),
                 "the task's containers stay until the cleanup delay"
+            );
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_pause_container_that_does_not_start_is_made_again_once_then_fails_the_task() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            rt.failing.lock().unwrap().insert("start-pause");
+            let h = start(rt.clone(), awsvpc(vec![ctr("app", "img")]));
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("TaskFailedToStart"));
+            let log = rt.log();
+            let made = log
+                .iter()
+                .filter(|l| *l == "create internalecspause")
+                .count();
+            assert_eq!(made, 2, "{log:?}");
+            let networks = log
+                .iter()
+                .filter(|l| *l == "network berth-subnet-1")
+                .count();
+            assert_eq!(
+                networks, 2,
+                "the network is made again before the second: {log:?}"
+            );
+            assert!(rt.container("internalecspause").is_none(), "{log:?}");
+            h.handle.abort();
+        }
+
+        #[tokio::test]
+        async fn a_task_whose_pause_container_dies_stops() {
+            let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+            let h = start(rt.clone(), awsvpc(vec![ctr("app", "img")]));
+            h.until("RUNNING", |r| r.last_status == "RUNNING").await;
+            rt.exit("internalecspause", 137);
+            let r = h.until("STOPPED", |r| r.last_status == "STOPPED").await;
+            assert_eq!(r.stop_code.as_deref(), Some("EssentialContainerExited"));
+            assert!(
+                r.stopped_reason
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("Essential container in task exited")
+                        && m.contains("pause container")),
+                "{r:?}"
             );
             h.handle.abort();
         }

@@ -360,6 +360,9 @@ pub mod fake {
         async fn start(&self, id: &str) -> Result<(), RuntimeError> {
             let short = id.split('-').nth(3).unwrap_or("").to_string();
             self.note(format!("start {short}"));
+            if short == "internalecspause" {
+                self.failure("start-pause")?;
+            }
             let mut m = self.containers.lock().unwrap();
             let c = m
                 .get_mut(id)
