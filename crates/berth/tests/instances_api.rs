@@ -72,11 +72,16 @@ impl FakeAgent {
     }
 
     async fn join_in(s: &TestServer, memory: i32, zone: &str) -> FakeAgent {
+        Self::join_host(s, host(memory, zone)).await
+    }
+
+    /// An agent of `default` on the host `h` describes.
+    async fn join_host(s: &TestServer, h: Value) -> FakeAgent {
         let token = s.control.ensure_join_token("default").await.unwrap();
         let a = agent_post(
             &s.endpoint,
             proto::JOIN_PATH,
-            &json!({"cluster": "default", "token": token, "host": host(memory, zone)}),
+            &json!({"cluster": "default", "token": token, "host": h}),
             None,
         )
         .await;
@@ -1898,21 +1903,7 @@ async fn a_24_gives_out_251_addresses_at_once_and_takes_them_back_so_300_tasks_r
     let mut h = host(8192, "zone-a");
     h["attributes"]["ecs.capability.task-eni"] = Value::Null;
     h["attributes"]["com.amazonaws.ecs.capability.docker-remote-api.1.18"] = Value::Null;
-    let token = s.control.ensure_join_token("default").await.unwrap();
-    let a = agent_post(
-        &s.endpoint,
-        proto::JOIN_PATH,
-        &json!({"cluster": "default", "token": token, "host": h}),
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 200, "join failed: {}", a.body);
-    let agent = FakeAgent {
-        endpoint: s.endpoint.clone(),
-        arn: a.body["container_instance_arn"].as_str().unwrap().into(),
-        ak: a.body["access_key_id"].as_str().unwrap().into(),
-        sk: a.body["secret_access_key"].as_str().unwrap().into(),
-    };
+    let agent = FakeAgent::join_host(&s, h).await;
     let vpc = ec2_call(
         &s,
         "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.9.0.0%2F16",
@@ -2006,21 +1997,7 @@ async fn a_24_gives_out_251_addresses_at_once_and_takes_them_back_so_300_tasks_r
 async fn join_group(s: &TestServer, group: &str) -> FakeAgent {
     let mut h = host(4096, "zone-a");
     h["attributes"]["berth.auto-scaling-group"] = json!(group);
-    let token = s.control.ensure_join_token("default").await.unwrap();
-    let a = agent_post(
-        &s.endpoint,
-        proto::JOIN_PATH,
-        &json!({"cluster": "default", "token": token, "host": h}),
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 200, "join failed: {}", a.body);
-    FakeAgent {
-        endpoint: s.endpoint.clone(),
-        arn: a.body["container_instance_arn"].as_str().unwrap().into(),
-        ak: a.body["access_key_id"].as_str().unwrap().into(),
-        sk: a.body["secret_access_key"].as_str().unwrap().into(),
-    }
+    FakeAgent::join_host(s, h).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,6 +317,33 @@ fn provider_ident(ident: &str) -> &str {
     }
 }
 
+/// Amazon ECS Managed Instances providers (and their `cluster` member), refused by name.
+fn managed_instances_unsupported() -> EcsError {
+    EcsError::new(
+        ErrorKind::UnsupportedFeature,
+        "Amazon ECS Managed Instances capacity providers (managedInstancesProvider, cluster) are not supported by Berth; its capacity providers are Auto Scaling group providers and FARGATE, FARGATE_SPOT.",
+    )
+}
+
+/// The Auto Scaling group provider an Update or Delete names (by name or ARN): the built-in
+/// ones cannot be `verb`, and Managed Instances members are refused.
+fn custom_provider(
+    ident: Option<&str>,
+    verb: &str,
+    managed_instances: bool,
+) -> Result<String, EcsError> {
+    let name = provider_ident(ident.unwrap_or_default()).to_string();
+    if BUILT_IN_PROVIDERS.contains(&name.as_str()) {
+        return Err(EcsError::invalid(format!(
+            "The capacity provider {name} is built in and cannot be {verb}."
+        )));
+    }
+    if managed_instances {
+        return Err(managed_instances_unsupported());
+    }
+    Ok(name)
+}
+
 fn not_found_provider() -> EcsError {
     EcsError::client(
         "The specified capacity provider does not exist. Specify a valid name or ARN and try again.",
@@ -374,10 +401,7 @@ impl Control {
         let name = r.name.clone().unwrap_or_default();
         check_provider_name(&name)?;
         if r.managed_instances_provider.is_some() || r.cluster.is_some() {
-            return Err(EcsError::new(
-                ErrorKind::UnsupportedFeature,
-                "Amazon ECS Managed Instances capacity providers (managedInstancesProvider, cluster) are not supported by Berth; create an Auto Scaling group capacity provider.",
-            ));
+            return Err(managed_instances_unsupported());
         }
         let Some(asg) = r.auto_scaling_group_provider.clone() else {
             return Err(EcsError::invalid(
@@ -447,19 +471,11 @@ impl Control {
         &self,
         r: ecs::UpdateCapacityProviderRequest,
     ) -> Result<ecs::UpdateCapacityProviderResponse, EcsError> {
-        let ident = r.name.clone().unwrap_or_default();
-        let name = provider_ident(&ident).to_string();
-        if BUILT_IN_PROVIDERS.contains(&name.as_str()) {
-            return Err(EcsError::invalid(format!(
-                "The capacity provider {name} is built in and cannot be updated."
-            )));
-        }
-        if r.managed_instances_provider.is_some() || r.cluster.is_some() {
-            return Err(EcsError::new(
-                ErrorKind::UnsupportedFeature,
-                "Amazon ECS Managed Instances capacity providers (managedInstancesProvider, cluster) are not supported by Berth.",
-            ));
-        }
+        let name = custom_provider(
+            r.name.as_deref(),
+            "updated",
+            r.managed_instances_provider.is_some() || r.cluster.is_some(),
+        )?;
         let Some(update) = r.auto_scaling_group_provider.clone() else {
             return Err(EcsError::invalid(
                 "autoScalingGroupProvider is required to update an Auto Scaling group capacity provider.",
@@ -522,19 +538,11 @@ impl Control {
         &self,
         r: ecs::DeleteCapacityProviderRequest,
     ) -> Result<ecs::DeleteCapacityProviderResponse, EcsError> {
-        let ident = r.capacity_provider.clone().unwrap_or_default();
-        let name = provider_ident(&ident).to_string();
-        if BUILT_IN_PROVIDERS.contains(&name.as_str()) {
-            return Err(EcsError::invalid(format!(
-                "The capacity provider {name} is built in and cannot be deleted."
-            )));
-        }
-        if r.cluster.is_some() {
-            return Err(EcsError::new(
-                ErrorKind::UnsupportedFeature,
-                "cluster is only for Amazon ECS Managed Instances capacity providers, which Berth does not support.",
-            ));
-        }
+        let name = custom_provider(
+            r.capacity_provider.as_deref(),
+            "deleted",
+            r.cluster.is_some(),
+        )?;
         for _ in 0..crate::CAS_ATTEMPTS {
             let Some((mut p, kv)) = self
                 .get_record::<ecs::CapacityProvider>(&keys::capacity_provider(&name))
@@ -576,10 +584,7 @@ impl Control {
         r: ecs::DescribeCapacityProvidersRequest,
     ) -> Result<ecs::DescribeCapacityProvidersResponse, EcsError> {
         if r.cluster.is_some() {
-            return Err(EcsError::new(
-                ErrorKind::UnsupportedFeature,
-                "cluster is only for Amazon ECS Managed Instances capacity providers, which Berth does not support.",
-            ));
+            return Err(managed_instances_unsupported());
         }
         for i in r.include.iter().flatten() {
             check_enum("include", i, ecs::enums::CAPACITY_PROVIDER_FIELD)?;
