@@ -2318,3 +2318,114 @@ async fn an_auto_scaling_group_provider_runs_its_tasks_on_its_group_only_and_rep
     assert!(e.contains("does not exist"), "{e}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_of_a_source_group_reaches_other_agents_rules_at_once() {
+    let s = setup().await;
+    let eni_host = || {
+        let mut h = host(4096, "zone-a");
+        h["attributes"]["ecs.capability.task-eni"] = Value::Null;
+        h["attributes"]["com.amazonaws.ecs.capability.docker-remote-api.1.18"] = Value::Null;
+        h
+    };
+    let one = FakeAgent::join_host(&s, eni_host()).await;
+    let two = FakeAgent::join_host(&s, eni_host()).await;
+    let id = |v: &Value, path: [&str; 2]| v[path[0]][path[1]].as_str().unwrap().to_string();
+    let vpc = ec2_call(
+        &s,
+        "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.8.0.0%2F16",
+    )
+    .await;
+    let vpc = id(&vpc, ["Vpc", "VpcId"]);
+    let subnet = ec2_call(
+        &s,
+        &format!("Action=CreateSubnet&Version=2016-11-15&VpcId={vpc}&CidrBlock=10.8.1.0%2F24"),
+    )
+    .await;
+    let subnet = id(&subnet, ["Subnet", "SubnetId"]);
+    let group = |name: &str| {
+        format!(
+            "Action=CreateSecurityGroup&Version=2016-11-15&GroupName={name}&GroupDescription={name}&VpcId={vpc}"
+        )
+    };
+    let client = ec2_call(&s, &group("client")).await["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = ec2_call(&s, &group("server")).await["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ec2_call(
+        &s,
+        &format!(
+            "Action=AuthorizeSecurityGroupIngress&Version=2016-11-15&GroupId={server}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.Groups.1.GroupId={client}"
+        ),
+    )
+    .await;
+    s.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "eni", "networkMode": "awsvpc",
+               "containerDefinitions": [{"name": "app", "image": "i", "memory": 8}]}),
+    )
+    .await;
+    let start = |on: &str, sg: &str| {
+        json!({"cluster": "default", "taskDefinition": "eni", "containerInstances": [on],
+               "networkConfiguration": {"awsvpcConfiguration": {
+                   "subnets": [subnet], "securityGroups": [sg]}}})
+    };
+    s.ok("StartTask", start(&one.arn, &server)).await;
+    let first = one.poll(None, 0).await;
+    let version = first.body["version"].as_str().unwrap().to_string();
+    let ingress = |p: &Value| p["security_groups"][&server]["ingress"].clone();
+    assert_eq!(
+        ingress(&first.body),
+        json!([]),
+        "no client yet: {}",
+        first.body
+    );
+
+    // A client starts on the other agent: the first's held poll answers with its address.
+    let held = tokio::spawn({
+        let (endpoint, arn, ak, sk) = (
+            one.endpoint.clone(),
+            one.arn.clone(),
+            one.ak.clone(),
+            one.sk.clone(),
+        );
+        async move {
+            let agent = FakeAgent {
+                endpoint,
+                arn,
+                ak,
+                sk,
+            };
+            let t0 = std::time::Instant::now();
+            let a = agent.poll(Some(&version), 10_000).await;
+            (a, t0.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = s.ok("StartTask", start(&two.arn, &client)).await;
+    let b_ip = b["tasks"][0]["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "privateIPv4Address")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (answer, waited) = held.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the held poll answered after {waited:?}, not when the client started"
+    );
+    assert_eq!(
+        ingress(&answer.body),
+        json!([{"protocol": "tcp", "ports": [80, 80], "cidrs": [format!("{b_ip}/32")]}]),
+        "{}",
+        answer.body
+    );
+    s.stop().await;
+}

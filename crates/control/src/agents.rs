@@ -120,6 +120,20 @@ impl PlanCache {
             .unwrap_or_default()
     }
 
+    /// The instances with an `awsvpc` task in any of `groups`.
+    fn instances_in(&self, groups: &BTreeSet<String>) -> Vec<String> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|(_, i)| {
+                i.plans
+                    .values()
+                    .filter_map(|p| p.plan.as_ref()?.network.as_ref())
+                    .any(|n| n.security_groups.iter().any(|g| groups.contains(g)))
+            })
+            .map(|(arn, _)| arn.clone())
+            .collect()
+    }
+
     /// The answer that takes an agent holding `known` to `version` (the set
     /// [`PlanCache::update`] last left): only the changes when the agent accepts them and holds
     /// the set last sent, the whole set otherwise.
@@ -425,6 +439,31 @@ impl Control {
             h.update(serde_json::to_vec(&policies).unwrap_or_default());
         }
         Ok((status, hex::encode(&h.finalize()[..12]), policies))
+    }
+
+    /// Wakes the held polls of the agents whose tasks are in a security group with a rule
+    /// whose source is a group: an `awsvpc` task placed or stopped changed some group's
+    /// members, and so those rules' addresses. Each woken poll answers only if its own rules
+    /// changed.
+    pub(crate) async fn wake_group_sources(&self) -> Result<(), EcsError> {
+        let referencing = self.ec2_snapshot().await?.groups_with_group_sources();
+        if referencing.is_empty() {
+            return Ok(());
+        }
+        let instances = self.plans.instances_in(&referencing);
+        self.state.wake(instances.iter().map(String::as_str));
+        Ok(())
+    }
+
+    /// [`Control::wake_group_sources`] in the background, after a commit that added or took
+    /// away an `awsvpc` task's interface.
+    pub(crate) fn members_changed(&self) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.wake_group_sources().await {
+                tracing::warn!(error = %e, "cannot tell agents their groups' members changed");
+            }
+        });
     }
 
     /// The long poll: answers at once when the desired set differs from `known_version`,

@@ -793,6 +793,10 @@ impl Control {
                         self.state.mark_dirty(&format!("{cluster}/{name}"));
                     }
                     self.state.wake(woken.iter().map(String::as_str));
+                    if meta.awsvpc.is_some() {
+                        // New members of the tasks' groups: other agents' rules may name them.
+                        self.members_changed();
+                    }
                     tracing::debug!(cluster, count = commit.tasks.len(), "tasks placed");
                     return Ok((commit.tasks.into_iter().map(|(_, t)| t).collect(), failures));
                 }
@@ -940,7 +944,11 @@ impl Control {
                 }
             }
             crate::ec2::follow_attachment(&mut t);
+            let released = host_gone && !crate::ec2::release_keys(&t).is_empty();
             if self.commit(txn.replace(&kv, encode(&t)?)).await? {
+                if released {
+                    self.members_changed();
+                }
                 return Ok(Some(t));
             }
         }
@@ -989,6 +997,7 @@ impl Control {
             }
             t.version = Some(t.version.unwrap_or(0) + 1);
             let mut txn = Txn::new().replace(&kv, encode(&t)?);
+            let mut released = false;
             if was != TaskStatus::Stopped && now_status == TaskStatus::Stopped {
                 // Give the task's resources back, once, in the same transaction (to its host,
                 // which for Fargate capacity is in the pool, not the task's cluster).
@@ -999,6 +1008,7 @@ impl Control {
                 }
                 // And its interface and addresses; a Fargate task's use is metered.
                 for key in crate::ec2::release_keys(&t) {
+                    released = true;
                     txn = txn.delete(key);
                 }
                 if let Some((key, usage)) = crate::metering::on_stop(cluster, &t) {
@@ -1006,6 +1016,9 @@ impl Control {
                 }
             }
             if self.commit(txn).await? {
+                if released {
+                    self.members_changed();
+                }
                 return Ok(true);
             }
         }

@@ -196,6 +196,19 @@ impl Snapshot {
             .collect()
     }
 
+    /// The groups with a rule whose source is a group (their rules follow its members).
+    pub(crate) fn groups_with_group_sources(&self) -> BTreeSet<String> {
+        self.sgs
+            .iter()
+            .filter(|(_, rec)| {
+                rec.rules
+                    .iter()
+                    .any(|r| r.cidr.is_none() && r.group.is_some())
+            })
+            .filter_map(|(_, rec)| rec.group.group_id.clone())
+            .collect()
+    }
+
     /// The rules of `groups` as an agent enforces them, sources resolved to addresses.
     pub(crate) fn policies(&self, groups: &BTreeSet<String>) -> BTreeMap<String, SecurityPolicy> {
         let mut out = BTreeMap::new();
