@@ -67,6 +67,29 @@ pub struct EngineContext {
     pub networks: tokio::sync::Mutex<crate::spares::Subnets>,
     /// Whether each subnet network keeps warm pause containers ([`crate::spares::SPARES`]).
     pub warm_spares: bool,
+    /// The resolvers Docker's embedded DNS server forwards to (from inside each task's
+    /// namespace): security groups always let DNS to them out ([`resolvers`]).
+    pub dns_servers: Vec<std::net::Ipv4Addr>,
+}
+
+/// The IPv4 resolvers of `resolv_conf` (the host's `/etc/resolv.conf`) that Docker forwards
+/// to: its nameservers but loopback ones, or Docker's fallbacks (8.8.8.8, 8.8.4.4) when none
+/// is left. Pure.
+pub fn resolvers(resolv_conf: &str) -> Vec<std::net::Ipv4Addr> {
+    let found: Vec<std::net::Ipv4Addr> = resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback())
+        .collect();
+    if found.is_empty() {
+        vec![
+            std::net::Ipv4Addr::new(8, 8, 8, 8),
+            std::net::Ipv4Addr::new(8, 8, 4, 4),
+        ]
+    } else {
+        found
+    }
 }
 
 pub(crate) fn now() -> f64 {
@@ -782,7 +805,7 @@ impl TaskRun {
             .iter()
             .filter_map(|g| all.get(g))
             .collect();
-        Some(crate::firewall::ruleset(&groups))
+        Some(crate::firewall::ruleset(&groups, &self.ctx.dns_servers))
     }
 
     /// Applies the task's security groups to its interface when their rules changed since
@@ -1399,6 +1422,19 @@ mod tests {
     }
 
     #[test]
+    fn dns_goes_to_the_hosts_resolvers_or_dockers_fallbacks() {
+        let conf = "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\nsearch x\n";
+        assert_eq!(resolvers(conf), [std::net::Ipv4Addr::new(10, 255, 255, 53)]);
+        assert_eq!(
+            resolvers("nameserver 127.0.0.53\n"),
+            [
+                std::net::Ipv4Addr::new(8, 8, 8, 8),
+                std::net::Ipv4Addr::new(8, 8, 4, 4)
+            ]
+        );
+    }
+
+    #[test]
     fn a_fargate_tasks_ephemeral_storage_limits_its_containers_not_its_pause() {
         let mut t = plan();
         t.ephemeral_storage_gib = Some(30);
@@ -1534,6 +1570,7 @@ mod tests {
                 security_groups: watch::Sender::new(groups),
                 networks: Default::default(),
                 warm_spares,
+                dns_servers: Vec::new(),
             });
             let (tx, rx) = watch::channel(t);
             let handle = tokio::spawn(run_task(ctx.clone(), rx));

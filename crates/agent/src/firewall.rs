@@ -24,9 +24,18 @@ const BASE: &[&str] = &[
 
 /// The `iptables-restore` input enforcing `groups` together: ingress rules in INPUT (peers as
 /// sources), egress rules in OUTPUT (peers as destinations), each rule once, in the order the
-/// groups and their rules come. Pure.
-pub fn ruleset(groups: &[&SecurityPolicy]) -> String {
+/// groups and their rules come. DNS to `dns` (the resolvers Docker's embedded DNS server asks
+/// from inside the task's namespace) is always let out, as security groups never filter a
+/// VPC's own DNS server. Pure.
+pub fn ruleset(groups: &[&SecurityPolicy], dns: &[Ipv4Addr]) -> String {
     let mut lines: Vec<String> = BASE.iter().map(|l| l.to_string()).collect();
+    for server in dns {
+        for proto in ["udp", "tcp"] {
+            lines.push(format!(
+                "-A OUTPUT -d {server}/32 -p {proto} --dport 53 -j ACCEPT"
+            ));
+        }
+    }
     let mut seen = HashSet::new();
     let ingress = groups
         .iter()
@@ -118,7 +127,7 @@ mod tests {
             ],
             egress: vec![rule("tcp", None, &["10.0.0.0/16"])],
         };
-        let text = ruleset(&[&web, &admin]);
+        let text = ruleset(&[&web, &admin], &[]);
         assert!(text.ends_with("COMMIT\n"));
         assert_eq!(
             rules(&text),
@@ -131,7 +140,7 @@ mod tests {
                 "-A OUTPUT -p tcp -d 10.0.0.0/16 -j ACCEPT",
             ]
         );
-        assert_eq!(text, ruleset(&[&web, &admin]), "deterministic");
+        assert_eq!(text, ruleset(&[&web, &admin], &[]), "deterministic");
     }
 
     #[test]
@@ -145,7 +154,7 @@ mod tests {
             egress: vec![rule("icmp", None, &["0.0.0.0/0"])],
         };
         assert_eq!(
-            rules(&ruleset(&[&g])),
+            rules(&ruleset(&[&g], &[])),
             [
                 "-A INPUT -p icmp -s 192.168.0.0/16 -j ACCEPT",
                 "-A INPUT -s 10.0.0.5 -j ACCEPT",
@@ -156,10 +165,22 @@ mod tests {
     }
 
     #[test]
+    fn dns_to_the_hosts_resolvers_is_always_let_out() {
+        let text = ruleset(&[], &[Ipv4Addr::new(10, 255, 255, 53)]);
+        assert_eq!(
+            rules(&text),
+            [
+                "-A OUTPUT -d 10.255.255.53/32 -p udp --dport 53 -j ACCEPT",
+                "-A OUTPUT -d 10.255.255.53/32 -p tcp --dport 53 -j ACCEPT",
+            ]
+        );
+    }
+
+    #[test]
     fn an_empty_policy_allows_only_loopback_and_replies() {
-        let text = ruleset(&[&SecurityPolicy::default()]);
+        let text = ruleset(&[&SecurityPolicy::default()], &[]);
         assert!(rules(&text).is_empty());
-        assert_eq!(text, ruleset(&[]));
+        assert_eq!(text, ruleset(&[], &[]));
         assert!(text.starts_with("*filter\n:INPUT DROP [0:0]\n"));
     }
 
@@ -176,6 +197,6 @@ mod tests {
             ],
             egress: vec![],
         };
-        assert!(rules(&ruleset(&[&g])).is_empty());
+        assert!(rules(&ruleset(&[&g], &[])).is_empty());
     }
 }

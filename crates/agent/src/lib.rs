@@ -594,6 +594,9 @@ pub async fn run(
         security_groups: watch::Sender::new(BTreeMap::new()),
         networks: Default::default(),
         warm_spares: cfg.warm_spares,
+        dns_servers: engine::resolvers(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
     });
     // Spares of an earlier run are nobody's: a task takes only those this run starts.
     remove_spares(&runtime, &id.container_instance_arn).await;

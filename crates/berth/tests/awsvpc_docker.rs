@@ -373,6 +373,42 @@ async fn tasks_in_one_subnet_reach_each_other_only_where_their_groups_allow() {
         "D's group does not open 81"
     );
 
+    // Without egress rules B reaches nobody, but its names still resolve: DNS to the
+    // host's resolvers is never filtered (as a VPC's own DNS server is not).
+    f.ec2(&[
+        "revoke-security-group-egress",
+        "--group-id",
+        &client,
+        "--ip-permissions",
+        "IpProtocol=-1,IpRanges=[{CidrIp=0.0.0.0/0}]",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wget_from(&up[1], "side", &format!("http://{d_ip}:80/")).is_ok() {
+        assert!(Instant::now() < deadline, "B's egress is still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let side = up[1]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "side")
+        .and_then(|c| c["runtimeId"].as_str())
+        .unwrap()
+        .to_string();
+    let lookup = std::process::Command::new("docker")
+        .args(["exec", &side, "timeout", "10", "nslookup", "example.com"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lookup.stdout),
+        String::from_utf8_lossy(&lookup.stderr)
+    );
+    assert!(
+        said.contains("NXDOMAIN") || (said.contains("Address") && !said.contains("timed out")),
+        "the resolver answered B: {said}"
+    );
+
     // Once every task of the subnet has stopped, its spares and its network are gone.
     for t in up.iter().chain([&d]) {
         f.server
