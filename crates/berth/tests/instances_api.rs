@@ -77,11 +77,16 @@ impl FakeAgent {
 
     /// An agent of `default` on the host `h` describes.
     async fn join_host(s: &TestServer, h: Value) -> FakeAgent {
-        let token = s.control.ensure_join_token("default").await.unwrap();
+        Self::join_cluster(s, "default", h).await
+    }
+
+    /// An agent of `cluster` on the host `h` describes.
+    async fn join_cluster(s: &TestServer, cluster: &str, h: Value) -> FakeAgent {
+        let token = s.control.ensure_join_token(cluster).await.unwrap();
         let a = agent_post(
             &s.endpoint,
             proto::JOIN_PATH,
-            &json!({"cluster": "default", "token": token, "host": h}),
+            &json!({"cluster": cluster, "token": token, "host": h}),
             None,
         )
         .await;
@@ -2426,6 +2431,95 @@ async fn a_new_member_of_a_source_group_reaches_other_agents_rules_at_once() {
         json!([{"protocol": "tcp", "ports": [80, 80], "cidrs": [format!("{b_ip}/32")]}]),
         "{}",
         answer.body
+    );
+    s.stop().await;
+}
+
+/// An agent of the pool of Fargate capacity.
+async fn join_pool(s: &TestServer) -> FakeAgent {
+    let mut h = host(8192, "us-east-1a");
+    h["attributes"]["ecs.capability.task-eni"] = Value::Null;
+    h["attributes"]["com.amazonaws.ecs.capability.docker-remote-api.1.18"] = Value::Null;
+    h["attributes"]["ecs.capability.task-cpu-mem-limit"] = Value::Null;
+    h["attributes"]["berth.capacity"] = json!("FARGATE");
+    FakeAgent::join_cluster(s, "~fargate", h).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_fargate_capacity_moves_its_service_tasks_elsewhere() {
+    let s = setup().await;
+    let a = join_pool(&s).await;
+    let b = join_pool(&s).await;
+    let vpc = ec2_call(
+        &s,
+        "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.7.0.0%2F16",
+    )
+    .await;
+    let vpc = vpc["Vpc"]["VpcId"].as_str().unwrap().to_string();
+    let subnet = ec2_call(
+        &s,
+        &format!(
+            "Action=CreateSubnet&Version=2016-11-15&VpcId={vpc}&CidrBlock=10.7.1.0%2F24&AvailabilityZone=us-east-1a"
+        ),
+    )
+    .await;
+    let subnet = subnet["Subnet"]["SubnetId"].as_str().unwrap().to_string();
+    s.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "web", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc",
+               "cpu": "256", "memory": "512",
+               "containerDefinitions": [{"name": "app", "image": "i"}]}),
+    )
+    .await;
+    s.ok(
+        "CreateService",
+        json!({"cluster": "default", "serviceName": "web", "taskDefinition": "web",
+               "desiredCount": 1, "launchType": "FARGATE",
+               "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    let first = common::service_tasks(&s, "web", None).await;
+    assert_eq!(
+        first.len(),
+        1,
+        "{}",
+        s.ok(
+            "DescribeServices",
+            json!({"cluster": "default", "services": ["web"]})
+        )
+        .await["services"][0]["events"]
+    );
+    let first_arn = first[0]["taskArn"].as_str().unwrap().to_string();
+    // FARGATE tasks show no container instance: the pool agent whose poll carries it holds it.
+    assert!(first[0].get("containerInstanceArn").is_none(), "{first:#?}");
+    let on_a = a.poll(None, 0).await.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["task_arn"] == first_arn.as_str());
+    let (holder, other) = if on_a { (&a, &b) } else { (&b, &a) };
+    s.ok(
+        "UpdateContainerInstancesState",
+        json!({"cluster": "~fargate", "containerInstances": [holder.arn], "status": "DRAINING"}),
+    )
+    .await;
+    s.control.reconcile_services().await.unwrap();
+    let now = common::service_tasks(&s, "web", None).await;
+    let replacement: Vec<&Value> = now
+        .iter()
+        .filter(|t| t["taskArn"] != first_arn.as_str())
+        .collect();
+    assert_eq!(replacement.len(), 1, "a replacement was started: {now:#?}");
+    let arn = replacement[0]["taskArn"].as_str().unwrap();
+    let on_other = other.poll(None, 0).await.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["task_arn"] == arn);
+    assert!(
+        on_other,
+        "the replacement runs on the capacity that is not draining"
     );
     s.stop().await;
 }

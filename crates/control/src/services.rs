@@ -1020,12 +1020,17 @@ impl Control {
     /// not ACTIVE or whose agent is gone is displaced.
     async fn service_tasks(&self, cluster: &str, s: &Service) -> Vec<deploy::ServiceTask> {
         let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
+        let not_active = |cs: &crate::state::ClusterState| -> std::collections::HashSet<String> {
+            cs.instances()
+                .filter(|e| e.record.status.as_deref() != Some("ACTIVE"))
+                .filter_map(|e| e.record.container_instance_arn.clone())
+                .collect()
+        };
+        // FARGATE tasks run on the pool of Fargate capacity: its draining hosts count too
+        // (read first: placements lock the task's cluster, then the pool).
+        let mut draining = not_active(&*self.state.cluster(crate::FARGATE_POOL).await);
         let cs = self.state.cluster(cluster).await;
-        let draining: std::collections::HashSet<&str> = cs
-            .instances()
-            .filter(|e| e.record.status.as_deref() != Some("ACTIVE"))
-            .filter_map(|e| e.record.container_instance_arn.as_deref())
-            .collect();
+        draining.extend(not_active(&cs));
         cs.group_tasks(&group)
             .into_iter()
             .map(|t| {
@@ -1048,7 +1053,7 @@ impl Control {
                     started_at: t.started_at,
                     stopped_at: t.stopped_at,
                     stop_code: t.stop_code.clone(),
-                    displaced: gone || draining.contains(host.as_str()),
+                    displaced: gone || draining.contains(&host),
                     failed_health: t.health_failed,
                     host,
                 }
