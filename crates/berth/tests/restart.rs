@@ -691,3 +691,72 @@ async fn kill_dash_nine_keeps_every_acknowledged_log_batch_whole() {
     p2.child.kill().unwrap();
     p2.child.wait().unwrap();
 }
+
+/// What `berth --log-format FORMAT server` writes to a redirected stderr while it starts and
+/// answers one request.
+fn server_log(format: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--log-format", format, "server", "--listen", "127.0.0.1:0"])
+        .args(["--registry-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("BERTH_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut started = false;
+    for _ in 0..30 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if line.starts_with("export AWS_ENDPOINT_URL=") {
+            started = true;
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log).unwrap_or_default().is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(started, "berth --log-format {format} server started");
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn redirected_logs_have_no_colour_and_json_logs_are_one_object_a_line() {
+    let text = server_log("text");
+    assert!(!text.trim().is_empty(), "the server logged something");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour escapes in a redirected log: {text:?}"
+    );
+    assert!(text.contains(" INFO "), "{text}");
+
+    let json = server_log("json");
+    let mut seen = 0;
+    for line in json.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line:?}"));
+        assert!(v["timestamp"].is_string(), "{line}");
+        assert!(v["level"].is_string(), "{line}");
+        assert!(v["message"].is_string(), "{line}");
+        seen += 1;
+    }
+    assert!(seen > 0, "the server logged something: {json:?}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--log-format", "xml", "server"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("xml"),
+        "the refusal names the value"
+    );
+}
