@@ -46,12 +46,7 @@ async fn main() {
     let bin = std::env::args()
         .nth(1)
         .expect("usage: bench_fargate PATH_TO_BERTH");
-    let images =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
-    assert!(
-        Command::new(images).status().unwrap().success(),
-        "building the test image failed"
-    );
+    common::build_test_images();
     let dir = tempfile::tempdir().unwrap();
     let server = common::spawn(
         &bin,
@@ -79,23 +74,7 @@ async fn main() {
             "5",
         ],
     );
-    let pool = loop {
-        let v = api
-            .call("ListContainerInstances", json!({"cluster": "~fargate"}))
-            .await;
-        if let Some(a) = v["containerInstanceArns"][0].as_str() {
-            let d = api
-                .call(
-                    "DescribeContainerInstances",
-                    json!({"cluster": "~fargate", "containerInstances": [a]}),
-                )
-                .await;
-            if d["containerInstances"][0]["agentConnected"] == true {
-                break a.to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pool = api.connected_instance("~fargate").await;
     api.call(
         "RegisterTaskDefinition",
         json!({"family": "bench", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc",

@@ -215,12 +215,7 @@ async fn main() {
     let connections = env_usize("BENCH_LB_CONNECTIONS", 32);
     let seconds = env_usize("BENCH_LB_SECONDS", 5) as u64;
     let rounds = env_usize("BENCH_LB_ROUNDS", 3);
-    let images =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
-    assert!(
-        Command::new(images).status().unwrap().success(),
-        "building the test image failed"
-    );
+    common::build_test_images();
     let dir = tempfile::tempdir().unwrap();
     let server = common::spawn(
         &bin,

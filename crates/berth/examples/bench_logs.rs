@@ -121,12 +121,7 @@ async fn main() {
         .expect("usage: bench_logs PATH_TO_BERTH");
     let lines = env_usize("BENCH_LOGS_LINES", 1_000_000);
     let stored = env_usize("BENCH_LOGS_STORED", 10_000_000);
-    let images =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
-    assert!(
-        Command::new(images).status().unwrap().success(),
-        "building the test image failed"
-    );
+    common::build_test_images();
     let dir = tempfile::tempdir().unwrap();
     let server = common::spawn(&bin, &["server", "--listen", "127.0.0.1:0"], dir.path());
     let api = common::Api::new(&server);

@@ -235,9 +235,7 @@ async fn main() {
     let bin = std::env::args()
         .nth(1)
         .expect("usage: bench_services PATH_TO_BERTH");
-    let images =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
-    assert!(Command::new(images).status().unwrap().success());
+    common::build_test_images();
     docker(&["tag", IMAGE, IMAGE_V2]);
     let floor = tokio::task::spawn_blocking(engine_floor).await.unwrap();
     let (bc, bs, bu) = berth(&bin).await;

@@ -10,8 +10,7 @@ mod common;
 use common::{docker, p50};
 
 use serde_json::json;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const IMAGE: &str = "berth-test/busybox:latest";
 const SAMPLES: usize = 20;
@@ -21,12 +20,7 @@ async fn main() {
     let bin = std::env::args()
         .nth(1)
         .expect("usage: bench_tasks PATH_TO_BERTH");
-    let images =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
-    assert!(
-        Command::new(images).status().unwrap().success(),
-        "building the test image failed"
-    );
+    common::build_test_images();
     let dir = tempfile::tempdir().unwrap();
     let server = common::spawn(
         &bin,
@@ -41,23 +35,7 @@ async fn main() {
     );
     let api = common::Api::new(&server);
     // Wait for the agent to join.
-    let instance = loop {
-        let v = api
-            .call("ListContainerInstances", json!({"cluster": "default"}))
-            .await;
-        if let Some(a) = v["containerInstanceArns"][0].as_str() {
-            let d = api
-                .call(
-                    "DescribeContainerInstances",
-                    json!({"cluster": "default", "containerInstances": [a]}),
-                )
-                .await;
-            if d["containerInstances"][0]["agentConnected"] == true {
-                break a.to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let instance = api.connected_instance("default").await;
     api.call(
         "RegisterTaskDefinition",
         json!({"family": "bench", "containerDefinitions": [{

@@ -358,13 +358,19 @@ fn default_data_dir() -> PathBuf {
         .join(".berth")
 }
 
-async fn join_token(server: &str, cluster: &str, region: &str) -> Result<()> {
+/// The key of the environment's `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+fn env_key() -> Result<(String, String)> {
     let (Ok(ak), Ok(sk)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
     ) else {
         anyhow::bail!("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a Berth user's key (the export lines `berth server` printed)");
     };
+    Ok((ak, sk))
+}
+
+async fn join_token(server: &str, cluster: &str, region: &str) -> Result<()> {
+    let (ak, sk) = env_key()?;
     let token = berth_agent::client::ServerClient::new(server)
         .join_token(cluster, &ak, &sk, region)
         .await
@@ -373,24 +379,31 @@ async fn join_token(server: &str, cluster: &str, region: &str) -> Result<()> {
     Ok(())
 }
 
+/// A signed call of one of the server's admin paths, with the environment's key.
+async fn admin_call(
+    server: &str,
+    path: &str,
+    body: serde_json::Value,
+    region: &str,
+) -> Result<serde_json::Value> {
+    let (ak, sk) = env_key()?;
+    Ok(berth_agent::client::ServerClient::new(server)
+        .admin_call(path, &body, (&ak, &sk, region))
+        .await?)
+}
+
 async fn usage(server: &str, cluster: Option<String>, output: &str, region: &str) -> Result<()> {
     if output != "text" && output != "json" {
         anyhow::bail!("--output is text or json, not '{output}'");
     }
-    let (Ok(ak), Ok(sk)) = (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) else {
-        anyhow::bail!("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a Berth user's key (the export lines `berth server` printed)");
-    };
-    let answer = berth_agent::client::ServerClient::new(server)
-        .admin_call(
-            berth_control::http::USAGE_PATH,
-            &serde_json::json!({ "cluster": cluster }),
-            (&ak, &sk, region),
-        )
-        .await
-        .with_context(|| format!("asking {server} for Fargate usage"))?;
+    let answer = admin_call(
+        server,
+        berth_control::http::USAGE_PATH,
+        serde_json::json!({ "cluster": cluster }),
+        region,
+    )
+    .await
+    .with_context(|| format!("asking {server} for Fargate usage"))?;
     if output == "json" {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
@@ -423,20 +436,14 @@ async fn spot_interrupt(
     count: usize,
     region: &str,
 ) -> Result<()> {
-    let (Ok(ak), Ok(sk)) = (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) else {
-        anyhow::bail!("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a Berth user's key (the export lines `berth server` printed)");
-    };
-    let answer = berth_agent::client::ServerClient::new(server)
-        .admin_call(
-            berth_control::http::SPOT_INTERRUPT_PATH,
-            &serde_json::json!({"cluster": cluster, "task": task, "count": count}),
-            (&ak, &sk, region),
-        )
-        .await
-        .with_context(|| format!("asking {server} to interrupt Spot tasks"))?;
+    let answer = admin_call(
+        server,
+        berth_control::http::SPOT_INTERRUPT_PATH,
+        serde_json::json!({"cluster": cluster, "task": task, "count": count}),
+        region,
+    )
+    .await
+    .with_context(|| format!("asking {server} to interrupt Spot tasks"))?;
     for arn in answer["interrupted"].as_array().into_iter().flatten() {
         println!("{}", arn.as_str().unwrap_or_default());
     }

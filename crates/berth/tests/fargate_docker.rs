@@ -103,14 +103,7 @@ async fn fargate_tasks_of_two_clusters_run_on_managed_capacity_within_their_size
         return;
     };
     let (subnets, web) = f.network("10.233.0.0/16", &[("10.233.1.0/24", "us-east-1b")]);
-    let td = f
-        .server
-        .ok("RegisterTaskDefinition", fargate_td("v1"))
-        .await;
-    let td = td["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let td = register(&f.server, "v1").await;
 
     // The capacity is nobody's container instance.
     for c in ["default", "other"] {
@@ -301,6 +294,32 @@ async fn steady(server: &TestServer, td: &str) -> Vec<Value> {
 }
 
 /// Waits until the service `web` has exactly `n` tasks, all RUNNING on `td`.
+/// Registers [`fargate_td`] of `version`: its ARN.
+async fn register(server: &TestServer, version: &str) -> String {
+    let td = server
+        .ok("RegisterTaskDefinition", fargate_td(version))
+        .await;
+    td["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Scales the service `web` of `default` to 0 and waits (at most `secs`) until its tasks are gone.
+async fn scale_to_zero(server: &TestServer, secs: u64) {
+    server
+        .ok(
+            "UpdateService",
+            json!({"cluster": "default", "service": "web", "desiredCount": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !common::service_tasks(server, "web", None).await.is_empty() {
+        assert!(Instant::now() < deadline, "the service did not scale to 0");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn steady_at(server: &TestServer, td: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -340,14 +359,7 @@ async fn a_fargate_service_spreads_over_two_zones_and_rolls_to_a_new_revision() 
             ("10.234.2.0/24", "us-east-1b"),
         ],
     );
-    let v1 = f
-        .server
-        .ok("RegisterTaskDefinition", fargate_td("v1"))
-        .await;
-    let v1 = v1["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = register(&f.server, "v1").await;
     let e = f
         .server
         .err(
@@ -391,14 +403,7 @@ async fn a_fargate_service_spreads_over_two_zones_and_rolls_to_a_new_revision() 
     }
 
     // A rolling update to a new revision: every task replaced, the service steady on it.
-    let v2 = f
-        .server
-        .ok("RegisterTaskDefinition", fargate_td("v2"))
-        .await;
-    let v2 = v2["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = register(&f.server, "v2").await;
     f.server
         .ok(
             "UpdateService",
@@ -419,20 +424,7 @@ async fn a_fargate_service_spreads_over_two_zones_and_rolls_to_a_new_revision() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    f.server
-        .ok(
-            "UpdateService",
-            json!({"cluster": "default", "service": "web", "desiredCount": 0}),
-        )
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !common::service_tasks(&f.server, "web", None)
-        .await
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the service did not scale to 0");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    scale_to_zero(&f.server, 60).await;
     f.finish().await;
 }
 
@@ -441,11 +433,7 @@ async fn fargate_without_capacity_says_how_to_get_some() {
     let s = TestServer::start().await;
     s.ok("CreateCluster", json!({"clusterName": "default"}))
         .await;
-    let td = s.ok("RegisterTaskDefinition", fargate_td("v1")).await;
-    let td = td["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let td = register(&s, "v1").await;
     let e = s
         .err(
             "RunTask",
@@ -510,14 +498,7 @@ async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted
     };
     f.server.spawn_service_loop();
     let (subnets, web) = f.network("10.235.0.0/16", &[("10.235.1.0/24", "us-east-1a")]);
-    let td = f
-        .server
-        .ok("RegisterTaskDefinition", fargate_td("v1"))
-        .await;
-    let td = td["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let td = register(&f.server, "v1").await;
     let providers = f.server.ok("DescribeCapacityProviders", json!({})).await;
     let names: Vec<&str> = providers["capacityProviders"]
         .as_array()
@@ -646,20 +627,7 @@ async fn capacity_provider_strategies_split_tasks_and_spot_tasks_are_interrupted
         assert!(Instant::now() < deadline, "still on Spot: {tasks:#?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    f.server
-        .ok(
-            "UpdateService",
-            json!({"service": "web", "desiredCount": 0}),
-        )
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !common::service_tasks(&f.server, "web", None)
-        .await
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the service did not scale to 0");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    scale_to_zero(&f.server, 60).await;
     f.finish().await;
 }
 
@@ -718,14 +686,7 @@ async fn a_fargate_service_behind_a_load_balancer_registers_its_tasks_addresses(
         "--default-actions",
         &format!("Type=forward,TargetGroupArn={tg}"),
     ]);
-    let td = f
-        .server
-        .ok("RegisterTaskDefinition", fargate_td("v1"))
-        .await;
-    let td = td["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let td = register(&f.server, "v1").await;
     f.server
         .ok(
             "CreateService",
@@ -759,19 +720,6 @@ async fn a_fargate_service_behind_a_load_balancer_registers_its_tasks_addresses(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     reachable("127.0.0.1", port, 20).await;
-    f.server
-        .ok(
-            "UpdateService",
-            json!({"service": "web", "desiredCount": 0}),
-        )
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !common::service_tasks(&f.server, "web", None)
-        .await
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the service did not scale to 0");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    scale_to_zero(&f.server, 90).await;
     f.finish().await;
 }

@@ -281,3 +281,36 @@ impl Api {
         }
     }
 }
+
+/// Builds the test images (`scripts/build-test-images`); nothing is pulled.
+pub fn build_test_images() {
+    let images =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images");
+    assert!(
+        Command::new(images).status().unwrap().success(),
+        "building the test image failed"
+    );
+}
+
+impl Api {
+    /// The first container instance of `cluster` whose agent is connected, once there is one.
+    pub async fn connected_instance(&self, cluster: &str) -> String {
+        loop {
+            let v = self
+                .call("ListContainerInstances", json!({"cluster": cluster}))
+                .await;
+            if let Some(a) = v["containerInstanceArns"][0].as_str() {
+                let d = self
+                    .call(
+                        "DescribeContainerInstances",
+                        json!({"cluster": cluster, "containerInstances": [a]}),
+                    )
+                    .await;
+                if d["containerInstances"][0]["agentConnected"] == true {
+                    return a.to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
