@@ -2,6 +2,7 @@
 //! tasks; `berth up` runs both for one machine. All the work is in the library crates; this file parses flags, opens the
 //! store, wires the pieces and handles signals.
 
+mod cli;
 mod plan;
 
 use anyhow::{Context, Result};
@@ -58,6 +59,13 @@ fn init_logging(format: LogFormat) {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    #[command(flatten)]
+    Human(cli::Noun),
+    /// Prints a shell's completion script: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run the control plane: the ECS API on an embedded store.
     Server(ServerArgs),
     /// Run Berth on this machine: the server, a `default` cluster and an agent on the local
@@ -313,6 +321,19 @@ fn main() -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let result = match cli.command {
+        Command::Human(noun) => {
+            let data_dir = std::env::var_os("BERTH_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(default_data_dir);
+            let code = rt.block_on(cli::run(noun, &data_dir));
+            drop(rt);
+            std::process::exit(code);
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "berth", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Server(args) => rt.block_on(run(args, None)),
         Command::Up(args) => rt.block_on(run(args.server.clone(), Some(args))),
         Command::Agent(args) => rt.block_on(agent(args)),

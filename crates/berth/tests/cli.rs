@@ -1,0 +1,515 @@
+//! The human CLI (`berth cluster|service|task|instance|taskdef|repo|image|logs …`) run as the
+//! real binary against a real server: its tables, `--output json|text`, exit codes and
+//! errors with their fixes; and on the real Docker Engine, `task run` from an image alone,
+//! `logs`, `service scale --wait`, `service ps` and `service deploy` following a live rollout.
+//! The Docker test needs Docker (BERTH_SKIP_DOCKER=1 skips it explicitly).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{docker_available, docker_cleanup, wait_joined, TestAgent, TestServer, BUSYBOX};
+use serde_json::{json, Value};
+
+use std::time::{Duration, Instant};
+
+/// What one run of `berth` did.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// The table's rows, each split into its columns (two spaces or more apart).
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The environment a user of the CLI has: a home without AWS files, the server's key and
+/// endpoint (unless `env` changes them), and a `berth up` data dir of its own.
+struct User<'a> {
+    s: &'a TestServer,
+    home: tempfile::TempDir,
+}
+
+impl<'a> User<'a> {
+    fn new(s: &'a TestServer) -> User<'a> {
+        User {
+            s,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn berth(&self, args: &[&str]) -> Out {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", self.s.access_key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.s.secret_key.as_str()),
+            ("AWS_ENDPOINT_URL", self.s.endpoint.as_str()),
+        ];
+        self.berth_env(args, &env).await
+    }
+
+    /// `berth ARGS` with only `env` of the AWS variables set.
+    async fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("BERTH_DATA_DIR", self.home.path().join("berth"))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(240), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("berth {args:?} did not end within 240 s"))
+            .unwrap();
+        let out = Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!("$ berth {}\n{}{}", args.join(" "), out.stdout, out.stderr);
+        out
+    }
+
+    /// `berth ARGS`, which must succeed.
+    async fn ok(&self, args: &[&str]) -> Out {
+        let out = self.berth(args).await;
+        assert_eq!(out.code, 0, "berth {args:?} failed: {out:?}");
+        out
+    }
+
+    /// `berth ARGS`, which must fail with exit code `code` and say `words` on stderr.
+    async fn fails(&self, args: &[&str], code: i32, words: &str) -> Out {
+        let out = self.berth(args).await;
+        assert_eq!(out.code, code, "berth {args:?}: exit code: {out:?}");
+        assert!(
+            out.stderr.contains(words),
+            "berth {args:?} should say '{words}': {out:?}"
+        );
+        out
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let p = self.home.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+fn key_file(section: &str, s: &TestServer) -> String {
+    format!(
+        "[{section}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        s.access_key, s.secret_key
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_task_definitions_and_repositories_as_tables_json_and_text_with_clear_errors() {
+    let s = TestServer::start().await;
+    let u = User::new(&s);
+
+    // Clusters: create, ls in each output, describe, rm.
+    let out = u.ok(&["cluster", "create", "blue"]).await;
+    assert!(
+        out.stdout.trim().ends_with(":cluster/blue"),
+        "create prints the ARN: {out:?}"
+    );
+    let rows = u.ok(&["cluster", "ls"]).await.rows();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "STATUS",
+            "INSTANCES",
+            "SERVICES",
+            "RUNNING",
+            "PENDING"
+        ]
+    );
+    assert!(
+        rows.contains(
+            &["blue", "ACTIVE", "0", "0", "0", "0"]
+                .map(String::from)
+                .to_vec()
+        ),
+        "{rows:?}"
+    );
+    let clusters = u.ok(&["cluster", "ls", "-o", "json"]).await.json();
+    assert!(
+        clusters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["clusterName"] == "blue" && c["status"] == "ACTIVE"),
+        "json is the API's clusters: {clusters:#}"
+    );
+    let text = u.ok(&["cluster", "ls", "--output", "text"]).await.stdout;
+    assert!(
+        text.lines().any(|l| l == "blue\tACTIVE\t0\t0\t0\t0"),
+        "{text}"
+    );
+    let c = u.ok(&["cluster", "describe", "blue"]).await.json();
+    assert_eq!(c["clusterName"], "blue");
+    u.fails(
+        &["cluster", "describe", "nope"],
+        1,
+        "cluster not found: nope: MISSING",
+    )
+    .await;
+    u.ok(&["cluster", "rm", "blue"]).await;
+
+    // Errors name the service's exception and say what to do.
+    let out = u
+        .fails(
+            &["service", "ls", "--cluster", "nope"],
+            1,
+            "ClusterNotFoundException: Cluster not found.",
+        )
+        .await;
+    assert!(
+        out.stderr.contains("hint: name the cluster with --cluster"),
+        "{out:?}"
+    );
+    u.ok(&["cluster", "create", "default"]).await;
+    u.fails(
+        &["service", "ps", "nope"],
+        1,
+        "service not found: nope: MISSING",
+    )
+    .await;
+    u.fails(&["service", "scale", "web"], 2, "COUNT").await;
+    u.fails(&["task", "run"], 2, "IMAGE").await;
+    let out = u
+        .fails(
+            &["cluster", "ls", "--endpoint-url", "http://127.0.0.1:1"],
+            1,
+            "cannot reach http://127.0.0.1:1",
+        )
+        .await;
+    assert!(
+        out.stderr.contains("hint: is the server running?"),
+        "{out:?}"
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIANOBODY0000000000"),
+        ("AWS_SECRET_ACCESS_KEY", "wrong"),
+        ("AWS_ENDPOINT_URL", s.endpoint.as_str()),
+    ];
+    u.berth_env(&["cluster", "ls"], &env).await;
+    let out = u.berth_env(&["cluster", "ls"], &env).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "UnrecognizedClientException: The security token included in the request is invalid."
+        ) && out
+            .stderr
+            .contains("hint: the server does not know this key"),
+        "{out:?}"
+    );
+
+    // Credentials from where the AWS CLI finds them, then from a local `berth up`'s data dir.
+    let endpoint = [("AWS_ENDPOINT_URL", s.endpoint.as_str())];
+    let out = u.berth_env(&["cluster", "ls"], &endpoint).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no credentials"), "{out:?}");
+    u.write("berth/credentials", &key_file("berth", &s));
+    assert_eq!(u.berth_env(&["cluster", "ls"], &endpoint).await.code, 0);
+    u.write(".aws/credentials", &key_file("prod", &s));
+    u.write(
+        ".aws/config",
+        &format!(
+            "[profile prod]\nregion = us-east-1\nendpoint_url = {}\n",
+            s.endpoint
+        ),
+    );
+    let out = u
+        .berth_env(&["cluster", "ls", "--profile", "prod"], &[])
+        .await;
+    assert_eq!(
+        out.code, 0,
+        "the profile names the key and the endpoint: {out:?}"
+    );
+    let out = u
+        .berth_env(&["cluster", "ls", "--profile", "gone"], &[])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("the profile 'gone'"), "{out:?}");
+
+    // Task definitions: families and their latest revision; describe; deregister.
+    for _ in 0..2 {
+        s.ok("RegisterTaskDefinition", common::task_def("web"))
+            .await;
+    }
+    let rows = u.ok(&["taskdef", "ls"]).await.rows();
+    assert_eq!(rows, [["FAMILY", "LATEST", "REVISIONS"], ["web", "2", "2"]]);
+    let td = u
+        .ok(&["taskdef", "describe", "web:1", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(td["taskDefinition"]["revision"], 1);
+    let out = u.ok(&["taskdef", "rm", "web:1"]).await;
+    assert!(
+        out.stdout.trim().ends_with("task-definition/web:1"),
+        "{out:?}"
+    );
+    assert_eq!(
+        u.ok(&["taskdef", "ls", "-o", "text"]).await.stdout,
+        "web\t2\t1\n"
+    );
+    u.fails(&["taskdef", "describe", "nope:3"], 1, "ClientException")
+        .await;
+
+    // Repositories and images.
+    let out = u.ok(&["repo", "create", "app"]).await;
+    assert!(
+        out.stdout.trim().ends_with("/app"),
+        "create prints the URI: {out:?}"
+    );
+    let rows = u.ok(&["repo", "ls"]).await.rows();
+    assert_eq!(rows[0], ["NAME", "URI", "TAGS", "AGE"]);
+    assert_eq!(rows[1][0], "app");
+    assert_eq!(rows[1][2], "MUTABLE");
+    assert_eq!(
+        u.ok(&["image", "ls", "app"]).await.rows(),
+        [["TAGS", "DIGEST", "SIZE", "PUSHED"]]
+    );
+    assert_eq!(
+        u.ok(&["image", "ls", "app", "-o", "json"]).await.json(),
+        json!([])
+    );
+    u.fails(&["image", "ls", "nope"], 1, "RepositoryNotFoundException")
+        .await;
+    u.fails(&["image", "rm", "app", "v1"], 1, "ImageNotFound")
+        .await;
+    u.ok(&["repo", "rm", "app"]).await;
+
+    // Instances: none yet, a header alone.
+    assert_eq!(u.ok(&["instance", "ls"]).await.rows().len(), 1);
+    u.fails(
+        &["instance", "drain", "i-nope"],
+        1,
+        "no container instance i-nope",
+    )
+    .await;
+
+    let out = u.ok(&["completions", "bash"]).await;
+    assert!(
+        out.stdout.contains("berth") && out.stdout.contains("deploy"),
+        "{out:?}"
+    );
+    s.stop().await;
+}
+
+/// Polls `check` once a second until it answers, for at most `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn task_id(rows: &[Vec<String>]) -> String {
+    rows[1][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_scale_deploy_and_logs_on_docker() {
+    if !docker_available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    s.spawn_service_loop();
+    s.ok("CreateCluster", json!({"clusterName": "default"}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(&s, TestAgent::config(&s, dir.path())).await;
+    let instance = wait_joined(&agent).await;
+    let u = User::new(&s);
+
+    // A task of an image alone, its logs, and stopping it.
+    let out = u
+        .ok(&[
+            "task",
+            "run",
+            BUSYBOX,
+            "--name",
+            "hello",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from berth; sleep 600",
+        ])
+        .await;
+    let rows = out.rows();
+    assert_eq!(
+        rows[0],
+        [
+            "TASK",
+            "TASK DEFINITION",
+            "STATUS",
+            "INSTANCE",
+            "IP",
+            "PORTS",
+            "HEALTH",
+            "AGE"
+        ]
+    );
+    assert_eq!(rows[1][1], "hello:1");
+    assert_eq!(rows[1][2], "RUNNING");
+    assert!(
+        rows[1][3].starts_with("i-"),
+        "the instance's EC2 id: {rows:?}"
+    );
+    let hello = task_id(&rows);
+    eventually(60, "the task's line through `berth logs`", || async {
+        let out = u.ok(&["logs", &hello]).await;
+        out.stdout.contains("hello from berth").then_some(())
+    })
+    .await;
+    let out = u.ok(&["task", "stop", &hello]).await;
+    assert!(out.stdout.trim().ends_with(&hello), "{out:?}");
+    u.fails(
+        &["logs", &hello, "--container", "nope"],
+        1,
+        "sends its logs",
+    )
+    .await;
+
+    // A service: create, scale and wait, its tasks with their ports.
+    u.ok(&[
+        "task", "run", BUSYBOX, "--name", "web", "-p", "8080", "--wait", "--", "httpd", "-f", "-p",
+        "8080",
+    ])
+    .await;
+    u.ok(&[
+        "service",
+        "create",
+        "web",
+        "--task-definition",
+        "web",
+        "--desired-count",
+        "1",
+    ])
+    .await;
+    let out = u
+        .ok(&["service", "scale", "web", "2", "--wait", "--timeout", "120"])
+        .await;
+    assert!(out.stdout.contains("web: 2 running"), "{out:?}");
+    let rows = u.ok(&["service", "ps", "web"]).await.rows();
+    assert_eq!(rows.len(), 3, "a header and two tasks: {rows:?}");
+    for r in &rows[1..] {
+        assert_eq!(r[1], "web:1");
+        assert_eq!(r[2], "RUNNING");
+        assert!(r[5].ends_with("->8080/tcp"), "the published port: {r:?}");
+    }
+    let tasks = u.ok(&["service", "ps", "web", "-o", "json"]).await.json();
+    assert_eq!(tasks.as_array().unwrap().len(), 2);
+    assert!(tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["lastStatus"] == "RUNNING" && t["group"] == "service:web"));
+
+    // Deploy a new image: the rollout is followed to its end.
+    let out = u
+        .ok(&[
+            "service",
+            "deploy",
+            "web",
+            "--image",
+            BUSYBOX,
+            "--timeout",
+            "180",
+        ])
+        .await;
+    assert!(out.stderr.contains("registered web:2"), "{out:?}");
+    assert!(
+        out.stdout.contains("completed: 2 tasks of web:2"),
+        "the rollout is followed to steady state: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("has reached a steady state"),
+        "events are shown: {out:?}"
+    );
+    let text = u.ok(&["service", "ls", "-o", "text"]).await.stdout;
+    let row: Vec<&str> = text.trim().split('\t').collect();
+    assert_eq!(
+        &row[..8],
+        ["web", "ACTIVE", "2", "2", "0", "web:2", "EC2", "COMPLETED"],
+        "{text}"
+    );
+    let rows = u.ok(&["service", "events", "web", "-n", "3"]).await.rows();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(
+        rows[3][1].contains("has reached a steady state"),
+        "newest last: {rows:?}"
+    );
+
+    // A deploy that cannot be made, and one that is not awaited long enough.
+    u.fails(
+        &["service", "deploy", "web", "--task-definition", "nope:1"],
+        1,
+        "ClientException",
+    )
+    .await;
+    u.fails(
+        &[
+            "service",
+            "deploy",
+            "web",
+            "--image",
+            BUSYBOX,
+            "--container",
+            "nope",
+        ],
+        1,
+        "no container 'nope'",
+    )
+    .await;
+    u.fails(
+        &["service", "deploy", "web", "--force", "--timeout", "0"],
+        3,
+        "still in progress",
+    )
+    .await;
+
+    let rows = u.ok(&["instance", "ls"]).await.rows();
+    assert_eq!(rows[1][2], "ACTIVE");
+    assert_eq!(rows[1][3], "connected");
+    u.ok(&["service", "rm", "web", "--force"]).await;
+    agent.stop().await;
+    docker_cleanup(&instance);
+    s.stop().await;
+}
