@@ -312,6 +312,9 @@ async fn clusters_task_definitions_and_repositories_as_tables_json_and_text_with
     )
     .await;
 
+    u.fails(&["top"], 1, "Container Insights is off for cluster default")
+        .await;
+
     let out = u.ok(&["completions", "bash"]).await;
     assert!(
         out.stdout.contains("berth") && out.stdout.contains("deploy"),
@@ -350,10 +353,16 @@ async fn run_scale_deploy_and_logs_on_docker() {
     }
     let s = TestServer::start().await;
     s.spawn_service_loop();
-    s.ok("CreateCluster", json!({"clusterName": "default"}))
-        .await;
+    s.ok(
+        "CreateCluster",
+        json!({"clusterName": "default",
+               "settings": [{"name": "containerInsights", "value": "enhanced"}]}),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(&s, TestAgent::config(&s, dir.path())).await;
+    let mut cfg = TestAgent::config(&s, dir.path());
+    cfg.stats_interval = Some(Duration::from_secs(1));
+    let agent = TestAgent::start(&s, cfg).await;
     let instance = wait_joined(&agent).await;
     let u = User::new(&s);
 
@@ -441,6 +450,29 @@ async fn run_scale_deploy_and_logs_on_docker() {
         .unwrap()
         .iter()
         .all(|t| t["lastStatus"] == "RUNNING" && t["group"] == "service:web"));
+
+    // Its tasks' CPU and memory, from Container Insights.
+    let usage = eventually(90, "both tasks' figures in `berth top`", || async {
+        let rows = u.ok(&["top", "-o", "json"]).await.json();
+        let rows = rows.as_array().unwrap().clone();
+        let measured = rows
+            .iter()
+            .filter(|r| r["group"] == "service:web" && r["memoryUtilized"].as_f64() > Some(0.0))
+            .count();
+        (measured == 2).then_some(rows)
+    })
+    .await;
+    assert!(
+        usage
+            .iter()
+            .all(|r| r["cpuReserved"].as_f64().is_some() && r["memoryReserved"] == 128.0),
+        "reservations are the task definition's: {usage:?}"
+    );
+    let rows = u.ok(&["top"]).await.rows();
+    assert_eq!(
+        rows[0],
+        ["TASK", "GROUP", "CPU", "CPU %", "MEMORY", "MEMORY %"]
+    );
 
     // Deploy a new image: the rollout is followed to its end.
     let out = u

@@ -1,4 +1,5 @@
-//! A signed client of Berth's JSON APIs (ECS, ECR, CloudWatch Logs), for Berth's own CLI.
+//! A signed client of Berth's JSON APIs (ECS, ECR, CloudWatch Logs, CloudWatch metrics), for
+//! Berth's own CLI.
 //! It speaks exactly what the AWS SDKs speak: JSON 1.1 bodies, `X-Amz-Target`, SigV4 with the
 //! service's signing name, and AWS's error shape back. Settings come from [`profile`].
 
@@ -58,6 +59,8 @@ pub enum Api {
     Ecs,
     Ecr,
     Logs,
+    /// CloudWatch metrics, in its JSON 1.0 protocol.
+    CloudWatch,
 }
 
 impl Api {
@@ -66,6 +69,7 @@ impl Api {
             Api::Ecs => "ecs",
             Api::Ecr => "ecr",
             Api::Logs => "logs",
+            Api::CloudWatch => "monitoring",
         }
     }
 }
@@ -154,6 +158,9 @@ impl Client {
             Api::Ecs => sigv4::ecs_request_headers(&key, &s.endpoint, operation, &body, now),
             Api::Ecr => sigv4::ecr_request_headers(&key, &s.endpoint, operation, &body, now),
             Api::Logs => sigv4::logs_request_headers(&key, &s.endpoint, operation, &body, now),
+            Api::CloudWatch => {
+                sigv4::cloudwatch_request_headers(&key, &s.endpoint, operation, &body, now)
+            }
         }
         .map_err(|e| ClientError::Request(e.message))?;
         let mut req = http::Request::post(format!("{}/", s.endpoint));

@@ -136,7 +136,7 @@ fn created<J: serde::Serialize>(output: Output, object: &J, arn: Option<String>)
     Ok(())
 }
 
-async fn describe_clusters(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Cluster>> {
+pub async fn describe_clusters(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Cluster>> {
     let mut out = Vec::new();
     for chunk in names.chunks(100) {
         let r: DescribeClustersResponse = ctx
@@ -144,7 +144,7 @@ async fn describe_clusters(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Cluster>
                 "DescribeClusters",
                 &DescribeClustersRequest {
                     clusters: Some(chunk.to_vec()),
-                    include: Some(vec!["STATISTICS".into()]),
+                    include: Some(vec!["STATISTICS".into(), "SETTINGS".into()]),
                 },
             )
             .await?;
@@ -235,21 +235,7 @@ pub enum ServiceVerb {
 pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<()> {
     match verb {
         ServiceVerb::Ls => {
-            let arns = all_pages(|next_token| async {
-                let r: ListServicesResponse = ctx
-                    .ecs(
-                        "ListServices",
-                        &ListServicesRequest {
-                            cluster: Some(ctx.cluster.clone()),
-                            next_token,
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                Ok((r.service_arns, r.next_token))
-            })
-            .await?;
-            let services = describe_services(ctx, arns).await?;
+            let services = list_services(ctx).await?;
             emit(
                 ctx.output,
                 &services,
@@ -269,7 +255,7 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<()> {
             }
             let mut arns = Vec::new();
             for status in statuses {
-                arns.extend(list_tasks(ctx, Some(&name), status).await?);
+                arns.extend(list_tasks(ctx, Some(&name), None, status).await?);
             }
             let tasks = describe_tasks(ctx, arns).await?;
             let instances = instance_ids(ctx, &tasks).await?;
@@ -361,6 +347,25 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every service of the cluster, described.
+pub async fn list_services(ctx: &Ctx) -> Result<Vec<Service>> {
+    let arns = all_pages(|next_token| async {
+        let r: ListServicesResponse = ctx
+            .ecs(
+                "ListServices",
+                &ListServicesRequest {
+                    cluster: Some(ctx.cluster.clone()),
+                    next_token,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok((r.service_arns, r.next_token))
+    })
+    .await?;
+    describe_services(ctx, arns).await
 }
 
 pub async fn describe_services(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Service>> {
@@ -550,27 +555,7 @@ pub async fn task(ctx: &Ctx, verb: TaskVerb) -> Result<()> {
             }
             let mut arns = Vec::new();
             for status in statuses {
-                let r = all_pages(|next_token| {
-                    let (service, family) = (service.clone(), family.clone());
-                    async move {
-                        let r: ListTasksResponse = ctx
-                            .ecs(
-                                "ListTasks",
-                                &ListTasksRequest {
-                                    cluster: Some(ctx.cluster.clone()),
-                                    service_name: service,
-                                    family,
-                                    desired_status: Some(status.into()),
-                                    next_token,
-                                    ..Default::default()
-                                },
-                            )
-                            .await?;
-                        Ok((r.task_arns, r.next_token))
-                    }
-                })
-                .await?;
-                arns.extend(r);
+                arns.extend(list_tasks(ctx, service.as_deref(), family.as_deref(), status).await?);
             }
             let tasks = describe_tasks(ctx, arns).await?;
             let instances = instance_ids(ctx, &tasks).await?;
@@ -607,7 +592,13 @@ pub async fn task(ctx: &Ctx, verb: TaskVerb) -> Result<()> {
     Ok(())
 }
 
-async fn list_tasks(ctx: &Ctx, service: Option<&str>, status: &str) -> Result<Vec<String>> {
+/// The cluster's tasks of `service` or `family` (or all) with desired status `status`.
+pub async fn list_tasks(
+    ctx: &Ctx,
+    service: Option<&str>,
+    family: Option<&str>,
+    status: &str,
+) -> Result<Vec<String>> {
     all_pages(|next_token| async move {
         let r: ListTasksResponse = ctx
             .ecs(
@@ -615,6 +606,7 @@ async fn list_tasks(ctx: &Ctx, service: Option<&str>, status: &str) -> Result<Ve
                 &ListTasksRequest {
                     cluster: Some(ctx.cluster.clone()),
                     service_name: service.map(str::to_string),
+                    family: family.map(str::to_string),
                     desired_status: Some(status.into()),
                     next_token,
                     ..Default::default()

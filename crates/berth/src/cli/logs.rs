@@ -1,13 +1,12 @@
 //! `berth logs`: the awslogs output of a task's or a service's containers, read through the
 //! CloudWatch Logs API the agents ship to, merged by time, optionally followed.
 
-use super::ecs::{all_pages, describe_tasks};
+use super::ecs::{all_pages, describe_tasks, list_tasks};
 use super::render::{cell, short};
 use super::{Ctx, Failed};
 use anyhow::anyhow;
 use berth_api::ecs::{
-    DescribeTaskDefinitionRequest, DescribeTaskDefinitionResponse, ListTasksRequest,
-    ListTasksResponse, Task, TaskDefinition,
+    DescribeTaskDefinitionRequest, DescribeTaskDefinitionResponse, Task, TaskDefinition,
 };
 use berth_api::logs::{FilterLogEventsRequest, FilterLogEventsResponse, FilteredLogEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -166,23 +165,7 @@ async fn resolve(
 ) -> Result<Vec<Source>, Failed> {
     let arns = match (&args.task, &args.service) {
         (Some(t), _) => vec![t.clone()],
-        (None, Some(service)) => {
-            all_pages(|next_token| async move {
-                let r: ListTasksResponse = ctx
-                    .ecs(
-                        "ListTasks",
-                        &ListTasksRequest {
-                            cluster: Some(ctx.cluster.clone()),
-                            service_name: Some(service.clone()),
-                            next_token,
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                Ok((r.task_arns, r.next_token))
-            })
-            .await?
-        }
+        (None, Some(service)) => list_tasks(ctx, Some(service), None, "RUNNING").await?,
         (None, None) => return Err(anyhow!("name a task or --service").into()),
     };
     let tasks = describe_tasks(ctx, arns).await?;

@@ -10,6 +10,7 @@ mod ecs;
 mod logs;
 mod registry;
 pub mod render;
+mod top;
 
 use berth_client::{Api, Client, ClientError, Flags};
 use clap::{Args, Subcommand};
@@ -82,6 +83,17 @@ pub enum Noun {
     Image(With<registry::ImageVerb>),
     /// A task's or a service's container logs (awslogs), optionally followed.
     Logs(LogsCommand),
+    /// CPU and memory of the cluster's running tasks (or services), from Container Insights.
+    Top(TopCommand),
+}
+
+/// `berth top`'s arguments, with the flags every human command takes.
+#[derive(Args, Debug)]
+pub struct TopCommand {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(flatten)]
+    pub args: top::TopArgs,
 }
 
 impl Noun {
@@ -95,6 +107,7 @@ impl Noun {
             Noun::Repo(w) => &w.global,
             Noun::Image(w) => &w.global,
             Noun::Logs(l) => &l.global,
+            Noun::Top(t) => &t.global,
         }
     }
 }
@@ -121,6 +134,14 @@ impl Ctx {
         req: &Req,
     ) -> Result<Resp, ClientError> {
         self.client.call(Api::Ecr, op, req).await
+    }
+
+    pub async fn cloudwatch<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        op: &str,
+        req: &Req,
+    ) -> Result<Resp, ClientError> {
+        self.client.call(Api::CloudWatch, op, req).await
     }
 
     pub async fn logs<Req: Serialize, Resp: DeserializeOwned>(
@@ -182,6 +203,7 @@ pub async fn run(noun: Noun, berth_data_dir: &Path) -> i32 {
         Noun::Repo(w) => registry::repo(&ctx, w.verb).await,
         Noun::Image(w) => registry::image(&ctx, w.verb).await,
         Noun::Logs(l) => logs::run(&ctx, l.args).await,
+        Noun::Top(t) => top::run(&ctx, t.args).await,
     };
     match result {
         Ok(()) => 0,
