@@ -102,6 +102,9 @@ struct Settings {
     million_tasks: usize,
     limit: Duration,
     joins_at_once: usize,
+    /// `bench/run ui`: time `berth service ps` and `berth service ls` against the phase's
+    /// fleet before it stops.
+    cli: bool,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -125,6 +128,7 @@ impl Settings {
             million_tasks: env_usize("BENCH_SCALE_TASKS", 1_000_000),
             limit: Duration::from_secs(env_usize("BENCH_SCALE_LIMIT_S", 900) as u64),
             joins_at_once: env_usize("BENCH_SCALE_JOINS", 64).max(1),
+            cli: env_usize("BENCH_SCALE_CLI", 0) != 0,
         }
     }
 }
@@ -1315,6 +1319,7 @@ struct Figures {
     rss_mib: f64,
     overcommit: usize,
     duplicates: usize,
+    cli: Option<CliFigures>,
 }
 
 impl std::fmt::Display for Figures {
@@ -1420,6 +1425,11 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
     let run = drive(&admin, &fleet, &job, s.limit).await;
     let calls = admin.take_calls();
     let rss_mib = peak_rss_mib(pid);
+    let cli = if s.cli {
+        Some(time_cli(bin, &server, &service_name(0)).await)
+    } else {
+        None
+    };
 
     let _ = stop_tx.send(true);
     let states = collect(agents).await;
@@ -1482,9 +1492,68 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
         rss_mib,
         overcommit: checks.overcommit,
         duplicates: twice,
+        cli,
     };
     println!("{name}: {figures}");
     figures
+}
+
+/// The CLI's figures: p50 and p99 of `berth service ps` and `berth service ls`.
+#[derive(Debug, Clone, Copy)]
+struct CliFigures {
+    ps_p50_ms: f64,
+    ps_p99_ms: f64,
+    ls_p50_ms: f64,
+    ps_rows: usize,
+}
+
+/// Runs the human CLI (the same release binary) against the server 20 times each, as a person
+/// would: a new process per command, its key and endpoint in the environment.
+async fn time_cli(bin: &str, server: &common::Berth, service: &str) -> CliFigures {
+    let run = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(&args)
+            .args(["--cluster", CLUSTER])
+            .env("AWS_ACCESS_KEY_ID", &server.ak)
+            .env("AWS_SECRET_ACCESS_KEY", &server.sk)
+            .env("AWS_ENDPOINT_URL", &server.endpoint)
+            .env("AWS_REGION", REGION)
+            .kill_on_drop(true);
+        async move {
+            let t0 = Instant::now();
+            let out = tokio::time::timeout(API_TIMEOUT, cmd.output())
+                .await
+                .expect("the CLI answers within the API timeout")
+                .expect("the CLI runs");
+            assert!(
+                out.status.success(),
+                "berth {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                ms_since(t0),
+                String::from_utf8_lossy(&out.stdout).lines().count(),
+            )
+        }
+    };
+    let (mut ps, mut ls, mut rows) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..20 {
+        let (ms, lines) = run(vec!["service".into(), "ps".into(), service.into()]).await;
+        ps.push(ms);
+        rows = lines.saturating_sub(1);
+        ls.push(run(vec!["service".into(), "ls".into()]).await.0);
+    }
+    let (ps_p50_ms, ps_p99_ms, _) = percentiles(ps);
+    let (ls_p50_ms, _, _) = percentiles(ls);
+    println!(
+        "cli: `berth service ps` of {rows} tasks p50 {ps_p50_ms:.1} ms p99 {ps_p99_ms:.1} ms; `berth service ls` p50 {ls_p50_ms:.1} ms"
+    );
+    CliFigures {
+        ps_p50_ms,
+        ps_p99_ms,
+        ls_p50_ms,
+        ps_rows: rows,
+    }
 }
 
 /// Warns when the open-file limit cannot hold a connection per agent (and the server's).
@@ -1529,5 +1598,12 @@ async fn main() {
         };
         last = run_phase(&bin, &s, phase2).await;
     }
-    println!("scale: {last}");
+    match last.cli {
+        // The web console's page figures join this line when the console exists.
+        Some(c) => println!(
+            "ui: cli_ps_ms={:.1} cli_ps_p99_ms={:.1} cli_ls_ms={:.1} ps_tasks={} instances={}",
+            c.ps_p50_ms, c.ps_p99_ms, c.ls_p50_ms, c.ps_rows, last.instances
+        ),
+        None => println!("scale: {last}"),
+    }
 }
