@@ -215,7 +215,6 @@ async fn clusters_task_definitions_and_repositories_as_tables_json_and_text_with
         ("AWS_SECRET_ACCESS_KEY", "wrong"),
         ("AWS_ENDPOINT_URL", s.endpoint.as_str()),
     ];
-    u.berth_env(&["cluster", "ls"], &env).await;
     let out = u.berth_env(&["cluster", "ls"], &env).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
@@ -286,7 +285,7 @@ async fn clusters_task_definitions_and_repositories_as_tables_json_and_text_with
         "create prints the URI: {out:?}"
     );
     let rows = u.ok(&["repo", "ls"]).await.rows();
-    assert_eq!(rows[0], ["NAME", "URI", "TAGS", "AGE"]);
+    assert_eq!(rows[0], ["NAME", "URI", "TAG MUTABILITY", "AGE"]);
     assert_eq!(rows[1][0], "app");
     assert_eq!(rows[1][2], "MUTABLE");
     assert_eq!(
@@ -435,7 +434,10 @@ async fn run_scale_deploy_and_logs_on_docker() {
     let out = u
         .ok(&["service", "scale", "web", "2", "--wait", "--timeout", "120"])
         .await;
-    assert!(out.stdout.contains("web: 2 running"), "{out:?}");
+    assert!(
+        out.stdout.contains("web: desired count 2") && out.stderr.contains("web: 2 running"),
+        "the change on stdout, the wait on stderr: {out:?}"
+    );
     let rows = u.ok(&["service", "ps", "web"]).await.rows();
     assert_eq!(rows.len(), 3, "a header and two tasks: {rows:?}");
     for r in &rows[1..] {
@@ -443,6 +445,12 @@ async fn run_scale_deploy_and_logs_on_docker() {
         assert_eq!(r[2], "RUNNING");
         assert!(r[5].ends_with("->8080/tcp"), "the published port: {r:?}");
     }
+    let arn = "arn:aws:ecs:us-east-1:000000000000:service/default/web";
+    assert_eq!(
+        u.ok(&["service", "ps", arn]).await.rows().len(),
+        3,
+        "a service named by its ARN lists its tasks too"
+    );
     let tasks = u.ok(&["service", "ps", "web", "-o", "json"]).await.json();
     assert_eq!(tasks.as_array().unwrap().len(), 2);
     assert!(tasks
@@ -465,6 +473,7 @@ async fn run_scale_deploy_and_logs_on_docker() {
     assert!(
         usage
             .iter()
+            .filter(|r| r["group"] == "service:web")
             .all(|r| r["cpuReserved"].as_f64().is_some() && r["memoryReserved"] == 128.0),
         "reservations are the task definition's: {usage:?}"
     );
@@ -492,8 +501,8 @@ async fn run_scale_deploy_and_logs_on_docker() {
         "the rollout is followed to steady state: {out:?}"
     );
     assert!(
-        out.stdout.contains("has reached a steady state"),
-        "events are shown: {out:?}"
+        out.stderr.contains("has reached a steady state"),
+        "the service's events are shown as they come, on stderr: {out:?}"
     );
     let text = u.ok(&["service", "ls", "-o", "text"]).await.stdout;
     let row: Vec<&str> = text.trim().split('\t').collect();

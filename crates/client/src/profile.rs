@@ -93,13 +93,15 @@ fn config_section<'a>(
 }
 
 /// The settings the flags, environment and files give, in the AWS CLI's order:
-/// - key: an explicit profile (`--profile`, else `AWS_PROFILE`) from the shared files; else
-///   `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`; else the `default` profile; else the
+/// - key: `--profile`'s from the shared files; else `AWS_ACCESS_KEY_ID`/
+///   `AWS_SECRET_ACCESS_KEY`; else the profile `AWS_PROFILE` names (or `default`); else the
 ///   `berth` profile of a local `berth up`'s data dir.
 /// - region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then
 ///   us-east-1.
-/// - endpoint: `--endpoint-url`, `AWS_ENDPOINT_URL_ECS`, `AWS_ENDPOINT_URL`, the profile's
-///   `endpoint_url`, then a local `berth up`'s.
+/// - endpoint: `--endpoint-url`, `AWS_ENDPOINT_URL`, the profile's `endpoint_url`, then a local
+///   `berth up`'s. (Berth serves every API on one port, so the per-service variables such as
+///   `AWS_ENDPOINT_URL_ECS` are not read: one of them would send the other APIs' calls
+///   astray.)
 pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
     let env = |k: &str| src.env.get(k).filter(|v| !v.is_empty()).cloned();
     let credentials = src
@@ -112,8 +114,13 @@ pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
         .as_deref()
         .map(parse_ini)
         .unwrap_or_default();
-    let explicit = flags.profile.clone().or_else(|| env("AWS_PROFILE"));
-    let profile = explicit.clone().unwrap_or_else(|| "default".to_string());
+    // Only --profile outranks the environment's key; AWS_PROFILE names the profile read when
+    // the environment has none, as botocore does.
+    let explicit = flags.profile.clone();
+    let profile = explicit
+        .clone()
+        .or_else(|| env("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".to_string());
     let from_files = |name: &str| -> Option<Result<(String, String), Missing>> {
         let cred = credentials.get(name);
         let conf = config_section(&config, name);
@@ -139,9 +146,15 @@ pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
         }
     } else if let (Some(a), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         ((a, s), "environment".to_string())
-    } else if let Some(Ok(key)) = from_files("default") {
-        (key, "profile default".to_string())
+    } else if let Some(Ok(key)) = from_files(&profile) {
+        (key, format!("profile {profile}"))
+    } else if profile != "default" {
+        // AWS_PROFILE named it: a missing or keyless profile is an error, not a fallback.
+        return Err(from_files(&profile)
+            .and_then(Result::err)
+            .unwrap_or(Missing::Profile(profile)));
     } else {
+        // A keyless `[default]` (a region alone, say) leaves the key to berth up's.
         let berth = src
             .berth_credentials
             .as_deref()
@@ -172,7 +185,6 @@ pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
     let endpoint = flags
         .endpoint_url
         .clone()
-        .or_else(|| env("AWS_ENDPOINT_URL_ECS"))
         .or_else(|| env("AWS_ENDPOINT_URL"))
         .or_else(|| from_profile("endpoint_url"))
         .unwrap_or_else(|| LOCAL_ENDPOINT.to_string());
@@ -254,6 +266,12 @@ mod tests {
         assert_eq!(s.access_key_id, "AKDEF");
         assert_eq!(s.region, "eu-west-1", "the default profile's region");
         src.credentials_file = None;
+        let s = resolve(&Flags::default(), &src).expect("settings");
+        assert_eq!(
+            (s.access_key_id.as_str(), s.region.as_str()),
+            ("AKBERTH", "eu-west-1"),
+            "a keyless [default] leaves the key to berth up's and keeps its region"
+        );
         src.config_file = None;
         let s = resolve(&Flags::default(), &src).expect("settings");
         assert_eq!(s.access_key_id, "AKBERTH");
@@ -261,6 +279,46 @@ mod tests {
         assert_eq!(s.key_source, "berth up's data dir");
         src.berth_credentials = None;
         assert_eq!(resolve(&Flags::default(), &src), Err(Missing::Credentials));
+    }
+
+    #[test]
+    fn aws_profile_yields_to_the_environments_key_but_not_to_the_flag() {
+        let src = Sources {
+            env: env(&[
+                ("AWS_PROFILE", "prod"),
+                ("AWS_ACCESS_KEY_ID", "AKENV"),
+                ("AWS_SECRET_ACCESS_KEY", "skenv"),
+            ]),
+            credentials_file: Some(CREDS.into()),
+            config_file: Some(CONFIG.into()),
+            berth_credentials: None,
+        };
+        let s = resolve(&Flags::default(), &src).expect("settings");
+        assert_eq!(
+            s.access_key_id, "AKENV",
+            "botocore reads the environment's key first"
+        );
+        assert_eq!(
+            s.region, "ap-south-1",
+            "AWS_PROFILE still names the profile's region"
+        );
+        let flags = Flags {
+            profile: Some("default".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&flags, &src).expect("settings").access_key_id,
+            "AKDEF"
+        );
+        let src = Sources {
+            env: env(&[("AWS_PROFILE", "gone")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&Flags::default(), &src),
+            Err(Missing::Profile("gone".into())),
+            "a named profile that does not exist is an error, not berth up's key"
+        );
     }
 
     #[test]

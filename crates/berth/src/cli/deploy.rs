@@ -2,7 +2,7 @@
 //! service is steady (exit 0), the rollout failed (1) or the wait ran out (3).
 
 use super::ecs::describe_service;
-use super::render::{cell, emit_object, short, stdout_is_terminal, Output};
+use super::render::{cell, emit_object, short, stderr_is_terminal, Output};
 use super::{timed_out, Ctx, Failed};
 use anyhow::anyhow;
 use berth_api::ecs::*;
@@ -219,8 +219,9 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), Failed> {
     .await
 }
 
-/// Follows deployment `id` until it is done, failed, or `timeout` passed: a progress bar on a
-/// terminal, a line per change elsewhere, and the service's new events as they come.
+/// Follows deployment `id` until it is done, failed, or `timeout` passed: on stderr, a
+/// progress bar on a terminal or a line per change elsewhere, and the service's new events as
+/// they come; on stdout, the outcome (the service object with `--output json`).
 async fn follow(
     ctx: &Ctx,
     name: &str,
@@ -228,7 +229,7 @@ async fn follow(
     mut seen: HashSet<String>,
     timeout: Duration,
 ) -> Result<(), Failed> {
-    let bar = if stdout_is_terminal() {
+    let bar = if stderr_is_terminal() {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -245,7 +246,7 @@ async fn follow(
     };
     let say = |line: String| match &bar {
         Some(b) => b.println(line),
-        None => println!("{line}"),
+        None => eprintln!("{line}"),
     };
     let start = Instant::now();
     let mut last = None;
@@ -268,11 +269,14 @@ async fn follow(
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
-                println!(
-                    "{name}: deployment {id} completed: {} tasks of {}",
-                    cell(s.running_count),
-                    short(s.task_definition.as_deref())
-                );
+                match ctx.output {
+                    Output::Json => emit_object(ctx.output, &s)?,
+                    _ => out!(
+                        "{name}: deployment {id} completed: {} tasks of {}",
+                        cell(s.running_count),
+                        short(s.task_definition.as_deref())
+                    ),
+                }
                 return Ok(());
             }
             Progress::Failed(reason) => {
@@ -303,7 +307,7 @@ async fn follow(
                         b.set_message(msg);
                     }
                     None if last.as_ref() != Some(&p) => {
-                        println!("{name}: {running}/{desired} new running, {msg}");
+                        eprintln!("{name}: {running}/{desired} new running, {msg}");
                     }
                     None => {}
                 }

@@ -131,7 +131,7 @@ pub async fn cluster(ctx: &Ctx, verb: ClusterVerb) -> Result<()> {
 fn created<J: serde::Serialize>(output: Output, object: &J, arn: Option<String>) -> Result<()> {
     match output {
         Output::Json => emit_object(output, object)?,
-        Output::Table | Output::Text => println!("{}", cell(arn)),
+        Output::Table | Output::Text => out!("{}", cell(arn)),
     }
     Ok(())
 }
@@ -247,23 +247,11 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<()> {
             emit_object(ctx.output, &s)?;
         }
         ServiceVerb::Ps { name, all } => {
-            // ListTasks answers an unknown service with no tasks; people want to hear of it.
-            describe_service(ctx, &name).await?;
-            let mut statuses = vec!["RUNNING"];
-            if all {
-                statuses.push("STOPPED");
-            }
-            let mut arns = Vec::new();
-            for status in statuses {
-                arns.extend(list_tasks(ctx, Some(&name), None, status).await?);
-            }
-            let tasks = describe_tasks(ctx, arns).await?;
-            let instances = instance_ids(ctx, &tasks).await?;
-            emit(
-                ctx.output,
-                &tasks,
-                &task_table(&tasks, &instances, false, render::now()),
-            )?;
+            // ListTasks answers an unknown service with no tasks, and takes only a name;
+            // people want to hear of a typo, and may give an ARN.
+            let service = describe_service(ctx, &name).await?;
+            let name = service.service_name.unwrap_or(name);
+            show_tasks(ctx, Some(&name), None, all, false).await?;
         }
         ServiceVerb::Scale {
             name,
@@ -285,7 +273,7 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<()> {
             if ctx.output == Output::Json {
                 emit_object(ctx.output, &r.service)?;
             } else {
-                println!("{name}: desired count {count}");
+                out!("{name}: desired count {count}");
             }
             if wait {
                 wait_for_count(ctx, &name, count, Duration::from_secs(timeout)).await?;
@@ -401,7 +389,7 @@ async fn wait_for_count(ctx: &Ctx, name: &str, count: i32, timeout: Duration) ->
         let s = describe_service(ctx, name).await?;
         let (running, pending) = (s.running_count.unwrap_or(0), s.pending_count.unwrap_or(0));
         if running == count && pending == 0 {
-            println!("{name}: {running} running");
+            eprintln!("{name}: {running} running");
             return Ok(());
         }
         if start.elapsed() > timeout {
@@ -477,7 +465,7 @@ pub enum TaskVerb {
     /// The cluster's tasks.
     Ls {
         /// Only this service's.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "family")]
         service: Option<String>,
         /// Only this task definition family's.
         #[arg(long)]
@@ -531,7 +519,8 @@ pub struct RunArgs {
     /// EC2, FARGATE or EXTERNAL.
     #[arg(long)]
     pub launch_type: Option<String>,
-    /// Wait until the tasks run (or stop), and print their status.
+    /// Wait until the tasks run, and print their status (a task that stopped instead is an
+    /// error, with its reason).
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits, in seconds.
@@ -548,23 +537,7 @@ pub async fn task(ctx: &Ctx, verb: TaskVerb) -> Result<()> {
             service,
             family,
             all,
-        } => {
-            let mut statuses = vec!["RUNNING"];
-            if all {
-                statuses.push("STOPPED");
-            }
-            let mut arns = Vec::new();
-            for status in statuses {
-                arns.extend(list_tasks(ctx, service.as_deref(), family.as_deref(), status).await?);
-            }
-            let tasks = describe_tasks(ctx, arns).await?;
-            let instances = instance_ids(ctx, &tasks).await?;
-            emit(
-                ctx.output,
-                &tasks,
-                &task_table(&tasks, &instances, true, render::now()),
-            )?;
-        }
+        } => show_tasks(ctx, service.as_deref(), family.as_deref(), all, true).await?,
         TaskVerb::Describe { task } => {
             let mut t = describe_tasks(ctx, vec![task.clone()]).await?;
             let t = t.pop().ok_or_else(|| anyhow!("task {task} not found"))?;
@@ -589,6 +562,39 @@ pub async fn task(ctx: &Ctx, verb: TaskVerb) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Prints the tasks of `service` or `family` (or all) that should run, and with `all` those
+/// stopped too; `with_group` adds each task's group.
+async fn show_tasks(
+    ctx: &Ctx,
+    service: Option<&str>,
+    family: Option<&str>,
+    all: bool,
+    with_group: bool,
+) -> Result<()> {
+    let mut arns = list_tasks(ctx, service, family, "RUNNING").await?;
+    if all {
+        // A task that stopped between the two listings is in both.
+        for arn in list_tasks(ctx, service, family, "STOPPED").await? {
+            if !arns.contains(&arn) {
+                arns.push(arn);
+            }
+        }
+    }
+    let tasks = describe_tasks(ctx, arns).await?;
+    print_tasks(ctx, &tasks, with_group).await
+}
+
+/// Prints tasks: a table naming each one's EC2 instance, or the API's objects.
+async fn print_tasks(ctx: &Ctx, tasks: &[Task], with_group: bool) -> Result<()> {
+    let instances = instance_ids(ctx, tasks).await?;
+    emit(
+        ctx.output,
+        &tasks,
+        &task_table(tasks, &instances, with_group, render::now()),
+    )?;
     Ok(())
 }
 
@@ -651,8 +657,8 @@ async fn instance_ids(ctx: &Ctx, tasks: &[Task]) -> Result<BTreeMap<String, Stri
         .collect())
 }
 
-/// A task's address: its interface's private IPv4 (awsvpc), else its containers' bind
-/// address.
+/// A task's address: its interface's private IPv4 (awsvpc tasks); None for the others, whose
+/// ports are the host's (see [`task_ports`]).
 pub fn task_ip(t: &Task) -> Option<String> {
     let eni = t
         .attachments
@@ -892,13 +898,7 @@ async fn run_task(ctx: &Ctx, args: RunArgs) -> Result<()> {
     } else {
         tasks
     };
-    let instances = instance_ids(ctx, &tasks).await?;
-    emit(
-        ctx.output,
-        &tasks,
-        &task_table(&tasks, &instances, false, render::now()),
-    )?;
-    Ok(())
+    print_tasks(ctx, &tasks, false).await
 }
 
 /// Polls until every task is RUNNING or STOPPED.
@@ -910,6 +910,20 @@ async fn wait_for_tasks(ctx: &Ctx, arns: Vec<String>, timeout: Duration) -> Resu
             .iter()
             .all(|t| matches!(t.last_status.as_deref(), Some("RUNNING" | "STOPPED")));
         if settled {
+            let stopped: Vec<String> = tasks
+                .iter()
+                .filter(|t| t.last_status.as_deref() == Some("STOPPED"))
+                .map(|t| {
+                    format!(
+                        "{} stopped: {}",
+                        short(t.task_arn.as_deref()),
+                        cell(t.stopped_reason.as_deref())
+                    )
+                })
+                .collect();
+            if !stopped.is_empty() {
+                return Err(anyhow!("{}", stopped.join("; ")).into());
+            }
             return Ok(tasks);
         }
         if start.elapsed() > timeout {
@@ -1038,7 +1052,7 @@ async fn set_state(ctx: &Ctx, name: &str, status: &str) -> Result<()> {
     failures("container instance", r.failures)?;
     match ctx.output {
         Output::Json => emit_object(ctx.output, &r.container_instances)?,
-        _ => println!("{}: {status}", cell(i.ec2_instance_id)),
+        _ => out!("{}: {status}", cell(i.ec2_instance_id)),
     }
     Ok(())
 }

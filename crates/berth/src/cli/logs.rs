@@ -102,52 +102,63 @@ pub fn sources(task: &Task, td: &TaskDefinition, container: Option<&str>) -> Vec
     out
 }
 
+/// How far back each poll of `--follow` asks again, so that a line shipped a little late (an
+/// agent's batch, another task's stream) is still printed; ids seen in that window are not
+/// printed twice.
+const LOOKBACK_MS: i64 = 10_000;
+
 pub async fn run(ctx: &Ctx, args: LogsArgs) -> Result<(), Failed> {
     let since_ms = args.since.map(|d| {
         let now = super::render::now() * 1000.0;
         (now - d.as_millis() as f64) as i64
     });
     let mut definitions: HashMap<String, TaskDefinition> = HashMap::new();
-    let mut from = since_ms;
-    // Ids of the events printed at the newest timestamp, so the next poll (which asks from
-    // that millisecond again) prints none twice.
-    let mut printed_at_last: HashSet<String> = HashSet::new();
+    // The newest timestamp printed, and the ids printed at most LOOKBACK_MS before it.
+    let mut newest: Option<i64> = None;
+    let mut printed: BTreeMap<i64, HashSet<String>> = BTreeMap::new();
     let mut srcs = Vec::new();
-    for round in 0u64.. {
-        // A service's tasks change: its sources are read again every few seconds.
-        if round == 0 || (args.service.is_some() && round % 5 == 0) {
+    let name = args
+        .task
+        .as_deref()
+        .or(args.service.as_deref())
+        .unwrap_or("it");
+    // Bounded: a person ends a follow with Ctrl-C long before a day of polls.
+    for round in 0..86_400u64 {
+        // Tasks start, and a stream named by container id exists only once the container
+        // does: the sources are read again every few seconds.
+        if round % 5 == 0 {
             srcs = resolve(ctx, &args, &mut definitions).await?;
-            if srcs.is_empty() && round == 0 && !args.follow {
+            if srcs.is_empty() && !args.follow {
                 return Err(anyhow!(
-                    "no container of {} sends its logs to CloudWatch Logs (the awslogs log driver)",
-                    args.task
-                        .as_deref()
-                        .or(args.service.as_deref())
-                        .unwrap_or("it")
+                    "no container{} of {name} sends its logs to CloudWatch Logs (the awslogs log driver) or has a stream yet",
+                    args.container.as_deref().map(|c| format!(" named {c}")).unwrap_or_default()
                 )
                 .into());
             }
         }
         let multi = srcs.len() > 1;
+        let from = match newest {
+            Some(t) => Some(t - LOOKBACK_MS),
+            None => since_ms,
+        };
         let mut events = fetch(ctx, &srcs, from).await?;
         events.sort_by(|a, b| (a.1.timestamp, &a.0).cmp(&(b.1.timestamp, &b.0)));
         for (label, e) in &events {
             let id = e.event_id.clone().unwrap_or_default();
             let ts = e.timestamp.unwrap_or(0);
-            if Some(ts) == from && printed_at_last.contains(&id) {
+            if !printed.entry(ts).or_default().insert(id) {
                 continue;
             }
-            if Some(ts) != from {
-                printed_at_last.clear();
-                from = Some(ts);
-            }
-            printed_at_last.insert(id);
+            newest = Some(newest.map_or(ts, |n| n.max(ts)));
             let line = cell(e.message.as_deref());
             if multi {
-                println!("{label} | {line}");
+                out!("{label} | {line}");
             } else {
-                println!("{line}");
+                out!("{line}");
             }
+        }
+        if let Some(n) = newest {
+            printed = printed.split_off(&(n - LOOKBACK_MS));
         }
         if !args.follow {
             return Ok(());

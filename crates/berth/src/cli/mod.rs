@@ -5,6 +5,14 @@
 //! could not be reached, with the fix); 2 a usage error (clap's); 3 a wait that ran out of time
 //! (`deploy`, `scale --wait`, `run --wait`).
 
+/// `println!` for command output: a reader that went away (`berth task ls | head -1`) ends the
+/// command quietly instead of a panic.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::render::out(format_args!($($t)*))
+    };
+}
+
 mod deploy;
 mod ecs;
 mod logs;
@@ -21,8 +29,8 @@ use std::path::Path;
 /// What every human command takes: where to call, as whom, and how to print.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// A profile of ~/.aws/credentials and ~/.aws/config (default: AWS_PROFILE, then the
-    /// environment's key, then the default profile, then a local `berth up`'s key).
+    /// A profile of ~/.aws/credentials and ~/.aws/config (default: the environment's key, then
+    /// AWS_PROFILE's profile or `default`, then a local `berth up`'s key).
     #[arg(long, global = true)]
     pub profile: Option<String>,
     /// The region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).
@@ -228,8 +236,11 @@ fn hint(e: &ClientError) -> Option<String> {
                 .into(),
         ),
         ClientError::Api { code, .. } => match code.as_str() {
-            "UnrecognizedClientException" | "InvalidSignatureException" | "AccessDeniedException" => Some(
+            "UnrecognizedClientException" | "AccessDeniedException" => Some(
                 "the server does not know this key: use the export lines the server printed, or --profile".into(),
+            ),
+            "InvalidSignatureException" => Some(
+                "the secret or the region does not match the server's: use the export lines the server printed (AWS_REGION too), or --region".into(),
             ),
             "ClusterNotFoundException" => {
                 Some("name the cluster with --cluster (`berth cluster ls` lists them)".into())

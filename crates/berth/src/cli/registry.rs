@@ -45,7 +45,7 @@ pub async fn repo(ctx: &Ctx, verb: RepoVerb) -> Result<(), Failed> {
                 Ok((r.repositories, r.next_token))
             })
             .await?;
-            let mut t = Table::new(&["NAME", "URI", "TAGS", "AGE"]);
+            let mut t = Table::new(&["NAME", "URI", "TAG MUTABILITY", "AGE"]);
             let now = now();
             for r in &repos {
                 t.row(vec![
@@ -89,7 +89,7 @@ pub async fn repo(ctx: &Ctx, verb: RepoVerb) -> Result<(), Failed> {
 fn print_repo(output: Output, r: Option<Repository>) -> Result<(), Failed> {
     match output {
         Output::Json => emit_object(output, &r)?,
-        _ => println!("{}", cell(r.and_then(|r| r.repository_uri))),
+        _ => out!("{}", cell(r.and_then(|r| r.repository_uri))),
     }
     Ok(())
 }
@@ -171,7 +171,7 @@ pub async fn image(ctx: &Ctx, verb: ImageVerb) -> Result<(), Failed> {
                 Output::Json => emit_object(ctx.output, &r.image_ids)?,
                 _ => {
                     for id in r.image_ids.iter().flatten() {
-                        println!("deleted {}", cell(id.image_digest.as_deref()));
+                        out!("deleted {}", cell(id.image_digest.as_deref()));
                     }
                 }
             }

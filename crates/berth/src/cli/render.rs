@@ -77,15 +77,15 @@ impl Table {
 /// Prints `table` (table or text) or `json` (the API's objects) as `output` says.
 pub fn emit<J: Serialize>(output: Output, json: &J, table: &Table) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(json)?),
+        Output::Json => out!("{}", serde_json::to_string_pretty(json)?),
         Output::Text => {
             if !table.rows.is_empty() {
-                println!("{}", table.text());
+                out!("{}", table.text());
             }
         }
         Output::Table => {
             let width = stdout_is_terminal().then(terminal_width).flatten();
-            println!("{}", table.render(width));
+            out!("{}", table.render(width));
         }
     }
     Ok(())
@@ -95,8 +95,8 @@ pub fn emit<J: Serialize>(output: Output, json: &J, table: &Table) -> anyhow::Re
 /// compact line for `text`.
 pub fn emit_object<J: Serialize>(output: Output, json: &J) -> anyhow::Result<()> {
     match output {
-        Output::Text => println!("{}", serde_json::to_string(json)?),
-        Output::Json | Output::Table => println!("{}", serde_json::to_string_pretty(json)?),
+        Output::Text => out!("{}", serde_json::to_string(json)?),
+        Output::Json | Output::Table => out!("{}", serde_json::to_string_pretty(json)?),
     }
     Ok(())
 }
@@ -105,9 +105,26 @@ fn terminal_width() -> Option<u16> {
     console::Term::stdout().size_checked().map(|(_, w)| w)
 }
 
+/// Writes one line to stdout; a closed pipe ends the process with success, as `ls | head`
+/// does.
+pub fn out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Whether people are reading stdout (colours and progress bars only then).
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
+}
+
+/// Whether people are reading stderr (where progress goes).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
 }
 
 /// How long ago `then` was, at `now` (both epoch seconds), the way `docker ps` says it:

@@ -98,7 +98,8 @@ async fn sample(ctx: &Ctx) -> Result<(Vec<Usage>, &'static str), Failed> {
         .find(|s| s.name.as_deref() == Some("containerInsights"))
         .and_then(|s| s.value.clone())
         .unwrap_or_else(|| "disabled".into());
-    let name = ctx.cluster.as_str();
+    // The figures are under the cluster's name, whichever way --cluster named it.
+    let name = cluster.cluster_name.as_deref().unwrap_or(&ctx.cluster);
     let mut rows: Vec<(Usage, Vec<(&'static str, String)>)> = Vec::new();
     let first = match level.as_str() {
         "enhanced" => {
