@@ -65,6 +65,8 @@ pub const USAGE_PATH: &str = "/_berth/v1/usage";
 #[derive(Debug)]
 struct State {
     control: Control,
+    /// The web console's sessions.
+    console: crate::console::Console,
     limits: Limits,
     /// Turns true when shutdown starts, so long polls answer at once.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -81,6 +83,7 @@ pub async fn serve(
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(State {
         control,
+        console: crate::console::Console::default(),
         limits,
         stopping,
     });
@@ -147,6 +150,47 @@ fn respond(
     resp
 }
 
+/// A web console page or action ([`crate::console`]): forms are read within the API's body
+/// limit.
+async fn console_request(
+    st: &State,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(st, &parts, body, CONSOLE_MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return respond(e.kind.http_status(), request_id, e.message.into_bytes(), "text/plain"),
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let reply = st
+        .control
+        .console(
+            &st.console,
+            crate::console::Request {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query().unwrap_or_default(),
+                cookie: header("cookie"),
+                origin: header("origin"),
+                host: header("host"),
+                https: header("x-forwarded-proto") == Some("https"),
+                body: &body,
+            },
+        )
+        .await;
+    let mut resp = respond(reply.status, request_id, reply.body, reply.content_type);
+    for (k, v) in reply.headers {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}
+
+/// The largest console form (a task definition typed into the wizard).
+const CONSOLE_MAX_BODY: usize = 256 * 1024;
+
 fn error_response(e: &EcsError, request_id: &str) -> Response<Full<Bytes>> {
     respond(
         e.kind.http_status(),
@@ -185,6 +229,11 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             };
             tracing::warn!(request_id, status, "dev mode: all state reset");
             return respond(status, &request_id, body, "application/json");
+        }
+        (Method::GET | Method::POST, p)
+            if (p == "/" && method == Method::GET) || p == "/console" || p.starts_with("/console/") =>
+        {
+            return console_request(&st, req, &request_id).await;
         }
         (Method::POST, "/") => {}
         (Method::POST, p) if p.starts_with("/service/") => {

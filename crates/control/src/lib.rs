@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capacity;
 pub mod cloudwatch;
 pub mod clusters;
+pub mod console;
 pub mod ec2;
 pub mod elb;
 pub mod http;

@@ -18,9 +18,26 @@ pub fn is_valid_size(cpu: u32, memory: u32) -> bool {
     })
 }
 
+/// Every size Fargate offers, (cpu units, memory MiB), smallest first: the choices of the
+/// console's task-size menu.
+pub fn sizes() -> Vec<(u32, u32)> {
+    SIZES
+        .iter()
+        .flat_map(|&(c, lo, hi, step)| (lo..=hi).step_by(step as usize).map(move |m| (c, m)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_size_is_valid() {
+        let all = sizes();
+        assert_eq!(all.first(), Some(&(256, 512)));
+        assert_eq!(all.last(), Some(&(16384, 122880)));
+        assert!(all.iter().all(|&(c, m)| is_valid_size(c, m)));
+    }
 
     #[test]
     fn table() {
