@@ -160,7 +160,14 @@ async fn console_request(
     let (parts, body) = req.into_parts();
     let body = match read_body(st, &parts, body, CONSOLE_MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return respond(e.kind.http_status(), request_id, e.message.into_bytes(), "text/plain"),
+        Err(e) => {
+            return respond(
+                e.kind.http_status(),
+                request_id,
+                e.message.into_bytes(),
+                "text/plain",
+            )
+        }
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let reply = st
@@ -231,7 +238,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             return respond(status, &request_id, body, "application/json");
         }
         (Method::GET | Method::POST, p)
-            if (p == "/" && method == Method::GET) || p == "/console" || p.starts_with("/console/") =>
+            if (p == "/" && method == Method::GET)
+                || p == "/console"
+                || p.starts_with("/console/") =>
         {
             return console_request(&st, req, &request_id).await;
         }

@@ -62,7 +62,9 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
     );
     h.push_str("<script src=\"/console/app.js\" defer></script></head><body>");
     h.push_str("<header><nav aria-label=\"Main\"><a href=\"/console/\">Berth</a> ");
-    h.push_str("<a href=\"/console/\">Clusters</a> <a href=\"/console/taskdefs\">Task definitions</a> ");
+    h.push_str(
+        "<a href=\"/console/\">Clusters</a> <a href=\"/console/taskdefs\">Task definitions</a> ",
+    );
     h.push_str("<a href=\"/console/repos\">Repositories</a>");
     if let Some(csrf) = f.csrf {
         let _ = write!(
@@ -84,7 +86,10 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
         let _ = write!(h, "<p class=\"error\" role=\"alert\">Error: {}</p>", esc(e));
     }
     if let Some(s) = f.refresh {
-        let _ = write!(h, "<p class=\"live\">Live: this page reloads every {s} s.</p>");
+        let _ = write!(
+            h,
+            "<p class=\"live\">Live: this page reloads every {s} s.</p>"
+        );
     }
     h.push_str(body);
     h.push_str("</main></body></html>\n");
@@ -93,7 +98,10 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
 
 /// The hidden CSRF field every form carries.
 pub fn csrf_field(csrf: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(csrf))
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    )
 }
 
 /// A table: header cells and rows of cells already in HTML; a caption names it for screen
@@ -175,7 +183,10 @@ mod tests {
             },
             "",
         );
-        assert!(p.contains("<h1>&lt;x&gt;</h1>") && p.contains("Error: &lt;script&gt;"), "{p}");
+        assert!(
+            p.contains("<h1>&lt;x&gt;</h1>") && p.contains("Error: &lt;script&gt;"),
+            "{p}"
+        );
         assert!(p.starts_with("<!doctype html>\n<html lang=\"en\">"));
     }
 }

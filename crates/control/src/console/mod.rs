@@ -155,7 +155,11 @@ impl Console {
             let now = Instant::now();
             s.retain(|_, x| x.expires > now);
             if s.len() >= MAX_SESSIONS {
-                if let Some(oldest) = s.iter().min_by_key(|(_, x)| x.expires).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = s
+                    .iter()
+                    .min_by_key(|(_, x)| x.expires)
+                    .map(|(k, _)| k.clone())
+                {
                     s.remove(&oldest);
                 }
             }
@@ -216,11 +220,13 @@ impl Control {
                 "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'self'".to_string(),
             ),
             ("x-frame-options", "DENY".to_string()),
-            ("referrer-policy", "no-referrer".to_string()),
+            ("referrer-policy", "same-origin".to_string()),
             ("x-content-type-options", "nosniff".to_string()),
         ]);
         if !reply.headers.iter().any(|(k, _)| *k == "cache-control") {
-            reply.headers.push(("cache-control", "no-store".to_string()));
+            reply
+                .headers
+                .push(("cache-control", "no-store".to_string()));
         }
         reply
     }
@@ -228,9 +234,7 @@ impl Control {
     async fn console_inner(&self, console: &Console, req: &Request<'_>) -> Reply {
         let path = req.path.trim_end_matches('/');
         match (req.method, path) {
-            ("GET", "" | "/console") if req.path.len() <= 1 => {
-                return Reply::redirect("/console/")
-            }
+            ("GET", "" | "/console") if req.path.len() <= 1 => return Reply::redirect("/console/"),
             ("GET", "/console/style.css") => return static_reply("text/css", html::STYLE),
             ("GET", "/console/app.js") => return static_reply("text/javascript", APP_JS),
             ("GET", "/console/login") => return login_page(None, 200),
@@ -260,7 +264,9 @@ impl Control {
             let token_ok = form.get("csrf").is_some_and(|t| same(t, &who.csrf));
             let origin_ok = match (req.origin, req.host) {
                 (Some(o), Some(h)) => {
-                    o.trim_start_matches("http://").trim_start_matches("https://") == h
+                    o.trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        == h
                 }
                 _ => true,
             };
@@ -281,8 +287,10 @@ impl Control {
             if path == "/console/logout" {
                 console.close(session_id);
                 let mut r = Reply::redirect("/console/login");
-                r.headers
-                    .push(("set-cookie", format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")));
+                r.headers.push((
+                    "set-cookie",
+                    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                ));
                 return r;
             }
             form
@@ -329,8 +337,14 @@ impl Control {
 
     async fn login(&self, console: &Console, req: &Request<'_>) -> Reply {
         let form = pairs(req.body);
-        let id = form.get("access_key_id").map(|s| s.trim()).unwrap_or_default();
-        let secret = form.get("secret_access_key").map(|s| s.trim()).unwrap_or_default();
+        let id = form
+            .get("access_key_id")
+            .map(|s| s.trim())
+            .unwrap_or_default();
+        let secret = form
+            .get("secret_access_key")
+            .map(|s| s.trim())
+            .unwrap_or_default();
         let known = match self.access_key(id).await {
             Ok(k) => k,
             Err(e) => return login_page(Some(e.message), 500),
@@ -389,14 +403,21 @@ type Res<T> = Result<T, Failure>;
 /// One ECS operation through the API's own handler, its typed answer.
 async fn op<T: serde::de::DeserializeOwned>(c: &Control, who: &Who, req: EcsRequest) -> Res<T> {
     let bytes = c.handle(&who.caller, req).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::Api(EcsError::server(format!("an answer did not parse: {e}")), "Error".into()))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::Api(
+            EcsError::server(format!("an answer did not parse: {e}")),
+            "Error".into(),
+        )
+    })
 }
 
 fn num(v: Option<&String>, what: &str) -> Res<i32> {
     v.and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
         Failure::Api(
-            EcsError::new(ErrorKind::InvalidParameter, format!("{what} must be a whole number")),
+            EcsError::new(
+                ErrorKind::InvalidParameter,
+                format!("{what} must be a whole number"),
+            ),
             "Error".into(),
         )
     })
@@ -470,7 +491,11 @@ impl Control {
                     }),
                 )
                 .await?;
-                Ok(Out::Redirect(format!("/console/c/{}/s/{}", seg(c), seg(&name))))
+                Ok(Out::Redirect(format!(
+                    "/console/c/{}/s/{}",
+                    seg(c),
+                    seg(&name)
+                )))
             }
             ("GET", ["c", c, "t", t]) => self.task_page(who, c, t).await,
             ("GET", ["c", c, "t", t, "logs"]) => self.logs_page(who, c, t, f).await,
@@ -528,10 +553,19 @@ impl Control {
                             .failures
                             .iter()
                             .flatten()
-                            .map(|x| format!("{} {}", x.reason.clone().unwrap_or_default(), x.detail.clone().unwrap_or_default()))
+                            .map(|x| {
+                                format!(
+                                    "{} {}",
+                                    x.reason.clone().unwrap_or_default(),
+                                    x.detail.clone().unwrap_or_default()
+                                )
+                            })
                             .collect();
                         Err(Failure::Api(
-                            EcsError::new(ErrorKind::Client, format!("no task could be placed: {}", why.join("; "))),
+                            EcsError::new(
+                                ErrorKind::Client,
+                                format!("no task could be placed: {}", why.join("; ")),
+                            ),
                             "Run task".into(),
                         ))
                     }
@@ -539,12 +573,12 @@ impl Control {
             }
             ("GET", ["taskdefs"]) => self.taskdefs_page(who, f).await,
             ("GET", ["taskdefs", "new"]) => Ok(Out::Page(self.wizard_page(who, f, None))),
-            ("GET", ["taskdefs", "preview"]) => Ok(Out::Page(
-                match wizard::request(f, &self.config.region) {
+            ("GET", ["taskdefs", "preview"]) => {
+                Ok(Out::Page(match wizard::request(f, &self.config.region) {
                     Ok(r) => serde_json::to_string_pretty(&r).unwrap_or_default(),
                     Err(e) => format!("Not yet a task definition: {e}"),
-                },
-            )),
+                }))
+            }
             ("POST", ["taskdefs"]) => match wizard::request(f, &self.config.region) {
                 Err(e) => Ok(Out::Page(self.wizard_page(who, f, Some(e)))),
                 Ok(r) => {
@@ -557,7 +591,10 @@ impl Control {
                     match answer {
                         Ok(r) => {
                             let arn = r.task_definition.and_then(|t| t.task_definition_arn);
-                            Ok(Out::Redirect(format!("/console/taskdefs/{}", seg(&short(arn.as_deref())))))
+                            Ok(Out::Redirect(format!(
+                                "/console/taskdefs/{}",
+                                seg(&short(arn.as_deref()))
+                            )))
                         }
                         Err(Failure::Api(e, _)) => Ok(Out::Page(self.wizard_page(
                             who,
@@ -613,7 +650,14 @@ impl Control {
             .collect();
         let body = table(
             "Clusters",
-            &["Name", "Status", "Instances", "Services", "Running tasks", "Pending tasks"],
+            &[
+                "Name",
+                "Status",
+                "Instances",
+                "Services",
+                "Running tasks",
+                "Pending tasks",
+            ],
             &rows,
         ) + &next_link("/console/", "next", list.next_token.as_ref());
         Ok(Out::Page(html::page(
@@ -686,7 +730,14 @@ impl Control {
         );
         body += &table(
             "Services",
-            &["Name", "Status", "Desired", "Running", "Pending", "Task definition"],
+            &[
+                "Name",
+                "Status",
+                "Desired",
+                "Running",
+                "Pending",
+                "Task definition",
+            ],
             &rows,
         );
         body += &next_link(&base, "services", services.next_token.as_ref());
@@ -702,7 +753,9 @@ impl Control {
             }),
         )
         .await?;
-        let described = self.tasks_of(who, c, tasks.task_arns.clone().unwrap_or_default()).await?;
+        let described = self
+            .tasks_of(who, c, tasks.task_arns.clone().unwrap_or_default())
+            .await?;
         body += &task_table(c, &described, true);
         body += &next_link(&base, "tasks", tasks.next_token.as_ref());
         // Container instances.
@@ -717,7 +770,10 @@ impl Control {
             }),
         )
         .await?;
-        let arns = instances.container_instance_arns.clone().unwrap_or_default();
+        let arns = instances
+            .container_instance_arns
+            .clone()
+            .unwrap_or_default();
         let mut rows = Vec::new();
         if !arns.is_empty() {
             let d: ecs::DescribeContainerInstancesResponse = op(
@@ -738,7 +794,10 @@ impl Control {
                         .find(|r| r.name.as_deref() == Some(n))
                         .and_then(|r| r.integer_value)
                 };
-                let used = |n: &str| match (res(&i.registered_resources, n), res(&i.remaining_resources, n)) {
+                let used = |n: &str| match (
+                    res(&i.registered_resources, n),
+                    res(&i.remaining_resources, n),
+                ) {
                     (Some(all), Some(free)) => format!("{} of {all}", all - free),
                     _ => "-".into(),
                 };
@@ -750,7 +809,11 @@ impl Control {
                 rows.push(vec![
                     cell(i.ec2_instance_id.as_deref()),
                     cell(i.status.as_deref()),
-                    if i.agent_connected == Some(true) { "connected".into() } else { "disconnected".into() },
+                    if i.agent_connected == Some(true) {
+                        "connected".into()
+                    } else {
+                        "disconnected".into()
+                    },
                     cell(i.running_tasks_count),
                     esc(&used("CPU")),
                     esc(&used("MEMORY")),
@@ -760,7 +823,15 @@ impl Control {
         }
         body += &table(
             "Container instances",
-            &["Instance", "Status", "Agent", "Running tasks", "CPU reserved", "Memory reserved (MiB)", "Action"],
+            &[
+                "Instance",
+                "Status",
+                "Agent",
+                "Running tasks",
+                "CPU reserved",
+                "Memory reserved (MiB)",
+                "Action",
+            ],
             &rows,
         );
         body += &next_link(&base, "instances", instances.next_token.as_ref());
@@ -822,7 +893,10 @@ impl Control {
             cell(svc.running_count),
             cell(svc.pending_count),
             a(
-                &format!("/console/taskdefs/{}", seg(&short(svc.task_definition.as_deref()))),
+                &format!(
+                    "/console/taskdefs/{}",
+                    seg(&short(svc.task_definition.as_deref()))
+                ),
                 &short(svc.task_definition.as_deref())
             ),
         );
@@ -852,7 +926,17 @@ impl Control {
             .collect();
         body += &table(
             "Deployments",
-            &["Id", "Status", "Task definition", "Desired", "Running", "Pending", "Failed", "Rollout", "Reason"],
+            &[
+                "Id",
+                "Status",
+                "Task definition",
+                "Desired",
+                "Running",
+                "Pending",
+                "Failed",
+                "Rollout",
+                "Reason",
+            ],
             &rows,
         );
         let lbs: Vec<Vec<String>> = svc
@@ -868,7 +952,11 @@ impl Control {
             })
             .collect();
         if !lbs.is_empty() {
-            body += &table("Load balancers", &["Target group", "Container", "Port"], &lbs);
+            body += &table(
+                "Load balancers",
+                &["Target group", "Container", "Port"],
+                &lbs,
+            );
         }
         let tasks: ecs::ListTasksResponse = op(
             self,
@@ -881,7 +969,9 @@ impl Control {
             }),
         )
         .await?;
-        let described = self.tasks_of(who, c, tasks.task_arns.unwrap_or_default()).await?;
+        let described = self
+            .tasks_of(who, c, tasks.task_arns.unwrap_or_default())
+            .await?;
         body += &task_table(c, &described, false);
         let events: Vec<Vec<String>> = svc
             .events
@@ -911,7 +1001,10 @@ impl Control {
         let mut tasks = self.tasks_of(who, c, vec![t.to_string()]).await?;
         let Some(task) = tasks.pop() else {
             return Err(Failure::Api(
-                EcsError::new(ErrorKind::InvalidParameter, format!("The task {t} was not found.")),
+                EcsError::new(
+                    ErrorKind::InvalidParameter,
+                    format!("The task {t} was not found."),
+                ),
                 format!("Task {t}"),
             ));
         };
@@ -966,7 +1059,15 @@ impl Control {
             .collect();
         body += &table(
             "Containers",
-            &["Name", "Image", "Status", "Health", "Exit code", "Ports", "Reason"],
+            &[
+                "Name",
+                "Image",
+                "Status",
+                "Health",
+                "Exit code",
+                "Ports",
+                "Reason",
+            ],
             &rows,
         );
         Ok(Out::Page(html::page(
@@ -998,14 +1099,24 @@ impl Control {
         )
         .await?;
         let q = f.get("q").cloned().unwrap_or_default();
+        let live = f.contains_key("live") && task.last_status.as_deref() != Some("STOPPED");
         let mut body = format!(
             "<form method=\"get\" action=\"{base}/t/{}/logs\"><label for=\"q\">Search (a CloudWatch Logs filter pattern)</label>\
-<input id=\"q\" name=\"q\" value=\"{}\"> <button type=\"submit\">Search</button></form>",
+<input id=\"q\" name=\"q\" value=\"{}\"> <button type=\"submit\">Search</button></form><p>{}</p>",
             seg(t),
-            esc(&q)
+            esc(&q),
+            if live {
+                a(&format!("{base}/t/{}/logs", seg(t)), "Stop following")
+            } else {
+                a(&format!("{base}/t/{}/logs?live=1", seg(t)), "Follow (reload every 5 s)")
+            }
         );
         let task_id = short(task.task_arn.as_deref());
-        for def in td.task_definition.iter().flat_map(|d| d.container_definitions.iter().flatten()) {
+        for def in td
+            .task_definition
+            .iter()
+            .flat_map(|d| d.container_definitions.iter().flatten())
+        {
             let name = def.name.clone().unwrap_or_default();
             let options = def
                 .log_configuration
@@ -1013,10 +1124,17 @@ impl Control {
                 .filter(|l| l.log_driver.as_deref() == Some("awslogs"))
                 .and_then(|l| l.options.clone());
             let Some(options) = options else {
-                let _ = write!(body, "<h2>{}</h2><p>This container does not send its logs to CloudWatch Logs.</p>", esc(&name));
+                let _ = write!(
+                    body,
+                    "<h2>{}</h2><p>This container does not send its logs to CloudWatch Logs.</p>",
+                    esc(&name)
+                );
                 continue;
             };
-            let stream = match (options.get("awslogs-stream"), options.get("awslogs-stream-prefix")) {
+            let stream = match (
+                options.get("awslogs-stream"),
+                options.get("awslogs-stream-prefix"),
+            ) {
                 (Some(s), _) => s.clone(),
                 (None, Some(p)) => format!("{p}/{name}/{task_id}"),
                 (None, None) => task
@@ -1031,16 +1149,24 @@ impl Control {
             let answer = self
                 .handle_logs(
                     &who.caller,
-                    berth_api::logs::LogsRequest::FilterLogEvents(berth_api::logs::FilterLogEventsRequest {
-                        log_group_name: Some(group.clone()),
-                        log_stream_names: Some(vec![stream.clone()]),
-                        filter_pattern: (!q.is_empty()).then(|| q.clone()),
-                        limit: Some(500),
-                        ..Default::default()
-                    }),
+                    berth_api::logs::LogsRequest::FilterLogEvents(
+                        berth_api::logs::FilterLogEventsRequest {
+                            log_group_name: Some(group.clone()),
+                            log_stream_names: Some(vec![stream.clone()]),
+                            filter_pattern: (!q.is_empty()).then(|| q.clone()),
+                            limit: Some(500),
+                            ..Default::default()
+                        },
+                    ),
                 )
                 .await;
-            let _ = write!(body, "<h2>{} <small>({} / {})</small></h2>", esc(&name), esc(&group), esc(&stream));
+            let _ = write!(
+                body,
+                "<h2>{} <small>({} / {})</small></h2>",
+                esc(&name),
+                esc(&group),
+                esc(&stream)
+            );
             match answer {
                 Ok(bytes) => {
                     let r: berth_api::logs::FilterLogEventsResponse =
@@ -1064,6 +1190,7 @@ impl Control {
         Ok(Out::Page(html::page(
             &Frame {
                 title: &format!("Logs of task {t}"),
+                refresh: live.then_some(5),
                 crumbs: vec![
                     ("Clusters".into(), "/console/".into()),
                     (c.to_string(), base.clone()),
@@ -1120,9 +1247,14 @@ impl Control {
             .flatten()
             .map(|fam| vec![a(&format!("/console/taskdefs/{}", seg(fam)), fam)])
             .collect();
-        let body = format!("<p>{}</p>", a("/console/taskdefs/new", "Create a new task definition"))
-            + &table("Task definition families", &["Family (latest revision)"], &rows)
-            + &next_link("/console/taskdefs", "next", list.next_token.as_ref());
+        let body = format!(
+            "<p>{}</p>",
+            a("/console/taskdefs/new", "Create a new task definition")
+        ) + &table(
+            "Task definition families",
+            &["Family (latest revision)"],
+            &rows,
+        ) + &next_link("/console/taskdefs", "next", list.next_token.as_ref());
         Ok(Out::Page(html::page(
             &Frame {
                 title: "Task definitions",
@@ -1177,7 +1309,12 @@ impl Control {
             let _ = write!(options, "<option>{}</option>", esc(&c));
         }
         let mut body = String::new();
-        for c in clusters.cluster_arns.iter().flatten().map(|a| short(Some(a))) {
+        for c in clusters
+            .cluster_arns
+            .iter()
+            .flatten()
+            .map(|a| short(Some(a)))
+        {
             let _ = write!(
                 body,
                 "<form method=\"post\" action=\"/console/c/{}/run\">{}<input type=\"hidden\" name=\"task_definition\" value=\"{}\">\
@@ -1218,7 +1355,10 @@ impl Control {
     async fn repos_page(&self, who: &Who, repo: Option<&str>) -> Res<Out> {
         let Some(registry) = self.registry.clone() else {
             return Err(Failure::Api(
-                EcsError::new(ErrorKind::UnknownOperation, "this server runs no image registry"),
+                EcsError::new(
+                    ErrorKind::UnknownOperation,
+                    "this server runs no image registry",
+                ),
                 "Repositories".into(),
             ));
         };
@@ -1255,11 +1395,13 @@ impl Control {
                 let bytes = registry
                     .handle_ecr(
                         &principal,
-                        berth_api::ecr::EcrRequest::DescribeImages(berth_api::ecr::DescribeImagesRequest {
-                            repository_name: Some(name.to_string()),
-                            max_results: Some(PAGE_ROWS),
-                            ..Default::default()
-                        }),
+                        berth_api::ecr::EcrRequest::DescribeImages(
+                            berth_api::ecr::DescribeImagesRequest {
+                                repository_name: Some(name.to_string()),
+                                max_results: Some(PAGE_ROWS),
+                                ..Default::default()
+                            },
+                        ),
                     )
                     .await?;
                 let r: berth_api::ecr::DescribeImagesResponse =
@@ -1279,7 +1421,11 @@ impl Control {
                     .collect();
                 (
                     format!("Repository {name}"),
-                    table("Images", &["Tags", "Digest", "Size (bytes)", "Pushed"], &rows),
+                    table(
+                        "Images",
+                        &["Tags", "Digest", "Size (bytes)", "Pushed"],
+                        &rows,
+                    ),
                 )
             }
         };
@@ -1325,14 +1471,16 @@ fn task_table(c: &str, tasks: &[ecs::Task], with_group: bool) -> String {
     table("Tasks", &header, &rows)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
-        assert_eq!(cookie_session(Some("a=1; berth_console=xyz; b=2")), Some("xyz"));
+        assert_eq!(
+            cookie_session(Some("a=1; berth_console=xyz; b=2")),
+            Some("xyz")
+        );
         assert_eq!(cookie_session(Some("a=1")), None);
         assert_eq!(cookie_session(None), None);
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));

@@ -154,7 +154,11 @@ pub fn form(f: &Form, csrf: &str) -> String {
         );
     }
     let mode = |m: &str| {
-        if f.get("network_mode").map(String::as_str).unwrap_or("bridge") == m {
+        if f.get("network_mode")
+            .map(String::as_str)
+            .unwrap_or("bridge")
+            == m
+        {
             " selected"
         } else {
             ""
@@ -175,14 +179,14 @@ pub fn form(f: &Form, csrf: &str) -> String {
 <fieldset><legend>Container</legend>
 <label for=\"container_name\">Name</label><input id=\"container_name\" name=\"container_name\" required value=\"{container_name}\">
 <label for=\"image\">Image</label><input id=\"image\" name=\"image\" required value=\"{image}\">
-<input type=\"checkbox\" id=\"essential\" name=\"essential\"{essential}><label for=\"essential\" class=\"inline\"> Essential</label>
+<p><input type=\"checkbox\" id=\"essential\" name=\"essential\"{essential}><label for=\"essential\" class=\"inline\"> Essential</label></p>
 <label for=\"port\">Container port (TCP)</label><input id=\"port\" name=\"port\" inputmode=\"numeric\" value=\"{port}\">
 <label for=\"container_memory\">Memory hard limit (MiB)</label><input id=\"container_memory\" name=\"container_memory\" inputmode=\"numeric\" value=\"{container_memory}\">
 <label for=\"container_cpu\">CPU units</label><input id=\"container_cpu\" name=\"container_cpu\" inputmode=\"numeric\" value=\"{container_cpu}\">
 <label for=\"environment\">Environment (NAME=VALUE, one a line)</label><textarea id=\"environment\" name=\"environment\" rows=\"3\">{environment}</textarea>
 <label for=\"command\">Command (one argument a line)</label><textarea id=\"command\" name=\"command\" rows=\"3\">{command}</textarea>
 <label for=\"health_command\">Health check (a shell command; exit 0 is healthy)</label><input id=\"health_command\" name=\"health_command\" value=\"{health_command}\">
-<input type=\"checkbox\" id=\"logs\" name=\"logs\"{logs}><label for=\"logs\" class=\"inline\"> Collect logs in CloudWatch Logs (awslogs, group /ecs/FAMILY)</label>
+<p><input type=\"checkbox\" id=\"logs\" name=\"logs\"{logs}><label for=\"logs\" class=\"inline\"> Collect logs in CloudWatch Logs (awslogs, group /ecs/FAMILY)</label></p>
 </fieldset>
 <h2>JSON preview</h2><pre id=\"preview\" aria-live=\"polite\">Fill in the form to see the task definition.</pre>
 <button type=\"submit\">Create</button></form>",
@@ -232,21 +236,34 @@ mod tests {
             ("logs", "on"),
         ]);
         let r = request(&f, "eu-west-1").expect("valid");
-        assert_eq!(r.requires_compatibilities, Some(vec!["FARGATE".to_string()]));
+        assert_eq!(
+            r.requires_compatibilities,
+            Some(vec!["FARGATE".to_string()])
+        );
         assert_eq!(r.network_mode.as_deref(), Some("awsvpc"));
-        assert_eq!((r.cpu.as_deref(), r.memory.as_deref()), (Some("256"), Some("512")));
+        assert_eq!(
+            (r.cpu.as_deref(), r.memory.as_deref()),
+            (Some("256"), Some("512"))
+        );
         let c = &r.container_definitions.as_ref().expect("one")[0];
         assert_eq!(c.essential, Some(true));
         assert_eq!(c.command, Some(vec!["httpd".to_string(), "-f".to_string()]));
         let env = c.environment.as_ref().expect("env");
         assert_eq!(env[1].value.as_deref(), Some("x=y"));
         let logs = c.log_configuration.as_ref().expect("logs");
-        assert_eq!(logs.options.as_ref().expect("options")["awslogs-region"], "eu-west-1");
+        assert_eq!(
+            logs.options.as_ref().expect("options")["awslogs-region"],
+            "eu-west-1"
+        );
     }
 
     #[test]
     fn a_bad_form_says_which_field() {
-        let base = [("family", "web"), ("container_name", "app"), ("image", "busybox")];
+        let base = [
+            ("family", "web"),
+            ("container_name", "app"),
+            ("image", "busybox"),
+        ];
         assert!(request(&form_of(&base), "r").is_ok());
         let mut f = form_of(&base);
         f.remove("image");
@@ -268,7 +285,15 @@ mod tests {
         let h = form(&f, "tok");
         assert!(h.contains("value=\"&lt;web&gt;\""), "escaped and kept");
         assert!(h.contains("<option value=\"512/1024\" selected>"));
-        for id in ["family", "image", "container_name", "port", "size", "environment", "logs"] {
+        for id in [
+            "family",
+            "image",
+            "container_name",
+            "port",
+            "size",
+            "environment",
+            "logs",
+        ] {
             assert!(h.contains(&format!("for=\"{id}\"")), "a label for {id}");
         }
     }
