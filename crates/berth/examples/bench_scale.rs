@@ -31,8 +31,9 @@
 //! [1000], BENCH_SCALE_PER_SERVICE [100], BENCH_SCALE_RUNTASK_CALLS [100], BENCH_SCALE_MILLION
 //! [1], BENCH_SCALE_TASKS [1000000, phase 2's total], BENCH_SCALE_LIMIT_S [900, per phase],
 //! BENCH_SCALE_JOINS [64 joins at a time], BENCH_SCALE_CLI [0; 1: time the human CLI's `berth
-//! service ps` of the first service and `berth service ls` before the fleet stops, and end with
-//! `ui: cli_ps_ms=…` — what `bench/run ui` sets]. A smoke run: `BENCH_SCALE_INSTANCES=200
+//! service ps` of the first service and `berth service ls`, and the web console's pages in
+//! headless Chromium, before the fleet stops, and end with `ui: page_p99_ms=… cli_ps_ms=…` —
+//! what `bench/run ui` sets]. A smoke run: `BENCH_SCALE_INSTANCES=200
 //! BENCH_SCALE_SERVICES=20 BENCH_SCALE_PER_SERVICE=10 BENCH_SCALE_MILLION=0 bench/run scale`.
 //!
 //! Every agent holds a connection, a file descriptor in the benchmark and one in the server:
@@ -135,6 +136,14 @@ impl Settings {
     }
 }
 
+/// What a phase times besides the placement: the human CLI or the console's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Nothing,
+    Cli,
+    Pages,
+}
+
 /// What one phase asks of the server.
 #[derive(Debug, Clone, Copy)]
 struct PhaseSpec {
@@ -142,6 +151,8 @@ struct PhaseSpec {
     services: usize,
     per_service: usize,
     run_task_calls: usize,
+    /// What `bench/run ui` times against the phase's fleet before it stops.
+    measure: Measure,
 }
 
 impl PhaseSpec {
@@ -1322,6 +1333,7 @@ struct Figures {
     overcommit: usize,
     duplicates: usize,
     cli: Option<CliFigures>,
+    pages: Option<PageFigures>,
 }
 
 impl std::fmt::Display for Figures {
@@ -1427,10 +1439,10 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
     let run = drive(&admin, &fleet, &job, s.limit).await;
     let calls = admin.take_calls();
     let rss_mib = peak_rss_mib(pid);
-    let cli = if s.cli {
-        Some(time_cli(bin, &server, &service_name(0)).await)
-    } else {
-        None
+    let (cli, pages) = match spec.measure {
+        Measure::Cli => (Some(time_cli(bin, &server, &service_name(0)).await), None),
+        Measure::Pages => (None, Some(time_pages(&server).await)),
+        Measure::Nothing => (None, None),
     };
 
     let _ = stop_tx.send(true);
@@ -1495,6 +1507,7 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
         overcommit: checks.overcommit,
         duplicates: twice,
         cli,
+        pages,
     };
     println!("{name}: {figures}");
     figures
@@ -1507,6 +1520,72 @@ struct CliFigures {
     ps_max_ms: f64,
     ls_p50_ms: f64,
     ps_rows: usize,
+}
+
+/// The console's figures in headless Chromium: p50 and p99 of time to first byte and to a
+/// complete page (the load event), over every timed load.
+#[derive(Debug, Clone, Copy)]
+struct PageFigures {
+    ttfb_p50_ms: f64,
+    page_p50_ms: f64,
+    page_p99_ms: f64,
+    loads: usize,
+}
+
+/// Loads the console's pages of the phase's cluster in headless Chromium, logged in with the
+/// admin key: the clusters list, the cluster (100 services, 100 tasks and 100 instances a
+/// section), a service, one of its tasks and the task definitions; each 10 times after one
+/// untimed load.
+async fn time_pages(server: &common::Berth) -> PageFigures {
+    let (endpoint, ak, sk) = (
+        server.endpoint.clone(),
+        server.ak.clone(),
+        server.sk.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut b = common::browser::Browser::start();
+        b.login(&endpoint, &ak, &sk);
+        let service = service_name(0);
+        b.goto(&format!("{endpoint}/console/c/{CLUSTER}/s/{service}"));
+        let task = b
+            .eval("(function(){var a=document.querySelector('a[href*=\"/t/\"]');return a?a.getAttribute('href'):''})()")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!task.is_empty(), "the service page lists a task: {}", b.text());
+        let pages = [
+            "/console/".to_string(),
+            format!("/console/c/{CLUSTER}"),
+            format!("/console/c/{CLUSTER}/s/{service}"),
+            task,
+            "/console/taskdefs".to_string(),
+        ];
+        let (mut ttfb, mut done) = (Vec::new(), Vec::new());
+        for page in &pages {
+            b.goto(&format!("{endpoint}{page}"));
+            let mut mine = Vec::new();
+            for _ in 0..10 {
+                b.goto(&format!("{endpoint}{page}"));
+                let (t, d) = b.load_times();
+                ttfb.push(t);
+                done.push(d);
+                mine.push(d);
+            }
+            let (p50, p99, _) = percentiles(mine);
+            println!("ui: page {page}: complete p50 {p50:.1} ms p99 {p99:.1} ms");
+        }
+        let loads = done.len();
+        let (ttfb_p50_ms, _, _) = percentiles(ttfb);
+        let (page_p50_ms, page_p99_ms, _) = percentiles(done);
+        PageFigures {
+            ttfb_p50_ms,
+            page_p50_ms,
+            page_p99_ms,
+            loads,
+        }
+    })
+    .await
+    .expect("the browser's walk")
 }
 
 /// Runs the human CLI (the same release binary) against the server 20 times each, as a person
@@ -1585,11 +1664,49 @@ async fn main() {
         .expect("usage: bench_scale PATH_TO_BERTH");
     let s = Settings::from_env();
     check_open_files(s.instances);
+    if s.cli {
+        // `bench/run ui`: the CLI on one service of 1,000 tasks, then the console's pages on a
+        // cluster of 1,000 services and 10,000 tasks, each on a fresh server and fleet.
+        let cli = run_phase(
+            &bin,
+            &s,
+            PhaseSpec {
+                name: "cli",
+                services: 1,
+                per_service: 1_000,
+                run_task_calls: 0,
+                measure: Measure::Cli,
+            },
+        )
+        .await;
+        let pages = run_phase(
+            &bin,
+            &s,
+            PhaseSpec {
+                name: "pages",
+                services: 1_000,
+                per_service: 9,
+                run_task_calls: 100,
+                measure: Measure::Pages,
+            },
+        )
+        .await;
+        let (c, p) = (
+            cli.cli.expect("the CLI's figures"),
+            pages.pages.expect("the pages' figures"),
+        );
+        println!(
+            "ui: page_p99_ms={:.1} page_p50_ms={:.1} ttfb_p50_ms={:.1} page_loads={} page_tasks={} cli_ps_ms={:.1} cli_ps_max_ms={:.1} cli_ls_ms={:.1} ps_tasks={}",
+            p.page_p99_ms, p.page_p50_ms, p.ttfb_p50_ms, p.loads, pages.tasks, c.ps_p50_ms, c.ps_max_ms, c.ls_p50_ms, c.ps_rows
+        );
+        return;
+    }
     let phase1 = PhaseSpec {
         name: "phase1",
         services: s.services,
         per_service: s.per_service,
         run_task_calls: s.run_task_calls,
+        measure: Measure::Nothing,
     };
     let mut last = run_phase(&bin, &s, phase1).await;
     if s.million {
@@ -1599,15 +1716,9 @@ async fn main() {
             services,
             per_service: (s.million_tasks / services).max(1),
             run_task_calls: 0,
+            measure: Measure::Nothing,
         };
         last = run_phase(&bin, &s, phase2).await;
     }
-    match last.cli {
-        // The web console's page figures join this line when the console exists.
-        Some(c) => println!(
-            "ui: cli_ps_ms={:.1} cli_ps_max_ms={:.1} cli_ls_ms={:.1} ps_tasks={} instances={}",
-            c.ps_p50_ms, c.ps_max_ms, c.ls_p50_ms, c.ps_rows, last.instances
-        ),
-        None => println!("scale: {last}"),
-    }
+    println!("scale: {last}");
 }

@@ -2,6 +2,8 @@
 //! signed ECS client.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
