@@ -47,6 +47,18 @@ async fn http(
     cookie: Option<&str>,
     form: &[(&str, &str)],
 ) -> Page {
+    http_with(s, method, path, cookie, form, &[]).await
+}
+
+/// The same with extra headers (`Origin`, `X-Forwarded-Proto`).
+async fn http_with(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Page {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let body: String = form
@@ -60,6 +72,9 @@ async fn http(
         .header("content-type", "application/x-www-form-urlencoded");
     if let Some(c) = cookie {
         req = req.header("cookie", c);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let req = req.body(Full::new(Bytes::from(body))).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
@@ -135,6 +150,40 @@ async fn console_logins_sessions_csrf_and_bounded_pages_over_http() {
             .await
         }
     };
+    let p = http_with(
+        &s,
+        "POST",
+        "/console/login",
+        None,
+        &[
+            ("access_key_id", &s.access_key),
+            ("secret_access_key", &s.secret_key),
+        ],
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(
+        p.status, 403,
+        "a login posted from another site is refused: {}",
+        p.text
+    );
+    assert!(p.header("set-cookie").is_empty());
+    let p = http_with(
+        &s,
+        "POST",
+        "/console/login",
+        None,
+        &[
+            ("access_key_id", &s.access_key),
+            ("secret_access_key", &s.secret_key),
+        ],
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
+    assert!(
+        p.header("set-cookie").contains("; Secure"),
+        "behind TLS the cookie is Secure"
+    );
     let p = login("wrong".into()).await;
     assert_eq!(p.status, 401);
     assert!(p.text.contains("is not right"), "{}", p.text);
@@ -162,7 +211,29 @@ async fn console_logins_sessions_csrf_and_bounded_pages_over_http() {
         "100 rows a page"
     );
     assert!(p.text.contains("Next page"), "a link to the rest");
+    let i = p
+        .text
+        .find("/console/?next=")
+        .expect("the next page's link");
+    let next = &p.text[i..i + p.text[i..].find('"').unwrap()];
+    let rest = http(&s, "GET", &next.replace("&amp;", "&"), Some(&session), &[]).await;
+    assert_eq!(
+        rest.text.matches("<a href=\"/console/c/c").count(),
+        20,
+        "the other 20"
+    );
+    assert!(!rest.text.contains("Next page"));
     assert!(!p.text.contains(&s.secret_key), "no secret in a page");
+    for page in [
+        "/console/taskdefs",
+        "/console/wizard",
+        "/console/repos",
+        "/console/c/c000",
+    ] {
+        let p = http(&s, "GET", page, Some(&session), &[]).await;
+        assert_eq!(p.status, 200, "{page}: {}", p.text);
+        assert!(!p.text.contains(&s.secret_key), "no secret in {page}");
+    }
     let token = csrf(&p.text);
 
     // A form without its token, or from another site, is refused; with it, it acts.
@@ -191,12 +262,27 @@ async fn console_logins_sessions_csrf_and_bounded_pages_over_http() {
     )
     .await;
     assert_eq!(p.status, 403);
-    let p = http(
+    let p = http_with(
         &s,
         "POST",
         "/console/c/c000/s/web/scale",
         Some(&session),
         &[("desired_count", "3"), ("csrf", &token)],
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(
+        p.status, 403,
+        "the right token from another site's page is refused"
+    );
+    let origin = s.endpoint.clone();
+    let p = http_with(
+        &s,
+        "POST",
+        "/console/c/c000/s/web/scale",
+        Some(&session),
+        &[("desired_count", "3"), ("csrf", &token)],
+        &[("origin", &origin)],
     )
     .await;
     assert_eq!(
@@ -239,32 +325,65 @@ async fn console_logins_sessions_csrf_and_bounded_pages_over_http() {
     let p = http(
         &s,
         "GET",
-        "/console/taskdefs/preview?family=hello&container_name=app&image=busybox&essential=on&container_memory=64",
+        "/console/wizard/preview?family=hello&ec2=on&container_name=app&image=busybox&essential=on&container_memory=64",
         Some(&session),
         &[],
     )
     .await;
+    assert!(
+        p.header("content-type").starts_with("text/plain"),
+        "never read as HTML"
+    );
     let preview: Value = serde_json::from_str(&p.text).expect("the preview is JSON");
     assert_eq!(preview["family"], "hello");
     assert_eq!(preview["containerDefinitions"][0]["memory"], 64);
     let p = http(
         &s,
         "POST",
-        "/console/taskdefs",
+        "/console/wizard",
         Some(&session),
         &[
-            ("family", "hello"),
+            ("family", "<b>hello</b>"),
+            ("ec2", "on"),
             ("container_name", "app"),
+            ("submitted", "1"),
             ("csrf", &token),
         ],
     )
     .await;
-    assert_eq!(p.status, 200);
+    assert_eq!(p.status, 400);
     assert!(
-        p.text.contains("Image is required") && p.text.contains("value=\"hello\""),
-        "{}",
+        p.text.contains("Image is required")
+            && p.text.contains("value=\"&lt;b&gt;hello&lt;/b&gt;\""),
+        "the error, and what was typed kept, escaped: {}",
         p.text
     );
+    assert!(
+        !p.text.contains("<b>hello"),
+        "no markup from a form reaches a page"
+    );
+    let p = http(
+        &s,
+        "POST",
+        "/console/wizard",
+        Some(&session),
+        &[
+            ("family", "bad name!"),
+            ("ec2", "on"),
+            ("container_name", "app"),
+            ("image", "busybox"),
+            ("container_memory", "64"),
+            ("submitted", "1"),
+            ("csrf", &token),
+        ],
+    )
+    .await;
+    assert_eq!(
+        p.status, 400,
+        "the API's refusal, with its status: {}",
+        p.text
+    );
+    assert!(p.text.contains("ClientException"), "{}", p.text);
 
     // Logging out ends the session.
     let p = http(
@@ -328,12 +447,12 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
         b.fill("access_key_id", &ak);
         b.fill("secret_access_key", &sk);
         b.submit("form[action='/console/login']");
-        b.wait_for("Clusters", 10, false);
+        b.wait_for("Log out", 10, false);
         b.check_accessible("clusters");
         b.screenshot("02-clusters");
 
         // The wizard, its preview made by the server as the fields change.
-        b.goto(&format!("{endpoint}/console/taskdefs/new"));
+        b.goto(&format!("{endpoint}/console/wizard"));
         b.fill("family", "hello");
         b.fill("container_name", "app");
         b.fill("image", BUSYBOX);
@@ -367,6 +486,29 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
         );
         b.check_accessible("logs");
         b.screenshot("06-logs");
+        b.goto(&format!("{endpoint}{logs}?q=bad-pattern"));
+        assert!(
+            b.text()
+                .contains("InvalidParameterException: Invalid filter pattern"),
+            "a bad search says why, in the page: {}",
+            b.text()
+        );
+        b.goto(&format!("{endpoint}{logs}?q=nothingmatchesthis"));
+        assert!(
+            b.text().contains("No lines yet."),
+            "a search that matches nothing: {}",
+            b.text()
+        );
+        b.goto(&format!("{endpoint}{logs}?q=console"));
+        assert!(
+            b.text().contains("hello from the console"),
+            "a search that matches"
+        );
+        // Stop the task from its page.
+        b.goto(&format!("{endpoint}{}", logs.trim_end_matches("/logs")));
+        b.submit("form[action$='/stop']");
+        b.wait_for("Status STOPPED", 60, false);
+        assert!(b.text().contains("Stopped in the console"), "{}", b.text());
 
         // A service, scaled from the console.
         b.goto(&format!(
@@ -389,6 +531,14 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
         b.goto(&format!("{endpoint}/console/c/default"));
         b.check_accessible("cluster");
         b.screenshot("08-cluster");
+        for (page, name) in [
+            ("/console/taskdefs", "task definitions"),
+            ("/console/repos", "repositories"),
+            ("/console/no/such/page", "not found"),
+        ] {
+            b.goto(&format!("{endpoint}{page}"));
+            b.check_accessible(name);
+        }
 
         // A phone-sized screen: the page does not scroll sideways (tables scroll in their box).
         b.call(
@@ -402,6 +552,12 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
             "the page is {wide} px wide on a 390 px screen"
         );
         b.screenshot("09-service-phone");
+
+        // Drain the instance from the cluster's page.
+        b.call("Emulation.clearDeviceMetricsOverride", json!({}));
+        b.goto(&format!("{endpoint}/console/c/default"));
+        b.submit("form[action$='/drain']");
+        b.wait_for("DRAINING", 30, false);
     });
     tokio::time::timeout(Duration::from_secs(300), run)
         .await

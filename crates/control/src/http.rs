@@ -150,8 +150,8 @@ fn respond(
     resp
 }
 
-/// A web console page or action ([`crate::console`]): forms are read within the API's body
-/// limit.
+/// A web console page or action ([`crate::console`]): forms are read within
+/// [`CONSOLE_MAX_BODY`].
 async fn console_request(
     st: &State,
     req: Request<Incoming>,
@@ -181,6 +181,7 @@ async fn console_request(
                 cookie: header("cookie"),
                 origin: header("origin"),
                 host: header("host"),
+                forwarded_host: header("x-forwarded-host"),
                 https: header("x-forwarded-proto") == Some("https"),
                 body: &body,
             },

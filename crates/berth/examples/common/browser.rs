@@ -154,23 +154,75 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Waits until the page has loaded (after a navigation or a form's submission).
-    pub fn settle(&mut self) {
-        std::thread::sleep(Duration::from_millis(200));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.eval("document.readyState") != "complete" {
+    /// Evaluates `js`, or None when the page is between documents (a reload or a form's
+    /// answer arriving destroys the context an evaluation runs in).
+    pub fn try_eval(&mut self, js: &str) -> Option<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let params = json!({"expression": js, "returnByValue": true, "awaitPromise": true});
+        self.ws
+            .send(tungstenite::Message::text(
+                json!({"id": id, "method": "Runtime.evaluate", "params": params}).to_string(),
+            ))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
             assert!(
                 Instant::now() < deadline,
-                "the page did not load within 20 s"
+                "Runtime.evaluate: no answer within 30 s"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            let msg = self.ws.read().unwrap();
+            let Ok(text) = msg.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            if v["id"] == id {
+                let r = &v["result"];
+                if v.get("error").is_some() || r.get("exceptionDetails").is_some() {
+                    return None;
+                }
+                return Some(r["result"]["value"].clone());
+            }
+        }
+    }
+
+    /// The current document's identity (its time origin): it changes with every load.
+    fn document(&mut self) -> Option<f64> {
+        self.try_eval("performance.timeOrigin")
+            .and_then(|v| v.as_f64())
+    }
+
+    /// Waits until a document other than `before` has loaded completely.
+    fn settle_after(&mut self, before: Option<f64>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.document();
+            if now.is_some()
+                && now != before
+                && self.try_eval("document.readyState") == Some(json!("complete"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no new page loaded within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the page has loaded completely.
+    pub fn settle(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.try_eval("document.readyState") != Some(json!("complete")) {
+            assert!(
+                Instant::now() < deadline,
+                "the page did not load within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn goto(&mut self, url: &str) {
         eprintln!("browser: {url}");
+        let before = self.document();
         self.call("Page.navigate", json!({"url": url}));
-        self.settle();
+        self.settle_after(before);
     }
 
     pub fn text(&mut self) -> String {
@@ -195,8 +247,9 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_secs(1));
             if reload {
+                let before = self.document();
                 self.call("Page.reload", json!({}));
-                self.settle();
+                self.settle_after(before);
             }
         }
     }
@@ -244,7 +297,8 @@ impl Browser {
         self.fill("access_key_id", access_key);
         self.fill("secret_access_key", secret);
         self.submit("form[action='/console/login']");
-        self.wait_for("Clusters", 10, false);
+        // Only a logged-in page has the log-out button.
+        self.wait_for("Log out", 10, false);
     }
 
     /// The last navigation's time to its first byte and to the end of its load event, in ms
@@ -278,14 +332,16 @@ impl Browser {
         assert_eq!(self.eval(&js), json!(true));
     }
 
-    /// Submits the form with `selector`, as a click on its submit button would.
+    /// Submits the form with `selector`, as a click on its submit button would, and waits for
+    /// the answer's page.
     pub fn submit(&mut self, selector: &str) {
+        let before = self.document();
         let js = format!(
             "(function(){{var f=document.querySelector({s});f.requestSubmit();return true}})()",
             s = json!(selector)
         );
         assert_eq!(self.eval(&js), json!(true));
-        self.settle();
+        self.settle_after(before);
     }
 }
 

@@ -53,6 +53,8 @@ pub struct Request<'a> {
     pub cookie: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub host: Option<&'a str>,
+    /// `X-Forwarded-Host`, set by a proxy in front.
+    pub forwarded_host: Option<&'a str>,
     /// The request came through TLS (`X-Forwarded-Proto: https`).
     pub https: bool,
     pub body: &'a [u8],
@@ -97,6 +99,10 @@ struct Who {
 /// A page's outcome: a page, or a redirect after an action.
 enum Out {
     Page(String),
+    /// Plain text (the wizard's preview), never read as HTML.
+    Text(String),
+    /// A page that reports a refused form (what was typed kept), with its status.
+    Refused(u16, String),
     Redirect(String),
 }
 
@@ -109,12 +115,29 @@ fn pairs(bytes: &[u8]) -> Pairs {
         .collect()
 }
 
+/// A path segment's percent-escapes decoded (`+`, `&` and `=` are themselves).
 fn decode_segment(s: &str) -> String {
-    berth_api::query::decode_form(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .ok()
-        .and_then(|mut v| v.pop())
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Compares secrets without an early exit.
@@ -201,7 +224,7 @@ const APP_JS: &str = r#"document.addEventListener('DOMContentLoaded', function (
   function update() {
     var q = new URLSearchParams(new FormData(form));
     q.delete('csrf');
-    fetch('/console/taskdefs/preview?' + q.toString(), {credentials: 'same-origin'})
+    fetch('/console/wizard/preview?' + q.toString(), {credentials: 'same-origin'})
       .then(function (r) { return r.text(); })
       .then(function (t) { out.textContent = t; });
   }
@@ -307,6 +330,13 @@ impl Control {
         let result = self.route(&who, req.method, &parts, &form).await;
         match result {
             Ok(Out::Page(body)) => Reply::html(200, body),
+            Ok(Out::Text(text)) => Reply {
+                status: 200,
+                content_type: "text/plain; charset=utf-8",
+                body: text.into_bytes(),
+                headers: Vec::new(),
+            },
+            Ok(Out::Refused(status, body)) => Reply::html(status, body),
             Ok(Out::Redirect(to)) => Reply::redirect(&to),
             Err(Failure::NotFound) => Reply::html(
                 404,
@@ -329,13 +359,21 @@ impl Control {
                         error: Some(format!("{}: {}", e.kind.wire_name(), e.message)),
                         ..Default::default()
                     },
-                    "<p><a href=\"javascript:history.back()\">Back</a> · <a href=\"/console/\">Clusters</a></p>",
+                    "<p><a href=\"/console/\">Clusters</a></p>",
                 ),
             ),
         }
     }
 
     async fn login(&self, console: &Console, req: &Request<'_>) -> Reply {
+        // No session yet, so no token: the Origin check alone keeps other sites from logging
+        // a browser in under their key.
+        if !same_origin(req) {
+            return login_page(
+                Some("The form came from another site. Open this page and log in here.".into()),
+                403,
+            );
+        }
         let form = pairs(req.body);
         let id = form
             .get("access_key_id")
@@ -365,6 +403,19 @@ impl Control {
                 401,
             ),
         }
+    }
+}
+
+/// Whether a POST comes from this console's own pages: the browser's `Origin` (sent with
+/// every form POST) names the host the request was sent to (`X-Forwarded-Host` behind a
+/// proxy). A request without an Origin (not a browser's form) passes; its CSRF token is
+/// still checked.
+fn same_origin(req: &Request<'_>) -> bool {
+    let host = req.forwarded_host.or(req.host);
+    match (req.origin, host) {
+        (Some(o), Some(h)) => o.split_once("://").map(|(_, rest)| rest) == Some(h),
+        (Some(_), None) => false,
+        (None, _) => true,
     }
 }
 
@@ -459,7 +510,7 @@ impl Control {
         match (method, p) {
             ("GET", []) => self.clusters_page(who, f).await,
             ("GET", ["c", c]) => self.cluster_page(who, c, f).await,
-            ("GET", ["c", c, "s", s]) => self.service_page(who, c, s).await,
+            ("GET", ["c", c, "s", s]) => self.service_page(who, c, s, f).await,
             ("POST", ["c", c, "s", s, "scale"]) => {
                 let n = num(f.get("desired_count"), "Desired count")?;
                 let _: ecs::UpdateServiceResponse = op(
@@ -572,15 +623,15 @@ impl Control {
                 }
             }
             ("GET", ["taskdefs"]) => self.taskdefs_page(who, f).await,
-            ("GET", ["taskdefs", "new"]) => Ok(Out::Page(self.wizard_page(who, f, None))),
-            ("GET", ["taskdefs", "preview"]) => {
-                Ok(Out::Page(match wizard::request(f, &self.config.region) {
+            ("GET", ["wizard"]) => Ok(Out::Page(self.wizard_page(who, f, None))),
+            ("GET", ["wizard", "preview"]) => {
+                Ok(Out::Text(match wizard::request(f, &self.config.region) {
                     Ok(r) => serde_json::to_string_pretty(&r).unwrap_or_default(),
                     Err(e) => format!("Not yet a task definition: {e}"),
                 }))
             }
-            ("POST", ["taskdefs"]) => match wizard::request(f, &self.config.region) {
-                Err(e) => Ok(Out::Page(self.wizard_page(who, f, Some(e)))),
+            ("POST", ["wizard"]) => match wizard::request(f, &self.config.region) {
+                Err(e) => Ok(Out::Refused(400, self.wizard_page(who, f, Some(e)))),
                 Ok(r) => {
                     let answer = op::<ecs::RegisterTaskDefinitionResponse>(
                         self,
@@ -596,18 +647,21 @@ impl Control {
                                 seg(&short(arn.as_deref()))
                             )))
                         }
-                        Err(Failure::Api(e, _)) => Ok(Out::Page(self.wizard_page(
-                            who,
-                            f,
-                            Some(format!("{}: {}", e.kind.wire_name(), e.message)),
-                        ))),
+                        Err(Failure::Api(e, _)) => Ok(Out::Refused(
+                            e.kind.http_status(),
+                            self.wizard_page(
+                                who,
+                                f,
+                                Some(format!("{}: {}", e.kind.wire_name(), e.message)),
+                            ),
+                        )),
                         Err(e) => Err(e),
                     }
                 }
             },
             ("GET", ["taskdefs", td]) => self.taskdef_page(who, td).await,
-            ("GET", ["repos"]) => self.repos_page(who, None).await,
-            ("GET", ["repos", r]) => self.repos_page(who, Some(r)).await,
+            ("GET", ["repos"]) => self.repos_page(who, None, f).await,
+            ("GET", ["repos", r]) => self.repos_page(who, Some(r), f).await,
             _ => Err(Failure::NotFound),
         }
     }
@@ -864,7 +918,7 @@ impl Control {
         Ok(out)
     }
 
-    async fn service_page(&self, who: &Who, c: &str, s: &str) -> Res<Out> {
+    async fn service_page(&self, who: &Who, c: &str, s: &str, f: &Pairs) -> Res<Out> {
         let base = format!("/console/c/{}", seg(c));
         let d: ecs::DescribeServicesResponse = op(
             self,
@@ -965,14 +1019,20 @@ impl Control {
                 cluster: Some(c.to_string()),
                 service_name: svc.service_name.clone(),
                 max_results: Some(PAGE_ROWS),
+                next_token: f.get("tasks").cloned(),
                 ..Default::default()
             }),
         )
         .await?;
         let described = self
-            .tasks_of(who, c, tasks.task_arns.unwrap_or_default())
+            .tasks_of(who, c, tasks.task_arns.clone().unwrap_or_default())
             .await?;
         body += &task_table(c, &described, false);
+        body += &next_link(
+            &format!("{base}/s/{}", seg(s)),
+            "tasks",
+            tasks.next_token.as_ref(),
+        );
         let events: Vec<Vec<String>> = svc
             .events
             .iter()
@@ -1106,9 +1166,12 @@ impl Control {
             seg(t),
             esc(&q),
             if live {
-                a(&format!("{base}/t/{}/logs", seg(t)), "Stop following")
+                a(&format!("{base}/t/{}/logs?q={}", seg(t), seg(&q)), "Stop following")
             } else {
-                a(&format!("{base}/t/{}/logs?live=1", seg(t)), "Follow (reload every 5 s)")
+                a(
+                    &format!("{base}/t/{}/logs?live=1&q={}", seg(t), seg(&q)),
+                    "Follow (reload every 5 s)",
+                )
             }
         );
         let task_id = short(task.task_arn.as_deref());
@@ -1171,12 +1234,13 @@ impl Control {
                 Ok(bytes) => {
                     let r: berth_api::logs::FilterLogEventsResponse =
                         serde_json::from_slice(&bytes).unwrap_or_default();
-                    let lines: Vec<String> = r
+                    let mut lines: Vec<String> = r
                         .events
                         .iter()
                         .flatten()
                         .map(|e| esc(e.message.as_deref().unwrap_or_default()))
                         .collect();
+                    lines.reverse();
                     if lines.is_empty() {
                         body += "<p>No lines yet.</p>";
                     } else {
@@ -1184,7 +1248,15 @@ impl Control {
                     }
                 }
                 Err(e) if e.kind == ErrorKind::ResourceNotFound => body += "<p>No lines yet.</p>",
-                Err(e) => return Err(Failure::Api(e, format!("Logs of {t}"))),
+                // A bad pattern, a group not made yet: said here, the rest of the page stays.
+                Err(e) => {
+                    let _ = write!(
+                        body,
+                        "<p class=\"error\" role=\"alert\">Error: {}: {}</p>",
+                        e.kind.wire_name(),
+                        esc(&e.message)
+                    );
+                }
             }
         }
         Ok(Out::Page(html::page(
@@ -1249,7 +1321,7 @@ impl Control {
             .collect();
         let body = format!(
             "<p>{}</p>",
-            a("/console/taskdefs/new", "Create a new task definition")
+            a("/console/wizard", "Create a new task definition")
         ) + &table(
             "Task definition families",
             &["Family (latest revision)"],
@@ -1352,7 +1424,7 @@ impl Control {
         )))
     }
 
-    async fn repos_page(&self, who: &Who, repo: Option<&str>) -> Res<Out> {
+    async fn repos_page(&self, who: &Who, repo: Option<&str>, f: &Pairs) -> Res<Out> {
         let Some(registry) = self.registry.clone() else {
             return Err(Failure::Api(
                 EcsError::new(
@@ -1368,7 +1440,13 @@ impl Control {
                 let bytes = registry
                     .handle_ecr(
                         &principal,
-                        berth_api::ecr::EcrRequest::DescribeRepositories(Default::default()),
+                        berth_api::ecr::EcrRequest::DescribeRepositories(
+                            berth_api::ecr::DescribeRepositoriesRequest {
+                                max_results: Some(PAGE_ROWS),
+                                next_token: f.get("next").cloned(),
+                                ..Default::default()
+                            },
+                        ),
                     )
                     .await?;
                 let r: berth_api::ecr::DescribeRepositoriesResponse =
@@ -1388,7 +1466,8 @@ impl Control {
                     .collect();
                 (
                     "Repositories".to_string(),
-                    table("Repositories", &["Name", "URI", "Tag mutability"], &rows),
+                    table("Repositories", &["Name", "URI", "Tag mutability"], &rows)
+                        + &next_link("/console/repos", "next", r.next_token.as_ref()),
                 )
             }
             Some(name) => {
@@ -1486,5 +1565,11 @@ mod tests {
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
         assert_eq!(decode_segment("web%3A3"), "web:3");
         assert_eq!(decode_segment("a+b"), "a+b", "a plus in a path is a plus");
+        assert_eq!(decode_segment("a&b=c"), "a&b=c");
+        assert_eq!(
+            decode_segment("bad%zz%4"),
+            "bad%zz%4",
+            "broken escapes stay as they are"
+        );
     }
 }

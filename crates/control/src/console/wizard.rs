@@ -34,7 +34,10 @@ pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, 
     let name = field(f, "container_name").ok_or("Container name is required")?;
     let image = field(f, "image").ok_or("Image is required")?;
     let fargate = f.contains_key("fargate");
-    let ec2 = f.contains_key("ec2") || !fargate;
+    let ec2 = f.contains_key("ec2");
+    if !ec2 && !fargate {
+        return Err("Tick EC2, FARGATE or both".into());
+    }
     let mut compat = Vec::new();
     if ec2 {
         compat.push("EC2".to_string());
@@ -131,8 +134,11 @@ pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, 
 /// The wizard's form, filled with `f` (after an error, what was typed stays).
 pub fn form(f: &Form, csrf: &str) -> String {
     let v = |n: &str| esc(f.get(n).map(String::as_str).unwrap_or_default());
+    // A submitted form says what was ticked; a fresh one (even with fields given in its
+    // link) starts from the defaults.
+    let fresh = !f.contains_key("submitted");
     let checked = |n: &str, default: bool| {
-        if f.contains_key(n) || (f.is_empty() && default) {
+        if f.contains_key(n) || (fresh && default) {
             " checked"
         } else {
             ""
@@ -165,7 +171,7 @@ pub fn form(f: &Form, csrf: &str) -> String {
         }
     };
     format!(
-        "<form method=\"post\" action=\"/console/taskdefs\" id=\"wizard\">{csrf}
+        "<form method=\"post\" action=\"/console/wizard\" id=\"wizard\">{csrf}<input type=\"hidden\" name=\"submitted\" value=\"1\">
 <fieldset><legend>Task</legend>
 <label for=\"family\">Family</label><input id=\"family\" name=\"family\" required value=\"{family}\">
 <fieldset><legend>Launch type compatibility</legend>
@@ -261,10 +267,17 @@ mod tests {
     fn a_bad_form_says_which_field() {
         let base = [
             ("family", "web"),
+            ("ec2", "on"),
             ("container_name", "app"),
             ("image", "busybox"),
         ];
         assert!(request(&form_of(&base), "r").is_ok());
+        let mut f = form_of(&base);
+        f.remove("ec2");
+        assert_eq!(
+            request(&f, "r").expect_err("no launch type"),
+            "Tick EC2, FARGATE or both"
+        );
         let mut f = form_of(&base);
         f.remove("image");
         assert_eq!(request(&f, "r").expect_err("no image"), "Image is required");
@@ -283,6 +296,15 @@ mod tests {
     fn the_form_keeps_what_was_typed_and_labels_every_field() {
         let f = form_of(&[("family", "<web>"), ("size", "512/1024")]);
         let h = form(&f, "tok");
+        assert!(
+            h.contains("id=\"ec2\" name=\"ec2\" checked"),
+            "a fresh form starts from the defaults"
+        );
+        let submitted = form_of(&[("family", "web"), ("submitted", "1")]);
+        assert!(
+            !form(&submitted, "tok").contains("id=\"ec2\" name=\"ec2\" checked"),
+            "a submitted form keeps what was unticked"
+        );
         assert!(h.contains("value=\"&lt;web&gt;\""), "escaped and kept");
         assert!(h.contains("<option value=\"512/1024\" selected>"));
         for id in [
