@@ -199,6 +199,12 @@ async fn clusters_task_definitions_and_repositories_as_tables_json_and_text_with
     .await;
     u.fails(&["service", "scale", "web"], 2, "COUNT").await;
     u.fails(&["task", "run"], 2, "IMAGE").await;
+    u.fails(
+        &["task", "run", "--task-definition", "web", "-e", "A=1"],
+        2,
+        "cannot be used with",
+    )
+    .await;
     let out = u
         .fails(
             &["cluster", "ls", "--endpoint-url", "http://127.0.0.1:1"],

@@ -54,6 +54,35 @@ fn failures(what: &str, f: Option<Vec<Failure>>) -> Result<()> {
     Err(anyhow!("{what} not found: {}", list.join(", ")).into())
 }
 
+/// Describes `names` `size` at a time (each describe call's limit): `call` answers a chunk's
+/// items and failures; a failure ends it unless `tolerant`.
+async fn describe_in_chunks<T, F, Fut>(
+    names: &[String],
+    size: usize,
+    what: &str,
+    tolerant: bool,
+    mut call: F,
+) -> Result<Vec<T>>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: Future<
+        Output = std::result::Result<
+            (Option<Vec<T>>, Option<Vec<Failure>>),
+            berth_client::ClientError,
+        >,
+    >,
+{
+    let mut out = Vec::new();
+    for chunk in names.chunks(size) {
+        let (items, failed) = call(chunk.to_vec()).await?;
+        if !tolerant {
+            failures(what, failed)?;
+        }
+        out.extend(items.unwrap_or_default());
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------- clusters
 
 #[derive(Subcommand, Debug)]
@@ -137,21 +166,19 @@ fn created<J: serde::Serialize>(output: Output, object: &J, arn: Option<String>)
 }
 
 pub async fn describe_clusters(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Cluster>> {
-    let mut out = Vec::new();
-    for chunk in names.chunks(100) {
+    describe_in_chunks(&names, 100, "cluster", false, |clusters| async {
         let r: DescribeClustersResponse = ctx
             .ecs(
                 "DescribeClusters",
                 &DescribeClustersRequest {
-                    clusters: Some(chunk.to_vec()),
+                    clusters: Some(clusters),
                     include: Some(vec!["STATISTICS".into(), "SETTINGS".into()]),
                 },
             )
             .await?;
-        failures("cluster", r.failures)?;
-        out.extend(r.clusters.unwrap_or_default());
-    }
-    Ok(out)
+        Ok((r.clusters, r.failures))
+    })
+    .await
 }
 
 pub fn cluster_table(clusters: &[Cluster]) -> Table {
@@ -357,22 +384,20 @@ pub async fn list_services(ctx: &Ctx) -> Result<Vec<Service>> {
 }
 
 pub async fn describe_services(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Service>> {
-    let mut out = Vec::new();
-    for chunk in names.chunks(10) {
+    describe_in_chunks(&names, 10, "service", false, |services| async {
         let r: DescribeServicesResponse = ctx
             .ecs(
                 "DescribeServices",
                 &DescribeServicesRequest {
                     cluster: Some(ctx.cluster.clone()),
-                    services: Some(chunk.to_vec()),
+                    services: Some(services),
                     ..Default::default()
                 },
             )
             .await?;
-        failures("service", r.failures)?;
-        out.extend(r.services.unwrap_or_default());
-    }
-    Ok(out)
+        Ok((r.services, r.failures))
+    })
+    .await
 }
 
 /// One service, or an error naming it (ECS answers a missing service as a failure).
@@ -499,22 +524,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub task_definition: Option<String>,
     /// The family and container name for an image (default: the image's name).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "task_definition")]
     pub name: Option<String>,
     /// How many tasks.
     #[arg(long, default_value_t = 1)]
     pub count: i32,
     /// The container's memory in MiB, for an image.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, conflicts_with = "task_definition")]
     pub memory: i32,
     /// The container's CPU units, for an image.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "task_definition")]
     pub cpu: Option<i32>,
     /// A port to publish, `CONTAINER` or `HOST:CONTAINER`, for an image; may be repeated.
-    #[arg(long = "publish", short = 'p')]
+    #[arg(long = "publish", short = 'p', conflicts_with = "task_definition")]
     pub ports: Vec<String>,
     /// An environment variable, `NAME=VALUE`, for an image; may be repeated.
-    #[arg(long = "env", short = 'e')]
+    #[arg(long = "env", short = 'e', conflicts_with = "task_definition")]
     pub env: Vec<String>,
     /// EC2, FARGATE or EXTERNAL.
     #[arg(long)]
@@ -527,7 +552,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
     /// The command, after `--`.
-    #[arg(last = true)]
+    #[arg(last = true, conflicts_with = "task_definition")]
     pub command: Vec<String>,
 }
 
@@ -625,22 +650,20 @@ pub async fn list_tasks(
 }
 
 pub async fn describe_tasks(ctx: &Ctx, arns: Vec<String>) -> Result<Vec<Task>> {
-    let mut out = Vec::new();
-    for chunk in arns.chunks(100) {
+    describe_in_chunks(&arns, 100, "task", false, |tasks| async {
         let r: DescribeTasksResponse = ctx
             .ecs(
                 "DescribeTasks",
                 &DescribeTasksRequest {
                     cluster: Some(ctx.cluster.clone()),
-                    tasks: Some(chunk.to_vec()),
+                    tasks: Some(tasks),
                     include: None,
                 },
             )
             .await?;
-        failures("task", r.failures)?;
-        out.extend(r.tasks.unwrap_or_default());
-    }
-    Ok(out)
+        Ok((r.tasks, r.failures))
+    })
+    .await
 }
 
 /// The EC2 instance id of each container instance the tasks run on.
@@ -995,24 +1018,26 @@ async fn describe_instances(
     arns: Vec<String>,
     tolerant: bool,
 ) -> Result<Vec<ContainerInstance>> {
-    let mut out = Vec::new();
-    for chunk in arns.chunks(100) {
-        let r: DescribeContainerInstancesResponse = ctx
-            .ecs(
-                "DescribeContainerInstances",
-                &DescribeContainerInstancesRequest {
-                    cluster: Some(ctx.cluster.clone()),
-                    container_instances: Some(chunk.to_vec()),
-                    include: None,
-                },
-            )
-            .await?;
-        if !tolerant {
-            failures("container instance", r.failures)?;
-        }
-        out.extend(r.container_instances.unwrap_or_default());
-    }
-    Ok(out)
+    describe_in_chunks(
+        &arns,
+        100,
+        "container instance",
+        tolerant,
+        |instances| async {
+            let r: DescribeContainerInstancesResponse = ctx
+                .ecs(
+                    "DescribeContainerInstances",
+                    &DescribeContainerInstancesRequest {
+                        cluster: Some(ctx.cluster.clone()),
+                        container_instances: Some(instances),
+                        include: None,
+                    },
+                )
+                .await?;
+            Ok((r.container_instances, r.failures))
+        },
+    )
+    .await
 }
 
 /// An instance named by its container instance id or ARN, or its EC2 instance id.
