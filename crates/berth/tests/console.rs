@@ -300,6 +300,38 @@ async fn console_logins_sessions_csrf_and_bounded_pages_over_http() {
         "the action went through UpdateService"
     );
 
+    // A new revision deployed from the service's page; its metrics say there are none yet.
+    let p = http(&s, "GET", "/console/c/c000/s/web", Some(&session), &[]).await;
+    assert!(
+        p.text.contains("No figures yet"),
+        "no Container Insights here: {}",
+        p.text
+    );
+    s.ok("RegisterTaskDefinition", common::task_def("web"))
+        .await;
+    let p = http(
+        &s,
+        "POST",
+        "/console/c/c000/s/web/deploy",
+        Some(&session),
+        &[("task_definition", "web:2"), ("csrf", &token)],
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    let v = s
+        .ok(
+            "DescribeServices",
+            json!({"cluster": "c000", "services": ["web"]}),
+        )
+        .await;
+    assert!(
+        v["services"][0]["taskDefinition"]
+            .as_str()
+            .unwrap()
+            .ends_with("web:2"),
+        "deployed through UpdateService: {v:#}"
+    );
+
     // Errors are the API's own words, with its status.
     let p = http(
         &s,
@@ -418,6 +450,11 @@ fn chromium_available() -> bool {
     ok
 }
 
+/// The id of the service page's primary deployment (the Deployments table's first row).
+const DEPLOYMENT_JS: &str = "(function(){var t=[].find.call(document.querySelectorAll('table'),\
+function(t){return t.caption&&t.caption.textContent=='Deployments'});\
+var c=t&&t.querySelector('tbody tr td');return c?c.textContent:''})()";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
     if !docker_available() || !chromium_available() {
@@ -425,10 +462,16 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
     }
     let s = TestServer::start().await;
     s.spawn_service_loop();
-    s.ok("CreateCluster", json!({"clusterName": "default"}))
-        .await;
+    s.ok(
+        "CreateCluster",
+        json!({"clusterName": "default",
+               "settings": [{"name": "containerInsights", "value": "enabled"}]}),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = TestAgent::start(&s, TestAgent::config(&s, dir.path())).await;
+    let mut cfg = TestAgent::config(&s, dir.path());
+    cfg.stats_interval = Some(Duration::from_secs(1));
+    let agent = TestAgent::start(&s, cfg).await;
     let instance = wait_joined(&agent).await;
     let endpoint = s.endpoint.clone();
     let (ak, sk) = (s.access_key.clone(), s.secret_key.clone());
@@ -521,6 +564,29 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
         b.fill("desired_count", "2");
         b.submit("form[action$='/scale']");
         b.wait_for("running 2", 90, false);
+        // Its metrics, from Container Insights.
+        b.wait_for("Running tasks: latest", 90, true);
+        // A forced deployment from the service's page: a new primary deployment rolls out.
+        let first = b.eval(DEPLOYMENT_JS);
+        assert_eq!(
+            b.eval("(function(){document.getElementById('force').checked=true;return true})()"),
+            json!(true)
+        );
+        b.submit("form[action$='/deploy']");
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let now = b.eval(DEPLOYMENT_JS);
+            let text = b.text();
+            if now != first && text.contains("COMPLETED") && !text.contains("IN_PROGRESS") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the forced deployment did not complete: {text}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            b.goto(&format!("{endpoint}/console/c/default/s/web"));
+        }
         assert!(
             b.text().contains("has reached a steady state"),
             "the events: {}",

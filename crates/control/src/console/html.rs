@@ -146,6 +146,46 @@ pub fn button(action: &str, label: &str, csrf: &str) -> String {
     )
 }
 
+/// A line chart of `points` (time, value) as inline SVG, with its figures in words beside it
+/// (latest, lowest, highest) so it reads without sight or colour.
+pub fn chart(label: &str, points: &[(f64, f64)]) -> String {
+    let (w, h) = (320.0, 60.0);
+    let Some(&(_, latest)) = points.last() else {
+        return format!("<p>{}: no figures yet.</p>", esc(label));
+    };
+    let (t0, t1) = (points[0].0, points[points.len() - 1].0);
+    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let span_t = (t1 - t0).max(1.0);
+    let span_v = (hi - lo).max(1e-9);
+    let coords: Vec<String> = points
+        .iter()
+        .map(|&(t, v)| {
+            let x = (t - t0) / span_t * w;
+            let y = if hi > lo {
+                h - (v - lo) / span_v * h
+            } else {
+                h / 2.0
+            };
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let words = format!(
+        "{}: latest {latest:.1}, lowest {lo:.1}, highest {hi:.1} over {} minutes",
+        label,
+        points.len()
+    );
+    format!(
+        "<figure><svg role=\"img\" aria-label=\"{words}\" width=\"{w}\" height=\"{h}\" viewBox=\"-2 -2 {} {}\">\
+<polyline fill=\"none\" stroke=\"#1b2a3a\" stroke-width=\"2\" points=\"{}\"/></svg>\
+<figcaption>{words}</figcaption></figure>",
+        w + 4.0,
+        h + 4.0,
+        coords.join(" "),
+        words = esc(&words)
+    )
+}
+
 /// The style sheet: dark text on white (contrast above 7:1), visible focus, tables that
 /// scroll on narrow screens.
 pub const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff;line-height:1.4}
@@ -166,6 +206,25 @@ pre{background:#f4f4f4;color:#111;padding:.5rem;overflow-x:auto;white-space:pre-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chart_says_its_figures_in_words() {
+        let c = chart("Running tasks", &[(0.0, 1.0), (60.0, 3.0), (120.0, 2.0)]);
+        assert!(
+            c.contains("latest 2.0, lowest 1.0, highest 3.0 over 3 minutes"),
+            "{c}"
+        );
+        assert!(
+            c.contains("points=\"0.0,60.0 160.0,0.0 320.0,30.0\""),
+            "{c}"
+        );
+        assert_eq!(chart("X", &[]), "<p>X: no figures yet.</p>");
+        let flat = chart("Y", &[(0.0, 5.0), (60.0, 5.0)]);
+        assert!(
+            flat.contains("0.0,30.0 320.0,30.0"),
+            "a flat line in the middle: {flat}"
+        );
+    }
 
     #[test]
     fn text_and_segments_are_escaped() {

@@ -526,6 +526,24 @@ impl Control {
                 .await?;
                 Ok(Out::Redirect(format!("/console/c/{}/s/{}", seg(c), seg(s))))
             }
+            ("POST", ["c", c, "s", s, "deploy"]) => {
+                let _: ecs::UpdateServiceResponse = op(
+                    self,
+                    who,
+                    EcsRequest::UpdateService(ecs::UpdateServiceRequest {
+                        cluster: Some(c.to_string()),
+                        service: Some(s.to_string()),
+                        task_definition: f
+                            .get("task_definition")
+                            .cloned()
+                            .filter(|t| !t.is_empty()),
+                        force_new_deployment: Some(f.contains_key("force")),
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+                Ok(Out::Redirect(format!("/console/c/{}/s/{}", seg(c), seg(s))))
+            }
             ("GET", ["c", c, "services", "new"]) => self.new_service_page(who, c, f).await,
             ("POST", ["c", c, "services"]) => {
                 let name = f.get("service_name").cloned().unwrap_or_default();
@@ -1011,7 +1029,20 @@ impl Control {
                 &["Target group", "Container", "Port"],
                 &lbs,
             );
+            body += &self.target_health(who, &svc).await;
         }
+        body += &self.charts(who, c, s).await;
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"{base}/s/{}/deploy\">{}<fieldset><legend>Deploy</legend>\
+<label for=\"deploy_td\">Task definition (family or family:revision)</label>\
+<input id=\"deploy_td\" name=\"task_definition\" value=\"{}\">\
+<p><input type=\"checkbox\" id=\"force\" name=\"force\"><label for=\"force\" class=\"inline\"> Force a new deployment (replace every task even if nothing changed)</label></p>\
+<p><button type=\"submit\">Deploy</button></p></fieldset></form>",
+            seg(s),
+            csrf_field(&who.csrf),
+            esc(&short(svc.task_definition.as_deref()))
+        );
         let tasks: ecs::ListTasksResponse = op(
             self,
             who,
@@ -1054,6 +1085,148 @@ impl Control {
             },
             &body,
         )))
+    }
+
+    /// The health of each target of the service's target groups, as DescribeTargetHealth
+    /// answers it.
+    async fn target_health(&self, who: &Who, svc: &ecs::Service) -> String {
+        let mut rows = Vec::new();
+        for tg in svc
+            .load_balancers
+            .iter()
+            .flatten()
+            .filter_map(|l| l.target_group_arn.clone())
+        {
+            let answer = self
+                .handle_elb(
+                    &who.caller,
+                    berth_api::elbv2::ElbRequest::DescribeTargetHealth(
+                        berth_api::elbv2::DescribeTargetHealthInput {
+                            target_group_arn: Some(tg.clone()),
+                            ..Default::default()
+                        },
+                    ),
+                )
+                .await;
+            let out: berth_api::elbv2::DescribeTargetHealthOutput = match answer {
+                Ok(v) => serde_json::from_value(v).unwrap_or_default(),
+                Err(e) => {
+                    rows.push(vec![
+                        esc(&short(Some(&tg))),
+                        "-".into(),
+                        "-".into(),
+                        esc(&format!("{}: {}", e.kind.wire_name(), e.message)),
+                    ]);
+                    continue;
+                }
+            };
+            for d in out.target_health_descriptions.iter().flatten() {
+                let target = d.target.clone().unwrap_or_default();
+                let health = d.target_health.clone().unwrap_or_default();
+                rows.push(vec![
+                    esc(&short(Some(&tg))),
+                    esc(&format!(
+                        "{}:{}",
+                        target.id.unwrap_or_default(),
+                        cell(target.port)
+                    )),
+                    cell(health.state.as_deref()),
+                    esc(&[health.reason, health.description]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(": ")),
+                ]);
+            }
+        }
+        table(
+            "Target health",
+            &["Target group", "Target", "State", "Reason"],
+            &rows,
+        )
+    }
+
+    /// The service's last hour from Container Insights: CPU and memory used per task and its
+    /// running task count, a minute a point.
+    async fn charts(&self, who: &Who, c: &str, s: &str) -> String {
+        use berth_api::cloudwatch::{
+            Dimension, GetMetricDataInput, GetMetricDataOutput, Metric, MetricDataQuery, MetricStat,
+        };
+        let figures = [
+            ("cpu", "CpuUtilized", "CPU used per task (units)"),
+            ("memory", "MemoryUtilized", "Memory used per task (MiB)"),
+            ("running", "RunningTaskCount", "Running tasks"),
+        ];
+        let now = crate::now_millis() as f64 / 1000.0;
+        let queries = figures
+            .iter()
+            .map(|(id, name, _)| MetricDataQuery {
+                id: Some(id.to_string()),
+                metric_stat: Some(MetricStat {
+                    metric: Some(Metric {
+                        namespace: Some("ECS/ContainerInsights".into()),
+                        metric_name: Some(name.to_string()),
+                        dimensions: Some(vec![
+                            Dimension {
+                                name: Some("ClusterName".into()),
+                                value: Some(c.to_string()),
+                            },
+                            Dimension {
+                                name: Some("ServiceName".into()),
+                                value: Some(s.to_string()),
+                            },
+                        ]),
+                    }),
+                    period: Some(60),
+                    stat: Some("Average".into()),
+                    unit: None,
+                }),
+                return_data: Some(true),
+                ..Default::default()
+            })
+            .collect();
+        let answer = self
+            .handle_cloudwatch(
+                &who.caller,
+                berth_api::cloudwatch::CloudWatchRequest::GetMetricData(GetMetricDataInput {
+                    metric_data_queries: Some(queries),
+                    start_time: Some((now - 3600.0).floor()),
+                    end_time: Some(now.ceil() + 60.0),
+                    ..Default::default()
+                }),
+                crate::cloudwatch::Wire::Json,
+            )
+            .await;
+        let out: GetMetricDataOutput = match answer {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(e) => return format!("<h2>Metrics</h2><p>No figures: {}</p>", esc(&e.message)),
+        };
+        let mut h = String::from("<h2>Metrics (last hour, a minute a point)</h2>");
+        let mut any = false;
+        for (id, _, label) in figures {
+            let r = out
+                .metric_data_results
+                .iter()
+                .flatten()
+                .find(|r| r.id.as_deref() == Some(id));
+            let mut points: Vec<(f64, f64)> = r
+                .map(|r| {
+                    r.timestamps
+                        .iter()
+                        .flatten()
+                        .copied()
+                        .zip(r.values.iter().flatten().copied())
+                        .collect()
+                })
+                .unwrap_or_default();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            any |= !points.is_empty();
+            h += &html::chart(label, &points);
+        }
+        if !any {
+            h = "<h2>Metrics</h2><p>No figures yet: the cluster's Container Insights are off, or no sample has arrived.</p>".into();
+        }
+        h
     }
 
     async fn task_page(&self, who: &Who, c: &str, t: &str) -> Res<Out> {
