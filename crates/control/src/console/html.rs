@@ -177,11 +177,15 @@ pub fn chart(label: &str, points: &[(f64, f64)]) -> String {
     );
     format!(
         "<figure><svg role=\"img\" aria-label=\"{words}\" width=\"{w}\" height=\"{h}\" viewBox=\"-2 -2 {} {}\">\
-<polyline fill=\"none\" stroke=\"#1b2a3a\" stroke-width=\"2\" points=\"{}\"/></svg>\
+<polyline fill=\"none\" stroke=\"#1b2a3a\" stroke-width=\"2\" points=\"{}\"/>\
+<circle cx=\"{}\" cy=\"{}\" r=\"3\" fill=\"#1b2a3a\"/></svg>\
 <figcaption>{words}</figcaption></figure>",
         w + 4.0,
         h + 4.0,
         coords.join(" "),
+        // The latest point, marked: a single minute is a dot.
+        coords.last().and_then(|c| c.split_once(',')).map_or("0", |c| c.0),
+        coords.last().and_then(|c| c.split_once(',')).map_or("0", |c| c.1),
         words = esc(&words)
     )
 }
