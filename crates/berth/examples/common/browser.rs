@@ -225,11 +225,11 @@ impl Browser {
         self.settle_after(before);
     }
 
+    /// The page's text ("" while the page is between documents).
     pub fn text(&mut self) -> String {
-        self.eval("document.body.innerText")
-            .as_str()
+        self.try_eval("document.body ? document.body.innerText : ''")
+            .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
-            .to_string()
     }
 
     /// Polls the page (reloading it when `reload`) until its text holds `words`.
@@ -283,11 +283,16 @@ impl Browser {
             "Input.dispatchKeyEvent",
             json!({"type": "keyUp", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9}),
         );
-        let focused = self.eval("document.activeElement ? document.activeElement.tagName : ''");
+        let focused = self.eval(
+            "(function(){var e=document.activeElement;if(!e)return '';var s=getComputedStyle(e);\
+             return e.tagName+(s.outlineStyle!=='none'&&parseFloat(s.outlineWidth)>=2?' visible':' hidden')})()",
+        );
+        let focused = focused.as_str().unwrap_or_default().to_string();
         assert!(
             ["A", "BUTTON", "INPUT", "SELECT", "TEXTAREA"]
-                .contains(&focused.as_str().unwrap_or_default()),
-            "Tab reaches a link or control on {page}, not {focused}"
+                .iter()
+                .any(|t| focused == format!("{t} visible")),
+            "Tab reaches a link or control on {page}, with a visible focus outline: {focused}"
         );
     }
 

@@ -171,7 +171,7 @@ pub fn chart(label: &str, points: &[(f64, f64)]) -> String {
         })
         .collect();
     let words = format!(
-        "{}: latest {latest:.1}, lowest {lo:.1}, highest {hi:.1} over {} minutes",
+        "{}: latest {latest:.1}, lowest {lo:.1}, highest {hi:.1} in {} minutes with figures",
         label,
         points.len()
     );
@@ -215,7 +215,7 @@ mod tests {
     fn a_chart_says_its_figures_in_words() {
         let c = chart("Running tasks", &[(0.0, 1.0), (60.0, 3.0), (120.0, 2.0)]);
         assert!(
-            c.contains("latest 2.0, lowest 1.0, highest 3.0 over 3 minutes"),
+            c.contains("latest 2.0, lowest 1.0, highest 3.0 in 3 minutes with figures"),
             "{c}"
         );
         assert!(

@@ -214,7 +214,7 @@ fn static_reply(content_type: &'static str, body: &str) -> Reply {
     }
 }
 
-/// The wizard's live preview: the form's fields go to `/console/taskdefs/preview` (the same
+/// The wizard's live preview: the form's fields go to `/console/wizard/preview` (the same
 /// Rust function that registers them makes the JSON) and the answer fills the preview.
 const APP_JS: &str = r#"document.addEventListener('DOMContentLoaded', function () {
   var form = document.getElementById('wizard');
@@ -285,14 +285,7 @@ impl Control {
         let form = if req.method == "POST" {
             let form = pairs(req.body);
             let token_ok = form.get("csrf").is_some_and(|t| same(t, &who.csrf));
-            let origin_ok = match (req.origin, req.host) {
-                (Some(o), Some(h)) => {
-                    o.trim_start_matches("http://")
-                        .trim_start_matches("https://")
-                        == h
-                }
-                _ => true,
-            };
+            let origin_ok = same_origin(req);
             if !token_ok || !origin_ok {
                 return Reply::html(
                     403,
@@ -1390,6 +1383,8 @@ impl Control {
                             log_group_name: Some(group.clone()),
                             log_stream_names: Some(vec![stream.clone()]),
                             filter_pattern: (!q.is_empty()).then(|| q.clone()),
+                            // The newest 500, newest first; shown oldest first below.
+                            start_from_head: Some(false),
                             limit: Some(500),
                             ..Default::default()
                         },
@@ -1651,6 +1646,7 @@ impl Control {
                             berth_api::ecr::DescribeImagesRequest {
                                 repository_name: Some(name.to_string()),
                                 max_results: Some(PAGE_ROWS),
+                                next_token: f.get("next").cloned(),
                                 ..Default::default()
                             },
                         ),
@@ -1677,6 +1673,10 @@ impl Control {
                         "Images",
                         &["Tags", "Digest", "Size (bytes)", "Pushed"],
                         &rows,
+                    ) + &next_link(
+                        &format!("/console/repos/{}", seg(name)),
+                        "next",
+                        r.next_token.as_ref(),
                     ),
                 )
             }
