@@ -518,7 +518,13 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
         b.fill("image", BUSYBOX);
         b.fill("container_memory", "64");
         b.fill("command", "sh\n-c\necho hello from the console; sleep 600");
+        // A second container: a sidecar beside the app.
+        b.fill("container_name_2", "sidecar");
+        b.fill("image_2", BUSYBOX);
+        b.fill("container_memory_2", "32");
+        b.fill("command_2", "sleep\n600");
         b.wait_for("\"family\": \"hello\"", 10, false);
+        b.wait_for("\"name\": \"sidecar\"", 10, false);
         assert!(
             b.text().contains("\"awslogs-group\": \"/ecs/hello\""),
             "log collection is on by default"
@@ -533,6 +539,11 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
         // Run a task and watch it reach RUNNING (the page reloads itself until it settles).
         b.submit("form[action='/console/c/default/run']");
         b.wait_for("Status RUNNING", 90, false);
+        assert!(
+            b.text().contains("sidecar"),
+            "both containers run: {}",
+            b.text()
+        );
         b.check_accessible("task");
         b.screenshot("05-task");
         let logs = format!("{}/logs", b.eval("location.pathname").as_str().unwrap());

@@ -27,12 +27,24 @@ fn number(f: &Form, name: &str, label: &str) -> Result<Option<i32>, String> {
         .transpose()
 }
 
+/// How many containers the wizard has room for (the first required, the others used when
+/// named); a task definition takes up to 10 through the API.
+pub const CONTAINERS: usize = 3;
+
+/// The form field `base` of container `i`: the first container's fields have plain names,
+/// the others a suffix (`image_2`).
+fn key(base: &str, i: usize) -> String {
+    if i == 0 {
+        base.to_string()
+    } else {
+        format!("{base}_{}", i + 1)
+    }
+}
+
 /// The request the form asks for, or what is wrong with the form (the server checks the
 /// rest, as it checks every RegisterTaskDefinition).
 pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, String> {
     let family = field(f, "family").ok_or("Family is required")?;
-    let name = field(f, "container_name").ok_or("Container name is required")?;
-    let image = field(f, "image").ok_or("Image is required")?;
     let fargate = f.contains_key("fargate");
     let ec2 = f.contains_key("ec2");
     if !ec2 && !fargate {
@@ -60,9 +72,50 @@ pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, 
     } else {
         field(f, "network_mode").unwrap_or("bridge").to_string()
     };
-    let port = number(f, "port", "Container port")?;
+    let logs = f.contains_key("logs");
+    let mut containers = Vec::new();
+    for i in 0..CONTAINERS {
+        let Some(name) = field(f, &key("container_name", i)) else {
+            if i == 0 {
+                return Err("Container name is required".into());
+            }
+            continue;
+        };
+        containers.push(container(f, i, name, family, logs, region)?);
+    }
+    Ok(RegisterTaskDefinitionRequest {
+        family: Some(family.to_string()),
+        requires_compatibilities: Some(compat),
+        network_mode: Some(network_mode),
+        cpu,
+        memory,
+        container_definitions: Some(containers),
+        ..Default::default()
+    })
+}
+
+/// Container `i` of the form, named `name`.
+fn container(
+    f: &Form,
+    i: usize,
+    name: &str,
+    family: &str,
+    logs: bool,
+    region: &str,
+) -> Result<ContainerDefinition, String> {
+    let which = if i == 0 {
+        "Container".to_string()
+    } else {
+        format!("Container {}", i + 1)
+    };
+    let image = field(f, &key("image", i)).ok_or(if i == 0 {
+        "Image is required".to_string()
+    } else {
+        format!("{which} ({name}) needs an image")
+    })?;
+    let port = number(f, &key("port", i), &format!("{which} port"))?;
     let mut environment = Vec::new();
-    for line in field(f, "environment").unwrap_or_default().lines() {
+    for line in field(f, &key("environment", i)).unwrap_or_default().lines() {
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -75,18 +128,18 @@ pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, 
             value: Some(v.to_string()),
         });
     }
-    let command: Vec<String> = field(f, "command")
+    let command: Vec<String> = field(f, &key("command", i))
         .unwrap_or_default()
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
-    let health_check = field(f, "health_command").map(|c| HealthCheck {
+    let health_check = field(f, &key("health_command", i)).map(|c| HealthCheck {
         command: Some(vec!["CMD-SHELL".into(), c.to_string()]),
         ..Default::default()
     });
-    let log_configuration = f.contains_key("logs").then(|| LogConfiguration {
+    let log_configuration = logs.then(|| LogConfiguration {
         log_driver: Some("awslogs".into()),
         options: Some(
             [
@@ -101,12 +154,12 @@ pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, 
         ),
         secret_options: None,
     });
-    let container = ContainerDefinition {
+    Ok(ContainerDefinition {
         name: Some(name.to_string()),
         image: Some(image.to_string()),
-        essential: Some(f.contains_key("essential")),
-        memory: number(f, "container_memory", "Container memory")?,
-        cpu: number(f, "container_cpu", "Container CPU")?,
+        essential: Some(f.contains_key(&key("essential", i))),
+        memory: number(f, &key("container_memory", i), &format!("{which} memory"))?,
+        cpu: number(f, &key("container_cpu", i), &format!("{which} CPU"))?,
         port_mappings: port.map(|p| {
             vec![PortMapping {
                 container_port: Some(p),
@@ -118,15 +171,6 @@ pub fn request(f: &Form, region: &str) -> Result<RegisterTaskDefinitionRequest, 
         command: (!command.is_empty()).then_some(command),
         health_check,
         log_configuration,
-        ..Default::default()
-    };
-    Ok(RegisterTaskDefinitionRequest {
-        family: Some(family.to_string()),
-        requires_compatibilities: Some(compat),
-        network_mode: Some(network_mode),
-        cpu,
-        memory,
-        container_definitions: Some(vec![container]),
         ..Default::default()
     })
 }
@@ -170,6 +214,50 @@ pub fn form(f: &Form, csrf: &str) -> String {
             ""
         }
     };
+    let mut containers = String::new();
+    for i in 0..CONTAINERS {
+        let k = |base: &str| key(base, i);
+        let (legend, required) = if i == 0 {
+            ("Container".to_string(), " required")
+        } else {
+            (
+                format!("Container {} (optional: leave its name empty)", i + 1),
+                "",
+            )
+        };
+        let _ = write!(
+            containers,
+            "<fieldset><legend>{legend}</legend>
+<label for=\"{name_k}\">Name</label><input id=\"{name_k}\" name=\"{name_k}\"{required} value=\"{name}\">
+<label for=\"{image_k}\">Image</label><input id=\"{image_k}\" name=\"{image_k}\"{required} value=\"{image}\">
+<p><input type=\"checkbox\" id=\"{ess_k}\" name=\"{ess_k}\"{essential}><label for=\"{ess_k}\" class=\"inline\"> Essential</label></p>
+<label for=\"{port_k}\">Container port (TCP)</label><input id=\"{port_k}\" name=\"{port_k}\" inputmode=\"numeric\" value=\"{port}\">
+<label for=\"{mem_k}\">Memory hard limit (MiB)</label><input id=\"{mem_k}\" name=\"{mem_k}\" inputmode=\"numeric\" value=\"{memory}\">
+<label for=\"{cpu_k}\">CPU units</label><input id=\"{cpu_k}\" name=\"{cpu_k}\" inputmode=\"numeric\" value=\"{cpu}\">
+<label for=\"{env_k}\">Environment (NAME=VALUE, one a line)</label><textarea id=\"{env_k}\" name=\"{env_k}\" rows=\"3\">{environment}</textarea>
+<label for=\"{cmd_k}\">Command (one argument a line)</label><textarea id=\"{cmd_k}\" name=\"{cmd_k}\" rows=\"3\">{command}</textarea>
+<label for=\"{hc_k}\">Health check (a shell command; exit 0 is healthy)</label><input id=\"{hc_k}\" name=\"{hc_k}\" value=\"{health}\">
+</fieldset>",
+            name_k = k("container_name"),
+            name = v(&k("container_name")),
+            image_k = k("image"),
+            image = v(&k("image")),
+            ess_k = k("essential"),
+            essential = checked(&k("essential"), true),
+            port_k = k("port"),
+            port = v(&k("port")),
+            mem_k = k("container_memory"),
+            memory = v(&k("container_memory")),
+            cpu_k = k("container_cpu"),
+            cpu = v(&k("container_cpu")),
+            env_k = k("environment"),
+            environment = v(&k("environment")),
+            cmd_k = k("command"),
+            command = v(&k("command")),
+            hc_k = k("health_command"),
+            health = v(&k("health_command")),
+        );
+    }
     format!(
         "<form method=\"post\" action=\"/console/wizard\" id=\"wizard\">{csrf}<input type=\"hidden\" name=\"submitted\" value=\"1\">
 <fieldset><legend>Task</legend>
@@ -181,19 +269,9 @@ pub fn form(f: &Form, csrf: &str) -> String {
 <label for=\"size\">Task size (CPU and memory; required for FARGATE)</label><select id=\"size\" name=\"size\">{sizes}</select>
 <label for=\"network_mode\">Network mode (FARGATE is always awsvpc)</label><select id=\"network_mode\" name=\"network_mode\">
 <option{bridge}>bridge</option><option{awsvpc}>awsvpc</option><option{host}>host</option></select>
+<p><input type=\"checkbox\" id=\"logs\" name=\"logs\"{logs}><label for=\"logs\" class=\"inline\"> Collect the containers' logs in CloudWatch Logs (awslogs, group /ecs/FAMILY)</label></p>
 </fieldset>
-<fieldset><legend>Container</legend>
-<label for=\"container_name\">Name</label><input id=\"container_name\" name=\"container_name\" required value=\"{container_name}\">
-<label for=\"image\">Image</label><input id=\"image\" name=\"image\" required value=\"{image}\">
-<p><input type=\"checkbox\" id=\"essential\" name=\"essential\"{essential}><label for=\"essential\" class=\"inline\"> Essential</label></p>
-<label for=\"port\">Container port (TCP)</label><input id=\"port\" name=\"port\" inputmode=\"numeric\" value=\"{port}\">
-<label for=\"container_memory\">Memory hard limit (MiB)</label><input id=\"container_memory\" name=\"container_memory\" inputmode=\"numeric\" value=\"{container_memory}\">
-<label for=\"container_cpu\">CPU units</label><input id=\"container_cpu\" name=\"container_cpu\" inputmode=\"numeric\" value=\"{container_cpu}\">
-<label for=\"environment\">Environment (NAME=VALUE, one a line)</label><textarea id=\"environment\" name=\"environment\" rows=\"3\">{environment}</textarea>
-<label for=\"command\">Command (one argument a line)</label><textarea id=\"command\" name=\"command\" rows=\"3\">{command}</textarea>
-<label for=\"health_command\">Health check (a shell command; exit 0 is healthy)</label><input id=\"health_command\" name=\"health_command\" value=\"{health_command}\">
-<p><input type=\"checkbox\" id=\"logs\" name=\"logs\"{logs}><label for=\"logs\" class=\"inline\"> Collect logs in CloudWatch Logs (awslogs, group /ecs/FAMILY)</label></p>
-</fieldset>
+{containers}
 <h2>JSON preview</h2><pre id=\"preview\" aria-live=\"polite\">Fill in the form to see the task definition.</pre>
 <button type=\"submit\">Create</button></form>",
         csrf = csrf_field(csrf),
@@ -203,15 +281,6 @@ pub fn form(f: &Form, csrf: &str) -> String {
         bridge = mode("bridge"),
         awsvpc = mode("awsvpc"),
         host = mode("host"),
-        container_name = v("container_name"),
-        image = v("image"),
-        essential = checked("essential", true),
-        port = v("port"),
-        container_memory = v("container_memory"),
-        container_cpu = v("container_cpu"),
-        environment = v("environment"),
-        command = v("command"),
-        health_command = v("health_command"),
         logs = checked("logs", true),
     )
 }
@@ -260,6 +329,34 @@ mod tests {
         assert_eq!(
             logs.options.as_ref().expect("options")["awslogs-region"],
             "eu-west-1"
+        );
+    }
+
+    #[test]
+    fn named_extra_containers_join_the_first() {
+        let mut f = form_of(&[
+            ("family", "web"),
+            ("ec2", "on"),
+            ("container_name", "app"),
+            ("image", "app:1"),
+            ("essential", "on"),
+            ("container_name_3", "sidecar"),
+            ("image_3", "proxy:1"),
+            ("port_3", "9000"),
+        ]);
+        let r = request(&f, "r").expect("valid");
+        let c = r.container_definitions.expect("containers");
+        assert_eq!(c.len(), 2, "the unnamed second container is left out");
+        assert_eq!(c[1].name.as_deref(), Some("sidecar"));
+        assert_eq!(c[1].essential, Some(false), "unticked");
+        assert_eq!(
+            c[1].port_mappings.as_ref().expect("port")[0].container_port,
+            Some(9000)
+        );
+        f.remove("image_3");
+        assert_eq!(
+            request(&f, "r").expect_err("no image"),
+            "Container 3 (sidecar) needs an image"
         );
     }
 
@@ -315,6 +412,9 @@ mod tests {
             "size",
             "environment",
             "logs",
+            "container_name_2",
+            "image_3",
+            "health_command_3",
         ] {
             assert!(h.contains(&format!("for=\"{id}\"")), "a label for {id}");
         }
