@@ -106,11 +106,9 @@ pub fn target(
         .filter(|g| !g.is_empty())
         .ok_or("must specify a value for log opt 'awslogs-group'")?
         .clone();
-    let stream = match (o.get("awslogs-stream"), o.get("awslogs-stream-prefix")) {
-        (Some(s), _) => s.clone(),
-        (None, Some(prefix)) => format!("{prefix}/{}/{}", c.name, task_id(&t.task_arn)),
-        (None, None) => container_id.to_string(),
-    };
+    let stream =
+        berth_api::logs::awslogs_stream(o, &c.name, task_id(&t.task_arn), Some(container_id))
+            .unwrap_or_default();
     let create_group = match o.get("awslogs-create-group").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{docker_available, docker_cleanup, wait_joined, TestAgent, TestServer, BUSYBOX};
+use common::{docker_available, docker_cleanup, TestServer, BUSYBOX};
 use serde_json::{json, Value};
 
 use std::time::{Duration, Instant};
@@ -358,17 +358,7 @@ async fn run_scale_deploy_and_logs_on_docker() {
     }
     let s = TestServer::start().await;
     s.spawn_service_loop();
-    s.ok(
-        "CreateCluster",
-        json!({"clusterName": "default",
-               "settings": [{"name": "containerInsights", "value": "enhanced"}]}),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = TestAgent::config(&s, dir.path());
-    cfg.stats_interval = Some(Duration::from_secs(1));
-    let agent = TestAgent::start(&s, cfg).await;
-    let instance = wait_joined(&agent).await;
+    let (agent, instance, _dir) = common::insights_agent(&s, "enhanced").await;
     let u = User::new(&s);
 
     // A task of an image alone, its logs, and stopping it.

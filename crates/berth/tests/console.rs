@@ -16,7 +16,7 @@ mod common;
 use browser::Browser;
 
 use bytes::Bytes;
-use common::{docker_available, docker_cleanup, wait_joined, TestAgent, TestServer, BUSYBOX};
+use common::{docker_available, docker_cleanup, TestServer, BUSYBOX};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -479,17 +479,7 @@ async fn console_in_chromium_wizard_run_logs_service_and_scale_on_docker() {
     }
     let s = TestServer::start().await;
     s.spawn_service_loop();
-    s.ok(
-        "CreateCluster",
-        json!({"clusterName": "default",
-               "settings": [{"name": "containerInsights", "value": "enabled"}]}),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = TestAgent::config(&s, dir.path());
-    cfg.stats_interval = Some(Duration::from_secs(1));
-    let agent = TestAgent::start(&s, cfg).await;
-    let instance = wait_joined(&agent).await;
+    let (agent, instance, _dir) = common::insights_agent(&s, "enabled").await;
     let endpoint = s.endpoint.clone();
     let (ak, sk) = (s.access_key.clone(), s.secret_key.clone());
 

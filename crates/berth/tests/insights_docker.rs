@@ -10,7 +10,7 @@ mod common;
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-use common::{docker_available, docker_cleanup, wait_joined, TestAgent, TestServer, BUSYBOX};
+use common::{docker_available, docker_cleanup, TestServer, BUSYBOX};
 use serde_json::json;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,17 +73,7 @@ async fn stats_move_with_cpu_use_and_follow_the_container_insights_setting() {
         return;
     }
     let s = TestServer::start().await;
-    s.ok(
-        "CreateCluster",
-        json!({"clusterName": "default",
-               "settings": [{"name": "containerInsights", "value": "enabled"}]}),
-    )
-    .await;
-    let agent_dir = tempfile::tempdir().unwrap();
-    let mut cfg = TestAgent::config(&s, agent_dir.path());
-    cfg.stats_interval = Some(Duration::from_secs(1));
-    let agent = TestAgent::start(&s, cfg).await;
-    let instance = wait_joined(&agent).await;
+    let (agent, instance, _agent_dir) = common::insights_agent(&s, "enabled").await;
     s.spawn_service_loop();
     s.ok(
         "RegisterTaskDefinition",

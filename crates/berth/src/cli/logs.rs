@@ -58,8 +58,8 @@ pub struct Source {
     pub label: String,
 }
 
-/// The awslogs streams of a task's containers, as the agent names them: `PREFIX/CONTAINER/
-/// TASK_ID`, or `awslogs-stream`, or the container's runtime id when there is no prefix.
+/// The awslogs streams of a task's containers, named as the agent names them
+/// ([`berth_api::logs::awslogs_stream`]).
 pub fn sources(task: &Task, td: &TaskDefinition, container: Option<&str>) -> Vec<Source> {
     let task_id = short(task.task_arn.as_deref());
     let mut out = Vec::new();
@@ -78,19 +78,13 @@ pub fn sources(task: &Task, td: &TaskDefinition, container: Option<&str>) -> Vec
         let Some(group) = options.get("awslogs-group") else {
             continue;
         };
-        let stream = match (
-            options.get("awslogs-stream"),
-            options.get("awslogs-stream-prefix"),
-        ) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(prefix)) => Some(format!("{prefix}/{name}/{task_id}")),
-            (None, None) => task
-                .containers
-                .iter()
-                .flatten()
-                .find(|c| c.name.as_deref() == Some(name.as_str()))
-                .and_then(|c| c.runtime_id.clone()),
-        };
+        let runtime_id = task
+            .containers
+            .iter()
+            .flatten()
+            .find(|c| c.name.as_deref() == Some(name.as_str()))
+            .and_then(|c| c.runtime_id.as_deref());
+        let stream = berth_api::logs::awslogs_stream(&options, &name, &task_id, runtime_id);
         if let Some(stream) = stream {
             out.push(Source {
                 group: group.clone(),

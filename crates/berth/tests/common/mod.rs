@@ -660,6 +660,24 @@ impl TestAgent {
 }
 
 /// The container instance ARN the agent's data dir holds, once it has joined.
+/// The `default` cluster with Container Insights at `level` (`enabled` or `enhanced`), and
+/// one agent on the real Docker Engine sampling its tasks every second: the agent, its
+/// instance ARN and its data dir (kept as long as the agent runs).
+pub async fn insights_agent(s: &TestServer, level: &str) -> (TestAgent, String, tempfile::TempDir) {
+    s.ok(
+        "CreateCluster",
+        serde_json::json!({"clusterName": "default",
+               "settings": [{"name": "containerInsights", "value": level}]}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TestAgent::config(s, dir.path());
+    cfg.stats_interval = Some(Duration::from_secs(1));
+    let agent = TestAgent::start(s, cfg).await;
+    let instance = wait_joined(&agent).await;
+    (agent, instance, dir)
+}
+
 pub async fn wait_joined(agent: &TestAgent) -> String {
     for _ in 0..200 {
         if let Ok(text) = std::fs::read_to_string(agent.data_dir.join("agent.json")) {

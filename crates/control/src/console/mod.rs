@@ -1360,20 +1360,14 @@ impl Control {
                 );
                 continue;
             };
-            let stream = match (
-                options.get("awslogs-stream"),
-                options.get("awslogs-stream-prefix"),
-            ) {
-                (Some(s), _) => s.clone(),
-                (None, Some(p)) => format!("{p}/{name}/{task_id}"),
-                (None, None) => task
-                    .containers
-                    .iter()
-                    .flatten()
-                    .find(|k| k.name.as_deref() == Some(&name))
-                    .and_then(|k| k.runtime_id.clone())
-                    .unwrap_or_default(),
-            };
+            let runtime_id = task
+                .containers
+                .iter()
+                .flatten()
+                .find(|k| k.name.as_deref() == Some(&name))
+                .and_then(|k| k.runtime_id.as_deref());
+            let stream = berth_api::logs::awslogs_stream(&options, &name, &task_id, runtime_id)
+                .unwrap_or_default();
             let group = options.get("awslogs-group").cloned().unwrap_or_default();
             let answer = self
                 .handle_logs(
