@@ -14,6 +14,8 @@
 //! `Prefix.entry.N.value` (a flattened map drops `entry`). The EC2 variant names a member by its
 //! `queryName`, else its `locationName` capitalized, and flattens every list.
 
+pub mod client;
+
 use crate::ParseError;
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;

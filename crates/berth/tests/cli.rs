@@ -75,6 +75,9 @@ impl<'a> User<'a> {
             .env("HOME", self.home.path())
             .env("BERTH_DATA_DIR", self.home.path().join("berth"))
             .kill_on_drop(true);
+        if let Some(host) = std::env::var_os("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -328,6 +331,106 @@ async fn clusters_task_definitions_and_repositories_as_tables_json_and_text_with
     s.stop().await;
 }
 
+/// `berth lb` reads Elastic Load Balancing through its Query protocol (a form, an XML answer):
+/// a load balancer, its listener and the health of a target, made with the SDK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancers_their_listeners_and_target_health() {
+    use aws_sdk_elasticloadbalancingv2 as elbv2;
+    use elbv2::types::{Action, ActionTypeEnum, ProtocolEnum, TargetDescription, TargetTypeEnum};
+    let s = TestServer::start().await;
+    let u = User::new(&s);
+    assert_eq!(u.ok(&["lb", "ls"]).await.rows().len(), 1, "a header alone");
+
+    let c = common::sdk_client!(elbv2, &s);
+    let lb = c.create_load_balancer().name("edge & co").send().await;
+    assert!(lb.is_err(), "a name with '&' is refused by the API");
+    let lb = c.create_load_balancer().name("edge").send().await.unwrap();
+    let lb_arn = lb.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let group = c
+        .create_target_group()
+        .name("web")
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .target_type(TargetTypeEnum::Ip)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let port = common::free_port();
+    c.create_listener()
+        .load_balancer_arn(&lb_arn)
+        .protocol(ProtocolEnum::Http)
+        .port(i32::from(port))
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&group)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Nothing listens on 127.0.0.9:1, so the target is never healthy.
+    c.register_targets()
+        .target_group_arn(&group)
+        .targets(TargetDescription::builder().id("127.0.0.9").port(1).build())
+        .send()
+        .await
+        .unwrap();
+
+    let rows = u.ok(&["lb", "ls"]).await.rows();
+    assert_eq!(rows[0], ["NAME", "DNS NAME", "SCHEME", "STATE", "AGE"]);
+    assert_eq!(rows[1][0], "edge", "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let json = u
+        .ok(&["lb", "describe", &lb_arn, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(json["LoadBalancerName"], "edge", "{json}");
+    assert_eq!(json["LoadBalancerArn"], lb_arn.as_str(), "{json}");
+
+    let rows = u.ok(&["lb", "listeners", "edge"]).await.rows();
+    assert_eq!(
+        rows[1],
+        [port.to_string().as_str(), "HTTP", "forward web"],
+        "{rows:?}"
+    );
+
+    let rows = u.ok(&["lb", "targets", "edge"]).await.rows();
+    assert_eq!(
+        rows[0],
+        ["TARGET GROUP", "TARGET", "PORT", "STATE", "REASON"]
+    );
+    assert_eq!(&rows[1][..3], ["web", "127.0.0.9", "1"], "{rows:?}");
+    let health = u
+        .ok(&["lb", "targets", "web", "--tg", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(health[0]["Target"]["Id"], "127.0.0.9", "{health}");
+    assert!(health[0]["TargetHealth"]["State"].is_string(), "{health}");
+    let text = u.ok(&["lb", "targets", &group, "--tg", "-o", "text"]).await;
+    assert!(text.stdout.starts_with("web\t127.0.0.9\t1\t"), "{text:?}");
+
+    // Errors are ELB's own, with the way out.
+    let out = u
+        .fails(&["lb", "describe", "nope"], 1, "LoadBalancerNotFound")
+        .await;
+    assert!(out.stderr.contains("berth lb ls"), "a hint: {out:?}");
+    u.fails(&["lb", "targets", "nope", "--tg"], 1, "TargetGroupNotFound")
+        .await;
+
+    let out = u.ok(&["lb", "rm", "edge"]).await;
+    assert_eq!(out.stdout.trim(), "deleted edge");
+    assert_eq!(u.ok(&["lb", "ls"]).await.rows().len(), 1, "deleted");
+    s.stop().await;
+}
+
 /// Polls `check` once a second until it answers, for at most `secs`.
 async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
@@ -349,6 +452,112 @@ where
 
 fn task_id(rows: &[Vec<String>]) -> String {
     rows[1][0].clone()
+}
+
+/// `berth image push` through the real Docker Engine into Berth's registry: each layer
+/// reported, the digest ECR then lists, the engine left without the push's tag, and the errors
+/// of a missing image, repository or engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_push_reports_each_layer_and_lands_in_the_registry() {
+    if !docker_available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let u = User::new(&s);
+    let local = "berth-test/cli-push:v1";
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("big"), vec![b'x'; 400_000]).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nCOPY big /big\nCMD [\"ls\", \"-l\", \"/big\"]\n"),
+    )
+    .unwrap();
+    let build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", local])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "docker build: {build:?}");
+
+    u.fails(
+        &["image", "push", local, "app:v1"],
+        1,
+        "RepositoryNotFoundException",
+    )
+    .await;
+    u.ok(&["repo", "create", "app"]).await;
+    let registry = s.registry_addr.to_string();
+    let out = u.ok(&["image", "push", local, "app:v1"]).await;
+    let remote = format!("{registry}/app:v1@sha256:");
+    assert!(out.stdout.starts_with(&remote), "{out:?}");
+    let digest = out
+        .stdout
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let layers: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.ends_with(": Pushed"))
+        .collect();
+    assert!(
+        layers.len() >= 2,
+        "a line per pushed layer (busybox's and ours): {out:?}"
+    );
+
+    let images = u.ok(&["image", "ls", "app", "-o", "json"]).await.json();
+    assert_eq!(images[0]["imageTags"], json!(["v1"]), "{images}");
+    assert_eq!(images[0]["imageDigest"], digest.as_str(), "{images}");
+    let inspect = std::process::Command::new("docker")
+        .args(["image", "inspect", &format!("{registry}/app:v1")])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "the push's tag is removed again");
+
+    // Again under another tag, by the image's own name: the layers are already there.
+    let out = u
+        .ok(&["image", "push", local, "app:v2", "-o", "json"])
+        .await;
+    assert_eq!(out.json()["imageDigest"], digest.as_str(), "{out:?}");
+    assert!(out.stderr.contains(": Layer already exists"), "{out:?}");
+    let out = u
+        .ok(&["image", "push", local, "app:v2", "-o", "text"])
+        .await;
+    let (image, size) = out.stdout.trim().split_once('\t').unwrap();
+    assert_eq!(image, format!("{registry}/app:v2@{digest}"), "{out:?}");
+    assert!(size.parse::<u64>().unwrap() > 400_000, "{out:?}");
+
+    u.fails(
+        &["image", "push", "berth-test/no-such-image:1", "app:v3"],
+        1,
+        "cannot tag",
+    )
+    .await;
+    let out = u
+        .berth_env(
+            &["image", "push", local, "app:v3"],
+            &[
+                ("AWS_ACCESS_KEY_ID", s.access_key.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", s.secret_key.as_str()),
+                ("AWS_ENDPOINT_URL", s.endpoint.as_str()),
+                ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+            ],
+        )
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot reach the Docker Engine"),
+        "{out:?}"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", local])
+        .output();
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
-//! A signed client of Berth's JSON APIs (ECS, ECR, CloudWatch Logs, CloudWatch metrics), for
-//! Berth's own CLI.
-//! It speaks exactly what the AWS SDKs speak: JSON 1.1 bodies, `X-Amz-Target`, SigV4 with the
-//! service's signing name, and AWS's error shape back. Settings come from [`profile`].
+//! A signed client of Berth's AWS APIs (ECS, ECR, CloudWatch Logs, CloudWatch metrics, Elastic
+//! Load Balancing v2), for Berth's own CLI.
+//! It speaks exactly what the AWS SDKs speak: JSON 1.1 (1.0 for CloudWatch) bodies with
+//! `X-Amz-Target`, or for ELB the Query protocol (a form, an XML answer); SigV4 with the
+//! service's signing name; and AWS's error shapes back. Settings come from [`profile`].
 
 pub mod profile;
 
@@ -163,7 +164,86 @@ impl Client {
             }
         }
         .map_err(|e| ClientError::Request(e.message))?;
-        let mut req = http::Request::post(format!("{}/", s.endpoint));
+        let (status, bytes) = self.send(headers, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            operation: operation.to_string(),
+            source,
+        })
+    }
+
+    /// Calls `operation` of Elastic Load Balancing v2 (the Query protocol: a form body, an XML
+    /// answer) with `input`, the operation's input structure as JSON under the model's member
+    /// names (as `berth_api::elbv2`'s shapes serialize); the typed output or the service's error.
+    pub async fn elb<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        operation: &str,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        use berth_api::query::client::{encode_request, read_error, read_response};
+        let model = berth_api::elbv2::model();
+        let input =
+            serde_json::to_value(request).map_err(|e| ClientError::Request(e.to_string()))?;
+        let body = encode_request(model, operation, berth_api::ELB_VERSION, &input)
+            .map_err(ClientError::Request)?;
+        let s = &self.settings;
+        let key = SigningKey {
+            access_key: &s.access_key_id,
+            secret: &s.secret_access_key,
+            region: &s.region,
+            service: ELB_SIGNING_NAME,
+        };
+        let url = format!("{}/", s.endpoint.trim_end_matches('/'));
+        let host = host_of(&s.endpoint);
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let base = [("host", host), ("content-type", content_type)];
+        let signed = sigv4::sign_request(
+            &key,
+            "POST",
+            &url,
+            &base,
+            body.as_bytes(),
+            SystemTime::now(),
+        )
+        .map_err(|e| ClientError::Request(e.message))?;
+        let headers = std::iter::once(("content-type".to_string(), content_type.to_string()))
+            .chain(signed)
+            .collect();
+        let (status, bytes) = self.send(headers, body.into_bytes()).await?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !(200..300).contains(&status) {
+            return Err(match read_error(&text) {
+                Some((code, message)) => ClientError::Api {
+                    code,
+                    message,
+                    status,
+                },
+                None => ClientError::Api {
+                    code: format!("HTTP {status}"),
+                    message: text.into_owned(),
+                    status,
+                },
+            });
+        }
+        let output = read_response(model, operation, &text).map_err(|e| {
+            ClientError::Request(format!("{operation}: the answer is not valid: {e}"))
+        })?;
+        serde_json::from_value(output).map_err(|source| ClientError::Decode {
+            operation: operation.to_string(),
+            source,
+        })
+    }
+
+    /// POSTs a signed body to the endpoint; the status and the whole answer.
+    async fn send(
+        &self,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let s = &self.settings;
+        let mut req = http::Request::post(format!("{}/", s.endpoint.trim_end_matches('/')));
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -184,14 +264,19 @@ impl Client {
             .map_err(|_| unreachable("the answer stalled".into()))?
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        if !(200..300).contains(&status) {
-            return Err(api_error(status, &bytes));
-        }
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            operation: operation.to_string(),
-            source,
-        })
+        Ok((status, bytes))
     }
+}
+
+/// The name Elastic Load Balancing signs requests with.
+const ELB_SIGNING_NAME: &str = "elasticloadbalancing";
+
+/// `host:port` of an endpoint URL.
+fn host_of(endpoint: &str) -> &str {
+    endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
 }
 
 /// hyper's connect errors say "client error (Connect)"; the cause says what happened.

@@ -15,7 +15,9 @@ macro_rules! out {
 
 mod deploy;
 mod ecs;
+mod lb;
 mod logs;
+mod push;
 mod registry;
 pub mod render;
 mod top;
@@ -87,8 +89,10 @@ pub enum Noun {
     Taskdef(With<ecs::TaskdefVerb>),
     /// Image repositories: ls, create, rm.
     Repo(With<registry::RepoVerb>),
-    /// Images of a repository: ls, rm.
+    /// Images of a repository: ls, push, rm.
     Image(With<registry::ImageVerb>),
+    /// Load balancers: ls, describe, listeners, targets, rm.
+    Lb(With<lb::LbVerb>),
     /// A task's or a service's container logs (awslogs), optionally followed.
     Logs(LogsCommand),
     /// CPU and memory of the cluster's running tasks (or services), from Container Insights.
@@ -114,6 +118,7 @@ impl Noun {
             Noun::Taskdef(w) => &w.global,
             Noun::Repo(w) => &w.global,
             Noun::Image(w) => &w.global,
+            Noun::Lb(w) => &w.global,
             Noun::Logs(l) => &l.global,
             Noun::Top(t) => &t.global,
         }
@@ -210,6 +215,7 @@ pub async fn run(noun: Noun, berth_data_dir: &Path) -> i32 {
         Noun::Taskdef(w) => ecs::taskdef(&ctx, w.verb).await,
         Noun::Repo(w) => registry::repo(&ctx, w.verb).await,
         Noun::Image(w) => registry::image(&ctx, w.verb).await,
+        Noun::Lb(w) => lb::lb(&ctx, w.verb).await,
         Noun::Logs(l) => logs::run(&ctx, l.args).await,
         Noun::Top(t) => top::run(&ctx, t.args).await,
     };
@@ -246,6 +252,8 @@ fn hint(e: &ClientError) -> Option<String> {
                 Some("name the cluster with --cluster (`berth cluster ls` lists them)".into())
             }
             "ServiceNotFoundException" => Some("`berth service ls` lists the cluster's services".into()),
+            "LoadBalancerNotFound" => Some("`berth lb ls` lists the load balancers".into()),
+            "TargetGroupNotFound" => Some("`berth lb targets LB` shows a load balancer's target groups".into()),
             _ => None,
         },
         _ => None,

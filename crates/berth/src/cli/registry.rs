@@ -27,6 +27,8 @@ pub enum ImageVerb {
     Ls { repository: String },
     /// Deletes an image by tag or digest (`sha256:…`).
     Rm { repository: String, image: String },
+    /// Pushes a local image through this machine's Docker Engine, a progress bar per layer.
+    Push(super::push::PushArgs),
 }
 
 pub async fn repo(ctx: &Ctx, verb: RepoVerb) -> Result<(), Failed> {
@@ -137,6 +139,7 @@ pub async fn image(ctx: &Ctx, verb: ImageVerb) -> Result<(), Failed> {
             }
             emit(ctx.output, &images, &t)?;
         }
+        ImageVerb::Push(args) => super::push::run(ctx, args).await?,
         ImageVerb::Rm { repository, image } => {
             let id = if image.starts_with("sha256:") {
                 ImageIdentifier {
