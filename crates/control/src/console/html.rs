@@ -203,7 +203,7 @@ th,td{border:1px solid #555;padding:.3rem .5rem;text-align:left;vertical-align:t
 th{background:#e8e8e8}.inline{display:inline}.error{border:2px solid #a00;padding:.5rem;color:#700}
 .live{font-style:italic}label{display:block;margin:.5rem 0 .1rem;font-weight:bold}
 input,select,textarea{font:inherit;padding:.3rem;max-width:100%;color:#111;background:#fff;border:1px solid #555}
-fieldset{border:1px solid #555;margin:1rem 0}button{font:inherit;padding:.3rem .8rem;color:#111;background:#e8e8e8;border:1px solid #555}
+fieldset{border:1px solid #555;margin:1rem 0}summary{cursor:pointer;font-weight:600;margin:.5rem 0}button{font:inherit;padding:.3rem .8rem;color:#111;background:#e8e8e8;border:1px solid #555}
 pre{background:#f4f4f4;color:#111;padding:.5rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 .crumbs{margin-bottom:.5rem}";
 

@@ -27,9 +27,9 @@ fn number(f: &Form, name: &str, label: &str) -> Result<Option<i32>, String> {
         .transpose()
 }
 
-/// How many containers the wizard has room for (the first required, the others used when
-/// named); a task definition takes up to 10 through the API.
-pub const CONTAINERS: usize = 3;
+/// How many containers the wizard has room for, as many as a task definition takes: the first
+/// required, the others used when named (folded away until opened or filled).
+pub const CONTAINERS: usize = 10;
 
 /// The form field `base` of container `i`: the first container's fields have plain names,
 /// the others a suffix (`image_2`).
@@ -225,6 +225,18 @@ pub fn form(f: &Form, csrf: &str) -> String {
                 "",
             )
         };
+        if i > 0 {
+            let open = if v(&k("container_name")).is_empty() {
+                ""
+            } else {
+                " open"
+            };
+            let _ = write!(
+                containers,
+                "<details{open}><summary>Container {}</summary>",
+                i + 1
+            );
+        }
         let _ = write!(
             containers,
             "<fieldset><legend>{legend}</legend>
@@ -257,6 +269,9 @@ pub fn form(f: &Form, csrf: &str) -> String {
             hc_k = k("health_command"),
             health = v(&k("health_command")),
         );
+        if i > 0 {
+            containers.push_str("</details>");
+        }
     }
     format!(
         "<form method=\"post\" action=\"/console/wizard\" id=\"wizard\">{csrf}<input type=\"hidden\" name=\"submitted\" value=\"1\">
@@ -358,6 +373,26 @@ mod tests {
             request(&f, "r").expect_err("no image"),
             "Container 3 (sidecar) needs an image"
         );
+        f.insert("image_3".into(), "proxy:1".into());
+        f.insert("container_name_10".into(), "tenth".into());
+        f.insert("image_10".into(), "t:1".into());
+        let c = request(&f, "r")
+            .expect("valid")
+            .container_definitions
+            .expect("containers");
+        assert_eq!(c.len(), 3, "as many containers as a task definition takes");
+        assert_eq!(c[2].name.as_deref(), Some("tenth"));
+        let h = form(&f, "tok");
+        assert!(
+            h.contains("<details open><summary>Container 3</summary>"),
+            "a filled container shows"
+        );
+        assert!(
+            h.contains("<details><summary>Container 4</summary>"),
+            "an empty one is folded"
+        );
+        assert!(h.contains("for=\"image_10\""), "room for ten");
+        assert!(!h.contains("image_11"), "and no more");
     }
 
     #[test]
