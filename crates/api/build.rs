@@ -29,6 +29,7 @@ const ECS: &[&str] = &[
     "DescribeServices",
     "DescribeTaskDefinition",
     "DescribeTasks",
+    "GetTaskProtection",
     "ListAccountSettings",
     "ListAttributes",
     "ListClusters",
@@ -53,6 +54,7 @@ const ECS: &[&str] = &[
     "UpdateClusterSettings",
     "UpdateContainerInstancesState",
     "UpdateService",
+    "UpdateTaskProtection",
 ];
 
 /// The CloudWatch Logs operations Berth serves.

@@ -77,7 +77,18 @@ pub const RESETTABLE: &[&str] = &[
     TASK_TARGETS,
     EC2,
     METERING,
+    PROTECTION,
 ];
+
+/// `protection/CLUSTER/TASK_ID` → a service task's scale-in protection
+/// (`protection::Protection`, its expiration date).
+pub const PROTECTION: &str = "protection/";
+pub fn protection(cluster: &str, id: &str) -> String {
+    format!("protection/{cluster}/{id}")
+}
+pub fn protections_of(cluster: &str) -> String {
+    format!("protection/{cluster}/")
+}
 
 /// `capacity-providers/NAME` → an Auto Scaling group capacity provider (`ecs::CapacityProvider`;
 /// FARGATE and FARGATE_SPOT are built in and not stored).

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod presence;
+pub mod protection;
 pub mod read;
 pub mod resources;
 pub mod server;
@@ -263,6 +264,8 @@ impl Control {
             EcsRequest::StopTask(r) => json(self.stop_task(r).await?),
             EcsRequest::DescribeTasks(r) => json(self.describe_tasks(r).await?),
             EcsRequest::ListTasks(r) => json(self.list_tasks(r).await?),
+            EcsRequest::UpdateTaskProtection(r) => json(self.update_task_protection(r).await?),
+            EcsRequest::GetTaskProtection(r) => json(self.get_task_protection(r).await?),
             EcsRequest::CreateService(r) => json(self.create_service(caller, r).await?),
             EcsRequest::UpdateService(r) => json(self.update_service(r).await?),
             EcsRequest::DeleteService(r) => json(self.delete_service(r).await?),

@@ -967,7 +967,7 @@ impl Control {
             .await?;
         let mut tasks = if decision.acts() {
             self.caught_up().await?;
-            self.service_tasks(cluster, &s).await
+            self.service_tasks(cluster, &s).await?
         } else {
             input.tasks
         };
@@ -1009,7 +1009,7 @@ impl Control {
                 .flatten()
                 .map(deployment_state)
                 .collect(),
-            tasks: self.service_tasks(cluster, s).await,
+            tasks: self.service_tasks(cluster, s).await?,
             eligible,
             fresh_deployment_id: deployment_id(),
         })
@@ -1018,7 +1018,12 @@ impl Control {
     /// The service's tasks (group `service:NAME`) from the cluster state, with what their
     /// hosts say of them: a task whose agent is gone is not healthy, and one on a host that is
     /// not ACTIVE or whose agent is gone is displaced.
-    async fn service_tasks(&self, cluster: &str, s: &Service) -> Vec<deploy::ServiceTask> {
+    async fn service_tasks(
+        &self,
+        cluster: &str,
+        s: &Service,
+    ) -> Result<Vec<deploy::ServiceTask>, EcsError> {
+        let protections = self.protections(cluster, crate::now_epoch()).await?;
         let group = format!("service:{}", s.service_name.as_deref().unwrap_or_default());
         let not_active = |cs: &crate::state::ClusterState| -> std::collections::HashSet<String> {
             cs.instances()
@@ -1031,7 +1036,8 @@ impl Control {
         let mut draining = not_active(&*self.state.cluster(crate::FARGATE_POOL).await);
         let cs = self.state.cluster(cluster).await;
         draining.extend(not_active(&cs));
-        cs.group_tasks(&group)
+        Ok(cs
+            .group_tasks(&group)
             .into_iter()
             .map(|t| {
                 let host = t.instance.as_deref().unwrap_or_default().to_string();
@@ -1055,10 +1061,11 @@ impl Control {
                     stop_code: t.stop_code.clone(),
                     displaced: gone || draining.contains(&host),
                     failed_health: t.health_failed,
+                    protected_until: protections.get(&t.id).copied(),
                     host,
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Stops, then starts, what `d` says; what happened.

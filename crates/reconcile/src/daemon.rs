@@ -86,6 +86,7 @@ mod tests {
                 started_at: None,
                 displaced: false,
                 host: instance.into(),
+                protected: false,
             },
             instance: instance.into(),
         }

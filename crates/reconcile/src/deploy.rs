@@ -214,6 +214,8 @@ pub struct ServiceTask {
     /// The scheduler stopped it because its health checks (a container's, or a load
     /// balancer's) failed: a failure all the same, for the circuit breaker and the back-off.
     pub failed_health: bool,
+    /// Until when (seconds since the epoch) its scale-in protection holds, if it has any.
+    pub protected_until: Option<f64>,
 }
 
 impl ServiceTask {
@@ -228,9 +230,10 @@ impl ServiceTask {
         }
     }
 
-    /// The view [`crate::service::reconcile`] and [`crate::daemon::reconcile`] take.
-    pub fn view(&self) -> Task {
+    /// The view [`crate::service::reconcile`] and [`crate::daemon::reconcile`] take, at `now`.
+    pub fn view(&self, now: f64) -> Task {
         Task {
+            protected: self.protected_until.is_some_and(|until| until > now),
             arn: self.arn.clone(),
             deployment: self.deployment.clone(),
             phase: self.phase(),
@@ -384,4 +387,18 @@ pub struct Record {
     pub events: Vec<String>,
     /// A DRAINING service whose tasks have all stopped becomes INACTIVE.
     pub inactive: bool,
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::fixtures::running;
+
+    #[test]
+    fn protection_holds_until_it_expires() {
+        let mut t = running("t", "d");
+        assert!(!t.view(100.0).protected, "none asked for");
+        t.protected_until = Some(200.0);
+        assert!(t.view(199.0).protected);
+        assert!(!t.view(200.0).protected, "expired at its expiration date");
+    }
 }

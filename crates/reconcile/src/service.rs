@@ -1,7 +1,9 @@
 //! The REPLICA service reconciler: keep `desired` tasks of the primary deployment running,
 //! replace tasks that stop or turn unhealthy, and roll from older deployments to the primary
 //! one without going below `minimumHealthyPercent` (rounded up) of `desired` healthy tasks nor
-//! above `maximumPercent` (rounded down) of it in live tasks, as ECS does.
+//! above `maximumPercent` (rounded down) of it in live tasks, as ECS does. Protected tasks
+//! (task scale-in protection) are left running by scale-in and by deployments, which wait
+//! for their protection to end.
 
 /// One deployment of a service; the first of [`Service::deployments`] is the PRIMARY.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,9 @@ pub struct Task {
     /// The container instance it runs on: scaling in takes from the instance holding the
     /// most, so the tasks left stay spread as they were placed.
     pub host: String,
+    /// Scale-in protection is on (UpdateTaskProtection, not expired): neither scaling in nor a
+    /// deployment stops it (a failed health check still does), as ECS does.
+    pub protected: bool,
 }
 
 impl Task {
@@ -127,15 +132,20 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     let mut keep = primary_live.clone();
     for _ in 0..excess {
         let on_host = |h: &str| keep.iter().filter(|t| t.host == h).count();
-        let Some(at) = (0..keep.len()).min_by_key(|&i| {
-            let t = keep[i];
-            (
-                t.phase == Phase::Running,
-                t.counts_healthy(),
-                std::cmp::Reverse(on_host(&t.host)),
-                t.arn.clone(),
-            )
-        }) else {
+        // A protected task is never the one taken: with too few unprotected ones the service
+        // stays above its desired count until protection ends.
+        let Some(at) = (0..keep.len())
+            .filter(|&i| !keep[i].protected)
+            .min_by_key(|&i| {
+                let t = keep[i];
+                (
+                    t.phase == Phase::Running,
+                    t.counts_healthy(),
+                    std::cmp::Reverse(on_host(&t.host)),
+                    t.arn.clone(),
+                )
+            })
+        else {
             break;
         };
         let t = keep.remove(at);
@@ -155,6 +165,7 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
         .filter(|t| {
             t.live()
                 && (t.deployment != primary || t.displaced)
+                && !t.protected
                 && !stopping.contains(&t.arn.as_str())
         })
         .collect();
@@ -237,6 +248,7 @@ mod tests {
             started_at: Some(0.0),
             displaced: false,
             host: "h".into(),
+            protected: false,
         }
     }
 
@@ -388,7 +400,79 @@ mod tests {
         assert!(roll(4, 0, 100).is_ok());
     }
 
+    #[test]
+    fn scaling_in_leaves_protected_tasks_running() {
+        let s = svc(1, 100, 200, &["d1"]);
+        let mut ts: Vec<Task> = ["a", "b", "c"].iter().map(|a| running(a, "d1")).collect();
+        ts[0].protected = true;
+        let out = reconcile(&s, &ts, 0.0);
+        let stopped: Vec<&str> = out.stop.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(stopped, ["b", "c"], "the unprotected ones go");
+        // Two protected, one wanted: the service stays above its count, and is not steady.
+        ts[1].protected = true;
+        let out = reconcile(&s, &ts, 0.0);
+        let stopped: Vec<&str> = out.stop.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(stopped, ["c"], "only the unprotected one");
+        assert_eq!(out.start, 0);
+        let left: Vec<Task> = ts.iter().filter(|t| t.arn != "c").cloned().collect();
+        let out = reconcile(&s, &left, 0.0);
+        assert!(out.stop.is_empty() && out.start == 0, "{out:?}");
+        assert!(
+            !out.steady,
+            "two running where one is desired is not steady"
+        );
+    }
+
+    #[test]
+    fn a_deployment_waits_for_protected_tasks_but_not_for_unhealthy_ones() {
+        let s = svc(2, 100, 200, &["new", "old"]);
+        let mut ts = vec![
+            running("o1", "old"),
+            running("o2", "old"),
+            running("n1", "new"),
+            running("n2", "new"),
+        ];
+        ts[0].protected = true;
+        let out = reconcile(&s, &ts, 0.0);
+        let stopped: Vec<&str> = out.stop.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(stopped, ["o2"], "the protected old task stays");
+        assert!(out.retire.is_empty(), "the old deployment keeps a task");
+        assert!(!out.steady);
+        // An unhealthy task is replaced even when protected.
+        ts[0].unhealthy = true;
+        let out = reconcile(&s, &ts, 0.0);
+        assert!(
+            out.stop.contains(&("o1".to_string(), StopWhy::Unhealthy)),
+            "{out:?}"
+        );
+    }
+
     proptest! {
+        /// Scaling in or rolling out never stops a protected task that is healthy.
+        #[test]
+        fn protected_healthy_tasks_are_never_stopped(
+            desired in 0u32..6,
+            tasks in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>(), 0usize..3), 0..10),
+        ) {
+            let s = svc(desired, 50, 200, &["d1", "d0"]);
+            let ts: Vec<Task> = tasks
+                .iter()
+                .enumerate()
+                .map(|(i, (old, protected, displaced, host))| {
+                    let mut t = running(&format!("t{i}"), if *old { "d0" } else { "d1" });
+                    t.protected = *protected;
+                    t.displaced = *displaced;
+                    t.host = format!("h{host}");
+                    t
+                })
+                .collect();
+            let out = reconcile(&s, &ts, 0.0);
+            for (arn, why) in &out.stop {
+                let t = ts.iter().find(|t| &t.arn == arn).expect("a task of the input");
+                prop_assert!(!t.protected, "{arn} is protected and was stopped ({why:?})");
+            }
+        }
+
         /// Whatever the counts and percentages, a rolling update finishes without going below
         /// the floor of healthy tasks or above the ceiling of live ones.
         #[test]

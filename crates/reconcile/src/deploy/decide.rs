@@ -26,7 +26,7 @@ pub fn decide(input: &Input, now: f64) -> Decision {
     let primary = deployments.first();
     let primary_id = primary.map_or("", |d| d.id.as_str());
     let failed = primary.is_some_and(|d| d.rollout_state == Some(RolloutState::Failed));
-    let view: Vec<Task> = input.tasks.iter().map(ServiceTask::view).collect();
+    let view: Vec<Task> = input.tasks.iter().map(|t| t.view(now)).collect();
     let spec = spec(s, &deployments);
     let (plan, desired_count) = match s.scheduling {
         SchedulingStrategy::Replica => (replica(&spec, &view, now), None),

@@ -61,6 +61,7 @@ pub fn task(arn: &str, dep: &str, last: &str, desired: &str) -> ServiceTask {
         host: "i1".into(),
         displaced: false,
         failed_health: false,
+        protected_until: None,
     }
 }
 

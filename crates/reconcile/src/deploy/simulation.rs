@@ -156,7 +156,7 @@ impl Sim {
     }
 
     fn healthy(&self) -> u32 {
-        let views = self.tasks.iter().map(ServiceTask::view);
+        let views = self.tasks.iter().map(|t| t.view(self.now));
         views.filter(|t| t.counts_healthy()).count() as u32
     }
 
