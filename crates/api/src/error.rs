@@ -45,6 +45,12 @@ pub enum ErrorKind {
     RepositoryPolicyNotFound,
     /// LifecyclePolicyNotFoundException (ECR)
     LifecyclePolicyNotFound,
+    /// LifecyclePolicyPreviewNotFoundException (ECR)
+    LifecyclePolicyPreviewNotFound,
+    /// RegistryPolicyNotFoundException (ECR)
+    RegistryPolicyNotFound,
+    /// ScanNotFoundException (ECR)
+    ScanNotFound,
     /// ImageNotFoundException (ECR)
     ImageNotFound,
     /// ImageAlreadyExistsException (ECR)
@@ -210,6 +216,9 @@ impl ErrorKind {
             ErrorKind::RepositoryNotEmpty => "RepositoryNotEmptyException",
             ErrorKind::RepositoryPolicyNotFound => "RepositoryPolicyNotFoundException",
             ErrorKind::LifecyclePolicyNotFound => "LifecyclePolicyNotFoundException",
+            ErrorKind::LifecyclePolicyPreviewNotFound => "LifecyclePolicyPreviewNotFoundException",
+            ErrorKind::RegistryPolicyNotFound => "RegistryPolicyNotFoundException",
+            ErrorKind::ScanNotFound => "ScanNotFoundException",
             ErrorKind::ImageNotFound => "ImageNotFoundException",
             ErrorKind::ImageAlreadyExists => "ImageAlreadyExistsException",
             ErrorKind::ImageTagAlreadyExists => "ImageTagAlreadyExistsException",

@@ -770,6 +770,156 @@ async fn ecr_api_through_the_aws_cli_with_lifecycle_policies_enforced() {
         e.contains("InvalidParameterException") && e.contains("tagPrefixList"),
         "{e}"
     );
+    // A preview says what the policy would expire, and expires nothing.
+    let e = run(&[
+        "get-lifecycle-policy-preview",
+        "--repository-name",
+        "shop/web",
+    ])
+    .unwrap_err();
+    assert!(e.contains("LifecyclePolicyPreviewNotFoundException"), "{e}");
+    let e = run(&[
+        "start-lifecycle-policy-preview",
+        "--repository-name",
+        "shop/web",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("LifecyclePolicyNotFoundException"),
+        "no text, no policy: {e}"
+    );
+    let started = run(&[
+        "start-lifecycle-policy-preview",
+        "--repository-name",
+        "shop/web",
+        "--lifecycle-policy-text",
+        &policy,
+    ])
+    .unwrap();
+    assert_eq!(started["status"], "COMPLETE", "{started}");
+    run(&[
+        "wait",
+        "lifecycle-policy-preview-complete",
+        "--repository-name",
+        "shop/web",
+    ])
+    .unwrap();
+    let preview = run(&[
+        "get-lifecycle-policy-preview",
+        "--repository-name",
+        "shop/web",
+    ])
+    .unwrap();
+    assert_eq!(preview["lifecyclePolicyText"], policy);
+    assert_eq!(
+        preview["summary"]["expiringImageTotalCount"], 1,
+        "{preview}"
+    );
+    let result = &preview["previewResults"][0];
+    assert_eq!(
+        result["imageDigest"], digests[0],
+        "the oldest 'v' image: {preview}"
+    );
+    assert_eq!(result["imageTags"], json!(["v0"]));
+    assert_eq!(result["appliedRulePriority"], 1);
+    assert_eq!(result["action"]["type"], "EXPIRE");
+    let untagged = run(&[
+        "get-lifecycle-policy-preview",
+        "--repository-name",
+        "shop/web",
+        "--filter",
+        "tagStatus=UNTAGGED",
+    ])
+    .unwrap();
+    assert_eq!(untagged["previewResults"], json!([]), "{untagged}");
+    let listed = run(&["list-images", "--repository-name", "shop/web"]).unwrap();
+    assert_eq!(
+        listed["imageIds"].as_array().unwrap().len(),
+        3,
+        "a preview expires nothing"
+    );
+
+    // The registry's own settings: its policy, its scanning configuration, no replication, and
+    // no scan of any image (Berth has no scanner).
+    let e = run(&["get-registry-policy"]).unwrap_err();
+    assert!(e.contains("RegistryPolicyNotFoundException"), "{e}");
+    let e = run(&["put-registry-policy", "--policy-text", "{\"Version\": 1}"]).unwrap_err();
+    assert!(
+        e.contains("InvalidParameterException") && e.contains("Statement"),
+        "{e}"
+    );
+    let registry_policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"rep","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":["ecr:ReplicateImage"],"Resource":"*"}]}"#;
+    let put = run(&["put-registry-policy", "--policy-text", registry_policy]).unwrap();
+    assert_eq!(put["policyText"], registry_policy);
+    let got = run(&["get-registry-policy"]).unwrap();
+    assert_eq!(got["policyText"], registry_policy);
+    assert_eq!(got["registryId"], "000000000000");
+    let gone = run(&["delete-registry-policy"]).unwrap();
+    assert_eq!(gone["policyText"], registry_policy);
+    assert!(run(&["get-registry-policy"])
+        .unwrap_err()
+        .contains("RegistryPolicyNotFoundException"));
+    let registry = run(&["describe-registry"]).unwrap();
+    assert_eq!(
+        registry["replicationConfiguration"]["rules"],
+        json!([]),
+        "{registry}"
+    );
+    let scanning = run(&["get-registry-scanning-configuration"]).unwrap();
+    assert_eq!(
+        scanning["scanningConfiguration"]["scanType"], "BASIC",
+        "{scanning}"
+    );
+    let rules = r#"[{"scanFrequency":"SCAN_ON_PUSH","repositoryFilters":[{"filter":"shop/*","filterType":"WILDCARD"}]}]"#;
+    run(&[
+        "put-registry-scanning-configuration",
+        "--scan-type",
+        "BASIC",
+        "--rules",
+        rules,
+    ])
+    .unwrap();
+    let scanning = run(&["get-registry-scanning-configuration"]).unwrap();
+    assert_eq!(
+        scanning["scanningConfiguration"]["rules"][0]["repositoryFilters"][0]["filter"], "shop/*",
+        "{scanning}"
+    );
+    let e = run(&[
+        "put-registry-scanning-configuration",
+        "--scan-type",
+        "ENHANCED",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("InvalidParameterException") && e.contains("Inspector"),
+        "{e}"
+    );
+    let e = run(&[
+        "put-registry-scanning-configuration",
+        "--scan-type",
+        "SOMETIMES",
+    ])
+    .unwrap_err();
+    assert!(e.contains("SOMETIMES"), "{e}");
+    let e = run(&[
+        "describe-image-scan-findings",
+        "--repository-name",
+        "shop/web",
+        "--image-id",
+        "imageTag=v1",
+    ])
+    .unwrap_err();
+    assert!(e.contains("ScanNotFoundException"), "{e}");
+    let e = run(&[
+        "describe-image-scan-findings",
+        "--repository-name",
+        "shop/web",
+        "--image-id",
+        "imageTag=nope",
+    ])
+    .unwrap_err();
+    assert!(e.contains("ImageNotFoundException"), "{e}");
+
     run(&[
         "put-lifecycle-policy",
         "--repository-name",

@@ -529,6 +529,62 @@ impl Registry {
                 .await?;
                 reply
             }
+            EcrRequest::StartLifecyclePolicyPreview(r) => {
+                let name = required(&r.repository_name, "repositoryName")?;
+                json(
+                    self.start_lifecycle_preview(name, r.lifecycle_policy_text.clone())
+                        .await?,
+                )
+            }
+            EcrRequest::GetLifecyclePolicyPreview(r) => {
+                let name = required(&r.repository_name, "repositoryName")?;
+                json(self.lifecycle_preview(name, &r).await?)
+            }
+            EcrRequest::PutRegistryPolicy(r) => {
+                let text = required(&r.policy_text, "policyText")?;
+                self.put_registry_policy(text).await?;
+                json(ecr::PutRegistryPolicyResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    policy_text: Some(text.to_string()),
+                })
+            }
+            EcrRequest::GetRegistryPolicy(_) => json(ecr::GetRegistryPolicyResponse {
+                registry_id: Some(self.config.account_id.clone()),
+                policy_text: Some(self.registry_policy().await?),
+            }),
+            EcrRequest::DeleteRegistryPolicy(_) => json(ecr::DeleteRegistryPolicyResponse {
+                registry_id: Some(self.config.account_id.clone()),
+                policy_text: Some(self.delete_registry_policy().await?),
+            }),
+            // One region and no replication: the configuration has no rules.
+            EcrRequest::DescribeRegistry(_) => json(ecr::DescribeRegistryResponse {
+                registry_id: Some(self.config.account_id.clone()),
+                replication_configuration: Some(ecr::ReplicationConfiguration {
+                    rules: Some(Vec::new()),
+                }),
+            }),
+            EcrRequest::GetRegistryScanningConfiguration(_) => {
+                json(ecr::GetRegistryScanningConfigurationResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    scanning_configuration: Some(self.scanning_configuration().await?),
+                })
+            }
+            EcrRequest::PutRegistryScanningConfiguration(r) => {
+                json(ecr::PutRegistryScanningConfigurationResponse {
+                    registry_scanning_configuration: Some(
+                        self.put_scanning_configuration(r.scan_type, r.rules)
+                            .await?,
+                    ),
+                })
+            }
+            EcrRequest::DescribeImageScanFindings(r) => {
+                let name = required(&r.repository_name, "repositoryName")?;
+                let id = r
+                    .image_id
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("imageId must be given".into()))?;
+                json(self.scan_findings(name, id).await?)
+            }
             EcrRequest::SetRepositoryPolicy(r) => {
                 let name = required(&r.repository_name, "repositoryName")?;
                 let text = required(&r.policy_text, "policyText")?.to_string();
@@ -661,7 +717,7 @@ impl Registry {
 
     /// The image an identifier names; on a miss, ECR's failure code (what BatchGetImage and
     /// BatchDeleteImage report) and the error the other operations answer.
-    fn find<'a>(
+    pub(crate) fn find<'a>(
         &self,
         name: &str,
         images: &'a [(crate::images::ImageRecord, Vec<String>)],
@@ -780,7 +836,7 @@ fn failure_for(id: &ecr::ImageIdentifier, (code, e): &(&str, Error)) -> ecr::Ima
 }
 
 /// A page of `items` after the one whose key is `token`.
-fn page_of<T>(
+pub(crate) fn page_of<T>(
     items: Vec<T>,
     token: Option<&str>,
     limit: usize,

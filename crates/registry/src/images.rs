@@ -65,6 +65,9 @@ pub struct RepoRecord {
     pub policy: Option<String>,
     #[serde(default)]
     pub tags: Vec<ecr::Tag>,
+    /// The last lifecycle policy preview (StartLifecyclePolicyPreview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_preview: Option<crate::account::Preview>,
 }
 
 impl RepoRecord {
@@ -213,6 +216,7 @@ impl Registry {
             lifecycle_updated_at: None,
             policy: None,
             tags,
+            lifecycle_preview: None,
         };
         let key = repo_key(name);
         let txn = Txn::new()

@@ -12,6 +12,7 @@
 //! - [`auth`]: registry passwords (the token GetAuthorizationToken hands out) and who may do
 //!   what.
 
+pub mod account;
 pub mod auth;
 pub mod blobs;
 pub mod ecr;
