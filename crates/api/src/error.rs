@@ -45,6 +45,10 @@ pub enum ErrorKind {
     RepositoryPolicyNotFound,
     /// LifecyclePolicyNotFoundException (ECR)
     LifecyclePolicyNotFound,
+    /// ServiceDeploymentNotFoundException
+    ServiceDeploymentNotFound,
+    /// ConflictException
+    Conflict,
     /// LifecyclePolicyPreviewNotFoundException (ECR)
     LifecyclePolicyPreviewNotFound,
     /// RegistryPolicyNotFoundException (ECR)
@@ -216,6 +220,8 @@ impl ErrorKind {
             ErrorKind::RepositoryNotEmpty => "RepositoryNotEmptyException",
             ErrorKind::RepositoryPolicyNotFound => "RepositoryPolicyNotFoundException",
             ErrorKind::LifecyclePolicyNotFound => "LifecyclePolicyNotFoundException",
+            ErrorKind::ServiceDeploymentNotFound => "ServiceDeploymentNotFoundException",
+            ErrorKind::Conflict => "ConflictException",
             ErrorKind::LifecyclePolicyPreviewNotFound => "LifecyclePolicyPreviewNotFoundException",
             ErrorKind::RegistryPolicyNotFound => "RegistryPolicyNotFoundException",
             ErrorKind::ScanNotFound => "ScanNotFoundException",

@@ -78,7 +78,15 @@ pub const RESETTABLE: &[&str] = &[
     EC2,
     METERING,
     PROTECTION,
+    SERVICE_DEPLOYMENTS,
 ];
+
+/// `service-deployments/CLUSTER/SERVICE/DEPLOYMENT_ID` → a deployment's history
+/// (`deployments::Record`: its ServiceDeployment and ServiceRevision).
+pub const SERVICE_DEPLOYMENTS: &str = "service-deployments/";
+pub fn service_deployments_of(cluster: &str, service: &str) -> String {
+    format!("service-deployments/{cluster}/{service}/")
+}
 
 /// `protection/CLUSTER/TASK_ID` → a service task's scale-in protection
 /// (`protection::Protection`, its expiration date).

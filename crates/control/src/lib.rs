@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod cloudwatch;
 pub mod clusters;
 pub mod console;
+pub mod deployments;
 pub mod ec2;
 pub mod elb;
 pub mod http;
@@ -271,6 +272,14 @@ impl Control {
             EcsRequest::DeleteService(r) => json(self.delete_service(r).await?),
             EcsRequest::DescribeServices(r) => json(self.describe_services(r).await?),
             EcsRequest::ListServices(r) => json(self.list_services(r).await?),
+            EcsRequest::ListServiceDeployments(r) => json(self.list_service_deployments(r).await?),
+            EcsRequest::DescribeServiceDeployments(r) => {
+                json(self.describe_service_deployments(r).await?)
+            }
+            EcsRequest::DescribeServiceRevisions(r) => {
+                json(self.describe_service_revisions(r).await?)
+            }
+            EcsRequest::StopServiceDeployment(r) => json(self.stop_service_deployment(r).await?),
         }
     }
 

@@ -278,7 +278,7 @@ impl Control {
     /// A new PRIMARY deployment of `td_arn` (CreateService, UpdateService): on the service's
     /// capacity provider strategy when it has one (as ECS shows it: no launch type then),
     /// else on its launch type.
-    fn new_deployment(
+    pub(crate) fn new_deployment(
         &self,
         td_arn: &str,
         desired: i32,
@@ -513,6 +513,7 @@ impl Control {
                 .unchanged(&keys::cluster(&cluster), Some(&cluster_kv))
                 .unchanged(&key, seen.as_ref().map(|(_, kv)| kv))
                 .put(key.clone(), encode(&s)?);
+            txn = self.with_history(txn, &cluster, &s, now).await?;
             if !tags.is_empty() {
                 txn = txn.put(keys::tags(&arn), encode(&tags)?);
             }
@@ -524,7 +525,7 @@ impl Control {
         Err(conflict_exhausted("creating the service"))
     }
 
-    async fn service_record(
+    pub(crate) async fn service_record(
         &self,
         cluster: &str,
         ident: &str,
@@ -770,6 +771,7 @@ impl Control {
                 p.updated_at = Some(now);
             }
             let txn = Txn::new().replace(&kv, encode(&s)?);
+            let txn = self.with_history(txn, &cluster, &s, now).await?;
             if self.commit(txn).await? {
                 return Ok(ecs::UpdateServiceResponse { service: Some(s) });
             }
@@ -800,6 +802,7 @@ impl Control {
             s.status = Some("DRAINING".into());
             s.desired_count = Some(0);
             let txn = Txn::new().replace(&kv, encode(&s)?);
+            let txn = self.with_history(txn, &cluster, &s, now_epoch()).await?;
             if self.commit(txn).await? {
                 return Ok(ecs::DeleteServiceResponse { service: Some(s) });
             }
@@ -987,6 +990,7 @@ impl Control {
         }
         // A conflict means someone changed the service meanwhile: the next pass sees it.
         let txn = Txn::new().replace(&kv, encode(&s)?);
+        let txn = self.with_history(txn, cluster, &s, now).await?;
         self.commit(txn).await
     }
 

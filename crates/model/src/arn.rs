@@ -12,6 +12,8 @@ pub enum ResourceKind {
     Task,
     ContainerInstance,
     CapacityProvider,
+    ServiceDeployment,
+    ServiceRevision,
 }
 
 impl ResourceKind {
@@ -23,6 +25,8 @@ impl ResourceKind {
             ResourceKind::Task => "task",
             ResourceKind::ContainerInstance => "container-instance",
             ResourceKind::CapacityProvider => "capacity-provider",
+            ResourceKind::ServiceDeployment => "service-deployment",
+            ResourceKind::ServiceRevision => "service-revision",
         }
     }
 
@@ -34,6 +38,8 @@ impl ResourceKind {
             "task" => ResourceKind::Task,
             "container-instance" => ResourceKind::ContainerInstance,
             "capacity-provider" => ResourceKind::CapacityProvider,
+            "service-deployment" => ResourceKind::ServiceDeployment,
+            "service-revision" => ResourceKind::ServiceRevision,
             _ => return None,
         })
     }
