@@ -24,6 +24,55 @@ pub const REPORT_PATH: &str = "/_berth/agent/v1/report";
 pub const LOGS_PATH: &str = "/_berth/agent/v1/logs";
 /// Resource use of the instance's running tasks, sampled every `--stats-interval`.
 pub const STATS_PATH: &str = "/_berth/agent/v1/stats";
+/// A task's scale-in protection, read or set on behalf of one of its containers (the task
+/// metadata endpoint's `task-protection/v1/state`).
+pub const PROTECTION_PATH: &str = "/_berth/agent/v1/protection";
+
+/// Read (`protection_enabled` absent) or set a task's scale-in protection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtectionRequest {
+    pub task_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_minutes: Option<i32>,
+}
+
+/// What ECS answered: the task's protection, or its failure, or the error (with the
+/// exception's name and HTTP status) of the call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ProtectionResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<TaskProtection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ProtectionFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProtectionError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProtection {
+    pub task_arn: String,
+    pub protection_enabled: bool,
+    /// Seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtectionFailure {
+    pub arn: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtectionError {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
 
 /// What the agent knows about its host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

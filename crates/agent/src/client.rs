@@ -216,6 +216,22 @@ impl ServerClient {
             .await
     }
 
+    /// Reads or sets a task's scale-in protection for one of its containers.
+    pub async fn task_protection(
+        &self,
+        id: &Identity,
+        r: &berth_agent_proto::ProtectionRequest,
+    ) -> Result<berth_agent_proto::ProtectionResponse, AgentError> {
+        let body = serde_json::to_vec(r).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.post(
+            berth_agent_proto::PROTECTION_PATH,
+            body,
+            Some(id),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
     pub async fn report(
         &self,
         id: &Identity,

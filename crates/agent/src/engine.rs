@@ -1018,6 +1018,8 @@ impl TaskRun {
                             "ECS_CONTAINER_METADATA_URI_V4={}",
                             m.uri_for(&spec.name)
                         ));
+                        spec.env
+                            .push(format!("ECS_AGENT_URI={}", m.agent_uri_for(&spec.name)));
                     }
                     let created = match self.prepare_logs(i).await {
                         Err(msg) => Err(format!("CannotStartContainerError: {msg}")),

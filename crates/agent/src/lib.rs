@@ -522,13 +522,16 @@ async fn sweep(
 async fn metadata_endpoint(
     cfg: &AgentConfig,
     runtime: &Arc<dyn Runtime>,
+    client: &ServerClient,
+    id: &Identity,
 ) -> Option<Arc<metadata::Metadata>> {
     let port = cfg.metadata_port?;
     let ip: std::net::IpAddr = match runtime.bridge_gateway().await {
         Ok(Some(ip)) => ip.parse().ok()?,
         _ => std::net::Ipv4Addr::LOCALHOST.into(),
     };
-    match metadata::Metadata::serve((ip, port).into(), runtime.clone()).await {
+    let server = (client.clone(), id.clone());
+    match metadata::Metadata::serve((ip, port).into(), runtime.clone(), server).await {
         Ok(m) => {
             tracing::info!(endpoint = m.base, "task metadata endpoint");
             Some(m)
@@ -586,7 +589,7 @@ pub async fn run(
             id.clone(),
             metrics.clone(),
         ))),
-        metadata: metadata_endpoint(&cfg, &runtime).await,
+        metadata: metadata_endpoint(&cfg, &runtime, &client, &id).await,
         availability_zone: cfg
             .availability_zone
             .clone()

@@ -5,11 +5,19 @@
 //! gateway address, which bridge-mode containers reach and host-mode containers share.
 //! A container is known by its deterministic Docker name, so the URI outlives agent restarts
 //! (the agent listens on the same port each time; `--metadata-port`, 51679 as ECS's agent).
+//!
+//! `ECS_AGENT_URI` (`http://GATEWAY:PORT/api/DOCKER_NAME`) serves the task scale-in protection
+//! endpoint, `task-protection/v1/state`: GET reads the task's protection, PUT
+//! `{"ProtectionEnabled": true, "ExpiresInMinutes": 60}` sets it, through the server
+//! (GetTaskProtection and UpdateTaskProtection for the container's own task), answering as the
+//! ECS agent does: `{"protection": …}`, `{"failure": …}` or `{"error": …}` with ECS's status.
 
+use crate::client::{Identity, ServerClient};
 use crate::runtime::Runtime;
-use berth_agent_proto::{DesiredTask, TaskReport};
+use berth_agent_proto::{DesiredTask, ProtectionRequest, ProtectionResponse, TaskReport};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -163,6 +171,8 @@ pub struct Metadata {
     /// `http://GATEWAY:PORT`, what containers are told.
     pub base: String,
     tasks: Mutex<HashMap<String, TaskView>>,
+    /// Where task protection is read and set.
+    server: (ServerClient, Identity),
 }
 
 impl Metadata {
@@ -170,12 +180,14 @@ impl Metadata {
     pub async fn serve(
         addr: SocketAddr,
         runtime: Arc<dyn Runtime>,
+        server: (ServerClient, Identity),
     ) -> std::io::Result<Arc<Metadata>> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let me = Arc::new(Metadata {
             base: format!("http://{bound}"),
             tasks: Mutex::new(HashMap::new()),
+            server,
         });
         let m = me.clone();
         spawn_http(listener, move |req| {
@@ -188,6 +200,11 @@ impl Metadata {
     /// The URI a container is given.
     pub fn uri_for(&self, docker_name: &str) -> String {
         format!("{}/v4/{docker_name}", self.base)
+    }
+
+    /// The agent API's URI a container is given (`ECS_AGENT_URI`).
+    pub fn agent_uri_for(&self, docker_name: &str) -> String {
+        format!("{}/api/{docker_name}", self.base)
     }
 
     pub fn update(&self, view: TaskView) {
@@ -218,6 +235,9 @@ impl Metadata {
         rt: &dyn Runtime,
     ) -> Response<Full<Bytes>> {
         let path = req.uri().path().trim_end_matches('/').to_string();
+        if let Some(rest) = path.strip_prefix("/api/") {
+            return self.protection(req, rest).await;
+        }
         let mut parts = path.trim_start_matches('/').splitn(3, '/');
         let (Some("v4"), Some(name)) = (parts.next(), parts.next()) else {
             return reply(StatusCode::NOT_FOUND, json!({"error": "unknown path"}));
@@ -270,6 +290,137 @@ impl Metadata {
     }
 }
 
+impl Metadata {
+    /// `ECS_AGENT_URI/task-protection/v1/state` for the container named in `rest`.
+    async fn protection(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        rest: &str,
+    ) -> Response<Full<Bytes>> {
+        let error = |status: StatusCode, arn: &str, code: &str, message: &str| {
+            let mut e = Map::new();
+            if !arn.is_empty() {
+                e.insert("Arn".into(), json!(arn));
+            }
+            e.insert("Code".into(), json!(code));
+            e.insert("Message".into(), json!(message));
+            reply(status, json!({ "error": Value::Object(e) }))
+        };
+        let Some((name, "task-protection/v1/state")) = rest.split_once('/') else {
+            return reply(StatusCode::NOT_FOUND, json!({"error": "unknown path"}));
+        };
+        let update = match *req.method() {
+            http::Method::GET => false,
+            http::Method::PUT => true,
+            _ => {
+                return reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"error": "GET or PUT"}),
+                )
+            }
+        };
+        let body = match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            http_body_util::Limited::new(req.into_body(), 64 * 1024).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "InvalidParameterException",
+                    "UpdateTaskProtection: failed to decode request",
+                )
+            }
+        };
+        let Some((task, _)) = self.find(name) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "",
+                "ResourceNotFoundException",
+                "Failed to find a task for the request",
+            );
+        };
+        let arn = task.plan.task_arn.clone();
+        let mut request = ProtectionRequest {
+            task_arn: arn.clone(),
+            protection_enabled: None,
+            expires_in_minutes: None,
+        };
+        if update {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            #[allow(non_snake_case)]
+            struct Put {
+                ProtectionEnabled: Option<bool>,
+                ExpiresInMinutes: Option<i32>,
+            }
+            let Ok(put) = serde_json::from_slice::<Put>(&body) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "InvalidParameterException",
+                    "UpdateTaskProtection: failed to decode request",
+                );
+            };
+            let Some(enabled) = put.ProtectionEnabled else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &arn,
+                    "InvalidParameterException",
+                    "Invalid request: does not contain 'ProtectionEnabled' field",
+                );
+            };
+            request.protection_enabled = Some(enabled);
+            request.expires_in_minutes = put.ExpiresInMinutes;
+        }
+        let (client, id) = &self.server;
+        match client.task_protection(id, &request).await {
+            Ok(answer) => protection_reply(&arn, answer),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &arn,
+                "ServerException",
+                &e.to_string(),
+            ),
+        }
+    }
+}
+
+/// The ECS agent's answer for what the server said. Pure.
+pub fn protection_reply(arn: &str, answer: ProtectionResponse) -> Response<Full<Bytes>> {
+    if let Some(e) = answer.error {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return reply(
+            status,
+            json!({"error": {"Arn": arn, "Code": e.code, "Message": e.message}}),
+        );
+    }
+    if let Some(f) = answer.failure {
+        return reply(
+            StatusCode::OK,
+            json!({"failure": {"Arn": f.arn, "Detail": f.detail, "Reason": f.reason}}),
+        );
+    }
+    match answer.protection {
+        Some(p) => {
+            let mut o = Map::new();
+            if let Some(at) = rfc3339(p.expiration_date) {
+                o.insert("ExpirationDate".into(), json!(at));
+            }
+            o.insert("ProtectionEnabled".into(), json!(p.protection_enabled));
+            o.insert("TaskArn".into(), json!(p.task_arn));
+            reply(StatusCode::OK, json!({ "protection": Value::Object(o) }))
+        }
+        None => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": {"Arn": arn, "Code": "ServerException", "Message": "Unexpected error occurred"}}),
+        ),
+    }
+}
+
 /// Serves HTTP/1.1 on `listener` until the runtime stops, answering each request with
 /// `handle` (the agent's small listeners: metadata and metrics).
 pub(crate) fn spawn_http<F, Fut>(listener: tokio::net::TcpListener, handle: F)
@@ -308,6 +459,82 @@ fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn protection_answers_read_as_the_ecs_agent_writes_them() {
+        use berth_agent_proto::{ProtectionError, ProtectionFailure, TaskProtection};
+        use http_body_util::BodyExt as _;
+        let body = |r: Response<Full<Bytes>>| -> (u16, Value) {
+            let status = r.status().as_u16();
+            let bytes = block_on(r.into_body().collect())
+                .unwrap_or_else(|e| match e {})
+                .to_bytes();
+            (status, serde_json::from_slice(&bytes).expect("JSON"))
+        };
+        let ok = protection_reply(
+            "arn:t",
+            ProtectionResponse {
+                protection: Some(TaskProtection {
+                    task_arn: "arn:t".into(),
+                    protection_enabled: true,
+                    expiration_date: Some(1_700_000_000.0),
+                }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            body(ok),
+            (
+                200,
+                json!({"protection": {"ExpirationDate": "2023-11-14T22:13:20Z", "ProtectionEnabled": true, "TaskArn": "arn:t"}})
+            )
+        );
+        let failed = protection_reply(
+            "arn:t",
+            ProtectionResponse {
+                failure: Some(ProtectionFailure {
+                    arn: "arn:t".into(),
+                    reason: "TASK_NOT_VALID".into(),
+                    detail: None,
+                }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            body(failed),
+            (
+                200,
+                json!({"failure": {"Arn": "arn:t", "Detail": null, "Reason": "TASK_NOT_VALID"}})
+            )
+        );
+        let refused = protection_reply(
+            "arn:t",
+            ProtectionResponse {
+                error: Some(ProtectionError {
+                    code: "InvalidParameterException".into(),
+                    message: "no".into(),
+                    status: 400,
+                }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            body(refused),
+            (
+                400,
+                json!({"error": {"Arn": "arn:t", "Code": "InvalidParameterException", "Message": "no"}})
+            )
+        );
+    }
+
+    /// Runs a future that completes without waiting (a full body) to its end.
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
     use super::*;
     use berth_agent_proto::{Binding, ContainerPlan, ContainerReport};
 

@@ -1,6 +1,7 @@
-//! Task scale-in protection on the real Docker Engine, driven by the `aws-sdk-ecs` crate and
-//! the AWS CLI: a protected task outlives a scale-in and holds back a deployment until its
-//! protection is turned off; ECS's failures (MISSING, TASK_NOT_VALID) and errors for the rest.
+//! Task scale-in protection on the real Docker Engine, driven by the `aws-sdk-ecs` crate, the
+//! AWS CLI and the task itself through `ECS_AGENT_URI`: a protected task outlives a scale-in and
+//! holds back a deployment until it turns its protection off; ECS's failures (MISSING,
+//! TASK_NOT_VALID) and errors for the rest.
 //! Needs Docker (BERTH_SKIP_DOCKER=1 skips it explicitly).
 
 #![allow(clippy::unwrap_used)]
@@ -249,12 +250,81 @@ async fn protected_tasks_outlive_scale_in_and_hold_back_a_deployment() {
         "two deployments while the protected task runs: {svc}"
     );
 
-    // Protection off: the rollout finishes.
+    // The task itself reads its protection at ECS_AGENT_URI, as with the ECS agent.
+    let ts = service_tasks(&s, "web", None).await;
+    let container = ts.iter().find(|t| t["taskArn"] == kept.as_str()).unwrap()["containers"][0]
+        ["runtimeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inside = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &container,
+            "sh",
+            "-c",
+            "wget -qO- $ECS_AGENT_URI/task-protection/v1/state",
+        ])
+        .output()
+        .unwrap();
+    let state: Value =
+        serde_json::from_slice(&inside.stdout).unwrap_or_else(|e| panic!("{e}: {inside:?}"));
+    assert_eq!(state["protection"]["ProtectionEnabled"], true, "{state}");
+    assert_eq!(state["protection"]["TaskArn"], kept.as_str(), "{state}");
+    assert!(
+        state["protection"]["ExpirationDate"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'),
+        "{state}"
+    );
+    let env = common::docker_inspect(&container)["Config"]["Env"].clone();
+    let uri = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str()?.strip_prefix("ECS_AGENT_URI="))
+        .next()
+        .unwrap()
+        .to_string();
+    let (base, path) = uri.split_at(uri.find("/api/").unwrap());
+    let state_path = format!("{path}/task-protection/v1/state");
+    let put =
+        |body: &str| common::raw_request(base, "PUT", &state_path, &[], body.as_bytes().to_vec());
+    let bad = put(r#"{"ExpiresInMinutes": 5}"#).await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    assert_eq!(
+        bad.body["error"]["Message"],
+        "Invalid request: does not contain 'ProtectionEnabled' field"
+    );
+    let bad = put(r#"{"ProtectionEnabled": true, "Forever": true}"#).await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    assert_eq!(bad.body["error"]["Code"], "InvalidParameterException");
+    let bad = put(r#"{"ProtectionEnabled": true, "ExpiresInMinutes": 0}"#).await;
+    assert_eq!(bad.status, 400, "ECS's own error: {:?}", bad.body);
+    assert_eq!(bad.body["error"]["Code"], "InvalidParameterException");
+    let gone = common::raw_request(
+        base,
+        "GET",
+        "/api/no-such-container/task-protection/v1/state",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(gone.status, 404, "{:?}", gone.body);
+
+    // Protection off, by the task through its endpoint: the rollout finishes.
+    let off = put(r#"{"ProtectionEnabled": false}"#).await;
+    assert_eq!(off.status, 200, "{:?}", off.body);
+    assert_eq!(
+        off.body["protection"]["ProtectionEnabled"], false,
+        "{:?}",
+        off.body
+    );
     let out = c
-        .update_task_protection()
+        .get_task_protection()
         .cluster("default")
         .tasks(&kept)
-        .protection_enabled(false)
         .send()
         .await
         .unwrap();

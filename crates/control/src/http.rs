@@ -274,6 +274,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 || p == agent_proto::REPORT_PATH
                 || p == agent_proto::LOGS_PATH
                 || p == agent_proto::STATS_PATH
+                || p == agent_proto::PROTECTION_PATH
                 || p == JOIN_TOKEN_PATH
                 || p == SPOT_INTERRUPT_PATH
                 || p == USAGE_PATH =>
@@ -289,6 +290,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 agent_proto::REPORT_PATH,
                 agent_proto::LOGS_PATH,
                 agent_proto::STATS_PATH,
+                agent_proto::PROTECTION_PATH,
                 JOIN_TOKEN_PATH,
                 SPOT_INTERRUPT_PATH,
                 USAGE_PATH,
@@ -805,6 +807,9 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
     } else if path == agent_proto::LOGS_PATH {
         let r: agent_proto::LogBatch = parse(&body)?;
         crate::json(control.agent_logs(&instance, r).await?)
+    } else if path == agent_proto::PROTECTION_PATH {
+        let r: agent_proto::ProtectionRequest = parse(&body)?;
+        crate::json(control.agent_task_protection(&instance, r).await?)
     } else if path == agent_proto::STATS_PATH {
         let r: agent_proto::StatsReport = parse(&body)?;
         let applied = control.agent_stats(&instance, r).await?;

@@ -132,6 +132,86 @@ impl Control {
         })
     }
 
+    /// A task's protection read or set by the agent of the instance it runs on, for one of its
+    /// containers (the task metadata endpoint's `task-protection/v1/state`): ECS's answer,
+    /// its failure or its error, as the ECS agent relays them.
+    pub async fn agent_task_protection(
+        &self,
+        instance: &str,
+        r: berth_agent_proto::ProtectionRequest,
+    ) -> Result<berth_agent_proto::ProtectionResponse, EcsError> {
+        use berth_agent_proto as p;
+        let arn = berth_model::arn::Arn::parse(&r.task_arn)
+            .map_err(|_| EcsError::invalid(format!("'{}' is not a task ARN", r.task_arn)))?;
+        let cluster = arn
+            .id
+            .split_once('/')
+            .map(|(c, _)| c.to_string())
+            .unwrap_or_default();
+        let task = match self.task_id(&cluster, &r.task_arn) {
+            Some(id) => {
+                self.get_record::<ecs::Task>(&keys::task(&cluster, &id))
+                    .await?
+            }
+            None => None,
+        };
+        if task
+            .as_ref()
+            .and_then(|(t, _)| t.container_instance_arn.as_deref())
+            != Some(instance)
+        {
+            return Err(EcsError::new(
+                berth_api::ErrorKind::AccessDenied,
+                format!("the task {} does not run on {instance}", r.task_arn),
+            ));
+        }
+        let answer = match r.protection_enabled {
+            Some(enabled) => self
+                .update_task_protection(ecs::UpdateTaskProtectionRequest {
+                    cluster: Some(cluster),
+                    tasks: Some(vec![r.task_arn.clone()]),
+                    protection_enabled: Some(enabled),
+                    expires_in_minutes: r.expires_in_minutes,
+                })
+                .await
+                .map(|a| (a.protected_tasks, a.failures)),
+            None => self
+                .get_task_protection(ecs::GetTaskProtectionRequest {
+                    cluster: Some(cluster),
+                    tasks: Some(vec![r.task_arn.clone()]),
+                })
+                .await
+                .map(|a| (a.protected_tasks, a.failures)),
+        };
+        Ok(match answer {
+            Ok((protected, failures)) => p::ProtectionResponse {
+                failure: failures.unwrap_or_default().into_iter().next().map(|f| {
+                    p::ProtectionFailure {
+                        arn: f.arn.unwrap_or_default(),
+                        reason: f.reason.unwrap_or_default(),
+                        detail: f.detail,
+                    }
+                }),
+                protection: protected.unwrap_or_default().into_iter().next().map(|t| {
+                    p::TaskProtection {
+                        task_arn: t.task_arn.unwrap_or_default(),
+                        protection_enabled: t.protection_enabled.unwrap_or(false),
+                        expiration_date: t.expiration_date,
+                    }
+                }),
+                error: None,
+            },
+            Err(e) => p::ProtectionResponse {
+                error: Some(p::ProtectionError {
+                    code: e.kind.wire_name().to_string(),
+                    message: e.message,
+                    status: e.kind.http_status(),
+                }),
+                ..Default::default()
+            },
+        })
+    }
+
     /// The id of the task `ident` names if it can be protected (a service's task that has not
     /// stopped), else the failure ECS reports: `MISSING` for no such task, `TASK_NOT_VALID`
     /// for a standalone or stopped one.
