@@ -342,12 +342,14 @@ async fn task_definition_revisions_and_lifecycle() {
         "ClientException",
     )
     .await;
-    s.err(
-        "DescribeTaskDefinition",
-        json!({"taskDefinition": "web:zero"}),
-        "ClientException",
-    )
-    .await;
+    let m = s
+        .err(
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web:zero"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert_eq!(m, "Invalid revision number. Number: zero");
 
     // Deregister: INACTIVE, still describable by revision; the family answers with the latest ACTIVE.
     let m = s
@@ -487,7 +489,7 @@ async fn task_definition_validation_names_field_and_value() {
         (
             json!({"family": "f", "containerDefinitions": []}),
             "ClientException",
-            "at least one container",
+            "Container list cannot be empty.",
         ),
         (
             json!({"family": "f", "ephemeralStorage": {"sizeInGiB": 20}, "containerDefinitions": [{"name": "a", "image": "i", "memory": 64}]}),
@@ -913,5 +915,114 @@ async fn errors_carry_ecs_exact_messages() {
         .await,
         "Service was not ACTIVE."
     );
+    s.stop().await;
+}
+
+/// Services take tags after they are made; what is missing is named by the ARN it would have;
+/// task definitions that a run cannot use are refused in ECS's words.
+#[tokio::test]
+async fn service_tags_missing_arns_and_run_errors_in_ecs_words() {
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", json!({"clusterName": "c"})).await;
+    s.ok("RegisterTaskDefinition", task_def("web")).await;
+    let svc = s
+        .ok(
+            "CreateService",
+            json!({"cluster": "c", "serviceName": "web", "taskDefinition": "web", "desiredCount": 0,
+                   "tags": [{"key": "team", "value": "a"}]}),
+        )
+        .await;
+    let arn = svc["service"]["serviceArn"].as_str().unwrap().to_string();
+    s.ok(
+        "TagResource",
+        json!({"resourceArn": arn, "tags": [{"key": "tier", "value": "front"}]}),
+    )
+    .await;
+    s.ok(
+        "UntagResource",
+        json!({"resourceArn": arn, "tagKeys": ["team"]}),
+    )
+    .await;
+    let listed = s
+        .ok("ListTagsForResource", json!({"resourceArn": arn}))
+        .await;
+    assert_eq!(listed["tags"], json!([{"key": "tier", "value": "front"}]));
+    let described = s
+        .ok(
+            "DescribeServices",
+            json!({"cluster": "c", "services": ["web", "ghost"], "include": ["TAGS"]}),
+        )
+        .await;
+    assert_eq!(
+        described["services"][0]["tags"],
+        json!([{"key": "tier", "value": "front"}])
+    );
+    assert_eq!(
+        described["failures"][0]["arn"], "arn:aws:ecs:us-east-1:000000000000:service/c/ghost",
+        "a missing service is named by its ARN: {described}"
+    );
+    let ghost = arn.replace("/web", "/ghost");
+    s.err(
+        "TagResource",
+        json!({"resourceArn": ghost, "tags": [{"key": "k", "value": "v"}]}),
+        "ResourceNotFoundException",
+    )
+    .await;
+    let instances = s
+        .ok(
+            "DescribeContainerInstances",
+            json!({"cluster": "c", "containerInstances": ["0123456789abcdef0123456789abcdef"]}),
+        )
+        .await;
+    assert_eq!(
+        instances["failures"][0]["arn"],
+        "arn:aws:ecs:us-east-1:000000000000:container-instance/c/0123456789abcdef0123456789abcdef"
+    );
+
+    for (op, body, code, message) in [
+        (
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "nope"}),
+            "ClientException",
+            "TaskDefinition not found.",
+        ),
+        (
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "web:x"}),
+            "InvalidParameterException",
+            "Invalid revision number. Number: x",
+        ),
+        (
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "web", "launchType": "FARGATE"}),
+            "InvalidParameterException",
+            "Task definition does not support launch_type FARGATE.",
+        ),
+        (
+            "DescribeTasks",
+            json!({"cluster": "c", "tasks": []}),
+            "InvalidParameterException",
+            "Tasks cannot be empty.",
+        ),
+    ] {
+        let m = s.err(op, body.clone(), code).await;
+        assert!(
+            m.starts_with(message),
+            "{op} {body}: {m:?} should start with {message:?}"
+        );
+    }
+    s.ok(
+        "DeregisterTaskDefinition",
+        json!({"taskDefinition": "web:1"}),
+    )
+    .await;
+    let m = s
+        .err(
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "web:1"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(m.starts_with("TaskDefinition is inactive"), "{m}");
     s.stop().await;
 }

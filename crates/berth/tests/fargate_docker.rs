@@ -487,7 +487,10 @@ async fn fargate_without_capacity_says_how_to_get_some() {
             "InvalidParameterException",
         )
         .await;
-    assert!(e.contains("does not support launch type FARGATE"), "{e}");
+    assert!(
+        e.contains("Task definition does not support launch_type FARGATE."),
+        "{e}"
+    );
     s.stop().await;
 }
 

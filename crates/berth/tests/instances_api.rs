@@ -681,7 +681,7 @@ async fn run_task_refuses_what_it_cannot_do_and_reports_what_does_not_fit() {
         (
             json!({"taskDefinition": "nope"}),
             "ClientException",
-            "Unable to describe task definition.",
+            "TaskDefinition not found.",
         ),
         (
             json!({"taskDefinition": "web", "overrides": {"containerOverrides": [{"name": "ghost"}]}}),

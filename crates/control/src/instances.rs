@@ -161,7 +161,7 @@ impl Control {
             match hit {
                 Some((ci, _)) => found.push(self.present_instance(&cluster, ci, with_tags).await?),
                 None => failures.push(ecs::Failure {
-                    arn: Some(ident),
+                    arn: Some(self.missing_instance_arn(&cluster, ident)),
                     reason: Some("MISSING".into()),
                     detail: None,
                 }),
@@ -264,7 +264,7 @@ impl Control {
                 };
                 let Some((mut ci, kv)) = hit else {
                     failures.push(ecs::Failure {
-                        arn: Some(ident.clone()),
+                        arn: Some(self.missing_instance_arn(&cluster, ident.clone())),
                         reason: Some("MISSING".into()),
                         detail: None,
                     });

@@ -126,6 +126,18 @@ impl Control {
     }
 
     /// The instance id an identifier (id or ARN) refers to in `cluster`.
+    /// How ECS names a container instance it did not find: by the ARN an id would have (an
+    /// ARN or anything that is not an id as given).
+    pub(crate) fn missing_instance_arn(&self, cluster: &str, ident: String) -> String {
+        if Arn::looks_like_arn(&ident) {
+            return ident;
+        }
+        match self.instance_id(cluster, &ident) {
+            Ok(id) => self.instance_arn(cluster, &id),
+            Err(_) => ident,
+        }
+    }
+
     pub(crate) fn instance_id(&self, cluster: &str, ident: &str) -> Result<String, EcsError> {
         if Arn::looks_like_arn(ident) {
             let arn = Arn::parse(ident)?;
@@ -247,19 +259,26 @@ impl Control {
         allow_inactive: bool,
     ) -> Result<TaskDefinition, EcsError> {
         let ident = ident.unwrap_or_default();
-        let (td, _) = self.find_task_definition(ident).await?;
+        // ECS's words for a run: "TaskDefinition not found." (DescribeTaskDefinition says
+        // "Unable to describe task definition.").
+        let (td, _) = match self.find_task_definition(ident).await {
+            Err(e) if e.kind == ErrorKind::Client && e.message == unable().message => {
+                return Err(EcsError::client("TaskDefinition not found."))
+            }
+            found => found?,
+        };
         let status = td.status.as_deref().unwrap_or("");
         let ok = status == TaskDefinitionStatus::Active.as_str()
             || (allow_inactive && status == TaskDefinitionStatus::Inactive.as_str());
         if !ok {
-            return Err(EcsError::client(format!(
-                "TaskDefinition '{ident}' is {status} and cannot run new tasks"
+            return Err(EcsError::invalid(format!(
+                "TaskDefinition is inactive: '{ident}' is {status} and cannot run new tasks"
             )));
         }
         let compat = td.compatibilities.clone().unwrap_or_default();
         if !compat.iter().any(|c| c == launch_type) {
             return Err(EcsError::invalid(format!(
-                "Task definition '{}' does not support launch type {launch_type} (it is compatible with {})",
+                "Task definition does not support launch_type {launch_type}. ('{}' is compatible with {})",
                 td.task_definition_arn.as_deref().unwrap_or(ident),
                 compat.join(", ")
             )));
@@ -330,9 +349,7 @@ impl Control {
         let (family, revision) = match id.split_once(':') {
             Some((f, r)) => {
                 let rev: i32 = r.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    EcsError::client(format!(
-                        "Invalid revision number. Number: {r} (in '{ident}')"
-                    ))
+                    EcsError::invalid(format!("Invalid revision number. Number: {r}"))
                 })?;
                 (f.to_string(), Some(rev))
             }

@@ -840,8 +840,13 @@ impl Control {
                     }
                     services.push(s);
                 }
+                // ECS names a missing service by the ARN the name would have.
                 Err(_) => failures.push(ecs::Failure {
-                    arn: Some(ident),
+                    arn: Some(if Arn::looks_like_arn(&ident) {
+                        ident
+                    } else {
+                        self.service_arn(&cluster, &ident)
+                    }),
                     reason: Some("MISSING".into()),
                     detail: None,
                 }),

@@ -44,6 +44,21 @@ impl Control {
                     ));
                 }
             }
+            ResourceKind::Service => {
+                let live = match arn.id.split_once('/') {
+                    Some((cluster, name)) => self
+                        .get_record::<ecs::Service>(&keys::service(cluster, name))
+                        .await?
+                        .is_some_and(|(svc, _)| svc.status.as_deref() != Some("INACTIVE")),
+                    None => false,
+                };
+                if !live {
+                    return Err(EcsError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!("The specified resource is not found: '{resource_arn}'"),
+                    ));
+                }
+            }
             ResourceKind::Task | ResourceKind::ContainerInstance => {
                 let exists = match arn.id.split_once('/') {
                     Some((cluster, id)) => {

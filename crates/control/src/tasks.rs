@@ -200,7 +200,10 @@ impl Control {
         let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
         let cluster = cluster_rec.cluster_name.unwrap_or_default();
         let idents = r.tasks.unwrap_or_default();
-        if idents.is_empty() || idents.len() > 100 {
+        if idents.is_empty() {
+            return Err(EcsError::invalid("Tasks cannot be empty."));
+        }
+        if idents.len() > 100 {
             return Err(EcsError::invalid(format!(
                 "tasks must name between 1 and 100 tasks, not {}",
                 idents.len()

@@ -205,13 +205,11 @@ impl TaskDefinitionSpec {
     pub fn validate(&self) -> Result<TaskSize, Invalid> {
         names::family(&self.family)?;
         if self.containers.is_empty() {
-            return Err(Invalid::client(
-                "containerDefinitions must hold at least one container",
-            ));
+            return Err(Invalid::client("Container list cannot be empty."));
         }
         if self.containers.len() > MAX_CONTAINERS {
             return Err(Invalid::client(format!(
-                "containerDefinitions holds {} containers; a task definition allows at most {MAX_CONTAINERS}",
+                "Too many containers. containerDefinitions holds {}; a task definition allows at most {MAX_CONTAINERS}",
                 self.containers.len()
             )));
         }
@@ -255,6 +253,11 @@ impl TaskDefinitionSpec {
 
         let mut seen = HashSet::new();
         for c in &self.containers {
+            if c.name.is_empty() {
+                return Err(Invalid::client(
+                    "Container.name should not be null or empty.",
+                ));
+            }
             names::container_name(&c.name)?;
             if !seen.insert(c.name.as_str()) {
                 return Err(Invalid::client(format!(
@@ -264,7 +267,7 @@ impl TaskDefinitionSpec {
             }
             if c.image.trim().is_empty() {
                 return Err(Invalid::client(format!(
-                    "container '{}': image should not be null or empty",
+                    "Container.image should not be null or empty. (container '{}')",
                     c.name
                 )));
             }
@@ -284,7 +287,19 @@ impl TaskDefinitionSpec {
         if let Some(task_cpu) = size.cpu {
             if cpu_sum > i64::from(task_cpu) {
                 return Err(Invalid::client(format!(
-                    "the containers' cpu adds up to {cpu_sum} units, more than the task's cpu of {task_cpu}"
+                    "The sum of all container 'cpu' values cannot be greater than the value of the task 'cpu'. ({cpu_sum} > {task_cpu})"
+                )));
+            }
+        }
+        if let Some(task_memory) = size.memory {
+            let reserved: i64 = self
+                .containers
+                .iter()
+                .filter_map(|c| c.memory_reservation)
+                .sum();
+            if reserved > i64::from(task_memory) {
+                return Err(Invalid::client(format!(
+                    "The sum of all container 'memoryReservation' values cannot be greater than the value of the task 'memory'. ({reserved} > {task_memory})"
                 )));
             }
         }
@@ -292,13 +307,18 @@ impl TaskDefinitionSpec {
         if fargate {
             if mode != NetworkMode::Awsvpc {
                 return Err(Invalid::client(format!(
-                    "FARGATE requires networkMode 'awsvpc'; this task definition has '{}'",
+                    "Fargate only supports network mode \u{2018}awsvpc\u{2019}. (this task definition has '{}')",
                     mode.as_str()
                 )));
             }
-            let (Some(cpu), Some(memory)) = (size.cpu, size.memory) else {
+            let Some(cpu) = size.cpu else {
                 return Err(Invalid::client(
-                    "FARGATE requires both cpu and memory at the task level",
+                    "Fargate requires that 'cpu' be defined at the task level.",
+                ));
+            };
+            let Some(memory) = size.memory else {
+                return Err(Invalid::client(
+                    "Fargate requires that 'memory' be defined at the task level.",
                 ));
             };
             if !fargate::is_valid_size(cpu, memory) {
@@ -333,7 +353,7 @@ impl TaskDefinitionSpec {
             if let Some(task_memory) = size.memory {
                 if m > i64::from(task_memory) {
                     return Err(Invalid::client(format!(
-                        "container '{name}': memory {m} MiB is more than the task's memory of {task_memory} MiB"
+                        "The 'memory' setting for container '{name}' is greater than for the task. ({m} > {task_memory} MiB)"
                     )));
                 }
             }
@@ -695,10 +715,16 @@ mod tests {
 
     #[test]
     fn container_count_and_names() {
-        rejects(&spec(vec![]), "at least one container");
+        rejects(&spec(vec![]), "Container list cannot be empty.");
         rejects(
             &spec((0..11).map(|i| container(&format!("c{i}"))).collect()),
-            "at most 10",
+            "Too many containers.",
+        );
+        let mut c = container("a");
+        c.name = String::new();
+        rejects(
+            &spec(vec![c]),
+            "Container.name should not be null or empty.",
         );
         rejects(
             &spec(vec![container("a"), container("a")]),
@@ -707,7 +733,10 @@ mod tests {
         rejects(&spec(vec![container("bad name")]), "'bad name'");
         let mut c = container("a");
         c.image = " ".into();
-        rejects(&spec(vec![c]), "image should not be null or empty");
+        rejects(
+            &spec(vec![c]),
+            "Container.image should not be null or empty.",
+        );
     }
 
     #[test]
@@ -747,10 +776,26 @@ mod tests {
             }
         );
         s.cpu = Some("lots".into());
-        rejects(&s, "task cpu 'lots'");
+        rejects(&s, "Invalid 'cpu' setting for task. ('lots'");
         s.cpu = Some("256".into());
         s.containers[0].cpu = 512;
-        rejects(&s, "adds up to 512 units");
+        rejects(
+            &s,
+            "The sum of all container 'cpu' values cannot be greater than the value of the task 'cpu'.",
+        );
+        s.cpu = None;
+        s.containers[0].cpu = 0;
+        s.memory = Some("512".into());
+        s.containers[0].memory = None;
+        s.containers[0].memory_reservation = Some(400);
+        let mut b = container("b");
+        b.memory = None;
+        b.memory_reservation = Some(200);
+        s.containers.push(b);
+        rejects(
+            &s,
+            "The sum of all container 'memoryReservation' values cannot be greater than the value of the task 'memory'. (600 > 512)",
+        );
     }
 
     #[test]
@@ -759,7 +804,10 @@ mod tests {
         s.requires_compatibilities = vec![Compatibility::Fargate];
         s.cpu = Some("256".into());
         s.memory = Some("512".into());
-        rejects(&s, "networkMode 'awsvpc'");
+        rejects(
+            &s,
+            "Fargate only supports network mode \u{2018}awsvpc\u{2019}.",
+        );
         s.network_mode = Some(NetworkMode::Awsvpc);
         let size = s.validate().unwrap();
         assert!(s.compatibilities(size).contains(&Compatibility::Fargate));
@@ -770,7 +818,16 @@ mod tests {
             "No Fargate configuration exists for given values: 256 CPU, 8192 memory",
         );
         s.memory = None;
-        rejects(&s, "both cpu and memory");
+        rejects(
+            &s,
+            "Fargate requires that 'memory' be defined at the task level.",
+        );
+        s.memory = Some("512".into());
+        s.cpu = None;
+        rejects(
+            &s,
+            "Fargate requires that 'cpu' be defined at the task level.",
+        );
     }
 
     #[test]

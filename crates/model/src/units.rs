@@ -7,7 +7,7 @@ use crate::Invalid;
 pub fn parse_cpu(s: &str) -> Result<u32, Invalid> {
     parse_quantity(s, &["vcpu"], 1024.0).ok_or_else(|| {
         Invalid::client(format!(
-            "task cpu '{s}' is invalid: give CPU units (\"1024\") or vCPUs (\"1 vCPU\")"
+            "Invalid 'cpu' setting for task. ('{s}': give CPU units (\"1024\") or vCPUs (\"1 vCPU\"))"
         ))
     })
 }
@@ -16,7 +16,7 @@ pub fn parse_cpu(s: &str) -> Result<u32, Invalid> {
 pub fn parse_memory(s: &str) -> Result<u32, Invalid> {
     parse_quantity(s, &["gb", "gib"], 1024.0).ok_or_else(|| {
         Invalid::client(format!(
-            "task memory '{s}' is invalid: give MiB (\"2048\") or GB (\"2 GB\")"
+            "Invalid 'memory' setting for task. ('{s}': give MiB (\"2048\") or GB (\"2 GB\"))"
         ))
     })
 }
