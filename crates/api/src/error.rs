@@ -55,6 +55,12 @@ pub enum ErrorKind {
     RegistryPolicyNotFound,
     /// ScanNotFoundException (ECR)
     ScanNotFound,
+    /// PullThroughCacheRuleNotFoundException (ECR)
+    PullThroughCacheRuleNotFound,
+    /// PullThroughCacheRuleAlreadyExistsException (ECR)
+    PullThroughCacheRuleAlreadyExists,
+    /// UnsupportedUpstreamRegistryException (ECR)
+    UnsupportedUpstreamRegistry,
     /// ImageNotFoundException (ECR)
     ImageNotFound,
     /// ImageAlreadyExistsException (ECR)
@@ -225,6 +231,11 @@ impl ErrorKind {
             ErrorKind::LifecyclePolicyPreviewNotFound => "LifecyclePolicyPreviewNotFoundException",
             ErrorKind::RegistryPolicyNotFound => "RegistryPolicyNotFoundException",
             ErrorKind::ScanNotFound => "ScanNotFoundException",
+            ErrorKind::PullThroughCacheRuleNotFound => "PullThroughCacheRuleNotFoundException",
+            ErrorKind::PullThroughCacheRuleAlreadyExists => {
+                "PullThroughCacheRuleAlreadyExistsException"
+            }
+            ErrorKind::UnsupportedUpstreamRegistry => "UnsupportedUpstreamRegistryException",
             ErrorKind::ImageNotFound => "ImageNotFoundException",
             ErrorKind::ImageAlreadyExists => "ImageAlreadyExistsException",
             ErrorKind::ImageTagAlreadyExists => "ImageTagAlreadyExistsException",

@@ -920,6 +920,162 @@ async fn ecr_api_through_the_aws_cli_with_lifecycle_policies_enforced() {
     .unwrap_err();
     assert!(e.contains("ImageNotFoundException"), "{e}");
 
+    // A repository's own scanning setting, and what the registry's rules make of it.
+    run(&[
+        "put-image-scanning-configuration",
+        "--repository-name",
+        "shop/web",
+        "--image-scanning-configuration",
+        "scanOnPush=false",
+    ])
+    .unwrap();
+    let batch = run(&[
+        "batch-get-repository-scanning-configuration",
+        "--repository-names",
+        "shop/web",
+        "nope",
+    ])
+    .unwrap();
+    let cfg = &batch["scanningConfigurations"][0];
+    assert_eq!(
+        cfg["scanFrequency"], "SCAN_ON_PUSH",
+        "the registry's rule for shop/*: {batch}"
+    );
+    assert_eq!(cfg["scanOnPush"], true, "{batch}");
+    assert_eq!(cfg["appliedScanFilters"][0]["filter"], "shop/*", "{batch}");
+    assert_eq!(
+        batch["failures"][0]["failureCode"], "REPOSITORY_NOT_FOUND",
+        "{batch}"
+    );
+
+    // Pull-through cache rules: kept and validated; the upstream is out of reach.
+    let secret =
+        "arn:aws:secretsmanager:us-east-1:000000000000:secret:ecr-pullthroughcache/hub-AbCdEf";
+    let e = run(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+        "--upstream-registry-url",
+        "registry-1.docker.io",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("InvalidParameterException") && e.contains("credentialArn"),
+        "{e}"
+    );
+    let e = run(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "mine",
+        "--upstream-registry-url",
+        "example.com",
+    ])
+    .unwrap_err();
+    assert!(e.contains("UnsupportedUpstreamRegistryException"), "{e}");
+    let e = run(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "Bad!",
+        "--upstream-registry-url",
+        "quay.io",
+    ])
+    .unwrap_err();
+    assert!(e.contains("ecrRepositoryPrefix"), "{e}");
+    let hub = run(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+        "--upstream-registry-url",
+        "registry-1.docker.io",
+        "--credential-arn",
+        secret,
+    ])
+    .unwrap();
+    assert_eq!(hub["upstreamRegistry"], "docker-hub", "{hub}");
+    run(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "quay",
+        "--upstream-registry-url",
+        "quay.io",
+    ])
+    .unwrap();
+    let e = run(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "quay",
+        "--upstream-registry-url",
+        "quay.io",
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("PullThroughCacheRuleAlreadyExistsException"),
+        "{e}"
+    );
+    let rules = run(&["describe-pull-through-cache-rules"]).unwrap();
+    assert_eq!(
+        rules["pullThroughCacheRules"].as_array().unwrap().len(),
+        2,
+        "{rules}"
+    );
+    let e = run(&[
+        "describe-pull-through-cache-rules",
+        "--ecr-repository-prefixes",
+        "ghcr",
+    ])
+    .unwrap_err();
+    assert!(e.contains("PullThroughCacheRuleNotFoundException"), "{e}");
+    let updated = run(&[
+        "update-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+        "--credential-arn",
+        &format!("{secret}2"),
+    ])
+    .unwrap();
+    assert!(
+        updated["updatedAt"].is_number() || updated["updatedAt"].is_string(),
+        "{updated}"
+    );
+    let valid = run(&[
+        "validate-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "quay",
+    ])
+    .unwrap();
+    assert_eq!(valid["isValid"], false, "{valid}");
+    assert!(
+        valid["failure"].as_str().unwrap().contains("quay.io"),
+        "{valid}"
+    );
+    let pulled = Reg::new(&s)
+        .req("GET", "/v2/quay/coreos/etcd/manifests/v3.5", &[], b"")
+        .await;
+    assert_eq!(
+        (pulled.status, pulled.code().as_str()),
+        (404, "NAME_UNKNOWN")
+    );
+    let said = String::from_utf8_lossy(&pulled.body).to_string();
+    assert!(
+        said.contains("quay.io") && said.contains("cannot reach"),
+        "{said}"
+    );
+    let plain = Reg::new(&s)
+        .req("GET", "/v2/elsewhere/etcd/manifests/v3.5", &[], b"")
+        .await;
+    let said = String::from_utf8_lossy(&plain.body).to_string();
+    assert!(
+        !said.contains("cannot reach"),
+        "no rule, plain not found: {said}"
+    );
+    let gone = run(&[
+        "delete-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "quay",
+    ])
+    .unwrap();
+    assert_eq!(gone["upstreamRegistryUrl"], "quay.io", "{gone}");
+
     run(&[
         "put-lifecycle-policy",
         "--repository-name",

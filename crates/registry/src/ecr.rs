@@ -585,6 +585,130 @@ impl Registry {
                     .ok_or_else(|| Error::Invalid("imageId must be given".into()))?;
                 json(self.scan_findings(name, id).await?)
             }
+            EcrRequest::CreatePullThroughCacheRule(r) => {
+                let rule = self.create_pull_through_rule(r).await?;
+                json(ecr::CreatePullThroughCacheRuleResponse {
+                    ecr_repository_prefix: rule.ecr_repository_prefix,
+                    upstream_registry_url: rule.upstream_registry_url,
+                    upstream_registry: rule.upstream_registry,
+                    upstream_repository_prefix: rule.upstream_repository_prefix,
+                    credential_arn: rule.credential_arn,
+                    custom_role_arn: rule.custom_role_arn,
+                    registry_id: rule.registry_id,
+                    created_at: rule.created_at,
+                })
+            }
+            EcrRequest::DescribePullThroughCacheRules(r) => {
+                let limit = max_results(r.max_results, 100)?;
+                let rules = self
+                    .describe_pull_through_rules(r.ecr_repository_prefixes)
+                    .await?;
+                let (page, next) = page_of(rules, r.next_token.as_deref(), limit, |r| {
+                    r.ecr_repository_prefix.clone().unwrap_or_default()
+                })?;
+                json(ecr::DescribePullThroughCacheRulesResponse {
+                    pull_through_cache_rules: Some(page),
+                    next_token: next,
+                })
+            }
+            EcrRequest::UpdatePullThroughCacheRule(r) => {
+                let prefix = required(&r.ecr_repository_prefix, "ecrRepositoryPrefix")?;
+                let rule = self
+                    .update_pull_through_rule(
+                        prefix,
+                        r.credential_arn.clone(),
+                        r.custom_role_arn.clone(),
+                    )
+                    .await?;
+                json(ecr::UpdatePullThroughCacheRuleResponse {
+                    ecr_repository_prefix: rule.ecr_repository_prefix,
+                    upstream_repository_prefix: rule.upstream_repository_prefix,
+                    credential_arn: rule.credential_arn,
+                    custom_role_arn: rule.custom_role_arn,
+                    registry_id: rule.registry_id,
+                    updated_at: rule.updated_at,
+                })
+            }
+            EcrRequest::DeletePullThroughCacheRule(r) => {
+                let prefix = required(&r.ecr_repository_prefix, "ecrRepositoryPrefix")?;
+                let rule = self.delete_pull_through_rule(prefix).await?;
+                json(ecr::DeletePullThroughCacheRuleResponse {
+                    ecr_repository_prefix: rule.ecr_repository_prefix,
+                    upstream_registry_url: rule.upstream_registry_url,
+                    upstream_repository_prefix: rule.upstream_repository_prefix,
+                    credential_arn: rule.credential_arn,
+                    custom_role_arn: rule.custom_role_arn,
+                    registry_id: rule.registry_id,
+                    created_at: rule.created_at,
+                })
+            }
+            // The rule is well formed, and its upstream is out of this server's reach.
+            EcrRequest::ValidatePullThroughCacheRule(r) => {
+                let prefix = required(&r.ecr_repository_prefix, "ecrRepositoryPrefix")?;
+                let rule = self
+                    .describe_pull_through_rules(Some(vec![prefix.to_string()]))
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Error::Invalid(format!("no rule '{prefix}'")))?;
+                json(ecr::ValidatePullThroughCacheRuleResponse {
+                    failure: Some(format!(
+                        "Berth cannot reach upstream registries: {} is out of this server's reach",
+                        rule.upstream_registry_url.as_deref().unwrap_or_default()
+                    )),
+                    is_valid: Some(false),
+                    ecr_repository_prefix: rule.ecr_repository_prefix,
+                    upstream_registry_url: rule.upstream_registry_url,
+                    upstream_repository_prefix: rule.upstream_repository_prefix,
+                    credential_arn: rule.credential_arn,
+                    custom_role_arn: rule.custom_role_arn,
+                    registry_id: rule.registry_id,
+                })
+            }
+            EcrRequest::PutImageScanningConfiguration(r) => {
+                let name = required(&r.repository_name, "repositoryName")?;
+                let config = r.image_scanning_configuration.clone().ok_or_else(|| {
+                    Error::Invalid("imageScanningConfiguration must be given".into())
+                })?;
+                let c = config.clone();
+                self.update_repository(name, move |rec| {
+                    rec.repository.image_scanning_configuration = Some(c.clone());
+                    Ok(())
+                })
+                .await?;
+                json(ecr::PutImageScanningConfigurationResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    repository_name: Some(name.to_string()),
+                    image_scanning_configuration: Some(config),
+                })
+            }
+            EcrRequest::BatchGetRepositoryScanningConfiguration(r) => {
+                let names = r.repository_names.clone().unwrap_or_default();
+                if names.is_empty() || names.len() > 25 {
+                    return Err(Error::Invalid(format!(
+                        "repositoryNames must name 1 to 25 repositories, not {}",
+                        names.len()
+                    )));
+                }
+                let registry = self.scanning_configuration().await?;
+                let mut found = Vec::new();
+                let mut failures = Vec::new();
+                for name in names {
+                    match self.repository(&name).await {
+                        Ok((rec, _)) => found.push(repository_scanning(&rec, &registry)),
+                        Err(Error::Ecr(e)) if e.kind == ErrorKind::RepositoryNotFound => failures
+                            .push(ecr::RepositoryScanningConfigurationFailure {
+                                repository_name: Some(name),
+                                failure_code: Some("REPOSITORY_NOT_FOUND".into()),
+                                failure_reason: Some("REPOSITORY_NOT_FOUND".into()),
+                            }),
+                        Err(e) => return Err(e),
+                    }
+                }
+                json(ecr::BatchGetRepositoryScanningConfigurationResponse {
+                    scanning_configurations: Some(found),
+                    failures: Some(failures),
+                })
+            }
             EcrRequest::SetRepositoryPolicy(r) => {
                 let name = required(&r.repository_name, "repositoryName")?;
                 let text = required(&r.policy_text, "policyText")?.to_string();
@@ -806,6 +930,47 @@ impl Registry {
                     "'{arn}' is not the ARN of a repository of this registry"
                 ))
             })
+    }
+}
+
+/// A repository's scanning configuration as ECR reports it: scan on push when the repository
+/// asks for it or a SCAN_ON_PUSH rule of the registry matches it, with the filters that
+/// matched (Berth keeps these; it has no scanner).
+fn repository_scanning(
+    rec: &RepoRecord,
+    registry: &ecr::RegistryScanningConfiguration,
+) -> ecr::RepositoryScanningConfiguration {
+    let name = rec.repository.repository_name.clone().unwrap_or_default();
+    let mut filters = Vec::new();
+    let mut frequency = "MANUAL".to_string();
+    for rule in registry.rules.iter().flatten() {
+        let matched: Vec<ecr::ScanningRepositoryFilter> = rule
+            .repository_filters
+            .iter()
+            .flatten()
+            .filter(|f| crate::lifecycle::wildcard(f.filter.as_deref().unwrap_or_default(), &name))
+            .cloned()
+            .collect();
+        if !matched.is_empty() {
+            if let Some(f) = &rule.scan_frequency {
+                frequency = f.clone();
+            }
+            filters.extend(matched);
+        }
+    }
+    let on_push = rec
+        .repository
+        .image_scanning_configuration
+        .as_ref()
+        .and_then(|c| c.scan_on_push)
+        .unwrap_or(false)
+        || frequency == "SCAN_ON_PUSH";
+    ecr::RepositoryScanningConfiguration {
+        repository_arn: rec.repository.repository_arn.clone(),
+        repository_name: Some(name),
+        scan_on_push: Some(on_push),
+        scan_frequency: Some(frequency),
+        applied_scan_filters: Some(filters),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::blobs::ByteStream;
 use crate::manifest::{MAX_MANIFEST, OCI_INDEX};
 use crate::names::{check_repository_name, Digest, Reference};
 use crate::{Error, Registry};
+use berth_api::ErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -487,7 +488,16 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
             let reference = Reference::parse(&reference)?;
             match method {
                 Method::GET | Method::HEAD => {
-                    let image = reg.get_manifest(&name, &reference).await?;
+                    let image = match reg.get_manifest(&name, &reference).await {
+                        // Not here, under a pull-through prefix: the upstream is out of reach.
+                        Err(Error::Ecr(e)) if e.kind == ErrorKind::RepositoryNotFound => {
+                            return Err(match reg.unreachable_upstream(&name).await {
+                                Some(unreachable) => unreachable,
+                                None => Error::Ecr(e),
+                            })
+                        }
+                        found => found?,
+                    };
                     let len = image.manifest.len();
                     let r = Reply::new(200)
                         .header("content-type", image.media_type.clone())

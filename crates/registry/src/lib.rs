@@ -22,6 +22,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod manifest;
 pub mod names;
+pub mod pull_through;
 pub mod seal;
 
 use berth_api::{EcsError, ErrorKind};

@@ -201,7 +201,7 @@ pub fn parse(text: &str) -> Result<Policy, Error> {
 }
 
 /// `*` matches any run of characters.
-fn wildcard(pattern: &str, s: &str) -> bool {
+pub(crate) fn wildcard(pattern: &str, s: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == s;
