@@ -933,6 +933,11 @@ async fn service_tags_missing_arns_and_run_errors_in_ecs_words() {
         )
         .await;
     let arn = svc["service"]["serviceArn"].as_str().unwrap().to_string();
+    assert_eq!(
+        svc["service"]["tags"],
+        json!([{"key": "team", "value": "a"}]),
+        "CreateService echoes its tags"
+    );
     s.ok(
         "TagResource",
         json!({"resourceArn": arn, "tags": [{"key": "tier", "value": "front"}]}),
@@ -1024,5 +1029,27 @@ async fn service_tags_missing_arns_and_run_errors_in_ecs_words() {
         )
         .await;
     assert!(m.starts_with("TaskDefinition is inactive"), "{m}");
+
+    let m = s
+        .err(
+            "ListTagsForResource",
+            json!({"resourceArn": "arn:aws:s3:::bucket"}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert!(m.starts_with("The ARN provided is invalid."), "{m}");
+    s.ok("CreateCluster", json!({"clusterName": "gone"})).await;
+    s.ok("DeleteCluster", json!({"cluster": "gone"})).await;
+    let m = s
+        .err(
+            "TagResource",
+            json!({"resourceArn": "arn:aws:ecs:us-east-1:000000000000:cluster/gone", "tags": [{"key": "k", "value": "v"}]}),
+            "InvalidParameterException",
+        )
+        .await;
+    assert_eq!(
+        m,
+        "The specified cluster is inactive. Specify an active cluster and try again."
+    );
     s.stop().await;
 }

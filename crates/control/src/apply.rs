@@ -496,7 +496,7 @@ impl Control {
                 "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
             )),
             (false, Some(_)) => Err(EcsError::invalid(
-                "Network Configuration is not valid for the given networkMode of this task definition.",
+                "Network Configuration is not valid for the given `networkMode` of this task definition.",
             )),
             (false, None) => Ok(None),
         }

@@ -125,7 +125,6 @@ impl Control {
         }
     }
 
-    /// The instance id an identifier (id or ARN) refers to in `cluster`.
     /// How ECS names a container instance it did not find: by the ARN an id would have (an
     /// ARN or anything that is not an id as given).
     pub(crate) fn missing_instance_arn(&self, cluster: &str, ident: String) -> String {
@@ -138,6 +137,7 @@ impl Control {
         }
     }
 
+    /// The instance id an identifier (id or ARN) refers to in `cluster`.
     pub(crate) fn instance_id(&self, cluster: &str, ident: &str) -> Result<String, EcsError> {
         if Arn::looks_like_arn(ident) {
             let arn = Arn::parse(ident)?;

@@ -519,7 +519,14 @@ impl Control {
             }
             if self.commit(txn).await? {
                 tracing::info!(cluster, service = name, desired, "service created");
-                return Ok(ecs::CreateServiceResponse { service: Some(s) });
+                // ECS echoes the tags it was given.
+                let mut shown = s;
+                if !tags.is_empty() {
+                    shown.tags = Some(tags);
+                }
+                return Ok(ecs::CreateServiceResponse {
+                    service: Some(shown),
+                });
             }
         }
         Err(conflict_exhausted("creating the service"))

@@ -19,7 +19,19 @@ impl Control {
         }
         match arn.kind {
             ResourceKind::Cluster => {
-                self.active_cluster(Some(resource_arn)).await?;
+                let name = arn.id.clone();
+                match self.get_record::<ecs::Cluster>(&keys::cluster(&name)).await? {
+                    Some((c, _)) if c.status.as_deref() == Some("ACTIVE") => {}
+                    // ECS's words for a cluster that was deleted.
+                    Some(_) => {
+                        return Err(EcsError::invalid(
+                            "The specified cluster is inactive. Specify an active cluster and try again.",
+                        ))
+                    }
+                    None => {
+                        self.active_cluster(Some(resource_arn)).await?;
+                    }
+                }
             }
             ResourceKind::TaskDefinition => {
                 let r = self.parse_task_definition_ref(resource_arn)?;

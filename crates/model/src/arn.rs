@@ -66,7 +66,11 @@ impl Arn {
 
     /// Parses an ECS ARN; the error names the offending value.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
-        let bad = || Invalid::parameter(format!("'{s}' is not a valid ECS ARN"));
+        let bad = || {
+            Invalid::parameter(format!(
+                "The ARN provided is invalid. ('{s}' is not a valid ECS ARN)"
+            ))
+        };
         let mut parts = s.splitn(6, ':');
         let (Some("arn"), Some(_partition), Some("ecs"), Some(region), Some(account), Some(rest)) = (
             parts.next(),
