@@ -538,6 +538,41 @@ async fn image_push_reports_each_layer_and_lands_in_the_registry() {
         "cannot tag",
     )
     .await;
+    u.fails(
+        &["image", "push", "../etc", "app:v3"],
+        1,
+        "not an image reference",
+    )
+    .await;
+    // A name the user gave the image for the registry is pushed as it is, and kept.
+    let own = format!("{registry}/app:v4");
+    let tag = std::process::Command::new("docker")
+        .args(["tag", local, &own])
+        .output()
+        .unwrap();
+    assert!(tag.status.success(), "{tag:?}");
+    let out = u.ok(&["image", "push", &own]).await;
+    assert!(out.stdout.starts_with(&format!("{own}@sha256:")), "{out:?}");
+    let kept = std::process::Command::new("docker")
+        .args(["image", "inspect", &own])
+        .output()
+        .unwrap();
+    assert!(kept.status.success(), "the user's own tag stays");
+    // A registry name that already means another image is not overwritten.
+    let other = std::process::Command::new("docker")
+        .args(["tag", BUSYBOX, &format!("{registry}/app:v5")])
+        .output()
+        .unwrap();
+    assert!(other.status.success(), "{other:?}");
+    u.fails(
+        &["image", "push", local, "app:v5"],
+        1,
+        "already names another local image",
+    )
+    .await;
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &own, &format!("{registry}/app:v5")])
+        .output();
     let out = u
         .berth_env(
             &["image", "push", local, "app:v3"],

@@ -65,9 +65,29 @@ pub async fn run(ctx: &Ctx, args: PushArgs) -> Result<(), Failed> {
     let registry = uri.split('/').next().unwrap_or_default().to_string();
     let credentials = registry_auth(auth.authorization_token.as_deref(), &registry)?;
 
+    check_reference(&uri)?;
     let engine = Engine::from_environment()?;
     let remote = format!("{uri}:{tag}");
-    let tagged = remote != args.image;
+    let Some(local) = engine.image_id(&args.image).await? else {
+        return Err(anyhow!(
+            "cannot tag {} as {remote}: No such image: {}",
+            args.image,
+            args.image
+        )
+        .into());
+    };
+    // The push needs the image under its registry name. A name the user already has is used
+    // as it is (and kept); one made for the push is removed again after it.
+    let tagged = match engine.image_id(&remote).await? {
+        Some(id) if id == local => false,
+        Some(_) => {
+            return Err(anyhow!(
+                "{remote} already names another local image: push it with `docker push {remote}`, or choose another tag"
+            )
+            .into())
+        }
+        None => true,
+    };
     if tagged {
         engine
             .post(
@@ -166,6 +186,10 @@ async fn push(engine: &Engine, uri: &str, tag: &str, credentials: &str) -> Resul
 /// The repository and tag to push `image` to: `target` (`repo[:tag]`) if given, else the
 /// image's own name without a registry host; the tag defaults to `latest`.
 pub fn target(image: &str, target: Option<&str>) -> anyhow::Result<(String, String)> {
+    check_reference(image)?;
+    if let Some(t) = target {
+        check_reference(t)?;
+    }
     let name = match target {
         Some(t) => t,
         None => {
@@ -191,6 +215,22 @@ pub fn target(image: &str, target: Option<&str>) -> anyhow::Result<(String, Stri
         bail!("'{name}' is not a repository and tag (repo[:tag])");
     }
     Ok((repo.to_string(), tag.to_string()))
+}
+
+/// An image reference as Docker's grammar allows (letters, digits, `.` `_` `-` `/` `:` `@`,
+/// no empty or `..` path segment): it goes into the engine's URL paths as it is.
+fn check_reference(r: &str) -> anyhow::Result<()> {
+    let chars_ok = !r.is_empty()
+        && r.len() <= 512
+        && r.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+        });
+    let segments_ok = r.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+    if chars_ok && segments_ok {
+        Ok(())
+    } else {
+        bail!("'{r}' is not an image reference (name[:tag] of letters, digits, '.', '_', '-' and '/')")
+    }
 }
 
 /// The engine's `X-Registry-Auth`: ECR's token (`base64("AWS:password")`) as the JSON the
@@ -391,6 +431,24 @@ impl Engine {
             return Ok(Engine::Tcp(addr.trim_end_matches('/').to_string()));
         }
         bail!("DOCKER_HOST={host}: only unix:// and tcp:// engines are supported")
+    }
+
+    /// The id of the local image `name`, if the engine has one by that name.
+    async fn image_id(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let resp = self
+            .request("GET", &format!("/images/{name}/json"), None)
+            .await?;
+        if resp.0.status() == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = resp.check("image inspection").await?;
+        let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+            .await
+            .map_err(|_| anyhow!("the engine did not describe {name} in time"))?
+            .context("the engine's answer broke")?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&body).context("the engine's image is not JSON")?;
+        Ok(v.get("Id").and_then(Value::as_str).map(str::to_string))
     }
 
     async fn post(&self, path: &str, auth: Option<&str>) -> anyhow::Result<Answer> {
