@@ -1025,7 +1025,7 @@ async fn service_tags_missing_arns_and_run_errors_in_ecs_words() {
         .err(
             "RunTask",
             json!({"cluster": "c", "taskDefinition": "web:1"}),
-            "InvalidParameterException",
+            "ClientException",
         )
         .await;
     assert!(m.starts_with("TaskDefinition is inactive"), "{m}");

@@ -107,7 +107,10 @@ pub fn sync(
                 Some("A newer deployment of the service replaced it before it completed.".into()),
             ),
         };
-        if status.starts_with("ROLLBACK") && rec.deployment.rollback.is_none() {
+        if status.starts_with("ROLLBACK")
+            && rec.deployment.rollback.is_none()
+            && !is_final(rec.deployment.status.as_deref())
+        {
             rec.deployment.rollback = primary.map(|p| ecs::Rollback {
                 reason: d.rollout_state_reason.clone(),
                 started_at: p.created_at,
@@ -204,10 +207,18 @@ fn breaker(
     })
 }
 
-/// Sets a status, and when it ends the deployment, when it did.
+/// Statuses a deployment keeps once it has them.
+fn is_final(status: Option<&str>) -> bool {
+    matches!(
+        status,
+        Some("SUCCESSFUL" | "STOPPED" | "ROLLBACK_SUCCESSFUL" | "ROLLBACK_FAILED")
+    )
+}
+
+/// Sets a status, and when it ends the deployment, when it did; a final status stays.
 fn settle(rec: &mut Record, status: &str, reason: Option<String>, now: f64) {
     let d = &mut rec.deployment;
-    if d.status.as_deref() == Some(status) {
+    if d.status.as_deref() == Some(status) || is_final(d.status.as_deref()) {
         return;
     }
     d.status = Some(status.to_string());
@@ -457,10 +468,9 @@ impl Control {
                 .service_record(&cluster, &service)
                 .await
                 .map_err(|_| not_found())?;
-            let rec = self
-                .history(&cluster, &service)
-                .await?
-                .into_iter()
+            let history = self.history(&cluster, &service).await?;
+            let rec = history
+                .iter()
                 .find(|rec| rec.deployment.service_deployment_arn.as_deref() == Some(arn.as_str()))
                 .ok_or_else(not_found)?;
             let deployments = s.deployments.get_or_insert_with(Vec::new);
@@ -477,30 +487,33 @@ impl Control {
                     ),
                 ));
             }
-            // The revision it replaced: the source revision it found running.
-            let source = rec
-                .deployment
-                .source_service_revisions
-                .as_deref()
-                .unwrap_or_default()
-                .first()
-                .and_then(|r| r.arn.clone());
-            let Some(source) = source else {
-                return Err(EcsError::invalid(format!(
-                    "The service deployment {arn} replaced no earlier revision: there is nothing to roll back to."
-                )));
-            };
-            let source_id = source.rsplit('/').next().unwrap_or_default().to_string();
-            let source_rec = self
-                .history(&cluster, &service)
-                .await?
-                .into_iter()
-                .find(|r| r.revision.service_revision_arn.as_deref() == Some(source.as_str()))
+            // Back to the newest deployment that completed before it, as the circuit breaker's
+            // rollback goes (its task definition, which is what the breaker restores too).
+            let started = rec.deployment.created_at.unwrap_or(0.0);
+            let source_rec = history
+                .iter()
+                .filter(|r| {
+                    r.deployment.status.as_deref() == Some("SUCCESSFUL")
+                        && r.deployment.created_at.unwrap_or(0.0) < started
+                })
+                .max_by(|a, b| {
+                    a.deployment
+                        .created_at
+                        .unwrap_or(0.0)
+                        .total_cmp(&b.deployment.created_at.unwrap_or(0.0))
+                })
                 .ok_or_else(|| {
                     EcsError::invalid(format!(
-                        "The service revision {source} to roll back to is no longer kept."
+                        "The service deployment {arn} has no earlier successful deployment to roll back to."
                     ))
                 })?;
+            let source_id = source_rec
+                .revision
+                .service_revision_arn
+                .as_deref()
+                .and_then(|a| a.rsplit('/').next())
+                .unwrap_or_default()
+                .to_string();
             let td = source_rec
                 .revision
                 .task_definition
@@ -772,6 +785,28 @@ mod tests {
         assert_eq!(status(&h, "2"), "ROLLBACK_SUCCESSFUL");
         assert_eq!(h["ecs-svc/2"].deployment.finished_at, Some(5.0));
         assert_eq!(status(&h, "3"), "SUCCESSFUL");
+    }
+
+    #[test]
+    fn a_stopped_deployment_stays_stopped() {
+        let mut h = BTreeMap::new();
+        let mut failed = dep("1", "web:1", "PRIMARY", "FAILED", 1.0);
+        failed.rollout_state_reason =
+            Some("ECS deployment circuit breaker: tasks failed to start.".into());
+        step(&service(vec![failed.clone()]), &mut h, 1.0);
+        assert_eq!(status(&h, "1"), "STOPPED", "tripped without a rollback");
+        // The user deploys again: the failed one is not a rollback.
+        failed.status = Some("ACTIVE".into());
+        step(
+            &service(vec![
+                dep("2", "web:2", "PRIMARY", "IN_PROGRESS", 2.0),
+                failed,
+            ]),
+            &mut h,
+            2.0,
+        );
+        assert_eq!(status(&h, "1"), "STOPPED");
+        assert!(h["ecs-svc/1"].deployment.rollback.is_none());
     }
 
     #[test]

@@ -59,21 +59,35 @@ impl Control {
         let expires_at = (now + f64::from(minutes) * 60.0).floor();
         let mut protected = Vec::new();
         let mut failures = Vec::new();
-        for ident in idents {
-            let id = match self.protectable(&cluster, &ident).await? {
-                Ok(id) => id,
-                Err(failure) => {
-                    failures.push(failure);
-                    continue;
+        'each: for ident in idents {
+            // Written only while the task is as it was checked: never onto one that stopped
+            // meanwhile.
+            let mut written = None;
+            for _ in 0..crate::CAS_ATTEMPTS {
+                let (id, task_kv) = match self.protectable(&cluster, &ident).await? {
+                    Ok(found) => found,
+                    Err(failure) => {
+                        failures.push(failure);
+                        continue 'each;
+                    }
+                };
+                let key = keys::protection(&cluster, &id);
+                let txn = Txn::new().unchanged(&task_kv.key, Some(&task_kv));
+                let txn = if enabled {
+                    txn.put(key, encode(&Protection { expires_at })?)
+                } else {
+                    txn.delete(key)
+                };
+                if self.commit(txn).await? {
+                    written = Some(id);
+                    break;
                 }
+            }
+            let Some(id) = written else {
+                return Err(EcsError::server(
+                    "the task kept changing while its protection was being written; try again",
+                ));
             };
-            let key = keys::protection(&cluster, &id);
-            let txn = if enabled {
-                Txn::new().put(key, encode(&Protection { expires_at })?)
-            } else {
-                Txn::new().delete(key)
-            };
-            self.store.txn(txn).await.map_err(store_error)?;
             protected.push(ecs::ProtectedTask {
                 task_arn: Some(self.task_arn(&cluster, &id)),
                 protection_enabled: Some(enabled),
@@ -105,11 +119,15 @@ impl Control {
         let mut protected = Vec::new();
         let mut failures = Vec::new();
         match r.tasks {
-            // Without a list: every protected task of the cluster.
+            // Without a list: every protected task of the cluster that still runs.
             None => {
                 let mut ids: Vec<&String> = protections.keys().collect();
                 ids.sort();
-                protected.extend(ids.into_iter().map(|id| shown(id)));
+                for id in ids {
+                    if self.protectable(&cluster, id).await?.is_ok() {
+                        protected.push(shown(id));
+                    }
+                }
             }
             Some(idents) => {
                 if idents.is_empty() || idents.len() > 100 {
@@ -120,7 +138,7 @@ impl Control {
                 }
                 for ident in idents {
                     match self.protectable(&cluster, &ident).await? {
-                        Ok(id) => protected.push(shown(&id)),
+                        Ok((id, _)) => protected.push(shown(&id)),
                         Err(failure) => failures.push(failure),
                     }
                 }
@@ -219,7 +237,7 @@ impl Control {
         &self,
         cluster: &str,
         ident: &str,
-    ) -> Result<Result<String, ecs::Failure>, EcsError> {
+    ) -> Result<Result<(String, berth_store::KeyValue), ecs::Failure>, EcsError> {
         let failure = |reason: &str, detail: Option<&str>| ecs::Failure {
             arn: Some(ident.to_string()),
             reason: Some(reason.to_string()),
@@ -228,7 +246,7 @@ impl Control {
         let Some(id) = self.task_id(cluster, ident) else {
             return Ok(Err(failure("MISSING", None)));
         };
-        let Some((task, _)) = self
+        let Some((task, task_kv)) = self
             .get_record::<ecs::Task>(&keys::task(cluster, &id))
             .await?
         else {
@@ -253,7 +271,7 @@ impl Control {
                 Some("The task is stopping or stopped."),
             )));
         }
-        Ok(Ok(id))
+        Ok(Ok((id, task_kv)))
     }
 
     /// The protections of `cluster`'s tasks still in force at `now`, by task id, each with

@@ -271,7 +271,7 @@ impl Control {
         let ok = status == TaskDefinitionStatus::Active.as_str()
             || (allow_inactive && status == TaskDefinitionStatus::Inactive.as_str());
         if !ok {
-            return Err(EcsError::invalid(format!(
+            return Err(EcsError::client(format!(
                 "TaskDefinition is inactive: '{ident}' is {status} and cannot run new tasks"
             )));
         }

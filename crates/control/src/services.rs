@@ -461,6 +461,11 @@ impl Control {
                         "Creation of service was not idempotent.".to_string(),
                     ));
                 }
+                // A new service of an old name starts with no deployments of the old one's.
+                self.store
+                    .delete_prefix(&keys::service_deployments_of(&cluster, &name))
+                    .await
+                    .map_err(store_error)?;
             }
             let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
             let s = Service {

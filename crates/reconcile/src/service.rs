@@ -163,9 +163,10 @@ pub fn reconcile(s: &Service, tasks: &[Task], now: f64) -> Actions {
     let mut old: Vec<&Task> = tasks
         .iter()
         .filter(|t| {
+            // Protection holds against scale-in and deployments, not against losing the host.
             t.live()
                 && (t.deployment != primary || t.displaced)
-                && !t.protected
+                && (!t.protected || t.displaced)
                 && !stopping.contains(&t.arn.as_str())
         })
         .collect();
@@ -448,7 +449,7 @@ mod tests {
     }
 
     proptest! {
-        /// Scaling in or rolling out never stops a protected task that is healthy.
+        /// Scaling in or rolling out never stops a protected task whose host is still there.
         #[test]
         fn protected_healthy_tasks_are_never_stopped(
             desired in 0u32..6,
@@ -469,7 +470,7 @@ mod tests {
             let out = reconcile(&s, &ts, 0.0);
             for (arn, why) in &out.stop {
                 let t = ts.iter().find(|t| &t.arn == arn).expect("a task of the input");
-                prop_assert!(!t.protected, "{arn} is protected and was stopped ({why:?})");
+                prop_assert!(!t.protected || t.displaced, "{arn} is protected and was stopped ({why:?})");
             }
         }
 

@@ -15,6 +15,11 @@ const PREFIX: &str = "ecr/pull-through/";
 /// ECR's quota of rules per registry.
 pub const MAX_RULES: usize = 50;
 
+/// A rule's key: `quay` and `quay/` are one prefix.
+fn key(prefix: &str) -> String {
+    format!("{PREFIX}{}", prefix.trim_end_matches('/'))
+}
+
 /// The upstream registry a URL is, by ECR's list; `None` for one ECR does not support.
 pub fn upstream_of(url: &str) -> Option<&'static str> {
     let host = url
@@ -108,10 +113,13 @@ impl Registry {
             .collect()
     }
 
-    async fn rule(&self, prefix: &str) -> Result<ecr::PullThroughCacheRule, Error> {
+    async fn rule(
+        &self,
+        prefix: &str,
+    ) -> Result<(ecr::PullThroughCacheRule, berth_store::KeyValue), Error> {
         check_prefix("ecrRepositoryPrefix", prefix)?;
-        match self.store.get(&format!("{PREFIX}{prefix}")).await? {
-            Some(kv) => decode(&kv),
+        match self.store.get(&key(prefix)).await? {
+            Some(kv) => Ok((decode(&kv)?, kv)),
             None => Err(self.rule_not_found(prefix)),
         }
     }
@@ -150,7 +158,7 @@ impl Registry {
                 "a pull through cache rule for {upstream} needs a credentialArn"
             )));
         }
-        let key = format!("{PREFIX}{prefix}");
+        let key = key(&prefix);
         if self.store.get(&key).await?.is_some() {
             return Err(Error::ecr(
                 ErrorKind::PullThroughCacheRuleAlreadyExists,
@@ -198,7 +206,7 @@ impl Registry {
             Some(list) => {
                 let mut out = Vec::new();
                 for p in list {
-                    out.push(self.rule(&p).await?);
+                    out.push(self.rule(&p).await?.0);
                 }
                 Ok(out)
             }
@@ -211,7 +219,7 @@ impl Registry {
         credential_arn: Option<String>,
         custom_role_arn: Option<String>,
     ) -> Result<ecr::PullThroughCacheRule, Error> {
-        let mut rule = self.rule(prefix).await?;
+        let (mut rule, kv) = self.rule(prefix).await?;
         if let Some(c) = &credential_arn {
             check_credential(c)?;
             rule.credential_arn = credential_arn;
@@ -222,9 +230,11 @@ impl Registry {
         rule.updated_at = Some(now_epoch());
         let bytes = serde_json::to_vec(&rule)
             .map_err(|e| Error::Internal(format!("encoding a rule: {e}")))?;
-        self.store
-            .txn(Txn::new().put(format!("{PREFIX}{prefix}"), bytes))
-            .await?;
+        // Only over the rule as read: an update never brings back a rule deleted meanwhile.
+        let txn = Txn::new().replace(&kv, bytes);
+        if !self.commit(txn).await? {
+            return Err(self.rule_not_found(prefix));
+        }
         Ok(rule)
     }
 
@@ -232,10 +242,13 @@ impl Registry {
         &self,
         prefix: &str,
     ) -> Result<ecr::PullThroughCacheRule, Error> {
-        let rule = self.rule(prefix).await?;
-        self.store
-            .txn(Txn::new().delete(format!("{PREFIX}{prefix}")))
-            .await?;
+        let (rule, kv) = self.rule(prefix).await?;
+        let txn = Txn::new()
+            .unchanged(&kv.key, Some(&kv))
+            .delete(kv.key.clone());
+        if !self.commit(txn).await? {
+            return Err(self.rule_not_found(prefix));
+        }
         Ok(rule)
     }
 

@@ -402,7 +402,7 @@ fn unescape(text: &str) -> Result<String, String> {
 }
 
 /// Form encoding as the SDKs do it: everything but `A-Z a-z 0-9 - _ . ~` as `%XX`.
-fn percent_encode(text: &str) -> String {
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -11,6 +11,7 @@ use super::{Ctx, Failed};
 use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
 use berth_api::ecr::*;
+use berth_api::query::client::percent_encode;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -94,8 +95,8 @@ pub async fn run(ctx: &Ctx, args: PushArgs) -> Result<(), Failed> {
                 &format!(
                     "/images/{}/tag?repo={}&tag={}",
                     args.image,
-                    query_escape(&uri),
-                    query_escape(&tag)
+                    percent_encode(&uri),
+                    percent_encode(&tag)
                 ),
                 None,
             )
@@ -142,7 +143,7 @@ pub async fn run(ctx: &Ctx, args: PushArgs) -> Result<(), Failed> {
 async fn push(engine: &Engine, uri: &str, tag: &str, credentials: &str) -> Result<String, Failed> {
     let resp = engine
         .post(
-            &format!("/images/{uri}/push?tag={}", query_escape(tag)),
+            &format!("/images/{uri}/push?tag={}", percent_encode(tag)),
             Some(credentials),
         )
         .await?
@@ -250,18 +251,6 @@ fn registry_auth(token: Option<&str>, registry: &str) -> anyhow::Result<String> 
         "serveraddress": registry,
     });
     Ok(base64::engine::general_purpose::URL_SAFE.encode(json.to_string()))
-}
-
-fn query_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// One layer, as the engine's push stream tells of it.
