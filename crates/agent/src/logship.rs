@@ -316,7 +316,11 @@ impl Shipper {
                 }
             };
             match self.read(&t, &mut s, lines, resume).await {
-                Read::Failed => continue,
+                // Reopened after a pause: a stream that fails at once must not spin.
+                Read::Failed => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 Read::Ended { new_lines } => {
                     let running = matches!(runtime.inspect(&id).await, Ok(Some(o)) if o.running);
                     if follow && running {
