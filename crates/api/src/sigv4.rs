@@ -408,6 +408,18 @@ fn json_request_headers(
     )
 }
 
+/// Every header of a signed Query protocol call (a form body, as botocore sends ELB's) to
+/// `endpoint`; the HTTP client supplies `host` itself.
+pub fn query_request_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
+    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+    signed_post_headers(key, endpoint, &[("content-type", content_type)], body, when)
+}
+
 fn typed_request_headers(
     key: &SigningKey<'_>,
     endpoint: &str,
@@ -417,16 +429,30 @@ fn typed_request_headers(
     body: &[u8],
     when: SystemTime,
 ) -> Result<Vec<(String, String)>, EcsError> {
+    let target = format!("{target_prefix}{operation}");
+    let headers = [
+        ("content-type", content_type),
+        ("x-amz-target", target.as_str()),
+    ];
+    signed_post_headers(key, endpoint, &headers, body, when)
+}
+
+/// `headers` and the signature of a POST of `body` to `endpoint` (`http://host:port`), the
+/// `host` header signed but left to the HTTP client.
+fn signed_post_headers(
+    key: &SigningKey<'_>,
+    endpoint: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    when: SystemTime,
+) -> Result<Vec<(String, String)>, EcsError> {
     let host = endpoint
         .trim_start_matches("http://")
         .trim_start_matches("https://")
         .trim_end_matches('/');
-    let target = format!("{target_prefix}{operation}");
-    let base = [
-        ("host", host),
-        ("content-type", content_type),
-        ("x-amz-target", target.as_str()),
-    ];
+    let base: Vec<(&str, &str)> = std::iter::once(("host", host))
+        .chain(headers.iter().copied())
+        .collect();
     let signed = sign_request(
         key,
         "POST",

@@ -195,22 +195,9 @@ impl Client {
             region: &s.region,
             service: ELB_SIGNING_NAME,
         };
-        let url = format!("{}/", s.endpoint.trim_end_matches('/'));
-        let host = host_of(&s.endpoint);
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let base = [("host", host), ("content-type", content_type)];
-        let signed = sigv4::sign_request(
-            &key,
-            "POST",
-            &url,
-            &base,
-            body.as_bytes(),
-            SystemTime::now(),
-        )
-        .map_err(|e| ClientError::Request(e.message))?;
-        let headers = std::iter::once(("content-type".to_string(), content_type.to_string()))
-            .chain(signed)
-            .collect();
+        let headers =
+            sigv4::query_request_headers(&key, &s.endpoint, body.as_bytes(), SystemTime::now())
+                .map_err(|e| ClientError::Request(e.message))?;
         let (status, bytes) = self.send(headers, body.into_bytes()).await?;
         let text = String::from_utf8_lossy(&bytes);
         if !(200..300).contains(&status) {
@@ -270,14 +257,6 @@ impl Client {
 
 /// The name Elastic Load Balancing signs requests with.
 const ELB_SIGNING_NAME: &str = "elasticloadbalancing";
-
-/// `host:port` of an endpoint URL.
-fn host_of(endpoint: &str) -> &str {
-    endpoint
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-}
 
 /// hyper's connect errors say "client error (Connect)"; the cause says what happened.
 fn connect_detail(e: &hyper_util::client::legacy::Error) -> String {

@@ -530,24 +530,10 @@ fn new_target_group(arn: String, r: &elbv2::CreateTargetGroupInput) -> Result<Tg
 
 /// The target groups actions forward to.
 fn forwards(actions: &[elbv2::Action]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for a in actions {
-        if let Some(arn) = &a.target_group_arn {
-            out.insert(arn.clone());
-        }
-        for t in a
-            .forward_config
-            .as_ref()
-            .and_then(|f| f.target_groups.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(arn) = &t.target_group_arn {
-                out.insert(arn.clone());
-            }
-        }
-    }
-    out
+    actions
+        .iter()
+        .flat_map(elbv2::Action::forwarded_groups)
+        .collect()
 }
 
 /// The target groups a listener forwards to once its default actions are `defaults` and,

@@ -213,26 +213,12 @@ fn actions(actions: &[Action], groups: &[TargetGroup]) -> String {
     for a in actions {
         let kind = a.r#type.as_deref().unwrap_or("-");
         let detail = match kind {
-            "forward" => {
-                let mut arns: Vec<String> = a.target_group_arn.iter().cloned().collect();
-                for t in a
-                    .forward_config
-                    .as_ref()
-                    .and_then(|f| f.target_groups.as_ref())
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(arn) = &t.target_group_arn {
-                        if !arns.contains(arn) {
-                            arns.push(arn.clone());
-                        }
-                    }
-                }
-                arns.iter()
-                    .map(|a| group_name(a))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
+            "forward" => a
+                .forwarded_groups()
+                .iter()
+                .map(|a| group_name(a))
+                .collect::<Vec<_>>()
+                .join(","),
             "fixed-response" => cell(
                 a.fixed_response_config
                     .as_ref()
