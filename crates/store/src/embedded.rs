@@ -33,8 +33,7 @@ const LOG_KEEP: u64 = 100_000;
 /// Revisions a watcher may fall behind the writer before it is told to re-read.
 const LIVE_BACKLOG: usize = 1024;
 
-/// Batches waiting in one watcher's own queue.
-const WATCH_QUEUE: usize = 64;
+use crate::WATCH_QUEUE;
 
 /// The most transactions one group commit takes.
 const GROUP_MAX: usize = 1024;

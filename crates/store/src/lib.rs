@@ -11,7 +11,12 @@
 //! code on memory, for fast tests. An etcd backend implements the same trait.
 
 mod embedded;
+mod prefixed;
 pub use embedded::Embedded;
+pub use prefixed::Prefixed;
+
+/// How many batches a watcher may have waiting before it is told it [`StoreError::Lagged`].
+pub(crate) const WATCH_QUEUE: usize = 64;
 
 use async_trait::async_trait;
 use std::fmt::Debug;
