@@ -97,6 +97,9 @@ pub struct JoinRequest {
     pub cluster: String,
     pub token: String,
     pub host: HostInfo,
+    /// The cluster's region; `None`: the server's home region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -106,6 +106,8 @@ pub struct AgentConfig {
     /// `http://host:port` of a berth server.
     pub server: String,
     pub cluster: String,
+    /// The cluster's region; `None`: the server's home region.
+    pub region: Option<String>,
     /// The cluster registration token; needed only to join the first time.
     pub token: Option<String>,
     pub data_dir: PathBuf,
@@ -140,6 +142,7 @@ impl AgentConfig {
         AgentConfig {
             server: server.into(),
             cluster: cluster.into(),
+            region: None,
             token: None,
             data_dir,
             attributes: BTreeMap::new(),
@@ -327,6 +330,7 @@ async fn identity(
             cluster: cfg.cluster.clone(),
             token,
             host: host_info(cfg, &instance_id, docker_version, log_drivers),
+            region: cfg.region.clone(),
         })
         .await?;
     let id = Identity {

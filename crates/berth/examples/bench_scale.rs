@@ -560,6 +560,7 @@ async fn join(fleet: &Fleet, token: &str, i: usize) -> Result<Joined, String> {
         cluster: CLUSTER.into(),
         token: token.into(),
         host: host_info(i),
+        region: None,
     })
     .map_err(|e| e.to_string())?;
     let bytes = signed_post(

@@ -157,6 +157,9 @@ struct AgentArgs {
     /// The cluster to join.
     #[arg(long, default_value = "default", env = "BERTH_CLUSTER")]
     cluster: String,
+    /// The cluster's region (default: the server's own, its `--region`).
+    #[arg(long, env = "BERTH_REGION")]
+    region: Option<String>,
     /// The cluster's registration token (`berth join-token --cluster NAME` prints it; `berth
     /// up` keeps the default cluster's in its data dir as `join-token`). Needed only the
     /// first time.
@@ -244,9 +247,14 @@ struct ServerArgs {
     /// Where the store and credentials live (default: ~/.berth).
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The region in ARNs and the SigV4 scope requests must be signed for.
+    /// The home region: the one Berth's banner, CLI and agents use unless told otherwise.
+    /// Every region in `--regions` is served too, each with its own state.
     #[arg(long, default_value = "us-east-1", env = "BERTH_REGION")]
     region: String,
+    /// The regions served beside the home one, comma-separated (default: every region of
+    /// AWS's commercial partition). A request signed for any other region is refused.
+    #[arg(long, env = "BERTH_REGIONS", value_delimiter = ',', value_parser = parse_region)]
+    regions: Option<Vec<String>>,
     /// The account id in ARNs.
     #[arg(long, default_value = "000000000000", env = "BERTH_ACCOUNT_ID")]
     account_id: String,
@@ -293,6 +301,16 @@ fn parse_cidr(s: &str) -> Result<berth_model::cidr::Cidr, String> {
 }
 
 /// `LOW-HIGH`, both ports, LOW ≤ HIGH.
+fn parse_region(s: &str) -> Result<String, String> {
+    if berth_control::regions::well_formed(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a region name (like us-east-1 or eu-west-1)"
+        ))
+    }
+}
+
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s
         .split_once('-')
@@ -480,6 +498,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         .unwrap_or_else(|| default_data_dir().join("agent"));
     let mut cfg = AgentConfig::new(&args.server, &args.cluster, data_dir);
     cfg.token = args.token;
+    cfg.region = args.region;
     cfg.attributes = args.attributes.into_iter().collect();
     if let Some(group) = args.auto_scaling_group {
         if args.capacity == Capacity::Fargate {
@@ -551,6 +570,12 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         task_retention: Duration::from_secs(args.task_retention),
         public_ips: args.public_ips,
     };
+    if !berth_control::regions::well_formed(&args.region) {
+        anyhow::bail!(
+            "--region {:?} is not a region name (like us-east-1 or eu-west-1)",
+            args.region
+        );
+    }
     let registry_listener = tokio::net::TcpListener::bind(args.registry_listen)
         .await
         .with_context(|| format!("binding the registry to {}", args.registry_listen))?;
@@ -561,37 +586,29 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         .unwrap_or_else(|| data_dir.join("registry.key"));
     let blob_key = berth_registry::blobs::load_or_create_key(&key_file)
         .with_context(|| format!("reading the registry key {}", key_file.display()))?;
-    let blobs = berth_registry::blobs::FsBlobs::open(data_dir.join("registry"), blob_key)
-        .context("opening the registry's blob store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut options = server::Options::new(config);
+    if let Some(list) = args.regions.clone() {
+        options.regions = server::Served::Only(list);
+    }
     options.spot_interruption_rate = args.spot_interruption_rate;
     options.elb = Some(berth_elb::Options {
         address: args.lb_address,
         ports: args.lb_ports,
     });
-    options.registry = Some(server::RegistryOptions {
-        blobs: Arc::new(blobs),
-        config: berth_registry::Config {
+    options.storage = Some(server::Storage {
+        dir: data_dir.clone(),
+        blob_key,
+        registry: berth_registry::Config {
             region: args.region.clone(),
             account_id: args.account_id.clone(),
             anonymous_pull: args.registry_anonymous_pull,
             ..Default::default()
         },
-        listener: registry_listener,
+        registry_listener,
     });
-    let logs_dir = data_dir.join("logs").join(&args.region);
-    options.logs = Some(Arc::new(
-        berth_logs::LogStore::open(&logs_dir)
-            .with_context(|| format!("opening the log store in {}", logs_dir.display()))?,
-    ));
-    let metrics_dir = data_dir.join("metrics").join(&args.region);
-    options.cloudwatch = Some(Arc::new(
-        berth_cloudwatch::MetricStore::open(&metrics_dir)
-            .with_context(|| format!("opening the metric store in {}", metrics_dir.display()))?,
-    ));
     let server = server::Server::start(Arc::new(store), listener, options)
         .await
         .context("starting the server")?;
@@ -635,13 +652,17 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     }
 
     println!(
-        "Berth {} listening on {endpoint} (region {}, data in {})",
+        "Berth {} listening on {endpoint} (home region {}, serving {}; data in {})",
         if args.dev {
             "server (DEV MODE)"
         } else {
             "server"
         },
         args.region,
+        match &args.regions {
+            Some(list) => list.join(", "),
+            None => "every AWS region".to_string(),
+        },
         data_dir.display()
     );
     if created {

@@ -150,9 +150,52 @@ async fn fill(s: &TestServer) -> u16 {
     port
 }
 
+/// A second region's state: a cluster and a repository in eu-west-1.
+async fn fill_second_region(s: &TestServer) {
+    let conf = |b: aws_sdk_ecs::config::Builder| {
+        b.behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("eu-west-1"))
+            .endpoint_url(&s.endpoint)
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+                &s.access_key,
+                &s.secret_key,
+                None,
+                None,
+                "test",
+            ))
+            .build()
+    };
+    let ecs = aws_sdk_ecs::Client::from_conf(conf(aws_sdk_ecs::Config::builder()));
+    ecs.create_cluster()
+        .cluster_name("eu")
+        .send()
+        .await
+        .unwrap();
+    let ecr = aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::Config::builder()
+            .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecr::config::Region::new("eu-west-1"))
+            .endpoint_url(&s.endpoint)
+            .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+                &s.access_key,
+                &s.secret_key,
+                None,
+                None,
+                "test",
+            ))
+            .build(),
+    );
+    ecr.create_repository()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every key in the whole store, every region's included.
 async fn keys(s: &TestServer) -> Vec<String> {
     s.control
-        .store
+        .root
         .range("", None, None)
         .await
         .unwrap()
@@ -171,16 +214,19 @@ async fn nothing_but_the_admin_key_survives_a_reset_on_either_path() {
     admin.sort();
     for path in ["/_berth/reset", "/moto-api/reset"] {
         let port = fill(&s).await;
+        fill_second_region(&s).await;
         let before = keys(&s).await;
         for prefix in [
-            "clusters/",
-            "taskdefs/",
-            "tags/",
-            "settings/",
-            "ecr/",
-            "auth/join-token/",
-            "instances/",
-            "elb/",
+            "regions/us-east-1/clusters/",
+            "regions/us-east-1/taskdefs/",
+            "regions/us-east-1/tags/",
+            "regions/us-east-1/settings/",
+            "regions/us-east-1/ecr/",
+            "regions/us-east-1/auth/join-token/",
+            "regions/us-east-1/instances/",
+            "regions/us-east-1/elb/",
+            "regions/eu-west-1/clusters/",
+            "regions/eu-west-1/ecr/",
         ] {
             assert!(
                 before.iter().any(|k| k.starts_with(prefix)),

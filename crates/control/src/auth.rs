@@ -35,9 +35,14 @@ impl Control {
     /// The admin key, created on first start. `true` when it was created just now.
     pub async fn ensure_admin_key(&self) -> Result<(AccessKey, bool), EcsError> {
         for _ in 0..crate::CAS_ATTEMPTS {
-            if let Some((id, _)) = self.get_record::<String>(keys::ADMIN_KEY).await? {
-                if let Some((key, _)) = self.get_record::<AccessKey>(&keys::access_key(&id)).await?
-                {
+            let seen = self
+                .root
+                .get(keys::ADMIN_KEY)
+                .await
+                .map_err(crate::store_error)?;
+            if let Some(kv) = &seen {
+                let id: String = decode(kv)?;
+                if let Some(key) = self.user_key(&id).await? {
                     return Ok((key, false));
                 }
             }
@@ -47,28 +52,43 @@ impl Control {
                 principal_arn: format!("arn:aws:iam::{}:user/berth-admin", self.config.account_id),
                 instance: None,
             };
-            let seen = self
-                .store
-                .get(keys::ADMIN_KEY)
-                .await
-                .map_err(crate::store_error)?;
             let txn = Txn::new()
                 .unchanged(keys::ADMIN_KEY, seen.as_ref())
                 .put(keys::ADMIN_KEY, encode(&key.access_key_id)?)
                 .put(keys::access_key(&key.access_key_id), encode(&key)?);
-            if self.commit(txn).await? {
+            if matches!(
+                self.root.txn(txn).await.map_err(store_error)?,
+                berth_store::TxnOutcome::Committed(_)
+            ) {
                 return Ok((key, true));
             }
         }
         Err(crate::conflict_exhausted("creating the admin key"))
     }
 
-    /// The key with this id, if the server knows it.
+    /// The key with this id, if this region knows it: a user's (every region's) or the key
+    /// of an agent of this region.
     pub async fn access_key(&self, id: &str) -> Result<Option<AccessKey>, EcsError> {
+        if let Some(k) = self.user_key(id).await? {
+            return Ok(Some(k));
+        }
         Ok(self
             .get_record::<AccessKey>(&keys::access_key(id))
             .await?
             .map(|(k, _)| k))
+    }
+
+    /// A user's key (held at the store's root, for every region), if there is one.
+    pub async fn user_key(&self, id: &str) -> Result<Option<AccessKey>, EcsError> {
+        match self
+            .root
+            .get(&keys::access_key(id))
+            .await
+            .map_err(store_error)?
+        {
+            Some(kv) => Ok(Some(decode(&kv)?)),
+            None => Ok(None),
+        }
     }
 
     /// The caller dev mode assumes for a key it does not know.
@@ -105,6 +125,9 @@ impl From<AccessKey> for berth_registry::Principal {
 /// The registry's view of the access keys: it reads them, the control plane owns them.
 #[derive(Debug, Clone)]
 pub struct StoreKeys {
+    /// Users' keys, every region's.
+    pub root: std::sync::Arc<dyn berth_store::Store>,
+    /// The region's own: its agents' keys.
     pub store: std::sync::Arc<dyn berth_store::Store>,
 }
 
@@ -114,8 +137,13 @@ impl berth_registry::Keys for StoreKeys {
         &self,
         access_key_id: &str,
     ) -> Result<Option<berth_registry::Principal>, berth_registry::Error> {
-        let Some(kv) = self.store.get(&keys::access_key(access_key_id)).await? else {
-            return Ok(None);
+        let id = keys::access_key(access_key_id);
+        let kv = match self.root.get(&id).await? {
+            Some(kv) => kv,
+            None => match self.store.get(&id).await? {
+                Some(kv) => kv,
+                None => return Ok(None),
+            },
         };
         let key: AccessKey = serde_json::from_slice(&kv.value).map_err(|e| {
             berth_registry::Error::Internal(format!("stored access key is unreadable: {e}"))

@@ -64,7 +64,8 @@ pub const USAGE_PATH: &str = "/_berth/v1/usage";
 
 #[derive(Debug)]
 struct State {
-    control: Control,
+    /// Every region's handlers; a request goes to its signature's region.
+    regions: Arc<crate::regions::Regions>,
     /// The web console's sessions.
     console: crate::console::Console,
     limits: Limits,
@@ -76,13 +77,13 @@ struct State {
 /// finish (up to `limits.drain_timeout`).
 pub async fn serve(
     listener: TcpListener,
-    control: Control,
+    regions: Arc<crate::regions::Regions>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(State {
-        control,
+        regions,
         console: crate::console::Console::default(),
         limits,
         stopping,
@@ -170,8 +171,10 @@ async fn console_request(
         }
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // The console shows the home region.
     let reply = st
-        .control
+        .regions
+        .home()
         .console(
             &st.console,
             crate::console::Request {
@@ -218,7 +221,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             return respond(200, &request_id, b"ok\n".to_vec(), "text/plain")
         }
         (Method::GET, "/metrics") => {
-            let text = st.control.render_metrics().await;
+            let text = st.regions.render_metrics().await;
             return respond(
                 200,
                 &request_id,
@@ -227,8 +230,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             );
         }
         // The common emulators' test harnesses call `/moto-api/reset`.
-        (Method::POST, "/_berth/reset" | "/moto-api/reset") if st.control.config.dev => {
-            let (status, body) = match st.control.reset().await {
+        (Method::POST, "/_berth/reset" | "/moto-api/reset") if st.regions.dev() => {
+            let (status, body) = match st.regions.reset().await {
                 Ok(n) => (
                     200,
                     serde_json::json!({ "deleted": n }).to_string().into_bytes(),
@@ -299,9 +302,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
             .find(|r| *r == path)
             .and_then(|r| r.rsplit('/').next())
             .unwrap_or("unknown");
-            st.control
-                .metrics
-                .request("agent", operation, status, started.elapsed().as_secs_f64());
+            st.regions.metrics().request(
+                "agent",
+                operation,
+                status,
+                started.elapsed().as_secs_f64(),
+            );
             if status >= 400 {
                 tracing::warn!(request_id, path, status, error = ?result.as_ref().err(), "agent request refused");
             } else {
@@ -372,7 +378,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         "logs" => berth_api::logs::ALL_OPERATIONS,
         _ => berth_api::ecs::ALL_OPERATIONS,
     };
-    st.control.metrics.request(
+    st.regions.metrics().request(
         service,
         known
             .iter()
@@ -400,7 +406,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
 async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsError> {
     let (parts, body) = req.into_parts();
     let body = read_body(st, &parts, body, st.limits.max_body).await?;
-    let caller = authenticate(st, &parts, &body, "ecs").await?;
+    let (control, caller) = authenticate(st, &parts, &body, "ecs").await?;
     let target = parts
         .headers
         .get("x-amz-target")
@@ -408,7 +414,6 @@ async fn ecs_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, EcsE
     let request = parse_ecs_request(target, &body)?;
     // Run the handler on its own task: a bug that panics becomes a ServerException, not a
     // dropped connection.
-    let control = st.control.clone();
     tokio::spawn(async move { control.handle(&caller, request).await })
         .await
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
@@ -470,8 +475,7 @@ async fn query_request(
 ) -> Result<(&'static str, serde_json::Value), EcsError> {
     let (parts, body) = req.into_parts();
     let body = read_body(st, &parts, body, st.limits.max_body).await?;
-    let caller = authenticate(st, &parts, &body, service.signing_name()).await?;
-    let control = st.control.clone();
+    let (control, caller) = authenticate(st, &parts, &body, service.signing_name()).await?;
     let (operation, answer) = match service {
         QueryService::Elb => {
             let request = berth_api::parse_elb_request(&body)?;
@@ -526,7 +530,7 @@ fn query_response(
     };
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    st.control.metrics.request(
+    st.regions.metrics().request(
         service.signing_name(),
         operation,
         status,
@@ -553,9 +557,8 @@ async fn logs_request(
     let (parts, body) = req.into_parts();
     // A PutLogEvents batch is up to 1 MiB of messages, more once escaped as JSON.
     let body = read_body(st, &parts, body, st.limits.max_body.max(LOGS_MAX_BODY)).await?;
-    let caller = authenticate(st, &parts, &body, "logs").await?;
+    let (control, caller) = authenticate(st, &parts, &body, "logs").await?;
     let request = parse_logs_request(operation, &body)?;
-    let control = st.control.clone();
     tokio::spawn(async move { control.handle_logs(&caller, request).await })
         .await
         .map_err(|e| EcsError::server(format!("the request handler failed: {e}")))?
@@ -583,9 +586,8 @@ async fn cloudwatch_request(
     }
     // PutMetricData takes up to 1 MiB of payload.
     let body = read_body(st, &parts, body, st.limits.max_body.max(2 * 1024 * 1024)).await?;
-    let caller = authenticate(st, &parts, &body, "monitoring").await?;
+    let (control, caller) = authenticate(st, &parts, &body, "monitoring").await?;
     let request = parse_cloudwatch_request(operation, &body, wire == Wire::Cbor)?;
-    let control = st.control.clone();
     tokio::spawn(async move { control.handle_cloudwatch(&caller, request, wire).await })
         .await
         .map_err(|e| {
@@ -646,8 +648,8 @@ fn cloudwatch_response(
         })
         .unwrap_or("unknown");
     let latency = started.elapsed().as_secs_f64();
-    st.control
-        .metrics
+    st.regions
+        .metrics()
         .request("monitoring", known, status, latency);
     match (status, &error) {
         (500.., Some(e)) => {
@@ -681,9 +683,9 @@ async fn ecr_request(
 ) -> Result<Vec<u8>, EcsError> {
     let (parts, body) = req.into_parts();
     let body = read_body(st, &parts, body, st.limits.max_body.max(ECR_MAX_BODY)).await?;
-    let (caller, key) = authenticate_key(st, &parts, &body, "ecr").await?;
+    let (control, caller, key) = authenticate_key(st, &parts, &body, "ecr").await?;
     let request = parse_ecr_request(operation, &body)?;
-    let Some(registry) = st.control.registry.clone() else {
+    let Some(registry) = control.registry.clone() else {
         return Err(EcsError::new(
             ErrorKind::UnknownOperation,
             "this server runs no image registry",
@@ -723,13 +725,24 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         st.limits.max_body
     };
     let body = read_body(st, &parts, body, max).await?;
-    let control = st.control.clone();
     let path = parts.uri.path().to_string();
     if path == agent_proto::JOIN_PATH {
         let r: agent_proto::JoinRequest = parse(&body)?;
+        // A join token belongs to a cluster of a region that has started (it made the token).
+        let region = r
+            .region
+            .clone()
+            .unwrap_or_else(|| st.regions.home_name().to_string());
+        st.regions.check(&region)?;
+        let Some(control) = st.regions.started(&region) else {
+            return Err(EcsError::new(
+                ErrorKind::AccessDenied,
+                format!("region {region} has no cluster {} to join", r.cluster),
+            ));
+        };
         return crate::json(control.agent_join(r).await?);
     }
-    let (caller, key) = authenticate_key(st, &parts, &body, "ecs").await?;
+    let (control, caller, key) = authenticate_key(st, &parts, &body, "ecs").await?;
     if path == JOIN_TOKEN_PATH {
         if let Some(instance) = caller.instance {
             return Err(EcsError::new(
@@ -806,7 +819,16 @@ async fn agent_request(st: &State, req: Request<Incoming>) -> Result<Vec<u8>, Ec
         crate::json(resp)
     } else if path == agent_proto::LOGS_PATH {
         let r: agent_proto::LogBatch = parse(&body)?;
-        crate::json(control.agent_logs(&instance, r).await?)
+        // `awslogs-region` may name another region: the events go to its log store, as
+        // the awslogs driver sends them to that region's endpoint.
+        let logs = match r.region.as_deref() {
+            Some(region) if region != control.config.region => {
+                st.regions.check(region)?;
+                st.regions.get(region).await?
+            }
+            _ => control,
+        };
+        crate::json(logs.agent_logs(&instance, r).await?)
     } else if path == agent_proto::PROTECTION_PATH {
         let r: agent_proto::ProtectionRequest = parse(&body)?;
         crate::json(control.agent_task_protection(&instance, r).await?)
@@ -871,25 +893,28 @@ async fn read_body(
     Ok(body)
 }
 
+/// The region the request is signed for (its handlers, started now if need be) and the caller.
 async fn authenticate(
     st: &State,
     parts: &http::request::Parts,
     body: &[u8],
     service: &str,
-) -> Result<Caller, EcsError> {
-    Ok(authenticate_key(st, parts, body, service).await?.0)
+) -> Result<(Control, Caller), EcsError> {
+    let (control, caller, _) = authenticate_key(st, parts, body, service).await?;
+    Ok((control, caller))
 }
 
 /// [`authenticate`], also handing back the caller's stored key (`None` only for dev mode's
-/// made-up callers), for answers that need its secret.
+/// made-up callers), for answers that need its secret. The region is checked and the
+/// signature verified before a region that has not started is started.
 async fn authenticate_key(
     st: &State,
     parts: &http::request::Parts,
     body: &[u8],
     service: &str,
-) -> Result<(Caller, Option<AccessKey>), EcsError> {
-    let cfg = &st.control.config;
+) -> Result<(Control, Caller, Option<AccessKey>), EcsError> {
     let auth = sigv4::parse_authorization(&parts.headers)?;
+    st.regions.check(&auth.region)?;
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -902,30 +927,36 @@ async fn authenticate_key(
         body,
     };
     let now = SystemTime::now();
-    let known = st.control.access_key(&auth.access_key).await?;
-    if cfg.dev {
-        sigv4::check_well_formed(&signed, &auth, &cfg.region, service, now)?;
-        let caller = match &known {
-            Some(k) => caller_of(k),
-            None => st.control.dev_caller(&auth.access_key),
-        };
-        return Ok((caller, known));
-    }
-    let Some(key) = known else {
-        return Err(EcsError::new(
-            ErrorKind::UnrecognizedClient,
-            "The security token included in the request is invalid.",
-        ));
+    // A user's key works in every region; an agent's only in its own, once that has started.
+    let known = match st.regions.started(&auth.region) {
+        Some(c) => c.access_key(&auth.access_key).await?,
+        None => st.regions.home().user_key(&auth.access_key).await?,
     };
-    sigv4::verify(
-        &signed,
-        &auth,
-        &key.secret_access_key,
-        &cfg.region,
-        service,
-        now,
-    )?;
-    Ok((caller_of(&key), Some(key)))
+    let caller = if st.regions.dev() {
+        sigv4::check_well_formed(&signed, &auth, &auth.region, service, now)?;
+        match &known {
+            Some(k) => caller_of(k),
+            None => st.regions.home().dev_caller(&auth.access_key),
+        }
+    } else {
+        let Some(key) = &known else {
+            return Err(EcsError::new(
+                ErrorKind::UnrecognizedClient,
+                "The security token included in the request is invalid.",
+            ));
+        };
+        sigv4::verify(
+            &signed,
+            &auth,
+            &key.secret_access_key,
+            &auth.region,
+            service,
+            now,
+        )?;
+        caller_of(key)
+    };
+    let control = st.regions.get(&auth.region).await?;
+    Ok((control, caller, known))
 }
 
 fn caller_of(key: &AccessKey) -> Caller {

@@ -44,6 +44,12 @@ pub fn access_key(id: &str) -> String {
     format!("auth/keys/{id}")
 }
 pub const ADMIN_KEY: &str = "auth/admin";
+/// Every region's records, each under [`region_prefix`]; at the store's root beside them only
+/// users' access keys and [`ADMIN_KEY`].
+pub const REGIONS: &str = "regions/";
+pub fn region_prefix(region: &str) -> String {
+    format!("regions/{region}/")
+}
 pub const ACCESS_KEYS: &str = "auth/keys/";
 
 /// Counts of what a cluster holds; written by the issues that bring instances, tasks and
@@ -57,29 +63,6 @@ pub fn tasks_of(cluster: &str) -> String {
 pub fn services_of(cluster: &str) -> String {
     format!("services/{cluster}/")
 }
-
-/// What dev mode's reset wipes: everything but the access keys.
-pub const RESETTABLE: &[&str] = &[
-    "clusters/",
-    "taskdefs/",
-    "families/",
-    "tags/",
-    "settings/",
-    "settings-default/",
-    "instances/",
-    "tasks/",
-    "services/",
-    "runtokens/",
-    CAPACITY_PROVIDERS,
-    CAPACITY_PROVIDER_GROUPS,
-    CAPACITY_PROVIDER_OWNERS,
-    ELB,
-    TASK_TARGETS,
-    EC2,
-    METERING,
-    PROTECTION,
-    SERVICE_DEPLOYMENTS,
-];
 
 /// `service-deployments/CLUSTER/SERVICE/DEPLOYMENT_ID` → a deployment's history
 /// (`deployments::Record`: its ServiceDeployment and ServiceRevision).

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod presence;
 pub mod protection;
 pub mod read;
+pub mod regions;
 pub mod resources;
 pub mod server;
 pub mod services;
@@ -108,7 +109,10 @@ pub struct Caller {
 /// The ECS handlers. Cheap to clone; all state is in the store.
 #[derive(Debug, Clone)]
 pub struct Control {
+    /// This region's records: a view of [`Control::root`] under `regions/REGION/`.
     pub store: Arc<dyn Store>,
+    /// The whole store: users' access keys live at its root, shared by every region.
+    pub root: Arc<dyn Store>,
     pub config: Arc<Config>,
     /// Which agents are connected (in memory: every poll is a heartbeat).
     pub agents: Arc<presence::Presence>,
@@ -154,10 +158,14 @@ const CAS_ATTEMPTS: usize = 64;
 impl Control {
     /// The handlers over `store`. Their cluster state is empty until loaded and followed:
     /// start a server with [`server::Server::start`], which does both.
-    pub(crate) fn new(store: Arc<dyn Store>, config: Config) -> Self {
+    pub(crate) fn new(root: Arc<dyn Store>, config: Config) -> Self {
         let agents = Arc::new(presence::Presence::new(config.agent_timeout));
         Control {
-            store,
+            store: Arc::new(berth_store::Prefixed::new(
+                root.clone(),
+                keys::region_prefix(&config.region),
+            )),
+            root,
             state: Arc::new(state::State::new(agents.clone())),
             agents,
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
@@ -184,6 +192,7 @@ impl Control {
         config: berth_registry::Config,
     ) -> Self {
         let keys = Arc::new(auth::StoreKeys {
+            root: self.root.clone(),
             store: self.store.clone(),
         });
         self.registry = Some(berth_registry::Registry::new(
@@ -283,37 +292,12 @@ impl Control {
         }
     }
 
-    /// Wipes every piece of state (dev mode's `POST /_berth/reset`): ECS's records, the
-    /// registry's metadata and blobs, join tokens and agents' keys, logs and metrics, keeping
-    /// only the admin key so the caller can go on.
+    /// Wipes every piece of this region's state (part of dev mode's reset, see
+    /// [`regions::Regions::reset`]): its records (ECS's, the registry's, join tokens and
+    /// agents' keys), the registry's blobs, logs and metrics. Returns how many records and
+    /// blobs went.
     pub async fn reset(&self) -> Result<usize, EcsError> {
-        let mut n = 0;
-        for prefix in keys::RESETTABLE.iter().chain(&[keys::JOIN_TOKENS]) {
-            n += self
-                .store
-                .delete_prefix(prefix)
-                .await
-                .map_err(store_error)?;
-        }
-        // Every access key but the admin's.
-        let admin = self
-            .get_record::<String>(keys::ADMIN_KEY)
-            .await?
-            .map(|(id, _)| keys::access_key(&id));
-        for kv in self
-            .store
-            .range(keys::ACCESS_KEYS, None, None)
-            .await
-            .map_err(store_error)?
-        {
-            if Some(&kv.key) != admin.as_ref() {
-                self.store
-                    .txn(berth_store::Txn::new().delete(kv.key.clone()))
-                    .await
-                    .map_err(store_error)?;
-                n += 1;
-            }
-        }
+        let mut n = self.store.delete_prefix("").await.map_err(store_error)?;
         if let Some(registry) = &self.registry {
             n += registry
                 .reset()
@@ -354,7 +338,8 @@ impl Control {
     /// Nothing that places or polls works before the load; [`crate::server::Server`] starts it
     /// before it serves.
     /// `GET /metrics`: the counters, and what the state and store say now.
-    pub async fn render_metrics(&self) -> String {
+    /// This region's figures for Prometheus (the server sums them over its regions).
+    pub async fn metrics_snapshot(&self) -> metrics::Snapshot {
         let mut now = metrics::Snapshot {
             agents_connected: self.agents.connected() as i64,
             store_revision: self.store.revision().await.unwrap_or(0) as i64,
@@ -365,7 +350,7 @@ impl Control {
             now.running += running as i64;
             now.pending += pending as i64;
         }
-        self.metrics.render(&now)
+        now
     }
 
     pub async fn load_state(&self) -> Result<berth_store::Revision, EcsError> {

@@ -807,7 +807,7 @@ impl Control {
         let instance = instance.to_string();
         if let Some(region) = r.region.as_deref().filter(|r| *r != self.config.region) {
             return Err(EcsError::invalid(format!(
-                "awslogs-region '{region}' is not this server's region ('{}')",
+                "awslogs-region '{region}' is not this log store's region ('{}')",
                 self.config.region
             )));
         }

@@ -1,9 +1,12 @@
-//! The one way to start a server: the control plane over a store, its cluster state loaded and
-//! followed, the ECS listener, the registry's listener if there is one, and the background
-//! loops (services, the purge of long-stopped tasks, the registry's housekeeping). `berth
-//! server`, `berth up` and the tests all start [`Server::start`] and stop [`Server::shutdown`].
+//! The one way to start a server: every region's control plane over one store (see
+//! [`crate::regions`]: each region's cluster state loaded and followed, its registry listener
+//! and background loops — services, the purge of long-stopped tasks, the registry's
+//! housekeeping), and the one listener every region's API is served on. `berth server`,
+//! `berth up` and the tests all start [`Server::start`] and stop [`Server::shutdown`].
 
 use crate::http::Limits;
+use crate::regions::{RegionOptions, Regions};
+pub use crate::regions::{Served, Storage};
 use crate::{Config, Control};
 use berth_api::EcsError;
 use std::future::Future;
@@ -14,30 +17,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The image registry a server runs beside the ECS API.
-#[derive(Debug)]
-pub struct RegistryOptions {
-    pub blobs: Arc<dyn berth_registry::BlobStore>,
-    /// Its `endpoint` is set from `listener`'s address.
-    pub config: berth_registry::Config,
-    /// Where the OCI distribution protocol (`docker push`/`pull`) is served.
-    pub listener: TcpListener,
-}
-
 #[derive(Debug)]
 pub struct Options {
+    /// Its `region` is the home region: what a request signed for no other region gets, and
+    /// what Berth's own banner, CLI and agents use by default.
     pub config: Config,
+    /// The regions served beside the home one.
+    pub regions: Served,
     pub limits: Limits,
     /// How often the service reconciler runs when no change wakes it; `None`: not started
     /// (tests that drive [`Control::reconcile_services`] by hand start it later, if at all).
     pub service_interval: Option<Duration>,
     /// How often long-stopped tasks are purged and the registry's housekeeping runs.
     pub housekeeping_interval: Duration,
-    pub registry: Option<RegistryOptions>,
-    /// CloudWatch Logs' store (retention is enforced on the housekeeping interval).
-    pub logs: Option<Arc<berth_logs::LogStore>>,
-    /// CloudWatch's metric store (retention is enforced on the housekeeping interval).
-    pub cloudwatch: Option<Arc<berth_cloudwatch::MetricStore>>,
+    /// Where each region's registry blobs, logs and metrics live; `None`: no registry, and
+    /// CloudWatch's APIs answer that they have no store.
+    pub storage: Option<Storage>,
     /// How often Container Insights and AWS/ECS figures are published (CloudWatch's one
     /// minute by default).
     pub insights_interval: Duration,
@@ -52,13 +47,12 @@ impl Options {
     pub fn new(config: Config) -> Self {
         Options {
             config,
+            regions: Served::Aws,
             limits: Limits::default(),
             // Changes wake it at once; the sweep is for what time alone moves.
             service_interval: Some(Duration::from_secs(5)),
             housekeeping_interval: Duration::from_secs(60),
-            registry: None,
-            logs: None,
-            cloudwatch: None,
+            storage: None,
             insights_interval: Duration::from_secs(60),
             elb: None,
             spot_interruption_rate: 0.0,
@@ -69,12 +63,15 @@ impl Options {
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
+    /// The home region's handlers.
     pub control: Control,
+    /// Every region's.
+    pub regions: Arc<Regions>,
     pub addr: SocketAddr,
+    /// The home region's registry's `/v2/` listener.
     pub registry_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
-    background: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Completes when `rx` turns true (or its sender is gone).
@@ -83,7 +80,8 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 impl Server {
-    /// Loads the cluster state, then serves on `listener` and starts the background loops.
+    /// Starts the home region and every region the store holds records of (each loads its
+    /// cluster state and starts its loops), then serves on `listener`.
     pub async fn start(
         store: Arc<dyn berth_store::Store>,
         listener: TcpListener,
@@ -92,89 +90,35 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| EcsError::server(format!("the listener has no address: {e}")))?;
-        let mut control = Control::new(store, opts.config);
-        control.logs = opts.logs;
-        control.cloudwatch = opts.cloudwatch;
-        control.elb = opts.elb.map(berth_elb::Proxy::new);
-        let mut registry_listener = None;
-        let mut registry_addr = None;
-        if let Some(mut r) = opts.registry {
-            let a = r
-                .listener
-                .local_addr()
-                .map_err(|e| EcsError::server(format!("the registry listener: {e}")))?;
-            r.config.endpoint = a.to_string();
-            control = control.with_registry(r.blobs, r.config);
-            registry_listener = Some(r.listener);
-            registry_addr = Some(a);
-        }
-        let from = control.load_state().await?;
         let (stop, stop_rx) = watch::channel(false);
-        let mut background = Vec::new();
-        {
-            let (c, rx) = (control.clone(), stop_rx.clone());
-            background.push(tokio::spawn(async move { c.run_state(from, rx).await }));
-        }
-        {
-            let (c, rx) = (control.clone(), stop_rx.clone());
-            let every = opts.housekeeping_interval;
-            background.push(tokio::spawn(housekeeping(c, every, rx)));
-        }
-        if control.elb.is_some() {
-            // The listeners the records hold listen again, then drained targets are swept.
-            control.sync_elb().await;
-            let (c, rx) = (control.clone(), stop_rx.clone());
-            background.push(tokio::spawn(sweep_drained(c, rx)));
-            let (c, mut rx) = (control.clone(), stop_rx.clone());
-            background.push(tokio::spawn(async move {
-                let Some(proxy) = c.elb.clone() else { return };
-                loop {
-                    tokio::select! {
-                        _ = rx.wait_for(|s| *s) => return,
-                        _ = proxy.health_changed() => {}
-                    }
-                    c.wake_lb_services().await;
-                }
-            }));
-        }
-        if opts.spot_interruption_rate > 0.0 {
-            let (c, rx) = (control.clone(), stop_rx.clone());
-            background.push(tokio::spawn(spot_chaos(c, opts.spot_interruption_rate, rx)));
-        }
-        if control.cloudwatch.is_some() {
-            let (c, rx) = (control.clone(), stop_rx.clone());
-            background.push(tokio::spawn(publish_insights(
-                c,
-                opts.insights_interval,
-                rx,
-            )));
-        }
-        if let (Some(registry), Some(l)) = (control.registry.clone(), registry_listener) {
-            let r = registry.clone();
-            let (every, rx) = (opts.housekeeping_interval, stop_rx.clone());
-            background.push(tokio::spawn(async move {
-                r.run_housekeeping(every, stopped(rx)).await
-            }));
-            let rx = stop_rx.clone();
-            background.push(tokio::spawn(async move {
-                if let Err(e) = berth_registry::http::serve(l, registry, stopped(rx)).await {
-                    tracing::error!(error = %e, "the registry stopped");
-                }
-            }));
-        }
+        let regions = Arc::new(Regions::new(
+            store,
+            opts.regions,
+            RegionOptions {
+                config: opts.config,
+                housekeeping_interval: opts.housekeeping_interval,
+                insights_interval: opts.insights_interval,
+                elb: opts.elb,
+                spot_interruption_rate: opts.spot_interruption_rate,
+            },
+            opts.storage,
+            stop_rx.clone(),
+        )?);
+        let control = regions.start_all().await?;
+        let registry_addr = regions.registry_addr(regions.home_name());
         let http = tokio::spawn(crate::http::serve(
             listener,
-            control.clone(),
+            regions.clone(),
             opts.limits,
             stopped(stop_rx),
         ));
         let server = Server {
             control,
+            regions,
             addr,
             registry_addr,
             stop,
             http,
-            background: std::sync::Mutex::new(background),
         };
         if let Some(every) = opts.service_interval {
             server.spawn_service_loop(every);
@@ -182,16 +126,10 @@ impl Server {
         Ok(server)
     }
 
-    /// Runs the service reconciler at least every `every` (and on every change) until the
-    /// server stops.
+    /// Runs every region's service reconciler at least every `every` (and on every change)
+    /// until the server stops.
     pub fn spawn_service_loop(&self, every: Duration) {
-        let c = self.control.clone();
-        let rx = self.stop.subscribe();
-        let t = tokio::spawn(async move { c.run_service_loop(every, stopped(rx)).await });
-        self.background
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(t);
+        self.regions.spawn_service_loops(every);
     }
 
     /// Completes when the server starts stopping.
@@ -204,16 +142,12 @@ impl Server {
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
         // The listeners' ports are free for whatever starts next.
-        if let Some(proxy) = &self.control.elb {
-            proxy.close();
-        }
+        self.regions.close_listeners();
         let served = self
             .http
             .await
             .map_err(|e| std::io::Error::other(format!("the server task failed: {e}")))?;
-        let background =
-            std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in background {
+        for t in self.regions.take_background() {
             if tokio::time::timeout(Duration::from_secs(15), t)
                 .await
                 .is_err()
@@ -228,7 +162,7 @@ impl Server {
 /// Forgets drained load-balancer targets, every half second, and rebuilds the data plane's
 /// configuration every 5 s (instances' addresses change without an ELB write; a listener
 /// that could not bind tries again).
-async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
     let mut turn = 0u32;
     loop {
         tokio::select! {
@@ -248,7 +182,7 @@ async fn sweep_drained(control: Control, mut stop: watch::Receiver<bool>) {
 
 /// Interrupts RUNNING FARGATE_SPOT tasks at random, `rate` of them a minute on average, until
 /// `stop`: Spot's reclaims, for testing what a service does about them.
-async fn spot_chaos(control: Control, rate: f64, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn spot_chaos(control: Control, rate: f64, mut stop: watch::Receiver<bool>) {
     const EVERY: Duration = Duration::from_secs(5);
     let p = (rate * EVERY.as_secs_f64() / 60.0).clamp(0.0, 1.0);
     loop {
@@ -264,7 +198,11 @@ async fn spot_chaos(control: Control, rate: f64, mut stop: watch::Receiver<bool>
 
 /// Purges tasks stopped longer than the retention and log segments past their group's
 /// retention, every `every`, until `stop`.
-async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn housekeeping(
+    control: Control,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -299,7 +237,11 @@ async fn housekeeping(control: Control, every: Duration, mut stop: watch::Receiv
 }
 
 /// Publishes Container Insights and AWS/ECS figures every `every`, until `stop`.
-async fn publish_insights(control: Control, every: Duration, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn publish_insights(
+    control: Control,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -115,8 +115,9 @@ pub struct Event {
     pub kv: KeyValue,
 }
 
-/// The changes one revision made under a watched prefix (never empty): a transaction's events
-/// arrive together, so a watcher never sees half of one.
+/// The changes one revision made under a watched prefix: a transaction's events arrive
+/// together, so a watcher never sees half of one. Never empty from a backend; a [`Prefixed`]
+/// view also sends empty ones, for revisions that changed nothing it holds (progress).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub revision: Revision,

@@ -42,7 +42,11 @@ impl Prefixed {
 #[async_trait]
 impl Store for Prefixed {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.inner.get(&self.full(key)).await?.map(|kv| self.strip(kv)))
+        Ok(self
+            .inner
+            .get(&self.full(key))
+            .await?
+            .map(|kv| self.strip(kv)))
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
@@ -97,21 +101,34 @@ impl Store for Prefixed {
         self.inner.txn(Txn { compares, ops }).await
     }
 
+    /// Every revision of the whole store arrives, as a batch of this view's changes under
+    /// `prefix` — empty when it made none here — so a watcher knows how far it has seen even
+    /// while other views are the ones writing (etcd's progress notifications).
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch, StoreError> {
-        let mut inner = self.inner.watch(&self.full(prefix), after).await?;
+        let mut inner = self.inner.watch("", after).await?;
+        let wanted = self.full(prefix);
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        let view = self.clone();
+        let cut = self.prefix.len();
+        // Holds no handle on the store, and ends as soon as the watcher goes, so a dropped
+        // watch never keeps the store open.
         tokio::spawn(async move {
-            while let Some(item) = inner.rx.recv().await {
+            loop {
+                let item = tokio::select! {
+                    item = inner.rx.recv() => item,
+                    _ = tx.closed() => return,
+                };
+                let Some(item) = item else { return };
                 let item = item.map(|b| {
                     Arc::new(Batch {
                         revision: b.revision,
                         events: b
                             .events
                             .iter()
-                            .map(|e| Event {
-                                kind: e.kind,
-                                kv: view.strip(e.kv.clone()),
+                            .filter(|e| e.kv.key.starts_with(&wanted))
+                            .map(|e| {
+                                let mut kv = e.kv.clone();
+                                kv.key = kv.key.split_off(cut);
+                                Event { kind: e.kind, kv }
                             })
                             .collect(),
                     })
@@ -155,9 +172,16 @@ mod tests {
             .await
             .unwrap();
         let got = a.get("clusters/x").await.unwrap().expect("a's own record");
-        assert_eq!((got.key.as_str(), got.value.as_slice()), ("clusters/x", &b"a"[..]));
+        assert_eq!(
+            (got.key.as_str(), got.value.as_slice()),
+            ("clusters/x", &b"a"[..])
+        );
         let listed = a.range("clusters/", None, None).await.unwrap();
-        assert_eq!(listed.len(), 1, "eu-west-1 must not list eu-west-10's keys: {listed:?}");
+        assert_eq!(
+            listed.len(),
+            1,
+            "eu-west-1 must not list eu-west-10's keys: {listed:?}"
+        );
         assert_eq!(listed[0].value, b"a");
         assert!(
             root.get("clusters/x").await.unwrap().is_none(),
@@ -167,10 +191,16 @@ mod tests {
             .get_many(&["clusters/x".into(), "clusters/y".into()])
             .await
             .unwrap();
-        assert_eq!(many[0].as_ref().map(|kv| kv.value.clone()), Some(b"b".to_vec()));
+        assert_eq!(
+            many[0].as_ref().map(|kv| kv.value.clone()),
+            Some(b"b".to_vec())
+        );
         assert!(many[1].is_none());
         assert_eq!(a.delete_prefix("clusters/").await.unwrap(), 1);
-        assert!(b.get("clusters/x").await.unwrap().is_some(), "b's record survives a's delete");
+        assert!(
+            b.get("clusters/x").await.unwrap().is_some(),
+            "b's record survives a's delete"
+        );
     }
 
     #[tokio::test]
@@ -194,7 +224,28 @@ mod tests {
             a.txn(Txn::new().put(k, vec![])).await.unwrap();
         }
         let page = a.range("p/", Some("p/1"), Some(1)).await.unwrap();
-        assert_eq!(page.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["p/2"]);
+        assert_eq!(
+            page.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+            ["p/2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_watch_leaves_no_handle_on_the_store() {
+        let root: Arc<dyn Store> = Arc::new(Embedded::in_memory().expect("an in-memory store"));
+        let a = Prefixed::new(root.clone(), "regions/eu-west-1/");
+        let w = a.watch("", 0).await.unwrap();
+        drop((w, a));
+        for _ in 0..100 {
+            if Arc::strong_count(&root) == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "a dropped watch still holds the store ({} handles), which then never closes",
+            Arc::strong_count(&root)
+        );
     }
 
     #[tokio::test]
@@ -211,8 +262,15 @@ mod tests {
             .expect("a batch within 5 s")
             .expect("an open watch")
             .unwrap();
-        assert_eq!(first.revision, 2, "b's write (revision 1) is not a's");
-        let keys: Vec<&str> = first.events.iter().map(|e| e.kv.key.as_str()).collect();
+        assert_eq!(first.revision, 1, "b's write arrives as progress");
+        assert!(first.events.is_empty(), "b's write is not a's: {first:?}");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), w.rx.recv())
+            .await
+            .expect("a batch within 5 s")
+            .expect("an open watch")
+            .unwrap();
+        assert_eq!(next.revision, 2);
+        let keys: Vec<&str> = next.events.iter().map(|e| e.kv.key.as_str()).collect();
         assert_eq!(keys, ["x", "y"]);
         let second = tokio::time::timeout(std::time::Duration::from_secs(5), w.rx.recv())
             .await

@@ -24,7 +24,10 @@ pub struct TestServer {
     pub registry_addr: std::net::SocketAddr,
     pub access_key: String,
     pub secret_key: String,
+    /// The home region's handlers.
     pub control: Control,
+    /// Every region's.
+    pub regions: Arc<berth_control::regions::Regions>,
     pub dir: tempfile::TempDir,
     server: Option<server::Server>,
 }
@@ -66,12 +69,21 @@ impl TestServer {
         limits: Limits,
         config: Config,
     ) -> TestServer {
+        Self::start_serving(dir, addr, limits, config, server::Served::Aws).await
+    }
+
+    /// A server with the given configuration, serving `served` beside its home region.
+    pub async fn start_serving(
+        dir: tempfile::TempDir,
+        addr: Option<std::net::SocketAddr>,
+        limits: Limits,
+        config: Config,
+        served: server::Served,
+    ) -> TestServer {
         let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
         let registry_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let blob_key =
             berth_registry::blobs::load_or_create_key(&dir.path().join("registry.key")).unwrap();
-        let blobs =
-            berth_registry::blobs::FsBlobs::open(dir.path().join("registry"), blob_key).unwrap();
         let listener = match addr {
             Some(a) => {
                 let mut tries = 0;
@@ -90,23 +102,19 @@ impl TestServer {
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let mut options = server::Options::new(config.clone());
+        options.regions = served;
         options.limits = limits;
         options.service_interval = None;
-        options.registry = Some(server::RegistryOptions {
-            blobs: Arc::new(blobs),
-            config: berth_registry::Config {
+        options.storage = Some(server::Storage {
+            dir: dir.path().to_path_buf(),
+            blob_key,
+            registry: berth_registry::Config {
                 region: config.region.clone(),
                 account_id: config.account_id.clone(),
                 ..Default::default()
             },
-            listener: registry_listener,
+            registry_listener,
         });
-        options.logs = Some(Arc::new(
-            berth_logs::LogStore::open(dir.path().join("logs")).unwrap(),
-        ));
-        options.cloudwatch = Some(Arc::new(
-            berth_cloudwatch::MetricStore::open(&dir.path().join("metrics")).unwrap(),
-        ));
         // Load balancers' listeners on loopback, at the ports the tests choose.
         options.elb = Some(berth_elb::Options {
             address: std::net::IpAddr::from([127, 0, 0, 1]),
@@ -118,6 +126,7 @@ impl TestServer {
             .await
             .unwrap();
         let control = server.control.clone();
+        let regions = server.regions.clone();
         let (key, _) = control.ensure_admin_key().await.unwrap();
         let addr = server.addr;
         TestServer {
@@ -127,6 +136,7 @@ impl TestServer {
             access_key: key.access_key_id,
             secret_key: key.secret_access_key,
             control,
+            regions,
             dir,
             server: Some(server),
         }
@@ -149,8 +159,13 @@ impl TestServer {
     pub async fn shutdown(mut self) -> (tempfile::TempDir, std::net::SocketAddr) {
         let addr = self.addr;
         self.stop_server().await;
-        let TestServer { dir, control, .. } = self;
-        drop(control);
+        let TestServer {
+            dir,
+            control,
+            regions,
+            ..
+        } = self;
+        drop((control, regions));
         // The store is closed when the last handle goes; give handlers in flight a moment.
         let path = dir.path().join("state.redb");
         for _ in 0..100 {
@@ -421,8 +436,18 @@ pub fn aws_cli() -> Option<String> {
 /// `aws` against `s` with its admin key id and `secret`, nothing from the user's own
 /// configuration, and no retries; add the service, command and arguments.
 pub fn aws_command(bin: &str, s: &TestServer, secret: &str) -> std::process::Command {
+    aws_command_in(bin, s, secret, "us-east-1")
+}
+
+/// [`aws_command`] for `region`.
+pub fn aws_command_in(
+    bin: &str,
+    s: &TestServer,
+    secret: &str,
+    region: &str,
+) -> std::process::Command {
     let mut cmd = std::process::Command::new(bin);
-    cmd.args(["--endpoint-url", &s.endpoint, "--region", "us-east-1"])
+    cmd.args(["--endpoint-url", &s.endpoint, "--region", region])
         .env("AWS_ACCESS_KEY_ID", &s.access_key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_CONFIG_FILE", "/dev/null")

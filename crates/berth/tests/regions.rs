@@ -1,0 +1,511 @@
+//! One server serves every region, each with its own state, as AWS keeps regions apart: what
+//! is made in eu-west-1 is not seen in us-east-1, ARNs carry the region, names may repeat
+//! across regions. Through the real AWS CLI (ECS, ECR and its registry, Logs, CloudWatch, EC2,
+//! ELB), across a restart, with a server limited by `--regions`, and with an agent of a
+//! second region running a task on the real Docker Engine.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use berth_control::{http::Limits, server::Served, Config};
+use common::{aws_cli, TestAgent, TestServer, BUSYBOX};
+use serde_json::Value;
+use std::time::Duration;
+
+/// `aws SERVICE ARGS` in `region`: Ok(its JSON; `Null` for no output) or Err(stderr).
+fn aws(
+    bin: &str,
+    s: &TestServer,
+    region: &str,
+    service: &str,
+    args: &[&str],
+) -> Result<Value, String> {
+    let out = tokio::task::block_in_place(|| {
+        common::aws_command_in(bin, s, &s.secret_key, region)
+            .args(["--output", "json", service])
+            .args(args)
+            .output()
+            .unwrap()
+    });
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+fn ok(bin: &str, s: &TestServer, region: &str, service: &str, args: &[&str]) -> Value {
+    aws(bin, s, region, service, args)
+        .unwrap_or_else(|e| panic!("aws --region {region} {service} {args:?} failed: {e}"))
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+const EU: &str = "eu-west-1";
+const US: &str = "us-east-1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_keep_their_state_apart_through_the_aws_cli() {
+    let Some(bin) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let b = bin.as_str();
+
+    // ECS: the same names in both regions, separate records, ARNs with their region.
+    let eu = ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &["create-cluster", "--cluster-name", "prod"],
+    );
+    let us = ok(
+        b,
+        &s,
+        US,
+        "ecs",
+        &["create-cluster", "--cluster-name", "prod"],
+    );
+    assert_eq!(
+        eu["cluster"]["clusterArn"],
+        "arn:aws:ecs:eu-west-1:000000000000:cluster/prod"
+    );
+    assert_eq!(
+        us["cluster"]["clusterArn"],
+        "arn:aws:ecs:us-east-1:000000000000:cluster/prod"
+    );
+    ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &["create-cluster", "--cluster-name", "eu-only"],
+    );
+    let listed = ok(b, &s, US, "ecs", &["list-clusters"]);
+    assert_eq!(
+        strs(&listed["clusterArns"]),
+        ["arn:aws:ecs:us-east-1:000000000000:cluster/prod"],
+        "us-east-1 lists only its own cluster"
+    );
+    let listed = ok(b, &s, EU, "ecs", &["list-clusters"]);
+    assert_eq!(strs(&listed["clusterArns"]).len(), 2, "{listed}");
+    let missing = aws(
+        b,
+        &s,
+        US,
+        "ecs",
+        &["describe-clusters", "--clusters", "eu-only"],
+    )
+    .unwrap();
+    assert_eq!(missing["failures"][0]["reason"], "MISSING", "{missing}");
+    let defs = r#"[{"name":"app","image":"busybox","memory":32}]"#;
+    for _ in 0..2 {
+        ok(
+            b,
+            &s,
+            EU,
+            "ecs",
+            &[
+                "register-task-definition",
+                "--family",
+                "web",
+                "--container-definitions",
+                defs,
+            ],
+        );
+    }
+    let us_def = ok(
+        b,
+        &s,
+        US,
+        "ecs",
+        &[
+            "register-task-definition",
+            "--family",
+            "web",
+            "--container-definitions",
+            defs,
+        ],
+    );
+    assert_eq!(
+        us_def["taskDefinition"]["taskDefinitionArn"],
+        "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1",
+        "each region numbers its own revisions"
+    );
+    let eu_defs = ok(b, &s, EU, "ecs", &["list-task-definitions"]);
+    assert_eq!(
+        strs(&eu_defs["taskDefinitionArns"]).last().unwrap(),
+        "arn:aws:ecs:eu-west-1:000000000000:task-definition/web:2"
+    );
+    ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &[
+            "put-account-setting",
+            "--name",
+            "containerInsights",
+            "--value",
+            "enabled",
+        ],
+    );
+    let us_settings = ok(
+        b,
+        &s,
+        US,
+        "ecs",
+        &[
+            "list-account-settings",
+            "--name",
+            "containerInsights",
+            "--effective-settings",
+        ],
+    );
+    assert_eq!(
+        us_settings["settings"][0]["value"], "disabled",
+        "an account setting is per region: {us_settings}"
+    );
+
+    // ECR: a repository of the same name in both, each region's registry at its own address.
+    let eu_repo = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["create-repository", "--repository-name", "app"],
+    );
+    let us_repo = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["create-repository", "--repository-name", "app"],
+    );
+    assert_eq!(
+        eu_repo["repository"]["repositoryArn"],
+        "arn:aws:ecr:eu-west-1:000000000000:repository/app"
+    );
+    let (eu_uri, us_uri) = (
+        eu_repo["repository"]["repositoryUri"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        us_repo["repository"]["repositoryUri"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    assert_eq!(us_uri, format!("{}/app", s.registry_addr));
+    assert_ne!(eu_uri, us_uri, "each region's registry has its own address");
+    let eu_registry = s
+        .regions
+        .registry_addr(EU)
+        .expect("eu-west-1's registry listens");
+    assert_eq!(eu_uri, format!("{eu_registry}/app"));
+    ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["create-repository", "--repository-name", "eu-app"],
+    );
+    let us_repos = ok(b, &s, US, "ecr", &["describe-repositories"]);
+    assert_eq!(
+        us_repos["repositories"].as_array().unwrap().len(),
+        1,
+        "{us_repos}"
+    );
+    // The registry's data plane is the region's: eu-west-1's serves its token and its
+    // repositories only.
+    let token = ok(b, &s, EU, "ecr", &["get-authorization-token"]);
+    let data = &token["authorizationData"][0];
+    assert_eq!(data["proxyEndpoint"], format!("http://{eu_registry}"));
+    let reg = common::Reg {
+        base: format!("http://{eu_registry}"),
+        auth: Some(format!(
+            "Basic {}",
+            data["authorizationToken"].as_str().unwrap()
+        )),
+    };
+    let tags = reg.req("GET", "/v2/eu-app/tags/list", &[], b"").await;
+    assert_eq!(
+        tags.status, 200,
+        "eu-west-1's registry has eu-app: {:?}",
+        tags.body
+    );
+    let us_reg = common::Reg::new(&s);
+    let other = us_reg.req("GET", "/v2/eu-app/tags/list", &[], b"").await;
+    assert_eq!(
+        (other.status, other.code().as_str()),
+        (404, "NAME_UNKNOWN"),
+        "us-east-1's registry does not serve eu-west-1's repository"
+    );
+
+    // CloudWatch Logs and metrics.
+    ok(
+        b,
+        &s,
+        EU,
+        "logs",
+        &["create-log-group", "--log-group-name", "/eu"],
+    );
+    let us_groups = ok(b, &s, US, "logs", &["describe-log-groups"]);
+    assert_eq!(us_groups["logGroups"], serde_json::json!([]), "{us_groups}");
+    let eu_groups = ok(b, &s, EU, "logs", &["describe-log-groups"]);
+    assert!(
+        eu_groups["logGroups"][0]["arn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:logs:eu-west-1:000000000000:log-group:/eu"),
+        "{eu_groups}"
+    );
+    ok(
+        b,
+        &s,
+        EU,
+        "cloudwatch",
+        &[
+            "put-metric-data",
+            "--namespace",
+            "App",
+            "--metric-name",
+            "hits",
+            "--value",
+            "1",
+        ],
+    );
+    let us_metrics = ok(
+        b,
+        &s,
+        US,
+        "cloudwatch",
+        &["list-metrics", "--namespace", "App"],
+    );
+    assert_eq!(us_metrics["Metrics"], serde_json::json!([]), "{us_metrics}");
+    let eu_metrics = ok(
+        b,
+        &s,
+        EU,
+        "cloudwatch",
+        &["list-metrics", "--namespace", "App"],
+    );
+    assert_eq!(
+        eu_metrics["Metrics"][0]["MetricName"], "hits",
+        "{eu_metrics}"
+    );
+
+    // EC2 and ELB.
+    let zones = ok(b, &s, EU, "ec2", &["describe-availability-zones"]);
+    let names: Vec<&str> = zones["AvailabilityZones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["ZoneName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    let eu_vpcs = ok(b, &s, EU, "ec2", &["describe-vpcs"]);
+    let us_vpcs = ok(b, &s, US, "ec2", &["describe-vpcs"]);
+    assert_ne!(
+        eu_vpcs["Vpcs"][0]["VpcId"], us_vpcs["Vpcs"][0]["VpcId"],
+        "each region has its own default VPC"
+    );
+    let lb = ok(
+        b,
+        &s,
+        EU,
+        "elbv2",
+        &["create-load-balancer", "--name", "web"],
+    );
+    let lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"].as_str().unwrap();
+    assert!(
+        lb_arn.starts_with(
+            "arn:aws:elasticloadbalancing:eu-west-1:000000000000:loadbalancer/app/web/"
+        ),
+        "{lb_arn}"
+    );
+    let us_lbs = ok(b, &s, US, "elbv2", &["describe-load-balancers"]);
+    assert_eq!(us_lbs["LoadBalancers"], serde_json::json!([]), "{us_lbs}");
+
+    // A region AWS does not have.
+    let err = aws(b, &s, "xx-nowhere-1", "ecs", &["list-clusters"]).unwrap_err();
+    assert!(
+        err.contains("InvalidSignatureException")
+            && err.contains("Credential should be scoped to a valid region, not 'xx-nowhere-1'"),
+        "{err}"
+    );
+
+    // After a restart every region is back, its registry at the same address.
+    let s = s.restart().await;
+    let listed = ok(b, &s, EU, "ecs", &["list-clusters"]);
+    assert_eq!(
+        strs(&listed["clusterArns"]).len(),
+        2,
+        "after a restart: {listed}"
+    );
+    let repo = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["describe-repositories", "--repository-names", "app"],
+    );
+    assert_eq!(repo["repositories"][0]["repositoryUri"], eu_uri.as_str());
+    let groups = ok(b, &s, EU, "logs", &["describe-log-groups"]);
+    assert_eq!(groups["logGroups"].as_array().unwrap().len(), 1, "{groups}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_limited_by_regions_refuses_the_others() {
+    let Some(bin) = aws_cli() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_serving(
+        dir,
+        None,
+        Limits::default(),
+        Config::default(),
+        Served::Only(vec![EU.to_string()]),
+    )
+    .await;
+    let b = bin.as_str();
+    ok(b, &s, US, "ecs", &["list-clusters"]);
+    ok(b, &s, EU, "ecs", &["list-clusters"]);
+    for (service, args) in [
+        ("ecs", vec!["list-clusters"]),
+        ("ecr", vec!["describe-repositories"]),
+        ("logs", vec!["describe-log-groups"]),
+        ("elbv2", vec!["describe-load-balancers"]),
+    ] {
+        let err = aws(b, &s, "us-west-2", service, &args).unwrap_err();
+        assert!(
+            err.contains("Credential should be scoped to a valid region, not 'us-west-2'")
+                && err.contains("'us-east-1', 'eu-west-1'"),
+            "{service}: {err}"
+        );
+    }
+    assert_eq!(
+        s.regions.names(),
+        [EU, US],
+        "a refused region is never started"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_a_second_region_runs_that_regions_task_on_docker() {
+    if !common::docker_available() {
+        return;
+    }
+    let Some(bin) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let b = bin.as_str();
+    ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &["create-cluster", "--cluster-name", "default"],
+    );
+    let eu = s.regions.get(EU).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TestAgent::config(&s, dir.path());
+    cfg.region = Some(EU.to_string());
+    cfg.token = Some(eu.ensure_join_token("default").await.unwrap());
+    let agent = TestAgent::start(&s, cfg).await;
+    let instance = common::wait_joined(&agent).await;
+    assert!(
+        instance.starts_with("arn:aws:ecs:eu-west-1:000000000000:container-instance/default/"),
+        "{instance}"
+    );
+    let none = aws(
+        b,
+        &s,
+        US,
+        "ecs",
+        &["list-container-instances", "--cluster", "default"],
+    )
+    .unwrap_err();
+    assert!(none.contains("ClusterNotFoundException"), "{none}");
+
+    let defs =
+        format!(r#"[{{"name":"app","image":"{BUSYBOX}","memory":32,"command":["sleep","300"]}}]"#);
+    ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &[
+            "register-task-definition",
+            "--family",
+            "sleeper",
+            "--container-definitions",
+            &defs,
+        ],
+    );
+    let run = ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &[
+            "run-task",
+            "--cluster",
+            "default",
+            "--task-definition",
+            "sleeper",
+        ],
+    );
+    assert_eq!(run["failures"], serde_json::json!([]), "{run}");
+    let task = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    assert!(task.starts_with("arn:aws:ecs:eu-west-1:"), "{task}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    while std::time::Instant::now() < deadline {
+        last = ok(
+            b,
+            &s,
+            EU,
+            "ecs",
+            &["describe-tasks", "--cluster", "default", "--tasks", &task],
+        );
+        if last["tasks"][0]["lastStatus"] == "RUNNING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last["tasks"][0]["lastStatus"], "RUNNING", "{last}");
+    assert_eq!(last["tasks"][0]["containerInstanceArn"], instance.as_str());
+    ok(
+        b,
+        &s,
+        EU,
+        "ecs",
+        &["stop-task", "--cluster", "default", "--task", &task],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        last = ok(
+            b,
+            &s,
+            EU,
+            "ecs",
+            &["describe-tasks", "--cluster", "default", "--tasks", &task],
+        );
+        if last["tasks"][0]["lastStatus"] == "STOPPED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last["tasks"][0]["lastStatus"], "STOPPED", "{last}");
+    agent.stop().await;
+    s.stop().await;
+}
