@@ -620,8 +620,9 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         .await
         .context("creating the admin key")?;
     let cred_path = data_dir.join("credentials");
-    if created || !cred_path.exists() {
-        write_credentials(&cred_path, &key.access_key_id, &key.secret_access_key)?;
+    let credentials = credentials_text(&key.access_key_id, &key.secret_access_key, &args.region);
+    if created || std::fs::read_to_string(&cred_path).ok().as_deref() != Some(&credentials) {
+        write_secret(&cred_path, &credentials)?;
     }
     let endpoint = format!("http://{addr}");
     let mut join_token = None;
@@ -737,10 +738,9 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     Ok(())
 }
 
-/// The AWS shared-credentials format, readable only by its owner.
-fn write_credentials(path: &Path, id: &str, secret: &str) -> Result<()> {
-    let text = format!("[berth]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
-    write_secret(path, &text)
+/// The AWS shared-credentials format, with the home region Berth's CLI defaults to.
+fn credentials_text(id: &str, secret: &str, region: &str) -> String {
+    format!("[berth]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\nregion = {region}\n")
 }
 
 /// Writes a file only its owner can read, atomically.

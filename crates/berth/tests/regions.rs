@@ -509,3 +509,176 @@ async fn an_agent_of_a_second_region_runs_that_regions_task_on_docker() {
     agent.stop().await;
     s.stop().await;
 }
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Pushes a one-layer image to `repo:tag` over `/v2/`; returns its manifest's digest.
+async fn push(reg: &common::Reg, repo: &str, tag: &str, layer: &[u8]) -> String {
+    let config = b"{}".to_vec();
+    for data in [&config[..], layer] {
+        let r = reg
+            .req(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={}", digest(data)),
+                &[],
+                data,
+            )
+            .await;
+        assert_eq!(r.status, 201, "blob upload to {repo}: {:?}", r.body);
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(layer), "size": layer.len()}],
+    })
+    .to_string();
+    let r = reg
+        .req(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+            manifest.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "manifest push to {repo}: {:?}", r.body);
+    digest(manifest.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_replicates_pushed_images_to_other_regions() {
+    let Some(bin) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let b = bin.as_str();
+    let rules = |dest: &str, registry: &str| {
+        format!(
+            r#"{{"rules":[{{"destinations":[{{"region":"{dest}","registryId":"{registry}"}}],"repositoryFilters":[{{"filter":"prod","filterType":"PREFIX_MATCH"}}]}}]}}"#
+        )
+    };
+    // ECR's rules for a configuration, refused with InvalidParameterException.
+    for (config, why) in [
+        (rules(US, "000000000000"), "the source registry itself"),
+        (rules("xx-nowhere-1", "000000000000"), "does not serve"),
+        (rules(EU, "111111111111"), "Invalid registryId '111111111111'"),
+        (
+            r#"{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"000000000000"}],"deleteReplication":{"enabled":true}}]}"#.to_string(),
+            "deleteReplication",
+        ),
+        (r#"{"rules":[{"destinations":[]}]}"#.to_string(), "no destinations"),
+    ] {
+        let err = aws(b, &s, US, "ecr", &["put-replication-configuration", "--replication-configuration", &config])
+            .unwrap_err();
+        assert!(
+            err.contains("InvalidParameterException") && err.contains(why),
+            "{config}: {err}"
+        );
+    }
+    let put = ok(b, &s, US, "ecr", &["put-replication-configuration", "--replication-configuration", &rules(EU, "000000000000")]);
+    assert_eq!(put["replicationConfiguration"]["rules"][0]["destinations"][0]["region"], EU);
+    let registry = ok(b, &s, US, "ecr", &["describe-registry"]);
+    assert_eq!(
+        registry["replicationConfiguration"]["rules"][0]["repositoryFilters"][0]["filter"],
+        "prod"
+    );
+
+    // A push to a repository the filter takes is copied to eu-west-1, repository and all.
+    ok(b, &s, US, "ecr", &["create-repository", "--repository-name", "prod/app"]);
+    ok(b, &s, US, "ecr", &["create-repository", "--repository-name", "dev/app"]);
+    let reg = common::Reg::new(&s);
+    let layer = b"replicated layer bytes".to_vec();
+    let pushed = push(&reg, "prod/app", "v1", &layer).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut status = Value::Null;
+    while std::time::Instant::now() < deadline {
+        status = ok(b, &s, US, "ecr", &["describe-image-replication-status", "--repository-name", "prod/app", "--image-id", &format!("imageDigest={pushed}")]);
+        if status["replicationStatuses"][0]["status"] == "COMPLETE" {
+            break;
+        }
+        assert_ne!(status["replicationStatuses"][0]["status"], "FAILED", "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status["replicationStatuses"][0]["status"], "COMPLETE", "{status}");
+    assert_eq!(status["replicationStatuses"][0]["region"], EU);
+    let images = ok(b, &s, EU, "ecr", &["describe-images", "--repository-name", "prod/app"]);
+    assert_eq!(images["imageDetails"][0]["imageDigest"], pushed.as_str(), "{images}");
+    assert_eq!(images["imageDetails"][0]["imageTags"][0], "v1");
+    // eu-west-1's registry serves the copy: the same manifest and layer bytes.
+    let token = ok(b, &s, EU, "ecr", &["get-authorization-token"]);
+    let eu_reg = common::Reg {
+        base: format!("http://{}", s.regions.registry_addr(EU).unwrap()),
+        auth: Some(format!(
+            "Basic {}",
+            token["authorizationData"][0]["authorizationToken"].as_str().unwrap()
+        )),
+    };
+    let m = eu_reg.req("GET", "/v2/prod/app/manifests/v1", &[("accept", "application/vnd.oci.image.manifest.v1+json")], b"").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(digest(&m.body), pushed, "the same manifest bytes");
+    let blob = eu_reg.req("GET", &format!("/v2/prod/app/blobs/{}", digest(&layer)), &[], b"").await;
+    assert_eq!((blob.status, blob.body.to_vec()), (200, layer.clone()), "the same layer bytes");
+    // A replica is not replicated again, and a repository no filter takes stays home.
+    let eu_status = ok(b, &s, EU, "ecr", &["describe-image-replication-status", "--repository-name", "prod/app", "--image-id", "imageTag=v1"]);
+    assert_eq!(eu_status["replicationStatuses"], serde_json::json!([]), "{eu_status}");
+    let dev = push(&reg, "dev/app", "v1", b"dev layer").await;
+    let dev_status = ok(b, &s, US, "ecr", &["describe-image-replication-status", "--repository-name", "dev/app", "--image-id", &format!("imageDigest={dev}")]);
+    assert_eq!(dev_status["replicationStatuses"], serde_json::json!([]), "{dev_status}");
+    let none = aws(b, &s, EU, "ecr", &["describe-repositories", "--repository-names", "dev/app"]).unwrap_err();
+    assert!(none.contains("RepositoryNotFoundException"), "{none}");
+    let missing = aws(b, &s, US, "ecr", &["describe-image-replication-status", "--repository-name", "prod/app", "--image-id", "imageTag=nope"]).unwrap_err();
+    assert!(missing.contains("ImageNotFoundException"), "{missing}");
+    // An empty rule list turns replication off.
+    ok(b, &s, US, "ecr", &["put-replication-configuration", "--replication-configuration", r#"{"rules":[]}"#]);
+    let registry = ok(b, &s, US, "ecr", &["describe-registry"]);
+    assert_eq!(registry["replicationConfiguration"]["rules"], serde_json::json!([]));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_regions_becomes_the_home_regions() {
+    use berth_store::{Store, Txn};
+    let s = TestServer::start().await;
+    s.ok("CreateCluster", serde_json::json!({"clusterName": "old"}))
+        .await;
+    s.ok("RegisterTaskDefinition", common::task_def("web")).await;
+    let (dir, addr) = s.shutdown().await;
+    // Put the home region's records back at the root, where a server before regions kept
+    // them.
+    {
+        let store = berth_store::Embedded::open(&dir.path().join("state.redb")).unwrap();
+        let home = store.range("regions/us-east-1/", None, None).await.unwrap();
+        assert!(!home.is_empty());
+        let mut txn = Txn::new();
+        for kv in &home {
+            txn = txn
+                .put(kv.key["regions/us-east-1/".len()..].to_string(), kv.value.clone())
+                .delete(kv.key.clone());
+        }
+        store.txn(txn).await.unwrap();
+        assert!(store.get("clusters/old").await.unwrap().is_some());
+    }
+    let s = TestServer::start_in(dir, Some(addr), false, Limits::default()).await;
+    let listed = s.ok("ListClusters", serde_json::json!({})).await;
+    assert_eq!(
+        listed["clusterArns"],
+        serde_json::json!(["arn:aws:ecs:us-east-1:000000000000:cluster/old"])
+    );
+    let defs = s.ok("ListTaskDefinitions", serde_json::json!({})).await;
+    assert_eq!(defs["taskDefinitionArns"].as_array().unwrap().len(), 1);
+    let stray: Vec<String> = s
+        .control
+        .root
+        .range("", None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .filter(|k| !k.starts_with("regions/") && !k.starts_with("auth/"))
+        .collect();
+    assert!(stray.is_empty(), "records left at the root: {stray:?}");
+    s.stop().await;
+}

@@ -97,7 +97,7 @@ fn config_section<'a>(
 ///   `AWS_SECRET_ACCESS_KEY`; else the profile `AWS_PROFILE` names (or `default`); else the
 ///   `berth` profile of a local `berth up`'s data dir.
 /// - region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then
-///   us-east-1.
+///   (with `berth up`'s key) its home region, then us-east-1.
 /// - endpoint: `--endpoint-url`, `AWS_ENDPOINT_URL`, the profile's `endpoint_url`, then a local
 ///   `berth up`'s. (Berth serves every API on one port, so the per-service variables such as
 ///   `AWS_ENDPOINT_URL_ECS` are not read: one of them would send the other APIs' calls
@@ -139,6 +139,8 @@ pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
             },
         )
     };
+    // The home region a local `berth up` writes beside its key.
+    let mut berth_region = None;
     let (key, key_source) = if let Some(name) = &explicit {
         match from_files(name) {
             Some(key) => (key?, format!("profile {name}")),
@@ -161,6 +163,7 @@ pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
             .map(parse_ini)
             .unwrap_or_default();
         let section = berth.get(BERTH_PROFILE).ok_or(Missing::Credentials)?;
+        berth_region = section.get("region").filter(|v| !v.is_empty()).cloned();
         match (
             section.get("aws_access_key_id"),
             section.get("aws_secret_access_key"),
@@ -181,6 +184,7 @@ pub fn resolve(flags: &Flags, src: &Sources) -> Result<Settings, Missing> {
         .or_else(|| env("AWS_REGION"))
         .or_else(|| env("AWS_DEFAULT_REGION"))
         .or_else(|| from_profile("region"))
+        .or(berth_region)
         .unwrap_or_else(|| DEFAULT_REGION.to_string());
     let endpoint = flags
         .endpoint_url
@@ -277,6 +281,16 @@ mod tests {
         assert_eq!(s.access_key_id, "AKBERTH");
         assert_eq!(s.region, DEFAULT_REGION);
         assert_eq!(s.key_source, "berth up's data dir");
+        src.berth_credentials = Some(
+            "[berth]\naws_access_key_id = AKBERTH\naws_secret_access_key = skberth\nregion = ap-south-1\n"
+                .into(),
+        );
+        let s = resolve(&Flags::default(), &src).expect("settings");
+        assert_eq!(s.region, "ap-south-1", "berth up's home region, beside its key");
+        src.env = env(&[("AWS_REGION", "us-west-2")]);
+        let s = resolve(&Flags::default(), &src).expect("settings");
+        assert_eq!(s.region, "us-west-2", "the environment's region before berth up's");
+        src.env.clear();
         src.berth_credentials = None;
         assert_eq!(resolve(&Flags::default(), &src), Err(Missing::Credentials));
     }

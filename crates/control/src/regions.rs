@@ -120,6 +120,32 @@ pub struct Regions {
     stop: watch::Receiver<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// This set itself, for the registries' replication to reach the other regions.
+    me: std::sync::OnceLock<std::sync::Weak<Regions>>,
+}
+
+/// A region's registry's way to the other regions' registries (ECR replication).
+#[derive(Debug)]
+struct Peers {
+    regions: std::sync::Weak<Regions>,
+}
+
+#[async_trait::async_trait]
+impl berth_registry::replication::Peers for Peers {
+    fn serves(&self, region: &str) -> bool {
+        self.regions
+            .upgrade()
+            .is_some_and(|r| r.check(region).is_ok())
+    }
+
+    async fn registry(&self, region: &str) -> Result<berth_registry::Registry, berth_registry::Error> {
+        let gone = || berth_registry::Error::Internal("the server is stopping".into());
+        let regions = self.regions.upgrade().ok_or_else(gone)?;
+        let control = regions.get(region).await.map_err(berth_registry::Error::Ecr)?;
+        control.registry.clone().ok_or_else(|| {
+            berth_registry::Error::Internal(format!("region {region} runs no registry"))
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,7 +215,13 @@ impl Regions {
             stop,
             background: Mutex::new(Vec::new()),
             metrics: Arc::default(),
+            me: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets the regions' registries reach each other; before any region starts.
+    pub(crate) fn link(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
     }
 
     pub fn home_name(&self) -> &str {
@@ -319,19 +351,36 @@ impl Regions {
     /// existed: they are the home region's, and move under its prefix (in batches; a
     /// restart part way through moves the rest).
     async fn adopt_unregioned(&self) -> Result<(), EcsError> {
-        let legacy: Vec<_> = self
-            .root
-            .range("", None, None)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .filter(|kv| match kv.key.strip_prefix(keys::ACCESS_KEYS) {
-                // A user's key is every region's; an agent's is its instance's region's.
-                Some(_) => serde_json::from_slice::<crate::auth::AccessKey>(&kv.value)
-                    .is_ok_and(|k| k.instance.is_some()),
-                None => kv.key != keys::ADMIN_KEY && !kv.key.starts_with(keys::REGIONS),
-            })
-            .collect();
+        // Page through the root, stepping over every region's records at once.
+        let mut legacy = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .root
+                .range("", after.as_deref(), Some(512))
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last().map(|kv| kv.key.clone()) else {
+                break;
+            };
+            after = Some(last);
+            for kv in page {
+                if kv.key.starts_with(keys::REGIONS) {
+                    // Every key under `regions/` sorts before `regions0` ('0' follows '/').
+                    after = Some(format!("{}0", keys::REGIONS.trim_end_matches('/')));
+                    break;
+                }
+                let moves = match kv.key.strip_prefix(keys::ACCESS_KEYS) {
+                    // A user's key is every region's; an agent's is its instance's region's.
+                    Some(_) => serde_json::from_slice::<crate::auth::AccessKey>(&kv.value)
+                        .is_ok_and(|k| k.instance.is_some()),
+                    None => kv.key != keys::ADMIN_KEY,
+                };
+                if moves {
+                    legacy.push(kv);
+                }
+            }
+        }
         if legacy.is_empty() {
             return Ok(());
         }
@@ -412,6 +461,11 @@ impl Regions {
                 ..s.registry.clone()
             };
             control = control.with_registry(Arc::new(blobs), config);
+            if let (Some(registry), Some(me)) = (control.registry.as_mut(), self.me.get()) {
+                registry.peers = Some(Arc::new(Peers {
+                    regions: me.clone(),
+                }));
+            }
             registry_listener = Some(listener);
             registry_addr = Some(addr);
         }

@@ -104,6 +104,7 @@ impl Server {
             opts.storage,
             stop_rx.clone(),
         )?);
+        regions.link();
         let control = regions.start_all().await?;
         let registry_addr = regions.registry_addr(regions.home_name());
         let http = tokio::spawn(crate::http::serve(

@@ -339,6 +339,7 @@ impl Registry {
                         manifest.as_bytes(),
                     )
                     .await?;
+                self.replicate_push(name, &digest, &reference).await?;
                 self.enforce_lifecycle(name).await.ok();
                 json(ecr::PutImageResponse {
                     image: Some(ecr::Image {
@@ -556,13 +557,35 @@ impl Registry {
                 registry_id: Some(self.config.account_id.clone()),
                 policy_text: Some(self.delete_registry_policy().await?),
             }),
-            // One region and no replication: the configuration has no rules.
             EcrRequest::DescribeRegistry(_) => json(ecr::DescribeRegistryResponse {
                 registry_id: Some(self.config.account_id.clone()),
-                replication_configuration: Some(ecr::ReplicationConfiguration {
-                    rules: Some(Vec::new()),
-                }),
+                replication_configuration: Some(self.replication_configuration().await?),
             }),
+            EcrRequest::PutReplicationConfiguration(r) => {
+                let config = r.replication_configuration.ok_or_else(|| {
+                    Error::Invalid("replicationConfiguration is required".into())
+                })?;
+                json(ecr::PutReplicationConfigurationResponse {
+                    replication_configuration: Some(
+                        self.put_replication_configuration(config).await?,
+                    ),
+                })
+            }
+            EcrRequest::DescribeImageReplicationStatus(r) => {
+                let name = required(&r.repository_name, "repositoryName")?;
+                let id = r
+                    .image_id
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("imageId must be given".into()))?;
+                let images = self.images(name).await?;
+                let (image, _) = self.find(name, &images, id).map_err(|(_, e)| e)?;
+                let digest = Digest::parse(&image.digest)?;
+                json(ecr::DescribeImageReplicationStatusResponse {
+                    repository_name: Some(name.to_string()),
+                    image_id: Some(image_id(digest.as_str(), id.image_tag.as_deref())),
+                    replication_statuses: Some(self.replication_statuses(name, &digest).await?),
+                })
+            }
             EcrRequest::GetRegistryScanningConfiguration(_) => {
                 json(ecr::GetRegistryScanningConfigurationResponse {
                     registry_id: Some(self.config.account_id.clone()),

@@ -520,6 +520,7 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                             &bytes,
                         )
                         .await?;
+                    reg.replicate_push(&name, &digest, &reference).await?;
                     if let Reference::Tag(_) = reference {
                         // A new tagged image may put older ones past the lifecycle policy.
                         if let Err(e) = reg.enforce_lifecycle(&name).await {

@@ -285,7 +285,8 @@ impl Registry {
             let mut txn = Txn::new()
                 .unchanged(&kv.key, Some(&kv))
                 .delete(kv.key.clone());
-            for prefix in [images_of(name), tags_of(name), links_of(name)] {
+            let statuses = crate::replication::statuses_of(name);
+            for prefix in [images_of(name), tags_of(name), links_of(name), statuses.clone()] {
                 for k in self.store.range(&prefix, None, None).await? {
                     txn = txn.delete(k.key);
                 }
@@ -294,7 +295,7 @@ impl Registry {
                 // A push that committed between the reads above and this commit left keys the
                 // transaction did not name. No write can add more now (every write guards the
                 // repository record, which is gone), so one more sweep leaves nothing behind.
-                for prefix in [images_of(name), tags_of(name), links_of(name)] {
+                for prefix in [images_of(name), tags_of(name), links_of(name), statuses] {
                     self.store.delete_prefix(&prefix).await?;
                 }
                 return Ok(record);
@@ -313,7 +314,7 @@ impl Registry {
         )
     }
 
-    async fn put_link(&self, name: &str, digest: &Digest, size: u64) -> Result<(), Error> {
+    pub(crate) async fn put_link(&self, name: &str, digest: &Digest, size: u64) -> Result<(), Error> {
         for _ in 0..CAS_ATTEMPTS {
             let (_, repo) = self.repository(name).await?;
             let link = Link {
@@ -538,7 +539,8 @@ impl Registry {
             let mut txn = Txn::new()
                 .unchanged(&repo_kv.key, Some(&repo_kv))
                 .unchanged(&ikey, Some(&image))
-                .delete(ikey.clone());
+                .delete(ikey.clone())
+                .delete(crate::replication::status_key(name, digest.as_str()));
             let mut removed = Vec::new();
             for kv in self.store.range(&tags_of(name), None, None).await? {
                 if kv.value == digest.as_str().as_bytes() {

@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod names;
 pub mod pull_through;
+pub mod replication;
 pub mod seal;
 
 use berth_api::{EcsError, ErrorKind};
@@ -217,6 +218,9 @@ pub struct Registry {
     pub blobs: Arc<dyn BlobStore>,
     pub keys: Arc<dyn Keys>,
     pub config: Arc<Config>,
+    /// The registries of the server's other regions, for replication; `None`: this one
+    /// stands alone.
+    pub peers: Option<Arc<dyn replication::Peers>>,
 }
 
 impl Registry {
@@ -231,6 +235,7 @@ impl Registry {
             blobs,
             keys,
             config: Arc::new(config),
+            peers: None,
         }
     }
 }
