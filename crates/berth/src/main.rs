@@ -740,7 +740,9 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
 
 /// The AWS shared-credentials format, with the home region Berth's CLI defaults to.
 fn credentials_text(id: &str, secret: &str, region: &str) -> String {
-    format!("[berth]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\nregion = {region}\n")
+    format!(
+        "[berth]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\nregion = {region}\n"
+    )
 }
 
 /// Writes a file only its owner can read, atomically.

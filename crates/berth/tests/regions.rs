@@ -564,22 +564,68 @@ async fn ecr_replicates_pushed_images_to_other_regions() {
     for (config, why) in [
         (rules(US, "000000000000"), "the source registry itself"),
         (rules("xx-nowhere-1", "000000000000"), "does not serve"),
-        (rules(EU, "111111111111"), "Invalid registryId '111111111111'"),
         (
-            r#"{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"000000000000"}],"deleteReplication":{"enabled":true}}]}"#.to_string(),
-            "deleteReplication",
+            rules(EU, "111111111111"),
+            "Invalid registryId '111111111111'",
         ),
-        (r#"{"rules":[{"destinations":[]}]}"#.to_string(), "no destinations"),
+        (
+            r#"{"rules":[{"destinations":[]}]}"#.to_string(),
+            "no destinations",
+        ),
     ] {
-        let err = aws(b, &s, US, "ecr", &["put-replication-configuration", "--replication-configuration", &config])
-            .unwrap_err();
+        let err = aws(
+            b,
+            &s,
+            US,
+            "ecr",
+            &[
+                "put-replication-configuration",
+                "--replication-configuration",
+                &config,
+            ],
+        )
+        .unwrap_err();
         assert!(
             err.contains("InvalidParameterException") && err.contains(why),
             "{config}: {err}"
         );
     }
-    let put = ok(b, &s, US, "ecr", &["put-replication-configuration", "--replication-configuration", &rules(EU, "000000000000")]);
-    assert_eq!(put["replicationConfiguration"]["rules"][0]["destinations"][0]["region"], EU);
+    // The AWS CLI's model may predate deleteReplication: over the wire as the newest SDKs send it.
+    let refused = common::signed_ecr_call(
+        &s.endpoint,
+        "PutReplicationConfiguration",
+        &serde_json::json!({"replicationConfiguration": {"rules": [{
+            "destinations": [{"region": EU, "registryId": "000000000000"}],
+            "deleteReplication": {"enabled": true}}]}}),
+        &s.access_key,
+        &s.secret_key,
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["__type"], "InvalidParameterException");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("deleteReplication"),
+        "{}",
+        refused.body
+    );
+    let put = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "put-replication-configuration",
+            "--replication-configuration",
+            &rules(EU, "000000000000"),
+        ],
+    );
+    assert_eq!(
+        put["replicationConfiguration"]["rules"][0]["destinations"][0]["region"],
+        EU
+    );
     let registry = ok(b, &s, US, "ecr", &["describe-registry"]);
     assert_eq!(
         registry["replicationConfiguration"]["rules"][0]["repositoryFilters"][0]["filter"],
@@ -587,25 +633,65 @@ async fn ecr_replicates_pushed_images_to_other_regions() {
     );
 
     // A push to a repository the filter takes is copied to eu-west-1, repository and all.
-    ok(b, &s, US, "ecr", &["create-repository", "--repository-name", "prod/app"]);
-    ok(b, &s, US, "ecr", &["create-repository", "--repository-name", "dev/app"]);
+    ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["create-repository", "--repository-name", "prod/app"],
+    );
+    ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["create-repository", "--repository-name", "dev/app"],
+    );
     let reg = common::Reg::new(&s);
     let layer = b"replicated layer bytes".to_vec();
     let pushed = push(&reg, "prod/app", "v1", &layer).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut status = Value::Null;
     while std::time::Instant::now() < deadline {
-        status = ok(b, &s, US, "ecr", &["describe-image-replication-status", "--repository-name", "prod/app", "--image-id", &format!("imageDigest={pushed}")]);
+        status = ok(
+            b,
+            &s,
+            US,
+            "ecr",
+            &[
+                "describe-image-replication-status",
+                "--repository-name",
+                "prod/app",
+                "--image-id",
+                &format!("imageDigest={pushed}"),
+            ],
+        );
         if status["replicationStatuses"][0]["status"] == "COMPLETE" {
             break;
         }
-        assert_ne!(status["replicationStatuses"][0]["status"], "FAILED", "{status}");
+        assert_ne!(
+            status["replicationStatuses"][0]["status"], "FAILED",
+            "{status}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(status["replicationStatuses"][0]["status"], "COMPLETE", "{status}");
+    assert_eq!(
+        status["replicationStatuses"][0]["status"], "COMPLETE",
+        "{status}"
+    );
     assert_eq!(status["replicationStatuses"][0]["region"], EU);
-    let images = ok(b, &s, EU, "ecr", &["describe-images", "--repository-name", "prod/app"]);
-    assert_eq!(images["imageDetails"][0]["imageDigest"], pushed.as_str(), "{images}");
+    let images = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["describe-images", "--repository-name", "prod/app"],
+    );
+    assert_eq!(
+        images["imageDetails"][0]["imageDigest"],
+        pushed.as_str(),
+        "{images}"
+    );
     assert_eq!(images["imageDetails"][0]["imageTags"][0], "v1");
     // eu-west-1's registry serves the copy: the same manifest and layer bytes.
     let token = ok(b, &s, EU, "ecr", &["get-authorization-token"]);
@@ -613,28 +699,113 @@ async fn ecr_replicates_pushed_images_to_other_regions() {
         base: format!("http://{}", s.regions.registry_addr(EU).unwrap()),
         auth: Some(format!(
             "Basic {}",
-            token["authorizationData"][0]["authorizationToken"].as_str().unwrap()
+            token["authorizationData"][0]["authorizationToken"]
+                .as_str()
+                .unwrap()
         )),
     };
-    let m = eu_reg.req("GET", "/v2/prod/app/manifests/v1", &[("accept", "application/vnd.oci.image.manifest.v1+json")], b"").await;
+    let m = eu_reg
+        .req(
+            "GET",
+            "/v2/prod/app/manifests/v1",
+            &[("accept", "application/vnd.oci.image.manifest.v1+json")],
+            b"",
+        )
+        .await;
     assert_eq!(m.status, 200);
     assert_eq!(digest(&m.body), pushed, "the same manifest bytes");
-    let blob = eu_reg.req("GET", &format!("/v2/prod/app/blobs/{}", digest(&layer)), &[], b"").await;
-    assert_eq!((blob.status, blob.body.to_vec()), (200, layer.clone()), "the same layer bytes");
+    let blob = eu_reg
+        .req(
+            "GET",
+            &format!("/v2/prod/app/blobs/{}", digest(&layer)),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (blob.status, blob.body.to_vec()),
+        (200, layer.clone()),
+        "the same layer bytes"
+    );
     // A replica is not replicated again, and a repository no filter takes stays home.
-    let eu_status = ok(b, &s, EU, "ecr", &["describe-image-replication-status", "--repository-name", "prod/app", "--image-id", "imageTag=v1"]);
-    assert_eq!(eu_status["replicationStatuses"], serde_json::json!([]), "{eu_status}");
+    let eu_status = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &[
+            "describe-image-replication-status",
+            "--repository-name",
+            "prod/app",
+            "--image-id",
+            "imageTag=v1",
+        ],
+    );
+    assert_eq!(
+        eu_status["replicationStatuses"],
+        serde_json::json!([]),
+        "{eu_status}"
+    );
     let dev = push(&reg, "dev/app", "v1", b"dev layer").await;
-    let dev_status = ok(b, &s, US, "ecr", &["describe-image-replication-status", "--repository-name", "dev/app", "--image-id", &format!("imageDigest={dev}")]);
-    assert_eq!(dev_status["replicationStatuses"], serde_json::json!([]), "{dev_status}");
-    let none = aws(b, &s, EU, "ecr", &["describe-repositories", "--repository-names", "dev/app"]).unwrap_err();
+    let dev_status = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "describe-image-replication-status",
+            "--repository-name",
+            "dev/app",
+            "--image-id",
+            &format!("imageDigest={dev}"),
+        ],
+    );
+    assert_eq!(
+        dev_status["replicationStatuses"],
+        serde_json::json!([]),
+        "{dev_status}"
+    );
+    let none = aws(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["describe-repositories", "--repository-names", "dev/app"],
+    )
+    .unwrap_err();
     assert!(none.contains("RepositoryNotFoundException"), "{none}");
-    let missing = aws(b, &s, US, "ecr", &["describe-image-replication-status", "--repository-name", "prod/app", "--image-id", "imageTag=nope"]).unwrap_err();
+    let missing = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "describe-image-replication-status",
+            "--repository-name",
+            "prod/app",
+            "--image-id",
+            "imageTag=nope",
+        ],
+    )
+    .unwrap_err();
     assert!(missing.contains("ImageNotFoundException"), "{missing}");
     // An empty rule list turns replication off.
-    ok(b, &s, US, "ecr", &["put-replication-configuration", "--replication-configuration", r#"{"rules":[]}"#]);
+    ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "put-replication-configuration",
+            "--replication-configuration",
+            r#"{"rules":[]}"#,
+        ],
+    );
     let registry = ok(b, &s, US, "ecr", &["describe-registry"]);
-    assert_eq!(registry["replicationConfiguration"]["rules"], serde_json::json!([]));
+    assert_eq!(
+        registry["replicationConfiguration"]["rules"],
+        serde_json::json!([])
+    );
     s.stop().await;
 }
 
@@ -644,7 +815,8 @@ async fn a_store_from_before_regions_becomes_the_home_regions() {
     let s = TestServer::start().await;
     s.ok("CreateCluster", serde_json::json!({"clusterName": "old"}))
         .await;
-    s.ok("RegisterTaskDefinition", common::task_def("web")).await;
+    s.ok("RegisterTaskDefinition", common::task_def("web"))
+        .await;
     let (dir, addr) = s.shutdown().await;
     // Put the home region's records back at the root, where a server before regions kept
     // them.
@@ -655,7 +827,10 @@ async fn a_store_from_before_regions_becomes_the_home_regions() {
         let mut txn = Txn::new();
         for kv in &home {
             txn = txn
-                .put(kv.key["regions/us-east-1/".len()..].to_string(), kv.value.clone())
+                .put(
+                    kv.key["regions/us-east-1/".len()..].to_string(),
+                    kv.value.clone(),
+                )
                 .delete(kv.key.clone());
         }
         store.txn(txn).await.unwrap();

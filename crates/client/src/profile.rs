@@ -286,10 +286,16 @@ mod tests {
                 .into(),
         );
         let s = resolve(&Flags::default(), &src).expect("settings");
-        assert_eq!(s.region, "ap-south-1", "berth up's home region, beside its key");
+        assert_eq!(
+            s.region, "ap-south-1",
+            "berth up's home region, beside its key"
+        );
         src.env = env(&[("AWS_REGION", "us-west-2")]);
         let s = resolve(&Flags::default(), &src).expect("settings");
-        assert_eq!(s.region, "us-west-2", "the environment's region before berth up's");
+        assert_eq!(
+            s.region, "us-west-2",
+            "the environment's region before berth up's"
+        );
         src.env.clear();
         src.berth_credentials = None;
         assert_eq!(resolve(&Flags::default(), &src), Err(Missing::Credentials));

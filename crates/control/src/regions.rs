@@ -138,10 +138,16 @@ impl berth_registry::replication::Peers for Peers {
             .is_some_and(|r| r.check(region).is_ok())
     }
 
-    async fn registry(&self, region: &str) -> Result<berth_registry::Registry, berth_registry::Error> {
+    async fn registry(
+        &self,
+        region: &str,
+    ) -> Result<berth_registry::Registry, berth_registry::Error> {
         let gone = || berth_registry::Error::Internal("the server is stopping".into());
         let regions = self.regions.upgrade().ok_or_else(gone)?;
-        let control = regions.get(region).await.map_err(berth_registry::Error::Ecr)?;
+        let control = regions
+            .get(region)
+            .await
+            .map_err(berth_registry::Error::Ecr)?;
         control.registry.clone().ok_or_else(|| {
             berth_registry::Error::Internal(format!("region {region} runs no registry"))
         })

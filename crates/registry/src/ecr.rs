@@ -562,9 +562,9 @@ impl Registry {
                 replication_configuration: Some(self.replication_configuration().await?),
             }),
             EcrRequest::PutReplicationConfiguration(r) => {
-                let config = r.replication_configuration.ok_or_else(|| {
-                    Error::Invalid("replicationConfiguration is required".into())
-                })?;
+                let config = r
+                    .replication_configuration
+                    .ok_or_else(|| Error::Invalid("replicationConfiguration is required".into()))?;
                 json(ecr::PutReplicationConfigurationResponse {
                     replication_configuration: Some(
                         self.put_replication_configuration(config).await?,

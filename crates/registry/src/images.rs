@@ -286,7 +286,12 @@ impl Registry {
                 .unchanged(&kv.key, Some(&kv))
                 .delete(kv.key.clone());
             let statuses = crate::replication::statuses_of(name);
-            for prefix in [images_of(name), tags_of(name), links_of(name), statuses.clone()] {
+            for prefix in [
+                images_of(name),
+                tags_of(name),
+                links_of(name),
+                statuses.clone(),
+            ] {
                 for k in self.store.range(&prefix, None, None).await? {
                     txn = txn.delete(k.key);
                 }
@@ -314,7 +319,12 @@ impl Registry {
         )
     }
 
-    pub(crate) async fn put_link(&self, name: &str, digest: &Digest, size: u64) -> Result<(), Error> {
+    pub(crate) async fn put_link(
+        &self,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), Error> {
         for _ in 0..CAS_ATTEMPTS {
             let (_, repo) = self.repository(name).await?;
             let link = Link {
