@@ -59,6 +59,10 @@ pub enum ErrorKind {
     PullThroughCacheRuleNotFound,
     /// PullThroughCacheRuleAlreadyExistsException (ECR)
     PullThroughCacheRuleAlreadyExists,
+    /// TemplateAlreadyExistsException (ECR)
+    TemplateAlreadyExists,
+    /// TemplateNotFoundException (ECR)
+    TemplateNotFound,
     /// UnsupportedUpstreamRegistryException (ECR)
     UnsupportedUpstreamRegistry,
     /// ImageNotFoundException (ECR)
@@ -232,6 +236,8 @@ impl ErrorKind {
             ErrorKind::RegistryPolicyNotFound => "RegistryPolicyNotFoundException",
             ErrorKind::ScanNotFound => "ScanNotFoundException",
             ErrorKind::PullThroughCacheRuleNotFound => "PullThroughCacheRuleNotFoundException",
+            ErrorKind::TemplateAlreadyExists => "TemplateAlreadyExistsException",
+            ErrorKind::TemplateNotFound => "TemplateNotFoundException",
             ErrorKind::PullThroughCacheRuleAlreadyExists => {
                 "PullThroughCacheRuleAlreadyExistsException"
             }

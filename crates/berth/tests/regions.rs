@@ -334,6 +334,56 @@ async fn two_regions_keep_their_state_apart_through_the_aws_cli() {
     );
     let us_lbs = ok(b, &s, US, "elbv2", &["describe-load-balancers"]);
     assert_eq!(us_lbs["LoadBalancers"], serde_json::json!([]), "{us_lbs}");
+    // Every region's listeners bind this host's ports: a port one region holds is refused
+    // to another.
+    let us_lb = ok(
+        b,
+        &s,
+        US,
+        "elbv2",
+        &["create-load-balancer", "--name", "web"],
+    );
+    let us_lb_arn = us_lb["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap();
+    let port = common::free_port().to_string();
+    let fixed = "Type=fixed-response,FixedResponseConfig={StatusCode=200}";
+    ok(
+        b,
+        &s,
+        US,
+        "elbv2",
+        &[
+            "create-listener",
+            "--load-balancer-arn",
+            us_lb_arn,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &port,
+            "--default-actions",
+            fixed,
+        ],
+    );
+    let taken = aws(
+        b,
+        &s,
+        EU,
+        "elbv2",
+        &[
+            "create-listener",
+            "--load-balancer-arn",
+            lb_arn,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &port,
+            "--default-actions",
+            fixed,
+        ],
+    )
+    .unwrap_err();
+    assert!(taken.contains("InvalidConfigurationRequest"), "{taken}");
 
     // A region AWS does not have.
     let err = aws(b, &s, "xx-nowhere-1", "ecs", &["list-clusters"]).unwrap_err();
@@ -855,5 +905,311 @@ async fn a_store_from_before_regions_becomes_the_home_regions() {
         .filter(|k| !k.starts_with("regions/") && !k.starts_with("auth/"))
         .collect();
     assert!(stray.is_empty(), "records left at the root: {stray:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_creation_templates_shape_repositories_made_on_push_and_by_replication() {
+    let Some(bin) = aws_cli() else { return };
+    let s = TestServer::start().await;
+    let b = bin.as_str();
+    let lifecycle = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":5},"action":{"type":"expire"}}]}"#;
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow","Principal":"*","Action":["ecr:BatchGetImage"]}]}"#;
+    let made = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "create-repository-creation-template",
+            "--prefix",
+            "team",
+            "--applied-for",
+            "CREATE_ON_PUSH",
+            "--image-tag-mutability",
+            "IMMUTABLE",
+            "--resource-tags",
+            "Key=owner,Value=team",
+            "--lifecycle-policy",
+            lifecycle,
+            "--repository-policy",
+            policy,
+            "--description",
+            "team repositories",
+        ],
+    );
+    assert_eq!(made["repositoryCreationTemplate"]["prefix"], "team");
+    assert_eq!(made["registryId"], "000000000000");
+    // ECR's errors.
+    let dup = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "create-repository-creation-template",
+            "--prefix",
+            "team",
+            "--applied-for",
+            "REPLICATION",
+        ],
+    )
+    .unwrap_err();
+    assert!(dup.contains("TemplateAlreadyExistsException"), "{dup}");
+    let missing = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "update-repository-creation-template",
+            "--prefix",
+            "nope",
+            "--description",
+            "x",
+        ],
+    )
+    .unwrap_err();
+    assert!(missing.contains("TemplateNotFoundException"), "{missing}");
+    let missing = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["delete-repository-creation-template", "--prefix", "nope"],
+    )
+    .unwrap_err();
+    assert!(missing.contains("TemplateNotFoundException"), "{missing}");
+    let bad = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "create-repository-creation-template",
+            "--prefix",
+            "Bad!",
+            "--applied-for",
+            "REPLICATION",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        bad.contains("InvalidParameterException") && bad.contains("prefix"),
+        "{bad}"
+    );
+    let bad = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "create-repository-creation-template",
+            "--prefix",
+            "x",
+            "--applied-for",
+            "SOMETIMES",
+        ],
+    )
+    .unwrap_err();
+    assert!(bad.contains("appliedFor"), "{bad}");
+    let bad = aws(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "create-repository-creation-template",
+            "--prefix",
+            "y",
+            "--applied-for",
+            "REPLICATION",
+            "--lifecycle-policy",
+            "{}",
+        ],
+    )
+    .unwrap_err();
+    assert!(bad.contains("InvalidParameterException"), "{bad}");
+
+    // A push to a repository that does not exist: a CREATE_ON_PUSH template makes it.
+    let reg = common::Reg::new(&s);
+    let digest = push(&reg, "team/web", "v1", b"team layer").await;
+    let repo = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["describe-repositories", "--repository-names", "team/web"],
+    );
+    assert_eq!(
+        repo["repositories"][0]["imageTagMutability"], "IMMUTABLE",
+        "{repo}"
+    );
+    let arn = repo["repositories"][0]["repositoryArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tags = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["list-tags-for-resource", "--resource-arn", &arn],
+    );
+    assert_eq!(tags["tags"][0]["Key"], "owner", "{tags}");
+    let got = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["get-lifecycle-policy", "--repository-name", "team/web"],
+    );
+    assert_eq!(got["lifecyclePolicyText"], lifecycle);
+    let got = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["get-repository-policy", "--repository-name", "team/web"],
+    );
+    assert_eq!(got["policyText"], policy);
+    let images = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["describe-images", "--repository-name", "team/web"],
+    );
+    assert_eq!(images["imageDetails"][0]["imageDigest"], digest.as_str());
+    // Without a template that applies, a push into a missing repository still fails.
+    let r = reg
+        .req("POST", "/v2/other/web/blobs/uploads/", &[], b"")
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+
+    // Replication creates the destination's repository by the destination's ROOT template.
+    ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &[
+            "create-repository-creation-template",
+            "--prefix",
+            "ROOT",
+            "--applied-for",
+            "REPLICATION",
+            "--resource-tags",
+            "Key=origin,Value=replica",
+        ],
+    );
+    let listed = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["describe-repository-creation-templates"],
+    );
+    assert_eq!(
+        listed["repositoryCreationTemplates"][0]["prefix"], "ROOT",
+        "{listed}"
+    );
+    ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "put-replication-configuration",
+            "--replication-configuration",
+            r#"{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"000000000000"}]}]}"#,
+        ],
+    );
+    let pushed = push(&reg, "team/web", "v2", b"second team layer").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut status = Value::Null;
+    while std::time::Instant::now() < deadline {
+        status = ok(
+            b,
+            &s,
+            US,
+            "ecr",
+            &[
+                "describe-image-replication-status",
+                "--repository-name",
+                "team/web",
+                "--image-id",
+                &format!("imageDigest={pushed}"),
+            ],
+        );
+        if status["replicationStatuses"][0]["status"] == "COMPLETE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        status["replicationStatuses"][0]["status"], "COMPLETE",
+        "{status}"
+    );
+    let eu_repo = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["describe-repositories", "--repository-names", "team/web"],
+    );
+    let eu_arn = eu_repo["repositories"][0]["repositoryArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let eu_tags = ok(
+        b,
+        &s,
+        EU,
+        "ecr",
+        &["list-tags-for-resource", "--resource-arn", &eu_arn],
+    );
+    assert_eq!(
+        eu_tags["tags"][0]["Key"], "origin",
+        "the destination's template applied: {eu_tags}"
+    );
+
+    let updated = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "update-repository-creation-template",
+            "--prefix",
+            "team",
+            "--description",
+            "changed",
+        ],
+    );
+    assert_eq!(
+        updated["repositoryCreationTemplate"]["description"],
+        "changed"
+    );
+    assert_eq!(
+        updated["repositoryCreationTemplate"]["imageTagMutability"], "IMMUTABLE",
+        "members not given are kept"
+    );
+    let gone = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["delete-repository-creation-template", "--prefix", "team"],
+    );
+    assert_eq!(gone["repositoryCreationTemplate"]["prefix"], "team");
+    let listed = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &["describe-repository-creation-templates"],
+    );
+    assert_eq!(listed["repositoryCreationTemplates"], serde_json::json!([]));
     s.stop().await;
 }

@@ -138,6 +138,13 @@ impl berth_registry::replication::Peers for Peers {
             .is_some_and(|r| r.check(region).is_ok())
     }
 
+    fn spawn(&self, work: futures::future::BoxFuture<'static, ()>) {
+        match self.regions.upgrade() {
+            Some(r) => r.spawn_work(work),
+            None => tracing::warn!("the server is stopping: a replication is dropped"),
+        }
+    }
+
     async fn registry(
         &self,
         region: &str,
@@ -300,11 +307,27 @@ impl Regions {
             return Ok(c);
         }
         self.check(region)?;
-        let _one = self.starting.lock().await;
-        if let Some(c) = self.started(region) {
-            return Ok(c);
+        if *self.stop.borrow() {
+            return Err(EcsError::new(
+                ErrorKind::ServiceUnavailable,
+                format!("the server is stopping; region {region} is not started"),
+            ));
         }
-        self.start(region).await
+        // On a task of its own, so a caller that goes away (a client hanging up) never
+        // leaves a region half started.
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return Err(EcsError::server("the regions are not linked"));
+        };
+        let region = region.to_string();
+        tokio::spawn(async move {
+            let _one = me.starting.lock().await;
+            if let Some(c) = me.started(&region) {
+                return Ok(c);
+            }
+            me.start(&region).await
+        })
+        .await
+        .map_err(|e| EcsError::server(format!("starting a region failed: {e}")))?
     }
 
     /// Starts the home region and every served region the store holds records of; moves a
@@ -387,6 +410,23 @@ impl Regions {
                 }
             }
         }
+        if let Some(s) = &self.storage {
+            // The blobs of a data dir from before regions are the home region's. Moved first
+            // and whenever they are still there, so a stop part way through never leaves the
+            // records moved and their blobs behind.
+            let (old, new) = (s.dir.join("registry"), s.dir.join("blobs").join(&self.home));
+            if old.is_dir() && !new.exists() {
+                std::fs::create_dir_all(s.dir.join("blobs"))
+                    .and_then(|()| std::fs::rename(&old, &new))
+                    .map_err(|e| {
+                        EcsError::server(format!(
+                            "moving {} to {}: {e}",
+                            old.display(),
+                            new.display()
+                        ))
+                    })?;
+            }
+        }
         if legacy.is_empty() {
             return Ok(());
         }
@@ -404,21 +444,12 @@ impl Regions {
                     .put(format!("{prefix}{}", kv.key), kv.value.clone())
                     .delete(kv.key.clone());
             }
-            self.root.txn(txn).await.map_err(store_error)?;
-        }
-        if let Some(s) = &self.storage {
-            // The blobs of a data dir from before regions move with them.
-            let (old, new) = (s.dir.join("registry"), s.dir.join("blobs").join(&self.home));
-            if old.is_dir() && !new.exists() {
-                std::fs::create_dir_all(s.dir.join("blobs"))
-                    .and_then(|()| std::fs::rename(&old, &new))
-                    .map_err(|e| {
-                        EcsError::server(format!(
-                            "moving {} to {}: {e}",
-                            old.display(),
-                            new.display()
-                        ))
-                    })?;
+            // Nothing else writes before the regions start: a conflict means another server
+            // is using this store.
+            if self.root.txn(txn).await.map_err(store_error)? == berth_store::TxnOutcome::Conflict {
+                return Err(EcsError::server(
+                    "moving records from before regions: the store changed underneath (is another server using it?)",
+                ));
             }
         }
         Ok(())
@@ -537,17 +568,22 @@ impl Regions {
                 }
             }));
         }
-        if let Some(every) = *lock(&self.service_interval) {
-            loops.push(spawn_service_loop(&control, every, stop.clone()));
+        {
+            // Under the interval's lock, so `spawn_service_loops` sees this region or this
+            // region sees its interval: never neither.
+            let interval = lock(&self.service_interval);
+            if let Some(every) = *interval {
+                loops.push(spawn_service_loop(&control, every, stop.clone()));
+            }
+            write(&self.started).insert(
+                region.to_string(),
+                Region {
+                    control: control.clone(),
+                    registry_addr,
+                },
+            );
         }
         lock(&self.background).extend(loops);
-        write(&self.started).insert(
-            region.to_string(),
-            Region {
-                control: control.clone(),
-                registry_addr,
-            },
-        );
         if region != self.home {
             tracing::info!(region, registry = ?registry_addr, "region started");
         }
@@ -597,7 +633,8 @@ impl Regions {
     /// Runs every region's service reconciler at least every `every`, now and for regions
     /// that start later.
     pub(crate) fn spawn_service_loops(&self, every: Duration) {
-        *lock(&self.service_interval) = Some(every);
+        let mut interval = lock(&self.service_interval);
+        *interval = Some(every);
         let controls: Vec<Control> = read(&self.started)
             .values()
             .map(|r| r.control.clone())
@@ -606,7 +643,16 @@ impl Regions {
             .iter()
             .map(|c| spawn_service_loop(c, every, self.stop.clone()))
             .collect();
+        drop(interval);
         lock(&self.background).extend(loops);
+    }
+
+    /// Runs `work` (a replication) as one of the background tasks shutdown waits for.
+    pub(crate) fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let t = tokio::spawn(work);
+        let mut bg = lock(&self.background);
+        bg.retain(|t| !t.is_finished());
+        bg.push(t);
     }
 
     /// The background loops, for shutdown to wait on.
@@ -643,6 +689,8 @@ impl Regions {
     /// Dev mode's reset: every region's records, blobs, logs, metrics and listeners, and every
     /// access key but the admin's. Returns how many records and blobs went.
     pub async fn reset(&self) -> Result<usize, EcsError> {
+        // No region starts half way through.
+        let _one = self.starting.lock().await;
         let controls: Vec<Control> = read(&self.started)
             .values()
             .map(|r| r.control.clone())

@@ -339,7 +339,7 @@ impl Registry {
                         manifest.as_bytes(),
                     )
                     .await?;
-                self.replicate_push(name, &digest, &reference).await?;
+                self.replicate_push(name, &digest, &reference).await;
                 self.enforce_lifecycle(name).await.ok();
                 json(ecr::PutImageResponse {
                     image: Some(ecr::Image {
@@ -561,6 +561,71 @@ impl Registry {
                 registry_id: Some(self.config.account_id.clone()),
                 replication_configuration: Some(self.replication_configuration().await?),
             }),
+            EcrRequest::CreateRepositoryCreationTemplate(r) => {
+                let t = self
+                    .create_template(ecr::RepositoryCreationTemplate {
+                        prefix: r.prefix,
+                        applied_for: r.applied_for,
+                        custom_role_arn: r.custom_role_arn,
+                        description: r.description,
+                        encryption_configuration: r.encryption_configuration,
+                        image_tag_mutability: r.image_tag_mutability,
+                        image_tag_mutability_exclusion_filters: r
+                            .image_tag_mutability_exclusion_filters,
+                        lifecycle_policy: r.lifecycle_policy,
+                        repository_policy: r.repository_policy,
+                        resource_tags: r.resource_tags,
+                        created_at: None,
+                        updated_at: None,
+                    })
+                    .await?;
+                json(ecr::CreateRepositoryCreationTemplateResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    repository_creation_template: Some(t),
+                })
+            }
+            EcrRequest::UpdateRepositoryCreationTemplate(r) => {
+                let t = self
+                    .update_template(ecr::RepositoryCreationTemplate {
+                        prefix: r.prefix,
+                        applied_for: r.applied_for,
+                        custom_role_arn: r.custom_role_arn,
+                        description: r.description,
+                        encryption_configuration: r.encryption_configuration,
+                        image_tag_mutability: r.image_tag_mutability,
+                        image_tag_mutability_exclusion_filters: r
+                            .image_tag_mutability_exclusion_filters,
+                        lifecycle_policy: r.lifecycle_policy,
+                        repository_policy: r.repository_policy,
+                        resource_tags: r.resource_tags,
+                        created_at: None,
+                        updated_at: None,
+                    })
+                    .await?;
+                json(ecr::UpdateRepositoryCreationTemplateResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    repository_creation_template: Some(t),
+                })
+            }
+            EcrRequest::DeleteRepositoryCreationTemplate(r) => {
+                let prefix = required(&r.prefix, "prefix")?;
+                json(ecr::DeleteRepositoryCreationTemplateResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    repository_creation_template: Some(self.delete_template(prefix).await?),
+                })
+            }
+            EcrRequest::DescribeRepositoryCreationTemplates(r) => {
+                let limit = max_results(r.max_results, 100)?;
+                let all = self.describe_templates(r.prefixes).await?;
+                let (page, next) = page_of(all, r.next_token.as_deref(), limit, |t| {
+                    t.prefix.clone().unwrap_or_default()
+                })?;
+                json(ecr::DescribeRepositoryCreationTemplatesResponse {
+                    registry_id: Some(self.config.account_id.clone()),
+                    repository_creation_templates: Some(page),
+                    next_token: next,
+                })
+            }
             EcrRequest::PutReplicationConfiguration(r) => {
                 let config = r
                     .replication_configuration

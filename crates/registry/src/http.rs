@@ -512,6 +512,7 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                 }
                 Method::PUT => {
                     let bytes = small_body(body, MAX_MANIFEST).await?;
+                    reg.create_on_push(&name).await?;
                     let (digest, parsed) = reg
                         .put_manifest(
                             &name,
@@ -520,7 +521,7 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
                             &bytes,
                         )
                         .await?;
-                    reg.replicate_push(&name, &digest, &reference).await?;
+                    reg.replicate_push(&name, &digest, &reference).await;
                     if let Reference::Tag(_) = reference {
                         // A new tagged image may put older ones past the lifecycle policy.
                         if let Err(e) = reg.enforce_lifecycle(&name).await {
@@ -590,6 +591,8 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> Result<Reply, Error
             if method != Method::POST {
                 return Err(unsupported(&method));
             }
+            // A push's first write: a CREATE_ON_PUSH template may make the repository now.
+            reg.create_on_push(&name).await?;
             if let Some(mount) = query(&parts.uri, "mount") {
                 let digest = Digest::parse(&mount)?;
                 if let Some(from) = query(&parts.uri, "from") {

@@ -25,6 +25,7 @@ pub mod names;
 pub mod pull_through;
 pub mod replication;
 pub mod seal;
+pub mod templates;
 
 use berth_api::{EcsError, ErrorKind};
 use berth_store::{Store, StoreError};

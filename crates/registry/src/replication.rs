@@ -2,7 +2,8 @@
 //! configuration (PutReplicationConfiguration, DescribeRegistry), and after each push, a copy
 //! of the image — its blobs, the manifests an index names, and the manifest under the pushed
 //! tag — into the repository of the same name in every destination region its rules match
-//! (created there if missing), reported by DescribeImageReplicationStatus. Replicated images
+//! (created there if missing, by the destination's `REPLICATION` creation template if one
+//! applies), reported by DescribeImageReplicationStatus. Replicated images
 //! are not replicated further, as in ECR.
 //!
 //! Records: `ecr/replication` → the configuration; `ecr/replication-status/NAME@DIGEST` →
@@ -35,6 +36,8 @@ const MAX_FILTERS: usize = 100;
 pub trait Peers: Send + Sync + std::fmt::Debug {
     /// Whether the server serves `region`.
     fn serves(&self, region: &str) -> bool;
+    /// Runs a replication in the background, as a task the server waits for when it stops.
+    fn spawn(&self, work: futures::future::BoxFuture<'static, ()>);
     /// The registry of `region`, started if it was not.
     async fn registry(&self, region: &str) -> Result<Registry, Error>;
 }
@@ -175,8 +178,15 @@ impl Registry {
     }
 
     /// After a push (by a user, not by replication): marks the image IN_PROGRESS in every
-    /// destination its rules match, and copies it there in the background.
-    pub async fn replicate_push(
+    /// destination its rules match, and copies it there in the background. The push has
+    /// committed: a failure here is logged and recorded, never the push's.
+    pub async fn replicate_push(&self, name: &str, digest: &Digest, reference: &Reference) {
+        if let Err(e) = self.start_replication(name, digest, reference).await {
+            tracing::warn!(repository = name, %digest, error = %e, "replication could not start");
+        }
+    }
+
+    async fn start_replication(
         &self,
         name: &str,
         digest: &Digest,
@@ -199,7 +209,8 @@ impl Registry {
             digest.clone(),
             reference.clone(),
         );
-        tokio::spawn(async move {
+        let spawner = peers.clone();
+        spawner.spawn(Box::pin(async move {
             for region in regions {
                 let result = match peers.registry(&region).await {
                     Ok(dest) => me.copy_image(&dest, &name, &digest, &reference).await,
@@ -216,7 +227,7 @@ impl Registry {
                     tracing::warn!(repository = name, %digest, region, error = %e, "recording replication failed");
                 }
             }
-        });
+        }));
         Ok(())
     }
 
@@ -261,10 +272,9 @@ impl Registry {
         match dest.repository(name).await {
             Ok(_) => {}
             Err(Error::Ecr(e)) if e.kind == ErrorKind::RepositoryNotFound => {
-                match dest
-                    .create_repository(name, None, None, None, Vec::new())
-                    .await
-                {
+                // The destination's own REPLICATION template, if one applies.
+                let template = dest.template_for(name, "REPLICATION").await?;
+                match dest.create_from_template(name, template.as_ref()).await {
                     Ok(_) => {}
                     Err(Error::Ecr(e)) if e.kind == ErrorKind::RepositoryAlreadyExists => {}
                     Err(e) => return Err(e),
@@ -290,9 +300,17 @@ impl Registry {
             .await?;
         }
         self.copy_blobs(dest, name, &image).await?;
+        // A later push may have moved the tag on meanwhile: the copy then lands by digest
+        // only, and that push's own replication moves the destination's tag.
+        let reference = match reference {
+            Reference::Tag(t) if self.resolve_tag(name, t).await?.as_ref() != Some(digest) => {
+                Reference::Digest(digest.clone())
+            }
+            r => r.clone(),
+        };
         dest.put_manifest(
             name,
-            reference,
+            &reference,
             Some(&image.media_type),
             image.manifest.as_bytes(),
         )
@@ -321,8 +339,11 @@ impl Registry {
                 continue;
             }
             let id = dest.start_upload(name).await?;
-            let bytes = self.blobs.read(&blob, 0, size).await?;
-            if let Err(e) = dest.blobs.upload_append(&id, 0, bytes).await {
+            let copied = match self.blobs.read(&blob, 0, size).await {
+                Ok(bytes) => dest.blobs.upload_append(&id, 0, bytes).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = copied {
                 let _ = dest.cancel_upload(name, &id).await;
                 return Err(e);
             }
