@@ -856,6 +856,43 @@ async fn ecr_replicates_pushed_images_to_other_regions() {
         registry["replicationConfiguration"]["rules"],
         serde_json::json!([])
     );
+
+    // A copy a stopped server left IN_PROGRESS is FAILED at the next start, saying why.
+    {
+        use berth_store::Txn;
+        let key = format!("ecr/replication-status/prod/app@{pushed}");
+        let value = serde_json::json!({"regions": {"eu-west-1": ["IN_PROGRESS", null]}});
+        s.control
+            .store
+            .txn(Txn::new().put(key, serde_json::to_vec(&value).unwrap()))
+            .await
+            .unwrap();
+    }
+    let s = s.restart().await;
+    let status = ok(
+        b,
+        &s,
+        US,
+        "ecr",
+        &[
+            "describe-image-replication-status",
+            "--repository-name",
+            "prod/app",
+            "--image-id",
+            &format!("imageDigest={pushed}"),
+        ],
+    );
+    assert_eq!(
+        status["replicationStatuses"][0]["status"], "FAILED",
+        "{status}"
+    );
+    assert!(
+        status["replicationStatuses"][0]["failureCode"]
+            .as_str()
+            .unwrap()
+            .contains("stopped before the copy finished"),
+        "{status}"
+    );
     s.stop().await;
 }
 

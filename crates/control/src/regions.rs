@@ -503,6 +503,12 @@ impl Regions {
                     regions: me.clone(),
                 }));
             }
+            if let Some(registry) = &control.registry {
+                registry
+                    .fail_interrupted_replications()
+                    .await
+                    .map_err(|e| fail("the registry's replications", e.to_string()))?;
+            }
             registry_listener = Some(listener);
             registry_addr = Some(addr);
         }

@@ -352,6 +352,33 @@ impl Registry {
         Ok(())
     }
 
+    /// At start: copies a previous run of the server left IN_PROGRESS (it stopped before they
+    /// finished) are FAILED, saying so; a new push replicates the image again.
+    pub async fn fail_interrupted_replications(&self) -> Result<usize, Error> {
+        let mut n = 0;
+        for kv in self
+            .store
+            .range("ecr/replication-status/", None, None)
+            .await?
+        {
+            let mut s: Statuses = decode(&kv)?;
+            let mut changed = false;
+            for (status, reason) in s.regions.values_mut() {
+                if status == "IN_PROGRESS" {
+                    *status = "FAILED".into();
+                    *reason = Some("the server stopped before the copy finished".into());
+                    changed = true;
+                    n += 1;
+                }
+            }
+            if changed {
+                // A conflict is a new push's own status: it stands.
+                self.commit(Txn::new().replace(&kv, encode(&s)?)).await?;
+            }
+        }
+        Ok(n)
+    }
+
     /// DescribeImageReplicationStatus: the image's status in each destination it was
     /// replicated to (none for an image no rule took).
     pub async fn replication_statuses(
