@@ -12,6 +12,11 @@ use std::path::PathBuf;
 /// The ECS operations Berth serves. Extending the API starts here.
 const ECS: &[&str] = &[
     "CreateCluster",
+    "CreateTaskSet",
+    "DeleteTaskSet",
+    "DescribeTaskSets",
+    "UpdateTaskSet",
+    "UpdateServicePrimaryTaskSet",
     "CreateCapacityProvider",
     "DeleteCapacityProvider",
     "DescribeCapacityProviders",

@@ -59,6 +59,8 @@ pub enum ErrorKind {
     PullThroughCacheRuleNotFound,
     /// PullThroughCacheRuleAlreadyExistsException (ECR)
     PullThroughCacheRuleAlreadyExists,
+    /// TaskSetNotFoundException
+    TaskSetNotFound,
     /// TemplateAlreadyExistsException (ECR)
     TemplateAlreadyExists,
     /// TemplateNotFoundException (ECR)
@@ -237,6 +239,7 @@ impl ErrorKind {
             ErrorKind::ScanNotFound => "ScanNotFoundException",
             ErrorKind::PullThroughCacheRuleNotFound => "PullThroughCacheRuleNotFoundException",
             ErrorKind::TemplateAlreadyExists => "TemplateAlreadyExistsException",
+            ErrorKind::TaskSetNotFound => "TaskSetNotFoundException",
             ErrorKind::TemplateNotFound => "TemplateNotFoundException",
             ErrorKind::PullThroughCacheRuleAlreadyExists => {
                 "PullThroughCacheRuleAlreadyExistsException"

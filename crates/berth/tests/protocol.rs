@@ -127,7 +127,7 @@ async fn malformed_requests_get_aws_errors() {
             "SerializationException",
         ),
         ("Frobnicate", "{}", "UnknownOperationException"),
-        ("CreateTaskSet", "{}", "UnknownOperationException"),
+        ("ExecuteCommand", "{}", "UnknownOperationException"),
     ];
     for (op, body, error) in cases {
         let a = s.call_as(op, body, &ak, &sk, now).await;

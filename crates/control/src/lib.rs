@@ -36,6 +36,7 @@ pub mod state;
 pub mod tags;
 pub mod targets;
 pub mod task_definitions;
+pub mod task_sets;
 pub mod tasks;
 
 mod paging;
@@ -289,6 +290,13 @@ impl Control {
                 json(self.describe_service_revisions(r).await?)
             }
             EcsRequest::StopServiceDeployment(r) => json(self.stop_service_deployment(r).await?),
+            EcsRequest::CreateTaskSet(r) => json(self.create_task_set(r).await?),
+            EcsRequest::DescribeTaskSets(r) => json(self.describe_task_sets(r).await?),
+            EcsRequest::UpdateTaskSet(r) => json(self.update_task_set(r).await?),
+            EcsRequest::DeleteTaskSet(r) => json(self.delete_task_set(r).await?),
+            EcsRequest::UpdateServicePrimaryTaskSet(r) => {
+                json(self.update_service_primary_task_set(r).await?)
+            }
         }
     }
 

@@ -96,7 +96,7 @@ fn check_name(name: &str) -> Result<(), EcsError> {
     }
 }
 
-fn deployment_id() -> String {
+pub(crate) fn deployment_id() -> String {
     let n: u64 = rand::random::<u64>() % 10_000_000_000_000_000_000;
     format!("ecs-svc/{n:019}")
 }
@@ -405,12 +405,34 @@ impl Control {
                 "{member} is not supported by Berth yet"
             )));
         }
-        if let Some(c) = &r.deployment_controller {
-            if c.r#type.as_deref().is_some_and(|t| t != "ECS") {
-                return Err(EcsError::invalid(
-                    "only the ECS deployment controller is supported by Berth".to_string(),
-                ));
-            }
+        let controller = r
+            .deployment_controller
+            .as_ref()
+            .and_then(|c| c.r#type.clone())
+            .unwrap_or_else(|| "ECS".into());
+        check_enum(
+            "deploymentController.type",
+            &controller,
+            ecs::enums::DEPLOYMENT_CONTROLLER_TYPE,
+        )?;
+        // EXTERNAL: task sets carry the revision, network and load balancers.
+        let external = controller == "EXTERNAL";
+        if controller == "CODE_DEPLOY" {
+            return Err(EcsError::new(
+                ErrorKind::UnsupportedFeature,
+                "the CODE_DEPLOY deployment controller is not supported by Berth yet (there is no CodeDeploy); use EXTERNAL task sets",
+            ));
+        }
+        if external && daemon {
+            return Err(EcsError::invalid(
+                "The EXTERNAL deployment controller does not support the DAEMON scheduling strategy.",
+            ));
+        }
+        if external && r.load_balancers.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(EcsError::new(
+                ErrorKind::UnsupportedFeature,
+                "load balancers of a service with the EXTERNAL deployment controller belong to its task sets, which do not support them in Berth yet",
+            ));
         }
         let mut deployment_configuration = r.deployment_configuration.clone().unwrap_or_default();
         if daemon {
@@ -440,16 +462,25 @@ impl Control {
         }
         crate::placement::constraints(r.placement_constraints.as_deref().unwrap_or_default(), &[])?;
         crate::placement::strategies(r.placement_strategy.as_deref().unwrap_or_default())?;
-        let td = self
-            .runnable_definition(r.task_definition.as_deref(), &launch_type, false)
-            .await?;
-        self.check_load_balancers(r.load_balancers.as_deref().unwrap_or_default(), &td)
-            .await?;
-        self.check_network(&td, r.network_configuration.as_ref())
-            .await?;
+        // An EXTERNAL service needs no revision of its own: its task sets name theirs.
+        let td = match (external, r.task_definition.as_deref()) {
+            (true, None) => None,
+            (_, given) => Some(self.runnable_definition(given, &launch_type, false).await?),
+        };
+        if let Some(td) = &td {
+            self.check_load_balancers(r.load_balancers.as_deref().unwrap_or_default(), td)
+                .await?;
+            if !external {
+                self.check_network(td, r.network_configuration.as_ref())
+                    .await?;
+            }
+        }
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
-        let td_arn = td.task_definition_arn.clone().unwrap_or_default();
+        let td_arn = td
+            .as_ref()
+            .and_then(|t| t.task_definition_arn.clone())
+            .unwrap_or_default();
         let key = keys::service(&cluster, &name);
         let now = now_epoch();
         let arn = self.service_arn(&cluster, &name);
@@ -479,15 +510,19 @@ impl Control {
                 // A service on a capacity provider strategy shows the strategy, not a type.
                 launch_type: providers.is_none().then(|| launch_type.clone()),
                 capacity_provider_strategy: provider_items.clone(),
-                task_definition: Some(td_arn.clone()),
+                task_definition: td.as_ref().map(|_| td_arn.clone()),
                 deployment_configuration: Some(deployment_configuration.clone()),
-                deployments: Some(vec![self.new_deployment(
-                    &td_arn,
-                    desired,
-                    &launch_type,
-                    provider_items.as_deref(),
-                    now,
-                )]),
+                deployments: Some(match external {
+                    true => Vec::new(),
+                    false => vec![self.new_deployment(
+                        &td_arn,
+                        desired,
+                        &launch_type,
+                        provider_items.as_deref(),
+                        now,
+                    )],
+                }),
+                task_sets: external.then(Vec::new),
                 events: Some(Vec::new()),
                 created_at: Some(now),
                 created_by: Some(caller.principal_arn.clone()),
@@ -650,6 +685,30 @@ impl Control {
                 "UpdateService's {member} is not supported by Berth yet"
             )));
         }
+        // An EXTERNAL service's revision, network and capacity are its task sets'.
+        if crate::task_sets::is_external(&current) {
+            let given = [
+                (r.task_definition.is_some(), "taskDefinition"),
+                (r.network_configuration.is_some(), "networkConfiguration"),
+                (r.load_balancers.is_some(), "loadBalancers"),
+                (
+                    r.capacity_provider_strategy.is_some(),
+                    "capacityProviderStrategy",
+                ),
+                (r.platform_version.is_some(), "platformVersion"),
+                (
+                    r.force_new_deployment.unwrap_or(false),
+                    "forceNewDeployment",
+                ),
+            ]
+            .into_iter()
+            .find_map(|(given, member)| given.then_some(member));
+            if let Some(member) = given {
+                return Err(EcsError::invalid(format!(
+                    "{member} cannot be updated on a service that uses the EXTERNAL deployment controller: create a task set instead"
+                )));
+            }
+        }
         let now = now_epoch();
         for _ in 0..CAS_ATTEMPTS {
             let (mut s, kv) = self.service_record(&cluster, &ident).await?;
@@ -754,6 +813,15 @@ impl Control {
                 };
                 self.check_network(&td, s.network_configuration.as_ref())
                     .await?;
+            }
+            if crate::task_sets::is_external(&s) {
+                // Its task sets follow the new desired count at the next pass.
+                let txn = Txn::new().replace(&kv, encode(&s)?);
+                let txn = self.with_history(txn, &cluster, &s, now).await?;
+                if self.commit(txn).await? {
+                    return Ok(ecs::UpdateServiceResponse { service: Some(s) });
+                }
+                continue;
             }
             let deployments = s.deployments.get_or_insert_with(Vec::new);
             let changed_td = s.task_definition.as_deref() != Some(td_arn.as_str());
@@ -964,6 +1032,9 @@ impl Control {
         kv: KeyValue,
     ) -> Result<bool, EcsError> {
         self.metrics.reconciler_passes.inc();
+        if crate::task_sets::is_external(&s) {
+            return self.reconcile_task_sets(cluster, s, kv).await;
+        }
         let before = s.clone();
         let now = now_epoch();
         let mut input = self.service_input(cluster, &s).await?;
@@ -1039,7 +1110,7 @@ impl Control {
     /// The service's tasks (group `service:NAME`) from the cluster state, with what their
     /// hosts say of them: a task whose agent is gone is not healthy, and one on a host that is
     /// not ACTIVE or whose agent is gone is displaced.
-    async fn service_tasks(
+    pub(crate) async fn service_tasks(
         &self,
         cluster: &str,
         s: &Service,

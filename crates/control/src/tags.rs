@@ -94,6 +94,27 @@ impl Control {
                     ));
                 }
             }
+            ResourceKind::TaskSet => {
+                let mut parts = arn.id.splitn(3, '/');
+                let live = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(cluster), Some(name), Some(id)) => self
+                        .get_record::<ecs::Service>(&keys::service(cluster, name))
+                        .await?
+                        .is_some_and(|(svc, _)| {
+                            svc.task_sets
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|t| t.id.as_deref() == Some(id))
+                        }),
+                    _ => false,
+                };
+                if !live {
+                    return Err(EcsError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!("The specified resource is not found: '{resource_arn}'"),
+                    ));
+                }
+            }
             _ => {
                 return Err(EcsError::new(
                     ErrorKind::ResourceNotFound,

@@ -14,6 +14,7 @@ pub enum ResourceKind {
     CapacityProvider,
     ServiceDeployment,
     ServiceRevision,
+    TaskSet,
 }
 
 impl ResourceKind {
@@ -27,6 +28,7 @@ impl ResourceKind {
             ResourceKind::CapacityProvider => "capacity-provider",
             ResourceKind::ServiceDeployment => "service-deployment",
             ResourceKind::ServiceRevision => "service-revision",
+            ResourceKind::TaskSet => "task-set",
         }
     }
 
@@ -40,6 +42,7 @@ impl ResourceKind {
             "capacity-provider" => ResourceKind::CapacityProvider,
             "service-deployment" => ResourceKind::ServiceDeployment,
             "service-revision" => ResourceKind::ServiceRevision,
+            "task-set" => ResourceKind::TaskSet,
             _ => return None,
         })
     }

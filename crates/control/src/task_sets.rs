@@ -1,0 +1,584 @@
+//! Task sets, for services with the `EXTERNAL` deployment controller: an outside tool (a
+//! blue/green deployer) creates task sets, scales each as a share of the service's desired
+//! count, picks the PRIMARY one and deletes old ones; ECS — here, the service pass — keeps
+//! each set's `computedDesiredCount` tasks running (ceil(desiredCount × scale%)), replacing
+//! those that stop or fail their health checks, by the same pure reconciler REPLICA services
+//! use, with the set as its one deployment. A DRAINING set (deleted) is scaled to 0 and
+//! leaves the service once its tasks have stopped.
+//!
+//! Task sets live in their service's record (`taskSets`), so every change to one is guarded by
+//! the service's revision, and DescribeServices shows them as ECS does.
+
+use crate::apply::Meta;
+use crate::state::Pool;
+use crate::{encode, keys, now_epoch, Control, CAS_ATTEMPTS};
+use berth_api::ecs::{self, Service, TaskSet};
+use berth_api::{EcsError, ErrorKind};
+use berth_model::arn::{Arn, ResourceKind};
+use berth_reconcile::{deploy, service as rs};
+use berth_store::{KeyValue, Txn};
+
+/// ECS's quota of task sets per service.
+const MAX_TASK_SETS: usize = 5;
+
+pub(crate) fn is_external(s: &Service) -> bool {
+    s.deployment_controller
+        .as_ref()
+        .and_then(|c| c.r#type.as_deref())
+        == Some("EXTERNAL")
+}
+
+fn not_found(ident: &str) -> EcsError {
+    EcsError::new(
+        ErrorKind::TaskSetNotFound,
+        format!("The specified task set does not exist: '{ident}'"),
+    )
+}
+
+/// `ceil(desired × scale / 100)`, ECS's computedDesiredCount.
+pub(crate) fn computed(desired: i32, scale: f64) -> i32 {
+    ((f64::from(desired.max(0)) * scale / 100.0) - 1e-9)
+        .ceil()
+        .max(0.0) as i32
+}
+
+fn check_scale(scale: Option<&ecs::Scale>) -> Result<ecs::Scale, EcsError> {
+    let s = scale.cloned().unwrap_or(ecs::Scale {
+        value: Some(100.0),
+        unit: Some("PERCENT".into()),
+    });
+    let unit = s.unit.clone().unwrap_or_else(|| "PERCENT".into());
+    berth_api::error::check_enum("scale.unit", &unit, ecs::enums::SCALE_UNIT)?;
+    let value = s.value.unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&value) {
+        return Err(EcsError::invalid(format!(
+            "scale.value {value} must be between 0 and 100"
+        )));
+    }
+    Ok(ecs::Scale {
+        value: Some(value),
+        unit: Some(unit),
+    })
+}
+
+/// The id part a task set is named by: its id, or the id at the end of its ARN.
+fn set_id(ident: &str) -> &str {
+    match ident.find("/ecs-svc/") {
+        Some(i) if ident.starts_with("arn:") => &ident[i + 1..],
+        _ => ident,
+    }
+}
+
+impl Control {
+    /// The service (ACTIVE, EXTERNAL) a task-set call names, with its record.
+    async fn external_service(
+        &self,
+        cluster: Option<&str>,
+        service: Option<&str>,
+    ) -> Result<(String, Service, KeyValue), EcsError> {
+        let (cluster_rec, _) = self.active_cluster(cluster).await?;
+        let cluster = cluster_rec.cluster_name.unwrap_or_default();
+        let ident = service.unwrap_or_default();
+        let (s, kv) = self.service_record(&cluster, ident).await?;
+        if s.status.as_deref() != Some("ACTIVE") {
+            return Err(EcsError::new(
+                ErrorKind::ServiceNotActive,
+                "Service was not ACTIVE.",
+            ));
+        }
+        if !is_external(&s) {
+            return Err(EcsError::invalid(
+                "Task sets are only supported for services that use the EXTERNAL deployment controller.",
+            ));
+        }
+        Ok((cluster, s, kv))
+    }
+
+    async fn commit_service(
+        &self,
+        cluster: &str,
+        kv: &KeyValue,
+        s: &Service,
+    ) -> Result<bool, EcsError> {
+        let txn = Txn::new().replace(kv, encode(s)?);
+        let txn = self.with_history(txn, cluster, s, now_epoch()).await?;
+        self.commit(txn).await
+    }
+
+    pub async fn create_task_set(
+        &self,
+        r: ecs::CreateTaskSetRequest,
+    ) -> Result<ecs::CreateTaskSetResponse, EcsError> {
+        for (given, member) in [
+            (
+                r.load_balancers.as_ref().is_some_and(|l| !l.is_empty()),
+                "loadBalancers",
+            ),
+            (
+                r.service_registries.as_ref().is_some_and(|l| !l.is_empty()),
+                "serviceRegistries",
+            ),
+            (
+                r.capacity_provider_strategy
+                    .as_ref()
+                    .is_some_and(|l| !l.is_empty()),
+                "capacityProviderStrategy",
+            ),
+        ] {
+            if given {
+                return Err(EcsError::new(
+                    ErrorKind::UnsupportedFeature,
+                    format!("a task set's {member} is not supported by Berth yet"),
+                ));
+            }
+        }
+        let scale = check_scale(r.scale.as_ref())?;
+        let launch_type = r.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        berth_api::error::check_enum("launchType", &launch_type, &["EC2", "FARGATE", "EXTERNAL"])?;
+        crate::tasks::check_platform(&launch_type, r.platform_version.as_deref())?;
+        let td = self
+            .runnable_definition(r.task_definition.as_deref(), &launch_type, false)
+            .await?;
+        self.check_network(&td, r.network_configuration.as_ref())
+            .await?;
+        let tags = r.tags.clone().unwrap_or_default();
+        crate::check_tags(&tags)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let (cluster, mut s, kv) = self
+                .external_service(r.cluster.as_deref(), r.service.as_deref())
+                .await?;
+            let sets = s.task_sets.get_or_insert_with(Vec::new);
+            // The same clientToken is the same request: its task set again.
+            if let Some(token) = &r.client_token {
+                if let Some(t) = sets
+                    .iter()
+                    .find(|t| t.started_by.as_deref() == Some(token.as_str()))
+                {
+                    return Ok(ecs::CreateTaskSetResponse {
+                        task_set: Some(t.clone()),
+                    });
+                }
+            }
+            if sets.len() >= MAX_TASK_SETS {
+                return Err(EcsError::new(
+                    ErrorKind::Client,
+                    format!("A service has at most {MAX_TASK_SETS} task sets."),
+                ));
+            }
+            let now = now_epoch();
+            let id = crate::services::deployment_id();
+            let name = s.service_name.clone().unwrap_or_default();
+            let arn = Arn::new(
+                &self.config.region,
+                &self.config.account_id,
+                ResourceKind::TaskSet,
+                format!("{cluster}/{name}/{id}"),
+            )
+            .to_string();
+            let t = TaskSet {
+                id: Some(id.clone()),
+                task_set_arn: Some(arn.clone()),
+                service_arn: s.service_arn.clone(),
+                cluster_arn: s.cluster_arn.clone(),
+                started_by: r.client_token.clone(),
+                external_id: r.external_id.clone(),
+                status: Some("ACTIVE".into()),
+                task_definition: td.task_definition_arn.clone(),
+                computed_desired_count: Some(computed(
+                    s.desired_count.unwrap_or(0),
+                    scale.value.unwrap_or(100.0),
+                )),
+                pending_count: Some(0),
+                running_count: Some(0),
+                created_at: Some(now),
+                updated_at: Some(now),
+                launch_type: Some(launch_type.clone()),
+                platform_version: (launch_type == "FARGATE").then(|| {
+                    r.platform_version
+                        .clone()
+                        .unwrap_or_else(|| "LATEST".into())
+                }),
+                platform_family: (launch_type == "FARGATE").then(|| "Linux".into()),
+                network_configuration: r.network_configuration.clone(),
+                load_balancers: Some(Vec::new()),
+                service_registries: Some(Vec::new()),
+                scale: Some(scale.clone()),
+                stability_status: Some("STABILIZING".into()),
+                stability_status_at: Some(now),
+                ..Default::default()
+            };
+            sets.push(t.clone());
+            let mut txn = Txn::new().replace(&kv, encode(&s)?);
+            txn = self.with_history(txn, &cluster, &s, now).await?;
+            if !tags.is_empty() {
+                txn = txn.put(keys::tags(&arn), encode(&tags)?);
+            }
+            if self.commit(txn).await? {
+                tracing::info!(cluster, service = name, task_set = id, "task set created");
+                let mut shown = t;
+                if !tags.is_empty() {
+                    shown.tags = Some(tags);
+                }
+                return Ok(ecs::CreateTaskSetResponse {
+                    task_set: Some(shown),
+                });
+            }
+        }
+        Err(crate::conflict_exhausted("creating the task set"))
+    }
+
+    pub async fn describe_task_sets(
+        &self,
+        r: ecs::DescribeTaskSetsRequest,
+    ) -> Result<ecs::DescribeTaskSetsResponse, EcsError> {
+        let (cluster_rec, _) = self.active_cluster(r.cluster.as_deref()).await?;
+        let cluster = cluster_rec.cluster_name.unwrap_or_default();
+        let (s, _) = self
+            .service_record(&cluster, r.service.as_deref().unwrap_or_default())
+            .await?;
+        if !is_external(&s) {
+            return Err(EcsError::invalid(
+                "Task sets are only supported for services that use the EXTERNAL deployment controller.",
+            ));
+        }
+        let include_tags = r
+            .include
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|i| i == "TAGS");
+        let all = s.task_sets.clone().unwrap_or_default();
+        let mut sets = Vec::new();
+        let mut failures = Vec::new();
+        match r.task_sets.filter(|l| !l.is_empty()) {
+            None => sets = all,
+            Some(idents) => {
+                for ident in idents {
+                    match all.iter().find(|t| t.id.as_deref() == Some(set_id(&ident))) {
+                        Some(t) => sets.push(t.clone()),
+                        None => failures.push(ecs::Failure {
+                            arn: Some(ident),
+                            reason: Some("MISSING".into()),
+                            detail: None,
+                        }),
+                    }
+                }
+            }
+        }
+        if include_tags {
+            for t in &mut sets {
+                t.tags = Some(
+                    self.tags_of(t.task_set_arn.as_deref().unwrap_or_default())
+                        .await?,
+                );
+            }
+        }
+        Ok(ecs::DescribeTaskSetsResponse {
+            task_sets: Some(sets),
+            failures: Some(failures),
+        })
+    }
+
+    /// Applies `change` to one task set of an EXTERNAL service (guarded, retried).
+    async fn change_task_set(
+        &self,
+        cluster: Option<&str>,
+        service: Option<&str>,
+        ident: &str,
+        change: impl Fn(&mut Service, usize) -> Result<(), EcsError>,
+    ) -> Result<TaskSet, EcsError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (cluster, mut s, kv) = self.external_service(cluster, service).await?;
+            let i = s
+                .task_sets
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .position(|t| t.id.as_deref() == Some(set_id(ident)))
+                .ok_or_else(|| not_found(ident))?;
+            change(&mut s, i)?;
+            let shown = s.task_sets.as_deref().unwrap_or_default()[i].clone();
+            if self.commit_service(&cluster, &kv, &s).await? {
+                return Ok(shown);
+            }
+        }
+        Err(crate::conflict_exhausted("changing the task set"))
+    }
+
+    pub async fn update_task_set(
+        &self,
+        r: ecs::UpdateTaskSetRequest,
+    ) -> Result<ecs::UpdateTaskSetResponse, EcsError> {
+        let scale = check_scale(r.scale.as_ref())?;
+        let ident = r.task_set.clone().unwrap_or_default();
+        let t = self
+            .change_task_set(
+                r.cluster.as_deref(),
+                r.service.as_deref(),
+                &ident,
+                |s, i| {
+                    let desired = s.desired_count.unwrap_or(0);
+                    let t = &mut s.task_sets.get_or_insert_with(Vec::new)[i];
+                    if t.status.as_deref() == Some("DRAINING") {
+                        return Err(EcsError::invalid("The task set is being deleted."));
+                    }
+                    t.scale = Some(scale.clone());
+                    t.computed_desired_count =
+                        Some(computed(desired, scale.value.unwrap_or(100.0)));
+                    t.updated_at = Some(now_epoch());
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(ecs::UpdateTaskSetResponse { task_set: Some(t) })
+    }
+
+    pub async fn update_service_primary_task_set(
+        &self,
+        r: ecs::UpdateServicePrimaryTaskSetRequest,
+    ) -> Result<ecs::UpdateServicePrimaryTaskSetResponse, EcsError> {
+        let ident = r.primary_task_set.clone().unwrap_or_default();
+        let t = self
+            .change_task_set(
+                r.cluster.as_deref(),
+                r.service.as_deref(),
+                &ident,
+                |s, i| {
+                    let now = now_epoch();
+                    let sets = s.task_sets.get_or_insert_with(Vec::new);
+                    if sets[i].status.as_deref() == Some("DRAINING") {
+                        return Err(EcsError::invalid("The task set is being deleted."));
+                    }
+                    for (j, t) in sets.iter_mut().enumerate() {
+                        let status = match (j == i, t.status.as_deref()) {
+                            (true, _) => "PRIMARY",
+                            (false, Some("PRIMARY")) => "ACTIVE",
+                            (false, other) => other.unwrap_or("ACTIVE"),
+                        };
+                        if t.status.as_deref() != Some(status) {
+                            t.status = Some(status.into());
+                            t.updated_at = Some(now);
+                        }
+                    }
+                    // The service shows what its primary task set runs.
+                    let primary = sets[i].clone();
+                    s.task_definition = primary.task_definition.clone();
+                    s.launch_type = primary.launch_type.clone();
+                    s.network_configuration = primary.network_configuration.clone();
+                    s.platform_version = primary.platform_version.clone();
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(ecs::UpdateServicePrimaryTaskSetResponse { task_set: Some(t) })
+    }
+
+    pub async fn delete_task_set(
+        &self,
+        r: ecs::DeleteTaskSetRequest,
+    ) -> Result<ecs::DeleteTaskSetResponse, EcsError> {
+        let ident = r.task_set.clone().unwrap_or_default();
+        let force = r.force.unwrap_or(false);
+        let t = self
+            .change_task_set(
+                r.cluster.as_deref(),
+                r.service.as_deref(),
+                &ident,
+                |s, i| {
+                    let t = &mut s.task_sets.get_or_insert_with(Vec::new)[i];
+                    if t.status.as_deref() == Some("DRAINING") {
+                        return Ok(());
+                    }
+                    if t.scale.as_ref().and_then(|x| x.value).unwrap_or(100.0) > 0.0 && !force {
+                        return Err(EcsError::invalid(
+                            "The task set cannot be deleted while it is scaled above 0; scale it to 0 first, or use force.",
+                        ));
+                    }
+                    t.status = Some("DRAINING".into());
+                    t.computed_desired_count = Some(0);
+                    t.updated_at = Some(now_epoch());
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(ecs::DeleteTaskSetResponse { task_set: Some(t) })
+    }
+
+    /// The service pass of an EXTERNAL service: each task set's tasks reconciled to its
+    /// computed count; DRAINING sets (and every set of a DRAINING service) to none, leaving
+    /// once their tasks have stopped; the counts written back. Returns whether it changed.
+    pub(crate) async fn reconcile_task_sets(
+        &self,
+        cluster: &str,
+        mut s: Service,
+        kv: KeyValue,
+    ) -> Result<bool, EcsError> {
+        let before = s.clone();
+        let now = now_epoch();
+        let draining_service = s.status.as_deref() == Some("DRAINING");
+        let desired = s.desired_count.unwrap_or(0);
+        let grace = f64::from(s.health_check_grace_period_seconds.unwrap_or(0));
+        let name = s.service_name.clone().unwrap_or_default();
+        let group = format!("service:{name}");
+        let all = self.service_tasks(cluster, &s).await?;
+        let mut acted = false;
+        for t in s.task_sets.get_or_insert_with(Vec::new).iter_mut() {
+            let id = t.id.clone().unwrap_or_default();
+            let drains = draining_service || t.status.as_deref() == Some("DRAINING");
+            let want = if drains {
+                0
+            } else {
+                computed(
+                    desired,
+                    t.scale.as_ref().and_then(|x| x.value).unwrap_or(100.0),
+                )
+            };
+            let mine: Vec<rs::Task> = all
+                .iter()
+                .filter(|x| x.deployment == id)
+                .map(|x| x.view(now))
+                .collect();
+            let actions = rs::reconcile(
+                &rs::Service {
+                    desired: want as u32,
+                    minimum_healthy_percent: 100,
+                    maximum_percent: 200,
+                    health_check_grace_period: grace,
+                    deployments: vec![rs::Deployment { id: id.clone() }],
+                },
+                &mine,
+                now,
+            );
+            for (arn, why) in &actions.stop {
+                let reason = match why {
+                    rs::StopWhy::Unhealthy => "Task failed container health checks".to_string(),
+                    rs::StopWhy::ScaleDown | rs::StopWhy::Replaced => {
+                        format!("Scaling activity initiated by (deployment {id})")
+                    }
+                };
+                self.stop_task_as(cluster, deploy::task_id(arn), deploy::STOP_CODE, &reason)
+                    .await?;
+                acted = true;
+            }
+            if actions.start > 0 {
+                acted = true;
+                let placed = self
+                    .start_tasks(
+                        Some(cluster),
+                        t.task_definition.as_deref(),
+                        Pool::LaunchType(t.launch_type.clone().unwrap_or_else(|| "EC2".into())),
+                        actions.start as usize,
+                        Meta {
+                            allow_inactive: true,
+                            constraints: s.placement_constraints.clone().unwrap_or_default(),
+                            strategies: s.placement_strategy.clone().unwrap_or_default(),
+                            started_by: Some(id.clone()),
+                            group: Some(group.clone()),
+                            managed_tags: s.enable_ecs_managed_tags.unwrap_or(false),
+                            service: s.service_name.clone(),
+                            network: t.network_configuration.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                if let Err(e) = placed {
+                    tracing::warn!(cluster, service = name, task_set = id, error = %e, "task set tasks not placed");
+                }
+            }
+            t.computed_desired_count = Some(want);
+        }
+        let tasks = if acted {
+            self.caught_up().await?;
+            self.service_tasks(cluster, &s).await?
+        } else {
+            all
+        };
+        let (mut running, mut pending) = (0, 0);
+        let sets = s.task_sets.get_or_insert_with(Vec::new);
+        sets.retain(|t| {
+            let id = t.id.as_deref().unwrap_or_default();
+            let live = tasks
+                .iter()
+                .any(|x| x.deployment == id && x.last_status.as_deref() != Some("STOPPED"));
+            // A deleted set (every set of a deleted service) leaves once nothing of it runs.
+            let drains = draining_service || t.status.as_deref() == Some("DRAINING");
+            !drains || live
+        });
+        for t in sets.iter_mut() {
+            let id = t.id.clone().unwrap_or_default();
+            let counted = |status: &str| {
+                tasks
+                    .iter()
+                    .filter(|x| {
+                        x.deployment == id
+                            && x.last_status.as_deref() == Some(status)
+                            && x.desired_status.as_deref() == Some("RUNNING")
+                    })
+                    .count() as i32
+            };
+            let (r, p) = (counted("RUNNING"), counted("PENDING"));
+            running += r;
+            pending += p;
+            let stopping = tasks.iter().any(|x| {
+                x.deployment == id
+                    && x.desired_status.as_deref() == Some("STOPPED")
+                    && x.last_status.as_deref() != Some("STOPPED")
+            });
+            let steady = r == t.computed_desired_count.unwrap_or(0) && p == 0 && !stopping;
+            let stability = if steady {
+                "STEADY_STATE"
+            } else {
+                "STABILIZING"
+            };
+            if t.running_count != Some(r)
+                || t.pending_count != Some(p)
+                || t.stability_status.as_deref() != Some(stability)
+            {
+                t.running_count = Some(r);
+                t.pending_count = Some(p);
+                if t.stability_status.as_deref() != Some(stability) {
+                    t.stability_status = Some(stability.into());
+                    t.stability_status_at = Some(now);
+                }
+                t.updated_at = Some(now);
+            }
+        }
+        s.running_count = Some(running);
+        s.pending_count = Some(pending);
+        if draining_service && sets.is_empty() {
+            s.status = Some("INACTIVE".into());
+        }
+        if s == before {
+            return Ok(false);
+        }
+        self.commit_service(cluster, &kv, &s).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_computed_count_rounds_up() {
+        assert_eq!(computed(10, 50.0), 5);
+        assert_eq!(computed(3, 50.0), 2, "1.5 rounds up");
+        assert_eq!(computed(5, 100.0), 5);
+        assert_eq!(computed(5, 0.0), 0);
+        assert_eq!(computed(0, 100.0), 0);
+        assert_eq!(
+            computed(6, 20.0),
+            2,
+            "1.2 rounds up to 2, as ECS's example says"
+        );
+    }
+
+    #[test]
+    fn task_sets_are_named_by_id_or_arn() {
+        assert_eq!(set_id("ecs-svc/123"), "ecs-svc/123");
+        assert_eq!(
+            set_id("arn:aws:ecs:us-east-1:000000000000:task-set/c/web/ecs-svc/123"),
+            "ecs-svc/123"
+        );
+    }
+}
