@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::UnknownOperation);
         let e = parse_ecs_request(Some("Other.CreateCluster"), b"{}").unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownOperation);
-        let e = parse_ecs_request(Some(&target("CreateTaskSet")), b"{}").unwrap_err();
+        let e = parse_ecs_request(Some(&target("ExecuteCommand")), b"{}").unwrap_err();
         assert!(
             e.message.contains("not implemented by Berth yet"),
             "{}",

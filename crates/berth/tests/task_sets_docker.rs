@@ -424,6 +424,80 @@ async fn an_external_service_runs_its_task_sets_blue_to_green() {
     ]);
     assert_eq!(svc["services"][0]["runningCount"], 1, "{svc}");
 
+    // A set whose tasks keep failing restarts them with ECS's back-off, and says so.
+    let crashing = format!(
+        r#"[{{"name":"app","image":"{BUSYBOX}","memory":16,"command":["sh","-c","exit 3"]}}]"#
+    );
+    cli.ok(&[
+        "register-task-definition",
+        "--family",
+        "crash",
+        "--container-definitions",
+        &crashing,
+    ]);
+    let broken = cli.ok(&[
+        "create-task-set",
+        "--cluster",
+        "default",
+        "--service",
+        "web",
+        "--task-definition",
+        "crash:1",
+        "--external-id",
+        "broken",
+    ]);
+    let broken_id = broken["taskSet"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let svc = cli.ok(&[
+            "describe-services",
+            "--cluster",
+            "default",
+            "--services",
+            "web",
+        ]);
+        let said = svc["services"][0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| {
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unable to consistently start tasks")
+            });
+        if said {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no back-off event: {svc}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stopped = cli.ok(&[
+        "list-tasks",
+        "--cluster",
+        "default",
+        "--started-by",
+        &broken_id,
+        "--desired-status",
+        "STOPPED",
+    ]);
+    let n = stopped["taskArns"].as_array().unwrap().len();
+    assert!(
+        (3..=4).contains(&n),
+        "three failures start the back-off (5 s before the fourth try), not a tight loop: {n} stopped"
+    );
+    cli.ok(&[
+        "delete-task-set",
+        "--cluster",
+        "default",
+        "--service",
+        "web",
+        "--task-set",
+        &broken_id,
+        "--force",
+    ]);
+
     // Deleting the service stops its task sets' tasks; it ends INACTIVE.
     cli.ok(&[
         "delete-service",

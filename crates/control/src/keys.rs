@@ -47,6 +47,9 @@ pub const ADMIN_KEY: &str = "auth/admin";
 /// Every region's records, each under [`region_prefix`]; at the store's root beside them only
 /// users' access keys and [`ADMIN_KEY`].
 pub const REGIONS: &str = "regions/";
+/// `task-set-tokens/CLUSTER/SERVICE/TOKEN` → the id of the task set CreateTaskSet made for
+/// that clientToken.
+pub const TASK_SET_TOKENS: &str = "task-set-tokens/";
 pub fn region_prefix(region: &str) -> String {
     format!("regions/{region}/")
 }

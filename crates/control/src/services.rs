@@ -209,7 +209,7 @@ fn fold_lb(tasks: &mut [deploy::ServiceTask], lb: &HashMap<String, crate::target
 }
 
 /// Adds events to a service's, ECS's newest 100 without repeats.
-fn push_service_events(s: &mut Service, events: Vec<String>, now: f64) {
+pub(crate) fn push_service_events(s: &mut Service, events: Vec<String>, now: f64) {
     deploy::push_events(
         &mut s.events,
         events,
@@ -598,6 +598,30 @@ impl Control {
             }
         }
         let (current, _) = self.service_record(&cluster, &ident).await?;
+        // An EXTERNAL service's revision, network and capacity are its task sets'.
+        if crate::task_sets::is_external(&current) {
+            let given = [
+                (r.task_definition.is_some(), "taskDefinition"),
+                (r.network_configuration.is_some(), "networkConfiguration"),
+                (r.load_balancers.is_some(), "loadBalancers"),
+                (
+                    r.capacity_provider_strategy.is_some(),
+                    "capacityProviderStrategy",
+                ),
+                (r.platform_version.is_some(), "platformVersion"),
+                (
+                    r.force_new_deployment.unwrap_or(false),
+                    "forceNewDeployment",
+                ),
+            ]
+            .into_iter()
+            .find_map(|(given, member)| given.then_some(member));
+            if let Some(member) = given {
+                return Err(EcsError::invalid(format!(
+                    "{member} cannot be updated on a service that uses the EXTERNAL deployment controller: create a task set instead"
+                )));
+            }
+        }
         // A new strategy, checked against the cluster: its providers' launch type is the
         // service's from then on.
         let new_strategy = match r.capacity_provider_strategy.as_deref() {
@@ -684,30 +708,6 @@ impl Control {
             return Err(EcsError::invalid(format!(
                 "UpdateService's {member} is not supported by Berth yet"
             )));
-        }
-        // An EXTERNAL service's revision, network and capacity are its task sets'.
-        if crate::task_sets::is_external(&current) {
-            let given = [
-                (r.task_definition.is_some(), "taskDefinition"),
-                (r.network_configuration.is_some(), "networkConfiguration"),
-                (r.load_balancers.is_some(), "loadBalancers"),
-                (
-                    r.capacity_provider_strategy.is_some(),
-                    "capacityProviderStrategy",
-                ),
-                (r.platform_version.is_some(), "platformVersion"),
-                (
-                    r.force_new_deployment.unwrap_or(false),
-                    "forceNewDeployment",
-                ),
-            ]
-            .into_iter()
-            .find_map(|(given, member)| given.then_some(member));
-            if let Some(member) = given {
-                return Err(EcsError::invalid(format!(
-                    "{member} cannot be updated on a service that uses the EXTERNAL deployment controller: create a task set instead"
-                )));
-            }
         }
         let now = now_epoch();
         for _ in 0..CAS_ATTEMPTS {

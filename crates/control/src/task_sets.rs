@@ -147,18 +147,33 @@ impl Control {
             let (cluster, mut s, kv) = self
                 .external_service(r.cluster.as_deref(), r.service.as_deref())
                 .await?;
-            let sets = s.task_sets.get_or_insert_with(Vec::new);
+            let name = s.service_name.clone().unwrap_or_default();
             // The same clientToken is the same request: its task set again.
-            if let Some(token) = &r.client_token {
-                if let Some(t) = sets
-                    .iter()
-                    .find(|t| t.started_by.as_deref() == Some(token.as_str()))
-                {
-                    return Ok(ecs::CreateTaskSetResponse {
-                        task_set: Some(t.clone()),
-                    });
+            let token_key = r
+                .client_token
+                .as_deref()
+                .map(|t| format!("{}{cluster}/{name}/{t}", keys::TASK_SET_TOKENS));
+            if let Some(k) = &token_key {
+                if let Some((id, _)) = self.get_record::<String>(k).await? {
+                    if let Some(t) = s
+                        .task_sets
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|t| t.id.as_deref() == Some(id.as_str()))
+                    {
+                        let mut shown = t.clone();
+                        shown.tags = Some(
+                            self.tags_of(t.task_set_arn.as_deref().unwrap_or_default())
+                                .await?,
+                        );
+                        return Ok(ecs::CreateTaskSetResponse {
+                            task_set: Some(shown),
+                        });
+                    }
                 }
             }
+            let sets = s.task_sets.get_or_insert_with(Vec::new);
             if sets.len() >= MAX_TASK_SETS {
                 return Err(EcsError::new(
                     ErrorKind::Client,
@@ -167,7 +182,6 @@ impl Control {
             }
             let now = now_epoch();
             let id = crate::services::deployment_id();
-            let name = s.service_name.clone().unwrap_or_default();
             let arn = Arn::new(
                 &self.config.region,
                 &self.config.account_id,
@@ -180,7 +194,6 @@ impl Control {
                 task_set_arn: Some(arn.clone()),
                 service_arn: s.service_arn.clone(),
                 cluster_arn: s.cluster_arn.clone(),
-                started_by: r.client_token.clone(),
                 external_id: r.external_id.clone(),
                 status: Some("ACTIVE".into()),
                 task_definition: td.task_definition_arn.clone(),
@@ -212,6 +225,9 @@ impl Control {
             txn = self.with_history(txn, &cluster, &s, now).await?;
             if !tags.is_empty() {
                 txn = txn.put(keys::tags(&arn), encode(&tags)?);
+            }
+            if let Some(k) = &token_key {
+                txn = txn.put(k.clone(), encode(&id)?);
             }
             if self.commit(txn).await? {
                 tracing::info!(cluster, service = name, task_set = id, "task set created");
@@ -422,6 +438,7 @@ impl Control {
         let group = format!("service:{name}");
         let all = self.service_tasks(cluster, &s).await?;
         let mut acted = false;
+        let mut events = Vec::new();
         for t in s.task_sets.get_or_insert_with(Vec::new).iter_mut() {
             let id = t.id.clone().unwrap_or_default();
             let drains = draining_service || t.status.as_deref() == Some("DRAINING");
@@ -460,7 +477,14 @@ impl Control {
                     .await?;
                 acted = true;
             }
-            if actions.start > 0 {
+            // A set whose tasks keep failing restarts them with ECS's back-off.
+            if actions.start > 0 && deploy::backing_off(&all, &id, now) {
+                let failing =
+                    format!("(service {name}) is unable to consistently start tasks successfully.");
+                if !events.contains(&failing) {
+                    events.push(failing);
+                }
+            } else if actions.start > 0 {
                 acted = true;
                 let placed = self
                     .start_tasks(
@@ -481,8 +505,20 @@ impl Control {
                         },
                     )
                     .await;
-                if let Err(e) = placed {
-                    tracing::warn!(cluster, service = name, task_set = id, error = %e, "task set tasks not placed");
+                let why = match placed {
+                    Ok((tasks, _)) if tasks.len() >= actions.start as usize => None,
+                    Ok((_, failures)) => Some(deploy::why_unplaced(failures.first().map(|f| {
+                        (
+                            f.reason.as_deref().unwrap_or(""),
+                            f.arn.as_deref().unwrap_or(""),
+                        )
+                    }))),
+                    Err(e) => Some(e.message),
+                };
+                if let Some(why) = why {
+                    events.push(format!(
+                        "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {why}."
+                    ));
                 }
             }
             t.computed_desired_count = Some(want);
@@ -494,6 +530,7 @@ impl Control {
             all
         };
         let (mut running, mut pending) = (0, 0);
+        let mut gone = Vec::new();
         let sets = s.task_sets.get_or_insert_with(Vec::new);
         sets.retain(|t| {
             let id = t.id.as_deref().unwrap_or_default();
@@ -502,7 +539,11 @@ impl Control {
                 .any(|x| x.deployment == id && x.last_status.as_deref() != Some("STOPPED"));
             // A deleted set (every set of a deleted service) leaves once nothing of it runs.
             let drains = draining_service || t.status.as_deref() == Some("DRAINING");
-            !drains || live
+            let keep = !drains || live;
+            if !keep {
+                gone.extend(t.task_set_arn.clone());
+            }
+            keep
         });
         for t in sets.iter_mut() {
             let id = t.id.clone().unwrap_or_default();
@@ -524,7 +565,12 @@ impl Control {
                     && x.desired_status.as_deref() == Some("STOPPED")
                     && x.last_status.as_deref() != Some("STOPPED")
             });
-            let steady = r == t.computed_desired_count.unwrap_or(0) && p == 0 && !stopping;
+            // Steady: the count is met by healthy tasks on ACTIVE instances, nothing moving.
+            let sound = tasks
+                .iter()
+                .filter(|x| x.deployment == id && x.last_status.as_deref() == Some("RUNNING"))
+                .all(|x| x.healthy && !x.unhealthy && !x.displaced);
+            let steady = r == t.computed_desired_count.unwrap_or(0) && p == 0 && !stopping && sound;
             let stability = if steady {
                 "STEADY_STATE"
             } else {
@@ -548,10 +594,17 @@ impl Control {
         if draining_service && sets.is_empty() {
             s.status = Some("INACTIVE".into());
         }
+        crate::services::push_service_events(&mut s, events, now);
         if s == before {
             return Ok(false);
         }
-        self.commit_service(cluster, &kv, &s).await
+        // A set that left takes its tags with it.
+        let mut txn = Txn::new().replace(&kv, encode(&s)?);
+        for arn in gone {
+            txn = txn.delete(keys::tags(&arn));
+        }
+        let txn = self.with_history(txn, cluster, &s, now).await?;
+        self.commit(txn).await
     }
 }
 

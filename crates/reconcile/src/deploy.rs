@@ -20,7 +20,7 @@ mod record;
 #[cfg(test)]
 mod simulation;
 
-pub use decide::{decide, default_strategies, new_deployment};
+pub use decide::{backing_off, decide, default_strategies, new_deployment};
 pub use record::{push_events, record, task_id, why_unplaced};
 
 use crate::service::{Phase, StopWhy, Task};

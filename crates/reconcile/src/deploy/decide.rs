@@ -179,7 +179,9 @@ fn threshold(desired: i32, cb: &CircuitBreaker) -> u32 {
 
 /// The PRIMARY's tasks keep failing: no start until [`restart_backoff`] (of how many failed)
 /// after the last one stopped.
-fn backing_off(tasks: &[ServiceTask], primary: &str, now: f64) -> bool {
+/// Whether `primary`'s restarts wait: its tasks keep failing, and the back-off since the
+/// last failure ([`crate::service::restart_backoff`]) has not passed.
+pub fn backing_off(tasks: &[ServiceTask], primary: &str, now: f64) -> bool {
     let failures: Vec<&ServiceTask> = tasks.iter().filter(|t| t.failed_in(primary)).collect();
     let last = failures
         .iter()
