@@ -19,21 +19,8 @@ fn aws(
     service: &str,
     args: &[&str],
 ) -> Result<Value, String> {
-    let out = tokio::task::block_in_place(|| {
-        common::aws_command_in(bin, s, &s.secret_key, region)
-            .args(["--output", "json", service])
-            .args(args)
-            .output()
-            .unwrap()
-    });
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
+    tokio::task::block_in_place(|| {
+        common::aws_json_in(bin, s, &s.secret_key, region, service, args)
     })
 }
 

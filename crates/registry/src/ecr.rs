@@ -31,6 +31,28 @@ fn max_results(v: Option<i32>, default: usize) -> Result<usize, Error> {
     }
 }
 
+/// A template from Create- or UpdateRepositoryCreationTemplate's request: the two requests
+/// carry the same members under different generated types.
+macro_rules! template_of {
+    ($r:expr) => {{
+        let r = $r;
+        ecr::RepositoryCreationTemplate {
+            prefix: r.prefix,
+            applied_for: r.applied_for,
+            custom_role_arn: r.custom_role_arn,
+            description: r.description,
+            encryption_configuration: r.encryption_configuration,
+            image_tag_mutability: r.image_tag_mutability,
+            image_tag_mutability_exclusion_filters: r.image_tag_mutability_exclusion_filters,
+            lifecycle_policy: r.lifecycle_policy,
+            repository_policy: r.repository_policy,
+            resource_tags: r.resource_tags,
+            created_at: None,
+            updated_at: None,
+        }
+    }};
+}
+
 fn image_id(digest: &str, tag: Option<&str>) -> ecr::ImageIdentifier {
     ecr::ImageIdentifier {
         image_digest: Some(digest.to_string()),
@@ -562,46 +584,14 @@ impl Registry {
                 replication_configuration: Some(self.replication_configuration().await?),
             }),
             EcrRequest::CreateRepositoryCreationTemplate(r) => {
-                let t = self
-                    .create_template(ecr::RepositoryCreationTemplate {
-                        prefix: r.prefix,
-                        applied_for: r.applied_for,
-                        custom_role_arn: r.custom_role_arn,
-                        description: r.description,
-                        encryption_configuration: r.encryption_configuration,
-                        image_tag_mutability: r.image_tag_mutability,
-                        image_tag_mutability_exclusion_filters: r
-                            .image_tag_mutability_exclusion_filters,
-                        lifecycle_policy: r.lifecycle_policy,
-                        repository_policy: r.repository_policy,
-                        resource_tags: r.resource_tags,
-                        created_at: None,
-                        updated_at: None,
-                    })
-                    .await?;
+                let t = self.create_template(template_of!(r)).await?;
                 json(ecr::CreateRepositoryCreationTemplateResponse {
                     registry_id: Some(self.config.account_id.clone()),
                     repository_creation_template: Some(t),
                 })
             }
             EcrRequest::UpdateRepositoryCreationTemplate(r) => {
-                let t = self
-                    .update_template(ecr::RepositoryCreationTemplate {
-                        prefix: r.prefix,
-                        applied_for: r.applied_for,
-                        custom_role_arn: r.custom_role_arn,
-                        description: r.description,
-                        encryption_configuration: r.encryption_configuration,
-                        image_tag_mutability: r.image_tag_mutability,
-                        image_tag_mutability_exclusion_filters: r
-                            .image_tag_mutability_exclusion_filters,
-                        lifecycle_policy: r.lifecycle_policy,
-                        repository_policy: r.repository_policy,
-                        resource_tags: r.resource_tags,
-                        created_at: None,
-                        updated_at: None,
-                    })
-                    .await?;
+                let t = self.update_template(template_of!(r)).await?;
                 json(ecr::UpdateRepositoryCreationTemplateResponse {
                     registry_id: Some(self.config.account_id.clone()),
                     repository_creation_template: Some(t),

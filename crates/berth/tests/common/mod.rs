@@ -465,7 +465,19 @@ pub fn aws_json(
     service: &str,
     args: &[&str],
 ) -> Result<Value, String> {
-    let out = aws_command(bin, s, secret)
+    aws_json_in(bin, s, secret, "us-east-1", service, args)
+}
+
+/// [`aws_json`] in `region`.
+pub fn aws_json_in(
+    bin: &str,
+    s: &TestServer,
+    secret: &str,
+    region: &str,
+    service: &str,
+    args: &[&str],
+) -> Result<Value, String> {
+    let out = aws_command_in(bin, s, secret, region)
         .args(["--output", "json", service])
         .args(args)
         .output()
