@@ -8,148 +8,13 @@
 
 mod common;
 
+use common::lb::{client, get, wait_for, web_definition, Elb, Load};
 use common::{
-    aws_cli, aws_json, docker_available, docker_cleanup, free_port, service_tasks, wait_joined,
-    TestAgent, TestServer, BUSYBOX,
+    aws_cli, docker_available, docker_cleanup, free_port, service_tasks, wait_joined, TestAgent,
+    TestServer,
 };
-use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A busybox httpd answering `NAME-V` at `/` and at `/api/`, stopping at SIGTERM.
-fn web_definition(family: &str, version: &str) -> Value {
-    let script = format!(
-        "mkdir -p /www/api && echo {family}-{version} > /www/index.html && \
-         echo {family}-{version} > /www/api/index.html && exec httpd -f -p 80 -h /www"
-    );
-    json!({
-        "family": family,
-        "containerDefinitions": [{
-            "name": "web",
-            "image": BUSYBOX,
-            "memory": 32,
-            "essential": true,
-            "stopTimeout": 2,
-            "entryPoint": ["sh", "-c"],
-            "command": [script],
-            "portMappings": [{"containerPort": 80, "hostPort": 0}]
-        }]
-    })
-}
-
-struct Elb<'a> {
-    cli: String,
-    s: &'a TestServer,
-}
-
-impl Elb<'_> {
-    fn call(&self, args: &[&str]) -> Value {
-        aws_json(&self.cli, self.s, &self.s.secret_key, "elbv2", args)
-            .unwrap_or_else(|e| panic!("aws elbv2 {args:?} failed: {e}"))
-    }
-
-    fn target_group(&self, name: &str) -> String {
-        self.target_group_checking(name, "/")
-    }
-
-    fn target_group_checking(&self, name: &str, path: &str) -> String {
-        let v = self.call(&[
-            "create-target-group",
-            "--health-check-path",
-            path,
-            "--name",
-            name,
-            "--protocol",
-            "HTTP",
-            "--port",
-            "80",
-            "--vpc-id",
-            "vpc-local",
-            "--health-check-interval-seconds",
-            "5",
-            "--health-check-timeout-seconds",
-            "2",
-            "--healthy-threshold-count",
-            "2",
-            "--unhealthy-threshold-count",
-            "2",
-        ]);
-        let arn = v["TargetGroups"][0]["TargetGroupArn"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        self.call(&[
-            "modify-target-group-attributes",
-            "--target-group-arn",
-            &arn,
-            "--attributes",
-            "Key=deregistration_delay.timeout_seconds,Value=10",
-        ]);
-        arn
-    }
-
-    fn healthy(&self, group: &str) -> usize {
-        let v = self.call(&["describe-target-health", "--target-group-arn", group]);
-        v["TargetHealthDescriptions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["TargetHealth"]["State"] == "healthy")
-            .count()
-    }
-
-    fn registered(&self, group: &str) -> Vec<Value> {
-        let v = self.call(&["describe-target-health", "--target-group-arn", group]);
-        v["TargetHealthDescriptions"].as_array().unwrap().clone()
-    }
-}
-
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Empty<bytes::Bytes>,
->;
-
-fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}
-
-/// GET through the listener: (status, body).
-async fn get(
-    c: &Client,
-    port: u16,
-    path: &str,
-    host: Option<&str>,
-) -> Result<(u16, String), String> {
-    let mut req = http::Request::get(format!("http://127.0.0.1:{port}{path}"));
-    if let Some(h) = host {
-        req = req.header("host", h);
-    }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.request(req.body(Empty::new()).unwrap()),
-    )
-    .await
-    .map_err(|_| "timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).trim().to_string()))
-}
-
-async fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "not {what} within {secs} s");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 async fn describe(s: &TestServer, name: &str) -> Value {
     s.ok(
@@ -176,28 +41,11 @@ async fn services_behind_a_load_balancer_register_route_by_rule_and_roll_out_wit
     let instance = wait_joined(&agent).await;
     let elb = Elb { cli, s: &s };
 
-    let lb = elb.call(&["create-load-balancer", "--name", "web"])["LoadBalancers"][0]
-        ["LoadBalancerArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let lb = elb.load_balancer("web");
     let site = elb.target_group("site");
     let api = elb.target_group("api");
     let port = free_port();
-    let listener = elb.call(&[
-        "create-listener",
-        "--load-balancer-arn",
-        &lb,
-        "--protocol",
-        "HTTP",
-        "--port",
-        &port.to_string(),
-        "--default-actions",
-        &format!("Type=forward,TargetGroupArn={site}"),
-    ])["Listeners"][0]["ListenerArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let listener = elb.listener(&lb, port, &site);
     elb.call(&[
         "create-rule",
         "--listener-arn",
@@ -319,27 +167,7 @@ async fn services_behind_a_load_balancer_register_route_by_rule_and_roll_out_wit
     );
 
     // A rolling deployment under continuous load: not one request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, failures) =
-            (stop.clone(), ok.clone(), failed.clone(), failures.clone());
-        let c = client();
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match get(&c, port, "/", None).await {
-                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        failures.lock().unwrap().push(format!("{other:?}"));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let load = Load::start(port);
     s.ok("RegisterTaskDefinition", web_definition("site", "2"))
         .await;
     s.ok(
@@ -371,17 +199,16 @@ async fn services_behind_a_load_balancer_register_route_by_rule_and_roll_out_wit
             "only the new revision answers after the rollout"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert!(ok > 100, "the load ran through the rollout ({ok} requests)");
+    let seen = load.stop().await;
+    assert!(
+        seen.ok > 100,
+        "the load ran through the rollout ({} requests)",
+        seen.ok
+    );
     assert_eq!(
-        failed,
-        0,
-        "requests failed during the rollout: {:?}",
-        failures.lock().unwrap()
+        seen.failures,
+        Vec::<String>::new(),
+        "requests failed during the rollout"
     );
     let events = describe(&s, "site").await["events"].to_string();
     assert!(

@@ -195,7 +195,10 @@ fn write_deployment(w: &mut Deployment, n: deploy::DeploymentState) {
 const CONTAINER_UNHEALTHY: &str = "Task failed container health checks";
 
 /// Folds what the target groups say into the tasks the reconciler sees.
-fn fold_lb(tasks: &mut [deploy::ServiceTask], lb: &HashMap<String, crate::targets::TaskLb>) {
+pub(crate) fn fold_lb(
+    tasks: &mut [deploy::ServiceTask],
+    lb: &HashMap<String, crate::targets::TaskLb>,
+) {
     for t in tasks {
         let Some(l) = lb.get(&t.arn) else { continue };
         if l.draining && t.last_status.as_deref() != Some("STOPPED") {
@@ -415,23 +418,41 @@ impl Control {
             &controller,
             ecs::enums::DEPLOYMENT_CONTROLLER_TYPE,
         )?;
-        // EXTERNAL: task sets carry the revision, network and load balancers.
+        // EXTERNAL: task sets carry the revision, network and load balancers. CODE_DEPLOY:
+        // the service's own make its first (PRIMARY) task set.
         let external = controller == "EXTERNAL";
-        if controller == "CODE_DEPLOY" {
-            return Err(EcsError::new(
-                ErrorKind::UnsupportedFeature,
-                "the CODE_DEPLOY deployment controller is not supported by Berth yet (there is no CodeDeploy); use EXTERNAL task sets",
-            ));
+        let code_deploy = controller == "CODE_DEPLOY";
+        if (external || code_deploy) && daemon {
+            return Err(EcsError::invalid(format!(
+                "The {controller} deployment controller does not support the DAEMON scheduling strategy."
+            )));
         }
-        if external && daemon {
+        if external {
+            let given = [
+                (r.task_definition.is_some(), "taskDefinition"),
+                (r.network_configuration.is_some(), "networkConfiguration"),
+                (
+                    r.load_balancers.as_ref().is_some_and(|l| !l.is_empty()),
+                    "loadBalancers",
+                ),
+            ]
+            .into_iter()
+            .find_map(|(given, member)| given.then_some(member));
+            if let Some(member) = given {
+                return Err(EcsError::invalid(format!(
+                    "{member} belongs to the task sets of a service that uses the EXTERNAL deployment controller: give it to CreateTaskSet"
+                )));
+            }
+        }
+        if code_deploy && r.task_definition.is_none() {
             return Err(EcsError::invalid(
-                "The EXTERNAL deployment controller does not support the DAEMON scheduling strategy.",
+                "taskDefinition is required for a service that uses the CODE_DEPLOY deployment controller",
             ));
         }
-        if external && r.load_balancers.as_ref().is_some_and(|l| !l.is_empty()) {
+        if code_deploy && providers.is_some() {
             return Err(EcsError::new(
                 ErrorKind::UnsupportedFeature,
-                "load balancers of a service with the EXTERNAL deployment controller belong to its task sets, which do not support them in Berth yet",
+                "a capacity provider strategy on a CODE_DEPLOY service's task sets is not supported by Berth yet: give a launchType",
             ));
         }
         let mut deployment_configuration = r.deployment_configuration.clone().unwrap_or_default();
@@ -462,18 +483,19 @@ impl Control {
         }
         crate::placement::constraints(r.placement_constraints.as_deref().unwrap_or_default(), &[])?;
         crate::placement::strategies(r.placement_strategy.as_deref().unwrap_or_default())?;
-        // An EXTERNAL service needs no revision of its own: its task sets name theirs.
-        let td = match (external, r.task_definition.as_deref()) {
-            (true, None) => None,
-            (_, given) => Some(self.runnable_definition(given, &launch_type, false).await?),
+        // An EXTERNAL service has no revision of its own: its task sets name theirs.
+        let td = match external {
+            true => None,
+            false => Some(
+                self.runnable_definition(r.task_definition.as_deref(), &launch_type, false)
+                    .await?,
+            ),
         };
         if let Some(td) = &td {
             self.check_load_balancers(r.load_balancers.as_deref().unwrap_or_default(), td)
                 .await?;
-            if !external {
-                self.check_network(td, r.network_configuration.as_ref())
-                    .await?;
-            }
+            self.check_network(td, r.network_configuration.as_ref())
+                .await?;
         }
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
@@ -499,7 +521,7 @@ impl Control {
                     .map_err(store_error)?;
             }
             let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
-            let s = Service {
+            let mut s = Service {
                 service_arn: Some(arn.clone()),
                 service_name: Some(name.clone()),
                 cluster_arn: cluster_rec.cluster_arn.clone(),
@@ -512,7 +534,7 @@ impl Control {
                 capacity_provider_strategy: provider_items.clone(),
                 task_definition: td.as_ref().map(|_| td_arn.clone()),
                 deployment_configuration: Some(deployment_configuration.clone()),
-                deployments: Some(match external {
+                deployments: Some(match external || code_deploy {
                     true => Vec::new(),
                     false => vec![self.new_deployment(
                         &td_arn,
@@ -522,7 +544,7 @@ impl Control {
                         now,
                     )],
                 }),
-                task_sets: external.then(Vec::new),
+                task_sets: (external || code_deploy).then(Vec::new),
                 events: Some(Vec::new()),
                 created_at: Some(now),
                 created_by: Some(caller.principal_arn.clone()),
@@ -549,6 +571,30 @@ impl Control {
                 role_arn: r.role.clone(),
                 ..Default::default()
             };
+            if code_deploy {
+                // Its first task set, PRIMARY, runs what the service was created with.
+                let first = crate::task_sets::new_task_set(
+                    &self.config.region,
+                    &self.config.account_id,
+                    &cluster,
+                    &s,
+                    crate::task_sets::NewSet {
+                        task_definition: td_arn.clone(),
+                        launch_type: launch_type.clone(),
+                        platform_version: r.platform_version.clone(),
+                        network: r.network_configuration.clone(),
+                        load_balancers: r.load_balancers.clone().unwrap_or_default(),
+                        scale: ecs::Scale {
+                            value: Some(100.0),
+                            unit: Some("PERCENT".into()),
+                        },
+                        external_id: None,
+                        status: "PRIMARY",
+                    },
+                    now,
+                );
+                s.task_sets = Some(vec![first]);
+            }
             let mut txn = Txn::new()
                 .unchanged(&keys::cluster(&cluster), Some(&cluster_kv))
                 .unchanged(&key, seen.as_ref().map(|(_, kv)| kv))
@@ -598,28 +644,54 @@ impl Control {
             }
         }
         let (current, _) = self.service_record(&cluster, &ident).await?;
-        // An EXTERNAL service's revision, network and capacity are its task sets'.
-        if crate::task_sets::is_external(&current) {
+        // A service of task sets takes a new revision, network, load balancers or capacity
+        // only through a new task set.
+        if crate::task_sets::uses_task_sets(&current) {
             let given = [
-                (r.task_definition.is_some(), "taskDefinition"),
-                (r.network_configuration.is_some(), "networkConfiguration"),
-                (r.load_balancers.is_some(), "loadBalancers"),
+                (
+                    r.task_definition.is_some(),
+                    "taskDefinition",
+                    "update task definition",
+                ),
+                (
+                    r.network_configuration.is_some(),
+                    "networkConfiguration",
+                    "update network parameters",
+                ),
+                (
+                    r.load_balancers.is_some(),
+                    "loadBalancers",
+                    "update load balancers",
+                ),
                 (
                     r.capacity_provider_strategy.is_some(),
                     "capacityProviderStrategy",
+                    "update capacity provider strategy",
                 ),
-                (r.platform_version.is_some(), "platformVersion"),
+                (
+                    r.platform_version.is_some(),
+                    "platformVersion",
+                    "update platform version",
+                ),
                 (
                     r.force_new_deployment.unwrap_or(false),
                     "forceNewDeployment",
+                    "force a new deployment",
                 ),
             ]
             .into_iter()
-            .find_map(|(given, member)| given.then_some(member));
-            if let Some(member) = given {
-                return Err(EcsError::invalid(format!(
-                    "{member} cannot be updated on a service that uses the EXTERNAL deployment controller: create a task set instead"
-                )));
+            .find(|(given, _, _)| *given);
+            if let Some((_, member, action)) = given {
+                return Err(EcsError::invalid(
+                    match crate::task_sets::controller(&current) {
+                        "CODE_DEPLOY" => format!(
+                            "Unable to {action} on services with a CODE_DEPLOY deployment controller. Use AWS CodeDeploy to trigger a new deployment. (Berth has no CodeDeploy: create a task set.)"
+                        ),
+                        _ => format!(
+                            "{member} cannot be updated on a service that uses the EXTERNAL deployment controller: create a task set instead"
+                        ),
+                    },
+                ));
             }
         }
         // A new strategy, checked against the cluster: its providers' launch type is the
@@ -814,7 +886,7 @@ impl Control {
                 self.check_network(&td, s.network_configuration.as_ref())
                     .await?;
             }
-            if crate::task_sets::is_external(&s) {
+            if crate::task_sets::uses_task_sets(&s) {
                 // Its task sets follow the new desired count at the next pass.
                 let txn = Txn::new().replace(&kv, encode(&s)?);
                 let txn = self.with_history(txn, &cluster, &s, now).await?;
@@ -1032,7 +1104,7 @@ impl Control {
         kv: KeyValue,
     ) -> Result<bool, EcsError> {
         self.metrics.reconciler_passes.inc();
-        if crate::task_sets::is_external(&s) {
+        if crate::task_sets::uses_task_sets(&s) {
             return self.reconcile_task_sets(cluster, s, kv).await;
         }
         let before = s.clone();

@@ -5,6 +5,10 @@
 //! stops is first deregistered and drained, and only stopped once its targets are gone, so no
 //! request is sent to a task that is going away.
 //!
+//! A service of task sets (the EXTERNAL and CODE_DEPLOY controllers) balances per set: each
+//! task goes behind its own set's load balancers ([`Balancers`]), so a blue/green tool moves
+//! traffic between sets by pointing a listener at another set's target group.
+//!
 //! What was registered for a task lives in its own record (`task-targets/CLUSTER/TASK_ID`),
 //! written before the registration, so a crash between the two leaves a record the next
 //! pass completes or undoes, never a target nobody will deregister.
@@ -52,6 +56,56 @@ pub(crate) struct TaskLb {
     pub unhealthy_in: Option<String>,
     /// Deregistered and draining: the reconciler already stopped it.
     pub draining: bool,
+}
+
+/// Which load balancers each task of a service goes behind: the service's own, or, for a
+/// service of task sets, its set's (none for a set being deleted: its tasks only leave).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Balancers {
+    own: Vec<ecs::LoadBalancer>,
+    sets: Option<HashMap<String, Vec<ecs::LoadBalancer>>>,
+}
+
+impl Balancers {
+    pub(crate) fn of(s: &Service) -> Self {
+        if !crate::task_sets::uses_task_sets(s) {
+            return Self {
+                own: s.load_balancers.clone().unwrap_or_default(),
+                sets: None,
+            };
+        }
+        let sets = s
+            .task_sets
+            .iter()
+            .flatten()
+            .filter(|t| t.status.as_deref() != Some("DRAINING"))
+            .map(|t| {
+                (
+                    t.id.clone().unwrap_or_default(),
+                    t.load_balancers.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        Self {
+            own: Vec::new(),
+            sets: Some(sets),
+        }
+    }
+
+    /// The load balancers of the task a deployment (or task set) `started_by` started.
+    pub(crate) fn of_task(&self, started_by: &str) -> &[ecs::LoadBalancer] {
+        match &self.sets {
+            None => &self.own,
+            Some(sets) => sets.get(started_by).map(Vec::as_slice).unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        match &self.sets {
+            None => !self.own.is_empty(),
+            Some(sets) => sets.values().any(|l| !l.is_empty()),
+        }
+    }
 }
 
 /// The stop reason ECS gives a task whose target failed its group's health checks.
@@ -149,20 +203,20 @@ impl Control {
         tasks: &[deploy::ServiceTask],
     ) -> Result<Option<HashMap<String, TaskLb>>, EcsError> {
         let records = self.task_targets(cluster, s).await?;
-        if s.load_balancers.as_deref().unwrap_or_default().is_empty() && records.is_empty() {
+        let balancers = Balancers::of(s);
+        if !balancers.any() && records.is_empty() {
             return Ok(None);
         }
         let snap = self.elb_snapshot().await?;
-        // Without load balancers (any more), a task nothing registered is not held back.
-        let balanced = !s.load_balancers.as_deref().unwrap_or_default().is_empty();
         let mut out = HashMap::new();
         for t in tasks {
             let id = deploy::task_id(&t.arn);
             let Some((_, rec)) = records.get(id) else {
+                // Without load balancers (any more), a task nothing registered is not held back.
                 out.insert(
                     t.arn.clone(),
                     TaskLb {
-                        healthy: !balanced,
+                        healthy: balancers.of_task(&t.deployment).is_empty(),
                         ..TaskLb::default()
                     },
                 );
@@ -272,7 +326,7 @@ impl Control {
         tasks: &[deploy::ServiceTask],
     ) -> Result<Vec<String>, EcsError> {
         let name = s.service_name.clone().unwrap_or_default();
-        let lbs = s.load_balancers.clone().unwrap_or_default();
+        let balancers = Balancers::of(s);
         let records = self.task_targets(cluster, s).await?;
         let snap = self.elb_snapshot().await?;
         let by_id: HashMap<&str, &deploy::ServiceTask> =
@@ -314,7 +368,7 @@ impl Control {
         }
 
         // RUNNING tasks get their targets.
-        if !lbs.is_empty() {
+        if balancers.any() {
             let cs = self.state.cluster(cluster).await;
             let hosts: HashMap<String, String> = cs
                 .instances()
@@ -326,10 +380,10 @@ impl Control {
                 })
                 .collect();
             drop(cs);
-            for t in tasks
-                .iter()
-                .filter(|t| t.phase() == berth_reconcile::service::Phase::Running)
-            {
+            for t in tasks.iter().filter(|t| {
+                t.phase() == berth_reconcile::service::Phase::Running
+                    && !balancers.of_task(&t.deployment).is_empty()
+            }) {
                 let id = deploy::task_id(&t.arn);
                 if records.get(id).is_some_and(|(_, r)| r.drain.is_some()) {
                     continue;
@@ -349,7 +403,7 @@ impl Control {
                     .map(|(_, r)| r.targets.clone())
                     .unwrap_or_default();
                 let wanted = if had.is_empty() {
-                    targets_of(&lbs, &task, host)
+                    targets_of(balancers.of_task(&t.deployment), &task, host)
                 } else {
                     had.clone()
                 };

@@ -1,10 +1,18 @@
-//! Task sets, for services with the `EXTERNAL` deployment controller: an outside tool (a
-//! blue/green deployer) creates task sets, scales each as a share of the service's desired
-//! count, picks the PRIMARY one and deletes old ones; ECS — here, the service pass — keeps
-//! each set's `computedDesiredCount` tasks running (ceil(desiredCount × scale%)), replacing
-//! those that stop or fail their health checks, by the same pure reconciler REPLICA services
-//! use, with the set as its one deployment. A DRAINING set (deleted) is scaled to 0 and
-//! leaves the service once its tasks have stopped.
+//! Task sets, for services with the `EXTERNAL` and `CODE_DEPLOY` deployment controllers: a
+//! blue/green tool creates task sets, each with its own revision, network and load balancers,
+//! scales each as a share of the service's desired count, moves traffic between their target
+//! groups (ELB's listeners: a forward or weighted forward), picks the PRIMARY one and deletes
+//! old ones. ECS — here, the service pass — keeps each set's `computedDesiredCount` tasks
+//! running (ceil(desiredCount × scale%)), registered in its set's target groups and
+//! replaced when they stop or fail their (container or target) health checks, by the same
+//! pure reconciler REPLICA services use, with the set as its one deployment. A DRAINING set
+//! (deleted) is scaled to 0: its tasks are deregistered, drained and stopped, and the set
+//! leaves the service once they have.
+//!
+//! A `CODE_DEPLOY` service starts with one PRIMARY task set made from its own task
+//! definition, network and load balancers. On AWS, CodeDeploy is the tool that then drives
+//! the task sets; Berth has no CodeDeploy, so the task-set operations are open to the tool a
+//! user runs, for both controllers.
 //!
 //! Task sets live in their service's record (`taskSets`), so every change to one is guarded by
 //! the service's revision, and DescribeServices shows them as ECS does.
@@ -21,11 +29,85 @@ use berth_store::{KeyValue, Txn};
 /// ECS's quota of task sets per service.
 const MAX_TASK_SETS: usize = 5;
 
-pub(crate) fn is_external(s: &Service) -> bool {
+/// The service's deployment controller (`ECS` when none was given).
+pub(crate) fn controller(s: &Service) -> &str {
     s.deployment_controller
         .as_ref()
         .and_then(|c| c.r#type.as_deref())
-        == Some("EXTERNAL")
+        .unwrap_or("ECS")
+}
+
+/// Whether the service's tasks belong to task sets (EXTERNAL and CODE_DEPLOY) rather than to
+/// deployments ECS runs.
+pub(crate) fn uses_task_sets(s: &Service) -> bool {
+    matches!(controller(s), "EXTERNAL" | "CODE_DEPLOY")
+}
+
+fn not_of_task_sets() -> EcsError {
+    EcsError::invalid(
+        "Task sets are only supported for services that use the EXTERNAL or CODE_DEPLOY deployment controller.",
+    )
+}
+
+/// What a new task set runs, checked.
+pub(crate) struct NewSet {
+    pub task_definition: String,
+    pub launch_type: String,
+    pub platform_version: Option<String>,
+    pub network: Option<ecs::NetworkConfiguration>,
+    pub load_balancers: Vec<ecs::LoadBalancer>,
+    pub scale: ecs::Scale,
+    pub external_id: Option<String>,
+    pub status: &'static str,
+}
+
+/// A new task set of service `s` (named `name` in `cluster`), as ECS shows it at creation.
+pub(crate) fn new_task_set(
+    region: &str,
+    account: &str,
+    cluster: &str,
+    s: &Service,
+    n: NewSet,
+    now: f64,
+) -> TaskSet {
+    let id = crate::services::deployment_id();
+    let name = s.service_name.as_deref().unwrap_or_default();
+    let fargate = n.launch_type == "FARGATE";
+    TaskSet {
+        task_set_arn: Some(
+            Arn::new(
+                region,
+                account,
+                ResourceKind::TaskSet,
+                format!("{cluster}/{name}/{id}"),
+            )
+            .to_string(),
+        ),
+        id: Some(id),
+        service_arn: s.service_arn.clone(),
+        cluster_arn: s.cluster_arn.clone(),
+        external_id: n.external_id,
+        status: Some(n.status.into()),
+        task_definition: Some(n.task_definition),
+        computed_desired_count: Some(computed(
+            s.desired_count.unwrap_or(0),
+            n.scale.value.unwrap_or(100.0),
+        )),
+        pending_count: Some(0),
+        running_count: Some(0),
+        created_at: Some(now),
+        updated_at: Some(now),
+        launch_type: Some(n.launch_type),
+        platform_version: fargate.then(|| n.platform_version.unwrap_or_else(|| "LATEST".into())),
+        platform_family: fargate.then(|| "Linux".into()),
+        network_configuration: n.network,
+        load_balancers: Some(n.load_balancers),
+        service_registries: Some(Vec::new()),
+        scale: Some(n.scale),
+        stability_status: Some("STABILIZING".into()),
+        stability_status_at: Some(now),
+        ..Default::default()
+    }
 }
 
 fn not_found(ident: &str) -> EcsError {
@@ -70,7 +152,7 @@ fn set_id(ident: &str) -> &str {
 }
 
 impl Control {
-    /// The service (ACTIVE, EXTERNAL) a task-set call names, with its record.
+    /// The service (ACTIVE, of task sets) a task-set call names, with its record.
     async fn external_service(
         &self,
         cluster: Option<&str>,
@@ -86,10 +168,8 @@ impl Control {
                 "Service was not ACTIVE.",
             ));
         }
-        if !is_external(&s) {
-            return Err(EcsError::invalid(
-                "Task sets are only supported for services that use the EXTERNAL deployment controller.",
-            ));
+        if !uses_task_sets(&s) {
+            return Err(not_of_task_sets());
         }
         Ok((cluster, s, kv))
     }
@@ -110,10 +190,6 @@ impl Control {
         r: ecs::CreateTaskSetRequest,
     ) -> Result<ecs::CreateTaskSetResponse, EcsError> {
         for (given, member) in [
-            (
-                r.load_balancers.as_ref().is_some_and(|l| !l.is_empty()),
-                "loadBalancers",
-            ),
             (
                 r.service_registries.as_ref().is_some_and(|l| !l.is_empty()),
                 "serviceRegistries",
@@ -141,6 +217,8 @@ impl Control {
             .await?;
         self.check_network(&td, r.network_configuration.as_ref())
             .await?;
+        let load_balancers = r.load_balancers.clone().unwrap_or_default();
+        self.check_load_balancers(&load_balancers, &td).await?;
         let tags = r.tags.clone().unwrap_or_default();
         crate::check_tags(&tags)?;
         for _ in 0..CAS_ATTEMPTS {
@@ -173,53 +251,33 @@ impl Control {
                     }
                 }
             }
-            let sets = s.task_sets.get_or_insert_with(Vec::new);
-            if sets.len() >= MAX_TASK_SETS {
+            if s.task_sets.as_deref().unwrap_or_default().len() >= MAX_TASK_SETS {
                 return Err(EcsError::new(
                     ErrorKind::Client,
                     format!("A service has at most {MAX_TASK_SETS} task sets."),
                 ));
             }
             let now = now_epoch();
-            let id = crate::services::deployment_id();
-            let arn = Arn::new(
+            let t = new_task_set(
                 &self.config.region,
                 &self.config.account_id,
-                ResourceKind::TaskSet,
-                format!("{cluster}/{name}/{id}"),
-            )
-            .to_string();
-            let t = TaskSet {
-                id: Some(id.clone()),
-                task_set_arn: Some(arn.clone()),
-                service_arn: s.service_arn.clone(),
-                cluster_arn: s.cluster_arn.clone(),
-                external_id: r.external_id.clone(),
-                status: Some("ACTIVE".into()),
-                task_definition: td.task_definition_arn.clone(),
-                computed_desired_count: Some(computed(
-                    s.desired_count.unwrap_or(0),
-                    scale.value.unwrap_or(100.0),
-                )),
-                pending_count: Some(0),
-                running_count: Some(0),
-                created_at: Some(now),
-                updated_at: Some(now),
-                launch_type: Some(launch_type.clone()),
-                platform_version: (launch_type == "FARGATE").then(|| {
-                    r.platform_version
-                        .clone()
-                        .unwrap_or_else(|| "LATEST".into())
-                }),
-                platform_family: (launch_type == "FARGATE").then(|| "Linux".into()),
-                network_configuration: r.network_configuration.clone(),
-                load_balancers: Some(Vec::new()),
-                service_registries: Some(Vec::new()),
-                scale: Some(scale.clone()),
-                stability_status: Some("STABILIZING".into()),
-                stability_status_at: Some(now),
-                ..Default::default()
-            };
+                &cluster,
+                &s,
+                NewSet {
+                    task_definition: td.task_definition_arn.clone().unwrap_or_default(),
+                    launch_type: launch_type.clone(),
+                    platform_version: r.platform_version.clone(),
+                    network: r.network_configuration.clone(),
+                    load_balancers: load_balancers.clone(),
+                    scale: scale.clone(),
+                    external_id: r.external_id.clone(),
+                    status: "ACTIVE",
+                },
+                now,
+            );
+            let id = t.id.clone().unwrap_or_default();
+            let arn = t.task_set_arn.clone().unwrap_or_default();
+            let sets = s.task_sets.get_or_insert_with(Vec::new);
             sets.push(t.clone());
             let mut txn = Txn::new().replace(&kv, encode(&s)?);
             txn = self.with_history(txn, &cluster, &s, now).await?;
@@ -252,10 +310,8 @@ impl Control {
         let (s, _) = self
             .service_record(&cluster, r.service.as_deref().unwrap_or_default())
             .await?;
-        if !is_external(&s) {
-            return Err(EcsError::invalid(
-                "Task sets are only supported for services that use the EXTERNAL deployment controller.",
-            ));
+        if !uses_task_sets(&s) {
+            return Err(not_of_task_sets());
         }
         let include_tags = r
             .include
@@ -295,7 +351,7 @@ impl Control {
         })
     }
 
-    /// Applies `change` to one task set of an EXTERNAL service (guarded, retried).
+    /// Applies `change` to one task set of a service of task sets (guarded, retried).
     async fn change_task_set(
         &self,
         cluster: Option<&str>,
@@ -382,6 +438,7 @@ impl Control {
                     s.launch_type = primary.launch_type.clone();
                     s.network_configuration = primary.network_configuration.clone();
                     s.platform_version = primary.platform_version.clone();
+                    s.load_balancers = primary.load_balancers.clone();
                     Ok(())
                 },
             )
@@ -420,9 +477,10 @@ impl Control {
         Ok(ecs::DeleteTaskSetResponse { task_set: Some(t) })
     }
 
-    /// The service pass of an EXTERNAL service: each task set's tasks reconciled to its
-    /// computed count; DRAINING sets (and every set of a DRAINING service) to none, leaving
-    /// once their tasks have stopped; the counts written back. Returns whether it changed.
+    /// The service pass of a service of task sets: each task set's tasks reconciled to its
+    /// computed count, behind its load balancers; DRAINING sets (and every set of a DRAINING
+    /// service) to none, their tasks drained first, leaving once their tasks have stopped;
+    /// the counts written back. Returns whether it changed.
     pub(crate) async fn reconcile_task_sets(
         &self,
         cluster: &str,
@@ -436,9 +494,16 @@ impl Control {
         let grace = f64::from(s.health_check_grace_period_seconds.unwrap_or(0));
         let name = s.service_name.clone().unwrap_or_default();
         let group = format!("service:{name}");
-        let all = self.service_tasks(cluster, &s).await?;
+        let mut all = self.service_tasks(cluster, &s).await?;
+        // Behind a load balancer, a task is healthy only once its targets are, and one that
+        // drains is already stopping.
+        let lb = self.service_lb(cluster, &s, &all).await?;
+        if let Some(lb) = &lb {
+            crate::services::fold_lb(&mut all, lb);
+        }
         let mut acted = false;
         let mut events = Vec::new();
+        let mut left = Vec::new();
         for t in s.task_sets.get_or_insert_with(Vec::new).iter_mut() {
             let id = t.id.clone().unwrap_or_default();
             let drains = draining_service || t.status.as_deref() == Some("DRAINING");
@@ -467,15 +532,29 @@ impl Control {
                 now,
             );
             for (arn, why) in &actions.stop {
-                let reason = match why {
-                    rs::StopWhy::Unhealthy => "Task failed container health checks".to_string(),
-                    rs::StopWhy::ScaleDown | rs::StopWhy::Replaced => {
+                let lb_task = lb.as_ref().and_then(|lb| lb.get(arn));
+                let reason = match (why, lb_task.and_then(|l| l.unhealthy_in.as_deref())) {
+                    (rs::StopWhy::Unhealthy, Some(group)) => {
+                        crate::targets::elb_unhealthy_reason(group)
+                    }
+                    (rs::StopWhy::Unhealthy, None) => {
+                        "Task failed container health checks".to_string()
+                    }
+                    (rs::StopWhy::ScaleDown | rs::StopWhy::Replaced, _) => {
                         format!("Scaling activity initiated by (deployment {id})")
                     }
                 };
+                acted = true;
+                // Behind a load balancer the task drains first; it stops once its targets
+                // are gone.
+                if lb_task.is_some() {
+                    if let Some(groups) = self.begin_drain(cluster, arn, &reason).await? {
+                        left.extend(groups);
+                        continue;
+                    }
+                }
                 self.stop_task_as(cluster, deploy::task_id(arn), deploy::STOP_CODE, &reason)
                     .await?;
-                acted = true;
             }
             // A set whose tasks keep failing restarts them with ECS's back-off.
             if actions.start > 0 && deploy::backing_off(&all, &id, now) {
@@ -523,9 +602,14 @@ impl Control {
             }
             t.computed_desired_count = Some(want);
         }
+        events.extend(Self::deregistered_events(&name, &left));
         let tasks = if acted {
             self.caught_up().await?;
-            self.service_tasks(cluster, &s).await?
+            let mut tasks = self.service_tasks(cluster, &s).await?;
+            if let Some(lb) = self.service_lb(cluster, &s, &tasks).await? {
+                crate::services::fold_lb(&mut tasks, &lb);
+            }
+            tasks
         } else {
             all
         };
@@ -591,6 +675,12 @@ impl Control {
         }
         s.running_count = Some(running);
         s.pending_count = Some(pending);
+        if lb.is_some() {
+            // Registers the sets' RUNNING tasks, and stops those whose draining is over.
+            let lb_events = self.sync_targets(cluster, &s, &tasks).await?;
+            events.extend(lb_events);
+        }
+        let sets = s.task_sets.get_or_insert_with(Vec::new);
         if draining_service && sets.is_empty() {
             s.status = Some("INACTIVE".into());
         }

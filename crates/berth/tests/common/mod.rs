@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod contract;
+pub mod lb;
 pub mod vpc;
 
 use berth_control::{http::Limits, server, Config, Control};
