@@ -349,6 +349,35 @@ async fn console_logins_sessions_csrf_and_bounded_pages_over_http() {
         "deployed through UpdateService: {v:#}"
     );
 
+    // A service of task sets shows them, and no Deploy form: its tool deploys it.
+    s.ok(
+        "CreateService",
+        json!({"cluster": "c000", "serviceName": "ext", "desiredCount": 1,
+               "deploymentController": {"type": "EXTERNAL"}}),
+    )
+    .await;
+    let set = s
+        .ok(
+            "CreateTaskSet",
+            json!({"cluster": "c000", "service": "ext", "taskDefinition": "web:1",
+                   "externalId": "blue-7"}),
+        )
+        .await;
+    let p = http(&s, "GET", "/console/c/c000/s/ext", Some(&session), &[]).await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert!(
+        p.text.contains("Task sets")
+            && p.text.contains("blue-7")
+            && p.text.contains(set["taskSet"]["id"].as_str().unwrap()),
+        "the task set's row: {}",
+        p.text
+    );
+    assert!(
+        !p.text.contains("<legend>Deploy</legend>"),
+        "no Deploy form for an EXTERNAL service: {}",
+        p.text
+    );
+
     // Errors are the API's own words, with its status.
     let p = http(
         &s,

@@ -182,6 +182,10 @@ async fn an_external_service_runs_its_task_sets_blue_to_green() {
         "2",
         "--deployment-controller",
         "type=EXTERNAL",
+        "--propagate-tags",
+        "SERVICE",
+        "--tags",
+        "key=team,value=web",
     ]);
     assert_eq!(
         created["service"]["deploymentController"]["type"],
@@ -264,7 +268,16 @@ async fn an_external_service_runs_its_task_sets_blue_to_green() {
         tasks["taskArns"][0].as_str().unwrap(),
         tasks["taskArns"][1].as_str().unwrap(),
         tasks["taskArns"][2].as_str().unwrap(),
+        "--include",
+        "TAGS",
     ]);
+    for t in described["tasks"].as_array().unwrap() {
+        assert_eq!(
+            t["tags"],
+            json!([{"key": "team", "value": "web"}]),
+            "a task set's task takes the service's tags (propagateTags SERVICE): {t}"
+        );
+    }
     let mut started_by: Vec<String> = described["tasks"]
         .as_array()
         .unwrap()

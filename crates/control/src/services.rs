@@ -195,6 +195,24 @@ fn write_deployment(w: &mut Deployment, n: deploy::DeploymentState) {
 const CONTAINER_UNHEALTHY: &str = "Task failed container health checks";
 
 /// Folds what the target groups say into the tasks the reconciler sees.
+/// The API's form of placement strategies the reconciler chose.
+pub(crate) fn strategies_of(v: &[deploy::Strategy]) -> Vec<ecs::PlacementStrategy> {
+    v.iter()
+        .map(|st| ecs::PlacementStrategy {
+            r#type: Some(st.kind.clone()),
+            field: Some(st.field.clone()),
+        })
+        .collect()
+}
+
+/// The placement strategies a REPLICA service's tasks take: its own, or ECS's default spread.
+pub(crate) fn replica_strategies(s: &Service) -> Vec<ecs::PlacementStrategy> {
+    match s.placement_strategy.as_deref() {
+        Some(own) if !own.is_empty() => own.to_vec(),
+        _ => strategies_of(&deploy::default_strategies()),
+    }
+}
+
 pub(crate) fn fold_lb(
     tasks: &mut [deploy::ServiceTask],
     lb: &HashMap<String, crate::targets::TaskLb>,
@@ -1300,24 +1318,9 @@ impl Control {
         };
         let strategies = match &d.placement {
             deploy::Placement::ServiceOwn => s.placement_strategy.clone().unwrap_or_default(),
-            deploy::Placement::Default(v) => v
-                .iter()
-                .map(|st| ecs::PlacementStrategy {
-                    r#type: Some(st.kind.clone()),
-                    field: Some(st.field.clone()),
-                })
-                .collect(),
+            deploy::Placement::Default(v) => strategies_of(v),
         };
-        let service_tags = match s.propagate_tags.as_deref() {
-            Some("SERVICE") => Some(
-                self.tags_of(s.service_arn.as_deref().unwrap_or_default())
-                    .await
-                    .unwrap_or_default(),
-            ),
-            _ => None,
-        };
-        let propagate = crate::tasks::propagate_of(s.propagate_tags.as_deref(), service_tags)
-            .unwrap_or_default();
+        let propagate = self.service_propagate(s).await;
         for (target, count, provider) in targets {
             let placed = self
                 .start_tasks(
@@ -1357,6 +1360,19 @@ impl Control {
             }
         }
         Ok(out)
+    }
+
+    /// The tags a service's tasks take (its `propagateTags`).
+    pub(crate) async fn service_propagate(&self, s: &Service) -> crate::apply::Propagate {
+        let service_tags = match s.propagate_tags.as_deref() {
+            Some("SERVICE") => Some(
+                self.tags_of(s.service_arn.as_deref().unwrap_or_default())
+                    .await
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
+        crate::tasks::propagate_of(s.propagate_tags.as_deref(), service_tags).unwrap_or_default()
     }
 
     /// The instances a DAEMON service should run on, in instance order: ACTIVE, agent not

@@ -504,6 +504,8 @@ impl Control {
         let mut acted = false;
         let mut events = Vec::new();
         let mut left = Vec::new();
+        let strategies = crate::services::replica_strategies(&s);
+        let propagate = self.service_propagate(&s).await;
         for t in s.task_sets.get_or_insert_with(Vec::new).iter_mut() {
             let id = t.id.clone().unwrap_or_default();
             let drains = draining_service || t.status.as_deref() == Some("DRAINING");
@@ -574,9 +576,10 @@ impl Control {
                         Meta {
                             allow_inactive: true,
                             constraints: s.placement_constraints.clone().unwrap_or_default(),
-                            strategies: s.placement_strategy.clone().unwrap_or_default(),
+                            strategies: strategies.clone(),
                             started_by: Some(id.clone()),
                             group: Some(group.clone()),
+                            propagate: propagate.clone(),
                             managed_tags: s.enable_ecs_managed_tags.unwrap_or(false),
                             service: s.service_name.clone(),
                             network: t.network_configuration.clone(),

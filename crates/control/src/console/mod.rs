@@ -973,6 +973,48 @@ impl Control {
             csrf_field(&who.csrf),
             cell(svc.desired_count)
         );
+        // A service of task sets is deployed by the tool that drives them, not from here.
+        let task_sets = crate::task_sets::uses_task_sets(&svc);
+        if task_sets {
+            let rows: Vec<Vec<String>> = svc
+                .task_sets
+                .iter()
+                .flatten()
+                .map(|t| {
+                    vec![
+                        cell(t.id.as_deref()),
+                        cell(t.status.as_deref()),
+                        cell(t.external_id.as_deref()),
+                        esc(&short(t.task_definition.as_deref())),
+                        cell(t.scale.as_ref().and_then(|x| x.value)),
+                        cell(t.computed_desired_count),
+                        cell(t.running_count),
+                        cell(t.pending_count),
+                        cell(t.stability_status.as_deref()),
+                    ]
+                })
+                .collect();
+            let _ = write!(
+                body,
+                "<p>Deployment controller {}: deployments are the task sets a blue/green tool creates (CreateTaskSet, UpdateServicePrimaryTaskSet).</p>",
+                esc(crate::task_sets::controller(&svc))
+            );
+            body += &table(
+                "Task sets",
+                &[
+                    "Id",
+                    "Status",
+                    "External id",
+                    "Task definition",
+                    "Scale %",
+                    "Desired",
+                    "Running",
+                    "Pending",
+                    "Stability",
+                ],
+                &rows,
+            );
+        }
         let rows: Vec<Vec<String>> = deployments
             .iter()
             .map(|d| {
@@ -989,21 +1031,23 @@ impl Control {
                 ]
             })
             .collect();
-        body += &table(
-            "Deployments",
-            &[
-                "Id",
-                "Status",
-                "Task definition",
-                "Desired",
-                "Running",
-                "Pending",
-                "Failed",
-                "Rollout",
-                "Reason",
-            ],
-            &rows,
-        );
+        if !task_sets {
+            body += &table(
+                "Deployments",
+                &[
+                    "Id",
+                    "Status",
+                    "Task definition",
+                    "Desired",
+                    "Running",
+                    "Pending",
+                    "Failed",
+                    "Rollout",
+                    "Reason",
+                ],
+                &rows,
+            );
+        }
         let lbs: Vec<Vec<String>> = svc
             .load_balancers
             .iter()
@@ -1025,7 +1069,8 @@ impl Control {
             body += &self.target_health(who, &svc).await;
         }
         body += &self.charts(who, c, s).await;
-        let _ = write!(
+        if !task_sets {
+            let _ = write!(
             body,
             "<form method=\"post\" action=\"{base}/s/{}/deploy\">{}<fieldset><legend>Deploy</legend>\
 <label for=\"deploy_td\">Task definition (family or family:revision)</label>\
@@ -1036,6 +1081,7 @@ impl Control {
             csrf_field(&who.csrf),
             esc(&short(svc.task_definition.as_deref()))
         );
+        }
         let tasks: ecs::ListTasksResponse = op(
             self,
             who,
