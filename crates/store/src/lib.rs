@@ -8,11 +8,14 @@
 //! - [`Store::watch`] replays changes under a prefix from a revision, then follows live ones.
 //!
 //! [`Embedded`] is the durable single-file backend (redb); [`Embedded::in_memory`] is the same
-//! code on memory, for fast tests. An etcd backend implements the same trait.
+//! code on memory, for fast tests. [`Etcd`] keeps the same model on an etcd cluster.
 
 mod embedded;
+mod etcd;
+pub mod local_etcd;
 mod prefixed;
 pub use embedded::Embedded;
+pub use etcd::{Etcd, EtcdOptions};
 pub use prefixed::Prefixed;
 
 /// How many batches a watcher may have waiting before it is told it [`StoreError::Lagged`].

@@ -1,0 +1,272 @@
+//! The store's contract, run on every backend: the embedded store (in memory) and etcd (a
+//! member of Debian's `etcd` this test starts on loopback ports, one per test). Revisions are
+//! compared relative to where each store starts (etcd's first write is revision 2, the
+//! embedded store's 1). `BERTH_SKIP_ETCD=1` skips the etcd half explicitly; without it, a
+//! missing `etcd` fails loudly.
+
+#![allow(clippy::unwrap_used)]
+
+use berth_store::local_etcd::LocalEtcd;
+use berth_store::{Embedded, Etcd, EtcdOptions, EventKind, KeyValue, Store, Txn, TxnOutcome};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn keys(v: Vec<KeyValue>) -> Vec<String> {
+    v.into_iter().map(|kv| kv.key).collect()
+}
+
+async fn next_batch(w: &mut berth_store::Watch) -> Arc<berth_store::Batch> {
+    tokio::time::timeout(Duration::from_secs(10), w.rx.recv())
+        .await
+        .expect("a batch within 10 s")
+        .expect("the watch is open")
+        .expect("a batch, not an error")
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn cas_and_revisions(s: Arc<dyn Store>) {
+        let base = s.revision().await.unwrap();
+        assert_eq!(
+            s.txn(Txn::new().put("a", b"1".to_vec())).await.unwrap(),
+            TxnOutcome::Committed(base + 1)
+        );
+        let a = s.get("a").await.unwrap().unwrap();
+        assert_eq!((a.create_revision, a.mod_revision), (base + 1, base + 1));
+        // A stale read-modify-write loses.
+        s.txn(Txn::new().unchanged("a", Some(&a)).put("a", b"2".to_vec()))
+            .await
+            .unwrap();
+        let stale = Txn::new().unchanged("a", Some(&a)).put("a", b"3".to_vec());
+        assert_eq!(s.txn(stale).await.unwrap(), TxnOutcome::Conflict);
+        let a2 = s.get("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a2.value.as_slice(), a2.create_revision, a2.mod_revision),
+            (&b"2"[..], base + 1, base + 2)
+        );
+        // Absent guards creation.
+        assert_eq!(
+            s.txn(Txn::new().unchanged("a", None).put("a", vec![]))
+                .await
+                .unwrap(),
+            TxnOutcome::Conflict
+        );
+        assert_eq!(
+            s.revision().await.unwrap(),
+            base + 2,
+            "a conflict does not bump the revision"
+        );
+        assert_eq!(s.get("absent").await.unwrap(), None);
+    }
+
+    pub async fn range_with_prefix_and_pagination(s: Arc<dyn Store>) {
+        let t = ["p/a", "p/b", "p/c", "q/a"]
+            .iter()
+            .fold(Txn::new(), |t, k| t.put(*k, k.as_bytes().to_vec()));
+        s.txn(t).await.unwrap();
+        assert_eq!(
+            keys(s.range("p/", None, None).await.unwrap()),
+            ["p/a", "p/b", "p/c"]
+        );
+        assert_eq!(
+            keys(s.range("p/", Some("p/a"), Some(1)).await.unwrap()),
+            ["p/b"]
+        );
+        assert_eq!(
+            keys(s.range("p/", Some("p/c"), None).await.unwrap()),
+            Vec::<String>::new()
+        );
+        assert_eq!(s.delete_prefix("p/").await.unwrap(), 3);
+        assert_eq!(keys(s.range("", None, None).await.unwrap()), ["q/a"]);
+    }
+
+    /// More keys than one page of etcd's answers, written in transactions of 100.
+    pub async fn long_ranges_and_many_gets_are_whole(s: Arc<dyn Store>) {
+        let names: Vec<String> = (0..2500).map(|i| format!("many/{i:05}")).collect();
+        for chunk in names.chunks(100) {
+            let t = chunk
+                .iter()
+                .fold(Txn::new(), |t, k| t.put(k.clone(), k.as_bytes().to_vec()));
+            s.txn(t).await.unwrap();
+        }
+        assert_eq!(keys(s.range("many/", None, None).await.unwrap()), names);
+        assert_eq!(
+            keys(
+                s.range("many/", Some("many/00999"), Some(1200))
+                    .await
+                    .unwrap()
+            ),
+            names[1000..2200]
+        );
+        let mut wanted: Vec<String> = names.iter().step_by(7).cloned().collect();
+        wanted.insert(3, "many/none".into());
+        let got = s.get_many(&wanted).await.unwrap();
+        assert_eq!(got.len(), wanted.len());
+        for (k, kv) in wanted.iter().zip(&got) {
+            match kv {
+                Some(kv) => assert_eq!(&kv.key, k),
+                None => assert_eq!(k, "many/none"),
+            }
+        }
+        assert_eq!(s.delete_prefix("many/").await.unwrap(), 2500);
+    }
+
+    pub async fn watch_replays_history_then_follows_live(s: Arc<dyn Store>) {
+        let base = s.revision().await.unwrap();
+        s.txn(Txn::new().put("w/1", b"a".to_vec())).await.unwrap();
+        s.txn(Txn::new().put("x/1", b"b".to_vec())).await.unwrap();
+        let mut w = s.watch("w/", base).await.unwrap();
+        s.txn(Txn::new().delete("w/1")).await.unwrap();
+        s.txn(Txn::new().put("w/2", b"c".to_vec())).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let b = next_batch(&mut w).await;
+            for e in &b.events {
+                assert_eq!(e.kv.mod_revision, b.revision);
+                seen.push((e.kind, e.kv.key.clone(), e.kv.mod_revision - base));
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (EventKind::Put, "w/1".to_string(), 1),
+                (EventKind::Delete, "w/1".to_string(), 3),
+                (EventKind::Put, "w/2".to_string(), 4)
+            ]
+        );
+    }
+
+    pub async fn concurrent_writers_share_commits_and_lose_nothing(s: Arc<dyn Store>) {
+        // 32 writers each increment one counter by compare-and-swap, retrying on conflict, and
+        // each also writes a key of its own: every acknowledged write is there after.
+        let mut handles = Vec::new();
+        for i in 0..32u32 {
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let seen = s.get("counter").await.unwrap();
+                    let n = seen
+                        .as_ref()
+                        .map(|kv| u32::from_le_bytes(kv.value[..4].try_into().unwrap()))
+                        .unwrap_or(0);
+                    let t = Txn::new()
+                        .unchanged("counter", seen.as_ref())
+                        .put("counter", (n + 1).to_le_bytes().to_vec())
+                        .put(format!("own/{i}"), vec![1]);
+                    if let TxnOutcome::Committed(rev) = s.txn(t).await.unwrap() {
+                        return rev;
+                    }
+                }
+            }));
+        }
+        let mut revs = Vec::new();
+        for h in handles {
+            revs.push(h.await.unwrap());
+        }
+        revs.sort_unstable();
+        revs.dedup();
+        assert_eq!(revs.len(), 32, "every commit has its own revision");
+        let c = s.get("counter").await.unwrap().unwrap();
+        assert_eq!(u32::from_le_bytes(c.value[..4].try_into().unwrap()), 32);
+        assert_eq!(s.range("own/", None, None).await.unwrap().len(), 32);
+    }
+
+    pub async fn a_transaction_that_changes_nothing_takes_no_revision(s: Arc<dyn Store>) {
+        s.txn(Txn::new().put("a", vec![1])).await.unwrap();
+        let at = s.revision().await.unwrap();
+        assert_eq!(
+            s.txn(Txn::new().delete("absent")).await.unwrap(),
+            TxnOutcome::Committed(at)
+        );
+        assert_eq!(s.revision().await.unwrap(), at);
+    }
+
+    pub async fn a_transactions_events_arrive_in_one_batch(s: Arc<dyn Store>) {
+        let base = s.revision().await.unwrap();
+        let mut w = s.watch("", base).await.unwrap();
+        s.txn(Txn::new().put("x/1", vec![1]).put("y/1", vec![2]))
+            .await
+            .unwrap();
+        let b = next_batch(&mut w).await;
+        assert_eq!(b.revision, base + 1);
+        assert_eq!(b.events.len(), 2);
+    }
+
+    /// Ops apply in order: a key written then deleted in one transaction ends deleted.
+    pub async fn the_last_op_on_a_key_wins(s: Arc<dyn Store>) {
+        s.txn(Txn::new().put("k", vec![1])).await.unwrap();
+        let seen = s.get("k").await.unwrap().unwrap();
+        let t = Txn::new()
+            .replace(&seen, vec![2])
+            .delete("k")
+            .put("j", vec![1])
+            .put("j", vec![3]);
+        assert!(matches!(s.txn(t).await.unwrap(), TxnOutcome::Committed(_)));
+        assert_eq!(s.get("k").await.unwrap(), None);
+        assert_eq!(s.get("j").await.unwrap().unwrap().value, [3]);
+    }
+}
+
+fn embedded() -> Arc<dyn Store> {
+    Arc::new(Embedded::in_memory().unwrap())
+}
+
+/// A one-member etcd for one test, or `None` when etcd is skipped on purpose.
+fn local_etcd() -> Option<(LocalEtcd, tempfile::TempDir)> {
+    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = LocalEtcd::start(dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
+    Some((e, dir))
+}
+
+async fn etcd(e: &LocalEtcd) -> Arc<dyn Store> {
+    Arc::new(
+        Etcd::connect(EtcdOptions::parse(&e.url()).unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $name() {
+                    super::rt().block_on(super::suite::$name(super::embedded()));
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[test]
+                fn $name() {
+                    let Some((e, _dir)) = super::local_etcd() else { return };
+                    super::rt().block_on(async { super::suite::$name(super::etcd(&e).await).await });
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    cas_and_revisions,
+    range_with_prefix_and_pagination,
+    long_ranges_and_many_gets_are_whole,
+    watch_replays_history_then_follows_live,
+    concurrent_writers_share_commits_and_lose_nothing,
+    a_transaction_that_changes_nothing_takes_no_revision,
+    a_transactions_events_arrive_in_one_batch,
+    the_last_op_on_a_key_wins,
+);
