@@ -247,6 +247,14 @@ struct ServerArgs {
     /// Where the store and credentials live (default: ~/.berth).
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The state store: the embedded one in the data dir (default), or an etcd cluster,
+    /// `etcd://host:port[,host:port…]`. Blobs, logs and metrics stay in the data dir.
+    #[arg(long, env = "BERTH_STORE")]
+    store: Option<String>,
+    /// etcd's user, when its authentication is on (the password comes from
+    /// BERTH_ETCD_PASSWORD).
+    #[arg(long, env = "BERTH_ETCD_USER", requires = "store")]
+    etcd_user: Option<String>,
     /// The home region: the one Berth's banner, CLI and agents use unless told otherwise.
     /// Every region in `--regions` is served too, each with its own state.
     #[arg(long, default_value = "us-east-1", env = "BERTH_REGION")]
@@ -556,12 +564,30 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let store = Embedded::open(&data_dir.join("state.redb")).with_context(|| {
-        format!(
-            "opening the store in {} (is another berth server using it?)",
-            data_dir.display()
-        )
-    })?;
+    let store: Arc<dyn berth_store::Store> = match &args.store {
+        None => Arc::new(
+            Embedded::open(&data_dir.join("state.redb")).with_context(|| {
+                format!(
+                    "opening the store in {} (is another berth server using it?)",
+                    data_dir.display()
+                )
+            })?,
+        ),
+        Some(url) => {
+            let mut options = berth_store::EtcdOptions::parse(url)?;
+            if let Some(user) = &args.etcd_user {
+                let password = std::env::var("BERTH_ETCD_PASSWORD").context(
+                    "--etcd-user needs the password in the environment variable BERTH_ETCD_PASSWORD",
+                )?;
+                options.user = Some((user.clone(), password));
+            }
+            Arc::new(
+                berth_store::Etcd::connect(options)
+                    .await
+                    .with_context(|| format!("connecting to the store at {url}"))?,
+            )
+        }
+    };
     let config = Config {
         region: args.region.clone(),
         account_id: args.account_id.clone(),
@@ -609,7 +635,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         },
         registry_listener,
     });
-    let server = server::Server::start(Arc::new(store), listener, options)
+    let server = server::Server::start(store, listener, options)
         .await
         .context("starting the server")?;
     let control = server.control.clone();

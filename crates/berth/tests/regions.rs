@@ -895,7 +895,7 @@ async fn a_store_from_before_regions_becomes_the_home_regions() {
     // Put the home region's records back at the root, where a server before regions kept
     // them.
     {
-        let store = berth_store::Embedded::open(&dir.path().join("state.redb")).unwrap();
+        let store = common::test_store(dir.path()).await;
         let home = store.range("regions/us-east-1/", None, None).await.unwrap();
         assert!(!home.is_empty());
         let mut txn = Txn::new();

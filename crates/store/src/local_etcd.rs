@@ -1,6 +1,8 @@
 //! An etcd cluster of local processes on loopback ports: Debian's `etcd` binary started with
 //! its data in a directory the caller owns, for tests and benchmarks. Members can be killed
-//! and restarted one by one; every member is killed when the cluster is dropped.
+//! and restarted one by one; every member is killed when the cluster is dropped, and dies
+//! within a second of the process that started it (a watchdog shell beside each member), so
+//! a test that crashes leaves no etcd behind.
 
 use crate::StoreError;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ struct Member {
     client: u16,
     peer: u16,
     child: Option<Child>,
+    watchdog: Option<Child>,
 }
 
 /// A running local etcd cluster.
@@ -48,6 +51,7 @@ impl LocalEtcd {
                 client: free_port()?,
                 peer: free_port()?,
                 child: None,
+                watchdog: None,
             });
         }
         let mut cluster = LocalEtcd {
@@ -110,7 +114,20 @@ impl LocalEtcd {
                     "starting etcd ({e}): install Debian's etcd-server (apt-get install etcd-server)"
                 ))
             })?;
+        // A shell beside it kills it once this process is gone.
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
         self.members[i].child = Some(child);
+        self.members[i].watchdog = watchdog;
         Ok(())
     }
 
@@ -147,9 +164,10 @@ impl LocalEtcd {
         Ok(())
     }
 
-    /// Kills member `i` (SIGKILL).
+    /// Kills member `i` (SIGKILL), and its watchdog.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
+        let m = &mut self.members[i];
+        for mut c in [m.child.take(), m.watchdog.take()].into_iter().flatten() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -170,6 +188,10 @@ impl Drop for LocalEtcd {
         }
     }
 }
+
+/// `sh -c WATCHDOG sh PARENT_PID MEMBER_PID`: kills the member once the parent is gone.
+const WATCHDOG: &str = r#"while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 0.5; done
+kill -9 "$2" 2>/dev/null"#;
 
 /// Whether the member on `port` says it is healthy (`GET /health`, plain HTTP/1.0).
 fn health(port: u16) -> bool {

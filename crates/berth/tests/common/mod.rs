@@ -16,6 +16,45 @@ use std::time::{Duration, SystemTime};
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 
+/// Whether the tests' servers keep their state on etcd (`BERTH_TEST_STORE=etcd`: a one-member
+/// etcd of their own, started beside their data dir) rather than on the embedded store.
+pub fn on_etcd() -> bool {
+    std::env::var("BERTH_TEST_STORE").as_deref() == Ok("etcd")
+}
+
+/// The etcd clusters this test process started, by data dir: a restarted server finds its
+/// state again. Each member dies with the process.
+static ETCDS: std::sync::Mutex<Vec<(std::path::PathBuf, berth_store::local_etcd::LocalEtcd)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The store of a server on `dir`: the embedded one in it, or (on etcd) the etcd cluster
+/// started for it.
+pub async fn test_store(dir: &std::path::Path) -> Arc<dyn berth_store::Store> {
+    if !on_etcd() {
+        return Arc::new(Embedded::open(&dir.join("state.redb")).unwrap());
+    }
+    let url = {
+        let mut all = ETCDS.lock().unwrap();
+        match all.iter().find(|(d, _)| d == dir) {
+            Some((_, e)) => e.url(),
+            None => {
+                let data = dir.join("etcd");
+                std::fs::create_dir_all(&data).unwrap();
+                let e = berth_store::local_etcd::LocalEtcd::start(&data, 1)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let url = e.url();
+                all.push((dir.to_path_buf(), e));
+                url
+            }
+        }
+    };
+    Arc::new(
+        berth_store::Etcd::connect(berth_store::EtcdOptions::parse(&url).unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
 /// A server running in this process on its own data dir, started as `berth server` starts
 /// one ([`server::Server::start`]), with the service loop left to the test.
 pub struct TestServer {
@@ -81,7 +120,7 @@ impl TestServer {
         config: Config,
         served: server::Served,
     ) -> TestServer {
-        let store = Embedded::open(&dir.path().join("state.redb")).unwrap();
+        let store = test_store(dir.path()).await;
         let registry_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let blob_key =
             berth_registry::blobs::load_or_create_key(&dir.path().join("registry.key")).unwrap();
@@ -123,7 +162,7 @@ impl TestServer {
         });
         // Container Insights every second, so a test need not wait for CloudWatch's minute.
         options.insights_interval = Duration::from_secs(1);
-        let server = server::Server::start(Arc::new(store), listener, options)
+        let server = server::Server::start(store, listener, options)
             .await
             .unwrap();
         let control = server.control.clone();
@@ -170,6 +209,9 @@ impl TestServer {
         // The store is closed when the last handle goes; give handlers in flight a moment.
         let path = dir.path().join("state.redb");
         for _ in 0..100 {
+            if on_etcd() {
+                break;
+            }
             if Embedded::open(&path).is_ok() {
                 break;
             }
