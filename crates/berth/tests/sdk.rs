@@ -347,3 +347,172 @@ async fn sdk_drives_auto_scaling_group_capacity_providers() {
     assert!(e.as_service_error().unwrap().is_client_exception(), "{e:?}");
     s.stop().await;
 }
+
+/// Task sets of a CODE_DEPLOY service through the SDK: the service's own PRIMARY set, a new
+/// set made PRIMARY, the old one deleted, and ECS's typed errors.
+#[tokio::test]
+async fn sdk_drives_a_code_deploy_services_task_sets() {
+    use aws_sdk_ecs::types::{DeploymentController, DeploymentControllerType, Scale, ScaleUnit};
+    let s = TestServer::start().await;
+    let ecs = client(&s, &s.secret_key);
+    ecs.create_cluster()
+        .cluster_name("bg")
+        .send()
+        .await
+        .unwrap();
+    let container = ContainerDefinition::builder()
+        .name("web")
+        .image("busybox")
+        .memory(64)
+        .build();
+    for _ in 0..2 {
+        ecs.register_task_definition()
+            .family("bg")
+            .container_definitions(container.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    let svc = ecs
+        .create_service()
+        .cluster("bg")
+        .service_name("web")
+        .task_definition("bg:1")
+        .desired_count(0)
+        .deployment_controller(
+            DeploymentController::builder()
+                .r#type(DeploymentControllerType::CodeDeploy)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let svc = svc.service().unwrap();
+    assert!(svc.deployments().is_empty());
+    assert_eq!(svc.task_sets().len(), 1);
+    let blue = svc.task_sets()[0].clone();
+    assert_eq!(blue.status(), Some("PRIMARY"));
+
+    let e = ecs
+        .update_service()
+        .cluster("bg")
+        .service("web")
+        .task_definition("bg:2")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error()
+            .unwrap()
+            .is_invalid_parameter_exception(),
+        "{e:?}"
+    );
+    assert!(
+        e.message().unwrap().starts_with(
+            "Unable to update task definition on services with a CODE_DEPLOY deployment controller."
+        ),
+        "{e:?}"
+    );
+
+    let green = ecs
+        .create_task_set()
+        .cluster("bg")
+        .service("web")
+        .task_definition("bg:2")
+        .external_id("green")
+        .scale(
+            Scale::builder()
+                .value(50.0)
+                .unit(ScaleUnit::Percent)
+                .build(),
+        )
+        .tags(Tag::builder().key("color").value("green").build())
+        .send()
+        .await
+        .unwrap();
+    let green = green.task_set().unwrap().clone();
+    assert_eq!(green.status(), Some("ACTIVE"));
+    assert_eq!(green.computed_desired_count(), 0, "ceil(0 × 50 %)");
+    let described = ecs
+        .describe_task_sets()
+        .cluster("bg")
+        .service("web")
+        .task_sets(green.task_set_arn().unwrap())
+        .task_sets("ecs-svc/none")
+        .include(aws_sdk_ecs::types::TaskSetField::Tags)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.task_sets()[0].tags()[0].value(), Some("green"));
+    assert_eq!(described.failures()[0].reason(), Some("MISSING"));
+
+    let primary = ecs
+        .update_service_primary_task_set()
+        .cluster("bg")
+        .service("web")
+        .primary_task_set(green.id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(primary.task_set().unwrap().status(), Some("PRIMARY"));
+    let e = ecs
+        .delete_task_set()
+        .cluster("bg")
+        .service("web")
+        .task_set(blue.id().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error()
+            .unwrap()
+            .is_invalid_parameter_exception(),
+        "a set scaled above 0 needs force: {e:?}"
+    );
+    let deleted = ecs
+        .delete_task_set()
+        .cluster("bg")
+        .service("web")
+        .task_set(blue.id().unwrap())
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.task_set().unwrap().status(), Some("DRAINING"));
+    let e = ecs
+        .update_task_set()
+        .cluster("bg")
+        .service("web")
+        .task_set("ecs-svc/none")
+        .scale(
+            Scale::builder()
+                .value(10.0)
+                .unit(ScaleUnit::Percent)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error()
+            .unwrap()
+            .is_task_set_not_found_exception(),
+        "{e:?}"
+    );
+    let svc = ecs
+        .describe_services()
+        .cluster("bg")
+        .services("web")
+        .send()
+        .await
+        .unwrap();
+    let svc = &svc.services()[0];
+    assert!(
+        svc.task_definition()
+            .unwrap()
+            .ends_with("task-definition/bg:2"),
+        "the service shows its PRIMARY set's revision: {svc:?}"
+    );
+    s.stop().await;
+}
