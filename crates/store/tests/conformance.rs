@@ -270,3 +270,76 @@ on_every_backend!(
     a_transactions_events_arrive_in_one_batch,
     the_last_op_on_a_key_wins,
 );
+
+/// Three etcd members; the one the client prefers is killed while writers and a watch run.
+/// Every write etcd acknowledged is there afterwards and was seen by the watch, once, in
+/// revision order; writes go on through the other members; the member comes back.
+#[test]
+fn etcd_loses_no_acknowledged_write_when_a_member_dies() {
+    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalEtcd::start(dir.path(), 3).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.url();
+    rt().block_on(async move {
+        let s: Arc<dyn Store> = Arc::new(
+            Etcd::connect(EtcdOptions::parse(&url).unwrap())
+                .await
+                .unwrap(),
+        );
+        let base = s.revision().await.unwrap();
+        let mut w = s.watch("ack/", base).await.unwrap();
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut unknown = 0;
+                for i in 0..300u32 {
+                    let t = Txn::new().put(format!("ack/{i:04}"), i.to_le_bytes().to_vec());
+                    match s.txn(t).await {
+                        Ok(TxnOutcome::Committed(rev)) => acked.push((i, rev)),
+                        Ok(TxnOutcome::Conflict) => panic!("no compare, no conflict"),
+                        // Lost in the member's death: etcd may or may not have it.
+                        Err(_) => unknown += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (acked, unknown)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The client prefers the member that answered last: the first one.
+        cluster.kill(0);
+        let (acked, unknown) = writer.await.unwrap();
+        eprintln!("{} writes acknowledged, {unknown} lost with the member", acked.len());
+        assert!(
+            acked.len() >= 290,
+            "writes go on through the other members: {} acknowledged, {unknown} unknown",
+            acked.len()
+        );
+        for (i, rev) in &acked {
+            let kv = s.get(&format!("ack/{i:04}")).await.unwrap();
+            let kv = kv.unwrap_or_else(|| panic!("acknowledged write {i} is lost"));
+            assert_eq!(kv.mod_revision, *rev);
+        }
+        // The watch delivered every acknowledged write, in revision order, none twice.
+        let last = acked.last().unwrap().1;
+        let mut seen = Vec::new();
+        let mut at = base;
+        while at < last {
+            let b = next_batch(&mut w).await;
+            assert!(b.revision > at, "revisions only go forward");
+            at = b.revision;
+            seen.extend(b.events.iter().map(|e| e.kv.mod_revision));
+        }
+        for (i, rev) in &acked {
+            assert!(seen.contains(rev), "the watch missed write {i} at {rev}");
+        }
+        let mut once = seen.clone();
+        once.dedup();
+        assert_eq!(once, seen, "no revision delivered twice");
+        cluster.restart(0).unwrap();
+        s.txn(Txn::new().put("after", vec![1])).await.unwrap();
+    });
+}
