@@ -251,6 +251,10 @@ struct ServerArgs {
     /// `etcd://host:port[,host:port…]`. Blobs, logs and metrics stay in the data dir.
     #[arg(long, env = "BERTH_STORE")]
     store: Option<String>,
+    /// On etcd, the TTL (seconds) of the leader's lease: several servers share one etcd, one
+    /// leads (runs the reconcilers), and another takes over within about this long of its end.
+    #[arg(long, default_value_t = 5, env = "BERTH_LEADER_TTL", value_parser = clap::value_parser!(u64).range(2..=60))]
+    leader_ttl: u64,
     /// etcd's user, when its authentication is on (the password comes from
     /// BERTH_ETCD_PASSWORD).
     #[arg(long, env = "BERTH_ETCD_USER", requires = "store")]
@@ -595,6 +599,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         agent_timeout: Duration::from_secs(args.agent_timeout),
         task_retention: Duration::from_secs(args.task_retention),
         public_ips: args.public_ips,
+        leader_ttl: Duration::from_secs(args.leader_ttl),
     };
     if !berth_control::regions::well_formed(&args.region) {
         anyhow::bail!(

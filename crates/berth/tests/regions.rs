@@ -885,7 +885,7 @@ async fn ecr_replicates_pushed_images_to_other_regions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_before_regions_becomes_the_home_regions() {
-    use berth_store::{Store, Txn};
+    use berth_store::Txn;
     let s = TestServer::start().await;
     s.ok("CreateCluster", serde_json::json!({"clusterName": "old"}))
         .await;

@@ -19,6 +19,7 @@ pub mod http;
 pub mod insights;
 pub mod instances;
 pub mod keys;
+pub mod leader;
 pub mod logs;
 pub mod metering;
 pub mod metrics;
@@ -62,6 +63,9 @@ pub struct Config {
     /// The host addresses `awsvpc` tasks with `assignPublicIp ENABLED` get, one each: the
     /// agent publishes the task's ports on it.
     pub public_ips: berth_model::cidr::Cidr,
+    /// On a store several servers share (etcd), the TTL of the leader's lease: a leader that
+    /// dies is replaced within about this long.
+    pub leader_ttl: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             agent_timeout: Duration::from_secs(60),
             task_retention: Duration::from_secs(3600),
             public_ips: berth_model::cidr::Cidr::parse(DEFAULT_PUBLIC_IPS).expect("a valid block"),
+            leader_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct Control {
     pub(crate) plans: Arc<agents::PlanCache>,
     /// Task definitions agents' plans were built from, by ARN.
     pub(crate) plan_definitions: Arc<read::DefinitionCache>,
+    /// Whether this server runs the reconcilers and housekeeping (see [`leader`]).
+    pub leadership: leader::Leadership,
 }
 
 /// The container-instance attribute that holds the address its agent advertises: where
@@ -182,6 +189,7 @@ impl Control {
             elb_lock: Arc::default(),
             ec2_lock: Arc::default(),
             elb_sync: Arc::default(),
+            leadership: leader::Leadership::sole(),
         }
     }
 

@@ -183,6 +183,8 @@ pub(crate) struct RegionOptions {
     pub insights_interval: Duration,
     pub elb: Option<berth_elb::Options>,
     pub spot_interruption_rate: f64,
+    /// Whether this server leads (runs the loops that change state on their own).
+    pub leadership: crate::leader::Leadership,
 }
 
 /// Where the registry of a region other than the home one last listened.
@@ -463,6 +465,7 @@ impl Regions {
             ..o.config.clone()
         };
         let mut control = Control::new(self.root.clone(), config);
+        control.leadership = o.leadership.clone();
         control.metrics = self.metrics.clone();
         let mut registry_listener = None;
         let mut registry_addr = None;
@@ -503,7 +506,13 @@ impl Regions {
                     regions: me.clone(),
                 }));
             }
-            if let Some(registry) = &control.registry {
+            // Replications a stopped server left IN_PROGRESS fail, when no other server can
+            // be running them.
+            if let Some(registry) = control
+                .registry
+                .as_ref()
+                .filter(|_| control.leadership.standing() == crate::leader::Standing::Sole)
+            {
                 registry
                     .fail_interrupted_replications()
                     .await
@@ -562,10 +571,16 @@ impl Regions {
             )));
         }
         if let (Some(registry), Some(l)) = (control.registry.clone(), registry_listener) {
-            let r = registry.clone();
-            let (every, rx) = (o.housekeeping_interval, stop.clone());
+            let (r, leadership) = (registry.clone(), control.leadership.clone());
+            let (every, mut rx) = (o.housekeeping_interval, stop.clone());
             loops.push(tokio::spawn(async move {
-                r.run_housekeeping(every, stopped(rx)).await
+                loop {
+                    tokio::select! {
+                        _ = rx.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    leadership.lead(r.housekeeping_pass()).await;
+                }
             }));
             let rx = stop.clone();
             loops.push(tokio::spawn(async move {
@@ -659,6 +674,12 @@ impl Regions {
         let mut bg = lock(&self.background);
         bg.retain(|t| !t.is_finished());
         bg.push(t);
+    }
+
+    /// A background task shutdown waits for (the leadership campaign, which revokes its
+    /// lease as it ends).
+    pub(crate) fn adopt(&self, task: JoinHandle<()>) {
+        lock(&self.background).push(task);
     }
 
     /// The background loops, for shutdown to wait on.

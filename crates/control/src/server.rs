@@ -91,6 +91,13 @@ impl Server {
             .local_addr()
             .map_err(|e| EcsError::server(format!("the listener has no address: {e}")))?;
         let (stop, stop_rx) = watch::channel(false);
+        // Several servers on one store (etcd) elect one to run the loops that change state on
+        // their own; its passes' writes are fenced on its leadership.
+        let store: Arc<dyn berth_store::Store> =
+            Arc::new(berth_store::Fenced::new(store, crate::leader::LEADER_KEY));
+        let me = format!("{addr} {}", uuid::Uuid::new_v4());
+        let (leadership, campaign) =
+            crate::leader::campaign(store.clone(), me, opts.config.leader_ttl, stop_rx.clone());
         let regions = Arc::new(Regions::new(
             store,
             opts.regions,
@@ -100,11 +107,15 @@ impl Server {
                 insights_interval: opts.insights_interval,
                 elb: opts.elb,
                 spot_interruption_rate: opts.spot_interruption_rate,
+                leadership,
             },
             opts.storage,
             stop_rx.clone(),
         )?);
         regions.link();
+        if let Some(c) = campaign {
+            regions.adopt(c);
+        }
         let control = regions.start_all().await?;
         let registry_addr = regions.registry_addr(regions.home_name());
         let http = tokio::spawn(crate::http::serve(
@@ -191,7 +202,7 @@ pub(crate) async fn spot_chaos(control: Control, rate: f64, mut stop: watch::Rec
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(EVERY) => {}
         }
-        if let Err(e) = control.spot_chaos(p).await {
+        if let Some(Err(e)) = control.leadership.lead(control.spot_chaos(p)).await {
             tracing::warn!(error = %e, "interrupting Spot tasks failed");
         }
     }
@@ -209,13 +220,15 @@ pub(crate) async fn housekeeping(
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        // The store's records are the leader's to purge; logs and metrics are this server's.
         match control
-            .purge_stopped_tasks(control.config.task_retention)
+            .leadership
+            .lead(control.purge_stopped_tasks(control.config.task_retention))
             .await
         {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged stopped tasks"),
-            Err(e) => tracing::warn!(error = %e, "purging stopped tasks failed"),
+            None | Some(Ok(0)) => {}
+            Some(Ok(n)) => tracing::info!(purged = n, "purged stopped tasks"),
+            Some(Err(e)) => tracing::warn!(error = %e, "purging stopped tasks failed"),
         }
         if let Some(logs) = control.logs.clone() {
             let now = crate::now_millis();

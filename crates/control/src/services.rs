@@ -1425,19 +1425,22 @@ impl Control {
         let mut stop = std::pin::pin!(stop);
         let mut next_full = tokio::time::Instant::now();
         loop {
+            // Only the leader reconciles, its writes fenced on its leadership.
             let result = if tokio::time::Instant::now() >= next_full {
                 next_full = tokio::time::Instant::now() + interval;
                 self.state.take_dirty();
-                self.reconcile_services().await
+                self.leadership.lead(self.reconcile_services()).await
             } else {
                 let dirty = self.state.take_dirty();
-                self.reconcile_some(dirty).await
+                self.leadership.lead(self.reconcile_some(dirty)).await
             };
-            if let Err(e) = result {
+            if let Some(Err(e)) = result {
                 tracing::warn!(error = %e, "service reconciliation failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next_full) => {}
+                // A new leader starts with a full pass.
+                _ = self.leadership.changed() => next_full = tokio::time::Instant::now(),
                 _ = self.state.dirty_changed() => {
                     // Let a burst of changes (an agent reporting many tasks) land in one pass.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

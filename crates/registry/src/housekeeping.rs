@@ -7,7 +7,6 @@ use crate::names::Digest;
 use crate::{now_epoch, Error, Registry};
 use berth_store::Txn;
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 /// What one collection removed.
@@ -136,14 +135,10 @@ impl Registry {
         Ok(n)
     }
 
-    /// Lifecycle policies and garbage collection every `every`, until `shutdown`.
-    pub async fn run_housekeeping(&self, every: Duration, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(every) => {}
-            }
+    /// One round of lifecycle policies and garbage collection (the leader's, every
+    /// housekeeping interval).
+    pub async fn housekeeping_pass(&self) {
+        {
             match self.repositories(None, None).await {
                 Ok(repos) => {
                     for r in repos.into_iter().filter(|r| r.lifecycle_policy.is_some()) {

@@ -640,6 +640,10 @@ impl Store for Etcd {
         Ok(r?.header.revision)
     }
 
+    fn leases(&self) -> Option<&dyn crate::Leases> {
+        Some(self)
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         let (start, end) = bounds(prefix);
         let r: DeleteResponse = self
@@ -650,6 +654,93 @@ impl Store for Etcd {
             )
             .await?;
         Ok(r.deleted as usize)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LeaseResponse {
+    #[serde(default, rename = "ID", deserialize_with = "num_i64")]
+    id: i64,
+    #[serde(default, rename = "TTL", deserialize_with = "num_i64")]
+    ttl: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KeepAliveLine {
+    #[serde(default)]
+    result: Option<LeaseResponse>,
+    #[serde(default)]
+    error: Option<GatewayError>,
+}
+
+/// etcd's JSON writes 64-bit numbers (here: signed lease ids) as strings.
+fn num_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        S(String),
+        I(i64),
+    }
+    match N::deserialize(d)? {
+        N::I(n) => Ok(n),
+        N::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[async_trait]
+impl crate::Leases for Etcd {
+    async fn grant(&self, ttl: Duration) -> Result<crate::LeaseId, StoreError> {
+        let secs = ttl.as_secs().max(1);
+        let r: LeaseResponse = self
+            .call("/v3/lease/grant", json!({"TTL": secs.to_string()}), false)
+            .await?;
+        if r.id == 0 {
+            return Err(StoreError::Backend("etcd granted no lease".into()));
+        }
+        Ok(r.id)
+    }
+
+    async fn keep_alive(&self, lease: crate::LeaseId) -> Result<bool, StoreError> {
+        // The gateway's keep-alive stream answers one line per request and ends with it.
+        let line: KeepAliveLine = self
+            .call(
+                "/v3/lease/keepalive",
+                json!({"ID": lease.to_string()}),
+                true,
+            )
+            .await?;
+        if let Some(e) = line.error {
+            return Err(answered("/v3/lease/keepalive", &e.message));
+        }
+        Ok(line.result.is_some_and(|r| r.ttl > 0))
+    }
+
+    async fn revoke(&self, lease: crate::LeaseId) -> Result<(), StoreError> {
+        match self
+            .call::<Value>("/v3/lease/revoke", json!({"ID": lease.to_string()}), true)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone is what was wanted.
+            Err(StoreError::Backend(m)) if m.contains("lease not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>, StoreError> {
+        let body = json!({
+            "compare": [{"key": B64.encode(key), "target": "CREATE", "create_revision": "0"}],
+            "success": [{"request_put": {
+                "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()
+            }}],
+        });
+        let r: TxnResponse = self.call("/v3/kv/txn", body, false).await?;
+        Ok(r.succeeded.then_some(r.header.revision))
     }
 }
 

@@ -12,10 +12,12 @@
 
 mod embedded;
 mod etcd;
+mod fenced;
 pub mod local_etcd;
 mod prefixed;
 pub use embedded::Embedded;
 pub use etcd::{Etcd, EtcdOptions};
+pub use fenced::{fence, Fenced};
 pub use prefixed::Prefixed;
 
 /// How many batches a watcher may have waiting before it is told it [`StoreError::Lagged`].
@@ -151,6 +153,33 @@ pub enum StoreError {
     /// A stored record could not be encoded or decoded.
     #[error("stored record {key}: {message}")]
     Codec { key: String, message: String },
+    /// A write fenced by a leadership (see [`Fenced`]) was refused: the writer no longer
+    /// leads.
+    #[error("this server no longer leads (its lease on {key} is gone); the write was refused")]
+    Deposed { key: String },
+}
+
+/// An etcd lease's id.
+pub type LeaseId = i64;
+
+/// etcd's leases: keys that go when the lease they are attached to is not kept alive. What
+/// several servers on one store elect their leader with.
+#[async_trait]
+pub trait Leases: Send + Sync + Debug {
+    /// A lease that lives `ttl` unless kept alive.
+    async fn grant(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError>;
+    /// Renews the lease for its whole TTL; `false` once it has expired.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<bool, StoreError>;
+    /// Ends the lease now, deleting its keys.
+    async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError>;
+    /// Creates `key` attached to `lease` if it is absent: the revision it was created at, or
+    /// `None` if it exists.
+    async fn create_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: LeaseId,
+    ) -> Result<Option<Revision>, StoreError>;
 }
 
 /// The state store every Berth server reads and writes.
@@ -183,4 +212,9 @@ pub trait Store: Send + Sync + Debug {
     async fn revision(&self) -> Result<Revision, StoreError>;
     /// Deletes every key under `prefix` in one revision; returns how many.
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError>;
+    /// The store's leases, when several servers can share it (etcd); `None` for a store only
+    /// one server opens (the embedded one locks its file), whose server always leads.
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
 }

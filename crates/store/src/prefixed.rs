@@ -148,6 +148,11 @@ impl Store for Prefixed {
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         self.inner.delete_prefix(&self.full(prefix)).await
     }
+
+    /// The inner store's leases: their keys are the inner store's, not this view's.
+    fn leases(&self) -> Option<&dyn crate::Leases> {
+        self.inner.leases()
+    }
 }
 
 #[cfg(test)]

@@ -312,7 +312,10 @@ fn etcd_loses_no_acknowledged_write_when_a_member_dies() {
         // The client prefers the member that answered last: the first one.
         cluster.kill(0);
         let (acked, unknown) = writer.await.unwrap();
-        eprintln!("{} writes acknowledged, {unknown} lost with the member", acked.len());
+        eprintln!(
+            "{} writes acknowledged, {unknown} lost with the member",
+            acked.len()
+        );
         assert!(
             acked.len() >= 290,
             "writes go on through the other members: {} acknowledged, {unknown} unknown",
@@ -342,4 +345,84 @@ fn etcd_loses_no_acknowledged_write_when_a_member_dies() {
         cluster.restart(0).unwrap();
         s.txn(Txn::new().put("after", vec![1])).await.unwrap();
     });
+}
+
+/// etcd's leases, and writes fenced on a leadership key: a leader's writes pass while its key
+/// stands, a conflict of its own stays a conflict, and once its lease is gone (even with the
+/// key won again by another) its late writes are refused as `Deposed`, while unfenced writes
+/// go on.
+#[test]
+fn etcd_leases_elect_and_fence_a_leader() {
+    use berth_store::{fence, Fenced, StoreError};
+    let Some((e, _dir)) = local_etcd() else {
+        return;
+    };
+    rt().block_on(async {
+        let raw = etcd(&e).await;
+        let s: Arc<dyn Store> = Arc::new(Fenced::new(raw.clone(), "leader"));
+        let leases = s.leases().expect("etcd has leases");
+        let a = leases.grant(Duration::from_secs(5)).await.unwrap();
+        let won = leases
+            .create_leased("leader", b"a".to_vec(), a)
+            .await
+            .unwrap()
+            .expect("the first campaign wins");
+        let b = leases.grant(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            leases
+                .create_leased("leader", b"b".to_vec(), b)
+                .await
+                .unwrap(),
+            None,
+            "the key is held"
+        );
+        assert!(leases.keep_alive(a).await.unwrap());
+
+        // A's writes pass while it leads; its own stale compare is still a plain conflict.
+        let put = |v: u8| Txn::new().put("work", vec![v]);
+        assert!(matches!(
+            fence(won, s.txn(put(1))).await.unwrap(),
+            TxnOutcome::Committed(_)
+        ));
+        let stale = Txn::new().unchanged("work", None).put("work", vec![2]);
+        assert_eq!(
+            fence(won, s.txn(stale)).await.unwrap(),
+            TxnOutcome::Conflict
+        );
+
+        // A's lease ends (as when it stops renewing it); B wins the key.
+        leases.revoke(a).await.unwrap();
+        assert!(
+            !leases.keep_alive(a).await.unwrap(),
+            "a revoked lease is gone"
+        );
+        assert_eq!(
+            raw.get("leader").await.unwrap(),
+            None,
+            "its key went with it"
+        );
+        let b_won = leases
+            .create_leased("leader", b"b".to_vec(), b)
+            .await
+            .unwrap()
+            .expect("B wins once A's key is gone");
+        match fence(won, s.txn(put(3))).await {
+            Err(StoreError::Deposed { key }) => assert_eq!(key, "leader"),
+            other => panic!("A's late write must be refused: {other:?}"),
+        }
+        assert_eq!(s.get("work").await.unwrap().unwrap().value, [1]);
+        assert!(matches!(
+            fence(b_won, s.txn(put(4))).await.unwrap(),
+            TxnOutcome::Committed(_)
+        ));
+        assert!(
+            matches!(s.txn(put(5)).await.unwrap(), TxnOutcome::Committed(_)),
+            "writes outside a fence are not fenced"
+        );
+    });
+}
+
+#[test]
+fn the_embedded_store_has_no_leases_its_one_server_leads() {
+    assert!(embedded().leases().is_none());
 }
