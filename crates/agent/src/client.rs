@@ -32,21 +32,44 @@ pub struct Identity {
     pub secret_access_key: String,
 }
 
+/// A server that could not be reached or did not answer (another may).
+struct Unreached(AgentError);
+
 #[derive(Debug, Clone)]
 pub struct ServerClient {
-    base: String,
+    /// Every server this agent knows (`--server a,b,…`: servers sharing one store).
+    bases: Vec<String>,
+    /// The one it talks to until that one fails.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl ServerClient {
+    /// `server`: one URL, or several separated by commas.
     pub fn new(server: &str) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
+        let bases: Vec<String> = server
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
         ServerClient {
-            base: server.trim_end_matches('/').to_string(),
+            bases: if bases.is_empty() {
+                vec![server.to_string()]
+            } else {
+                bases
+            },
+            current: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             http: Client::builder(TokioExecutor::new()).build(connector),
         }
+    }
+
+    /// The server requests go to now.
+    pub fn base(&self) -> &str {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
     }
 
     async fn post<T: DeserializeOwned>(
@@ -116,6 +139,9 @@ impl ServerClient {
             .await
     }
 
+    /// Sends to the current server; one that cannot be reached or does not answer hands over
+    /// to the next (every agent request may be repeated: polls read, reports apply at most
+    /// once in effect), each server tried once.
     async fn post_signed<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -123,9 +149,43 @@ impl ServerClient {
         key: Option<SigningKey<'_>>,
         timeout: Duration,
     ) -> Result<T, AgentError> {
-        let url = format!("{}{path}", self.base);
-        let host = self
-            .base
+        let mut last = None;
+        for _ in 0..self.bases.len() {
+            let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+            let base = &self.bases[i % self.bases.len()];
+            match self
+                .post_to(base, path, body.clone(), key.as_ref(), timeout)
+                .await
+            {
+                Err(Unreached(e)) if self.bases.len() > 1 => {
+                    tracing::warn!(server = base, error = %e, "the server is unreachable; trying the next");
+                    let _ = self.current.compare_exchange(
+                        i,
+                        i + 1,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    last = Some(e);
+                }
+                Err(Unreached(e)) => return Err(e),
+                Ok(r) => return r,
+            }
+        }
+        Err(last.unwrap_or_else(|| AgentError::Server(format!("{path}: no server answered"))))
+    }
+
+    /// One request to one server: `Err(Unreached)` when it could not be reached or did not
+    /// answer, else its outcome.
+    async fn post_to<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        body: Vec<u8>,
+        key: Option<&SigningKey<'_>>,
+        timeout: Duration,
+    ) -> Result<Result<T, AgentError>, Unreached> {
+        let url = format!("{base}{path}");
+        let host = base
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .to_string();
@@ -133,42 +193,51 @@ impl ServerClient {
             .header("host", &host)
             .header("content-type", "application/json");
         if let Some(key) = key {
-            let headers = sign_request(
-                &key,
+            let headers = match sign_request(
+                key,
                 "POST",
                 &url,
                 &[("host", &host), ("content-type", "application/json")],
                 &body,
                 SystemTime::now(),
-            )
-            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+            ) {
+                Ok(h) => h,
+                Err(e) => return Ok(Err(AgentError::Protocol(e.to_string()))),
+            };
             for (k, v) in headers {
                 req = req.header(k, v);
             }
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let req = match req.body(Full::new(Bytes::from(body))) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(AgentError::Protocol(e.to_string()))),
+        };
         let resp = tokio::time::timeout(timeout, self.http.request(req))
             .await
-            .map_err(|_| AgentError::Server(format!("{path}: no answer within {timeout:?}")))?
-            .map_err(|e| AgentError::Server(format!("{path}: {e}")))?;
+            .map_err(|_| {
+                Unreached(AgentError::Server(format!(
+                    "{path}: no answer within {timeout:?}"
+                )))
+            })?
+            .map_err(|e| Unreached(AgentError::Server(format!("{path}: {e}"))))?;
         let status = resp.status();
         let bytes = tokio::time::timeout(timeout, resp.into_body().collect())
             .await
-            .map_err(|_| AgentError::Server(format!("{path}: the answer stalled")))?
-            .map_err(|e| AgentError::Server(format!("{path}: {e}")))?
+            .map_err(|_| Unreached(AgentError::Server(format!("{path}: the answer stalled"))))?
+            .map_err(|e| Unreached(AgentError::Server(format!("{path}: {e}"))))?
             .to_bytes();
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes).to_string();
-            return Err(if status.as_u16() == 403 || text.contains("AccessDenied") {
-                AgentError::Refused(text)
-            } else {
-                AgentError::Server(format!("{path}: {status}: {text}"))
-            });
+            return Ok(Err(
+                if status.as_u16() == 403 || text.contains("AccessDenied") {
+                    AgentError::Refused(text)
+                } else {
+                    AgentError::Server(format!("{path}: {status}: {text}"))
+                },
+            ));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| AgentError::Protocol(format!("{path}: the answer is not valid: {e}")))
+        Ok(serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::Protocol(format!("{path}: the answer is not valid: {e}"))))
     }
 
     pub async fn join(&self, r: &JoinRequest) -> Result<JoinResponse, AgentError> {

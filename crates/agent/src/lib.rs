@@ -103,7 +103,8 @@ pub enum AgentError {
 /// An agent's flags.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `http://host:port` of a berth server.
+    /// `http://host:port` of a berth server, or of several sharing one store, separated by
+    /// commas: the agent moves to the next when its server cannot be reached.
     pub server: String,
     pub cluster: String,
     /// The cluster's region; `None`: the server's home region.
@@ -266,7 +267,8 @@ fn host_info(
     );
     // Where load balancers reach this host's tasks: the address it uses toward the server,
     // unless `--attribute berth.address=IP` says otherwise.
-    if let Some(ip) = local_address(&cfg.server) {
+    let first = cfg.server.split(',').next().unwrap_or(&cfg.server).trim();
+    if let Some(ip) = local_address(first) {
         attributes.insert(ADDRESS_ATTRIBUTE.into(), Some(ip.to_string()));
     }
     for (k, v) in &cfg.attributes {

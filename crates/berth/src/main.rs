@@ -151,7 +151,8 @@ struct UpArgs {
 
 #[derive(Args, Debug, Clone)]
 struct AgentArgs {
-    /// The berth server, `http://host:port`.
+    /// The berth server, `http://host:port`; for several servers on one store, each of them,
+    /// comma-separated: the agent moves to the next when its server cannot be reached.
     #[arg(long, env = "BERTH_SERVER")]
     server: String,
     /// The cluster to join.

@@ -5,62 +5,13 @@
 mod common;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-struct Proc {
-    child: Child,
-    endpoint: String,
-    /// `host:port` of the registry's `/v2/` listener.
-    registry: String,
-    ak: String,
-    sk: String,
-}
+use common::process::{spawn, Proc};
 
 fn start(dir: &std::path::Path) -> Proc {
     spawn(&["server", "--listen", "127.0.0.1:0"], dir)
-}
-
-/// Runs `berth ARGS --data-dir DIR` and reads the endpoint and credentials it prints.
-fn spawn(args: &[&str], dir: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        // Tests run side by side: each registry on a port of its own.
-        .args(["--registry-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut endpoint, mut ak, mut sk) = (String::new(), String::new(), String::new());
-    let mut registry = String::new();
-    for _ in 0..30 {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(v) = line.strip_prefix("Registry on ") {
-            registry = v.split(':').take(2).collect::<Vec<_>>().join(":");
-        } else if let Some(v) = line.strip_prefix("export AWS_ACCESS_KEY_ID=") {
-            ak = v.into();
-        } else if let Some(v) = line.strip_prefix("export AWS_SECRET_ACCESS_KEY=") {
-            sk = v.into();
-        } else if let Some(v) = line.strip_prefix("export AWS_ENDPOINT_URL=") {
-            endpoint = v.into();
-            break;
-        }
-    }
-    assert!(
-        !endpoint.is_empty() && !ak.is_empty() && !sk.is_empty(),
-        "berth {args:?} printed its endpoint and credentials"
-    );
-    std::thread::spawn(move || lines.for_each(drop));
-    Proc {
-        child,
-        endpoint,
-        registry,
-        ak,
-        sk,
-    }
 }
 
 async fn call(p: &Proc, op: &str, body: Value) -> common::Answer {

@@ -2,8 +2,9 @@
 //! registration token, the long poll that hands an agent its desired tasks, and the reports
 //! that record what the agent observed.
 //!
-//! Presence is kept in memory: every poll is a heartbeat, and an instance is `agentConnected`
-//! while its last heartbeat is younger than [`Config::agent_timeout`](crate::Config).
+//! Presence: every poll is a heartbeat, and an instance is `agentConnected` while its last
+//! heartbeat is younger than [`Config::agent_timeout`](crate::Config) (see [`crate::presence`]
+//! for how several servers share it).
 
 use crate::apply::Registration;
 use crate::auth::{random_secret, AccessKey};
@@ -318,7 +319,7 @@ impl Control {
         if !self.commit(txn).await? {
             return Err(crate::conflict_exhausted("creating the agent's key"));
         }
-        self.agents.heartbeat(&arn);
+        self.heard(&arn).await;
         tracing::info!(instance = arn, host = h.instance_id, "agent joined");
         let (cluster_rec, _) = self.active_cluster(Some(&cluster)).await?;
         Ok(JoinResponse {
@@ -482,7 +483,7 @@ impl Control {
         let mut stop = std::pin::pin!(stop);
         let mut generation = self.state.subscribe(instance_arn);
         loop {
-            self.agents.heartbeat(instance_arn);
+            self.heard(instance_arn).await;
             generation.borrow_and_update();
             let (instance_status, version, policies) =
                 self.desired_version(&cluster, instance_arn).await?;
@@ -538,6 +539,21 @@ impl Control {
         }
     }
 
+    /// A heartbeat from the agent; on a store several servers share, written for the others
+    /// too (at most every quarter of the timeout; a failed write waits for the next).
+    async fn heard(&self, instance_arn: &str) {
+        self.agents.heartbeat(instance_arn);
+        if self.root.leases().is_some() && self.agents.due_to_publish(instance_arn) {
+            let Ok(at) = encode(&crate::now_epoch()) else {
+                return;
+            };
+            let put = Txn::new().put(keys::presence(instance_arn), at);
+            if let Err(e) = self.store.txn(put).await {
+                tracing::warn!(instance = instance_arn, error = %e, "sharing the agent's presence failed");
+            }
+        }
+    }
+
     /// Records the agent's reports; each is applied at most once in effect.
     pub async fn agent_report(
         &self,
@@ -545,7 +561,7 @@ impl Control {
         r: ReportRequest,
     ) -> Result<ReportResponse, EcsError> {
         let (host_cluster, _) = instance_parts(instance_arn)?;
-        self.agents.heartbeat(instance_arn);
+        self.heard(instance_arn).await;
         let mut applied = 0;
         for rep in &r.reports {
             // A task lives in its own cluster, which is its host's but for Fargate capacity.

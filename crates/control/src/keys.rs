@@ -150,6 +150,13 @@ pub fn elb_tags(arn: &str) -> String {
 }
 
 /// `metering/CLUSTER/TASK_ID` → a stopped FARGATE task's metered use (`metering::TaskUsage`).
+/// When an instance's agent was last heard from, by any server (on a store several servers
+/// share): `presence/INSTANCE_ARN`, epoch seconds.
+pub const PRESENCE: &str = "presence/";
+pub fn presence(instance_arn: &str) -> String {
+    format!("{PRESENCE}{instance_arn}")
+}
+
 pub const METERING: &str = "metering/";
 pub fn metering(cluster: &str, id: &str) -> String {
     format!("metering/{cluster}/{id}")

@@ -59,10 +59,10 @@ impl Leadership {
         }
     }
 
-    /// Completes when the standing changes.
-    pub async fn changed(&self) {
+    /// Completes once the standing is other than `seen`.
+    pub async fn changed_from(&self, seen: Standing) {
         let mut rx = self.rx.clone();
-        if rx.changed().await.is_err() {
+        if rx.wait_for(|s| *s != seen).await.is_err() {
             // The campaign ended (the server stops): nothing changes any more.
             std::future::pending::<()>().await;
         }

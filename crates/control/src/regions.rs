@@ -405,7 +405,8 @@ impl Regions {
                     // A user's key is every region's; an agent's is its instance's region's.
                     Some(_) => serde_json::from_slice::<crate::auth::AccessKey>(&kv.value)
                         .is_ok_and(|k| k.instance.is_some()),
-                    None => kv.key != keys::ADMIN_KEY,
+                    // The admin key and the leader's key are the whole server's.
+                    None => kv.key != keys::ADMIN_KEY && kv.key != crate::leader::LEADER_KEY,
                 };
                 if moves {
                     legacy.push(kv);
@@ -740,7 +741,11 @@ impl Regions {
             .and_then(|kv| serde_json::from_slice::<String>(&kv.value).ok())
             .map(|id| keys::access_key(&id));
         for kv in self.root.range("", None, None).await.map_err(store_error)? {
-            if kv.key != keys::ADMIN_KEY && Some(&kv.key) != admin.as_ref() {
+            // The leader's key is this server's standing, not state a reset wipes.
+            if kv.key != keys::ADMIN_KEY
+                && kv.key != crate::leader::LEADER_KEY
+                && Some(&kv.key) != admin.as_ref()
+            {
                 self.root
                     .txn(Txn::new().delete(kv.key.clone()))
                     .await

@@ -1426,6 +1426,7 @@ impl Control {
         let mut next_full = tokio::time::Instant::now();
         loop {
             // Only the leader reconciles, its writes fenced on its leadership.
+            let standing = self.leadership.standing();
             let result = if tokio::time::Instant::now() >= next_full {
                 next_full = tokio::time::Instant::now() + interval;
                 self.state.take_dirty();
@@ -1440,7 +1441,7 @@ impl Control {
             tokio::select! {
                 _ = tokio::time::sleep_until(next_full) => {}
                 // A new leader starts with a full pass.
-                _ = self.leadership.changed() => next_full = tokio::time::Instant::now(),
+                _ = self.leadership.changed_from(standing) => next_full = tokio::time::Instant::now(),
                 _ = self.state.dirty_changed() => {
                     // Let a burst of changes (an agent reporting many tasks) land in one pass.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

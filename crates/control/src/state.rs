@@ -713,6 +713,9 @@ impl State {
     /// revision to follow from.
     pub async fn load(&self, store: &dyn Store) -> Result<Revision, StoreError> {
         let rev = store.revision().await?;
+        for kv in store.range(crate::keys::PRESENCE, None, None).await? {
+            self.heard_elsewhere(&kv);
+        }
         let mut fresh: HashMap<String, ClusterState> = HashMap::new();
         for prefix in ["instances/", "tasks/"] {
             for kv in store.range(prefix, None, None).await? {
@@ -739,6 +742,16 @@ impl State {
         }
         self.applied.send_replace(rev);
         Ok(rev)
+    }
+
+    /// A `presence/` record: when some server last heard an agent.
+    fn heard_elsewhere(&self, kv: &KeyValue) {
+        let Some(arn) = kv.key.strip_prefix(crate::keys::PRESENCE) else {
+            return;
+        };
+        if let Ok(at) = serde_json::from_slice::<f64>(&kv.value) {
+            self.presence.heard_at(arn, at, crate::now_epoch());
+        }
     }
 
     /// Applies a put to a cluster's part; the instances it touched.
@@ -784,6 +797,8 @@ impl State {
                 by_cluster.entry(cluster).or_default().push(e);
             } else if let Some(key) = e.kv.key.strip_prefix("services/") {
                 self.mark_dirty(key);
+            } else if e.kind == EventKind::Put {
+                self.heard_elsewhere(&e.kv);
             }
         }
         for (cluster, events) in by_cluster {

@@ -44,6 +44,8 @@ fn free_port() -> Result<u16, StoreError> {
 impl LocalEtcd {
     /// Starts `n` members with their data under `dir`, and waits until the cluster answers.
     pub fn start(dir: &Path, n: usize) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("etcd's directory {}: {e}", dir.display())))?;
         let mut members = Vec::new();
         for i in 0..n {
             members.push(Member {

@@ -4,6 +4,7 @@
 
 pub mod contract;
 pub mod lb;
+pub mod process;
 pub mod vpc;
 
 use berth_control::{http::Limits, server, Config, Control};
