@@ -256,6 +256,10 @@ struct ServerArgs {
     /// leads (runs the reconcilers), and another takes over within about this long of its end.
     #[arg(long, default_value_t = 5, env = "BERTH_LEADER_TTL", value_parser = clap::value_parser!(u64).range(2..=60))]
     leader_ttl: u64,
+    /// Where the registry's blobs live (default: DATA_DIR/blobs). Several servers on one
+    /// store need one directory they all reach (and one `--registry-key-file`).
+    #[arg(long, env = "BERTH_BLOBS_DIR")]
+    blobs_dir: Option<PathBuf>,
     /// etcd's user, when its authentication is on (the password comes from
     /// BERTH_ETCD_PASSWORD).
     #[arg(long, env = "BERTH_ETCD_USER", requires = "store")]
@@ -631,6 +635,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         ports: args.lb_ports,
     });
     options.storage = Some(server::Storage {
+        blobs_dir: args.blobs_dir.clone(),
         dir: data_dir.clone(),
         blob_key,
         registry: berth_registry::Config {

@@ -417,3 +417,111 @@ async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server
         let _ = p.child.wait();
     }
 }
+
+/// Two servers on one etcd with one blob directory (and one registry key): an image pushed
+/// through one server's registry is pulled through the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_through_one_server_is_pulled_through_another() {
+    use sha2::{Digest, Sha256};
+    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalEtcd::start(&dir.path().join("etcd"), 1).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.url();
+    let blobs = dir.path().join("blobs");
+    let key = dir.path().join("registry.key");
+    let servers: Vec<Proc> = (0..2)
+        .map(|i| {
+            spawn(
+                &[
+                    "server",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--store",
+                    &url,
+                    "--blobs-dir",
+                    blobs.to_str().unwrap(),
+                    "--registry-key-file",
+                    key.to_str().unwrap(),
+                ],
+                &dir.path().join(format!("server{i}")),
+            )
+        })
+        .collect();
+    let (a, b) = (&servers[0], &servers[1]);
+    let created = common::signed_ecr_call(
+        &a.endpoint,
+        "CreateRepository",
+        &json!({"repositoryName": "app"}),
+        &a.ak,
+        &a.sk,
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+
+    let push = common::Reg::basic(&a.registry, &a.ak, &a.sk);
+    let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = b"a layer of bytes pushed through server A".to_vec();
+    for blob in [&config[..], &layer[..]] {
+        let start = push.req("POST", "/v2/app/blobs/uploads/", &[], b"").await;
+        assert_eq!(start.status, 202, "{:?}", start.body);
+        let location = start.headers["location"].to_str().unwrap().to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = push
+            .req(
+                "PUT",
+                &format!("{location}{sep}digest={}", digest(blob)),
+                &[("content-type", "application/octet-stream")],
+                blob,
+            )
+            .await;
+        assert_eq!(put.status, 201, "{:?}", put.body);
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest(&layer), "size": layer.len()}]
+    })
+    .to_string();
+    let put = push
+        .req(
+            "PUT",
+            "/v2/app/manifests/v1",
+            &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+            manifest.as_bytes(),
+        )
+        .await;
+    assert_eq!(put.status, 201, "{:?}", put.body);
+
+    let pull = common::Reg::basic(&b.registry, &b.ak, &b.sk);
+    let got = pull
+        .req(
+            "GET",
+            "/v2/app/manifests/v1",
+            &[("accept", "application/vnd.oci.image.manifest.v1+json")],
+            b"",
+        )
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(&got.body[..], manifest.as_bytes());
+    let got = pull
+        .req(
+            "GET",
+            &format!("/v2/app/blobs/{}", digest(&layer)),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(
+        &got.body[..],
+        &layer[..],
+        "the layer, through the other server"
+    );
+}

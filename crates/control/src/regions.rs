@@ -85,6 +85,9 @@ pub enum Served {
 #[derive(Debug)]
 pub struct Storage {
     pub dir: PathBuf,
+    /// Where every region's registry blobs live (`REGION/` under it), when not under `dir`:
+    /// a directory several servers on one store all reach.
+    pub blobs_dir: Option<PathBuf>,
     /// The key every region's blobs are sealed with.
     pub blob_key: berth_registry::seal::Key,
     /// What every region's registry is; its region and endpoint are set per region.
@@ -170,6 +173,8 @@ struct Region {
 #[derive(Debug)]
 struct StorageTemplate {
     dir: PathBuf,
+    /// Every region's blobs, `REGION/` under it.
+    blobs: PathBuf,
     blob_key: berth_registry::seal::Key,
     registry: berth_registry::Config,
     registry_ip: std::net::IpAddr,
@@ -208,6 +213,7 @@ impl Regions {
                 (
                     Some(s.registry_listener),
                     Some(StorageTemplate {
+                        blobs: s.blobs_dir.unwrap_or_else(|| s.dir.join("blobs")),
                         dir: s.dir,
                         blob_key: s.blob_key,
                         registry: s.registry,
@@ -417,9 +423,9 @@ impl Regions {
             // The blobs of a data dir from before regions are the home region's. Moved first
             // and whenever they are still there, so a stop part way through never leaves the
             // records moved and their blobs behind.
-            let (old, new) = (s.dir.join("registry"), s.dir.join("blobs").join(&self.home));
+            let (old, new) = (s.dir.join("registry"), s.blobs.join(&self.home));
             if old.is_dir() && !new.exists() {
-                std::fs::create_dir_all(s.dir.join("blobs"))
+                std::fs::create_dir_all(&s.blobs)
                     .and_then(|()| std::fs::rename(&old, &new))
                     .map_err(|e| {
                         EcsError::server(format!(
@@ -478,11 +484,9 @@ impl Regions {
                 .map_err(|e| fail("the log store", e.to_string()))?;
             let metrics = berth_cloudwatch::MetricStore::open(&s.dir.join("metrics").join(region))
                 .map_err(|e| fail("the metric store", e.to_string()))?;
-            let blobs = berth_registry::blobs::FsBlobs::open(
-                s.dir.join("blobs").join(region),
-                s.blob_key.clone(),
-            )
-            .map_err(|e| fail("the blob store", e.to_string()))?;
+            let blobs =
+                berth_registry::blobs::FsBlobs::open(s.blobs.join(region), s.blob_key.clone())
+                    .map_err(|e| fail("the blob store", e.to_string()))?;
             control.logs = Some(Arc::new(logs));
             control.cloudwatch = Some(Arc::new(metrics));
             let home_listener = match region == self.home {

@@ -148,6 +148,7 @@ impl TestServer {
         options.service_interval = None;
         options.storage = Some(server::Storage {
             dir: dir.path().to_path_buf(),
+            blobs_dir: None,
             blob_key,
             registry: berth_registry::Config {
                 region: config.region.clone(),
