@@ -18,6 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 const TTL_SECS: u64 = 2;
 
+/// Skipped with `BERTH_SKIP_ETCD=1`, and in the suite's second run on etcd
+/// (`BERTH_TEST_STORE=etcd`): these start etcd clusters of their own either way.
+fn skip() -> bool {
+    std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") || common::on_etcd()
+}
+
 async fn call(p: &Proc, op: &str, body: Value) -> common::Answer {
     let a = common::signed_call(
         &p.endpoint,
@@ -99,7 +105,7 @@ async fn describe(p: &Proc, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_is_killed_and_another_server_carries_on_within_twice_the_ttl() {
-    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") {
+    if skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -252,7 +258,7 @@ async fn running(p: &Proc) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server_dies() {
-    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") || !common::docker_available() {
+    if skip() || !common::docker_available() {
         return;
     }
     // Longer than the agent's poll (20 s): a poll is a heartbeat.
@@ -423,7 +429,7 @@ async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pushed_through_one_server_is_pulled_through_another() {
     use sha2::{Digest, Sha256};
-    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") {
+    if skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
