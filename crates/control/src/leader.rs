@@ -124,6 +124,15 @@ async fn run(
                         let _ = leases.revoke(lease).await;
                         return;
                     }
+                    // The key itself must still be the one this server created (an operator
+                    // may delete it while the lease lives).
+                    match store.get(LEADER_KEY).await {
+                        Ok(Some(kv)) if kv.mod_revision == fence => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the leader's key failed");
+                        }
+                    }
                     match leases.keep_alive(lease).await {
                         Ok(true) => renewed = Instant::now(),
                         Ok(false) => break,

@@ -109,6 +109,14 @@ impl std::fmt::Debug for Etcd {
     }
 }
 
+/// Why a login failed.
+enum Login {
+    /// The member could not be reached (or is unavailable): another may log us in.
+    Unreached(String),
+    /// etcd refused the user or password.
+    Refused(StoreError),
+}
+
 /// What a request's failure says about it.
 enum Failed {
     /// Not sent (the member could not be reached): safe to send to another member.
@@ -125,6 +133,11 @@ impl Etcd {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(3)));
+        // A member whose host dies without a word breaks its connections (a watch's too)
+        // within about 11 s, and the watch resumes on another member.
+        http.set_keepalive(Some(Duration::from_secs(5)));
+        http.set_keepalive_interval(Some(Duration::from_secs(2)));
+        http.set_keepalive_retries(Some(3));
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(http);
@@ -208,7 +221,16 @@ impl Etcd {
             let at = (first + i) % n;
             let endpoint = &self.inner.endpoints[at];
             if self.inner.user.is_some() && self.token().is_none() {
-                self.authenticate(endpoint).await?;
+                match self.authenticate(endpoint).await {
+                    Ok(()) => {}
+                    // This member cannot log us in now: another may.
+                    Err(Login::Unreached(m)) => {
+                        last = m;
+                        i += 1;
+                        continue;
+                    }
+                    Err(Login::Refused(e)) => return Err(e),
+                }
             }
             match self.post(endpoint, path, &body).await {
                 Ok(bytes) => {
@@ -224,14 +246,21 @@ impl Etcd {
                         && !logged_in =>
                 {
                     logged_in = true;
-                    self.authenticate(endpoint).await?;
-                    last = message;
-                    continue;
+                    match self.authenticate(endpoint).await {
+                        // Resent to the same member with the new token.
+                        Ok(()) => continue,
+                        Err(Login::Unreached(m)) => last = format!("{message}; {m}"),
+                        Err(Login::Refused(e)) => return Err(e),
+                    }
                 }
                 Err(Failed::Answered { code, message }) => {
-                    // Unavailable (no leader, leader changed) is worth another member for a
-                    // read; any other answer is etcd's verdict.
-                    if !(repeatable && code == 14) {
+                    // Unavailable is worth another member for a read; for a write only when
+                    // etcd refused it before proposing it (this member has no leader, or is
+                    // not able to serve yet), never when its outcome is unknown ("leader
+                    // changed", "request timed out"). Any other answer is etcd's verdict.
+                    let unproposed =
+                        message.contains("no leader") || message.contains("not capable");
+                    if !(code == 14 && (repeatable || unproposed)) {
                         return Err(answered(path, &message));
                     }
                     last = message;
@@ -251,25 +280,27 @@ impl Etcd {
         )))
     }
 
-    async fn authenticate(&self, endpoint: &str) -> Result<(), StoreError> {
+    /// Logs in at `endpoint`; the token it had stays in use until a new one replaces it.
+    async fn authenticate(&self, endpoint: &str) -> Result<(), Login> {
         let Some((user, password)) = &self.inner.user else {
             return Ok(());
         };
-        *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let body = json!({"name": user, "password": password});
         let bytes = match self.post(endpoint, "/v3/auth/authenticate", &body).await {
             Ok(b) => b,
+            Err(Failed::Answered { code: 14, message }) => {
+                return Err(Login::Unreached(format!("{endpoint}: {message}")))
+            }
             Err(Failed::Answered { message, .. }) => {
-                return Err(StoreError::Backend(format!(
+                return Err(Login::Refused(StoreError::Backend(format!(
                     "etcd refused the login of {user:?}: {message}"
-                )))
+                ))))
             }
-            Err(Failed::Unsent(m) | Failed::Unknown(m)) => {
-                return Err(StoreError::Backend(format!("logging in to etcd: {m}")))
-            }
+            Err(Failed::Unsent(m) | Failed::Unknown(m)) => return Err(Login::Unreached(m)),
         };
-        let r: AuthResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Backend(format!("etcd's login answer: {e}")))?;
+        let r: AuthResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            Login::Refused(StoreError::Backend(format!("etcd's login answer: {e}")))
+        })?;
         *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.token);
         Ok(())
     }
@@ -778,8 +809,11 @@ impl Etcd {
             // is never taken for a quiet store.
             .header("grpc-metadata-hasleader", "true");
         if self.inner.user.is_some() && self.token().is_none() {
-            if let Err(e) = self.authenticate(endpoint).await {
-                return Followed::Broken(e.to_string());
+            match self.authenticate(endpoint).await {
+                Ok(()) => {}
+                Err(Login::Unreached(m)) => return Followed::Broken(m),
+                // A refused login stays refused: the watcher hears of it.
+                Err(Login::Refused(e)) => return Followed::Final(e),
             }
         }
         if let Some(t) = self.token() {
