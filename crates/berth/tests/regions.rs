@@ -844,7 +844,13 @@ async fn ecr_replicates_pushed_images_to_other_regions() {
         serde_json::json!([])
     );
 
-    // A copy a stopped server left IN_PROGRESS is FAILED at the next start, saying why.
+    // A copy a stopped server left IN_PROGRESS is FAILED at the next start, saying why. Only
+    // on a store one server owns: on one several servers share (etcd), another may still be
+    // copying, and such a copy is left as it is (the README's "Not yet").
+    if common::on_etcd() {
+        s.stop().await;
+        return;
+    }
     {
         use berth_store::Txn;
         let key = format!("ecr/replication-status/prod/app@{pushed}");
@@ -927,6 +933,8 @@ async fn a_store_from_before_regions_becomes_the_home_regions() {
         .into_iter()
         .map(|kv| kv.key)
         .filter(|k| !k.starts_with("regions/") && !k.starts_with("auth/"))
+        // The key of the server that leads, on a store several servers can share.
+        .filter(|k| k != berth_control::leader::LEADER_KEY)
         .collect();
     assert!(stray.is_empty(), "records left at the root: {stray:?}");
     s.stop().await;
