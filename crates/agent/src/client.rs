@@ -32,7 +32,7 @@ pub struct Identity {
     pub secret_access_key: String,
 }
 
-/// A server that could not be reached or did not answer (another may).
+/// A server that could not be reached, did not answer or failed with a 5xx (another may).
 struct Unreached(AgentError);
 
 #[derive(Debug, Clone)]
@@ -139,8 +139,8 @@ impl ServerClient {
             .await
     }
 
-    /// Sends to the current server; one that cannot be reached or does not answer hands over
-    /// to the next (every agent request may be repeated: polls read, reports apply at most
+    /// Sends to the current server; one that cannot be reached, does not answer or fails
+    /// (5xx) hands over to the next (every agent request may be repeated: polls read, reports apply at most
     /// once in effect), each server tried once.
     async fn post_signed<T: DeserializeOwned>(
         &self,
@@ -158,7 +158,7 @@ impl ServerClient {
                 .await
             {
                 Err(Unreached(e)) if self.bases.len() > 1 => {
-                    tracing::warn!(server = base, error = %e, "the server is unreachable; trying the next");
+                    tracing::warn!(server = base, error = %e, "the server is unreachable or failing; trying the next");
                     let _ = self.current.compare_exchange(
                         i,
                         i + 1,
@@ -226,6 +226,14 @@ impl ServerClient {
             .map_err(|_| Unreached(AgentError::Server(format!("{path}: the answer stalled"))))?
             .map_err(|e| Unreached(AgentError::Server(format!("{path}: {e}"))))?
             .to_bytes();
+        if status.is_server_error() {
+            // A server that fails (one cut off from its store answers 500 or 503) is passed
+            // over like one that cannot be reached.
+            let text = String::from_utf8_lossy(&bytes).to_string();
+            return Err(Unreached(AgentError::Server(format!(
+                "{path}: {status}: {text}"
+            ))));
+        }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes).to_string();
             return Ok(Err(

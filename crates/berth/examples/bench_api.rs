@@ -1,5 +1,7 @@
 //! `bench/run api`: signed RegisterTaskDefinition, then DescribeTaskDefinition, from 8
 //! concurrent clients on loopback against the release `berth server` (store fsync on).
+//! With `BENCH_SERVERS=N` (N > 1), against N servers sharing a three-member etcd, client `c`
+//! calling server `c % N` (`bench/run ha` runs it both ways).
 //! Last line: `api: register_rps=N describe_rps=N describe_p99_ms=N`.
 #![allow(clippy::unwrap_used)]
 
@@ -24,7 +26,7 @@ async fn call(client: &common::Client, t: &Target, op: &str, body: &str) -> u16 
 
 /// Runs `op` from CLIENTS clients for PHASE; returns (requests/s, p99 ms).
 async fn phase(
-    t: std::sync::Arc<Target>,
+    targets: std::sync::Arc<Vec<Target>>,
     op: &'static str,
     body: impl Fn(usize, usize) -> String + Send + Sync + 'static,
 ) -> (f64, f64) {
@@ -32,14 +34,15 @@ async fn phase(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (t, body) = (t.clone(), body.clone());
+        let (targets, body) = (targets.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
+            let t = &targets[c % targets.len()];
             let client = common::client();
             let mut lat = Vec::new();
             let mut i = 0;
             while start.elapsed() < PHASE {
                 let t0 = Instant::now();
-                let status = call(&client, &t, op, &body(c, i)).await;
+                let status = call(&client, t, op, &body(c, i)).await;
                 assert_eq!(status, 200, "{op} failed");
                 lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                 i += 1;
@@ -62,14 +65,21 @@ async fn main() {
     let bin = std::env::args()
         .nth(1)
         .expect("usage: bench_api PATH_TO_BERTH");
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = common::spawn(&bin, &["server", "--listen", "127.0.0.1:0"], dir.path());
-    let (endpoint, ak, sk) = (
-        server.endpoint.clone(),
-        server.ak.clone(),
-        server.sk.clone(),
+    let plane = common::Plane::start(
+        &bin,
+        &["server", "--listen", "127.0.0.1:0"],
+        common::servers_wanted(),
     );
-    let t = std::sync::Arc::new(Target { endpoint, ak, sk });
+    let t: Vec<Target> = plane
+        .servers
+        .iter()
+        .map(|s| Target {
+            endpoint: s.endpoint.clone(),
+            ak: s.ak.clone(),
+            sk: s.sk.clone(),
+        })
+        .collect();
+    let t = std::sync::Arc::new(t);
     let td = |c: usize, _i: usize| {
         format!(
             r#"{{"family":"bench{c}","containerDefinitions":[{{"name":"web","image":"busybox","memory":128,"portMappings":[{{"containerPort":80}}],"environment":[{{"name":"A","value":"1"}}]}}]}}"#
@@ -80,10 +90,10 @@ async fn main() {
         format!(r#"{{"taskDefinition":"bench{c}:{}"}}"#, i % 50 + 1)
     })
     .await;
-    server.child.kill().unwrap();
-    let _ = server.child.wait();
+    let kind = plane.kind();
+    plane.stop();
     println!(
-        "clients={CLIENTS} phase_s={} register_p99_ms={register_p99:.2}",
+        "store={kind} clients={CLIENTS} phase_s={} register_p99_ms={register_p99:.2}",
         PHASE.as_secs()
     );
     println!("api: register_rps={register_rps:.0} describe_rps={describe_rps:.0} describe_p99_ms={describe_p99:.2}");

@@ -40,6 +40,10 @@
 //! `bench/run scale` raises the open-file limit (`ulimit -n`) before starting the benchmark,
 //! which the server inherits; the benchmark warns when the limit is too low for N.
 //!
+//! With `BENCH_SERVERS=N` (N > 1) each phase runs N servers on a three-member etcd instead
+//! (`bench/run ha` does): agent `i` joins and polls server `i % N`, the admin's calls go round
+//! the servers, and `rss_mib` is the servers' peak RSS added up (etcd's not counted).
+//!
 //! Each phase prints its own line `phaseK: instances=…`; the last line is `scale: instances=N
 //! tasks=N place_rps=N running_s=N api_p99_ms=N rss_mib=N overcommit=N duplicates=N` for the
 //! last phase run.
@@ -312,21 +316,30 @@ type Call = (&'static str, f64, bool);
 /// The admin's signed ECS client; it times every call.
 struct Admin {
     client: common::Client,
-    endpoint: String,
+    /// Every server's endpoint; calls go round them.
+    endpoints: Vec<String>,
+    next: AtomicUsize,
     ak: String,
     sk: String,
     calls: Mutex<Vec<Call>>,
 }
 
 impl Admin {
-    fn new(server: &common::Berth) -> Self {
+    fn new(plane: &common::Plane) -> Self {
+        let server = &plane.servers[0];
         Admin {
             client: pooled_client(),
-            endpoint: server.endpoint.clone(),
+            endpoints: plane.servers.iter().map(|s| s.endpoint.clone()).collect(),
+            next: AtomicUsize::new(0),
             ak: server.ak.clone(),
             sk: server.sk.clone(),
             calls: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The server the next call goes to.
+    fn endpoint(&self) -> &str {
+        &self.endpoints[self.next.fetch_add(1, Relaxed) % self.endpoints.len()]
     }
 
     fn key(&self) -> SigningKey<'_> {
@@ -349,13 +362,14 @@ impl Admin {
     /// One ECS call; the answer when it is a 200.
     async fn ecs(&self, op: &'static str, body: Value) -> Result<Value, String> {
         let body = body.to_string().into_bytes();
+        let endpoint = self.endpoint();
         let headers =
-            sigv4::ecs_request_headers(&self.key(), &self.endpoint, op, &body, SystemTime::now())
+            sigv4::ecs_request_headers(&self.key(), endpoint, op, &body, SystemTime::now())
                 .map_err(|e| format!("{op}: cannot sign: {e}"))?;
         let t0 = Instant::now();
         let answer = send(
             &self.client,
-            &format!("{}/", self.endpoint),
+            &format!("{endpoint}/"),
             headers,
             body,
             API_TIMEOUT,
@@ -379,7 +393,7 @@ impl Admin {
         let body = json!({ "cluster": CLUSTER }).to_string().into_bytes();
         let bytes = signed_post(
             &self.client,
-            &self.endpoint,
+            self.endpoint(),
             berth_control::http::JOIN_TOKEN_PATH,
             body,
             Some(self.key()),
@@ -426,6 +440,8 @@ async fn setup(admin: &Admin) -> (String, String) {
 
 /// What one agent got from its join.
 struct Joined {
+    /// The server this agent joined and polls.
+    endpoint: String,
     arn: String,
     access_key: String,
     secret: String,
@@ -487,7 +503,8 @@ impl Stop {
 /// What every agent shares: the connection pool, the stop signal and the counters.
 struct Fleet {
     client: common::Client,
-    endpoint: String,
+    /// Every server's endpoint: agent `i` uses the `i % N`th.
+    endpoints: Vec<String>,
     stop: watch::Receiver<bool>,
     deadline: Instant,
     /// Tasks whose RUNNING report was acknowledged and that were not stopped since.
@@ -503,10 +520,10 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn new(endpoint: &str, stop: watch::Receiver<bool>, deadline: Instant) -> Self {
+    fn new(endpoints: Vec<String>, stop: watch::Receiver<bool>, deadline: Instant) -> Self {
         Fleet {
             client: pooled_client(),
-            endpoint: endpoint.to_string(),
+            endpoints,
             stop,
             deadline,
             running: AtomicUsize::new(0),
@@ -563,18 +580,12 @@ async fn join(fleet: &Fleet, token: &str, i: usize) -> Result<Joined, String> {
         region: None,
     })
     .map_err(|e| e.to_string())?;
-    let bytes = signed_post(
-        &fleet.client,
-        &fleet.endpoint,
-        JOIN_PATH,
-        body,
-        None,
-        JOIN_TIMEOUT,
-    )
-    .await?;
+    let endpoint = &fleet.endpoints[i % fleet.endpoints.len()];
+    let bytes = signed_post(&fleet.client, endpoint, JOIN_PATH, body, None, JOIN_TIMEOUT).await?;
     let r: JoinResponse =
         serde_json::from_slice(&bytes).map_err(|e| format!("the join answer: {e}"))?;
     Ok(Joined {
+        endpoint: endpoint.clone(),
         arn: r.container_instance_arn,
         access_key: r.access_key_id,
         secret: r.secret_access_key,
@@ -596,7 +607,7 @@ async fn poll(
     .map_err(|e| e.to_string())?;
     let bytes = signed_post(
         &fleet.client,
-        &fleet.endpoint,
+        &me.endpoint,
         POLL_PATH,
         body,
         Some(me.key()),
@@ -612,7 +623,7 @@ async fn report(fleet: &Fleet, me: &Joined, reports: Vec<TaskReport>) -> Result<
     let t0 = Instant::now();
     signed_post(
         &fleet.client,
-        &fleet.endpoint,
+        &me.endpoint,
         REPORT_PATH,
         body,
         Some(me.key()),
@@ -1395,8 +1406,7 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
             s.instances
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::spawn(
+    let plane = common::Plane::start(
         bin,
         &[
             "server",
@@ -1405,16 +1415,18 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
             "--agent-timeout",
             "3600",
         ],
-        dir.path(),
+        common::servers_wanted(),
     );
-    let pid = server.child.id();
-    let admin = Arc::new(Admin::new(&server));
+    let server = &plane.servers[0];
+    let pids: Vec<u32> = plane.servers.iter().map(|s| s.child.id()).collect();
+    let admin = Arc::new(Admin::new(&plane));
     let (td, token) = setup(&admin).await;
 
     // The fleet: agents run until told to stop; the deadline only bounds a runaway.
     let (stop_tx, stop_rx) = watch::channel(false);
     let fleet_deadline = Instant::now() + s.limit * 2 + AUDIT_LIMIT;
-    let fleet = Arc::new(Fleet::new(&server.endpoint, stop_rx, fleet_deadline));
+    let endpoints = plane.servers.iter().map(|s| s.endpoint.clone()).collect();
+    let fleet = Arc::new(Fleet::new(endpoints, stop_rx, fleet_deadline));
     let t_join = Instant::now();
     let (agents, join_ms) = join_fleet(
         &fleet,
@@ -1439,10 +1451,10 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
     let job = Arc::new(Job { spec, td });
     let run = drive(&admin, &fleet, &job, s.limit).await;
     let calls = admin.take_calls();
-    let rss_mib = peak_rss_mib(pid);
+    let rss_mib: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
     let (cli, pages) = match spec.measure {
-        Measure::Cli => (Some(time_cli(bin, &server, &service_name(0)).await), None),
-        Measure::Pages => (None, Some(time_pages(&server).await)),
+        Measure::Cli => (Some(time_cli(bin, server, &service_name(0)).await), None),
+        Measure::Pages => (None, Some(time_pages(server).await)),
         Measure::Nothing => (None, None),
     };
 
@@ -1455,8 +1467,8 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
     let agents_running: usize = states.iter().map(AgentState::running).sum();
     let checks = audit(&admin, &held, run.complete, Instant::now() + AUDIT_LIMIT).await;
     let twice = duplicates(&states);
-    server.stop();
-    drop(dir);
+    let kind = plane.kind();
+    plane.stop();
 
     let p = &run.progress;
     println!(
@@ -1510,7 +1522,7 @@ async fn run_phase(bin: &str, s: &Settings, spec: PhaseSpec) -> Figures {
         cli,
         pages,
     };
-    println!("{name}: {figures}");
+    println!("{name}: store={kind} {figures}");
     figures
 }
 

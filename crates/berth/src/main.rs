@@ -249,7 +249,8 @@ struct ServerArgs {
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The state store: the embedded one in the data dir (default), or an etcd cluster,
-    /// `etcd://host:port[,host:port…]`. Blobs, logs and metrics stay in the data dir.
+    /// `etcd://host:port[,host:port…]` (`etcds://…` over TLS, with `--etcd-ca`). Blobs, logs
+    /// and metrics stay in the data dir.
     #[arg(long, env = "BERTH_STORE")]
     store: Option<String>,
     /// On etcd, the TTL (seconds) of the leader's lease: several servers share one etcd, one
@@ -264,6 +265,15 @@ struct ServerArgs {
     /// BERTH_ETCD_PASSWORD).
     #[arg(long, env = "BERTH_ETCD_USER", requires = "store")]
     etcd_user: Option<String>,
+    /// For `etcds://`: the CA (PEM) that signed the etcd members' certificates.
+    #[arg(long, env = "BERTH_ETCD_CA", requires = "store")]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd, when it checks clients' (`--client-cert-auth`).
+    #[arg(long, env = "BERTH_ETCD_CERT", requires_all = ["etcd_ca", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "BERTH_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
     /// The home region: the one Berth's banner, CLI and agents use unless told otherwise.
     /// Every region in `--regions` is served too, each with its own state.
     #[arg(long, default_value = "us-east-1", env = "BERTH_REGION")]
@@ -589,6 +599,12 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
                     "--etcd-user needs the password in the environment variable BERTH_ETCD_PASSWORD",
                 )?;
                 options.user = Some((user.clone(), password));
+            }
+            if let Some(ca) = &args.etcd_ca {
+                options.tls = Some(berth_store::EtcdTls {
+                    ca: ca.clone(),
+                    client: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+                });
             }
             Arc::new(
                 berth_store::Etcd::connect(options)

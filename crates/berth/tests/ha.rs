@@ -11,10 +11,11 @@
 mod common;
 
 use berth_store::local_etcd::LocalEtcd;
-use berth_store::{Etcd, EtcdOptions, Store};
+use berth_store::{Etcd, EtcdOptions};
+use common::ha::{self, leader, ok};
 use common::process::{spawn, KillOnDrop, Proc};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const TTL_SECS: u64 = 2;
 
@@ -24,73 +25,14 @@ fn skip() -> bool {
     std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") || common::on_etcd()
 }
 
-async fn call(p: &Proc, op: &str, body: Value) -> common::Answer {
-    let a = common::signed_call(
-        &p.endpoint,
-        op,
-        &body.to_string(),
-        &p.ak,
-        &p.sk,
-        SystemTime::now(),
-    )
-    .await;
-    common::contract::check_answer(op, &a);
-    a
-}
-
-async fn ok(p: &Proc, op: &str, body: Value) -> Value {
-    let a = call(p, op, body).await;
-    assert_eq!(a.status, 200, "{op} on {}: {}", p.endpoint, a.body);
-    a.body
-}
-
-/// `berth server` processes on `url`'s etcd, with a lease of `TTL_SECS` and agents gone
-/// after `agent_timeout` seconds.
+/// `n` servers on `url`'s etcd, with a lease of `TTL_SECS` and agents gone after
+/// `agent_timeout` seconds.
 fn servers(dir: &std::path::Path, url: &str, n: usize, agent_timeout: u64) -> Vec<Proc> {
-    let ttl = TTL_SECS.to_string();
-    let timeout = agent_timeout.to_string();
-    (0..n)
-        .map(|i| {
-            spawn(
-                &[
-                    "server",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--store",
-                    url,
-                    "--leader-ttl",
-                    &ttl,
-                    "--agent-timeout",
-                    &timeout,
-                    "--lb-address",
-                    "127.0.0.1",
-                ],
-                &dir.join(format!("server{i}")),
-            )
-        })
-        .collect()
+    ha::servers(dir, &vec![url.to_string(); n], TTL_SECS, agent_timeout)
 }
 
-/// The index of the server that leads, once one does.
 async fn wait_leader(etcd: &Etcd, servers: &[Proc]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(l) = leader(etcd).await {
-            return servers
-                .iter()
-                .position(|p| p.endpoint.ends_with(&l))
-                .unwrap_or_else(|| panic!("the leader {l} is one of the servers"));
-        }
-        assert!(Instant::now() < deadline, "no server took the lead");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Which server holds the leader key: its endpoint's `host:port`.
-async fn leader(etcd: &Etcd) -> Option<String> {
-    let kv = etcd.get("leader").await.unwrap()?;
-    let v = String::from_utf8(kv.value).unwrap();
-    v.split(' ').next().map(str::to_string)
+    ha::wait_leader(etcd, servers, Duration::from_secs(20)).await
 }
 
 async fn describe(p: &Proc, name: &str) -> Value {
@@ -530,4 +472,55 @@ async fn an_image_pushed_through_one_server_is_pulled_through_another() {
         &layer[..],
         "the layer, through the other server"
     );
+}
+
+/// `berth server` on an etcd that serves clients over TLS only and checks their certificates:
+/// with `etcds://`, `--etcd-ca`, `--etcd-cert` and `--etcd-key` it serves the API; without a
+/// CA it refuses to start, naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_reaches_etcd_over_tls_with_a_client_certificate() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = berth_store::local_etcd::Certs::make(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = LocalEtcd::start_with(&dir.path().join("etcd"), 1, Some(certs.member()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.url();
+    assert!(url.starts_with("etcds://"), "{url}");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ca, cert, key) = (
+        path(&certs.ca),
+        path(&certs.client.0),
+        path(&certs.client.1),
+    );
+    let server = spawn(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+            "--etcd-ca",
+            &ca,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+        ],
+        &dir.path().join("server"),
+    );
+    ok(&server, "CreateCluster", json!({"clusterName": "tls"})).await;
+    let d = ok(&server, "DescribeClusters", json!({"clusters": ["tls"]})).await;
+    assert_eq!(d["clusters"][0]["status"], "ACTIVE", "{d}");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--listen", "127.0.0.1:0", "--store", &url])
+        .arg("--data-dir")
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "no CA, no server");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--etcd-ca"), "{err}");
 }

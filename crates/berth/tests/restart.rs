@@ -8,24 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use common::ha::call;
 use common::process::{spawn, Proc};
 
 fn start(dir: &std::path::Path) -> Proc {
     spawn(&["server", "--listen", "127.0.0.1:0"], dir)
-}
-
-async fn call(p: &Proc, op: &str, body: Value) -> common::Answer {
-    let a = common::signed_call(
-        &p.endpoint,
-        op,
-        &body.to_string(),
-        &p.ak,
-        &p.sk,
-        SystemTime::now(),
-    )
-    .await;
-    common::contract::check_answer(op, &a);
-    a
 }
 
 #[tokio::test]

@@ -100,6 +100,8 @@ async fn run(
         }
         // Someone leads: nothing to campaign for until its key is gone.
         let held = matches!(store.get(LEADER_KEY).await, Ok(Some(_)));
+        // The lease runs from before it was asked for, at the latest.
+        let asked = Instant::now();
         let outcome = match held {
             true => Ok(None),
             false => try_to_lead(leases, &me, ttl).await,
@@ -112,8 +114,10 @@ async fn run(
                     "leading: reconcilers and housekeeping run here"
                 );
                 tx.send_replace(Standing::Leader { fence });
-                let mut renewed = Instant::now();
-                loop {
+                // When the lease was last renewed, as this server can be sure of: before the
+                // renewal was sent. etcd counts the TTL from when it got the request, later.
+                let mut renewed = asked;
+                let why = loop {
                     let stopped = tokio::select! {
                         _ = tokio::time::sleep(beat) => false,
                         _ = stop.wait_for(|s| *s) => true,
@@ -124,29 +128,37 @@ async fn run(
                         let _ = leases.revoke(lease).await;
                         return;
                     }
+                    // A store that does not answer (a partition) must not keep this server
+                    // leading past its lease: the checks get what is left of it.
+                    let left = ttl.saturating_sub(renewed.elapsed());
+                    let sent = Instant::now();
+                    let checked = tokio::time::timeout(left, async {
+                        (store.get(LEADER_KEY).await, leases.keep_alive(lease).await)
+                    })
+                    .await;
+                    let Ok((key, alive)) = checked else {
+                        break "the store did not answer before the lease ran out";
+                    };
                     // The key itself must still be the one this server created (an operator
                     // may delete it while the lease lives).
-                    match store.get(LEADER_KEY).await {
+                    match key {
                         Ok(Some(kv)) if kv.mod_revision == fence => {}
-                        Ok(_) => break,
+                        Ok(_) => break "its key was deleted or replaced",
                         Err(e) => {
                             tracing::warn!(error = %e, "reading the leader's key failed");
                         }
                     }
-                    match leases.keep_alive(lease).await {
-                        Ok(true) => renewed = Instant::now(),
-                        Ok(false) => break,
+                    match alive {
+                        Ok(true) => renewed = sent,
+                        Ok(false) => break "the lease had expired",
                         // A member or the network failing: the lease still runs for a while.
                         Err(e) if renewed.elapsed() < ttl => {
                             tracing::warn!(error = %e, "renewing the leader's lease failed; retrying");
                         }
-                        Err(_) => break,
+                        Err(_) => break "the lease could not be renewed in time",
                     }
-                }
-                tracing::warn!(
-                    server = me,
-                    "no longer leading: the lease could not be renewed"
-                );
+                };
+                tracing::warn!(server = me, reason = why, "no longer leading");
                 tx.send_replace(Standing::Follower);
                 let _ = leases.revoke(lease).await;
             }

@@ -61,7 +61,7 @@ pub(crate) struct NewSet {
     pub status: &'static str,
 }
 
-/// A new task set of service `s` (named `name` in `cluster`), as ECS shows it at creation.
+/// A new task set of service `s` in `cluster`, made from `n`, as ECS shows it at creation.
 pub(crate) fn new_task_set(
     region: &str,
     account: &str,
@@ -153,7 +153,7 @@ fn set_id(ident: &str) -> &str {
 
 impl Control {
     /// The service (ACTIVE, of task sets) a task-set call names, with its record.
-    async fn external_service(
+    async fn task_set_service(
         &self,
         cluster: Option<&str>,
         service: Option<&str>,
@@ -223,7 +223,7 @@ impl Control {
         crate::check_tags(&tags)?;
         for _ in 0..CAS_ATTEMPTS {
             let (cluster, mut s, kv) = self
-                .external_service(r.cluster.as_deref(), r.service.as_deref())
+                .task_set_service(r.cluster.as_deref(), r.service.as_deref())
                 .await?;
             let name = s.service_name.clone().unwrap_or_default();
             // The same clientToken is the same request: its task set again.
@@ -360,7 +360,7 @@ impl Control {
         change: impl Fn(&mut Service, usize) -> Result<(), EcsError>,
     ) -> Result<TaskSet, EcsError> {
         for _ in 0..CAS_ATTEMPTS {
-            let (cluster, mut s, kv) = self.external_service(cluster, service).await?;
+            let (cluster, mut s, kv) = self.task_set_service(cluster, service).await?;
             let i = s
                 .task_sets
                 .as_deref()

@@ -44,20 +44,32 @@ pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     /// A user and password, when etcd's authentication is on.
     pub user: Option<(String, String)>,
+    /// The URL said `etcds://` (or `https://`): the members are reached over TLS, which
+    /// needs `tls`.
+    pub secure: bool,
+    /// The certificates for TLS.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates (PEM), and a client
+/// certificate and its key (PEM) when etcd checks clients' (`--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl EtcdOptions {
-    /// `etcd://host:port,host:port,…` (also `http://`, or bare addresses).
+    /// `etcd://host:port,host:port,…` (also `http://`, or bare addresses), or `etcds://…`
+    /// (also `https://`) for TLS.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let secure = url.starts_with("https://") || url.starts_with("etcds://");
         let rest = url
             .strip_prefix("etcd://")
             .or_else(|| url.strip_prefix("http://"))
+            .or_else(|| url.strip_prefix("etcds://"))
+            .or_else(|| url.strip_prefix("https://"))
             .unwrap_or(url);
-        if url.starts_with("https://") || url.starts_with("etcds://") {
-            return Err(StoreError::Backend(
-                "etcd over TLS is not supported yet: give etcd://host:port".into(),
-            ));
-        }
         let endpoints: Vec<String> = rest
             .split(',')
             .map(|e| e.trim().trim_end_matches('/').to_string())
@@ -81,7 +93,52 @@ impl EtcdOptions {
         Ok(EtcdOptions {
             endpoints,
             user: None,
+            secure,
+            tls: None,
         })
+    }
+}
+
+fn tls_error(what: &str, path: &std::path::Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("etcd TLS: {what} {}: {e}", path.display()))
+}
+
+/// The client's TLS configuration: `tls`'s CA as the only root, and its client certificate.
+fn tls_config(tls: Option<&EtcdTls>) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Backend(format!("etcd TLS: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(t) = tls {
+        let certs = CertificateDer::pem_file_iter(&t.ca)
+            .map_err(|e| tls_error("reading the CA", &t.ca, e))?;
+        for c in certs {
+            let c = c.map_err(|e| tls_error("reading the CA", &t.ca, e))?;
+            roots
+                .add(c)
+                .map_err(|e| tls_error("the CA certificate in", &t.ca, e))?;
+        }
+        if roots.is_empty() {
+            return Err(tls_error("no certificate in", &t.ca, "give the CA in PEM"));
+        }
+    }
+    let builder = builder.with_root_certificates(roots);
+    match tls.and_then(|t| t.client.as_ref()) {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| tls_error("reading the client certificate", cert, e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls_error("reading the client certificate", cert, e))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| tls_error("reading the client key", key, e))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| tls_error("the client certificate", cert, e))
+        }
     }
 }
 
@@ -95,7 +152,9 @@ struct Inner {
     endpoints: Vec<String>,
     /// The member that answered last: requests go there first.
     preferred: AtomicUsize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `http` or `https`.
+    scheme: &'static str,
     user: Option<(String, String)>,
     token: Mutex<Option<String>>,
 }
@@ -130,7 +189,23 @@ enum Failed {
 impl Etcd {
     /// Connects to etcd and checks that a member answers.
     pub async fn connect(options: EtcdOptions) -> Result<Self, StoreError> {
+        match (options.secure, &options.tls) {
+            (true, None) => {
+                return Err(StoreError::Backend(
+                    "etcds:// needs the CA that signed etcd's certificates (--etcd-ca)".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(StoreError::Backend(
+                    "TLS certificates were given for etcd:// (plain HTTP): give etcds://".into(),
+                ))
+            }
+            _ => {}
+        }
+        let tls = tls_config(options.tls.as_ref())?;
         let mut http = HttpConnector::new();
+        // The TLS layer takes https:// URLs.
+        http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(3)));
         // A member whose host dies without a word breaks its connections (a watch's too)
@@ -138,14 +213,20 @@ impl Etcd {
         http.set_keepalive(Some(Duration::from_secs(5)));
         http.set_keepalive_interval(Some(Duration::from_secs(2)));
         http.set_keepalive_retries(Some(3));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(http);
+            .build(https);
         let etcd = Etcd {
             inner: Arc::new(Inner {
                 endpoints: options.endpoints,
                 preferred: AtomicUsize::new(0),
                 client,
+                scheme: if options.secure { "https" } else { "http" },
                 user: options.user,
                 token: Mutex::new(None),
             }),
@@ -164,7 +245,7 @@ impl Etcd {
 
     /// One POST to one member.
     async fn post(&self, endpoint: &str, path: &str, body: &Value) -> Result<Bytes, Failed> {
-        let mut req = http::Request::post(format!("http://{endpoint}{path}"))
+        let mut req = http::Request::post(format!("{}://{endpoint}{path}", self.inner.scheme))
             .header(http::header::CONTENT_TYPE, "application/json");
         if let Some(t) = self.token() {
             req = req.header(http::header::AUTHORIZATION, t);
@@ -803,7 +884,7 @@ impl Etcd {
             "range_end": B64.encode(end),
             "start_revision": (*from + 1).to_string(),
         }});
-        let mut req = http::Request::post(format!("http://{endpoint}/v3/watch"))
+        let mut req = http::Request::post(format!("{}://{endpoint}/v3/watch", self.inner.scheme))
             .header(http::header::CONTENT_TYPE, "application/json")
             // Cancelled by a member that loses its leader, so a partitioned member's silence
             // is never taken for a quiet store.
@@ -944,10 +1025,11 @@ mod tests {
         assert!(EtcdOptions::parse("etcd://").is_err());
         let e = EtcdOptions::parse("etcd://host").unwrap_err().to_string();
         assert!(e.contains("\"host\" is not an etcd endpoint"), "{e}");
-        assert!(EtcdOptions::parse("https://h:1")
-            .unwrap_err()
-            .to_string()
-            .contains("TLS"));
+        assert!(!o.secure);
+        let tls = EtcdOptions::parse("etcds://h:1,h:2").unwrap();
+        assert!(tls.secure, "etcds:// is TLS");
+        assert_eq!(tls.endpoints, ["h:1", "h:2"]);
+        assert!(EtcdOptions::parse("https://h:1").unwrap().secure);
     }
 
     #[test]

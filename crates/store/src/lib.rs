@@ -16,7 +16,7 @@ mod fenced;
 pub mod local_etcd;
 mod prefixed;
 pub use embedded::Embedded;
-pub use etcd::{Etcd, EtcdOptions};
+pub use etcd::{Etcd, EtcdOptions, EtcdTls};
 pub use fenced::{fence, Fenced};
 pub use prefixed::Prefixed;
 

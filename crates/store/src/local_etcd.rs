@@ -22,6 +22,8 @@ struct Member {
     name: String,
     client: u16,
     peer: u16,
+    /// Plain HTTP `/health` (and `/metrics`), whatever the client port speaks.
+    metrics: u16,
     child: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -31,6 +33,17 @@ struct Member {
 pub struct LocalEtcd {
     dir: PathBuf,
     members: Vec<Member>,
+    tls: Option<MemberTls>,
+}
+
+/// TLS on the members' client port: their certificate and key (PEM; the certificate for
+/// 127.0.0.1, usable as a client certificate too, as etcd's gateway presents it to its own
+/// gRPC port), and the CA a client's certificate must be signed by (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct MemberTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 /// A free loopback port (bound and released: good enough for tests).
@@ -44,6 +57,11 @@ fn free_port() -> Result<u16, StoreError> {
 impl LocalEtcd {
     /// Starts `n` members with their data under `dir`, and waits until the cluster answers.
     pub fn start(dir: &Path, n: usize) -> Result<Self, StoreError> {
+        Self::start_with(dir, n, None)
+    }
+
+    /// Like [`LocalEtcd::start`], with clients served over TLS when `tls` is given.
+    pub fn start_with(dir: &Path, n: usize, tls: Option<MemberTls>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("etcd's directory {}: {e}", dir.display())))?;
         let mut members = Vec::new();
@@ -52,6 +70,7 @@ impl LocalEtcd {
                 name: format!("m{i}"),
                 client: free_port()?,
                 peer: free_port()?,
+                metrics: free_port()?,
                 child: None,
                 watchdog: None,
             });
@@ -59,6 +78,7 @@ impl LocalEtcd {
         let mut cluster = LocalEtcd {
             dir: dir.to_path_buf(),
             members,
+            tls,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -67,9 +87,10 @@ impl LocalEtcd {
         Ok(cluster)
     }
 
-    /// `etcd://…` naming every member.
+    /// `etcd://…` (`etcds://…` over TLS) naming every member.
     pub fn url(&self) -> String {
-        format!("etcd://{}", self.endpoints().join(","))
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}", self.endpoints().join(","))
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -89,9 +110,22 @@ impl LocalEtcd {
         let data = self.dir.join(&m.name);
         let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name)))
             .map_err(|e| StoreError::Backend(format!("etcd's log file: {e}")))?;
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new("etcd")
+        let metrics = format!("http://127.0.0.1:{}", m.metrics);
+        let mut etcd = Command::new("etcd");
+        if let Some(t) = &self.tls {
+            etcd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.client_ca);
+        }
+        let child = etcd
+            .args(["--listen-metrics-urls", &metrics])
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -141,7 +175,7 @@ impl LocalEtcd {
                 continue;
             }
             loop {
-                if health(self.members[i].client) {
+                if health(self.members[i].metrics) {
                     break;
                 }
                 if let Some(Ok(Some(status))) = self.members[i].child.as_mut().map(|c| c.try_wait())
@@ -183,6 +217,112 @@ impl LocalEtcd {
     }
 }
 
+/// Certificates for tests of etcd over TLS, made with `openssl` in a directory: a CA, a
+/// member's certificate (for 127.0.0.1) and a client's, each signed by the CA, and a second
+/// CA that signed neither. Each pair is (certificate, key), PEM.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), StoreError> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| StoreError::Backend(format!("openssl ({e}): install Debian's openssl")))?;
+    if !out.status.success() {
+        return Err(StoreError::Backend(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+impl Certs {
+    pub fn make(dir: &Path) -> Result<Certs, StoreError> {
+        for ca in ["ca", "other"] {
+            let (key, pem, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN=berth test {ca}"),
+            );
+            openssl(
+                dir,
+                &[
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", &key,
+                    "-out", &pem, "-subj", &subj,
+                ],
+            )?;
+        }
+        // etcd's gateway presents the member's certificate to its own gRPC port: it is a
+        // client certificate too.
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            std::fs::write(
+                dir.join(format!("{name}.ext")),
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+            )
+            .map_err(|e| StoreError::Backend(format!("writing {name}.ext: {e}")))?;
+            let (key, csr, pem, ext, subj) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+                format!("/CN={name}"),
+            );
+            openssl(
+                dir,
+                &[
+                    "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                    &subj,
+                ],
+            )?;
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &pem,
+                ],
+            )?;
+        }
+        Ok(Certs {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other.pem"),
+            server: (dir.join("server.pem"), dir.join("server.key")),
+            client: (dir.join("client.pem"), dir.join("client.key")),
+        })
+    }
+
+    /// What a member serves with: its certificate, and this CA for clients'.
+    pub fn member(&self) -> MemberTls {
+        MemberTls {
+            cert: self.server.0.clone(),
+            key: self.server.1.clone(),
+            client_ca: self.ca.clone(),
+        }
+    }
+}
+
 impl Drop for LocalEtcd {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
@@ -195,7 +335,8 @@ impl Drop for LocalEtcd {
 const WATCHDOG: &str = r#"while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 0.5; done
 kill -9 "$2" 2>/dev/null"#;
 
-/// Whether the member on `port` says it is healthy (`GET /health`, plain HTTP/1.0).
+/// Whether the member whose metrics listener is `port` says it is healthy (`GET /health`,
+/// plain HTTP/1.0).
 fn health(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect_timeout(

@@ -1,13 +1,17 @@
 //! The store's contract, run on every backend: the embedded store (in memory) and etcd (a
-//! member of Debian's `etcd` this test starts on loopback ports, one per test). Revisions are
+//! member of Debian's `etcd` this test starts on loopback ports, one per test), in plain HTTP
+//! and over TLS with client certificates (made with `openssl`). Revisions are
 //! compared relative to where each store starts (etcd's first write is revision 2, the
 //! embedded store's 1). `BERTH_SKIP_ETCD=1` skips the etcd half explicitly; without it, a
 //! missing `etcd` fails loudly.
 
 #![allow(clippy::unwrap_used)]
 
-use berth_store::local_etcd::LocalEtcd;
-use berth_store::{Embedded, Etcd, EtcdOptions, EventKind, KeyValue, Store, Txn, TxnOutcome};
+use berth_store::local_etcd::{Certs, LocalEtcd};
+use berth_store::{
+    Embedded, Etcd, EtcdOptions, EtcdTls, EventKind, KeyValue, Store, Txn, TxnOutcome,
+};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,6 +234,35 @@ fn local_etcd() -> Option<(LocalEtcd, tempfile::TempDir)> {
     Some((e, dir))
 }
 
+/// A one-member etcd serving clients over TLS only, checking their certificates.
+fn local_etcd_tls() -> Option<(LocalEtcd, Certs, tempfile::TempDir)> {
+    if std::env::var("BERTH_SKIP_ETCD").as_deref() == Ok("1") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Certs::make(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let e = LocalEtcd::start_with(&dir.path().join("etcd"), 1, Some(c.member()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Some((e, c, dir))
+}
+
+fn tls_options(e: &LocalEtcd, ca: &Path, client: Option<&(PathBuf, PathBuf)>) -> EtcdOptions {
+    let mut o = EtcdOptions::parse(&e.url()).unwrap();
+    o.tls = Some(EtcdTls {
+        ca: ca.to_path_buf(),
+        client: client.cloned(),
+    });
+    o
+}
+
+async fn etcd_tls(e: &LocalEtcd, c: &Certs) -> Arc<dyn Store> {
+    Arc::new(
+        Etcd::connect(tls_options(e, &c.ca, Some(&c.client)))
+            .await
+            .unwrap_or_else(|e| panic!("connecting over TLS: {e}")),
+    )
+}
+
 async fn etcd(e: &LocalEtcd) -> Arc<dyn Store> {
     Arc::new(
         Etcd::connect(EtcdOptions::parse(&e.url()).unwrap())
@@ -257,6 +290,15 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        mod etcd_tls {
+            $(
+                #[test]
+                fn $name() {
+                    let Some((e, c, _dir)) = super::local_etcd_tls() else { return };
+                    super::rt().block_on(async { super::suite::$name(super::etcd_tls(&e, &c).await).await });
+                }
+            )*
+        }
     };
 }
 
@@ -270,6 +312,43 @@ on_every_backend!(
     a_transactions_events_arrive_in_one_batch,
     the_last_op_on_a_key_wins,
 );
+
+/// Over TLS, a client must trust the member's CA and, as etcd checks clients' certificates,
+/// present one; each refusal says what is wrong. Plain `etcd://` with certificates, and
+/// `etcds://` without them, are refused before anything is sent.
+#[test]
+fn etcd_over_tls_refuses_a_wrong_ca_and_a_missing_client_certificate() {
+    let Some((e, c, _dir)) = local_etcd_tls() else {
+        return;
+    };
+    rt().block_on(async {
+        let wrong_ca = Etcd::connect(tls_options(&e, &c.other_ca, Some(&c.client))).await;
+        let err = wrong_ca
+            .expect_err("a member signed by another CA is refused")
+            .to_string();
+        assert!(err.contains("etcd"), "{err}");
+        let no_cert = Etcd::connect(tls_options(&e, &c.ca, None)).await;
+        assert!(no_cert.is_err(), "etcd checks client certificates");
+        let bare = Etcd::connect(EtcdOptions::parse(&e.url()).unwrap()).await;
+        let err = bare.expect_err("etcds:// needs a CA").to_string();
+        assert!(err.contains("--etcd-ca"), "{err}");
+        let mut plain = EtcdOptions::parse(&e.url().replace("etcds://", "etcd://")).unwrap();
+        plain.tls = Some(EtcdTls {
+            ca: c.ca.clone(),
+            client: None,
+        });
+        let err = Etcd::connect(plain)
+            .await
+            .expect_err("certificates for plain HTTP")
+            .to_string();
+        assert!(err.contains("etcds://"), "{err}");
+        let missing = Etcd::connect(tls_options(&e, Path::new("/nonexistent/ca.pem"), None)).await;
+        let err = missing
+            .expect_err("a CA file that is not there")
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    });
+}
 
 /// Three etcd members; the one the client prefers is killed while writers and a watch run.
 /// Every write etcd acknowledged is there afterwards and was seen by the watch, once, in

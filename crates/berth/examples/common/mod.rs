@@ -180,6 +180,33 @@ fn signing_key<'a>(ak: &'a str, sk: &'a str, service: &'a str) -> berth_api::sig
     }
 }
 
+/// One signed ECS call; `None` when the server cannot be reached or the answer breaks off.
+pub async fn call_raw_checked(
+    client: &Client,
+    endpoint: &str,
+    ak: &str,
+    sk: &str,
+    op: &str,
+    body: &str,
+) -> Option<(u16, Bytes)> {
+    let headers = berth_api::sigv4::ecs_request_headers(
+        &signing_key(ak, sk, "ecs"),
+        endpoint,
+        op,
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .ok()?;
+    let mut req = http::Request::post(format!("{endpoint}/"));
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).ok()?;
+    let resp = client.request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.into_body().collect().await.ok()?.to_bytes()))
+}
+
 async fn post(
     client: &Client,
     endpoint: &str,
@@ -313,6 +340,77 @@ impl Api {
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The servers a benchmark runs against: one `berth server` on its embedded store, or
+/// `BENCH_SERVERS` of them (more than 1) sharing a three-member etcd on loopback (Debian's
+/// `etcd`, started here and killed with the plane). Every server prints the same admin key.
+pub struct Plane {
+    pub servers: Vec<Berth>,
+    pub etcd: Option<berth_store::local_etcd::LocalEtcd>,
+    dir: tempfile::TempDir,
+}
+
+/// `BENCH_SERVERS`, 1 when unset.
+pub fn servers_wanted() -> usize {
+    std::env::var("BENCH_SERVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+impl Plane {
+    /// `berth server ARGS` once on the embedded store, or `n` times on a new etcd.
+    pub fn start(bin: &str, args: &[&str], n: usize) -> Plane {
+        let dir = tempfile::tempdir().unwrap();
+        if n == 1 {
+            let server = spawn(bin, args, &dir.path().join("server0"));
+            return Plane {
+                servers: vec![server],
+                etcd: None,
+                dir,
+            };
+        }
+        let etcd = berth_store::local_etcd::LocalEtcd::start(&dir.path().join("etcd"), 3)
+            .unwrap_or_else(|e| panic!("starting etcd: {e}"));
+        let url = etcd.url();
+        let servers = (0..n)
+            .map(|i| Self::server(bin, args, &url, &dir.path().join(format!("server{i}"))))
+            .collect();
+        Plane {
+            servers,
+            etcd: Some(etcd),
+            dir,
+        }
+    }
+
+    fn server(bin: &str, args: &[&str], url: &str, dir: &std::path::Path) -> Berth {
+        let mut all = args.to_vec();
+        all.extend(["--store", url]);
+        spawn(bin, &all, dir)
+    }
+
+    /// Starts server `i` again (after it was killed) in its own data directory.
+    pub fn restart(&mut self, bin: &str, args: &[&str], i: usize) {
+        let url = self.etcd.as_ref().expect("servers on etcd").url();
+        let dir = self.dir.path().join(format!("server{i}"));
+        self.servers[i] = Self::server(bin, args, &url, &dir);
+    }
+
+    /// What the plane is, for the benchmark's lines: `embedded` or `etcd3x3`.
+    pub fn kind(&self) -> String {
+        match &self.etcd {
+            None => "embedded".into(),
+            Some(_) => format!("etcd3x{}", self.servers.len()),
+        }
+    }
+
+    pub fn stop(self) {
+        for s in self.servers {
+            s.stop();
         }
     }
 }

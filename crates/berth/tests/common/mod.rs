@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod contract;
+pub mod ha;
 pub mod lb;
 pub mod process;
 pub mod vpc;
