@@ -360,6 +360,29 @@ async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server
         .status();
     let _ = agent.0.wait();
     common::docker_cleanup(&instance);
+
+    // Deregistered, the instance leaves no presence record behind.
+    let presence = || async {
+        use berth_store::Store;
+        etcd.range("", None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|kv| kv.key.contains("presence/"))
+            .count()
+    };
+    assert_eq!(presence().await, 1, "the agent's presence is shared");
+    ok(
+        f,
+        "DeregisterContainerInstance",
+        json!({"cluster": "default", "containerInstance": instance, "force": true}),
+    )
+    .await;
+    assert_eq!(
+        presence().await,
+        0,
+        "deregistration removed the presence record"
+    );
     for p in &mut servers {
         let _ = p.child.kill();
         let _ = p.child.wait();

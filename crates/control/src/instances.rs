@@ -8,6 +8,7 @@
 //! `agentConnected` are derived when the record is read.
 
 use crate::apply::{check_attribute, is_builtin_attribute, Registration};
+use crate::keys;
 use crate::paging::{decode_token, max_results, page};
 use crate::resources::Resources;
 use crate::{conflict_exhausted, encode, Control, CAS_ATTEMPTS};
@@ -120,7 +121,10 @@ impl Control {
             }
             ci.status = Some(InstanceStatus::Inactive.as_str().into());
             ci.version = Some(ci.version.unwrap_or(0) + 1);
-            let txn = Txn::new().replace(&kv, encode(&ci)?);
+            // Its shared presence record goes with it (on a store several servers share).
+            let txn = Txn::new()
+                .replace(&kv, encode(&ci)?)
+                .delete(keys::presence(&arn));
             if self.commit(txn).await? {
                 // Its agent's key stops working: a deregistered host cannot report or poll.
                 self.revoke_agent_keys(&arn).await?;
