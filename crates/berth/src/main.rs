@@ -295,6 +295,10 @@ struct ServerArgs {
     /// Seconds a STOPPED task stays describable before it is purged.
     #[arg(long, default_value_t = 3600)]
     task_retention: u64,
+    /// Seconds between housekeeping passes: the purge of stopped tasks and of deregistered
+    /// agents' presence, the registry's lifecycle policies, log and metric retention.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    housekeeping_interval: u64,
     /// Address the image registry (the OCI distribution protocol, `/v2/`) listens on.
     #[arg(long, default_value = "127.0.0.1:7070", env = "BERTH_REGISTRY_LISTEN")]
     registry_listen: SocketAddr,
@@ -646,6 +650,7 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         options.regions = server::Served::Only(list);
     }
     options.spot_interruption_rate = args.spot_interruption_rate;
+    options.housekeeping_interval = Duration::from_secs(args.housekeeping_interval);
     options.elb = Some(berth_elb::Options {
         address: args.lb_address,
         ports: args.lb_ports,

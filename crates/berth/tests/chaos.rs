@@ -246,11 +246,24 @@ async fn steady(p: &Plane, n: usize, revision: u32, within: Duration) {
             if running == n && s["runningCount"] == n && deployments.len() == 1 && on {
                 Ok(())
             } else {
+                let each: Vec<String> = deployments
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} {} {} desired {} running {} pending {} failed {}",
+                            d["status"],
+                            d["taskDefinition"],
+                            d["rolloutState"],
+                            d["desiredCount"],
+                            d["runningCount"],
+                            d["pendingCount"],
+                            d["failedTasks"]
+                        )
+                    })
+                    .collect();
                 Err(format!(
-                    "agents run {running}; service runningCount {} on {}, {} deployments",
-                    s["runningCount"],
-                    s["taskDefinition"],
-                    deployments.len()
+                    "agents run {running}; service runningCount {} on {}, deployments {each:?}",
+                    s["runningCount"], s["taskDefinition"],
                 ))
             }
         }
@@ -285,6 +298,9 @@ async fn the_leader_killed_during_a_rolling_deployment_is_followed_by_one_that_f
             {"name": "app", "image": "busybox", "memory": 64, "environment": [{"name": "V", "value": "2"}]}]}),
     )
     .await;
+    // The rollout is held part way: the agents start three tasks of the new revision (the
+    // first step, maximumPercent 150 of 6) and leave the next three PENDING.
+    p.checker.hold("web", 2, 3);
     let li = p.leader().await;
     let old = p.leader_addr(li);
     call_any(
@@ -293,20 +309,26 @@ async fn the_leader_killed_during_a_rolling_deployment_is_followed_by_one_that_f
         json!({"cluster": CLUSTER, "service": "web", "taskDefinition": "web:2"}),
     )
     .await;
-    // Mid-rollout: the new revision has started some tasks, not all.
-    eventually(Duration::from_secs(30), "the rollout under way", || async {
-        let s = describe(&s0, "web").await.unwrap_or_default();
-        let primary = s["deployments"]
-            .as_array()
-            .and_then(|d| d.iter().find(|d| d["status"] == "PRIMARY").cloned())
-            .unwrap_or_default();
-        let n = primary["runningCount"].as_i64().unwrap_or(0);
-        if (1..6).contains(&n) {
-            Ok(())
-        } else {
-            Err(format!("primary running {n}"))
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the rollout held part way",
+        || async {
+            let s = describe(&s0, "web").await.unwrap_or_default();
+            let primary = s["deployments"]
+                .as_array()
+                .and_then(|d| d.iter().find(|d| d["status"] == "PRIMARY").cloned())
+                .unwrap_or_default();
+            let (running, pending) = (
+                primary["runningCount"].as_i64().unwrap_or(0),
+                primary["pendingCount"].as_i64().unwrap_or(0),
+            );
+            if running == 3 && pending == 3 {
+                Ok(())
+            } else {
+                Err(format!("primary running {running}, pending {pending}"))
+            }
+        },
+    )
     .await;
     let killed = Instant::now();
     p.kill(li);
@@ -318,6 +340,8 @@ async fn the_leader_killed_during_a_rolling_deployment_is_followed_by_one_that_f
         took <= Duration::from_secs(TTL * 2),
         "a new leader within twice the TTL, not {took:?}"
     );
+    // The held tasks start; the new leader finishes the rollout.
+    p.checker.release();
     steady(&p, 6, 2, Duration::from_secs(60)).await;
     let s = service(&p, "web").await;
     assert_eq!(s["deployments"][0]["rolloutState"], "COMPLETED", "{s}");
@@ -437,7 +461,14 @@ async fn every_server_restarted_in_turn_under_load_loses_nothing() {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &p.servers[i].child.id().to_string()])
             .status();
-        p.servers[i].child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.servers[i].child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = p.servers[i].child.kill();
+                panic!("server {i} did not stop within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         p.restart(i);
         let want = if i % 2 == 0 { 4 } else { 3 };
         call_any(
@@ -505,12 +536,18 @@ async fn a_deposed_leader_that_wakes_up_late_starts_nothing() {
     )
     .await;
     steady(&p, 3, 1, Duration::from_secs(60)).await;
+    let starts = p.checker.starts();
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status();
     // Twice the TTL awake: whatever it had begun, none of its writes may land.
     tokio::time::sleep(Duration::from_secs(TTL * 2)).await;
     steady(&p, 3, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        p.checker.starts(),
+        starts,
+        "the woken server placed a task (the service was steady at 3 before it woke)"
+    );
     assert_eq!(
         leader(&p.client).await.as_deref(),
         Some(p.leader_addr(ni).as_str()),
@@ -576,13 +613,17 @@ async fn an_agent_cut_off_from_every_server_has_its_replaced_task_stopped_at_its
         },
     )
     .await;
+    // The agent was last heard at its last poll, held up to a second; a server that heard
+    // it shares that at most every quarter of the timeout, so the leader may know it that
+    // much older.
+    let quiet = agents[0].last_sent().elapsed();
     eprintln!(
-        "replaced after {:?} cut off (agent timeout {AGENT_TIMEOUT} s)",
+        "replaced {quiet:?} after the agent's last poll, {:?} after it was cut off (agent timeout {AGENT_TIMEOUT} s)",
         cut.elapsed()
     );
     assert!(
-        cut.elapsed() >= Duration::from_secs(AGENT_TIMEOUT),
-        "nothing replaced before the agent timeout"
+        quiet + Duration::from_secs(AGENT_TIMEOUT) / 4 >= Duration::from_secs(AGENT_TIMEOUT),
+        "nothing replaced before the agent timeout: {quiet:?} after its last poll"
     );
     let d = call_any(
         &p,

@@ -362,16 +362,18 @@ async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server
     common::docker_cleanup(&instance);
 
     // Deregistered, the instance leaves no presence record behind.
-    let presence = || async {
+    let records = || async {
         use berth_store::Store;
         etcd.range("", None, None)
             .await
             .unwrap()
             .into_iter()
             .filter(|kv| kv.key.contains("presence/"))
-            .count()
+            .collect::<Vec<_>>()
     };
-    assert_eq!(presence().await, 1, "the agent's presence is shared");
+    let presence = || async { records().await.len() };
+    let shared = records().await;
+    assert_eq!(shared.len(), 1, "the agent's presence is shared");
     ok(
         f,
         "DeregisterContainerInstance",
@@ -383,6 +385,23 @@ async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server
         0,
         "deregistration removed the presence record"
     );
+    // A poll in flight during the deregistration that shares the presence again leaves a
+    // record of an INACTIVE instance: the leader's housekeeping (every 2 s here) removes it.
+    {
+        use berth_store::Store;
+        etcd.txn(berth_store::Txn::new().put(shared[0].key.clone(), shared[0].value.clone()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(presence().await, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while presence().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader's housekeeping did not purge a deregistered instance's presence"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     for p in &mut servers {
         let _ = p.child.kill();
         let _ = p.child.wait();

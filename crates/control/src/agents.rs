@@ -483,10 +483,13 @@ impl Control {
         let mut stop = std::pin::pin!(stop);
         let mut generation = self.state.subscribe(instance_arn);
         loop {
-            self.heard(instance_arn).await;
             generation.borrow_and_update();
             let (instance_status, version, policies) =
                 self.desired_version(&cluster, instance_arn).await?;
+            // A deregistered instance's presence is not shared again (its record went with it).
+            if instance_status != InstanceStatus::Inactive.as_str() {
+                self.heard(instance_arn).await;
+            }
             let answer = |unchanged: bool| {
                 let a = if unchanged {
                     Answer {
@@ -537,6 +540,51 @@ impl Control {
                 _ = &mut stop => return at_end(),
             }
         }
+    }
+
+    /// Deletes shared presence records of instances that are deregistered (or gone), which a
+    /// poll in flight while its instance was deregistered can leave behind. Returns how many.
+    pub async fn purge_stale_presence(&self) -> Result<usize, EcsError> {
+        if self.root.leases().is_none() {
+            return Ok(0);
+        }
+        let records = self
+            .store
+            .range(keys::PRESENCE, None, None)
+            .await
+            .map_err(store_error)?;
+        let mut n = 0;
+        for kv in records {
+            // Judged only on a state that has seen everything up to the record.
+            if self.state.applied() < kv.mod_revision {
+                continue;
+            }
+            let arn = kv.key.trim_start_matches(keys::PRESENCE);
+            let live = match instance_parts(arn) {
+                Ok((cluster, _)) => self
+                    .state
+                    .cluster(&cluster)
+                    .await
+                    .instance(arn)
+                    .is_some_and(|e| {
+                        e.record.status.as_deref() != Some(InstanceStatus::Inactive.as_str())
+                    }),
+                Err(_) => false,
+            };
+            if live {
+                continue;
+            }
+            let txn = Txn::new()
+                .when(berth_store::Compare::ModRevision(
+                    kv.key.clone(),
+                    kv.mod_revision,
+                ))
+                .delete(kv.key.clone());
+            if self.commit(txn).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// A heartbeat from the agent; on a store several servers share, written for the others

@@ -118,8 +118,10 @@ async fn run(
                 // renewal was sent. etcd counts the TTL from when it got the request, later.
                 let mut renewed = asked;
                 let why = loop {
+                    // Never asleep past the lease: a failed renewal is retried before it ends.
+                    let nap = beat.min(ttl.saturating_sub(renewed.elapsed()));
                     let stopped = tokio::select! {
-                        _ = tokio::time::sleep(beat) => false,
+                        _ = tokio::time::sleep(nap) => false,
                         _ = stop.wait_for(|s| *s) => true,
                     };
                     if stopped {
@@ -132,8 +134,9 @@ async fn run(
                     // leading past its lease: the checks get what is left of it.
                     let left = ttl.saturating_sub(renewed.elapsed());
                     let sent = Instant::now();
+                    // Both at once: a slow member costs the time left once, not twice.
                     let checked = tokio::time::timeout(left, async {
-                        (store.get(LEADER_KEY).await, leases.keep_alive(lease).await)
+                        tokio::join!(store.get(LEADER_KEY), leases.keep_alive(lease))
                     })
                     .await;
                     let Ok((key, alive)) = checked else {

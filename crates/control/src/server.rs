@@ -230,6 +230,15 @@ pub(crate) async fn housekeeping(
             Some(Ok(n)) => tracing::info!(purged = n, "purged stopped tasks"),
             Some(Err(e)) => tracing::warn!(error = %e, "purging stopped tasks failed"),
         }
+        match control
+            .leadership
+            .lead(control.purge_stale_presence())
+            .await
+        {
+            None | Some(Ok(0)) => {}
+            Some(Ok(n)) => tracing::info!(purged = n, "purged deregistered agents' presence"),
+            Some(Err(e)) => tracing::warn!(error = %e, "purging stale presence failed"),
+        }
         if let Some(logs) = control.logs.clone() {
             let now = crate::now_millis();
             match tokio::task::spawn_blocking(move || logs.expire(now)).await {

@@ -60,8 +60,25 @@ impl LocalEtcd {
         Self::start_with(dir, n, None)
     }
 
-    /// Like [`LocalEtcd::start`], with clients served over TLS when `tls` is given.
+    /// Like [`LocalEtcd::start`], with clients served over TLS when `tls` is given. The ports
+    /// are free when picked but may be taken before etcd binds them (by a test beside this
+    /// one): a cluster whose member exits at start is started again on new ports, up to three
+    /// times.
     pub fn start_with(dir: &Path, n: usize, tls: Option<MemberTls>) -> Result<Self, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(dir, n, tls.clone()) {
+                Err(StoreError::Backend(e)) if attempt < 3 && e.contains(" exited (") => {
+                    // Its data dirs are half made: a fresh start needs them gone.
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(dir: &Path, n: usize, tls: Option<MemberTls>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("etcd's directory {}: {e}", dir.display())))?;
         let mut members = Vec::new();

@@ -136,6 +136,8 @@ pub fn server(dir: &std::path::Path, i: usize, url: &str, ttl: u64, agent_timeou
             &agent_timeout.to_string(),
             "--lb-address",
             "127.0.0.1",
+            "--housekeeping-interval",
+            "2",
         ],
         &dir.join(format!("server{i}")),
     )
@@ -310,6 +312,9 @@ pub struct Checker {
     /// Acknowledged task-definition revisions (ARNs), in order.
     acked: Mutex<Vec<String>>,
     starts: Mutex<HashMap<String, Vec<Start>>>,
+    /// While set, agents start at most `.2` tasks of family `.0` at revision `.1`; the rest
+    /// stay PENDING (an image still pulling) until `release`.
+    hold: Mutex<Option<(String, i64, usize)>>,
 }
 
 /// What the checker found.
@@ -352,6 +357,31 @@ impl std::fmt::Display for Verdict {
 }
 
 impl Checker {
+    /// Agents start at most `allowed` tasks of `family`:`revision` until `release`: a
+    /// rollout held part way, whatever the agents' speed.
+    pub fn hold(&self, family: &str, revision: i64, allowed: usize) {
+        *self.hold.lock().unwrap() = Some((family.to_string(), revision, allowed));
+    }
+
+    pub fn release(&self) {
+        *self.hold.lock().unwrap() = None;
+    }
+
+    /// Whether an agent may start one more task of `family`:`revision` (and counts it).
+    fn may_start(&self, family: &str, revision: i64) -> bool {
+        let mut hold = self.hold.lock().unwrap();
+        match hold.as_mut() {
+            Some((f, r, allowed)) if f == family && *r == revision => {
+                if *allowed == 0 {
+                    return false;
+                }
+                *allowed -= 1;
+                true
+            }
+            _ => true,
+        }
+    }
+
     pub fn acknowledged(&self, arn: &str) {
         self.acked.lock().unwrap().push(arn.to_string());
     }
@@ -378,6 +408,11 @@ impl Checker {
         }) {
             s.stopped = Some(Instant::now());
         }
+    }
+
+    /// How many times the agents started a task, in all.
+    pub fn starts(&self) -> usize {
+        self.starts.lock().unwrap().values().map(Vec::len).sum()
     }
 
     /// How many tasks of `family` the agents run now.
@@ -433,12 +468,21 @@ impl Checker {
         }
         for n in nodes {
             for arn in &acked {
-                let got = try_call(
-                    n,
-                    "DescribeTaskDefinition",
-                    &json!({ "taskDefinition": arn }),
-                )
-                .await;
+                // A read that fails (a server still catching up after a heal) is asked again
+                // before the write counts as lost; a 400 (not found) is final.
+                let mut got = None;
+                for _ in 0..3 {
+                    got = try_call(
+                        n,
+                        "DescribeTaskDefinition",
+                        &json!({ "taskDefinition": arn }),
+                    )
+                    .await;
+                    if matches!(got, Some((200 | 400, _))) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
                 if !matches!(got, Some((200, _))) {
                     v.lost.push(format!("{arn} on {}: {got:?}", n.endpoint));
                 }
@@ -511,7 +555,7 @@ pub fn writer(
                 }
                 _ => failed += 1,
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         failed
     })
@@ -530,6 +574,8 @@ pub struct SimAgent {
     stop: Arc<AtomicBool>,
     /// Polls answered since the last heal.
     polls_since_heal: Arc<AtomicUsize>,
+    /// When it last sent a poll.
+    last_sent: Arc<Mutex<Instant>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -623,20 +669,22 @@ impl SimAgent {
             Arc::new(AtomicBool::new(false)),
         );
         let polls_since_heal = Arc::new(AtomicUsize::new(0));
+        let last_sent = Arc::new(Mutex::new(Instant::now()));
         let task = tokio::spawn(run_sim(
             arn.clone(),
             key,
             servers,
             checker,
-            cut.clone(),
-            stop.clone(),
+            (cut.clone(), stop.clone()),
             polls_since_heal.clone(),
+            last_sent.clone(),
         ));
         SimAgent {
             arn,
             cut,
             stop,
             polls_since_heal,
+            last_sent,
             task,
         }
     }
@@ -649,6 +697,11 @@ impl SimAgent {
     pub fn heal(&self) {
         self.polls_since_heal.store(0, SeqCst);
         self.cut.store(false, SeqCst);
+    }
+
+    /// When it last sent a poll (the last time any server can have heard from it).
+    pub fn last_sent(&self) -> Instant {
+        *self.last_sent.lock().unwrap()
     }
 
     /// Polls answered since the last heal.
@@ -673,13 +726,16 @@ async fn run_sim(
     key: (String, String),
     servers: Arc<Mutex<Vec<Node>>>,
     checker: Arc<Checker>,
-    cut: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    (cut, stop): (Arc<AtomicBool>, Arc<AtomicBool>),
     polls: Arc<AtomicUsize>,
+    last_sent: Arc<Mutex<Instant>>,
 ) {
     let key = (key.0.as_str(), key.1.as_str());
     // Tasks this agent runs, by ARN: their containers' names.
     let mut running: HashMap<String, (String, Vec<String>)> = HashMap::new();
+    // Tasks it stopped: reported STOPPED again while the server still asks for the stop (a
+    // report can be lost with the server it went to, as an agent's can).
+    let mut stopped: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut known: Option<String> = None;
     let mut at = 0usize;
     while !stop.load(SeqCst) {
@@ -693,6 +749,7 @@ async fn run_sim(
         };
         let poll = json!({"known_version": known, "wait_ms": 1000,
                           "accepts_unchanged": true, "accepts_changes": false});
+        *last_sent.lock().unwrap() = Instant::now();
         let answer = match agent_post(&n, proto::POLL_PATH, &poll, Some(key)).await {
             Some((200, v)) => v,
             _ => {
@@ -713,6 +770,7 @@ async fn run_sim(
         known = answer["version"].as_str().map(str::to_string);
         let mut reports = Vec::new();
         let mut desired = std::collections::HashSet::new();
+        let mut held = false;
         for t in answer["tasks"].as_array().cloned().unwrap_or_default() {
             let task = t["task_arn"].as_str().unwrap().to_string();
             let family = t["family"].as_str().unwrap_or_default().to_string();
@@ -726,6 +784,11 @@ async fn run_sim(
                 .unwrap_or_default();
             desired.insert(task.clone());
             match (t["desired_status"].as_str(), running.contains_key(&task)) {
+                (Some("RUNNING"), false)
+                    if !checker.may_start(&family, t["revision"].as_i64().unwrap_or(0)) =>
+                {
+                    held = true;
+                }
                 (Some("RUNNING"), false) => {
                     checker.started(&task, &arn, &family);
                     running.insert(task.clone(), (family, names.clone()));
@@ -735,7 +798,11 @@ async fn run_sim(
                 (Some("STOPPED"), true) => {
                     checker.stopped(&task, &arn);
                     running.remove(&task);
+                    stopped.insert(task.clone());
                     reports.push(report(&task, &names, "STOPPED"));
+                }
+                (Some("STOPPED"), false) if stopped.contains(&task) => {
+                    reports.push(report(&task, &names, "STOPPED"))
                 }
                 _ => {}
             }
@@ -750,8 +817,15 @@ async fn run_sim(
             checker.stopped(&task, &arn);
             running.remove(&task);
         }
+        // What the server no longer lists, it knows stopped.
+        stopped.retain(|t| desired.contains(t));
         // Counted once the answer is acted on: the checker already knows what it stopped.
         polls.fetch_add(1, SeqCst);
+        if held {
+            // The whole set again shortly, to start what was held once it is released.
+            known = None;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         if reports.is_empty() {
             continue;
         }
