@@ -394,14 +394,17 @@ async fn an_agent_on_a_follower_is_known_to_the_leader_and_moves_when_its_server
             .unwrap();
     }
     assert_eq!(presence().await, 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while presence().await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the leader's housekeeping did not purge a deregistered instance's presence"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    ha::eventually(
+        Duration::from_secs(30),
+        "the leader's housekeeping purges a deregistered instance's presence",
+        || async {
+            match presence().await {
+                0 => Ok(()),
+                n => Err(format!("{n} presence records left")),
+            }
+        },
+    )
+    .await;
     for p in &mut servers {
         let _ = p.child.kill();
         let _ = p.child.wait();

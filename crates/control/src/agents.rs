@@ -559,7 +559,9 @@ impl Control {
             if self.state.applied() < kv.mod_revision {
                 continue;
             }
-            let arn = kv.key.trim_start_matches(keys::PRESENCE);
+            let Some(arn) = keys::presence_instance(&kv.key) else {
+                continue;
+            };
             let live = match instance_parts(arn) {
                 Ok((cluster, _)) => self
                     .state

@@ -156,6 +156,10 @@ pub const PRESENCE: &str = "presence/";
 pub fn presence(instance_arn: &str) -> String {
     format!("{PRESENCE}{instance_arn}")
 }
+/// The instance ARN of a `presence/` key.
+pub fn presence_instance(key: &str) -> Option<&str> {
+    key.strip_prefix(PRESENCE)
+}
 
 pub const METERING: &str = "metering/";
 pub fn metering(cluster: &str, id: &str) -> String {

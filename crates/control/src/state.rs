@@ -746,7 +746,7 @@ impl State {
 
     /// A `presence/` record: when some server last heard an agent.
     fn heard_elsewhere(&self, kv: &KeyValue) {
-        let Some(arn) = kv.key.strip_prefix(crate::keys::PRESENCE) else {
+        let Some(arn) = crate::keys::presence_instance(&kv.key) else {
             return;
         };
         if let Ok(at) = serde_json::from_slice::<f64>(&kv.value) {
