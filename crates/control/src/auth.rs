@@ -67,25 +67,28 @@ impl Control {
     }
 
     /// The key with this id, if this region knows it: a user's (every region's) or the key
-    /// of an agent of this region.
+    /// of an agent of this region. From the mirrors when they hold it (revoked keys leave
+    /// them as the watch brings the delete), else from the store.
     pub async fn access_key(&self, id: &str) -> Result<Option<AccessKey>, EcsError> {
+        let key = keys::access_key(id);
+        for m in [&self.mirrors.agent_keys, &self.mirrors.users] {
+            if let Some(kv) = m.get(&key) {
+                return Ok(Some(decode(&kv)?));
+            }
+        }
         if let Some(k) = self.user_key(id).await? {
             return Ok(Some(k));
         }
-        Ok(self
-            .get_record::<AccessKey>(&keys::access_key(id))
-            .await?
-            .map(|(k, _)| k))
+        Ok(self.get_record::<AccessKey>(&key).await?.map(|(k, _)| k))
     }
 
     /// A user's key (held at the store's root, for every region), if there is one.
     pub async fn user_key(&self, id: &str) -> Result<Option<AccessKey>, EcsError> {
-        match self
-            .root
-            .get(&keys::access_key(id))
-            .await
-            .map_err(store_error)?
-        {
+        let key = keys::access_key(id);
+        if let Some(kv) = self.mirrors.users.get(&key) {
+            return Ok(Some(decode(&kv)?));
+        }
+        match self.root.get(&key).await.map_err(store_error)? {
             Some(kv) => Ok(Some(decode(&kv)?)),
             None => Ok(None),
         }
@@ -129,6 +132,8 @@ pub struct StoreKeys {
     pub root: std::sync::Arc<dyn berth_store::Store>,
     /// The region's own: its agents' keys.
     pub store: std::sync::Arc<dyn berth_store::Store>,
+    /// The mirrors of both.
+    pub mirrors: crate::mirror::Mirrors,
 }
 
 #[async_trait::async_trait]
@@ -138,11 +143,17 @@ impl berth_registry::Keys for StoreKeys {
         access_key_id: &str,
     ) -> Result<Option<berth_registry::Principal>, berth_registry::Error> {
         let id = keys::access_key(access_key_id);
-        let kv = match self.root.get(&id).await? {
+        let mirrored = [&self.mirrors.agent_keys, &self.mirrors.users]
+            .into_iter()
+            .find_map(|m| m.get(&id));
+        let kv = match mirrored {
             Some(kv) => kv,
-            None => match self.store.get(&id).await? {
+            None => match self.root.get(&id).await? {
                 Some(kv) => kv,
-                None => return Ok(None),
+                None => match self.store.get(&id).await? {
+                    Some(kv) => kv,
+                    None => return Ok(None),
+                },
             },
         };
         let key: AccessKey = serde_json::from_slice(&kv.value).map_err(|e| {

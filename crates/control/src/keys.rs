@@ -20,8 +20,9 @@ pub const TASK_DEFINITIONS: &str = "taskdefs/";
 
 /// `families/FAMILY` → the last revision number handed out, so numbers are never reused.
 pub fn family(family: &str) -> String {
-    format!("families/{family}")
+    format!("{FAMILIES}{family}")
 }
+pub const FAMILIES: &str = "families/";
 
 /// `tags/ARN` → `Vec<ecs::Tag>`.
 pub fn tags(arn: &str) -> String {

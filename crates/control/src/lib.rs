@@ -23,6 +23,7 @@ pub mod leader;
 pub mod logs;
 pub mod metering;
 pub mod metrics;
+pub mod mirror;
 pub mod placement;
 pub mod plan;
 pub mod presence;
@@ -154,6 +155,8 @@ pub struct Control {
     pub(crate) plan_definitions: Arc<read::DefinitionCache>,
     /// Whether this server runs the reconcilers and housekeeping (see [`leader`]).
     pub leadership: leader::Leadership,
+    /// Access keys and task definitions in memory, kept current by the store's watch.
+    pub mirrors: mirror::Mirrors,
 }
 
 /// The container-instance attribute that holds the address its agent advertises: where
@@ -168,13 +171,17 @@ impl Control {
     /// start a server with [`server::Server::start`], which does both.
     pub(crate) fn new(root: Arc<dyn Store>, config: Config) -> Self {
         let agents = Arc::new(presence::Presence::new(config.agent_timeout));
+        let mirrors = mirror::Mirrors::default();
         Control {
             store: Arc::new(berth_store::Prefixed::new(
                 root.clone(),
                 keys::region_prefix(&config.region),
             )),
             root,
-            state: Arc::new(state::State::new(agents.clone())),
+            state: Arc::new(
+                state::State::new(agents.clone())
+                    .mirroring(mirrors.regional().into_iter().cloned().collect()),
+            ),
             agents,
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(config),
@@ -190,6 +197,7 @@ impl Control {
             ec2_lock: Arc::default(),
             elb_sync: Arc::default(),
             leadership: leader::Leadership::sole(),
+            mirrors,
         }
     }
 
@@ -203,6 +211,7 @@ impl Control {
         let keys = Arc::new(auth::StoreKeys {
             root: self.root.clone(),
             store: self.store.clone(),
+            mirrors: self.mirrors.clone(),
         });
         self.registry = Some(berth_registry::Registry::new(
             self.store.clone(),
@@ -322,6 +331,9 @@ impl Control {
         }
         self.plans.clear();
         self.plan_definitions.clear();
+        for m in self.mirrors.regional() {
+            m.reload(&*self.store).await.map_err(store_error)?;
+        }
         // Listeners of load balancers that no longer exist stop listening.
         self.sync_elb().await;
         if let Some(logs) = self.logs.clone() {
@@ -397,11 +409,40 @@ impl Control {
     }
 
     /// Commits `txn`, mapping a conflict to `Ok(false)` for the caller's retry loop.
+    /// Commits `txn`; `false` on a conflict. What it writes of the mirrored records is
+    /// written through to the mirrors.
     pub(crate) async fn commit(&self, txn: Txn) -> Result<bool, EcsError> {
-        Ok(matches!(
-            self.store.txn(txn).await.map_err(store_error)?,
-            TxnOutcome::Committed(_)
-        ))
+        let mirrored = |key: &str| {
+            self.mirrors
+                .regional()
+                .iter()
+                .any(|m| key.starts_with(m.prefix()))
+        };
+        let through: Vec<berth_store::Op> = txn
+            .ops
+            .iter()
+            .filter(|op| match op {
+                berth_store::Op::Put { key, .. } | berth_store::Op::Delete { key } => mirrored(key),
+            })
+            .cloned()
+            .collect();
+        match self.store.txn(txn).await.map_err(store_error)? {
+            TxnOutcome::Committed(revision) => {
+                if !through.is_empty() {
+                    for m in self.mirrors.regional() {
+                        m.wrote(revision, &through);
+                    }
+                }
+                Ok(true)
+            }
+            TxnOutcome::Conflict => Ok(false),
+        }
+    }
+
+    /// Starts following the users' keys' mirror (once; the region's follow the cluster
+    /// state's watch).
+    pub fn start_mirrors(&self, stop: &tokio::sync::watch::Receiver<bool>) {
+        self.mirrors.users.start(self.root.clone(), stop.clone());
     }
 
     pub(crate) fn arn(&self, kind: berth_model::arn::ResourceKind, id: &str) -> String {

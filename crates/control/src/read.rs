@@ -360,18 +360,25 @@ impl Control {
         Ok(TaskDefinitionRef { family, revision })
     }
 
-    /// A task definition by reference: a given revision in any status, or a family's latest
-    /// ACTIVE revision.
+    /// A task definition by reference: a given revision in any status (from the mirror when
+    /// it holds it: a revision never changes but for its status), or a family's latest
+    /// ACTIVE revision (from the store, so a revision just registered through another server
+    /// is the one found).
     pub async fn find_task_definition(
         &self,
         ident: &str,
     ) -> Result<(TaskDefinition, KeyValue), EcsError> {
         let r = self.parse_task_definition_ref(ident)?;
         match r.revision {
-            Some(rev) => self
-                .get_record::<TaskDefinition>(&keys::task_definition(&r.family, rev))
-                .await?
-                .ok_or_else(unable),
+            Some(rev) => {
+                let key = keys::task_definition(&r.family, rev);
+                if let Some(kv) = self.mirrors.task_definitions.get(&key) {
+                    return Ok((decode(&kv)?, kv));
+                }
+                self.get_record::<TaskDefinition>(&key)
+                    .await?
+                    .ok_or_else(unable)
+            }
             None => {
                 let revs = self
                     .store

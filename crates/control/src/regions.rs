@@ -125,6 +125,8 @@ pub struct Regions {
     metrics: Arc<crate::metrics::Metrics>,
     /// This set itself, for the registries' replication to reach the other regions.
     me: std::sync::OnceLock<std::sync::Weak<Regions>>,
+    /// Users' access keys in memory, shared by every region's handlers.
+    users: Arc<crate::mirror::Mirror>,
 }
 
 /// A region's registry's way to the other regions' registries (ECR replication).
@@ -237,6 +239,7 @@ impl Regions {
             background: Mutex::new(Vec::new()),
             metrics: Arc::default(),
             me: std::sync::OnceLock::new(),
+            users: Arc::new(crate::mirror::Mirror::new(keys::ACCESS_KEYS)),
         })
     }
 
@@ -473,6 +476,7 @@ impl Regions {
         };
         let mut control = Control::new(self.root.clone(), config);
         control.leadership = o.leadership.clone();
+        control.mirrors.users = self.users.clone();
         control.metrics = self.metrics.clone();
         let mut registry_listener = None;
         let mut registry_addr = None;
@@ -530,6 +534,7 @@ impl Regions {
         let from = control.load_state().await?;
         let mut loops = Vec::new();
         let stop = self.stop.clone();
+        control.start_mirrors(&stop);
         {
             let (c, rx) = (control.clone(), stop.clone());
             loops.push(tokio::spawn(async move { c.run_state(from, rx).await }));
@@ -757,6 +762,7 @@ impl Regions {
                 n += 1;
             }
         }
+        self.users.reload(&*self.root).await.map_err(store_error)?;
         Ok(n)
     }
 }

@@ -16,6 +16,7 @@
 //! harmless, and the state equals a fresh read of the store once it has applied the store's
 //! revision (property-tested).
 
+use crate::mirror::Mirror;
 use crate::placement::candidate;
 use crate::presence::Presence;
 use crate::read::launch_type_of;
@@ -625,6 +626,9 @@ pub struct State {
     /// Services (`CLUSTER/NAME`) whose tasks or record changed, for the service loop.
     dirty: Mutex<BTreeSet<String>>,
     dirty_changed: tokio::sync::Notify,
+    /// Records kept in memory beside the state ([`crate::mirror`]), loaded and fed by the
+    /// same applier.
+    mirrors: Vec<Arc<Mirror>>,
 }
 
 /// How stale an index's `agentConnected` flags may be when it places.
@@ -642,7 +646,15 @@ impl State {
             presence,
             dirty: Mutex::new(BTreeSet::new()),
             dirty_changed: tokio::sync::Notify::new(),
+            mirrors: Vec::new(),
         }
+    }
+
+    /// The state, also loading and feeding `mirrors` (each of some prefix of the store the
+    /// state follows).
+    pub fn mirroring(mut self, mirrors: Vec<Arc<Mirror>>) -> Self {
+        self.mirrors = mirrors;
+        self
     }
 
     pub fn presence(&self) -> &Presence {
@@ -740,6 +752,10 @@ impl State {
             *self.cluster(&name).await = cs;
             self.wake(arns.iter().map(String::as_str));
         }
+        // The mirrors read after `rev`: what the watch replays from it they hold already.
+        for m in &self.mirrors {
+            m.load(store, rev).await?;
+        }
         self.applied.send_replace(rev);
         Ok(rev)
     }
@@ -791,6 +807,9 @@ impl State {
 
     /// Applies one revision's changes.
     pub async fn apply(&self, batch: &Batch) {
+        for m in &self.mirrors {
+            m.apply(batch);
+        }
         let mut by_cluster: BTreeMap<&str, Vec<&berth_store::Event>> = BTreeMap::new();
         for e in &batch.events {
             if let Some((_, cluster, _)) = parse_key(&e.kv.key) {
@@ -885,6 +904,9 @@ impl State {
                     Some(Ok(batch)) => self.apply(&batch).await,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "the cluster state fell behind; reloading");
+                        for m in &self.mirrors {
+                            m.stale();
+                        }
                         from = self.reload(&*store, &mut stop).await;
                         break;
                     }

@@ -56,8 +56,18 @@ impl Control {
         }
         let family = spec.family.clone();
         let family_key = keys::family(&family);
-        for _ in 0..CAS_ATTEMPTS {
-            let last = self.get_record::<i32>(&family_key).await?;
+        for attempt in 0..CAS_ATTEMPTS {
+            // The family's counter as the mirror holds it the first time; after a conflict
+            // (another server registered in between), as the store holds it.
+            let mirrored = self
+                .mirrors
+                .families
+                .get(&family_key)
+                .filter(|_| attempt == 0);
+            let last = match mirrored {
+                Some(kv) => Some((decode::<i32>(&kv)?, kv)),
+                None => self.get_record::<i32>(&family_key).await?,
+            };
             let revision = last.as_ref().map_or(0, |(n, _)| *n) + 1;
             let arn = self.arn(
                 ResourceKind::TaskDefinition,

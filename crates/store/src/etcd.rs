@@ -1,6 +1,6 @@
-//! etcd as Berth's store, spoken through etcd's own JSON gateway (the gRPC API's HTTP/JSON
-//! form that every etcd member serves under `/v3/` on its client URL), with hyper, which Berth
-//! already has: no gRPC stack and no protobuf compiler in the build.
+//! etcd as Berth's store, spoken in etcd's own v3 gRPC API over HTTP/2 (hyper, which Berth
+//! already has, and the messages of [`crate::etcd_rpc`]): one multiplexed connection per
+//! member carries every request and watch.
 //!
 //! The mapping is one to one: etcd's store-wide revision is [`Revision`], a transaction's
 //! compares are etcd's (`CREATE = 0` for an absent key, `MOD = r`), a prefix range is etcd's
@@ -12,25 +12,24 @@
 //! A watch whose connection breaks resumes from the last revision it delivered, on the next
 //! member.
 
+use crate::etcd_rpc as pb;
 use crate::{Batch, Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
 use crate::{TxnOutcome, Watch, WATCH_QUEUE};
 use async_trait::async_trait;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Keys read per page of a range: a page is one gateway response, kept well under etcd's
-/// message limits.
+/// Keys read per page of a range: a page is one answer, kept well under etcd's message
+/// limits.
 const PAGE: usize = 1000;
 /// Reads per transaction of a [`Store::get_many`]: under etcd's default `--max-txn-ops` (128).
 const GETS_PER_TXN: usize = 100;
@@ -142,7 +141,33 @@ fn tls_config(tls: Option<&EtcdTls>) -> Result<rustls::ClientConfig, StoreError>
     }
 }
 
-/// The etcd backend: cheap to clone (one connection pool).
+/// A request's body: one message (a unary call), or the messages sent on a stream for as long
+/// as its sender lives (a watch).
+enum Outgoing {
+    Once(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Outgoing::Once(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Outgoing::Stream(rx) => rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Outgoing::Once(None))
+    }
+}
+
+/// The etcd backend: cheap to clone (one connection per member, shared).
 #[derive(Clone)]
 pub struct Etcd {
     inner: Arc<Inner>,
@@ -152,7 +177,7 @@ struct Inner {
     endpoints: Vec<String>,
     /// The member that answered last: requests go there first.
     preferred: AtomicUsize,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Outgoing>,
     /// `http` or `https`.
     scheme: &'static str,
     user: Option<(String, String)>,
@@ -182,8 +207,8 @@ enum Failed {
     Unsent(String),
     /// Sent, with no answer: it may or may not have been applied.
     Unknown(String),
-    /// etcd answered with an error.
-    Answered { code: i64, message: String },
+    /// etcd answered with a gRPC error.
+    Answered { code: u32, message: String },
 }
 
 impl Etcd {
@@ -208,7 +233,7 @@ impl Etcd {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(3)));
-        // A member whose host dies without a word breaks its connections (a watch's too)
+        // A member whose host dies without a word breaks its connection (a watch's too)
         // within about 11 s, and the watch resumes on another member.
         http.set_keepalive(Some(Duration::from_secs(5)));
         http.set_keepalive_interval(Some(Duration::from_secs(2)));
@@ -216,9 +241,18 @@ impl Etcd {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_http1()
+            .enable_http2()
             .wrap_connector(http);
+        // gRPC is HTTP/2 only (prior knowledge on plain connections, ALPN on TLS). A
+        // connection that stops answering while a request waits (a member partitioned away
+        // behind something that keeps the TCP connection open) is found by a ping and closed,
+        // so the next request opens a new one. Pings come no more often than etcd's
+        // `--grpc-keepalive-min-time` (5 s) allows, and only while requests are open.
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http2_keep_alive_interval(Some(Duration::from_secs(6)))
+            .http2_keep_alive_timeout(Duration::from_secs(4))
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
         let etcd = Etcd {
@@ -243,16 +277,38 @@ impl Etcd {
             .clone()
     }
 
-    /// One POST to one member.
-    async fn post(&self, endpoint: &str, path: &str, body: &Value) -> Result<Bytes, Failed> {
+    fn forget_token(&self) {
+        *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// A gRPC request to `path` at `endpoint` carrying `body`, with the login token.
+    fn request(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: Outgoing,
+        token: bool,
+    ) -> Result<http::Request<Outgoing>, String> {
         let mut req = http::Request::post(format!("{}://{endpoint}{path}", self.inner.scheme))
-            .header(http::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = self.token() {
-            req = req.header(http::header::AUTHORIZATION, t);
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers");
+        if let Some(t) = self.token().filter(|_| token) {
+            req = req.header("token", t);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| Failed::Unsent(e.to_string()))?;
+        req.body(body).map_err(|e| e.to_string())
+    }
+
+    /// One unary call to one member.
+    async fn unary<A: prost::Message + Default>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        msg: &impl prost::Message,
+        token: bool,
+    ) -> Result<A, Failed> {
+        let req = self
+            .request(endpoint, path, Outgoing::Once(Some(pb::frame(msg))), token)
+            .map_err(Failed::Unsent)?;
         let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.inner.client.request(req)).await
         {
             Err(_) => {
@@ -264,35 +320,47 @@ impl Etcd {
             Ok(Err(e)) => return Err(Failed::Unknown(format!("{endpoint}: {e}"))),
             Ok(Ok(r)) => r,
         };
-        let status = resp.status();
-        let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+        if !resp.status().is_success() {
+            return Err(Failed::Unknown(format!(
+                "{endpoint} answered HTTP {}",
+                resp.status()
+            )));
+        }
+        // An answer that is only headers carries its status in them.
+        if let Some((code, message)) = pb::status(resp.headers()).filter(|(c, _)| *c != 0) {
+            return Err(Failed::Answered { code, message });
+        }
+        let collected = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
             .await
             .map_err(|_| Failed::Unknown(format!("{endpoint}: the answer stalled")))?
-            .map_err(|e| Failed::Unknown(format!("{endpoint}: {e}")))?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(body);
+            .map_err(|e| Failed::Unknown(format!("{endpoint}: {e}")))?;
+        let status = collected.trailers().and_then(pb::status);
+        match status {
+            Some((0, _)) => {}
+            Some((code, message)) => return Err(Failed::Answered { code, message }),
+            None => {
+                return Err(Failed::Unknown(format!(
+                    "{endpoint}: the answer ended without a gRPC status"
+                )))
+            }
         }
-        let e: GatewayError = serde_json::from_slice(&body).unwrap_or_default();
-        Err(Failed::Answered {
-            code: e.code,
-            message: if e.message.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                e.message
-            },
-        })
+        let mut buf = BytesMut::from(collected.to_bytes().as_ref());
+        pb::unframe::<A>(&mut buf)
+            .map_err(|e| Failed::Unknown(format!("{endpoint}: {e}")))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Failed::Unknown(format!("{endpoint}: the answer held no message")))
     }
 
     /// A request to the cluster: the preferred member first, then the others. `repeatable`
     /// requests (reads) move on after any failure of a member; others only when they were
     /// certainly not sent.
-    async fn call<T: DeserializeOwned>(
+    async fn call<A: prost::Message + Default>(
         &self,
         path: &str,
-        body: Value,
+        msg: &impl prost::Message,
         repeatable: bool,
-    ) -> Result<T, StoreError> {
+    ) -> Result<A, StoreError> {
         let n = self.inner.endpoints.len();
         let first = self.inner.preferred.load(Ordering::Relaxed);
         let mut last = String::new();
@@ -313,16 +381,14 @@ impl Etcd {
                     Err(Login::Refused(e)) => return Err(e),
                 }
             }
-            match self.post(endpoint, path, &body).await {
-                Ok(bytes) => {
+            match self.unary(endpoint, path, msg, true).await {
+                Ok(answer) => {
                     self.inner.preferred.store(at, Ordering::Relaxed);
-                    return serde_json::from_slice(&bytes).map_err(|e| {
-                        StoreError::Backend(format!("etcd's answer to {path} did not parse: {e}"))
-                    });
+                    return Ok(answer);
                 }
                 // An expired token: log in again, once, and resend (it was refused unapplied).
                 Err(Failed::Answered { code, message })
-                    if (code == 16 || message.contains("invalid auth token"))
+                    if (code == pb::UNAUTHENTICATED || message.contains("invalid auth token"))
                         && self.inner.user.is_some()
                         && !logged_in =>
                 {
@@ -341,7 +407,7 @@ impl Etcd {
                     // changed", "request timed out"). Any other answer is etcd's verdict.
                     let unproposed =
                         message.contains("no leader") || message.contains("not capable");
-                    if !(code == 14 && (repeatable || unproposed)) {
+                    if !(code == pb::UNAVAILABLE && (repeatable || unproposed)) {
                         return Err(answered(path, &message));
                     }
                     last = message;
@@ -366,22 +432,24 @@ impl Etcd {
         let Some((user, password)) = &self.inner.user else {
             return Ok(());
         };
-        let body = json!({"name": user, "password": password});
-        let bytes = match self.post(endpoint, "/v3/auth/authenticate", &body).await {
-            Ok(b) => b,
-            Err(Failed::Answered { code: 14, message }) => {
-                return Err(Login::Unreached(format!("{endpoint}: {message}")))
-            }
-            Err(Failed::Answered { message, .. }) => {
-                return Err(Login::Refused(StoreError::Backend(format!(
-                    "etcd refused the login of {user:?}: {message}"
-                ))))
-            }
-            Err(Failed::Unsent(m) | Failed::Unknown(m)) => return Err(Login::Unreached(m)),
+        let msg = pb::AuthenticateRequest {
+            name: user.clone(),
+            password: password.clone(),
         };
-        let r: AuthResponse = serde_json::from_slice(&bytes).map_err(|e| {
-            Login::Refused(StoreError::Backend(format!("etcd's login answer: {e}")))
-        })?;
+        let r: pb::AuthenticateResponse =
+            match self.unary(endpoint, pb::AUTHENTICATE, &msg, false).await {
+                Ok(r) => r,
+                Err(Failed::Answered {
+                    code: pb::UNAVAILABLE,
+                    message,
+                }) => return Err(Login::Unreached(format!("{endpoint}: {message}"))),
+                Err(Failed::Answered { message, .. }) => {
+                    return Err(Login::Refused(StoreError::Backend(format!(
+                        "etcd refused the login of {user:?}: {message}"
+                    ))))
+                }
+                Err(Failed::Unsent(m) | Failed::Unknown(m)) => return Err(Login::Unreached(m)),
+            };
         *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.token);
         Ok(())
     }
@@ -393,16 +461,14 @@ impl Etcd {
         end: &[u8],
         limit: usize,
         revision: Revision,
-    ) -> Result<RangeResponse, StoreError> {
-        let mut body = json!({
-            "key": B64.encode(key),
-            "range_end": B64.encode(end),
-            "limit": limit.to_string(),
-        });
-        if revision > 0 {
-            body["revision"] = json!(revision.to_string());
-        }
-        self.call("/v3/kv/range", body, true).await
+    ) -> Result<pb::RangeResponse, StoreError> {
+        let msg = pb::RangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            limit: limit as i64,
+            revision: revision as i64,
+        };
+        self.call(pb::RANGE, &msg, true).await
     }
 }
 
@@ -440,133 +506,27 @@ fn bounds(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct GatewayError {
-    #[serde(default)]
-    code: i64,
-    #[serde(default)]
-    message: String,
+/// etcd's revisions are signed and never negative.
+fn rev(r: i64) -> Revision {
+    r.max(0) as Revision
 }
 
-#[derive(Debug, Deserialize)]
-struct AuthResponse {
-    token: String,
+fn header_revision(h: &Option<pb::ResponseHeader>) -> Revision {
+    rev(h.as_ref().map_or(0, |h| h.revision))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Header {
-    #[serde(default, deserialize_with = "num")]
-    revision: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawKv {
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    value: String,
-    #[serde(default, deserialize_with = "num")]
-    create_revision: u64,
-    #[serde(default, deserialize_with = "num")]
-    mod_revision: u64,
-}
-
-impl RawKv {
-    fn decode(self) -> Result<KeyValue, StoreError> {
-        let key = B64
-            .decode(&self.key)
-            .ok()
-            .and_then(|k| String::from_utf8(k).ok())
-            .ok_or_else(|| StoreError::Codec {
-                key: self.key.clone(),
-                message: "etcd holds a key that is not UTF-8 base64".into(),
-            })?;
-        let value = B64.decode(&self.value).map_err(|e| StoreError::Codec {
-            key: key.clone(),
-            message: format!("etcd's value is not base64: {e}"),
-        })?;
-        Ok(KeyValue {
-            key,
-            value,
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-        })
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RangeResponse {
-    #[serde(default)]
-    header: Header,
-    #[serde(default)]
-    kvs: Vec<RawKv>,
-    #[serde(default)]
-    more: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct TxnResponse {
-    #[serde(default)]
-    header: Header,
-    #[serde(default)]
-    succeeded: bool,
-    #[serde(default)]
-    responses: Vec<ResponseOp>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ResponseOp {
-    #[serde(default)]
-    response_range: Option<RangeResponse>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct DeleteResponse {
-    #[serde(default, deserialize_with = "num")]
-    deleted: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct WatchLine {
-    #[serde(default)]
-    result: Option<WatchResponse>,
-    #[serde(default)]
-    error: Option<GatewayError>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct WatchResponse {
-    #[serde(default)]
-    canceled: bool,
-    #[serde(default, deserialize_with = "num")]
-    compact_revision: u64,
-    #[serde(default)]
-    cancel_reason: String,
-    #[serde(default)]
-    events: Vec<RawEvent>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawEvent {
-    /// `PUT` is proto3's default, left out of the JSON.
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    kv: RawKv,
-}
-
-/// etcd's JSON writes 64-bit numbers as strings.
-fn num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        S(String),
-        U(u64),
-    }
-    match N::deserialize(d)? {
-        N::U(n) => Ok(n),
-        N::S(s) => s.parse().map_err(serde::de::Error::custom),
-    }
+/// etcd's key-value as Berth's: keys are UTF-8.
+fn kv(raw: pb::KeyValue) -> Result<KeyValue, StoreError> {
+    let key = String::from_utf8(raw.key).map_err(|e| StoreError::Codec {
+        key: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        message: "etcd holds a key that is not UTF-8".into(),
+    })?;
+    Ok(KeyValue {
+        key,
+        value: raw.value,
+        create_revision: rev(raw.create_revision),
+        mod_revision: rev(raw.mod_revision),
+    })
 }
 
 /// The ops of `txn` with only the last one of each key: etcd refuses a transaction that
@@ -587,12 +547,25 @@ fn last_op_per_key(ops: Vec<Op>) -> Vec<Op> {
     out
 }
 
+fn get_op(key: &str, revision: Revision) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::Request::Range(pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            revision: revision as i64,
+            ..Default::default()
+        })),
+    }
+}
+
 #[async_trait]
 impl Store for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let body = json!({"key": B64.encode(key)});
-        let r: RangeResponse = self.call("/v3/kv/range", body, true).await?;
-        r.kvs.into_iter().next().map(RawKv::decode).transpose()
+        let msg = pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let r: pb::RangeResponse = self.call(pb::RANGE, &msg, true).await?;
+        r.kvs.into_iter().next().map(kv).transpose()
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
@@ -600,21 +573,13 @@ impl Store for Etcd {
         // Every chunk reads at the first one's revision: one consistent view.
         let mut at: Revision = 0;
         for chunk in keys.chunks(GETS_PER_TXN) {
-            let success: Vec<Value> = chunk
-                .iter()
-                .map(|k| {
-                    let mut r = json!({"key": B64.encode(k)});
-                    if at > 0 {
-                        r["revision"] = json!(at.to_string());
-                    }
-                    json!({"request_range": r})
-                })
-                .collect();
-            let r: TxnResponse = self
-                .call("/v3/kv/txn", json!({"success": success}), true)
-                .await?;
+            let msg = pb::TxnRequest {
+                compare: Vec::new(),
+                success: chunk.iter().map(|k| get_op(k, at)).collect(),
+            };
+            let r: pb::TxnResponse = self.call(pb::TXN, &msg, true).await?;
             if at == 0 {
-                at = r.header.revision;
+                at = header_revision(&r.header);
             }
             if r.responses.len() != chunk.len() {
                 return Err(StoreError::Backend(format!(
@@ -624,12 +589,11 @@ impl Store for Etcd {
                 )));
             }
             for resp in r.responses {
-                let kv = resp
-                    .response_range
-                    .and_then(|rr| rr.kvs.into_iter().next())
-                    .map(RawKv::decode)
-                    .transpose()?;
-                out.push(kv);
+                let found = match resp.response {
+                    Some(pb::Response::Range(rr)) => rr.kvs.into_iter().next(),
+                    _ => None,
+                };
+                out.push(found.map(kv).transpose()?);
             }
         }
         Ok(out)
@@ -655,11 +619,11 @@ impl Store for Etcd {
             }
             let r = self.range_page(&start, &end, want, at).await?;
             if at == 0 {
-                at = r.header.revision;
+                at = header_revision(&r.header);
             }
             let more = r.more;
-            for kv in r.kvs {
-                out.push(kv.decode()?);
+            for raw in r.kvs {
+                out.push(kv(raw)?);
             }
             match out.last() {
                 Some(last) if more => {
@@ -673,36 +637,44 @@ impl Store for Etcd {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        let compare: Vec<Value> = txn
+        let compare = txn
             .compares
             .iter()
             .map(|c| match c {
-                Compare::Absent(key) => json!({
-                    "key": B64.encode(key), "target": "CREATE", "create_revision": "0"
-                }),
-                Compare::ModRevision(key, rev) => json!({
-                    "key": B64.encode(key), "target": "MOD", "mod_revision": rev.to_string()
-                }),
+                Compare::Absent(key) => pb::Compare {
+                    result: 0,
+                    target: pb::TARGET_CREATE,
+                    key: key.as_bytes().to_vec(),
+                    target_union: Some(pb::TargetUnion::CreateRevision(0)),
+                },
+                Compare::ModRevision(key, r) => pb::Compare {
+                    result: 0,
+                    target: pb::TARGET_MOD,
+                    key: key.as_bytes().to_vec(),
+                    target_union: Some(pb::TargetUnion::ModRevision(*r as i64)),
+                },
             })
             .collect();
-        let success: Vec<Value> = last_op_per_key(txn.ops)
+        let success = last_op_per_key(txn.ops)
             .into_iter()
-            .map(|op| match op {
-                Op::Put { key, value } => json!({"request_put": {
-                    "key": B64.encode(key), "value": B64.encode(value)
-                }}),
-                Op::Delete { key } => json!({"request_delete_range": {"key": B64.encode(key)}}),
+            .map(|op| pb::RequestOp {
+                request: Some(match op {
+                    Op::Put { key, value } => pb::Request::Put(pb::PutRequest {
+                        key: key.into_bytes(),
+                        value,
+                        lease: 0,
+                    }),
+                    Op::Delete { key } => pb::Request::DeleteRange(pb::DeleteRangeRequest {
+                        key: key.into_bytes(),
+                        range_end: Vec::new(),
+                    }),
+                }),
             })
             .collect();
-        let r: TxnResponse = self
-            .call(
-                "/v3/kv/txn",
-                json!({"compare": compare, "success": success}),
-                false,
-            )
-            .await?;
+        let msg = pb::TxnRequest { compare, success };
+        let r: pb::TxnResponse = self.call(pb::TXN, &msg, false).await?;
         Ok(match r.succeeded {
-            true => TxnOutcome::Committed(r.header.revision),
+            true => TxnOutcome::Committed(header_revision(&r.header)),
             false => TxnOutcome::Conflict,
         })
     }
@@ -747,9 +719,9 @@ impl Store for Etcd {
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        let r = self.range_page(&[0], &[0], 1, 0).await;
         // A keys-only count would do; one key at most is as cheap.
-        Ok(r?.header.revision)
+        let r = self.range_page(&[0], &[0], 1, 0).await?;
+        Ok(header_revision(&r.header))
     }
 
     fn leases(&self) -> Option<&dyn crate::Leases> {
@@ -757,79 +729,40 @@ impl Store for Etcd {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
-        let (start, end) = bounds(prefix);
-        let r: DeleteResponse = self
-            .call(
-                "/v3/kv/deleterange",
-                json!({"key": B64.encode(start), "range_end": B64.encode(end)}),
-                false,
-            )
-            .await?;
-        Ok(r.deleted as usize)
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct LeaseResponse {
-    #[serde(default, rename = "ID", deserialize_with = "num_i64")]
-    id: i64,
-    #[serde(default, rename = "TTL", deserialize_with = "num_i64")]
-    ttl: i64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct KeepAliveLine {
-    #[serde(default)]
-    result: Option<LeaseResponse>,
-    #[serde(default)]
-    error: Option<GatewayError>,
-}
-
-/// etcd's JSON writes 64-bit numbers (here: signed lease ids) as strings.
-fn num_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        S(String),
-        I(i64),
-    }
-    match N::deserialize(d)? {
-        N::I(n) => Ok(n),
-        N::S(s) => s.parse().map_err(serde::de::Error::custom),
+        let (key, range_end) = bounds(prefix);
+        let msg = pb::DeleteRangeRequest { key, range_end };
+        let r: pb::DeleteRangeResponse = self.call(pb::DELETE_RANGE, &msg, false).await?;
+        Ok(r.deleted.max(0) as usize)
     }
 }
 
 #[async_trait]
 impl crate::Leases for Etcd {
     async fn grant(&self, ttl: Duration) -> Result<crate::LeaseId, StoreError> {
-        let secs = ttl.as_secs().max(1);
-        let r: LeaseResponse = self
-            .call("/v3/lease/grant", json!({"TTL": secs.to_string()}), false)
-            .await?;
-        if r.id == 0 {
-            return Err(StoreError::Backend("etcd granted no lease".into()));
+        let msg = pb::LeaseGrantRequest {
+            ttl: ttl.as_secs().max(1) as i64,
+        };
+        let r: pb::LeaseGrantResponse = self.call(pb::LEASE_GRANT, &msg, false).await?;
+        if r.id == 0 || !r.error.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "etcd granted no lease: {}",
+                r.error
+            )));
         }
         Ok(r.id)
     }
 
     async fn keep_alive(&self, lease: crate::LeaseId) -> Result<bool, StoreError> {
-        // The gateway's keep-alive stream answers one line per request and ends with it.
-        let line: KeepAliveLine = self
-            .call(
-                "/v3/lease/keepalive",
-                json!({"ID": lease.to_string()}),
-                true,
-            )
+        // etcd's keep-alive is a stream; one request on it, and its one answer, is a renewal.
+        let r: pb::LeaseKeepAliveResponse = self
+            .call(pb::LEASE_KEEP_ALIVE, &pb::LeaseId { id: lease }, true)
             .await?;
-        if let Some(e) = line.error {
-            return Err(answered("/v3/lease/keepalive", &e.message));
-        }
-        Ok(line.result.is_some_and(|r| r.ttl > 0))
+        Ok(r.ttl > 0)
     }
 
     async fn revoke(&self, lease: crate::LeaseId) -> Result<(), StoreError> {
         match self
-            .call::<Value>("/v3/lease/revoke", json!({"ID": lease.to_string()}), true)
+            .call::<pb::Empty>(pb::LEASE_REVOKE, &pb::LeaseId { id: lease }, true)
             .await
         {
             Ok(_) => Ok(()),
@@ -845,14 +778,23 @@ impl crate::Leases for Etcd {
         value: Vec<u8>,
         lease: crate::LeaseId,
     ) -> Result<Option<Revision>, StoreError> {
-        let body = json!({
-            "compare": [{"key": B64.encode(key), "target": "CREATE", "create_revision": "0"}],
-            "success": [{"request_put": {
-                "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()
-            }}],
-        });
-        let r: TxnResponse = self.call("/v3/kv/txn", body, false).await?;
-        Ok(r.succeeded.then_some(r.header.revision))
+        let msg = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: 0,
+                target: pb::TARGET_CREATE,
+                key: key.as_bytes().to_vec(),
+                target_union: Some(pb::TargetUnion::CreateRevision(0)),
+            }],
+            success: vec![pb::RequestOp {
+                request: Some(pb::Request::Put(pb::PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value,
+                    lease,
+                })),
+            }],
+        };
+        let r: pb::TxnResponse = self.call(pb::TXN, &msg, false).await?;
+        Ok(r.succeeded.then_some(header_revision(&r.header)))
     }
 }
 
@@ -878,17 +820,14 @@ impl Etcd {
         from: &mut Revision,
         tx: &mpsc::Sender<Result<Arc<Batch>, StoreError>>,
     ) -> Followed {
-        let (key, end) = bounds(prefix);
-        let body = json!({"create_request": {
-            "key": B64.encode(key),
-            "range_end": B64.encode(end),
-            "start_revision": (*from + 1).to_string(),
-        }});
-        let mut req = http::Request::post(format!("{}://{endpoint}/v3/watch", self.inner.scheme))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            // Cancelled by a member that loses its leader, so a partitioned member's silence
-            // is never taken for a quiet store.
-            .header("grpc-metadata-hasleader", "true");
+        let (key, range_end) = bounds(prefix);
+        let create = pb::WatchRequest {
+            request_union: Some(pb::WatchRequestUnion::Create(pb::WatchCreateRequest {
+                key,
+                range_end,
+                start_revision: (*from + 1) as i64,
+            })),
+        };
         if self.inner.user.is_some() && self.token().is_none() {
             match self.authenticate(endpoint).await {
                 Ok(()) => {}
@@ -897,12 +836,18 @@ impl Etcd {
                 Err(Login::Refused(e)) => return Followed::Final(e),
             }
         }
-        if let Some(t) = self.token() {
-            req = req.header(http::header::AUTHORIZATION, t);
-        }
-        let Ok(req) = req.body(Full::new(Bytes::from(body.to_string()))) else {
+        // The request stream stays open while the watch lives: etcd ends a watch whose
+        // client has stopped sending.
+        let (requests, outgoing) = mpsc::channel(1);
+        let _ = requests.try_send(pb::frame(&create));
+        let Ok(mut req) = self.request(endpoint, pb::WATCH, Outgoing::Stream(outgoing), true)
+        else {
             return Followed::Broken("the watch request".into());
         };
+        // Cancelled by a member that loses its leader, so a partitioned member's silence is
+        // never taken for a quiet store.
+        req.headers_mut()
+            .insert("hasleader", http::HeaderValue::from_static("true"));
         let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.inner.client.request(req)).await
         {
             Ok(Ok(r)) => r,
@@ -912,51 +857,51 @@ impl Etcd {
         if !resp.status().is_success() {
             return Followed::Broken(format!("HTTP {}", resp.status()));
         }
+        if let Some((code, message)) = pb::status(resp.headers()).filter(|(c, _)| *c != 0) {
+            if code == pb::UNAUTHENTICATED {
+                self.forget_token();
+            }
+            return Followed::Broken(message);
+        }
         let mut body = resp.into_body();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf = BytesMut::new();
         let mut delivered = false;
+        let broken = |delivered: bool, why: String| match delivered {
+            true => Followed::Delivered,
+            false => Followed::Broken(why),
+        };
         loop {
             let frame = match body.frame().await {
                 None => break,
-                Some(Err(e)) => {
-                    return match delivered {
-                        true => Followed::Delivered,
-                        false => Followed::Broken(e.to_string()),
-                    }
-                }
+                Some(Err(e)) => return broken(delivered, e.to_string()),
                 Some(Ok(f)) => f,
             };
-            let Ok(data) = frame.into_data() else {
-                continue;
+            let data = match frame.into_data() {
+                Ok(d) => d,
+                Err(frame) => {
+                    // The trailers: the stream is over, and say why.
+                    let status = frame.trailers_ref().and_then(pb::status);
+                    if let Some((pb::UNAUTHENTICATED, _)) = status {
+                        self.forget_token();
+                    }
+                    let why = status.map_or_else(|| "the stream ended".into(), |(_, m)| m);
+                    return broken(delivered, why);
+                }
             };
             buf.extend_from_slice(&data);
-            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let parsed: WatchLine = match serde_json::from_slice(&line) {
-                    Ok(p) => p,
-                    Err(e) => return Followed::Broken(format!("a watch answer: {e}")),
-                };
-                if let Some(e) = parsed.error {
-                    if e.code == 16 || e.message.contains("auth") {
-                        *self.inner.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    }
-                    return Followed::Broken(e.message);
-                }
-                let Some(w) = parsed.result else { continue };
+            let answers = match pb::unframe::<pb::WatchResponse>(&mut buf) {
+                Ok(a) => a,
+                Err(e) => return broken(delivered, e),
+            };
+            for w in answers {
                 if w.canceled {
                     if w.compact_revision > 0 {
                         return Followed::Final(StoreError::Compacted {
                             requested: *from + 1,
-                            oldest: w.compact_revision,
+                            oldest: rev(w.compact_revision),
                         });
                     }
-                    return match delivered {
-                        true => Followed::Delivered,
-                        false => Followed::Broken(format!("cancelled: {}", w.cancel_reason)),
-                    };
+                    return broken(delivered, format!("cancelled: {}", w.cancel_reason));
                 }
                 match batches(w.events) {
                     Err(e) => return Followed::Final(e),
@@ -975,22 +920,19 @@ impl Etcd {
                 }
             }
         }
-        match delivered {
-            true => Followed::Delivered,
-            false => Followed::Broken("the stream ended".into()),
-        }
+        broken(delivered, "the stream ended".into())
     }
 }
 
-/// etcd's events (one response may hold several revisions) as one batch per revision.
-fn batches(events: Vec<RawEvent>) -> Result<Vec<Batch>, StoreError> {
+/// etcd's events (one answer may hold several revisions) as one batch per revision.
+fn batches(events: Vec<pb::Event>) -> Result<Vec<Batch>, StoreError> {
     let mut out: Vec<Batch> = Vec::new();
     for e in events {
-        let kind = match e.kind.as_deref() {
-            Some("DELETE") => EventKind::Delete,
+        let kind = match e.r#type {
+            pb::EVENT_DELETE => EventKind::Delete,
             _ => EventKind::Put,
         };
-        let mut kv = e.kv.decode()?;
+        let mut kv = kv(e.kv.unwrap_or_default())?;
         if kind == EventKind::Delete {
             kv.value.clear();
         }
@@ -1053,16 +995,40 @@ mod tests {
 
     #[test]
     fn one_response_of_several_revisions_is_a_batch_each() {
-        let line = r#"{"result":{"header":{"revision":"4"},"events":[
-            {"kv":{"key":"YQ==","create_revision":"2","mod_revision":"2","version":"1","value":"MQ=="}},
-            {"kv":{"key":"Yg==","create_revision":"2","mod_revision":"2","version":"1","value":"Mg=="}},
-            {"type":"DELETE","kv":{"key":"YQ==","mod_revision":"4"}}]}}"#;
-        let w: WatchLine = serde_json::from_str(line).unwrap();
-        let b = batches(w.result.unwrap().events).unwrap();
+        let event = |kind: i32, key: &[u8], rev: i64, value: &[u8]| pb::Event {
+            r#type: kind,
+            kv: Some(pb::KeyValue {
+                key: key.to_vec(),
+                create_revision: 2,
+                mod_revision: rev,
+                value: value.to_vec(),
+            }),
+        };
+        let b = batches(vec![
+            event(0, b"a", 2, b"1"),
+            event(0, b"b", 2, b"2"),
+            event(pb::EVENT_DELETE, b"a", 4, b"stale"),
+        ])
+        .unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!((b[0].revision, b[0].events.len()), (2, 2));
+        assert_eq!(b[0].events[1].kv.value, b"2");
         assert_eq!(b[1].events[0].kind, EventKind::Delete);
         assert_eq!(b[1].events[0].kv.key, "a");
+        assert!(
+            b[1].events[0].kv.value.is_empty(),
+            "a delete carries no value"
+        );
         assert_eq!(b[1].revision, 4);
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_is_a_codec_error() {
+        let e = kv(pb::KeyValue {
+            key: vec![0xff, b'a'],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(e, StoreError::Codec { .. }), "{e}");
     }
 }

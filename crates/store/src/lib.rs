@@ -12,6 +12,7 @@
 
 mod embedded;
 mod etcd;
+mod etcd_rpc;
 mod fenced;
 pub mod local_etcd;
 mod prefixed;
