@@ -408,9 +408,8 @@ impl Control {
         }
     }
 
-    /// Commits `txn`, mapping a conflict to `Ok(false)` for the caller's retry loop.
-    /// Commits `txn`; `false` on a conflict. What it writes of the mirrored records is
-    /// written through to the mirrors.
+    /// Commits `txn`, mapping a conflict to `Ok(false)` for the caller's retry loop. What it
+    /// writes of the mirrored records is written through to the mirrors.
     pub(crate) async fn commit(&self, txn: Txn) -> Result<bool, EcsError> {
         let mirrored = |key: &str| {
             self.mirrors

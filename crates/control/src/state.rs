@@ -891,6 +891,9 @@ impl State {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "the cluster state reloads");
+                    for m in &self.mirrors {
+                        m.stale();
+                    }
                     from = self.reload(&*store, &mut stop).await;
                     continue;
                 }
