@@ -66,20 +66,17 @@ impl Control {
         Err(crate::conflict_exhausted("creating the admin key"))
     }
 
-    /// The key with this id, if this region knows it: a user's (every region's) or the key
-    /// of an agent of this region. From the mirrors when they hold it (revoked keys leave
-    /// them as the watch brings the delete), else from the store.
+    /// The key with this id, if this region knows it: a user's (every region's, from the
+    /// mirror when it holds it) or the key of an agent of this region (always from the
+    /// store: see [`crate::mirror::Mirrors::users`]).
     pub async fn access_key(&self, id: &str) -> Result<Option<AccessKey>, EcsError> {
-        let key = keys::access_key(id);
-        for m in [&self.mirrors.agent_keys, &self.mirrors.users] {
-            if let Some(kv) = m.get(&key) {
-                return Ok(Some(decode(&kv)?));
-            }
-        }
         if let Some(k) = self.user_key(id).await? {
             return Ok(Some(k));
         }
-        Ok(self.get_record::<AccessKey>(&key).await?.map(|(k, _)| k))
+        Ok(self
+            .get_record::<AccessKey>(&keys::access_key(id))
+            .await?
+            .map(|(k, _)| k))
     }
 
     /// A user's key (held at the store's root, for every region), if there is one.
@@ -132,7 +129,7 @@ pub struct StoreKeys {
     pub root: std::sync::Arc<dyn berth_store::Store>,
     /// The region's own: its agents' keys.
     pub store: std::sync::Arc<dyn berth_store::Store>,
-    /// The mirrors of both.
+    /// The mirror of users' keys.
     pub mirrors: crate::mirror::Mirrors,
 }
 
@@ -143,10 +140,7 @@ impl berth_registry::Keys for StoreKeys {
         access_key_id: &str,
     ) -> Result<Option<berth_registry::Principal>, berth_registry::Error> {
         let id = keys::access_key(access_key_id);
-        let mirrored = [&self.mirrors.agent_keys, &self.mirrors.users]
-            .into_iter()
-            .find_map(|m| m.get(&id));
-        let kv = match mirrored {
+        let kv = match self.mirrors.users.get(&id) {
             Some(kv) => kv,
             None => match self.root.get(&id).await? {
                 Some(kv) => kv,

@@ -255,10 +255,11 @@ impl Inner {
 /// The mirrors of one region, and of the users' keys every region shares.
 #[derive(Debug, Clone)]
 pub struct Mirrors {
-    /// Users' access keys, at the store's root.
+    /// Users' access keys, at the store's root. Agents' keys are not mirrored: an agent's
+    /// poll reads its key from the store, so a server cut off from the store fails it and
+    /// the agent moves to one that can share its presence, instead of being handed plans
+    /// from a state that no longer moves while the leader takes the agent for gone.
     pub users: Arc<Mirror>,
-    /// The region's agents' access keys.
-    pub agent_keys: Arc<Mirror>,
     pub task_definitions: Arc<Mirror>,
     /// Each family's last revision number.
     pub families: Arc<Mirror>,
@@ -268,7 +269,6 @@ impl Default for Mirrors {
     fn default() -> Self {
         Mirrors {
             users: Arc::new(Mirror::new(crate::keys::ACCESS_KEYS)),
-            agent_keys: Arc::new(Mirror::new(crate::keys::ACCESS_KEYS)),
             task_definitions: Arc::new(Mirror::new(crate::keys::TASK_DEFINITIONS)),
             families: Arc::new(Mirror::new(crate::keys::FAMILIES)),
         }
@@ -277,8 +277,8 @@ impl Default for Mirrors {
 
 impl Mirrors {
     /// The region's mirrors (not the users'), for writing through and reloading.
-    pub fn regional(&self) -> [&Arc<Mirror>; 3] {
-        [&self.agent_keys, &self.task_definitions, &self.families]
+    pub fn regional(&self) -> [&Arc<Mirror>; 2] {
+        [&self.task_definitions, &self.families]
     }
 }
 
