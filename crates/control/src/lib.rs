@@ -450,6 +450,17 @@ impl Control {
     }
 }
 
+/// The runtime the crate's property tests run each case on: two workers, as CI has cores.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Tags as ECS limits them (count, key and value length and characters).
 pub(crate) fn check_tags(tags: &[berth_api::ecs::Tag]) -> Result<(), EcsError> {
     berth_model::tags::check_count(tags.len())?;

@@ -313,14 +313,6 @@ mod tests {
             })
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
     /// Waits (bounded) until the mirror has applied `revision`.
     async fn caught_up(m: &Mirror, revision: Revision) {
         for _ in 0..500 {
@@ -346,7 +338,7 @@ mod tests {
             before in proptest::collection::vec(write(), 0..10),
             after in proptest::collection::vec(write(), 1..30),
         ) {
-            rt().block_on(async {
+            crate::test_runtime().block_on(async {
                 let store: Arc<dyn Store> = Arc::new(Embedded::in_memory().unwrap());
                 let key = |w: &Write| match w.inside {
                     true => format!("auth/keys/k{}", w.key),

@@ -989,14 +989,6 @@ mod tests {
         ]
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
     async fn control() -> (Control, watch::Sender<bool>) {
         let c = Control::new(
             Arc::new(Embedded::in_memory().unwrap()),
@@ -1049,7 +1041,7 @@ mod tests {
             steps in prop::collection::vec(step(), 1..16),
             reload in any::<bool>(),
         ) {
-            rt().block_on(async {
+            crate::test_runtime().block_on(async {
                 let (c, _stop) = control().await;
                 let mut hosts: Vec<String> = Vec::new();
                 let mut tasks: Vec<(String, String)> = Vec::new();
