@@ -129,8 +129,22 @@ async fn failover(berth: &str) -> (Vec<f64>, usize) {
     )
     .await;
     assert_eq!(status, 200, "CreateCluster");
+    // The family each round's service names exists before the first round's writer starts
+    // (its first registration would otherwise race the first CreateService).
+    let (status, v) = ecs(
+        &client,
+        &plane.servers[0],
+        "RegisterTaskDefinition",
+        json!({"family": "acked", "containerDefinitions": [
+            {"name": "app", "image": "busybox", "memory": 16}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "RegisterTaskDefinition: {v}");
     let mut times = Vec::new();
-    let mut acked = Vec::new();
+    let mut acked = vec![v["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .expect("the registered ARN")
+        .to_string()];
     for round in 0..ROUNDS {
         let deadline = Instant::now() + Duration::from_secs(60);
         let li = loop {

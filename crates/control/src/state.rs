@@ -614,10 +614,26 @@ fn parse_key(key: &str) -> Option<(&str, &str, &str)> {
     Some((kind, cluster, id))
 }
 
+/// One cluster's part, and the changes the applier left for it while its lock was held
+/// ([`State::apply_batches`]).
+#[derive(Debug, Default, Clone)]
+struct Slot {
+    state: Arc<tokio::sync::Mutex<ClusterState>>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// In revision order.
+    events: Vec<berth_store::Event>,
+    /// A task is waiting for the lock to apply them.
+    drainer: bool,
+}
+
 /// The whole state, every cluster's part behind its own lock.
 #[derive(Debug)]
 pub struct State {
-    clusters: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClusterState>>>>,
+    clusters: Mutex<HashMap<String, Slot>>,
     /// The store revision the state has applied every change up to.
     applied: watch::Sender<Revision>,
     /// Instance ARN → its generation, moved by every change to it or its tasks.
@@ -636,6 +652,9 @@ const PRESENCE_REFRESH: Duration = Duration::from_millis(500);
 
 /// How long a reader waits for the applier to reach a revision before giving up.
 const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The most revisions the applier applies under one taking of each cluster's lock.
+const APPLY_AT_ONCE: usize = 256;
 
 impl State {
     pub fn new(presence: Arc<Presence>) -> Self {
@@ -661,7 +680,7 @@ impl State {
         &self.presence
     }
 
-    fn slot(&self, cluster: &str) -> Arc<tokio::sync::Mutex<ClusterState>> {
+    fn slot(&self, cluster: &str) -> Slot {
         let mut m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(cluster.to_string()).or_default().clone()
     }
@@ -673,8 +692,12 @@ impl State {
     }
 
     /// The cluster's part, locked: placement holds it from the decision to the commit.
+    /// What the applier left pending for it is applied first.
     pub async fn cluster(&self, cluster: &str) -> OwnedMutexGuard<ClusterState> {
-        self.slot(cluster).lock_owned().await
+        let slot = self.slot(cluster);
+        let mut cs = slot.state.clone().lock_owned().await;
+        self.take_pending(cluster, &slot, &mut cs);
+        cs
     }
 
     /// The generation of `instance_arn`: it moves whenever the instance or one of its tasks
@@ -806,12 +829,29 @@ impl State {
     }
 
     /// Applies one revision's changes.
-    pub async fn apply(&self, batch: &Batch) {
+    pub async fn apply(self: &Arc<Self>, batch: &Batch) {
+        self.apply_batches(&[batch]).await
+    }
+
+    /// Applies consecutive revisions' changes (in revision order) together. A cluster whose
+    /// lock is free takes them at once; one whose lock is held (a placement holds it while it
+    /// commits, which takes long when the store is busy) gets them as pending changes that
+    /// whoever takes the lock next applies first ([`State::cluster`]), and a task that waits
+    /// for the lock so that they are applied (and their polls woken) even if nobody else
+    /// comes. Either way they count as applied at once: no holder of the lock from now on
+    /// misses them. An applier that waited for each cluster's lock fell further behind the
+    /// busier the cluster was, and readers waiting for it to catch up timed out.
+    async fn apply_batches(self: &Arc<Self>, batches: &[&Batch]) {
+        let Some(last) = batches.last() else {
+            return;
+        };
         for m in &self.mirrors {
-            m.apply(batch);
+            for batch in batches {
+                m.apply(batch);
+            }
         }
         let mut by_cluster: BTreeMap<&str, Vec<&berth_store::Event>> = BTreeMap::new();
-        for e in &batch.events {
+        for e in batches.iter().flat_map(|b| &b.events) {
             if let Some((_, cluster, _)) = parse_key(&e.kv.key) {
                 by_cluster.entry(cluster).or_default().push(e);
             } else if let Some(key) = e.kv.key.strip_prefix("services/") {
@@ -821,40 +861,85 @@ impl State {
             }
         }
         for (cluster, events) in by_cluster {
-            let mut cs = self.cluster(cluster).await;
-            let mut touched = Vec::new();
-            for e in events {
-                match e.kind {
-                    EventKind::Put => touched.extend(Self::apply_put(&mut cs, &e.kv)),
-                    EventKind::Delete => match parse_key(&e.kv.key) {
-                        Some(("instances", _, _)) => {
-                            touched.extend(cs.delete_instance(&e.kv.key, e.kv.mod_revision))
-                        }
-                        Some((_, _, id))
-                            if cs
-                                .tasks
-                                .get(id)
-                                .is_some_and(|t| t.mod_revision < e.kv.mod_revision) =>
-                        {
-                            touched.extend(cs.drop_task(id).iter().map(|a| a.to_string()));
-                        }
-                        _ => {}
-                    },
+            let slot = self.slot(cluster);
+            match slot.state.clone().try_lock_owned() {
+                Ok(mut cs) => {
+                    self.take_pending(cluster, &slot, &mut cs);
+                    self.apply_events(cluster, &mut cs, events.into_iter());
+                }
+                Err(_) => {
+                    let mut pending = slot.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    pending.events.extend(events.into_iter().cloned());
+                    if !std::mem::replace(&mut pending.drainer, true) {
+                        let (state, cluster) = (self.clone(), cluster.to_string());
+                        tokio::spawn(async move {
+                            let slot = state.slot(&cluster);
+                            let mut cs = slot.state.clone().lock_owned().await;
+                            slot.pending
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .drainer = false;
+                            state.take_pending(&cluster, &slot, &mut cs);
+                        });
+                    }
                 }
             }
-            touched.sort();
-            touched.dedup();
-            for arn in &touched {
-                cs.refile(arn, &self.presence);
-            }
-            let dirty = cs.take_dirty_services();
-            drop(cs);
-            for name in dirty {
-                self.mark_dirty(&format!("{cluster}/{name}"));
-            }
-            self.wake(touched.iter().map(String::as_str));
         }
-        self.applied.send_modify(|r| *r = (*r).max(batch.revision));
+        self.applied.send_modify(|r| *r = (*r).max(last.revision));
+    }
+
+    /// Applies what the applier left for `cluster` while its lock was held; `cs` is that
+    /// lock's guard.
+    fn take_pending(&self, cluster: &str, slot: &Slot, cs: &mut ClusterState) {
+        let events = std::mem::take(
+            &mut slot
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .events,
+        );
+        if !events.is_empty() {
+            self.apply_events(cluster, cs, events.iter());
+        }
+    }
+
+    /// Applies changes to one cluster's part in revision order, refiles the instances they
+    /// touched, marks the services they changed and wakes the polls of the instances.
+    fn apply_events<'a>(
+        &self,
+        cluster: &str,
+        cs: &mut ClusterState,
+        events: impl Iterator<Item = &'a berth_store::Event>,
+    ) {
+        let mut touched = Vec::new();
+        for e in events {
+            match e.kind {
+                EventKind::Put => touched.extend(Self::apply_put(cs, &e.kv)),
+                EventKind::Delete => match parse_key(&e.kv.key) {
+                    Some(("instances", _, _)) => {
+                        touched.extend(cs.delete_instance(&e.kv.key, e.kv.mod_revision))
+                    }
+                    Some((_, _, id))
+                        if cs
+                            .tasks
+                            .get(id)
+                            .is_some_and(|t| t.mod_revision < e.kv.mod_revision) =>
+                    {
+                        touched.extend(cs.drop_task(id).iter().map(|a| a.to_string()));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for arn in &touched {
+            cs.refile(arn, &self.presence);
+        }
+        for name in cs.take_dirty_services() {
+            self.mark_dirty(&format!("{cluster}/{name}"));
+        }
+        self.wake(touched.iter().map(String::as_str));
     }
 
     /// Marks the service `CLUSTER/NAME` (every service of the cluster for `CLUSTER/`) for the
@@ -879,9 +964,10 @@ impl State {
     }
 
     /// The applier: follows the store from `from` until `stop` says so; reloads when the watch
-    /// falls behind or its history is gone.
+    /// falls behind or its history is gone. What the watch has ready is applied together
+    /// ([`State::apply_batches`]), up to [`APPLY_AT_ONCE`] revisions at a time.
     pub async fn follow(
-        &self,
+        self: &Arc<Self>,
         store: Arc<dyn Store>,
         mut from: Revision,
         mut stop: watch::Receiver<bool>,
@@ -899,13 +985,33 @@ impl State {
                 }
             };
             loop {
-                let next = tokio::select! {
+                let first = tokio::select! {
                     b = w.rx.recv() => b,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                match next {
-                    Some(Ok(batch)) => self.apply(&batch).await,
-                    Some(Err(e)) => {
+                let mut ready = Vec::new();
+                let mut next = first;
+                let failed = loop {
+                    match next {
+                        Some(Ok(batch)) => ready.push(batch),
+                        Some(Err(e)) => break Some(e),
+                        // The watch ended: what came before it is applied first.
+                        None => break None,
+                    }
+                    if ready.len() == APPLY_AT_ONCE {
+                        break None;
+                    }
+                    next = match w.rx.try_recv() {
+                        Ok(b) => Some(b),
+                        Err(_) => break None,
+                    };
+                };
+                if !ready.is_empty() {
+                    let batches: Vec<&Batch> = ready.iter().map(|b| &**b).collect();
+                    self.apply_batches(&batches).await;
+                }
+                match failed {
+                    Some(e) => {
                         tracing::warn!(error = %e, "the cluster state fell behind; reloading");
                         for m in &self.mirrors {
                             m.stale();
@@ -913,7 +1019,8 @@ impl State {
                         from = self.reload(&*store, &mut stop).await;
                         break;
                     }
-                    None => return,
+                    None if ready.is_empty() => return,
+                    None => {}
                 }
             }
             if *stop.borrow() {
@@ -1030,6 +1137,65 @@ mod tests {
         s.dump().await
     }
 
+    /// A change that arrives while a cluster's lock is held (a placement committing) is
+    /// counted as applied at once, is there for the lock's next holder, and wakes the
+    /// instance's polls once the lock is free even if nobody else takes it.
+    #[test]
+    fn changes_arriving_while_the_lock_is_held_wait_for_its_next_holder() {
+        crate::test_runtime().block_on(async {
+            let (c, _stop) = control().await;
+            let ci = c
+                .register_instance(
+                    "default",
+                    Registration {
+                        instance_id: "i-00000000000000001".into(),
+                        cpu: 1024,
+                        memory: 1024,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let arn = ci.container_instance_arn.clone().unwrap();
+            c.caught_up().await.unwrap();
+            let mut polls = c.state.subscribe(&arn);
+            polls.borrow_and_update();
+            let held = c.state.cluster("default").await;
+            let kv = c
+                .store
+                .range("instances/default/", None, None)
+                .await
+                .unwrap()
+                .remove(0);
+            let mut record: ContainerInstance = serde_json::from_slice(&kv.value).unwrap();
+            record.status = Some("DRAINING".into());
+            let txn = berth_store::Txn::new().replace(&kv, serde_json::to_vec(&record).unwrap());
+            assert!(matches!(
+                c.store.txn(txn).await.unwrap(),
+                berth_store::TxnOutcome::Committed(_)
+            ));
+            tokio::time::timeout(Duration::from_secs(5), c.caught_up())
+                .await
+                .expect("the applier waited for the held lock")
+                .unwrap();
+            assert!(
+                !polls.has_changed().unwrap(),
+                "woken before the change was applied"
+            );
+            drop(held);
+            tokio::time::timeout(Duration::from_secs(5), polls.changed())
+                .await
+                .expect("the instance's polls were not woken once the lock was free")
+                .unwrap();
+            let cs = c.state.cluster("default").await;
+            assert_eq!(
+                cs.instance(&arn).unwrap().record.status.as_deref(),
+                Some("DRAINING"),
+                "the lock's next holder does not see the change"
+            );
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// After any sequence of joins, placements, stops and drains, the state kept by the
@@ -1040,9 +1206,23 @@ mod tests {
         fn the_state_follows_the_store_and_places_as_the_full_scan(
             steps in prop::collection::vec(step(), 1..16),
             reload in any::<bool>(),
+            contended in any::<bool>(),
         ) {
             crate::test_runtime().block_on(async {
                 let (c, _stop) = control().await;
+                // Something else holding the cluster's lock now and then, as placements and
+                // polls do, so changes also reach the state as pending ones.
+                let holder = contended.then(|| {
+                    let state = c.state.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let cs = state.cluster("default").await;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            drop(cs);
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    })
+                });
                 let mut hosts: Vec<String> = Vec::new();
                 let mut tasks: Vec<(String, String)> = Vec::new();
                 for st in steps {
@@ -1135,6 +1315,9 @@ mod tests {
                         let want = reference.iter().find(|(_, _, w)| w.arn == got.arn).map(|(_, _, w)| w);
                         assert_eq!(Some(&got), want, "the index's instance differs from the store's record");
                     }
+                }
+                if let Some(h) = holder {
+                    h.abort();
                 }
             });
         }

@@ -66,6 +66,17 @@ pub fn spawn(bin: &str, args: &[&str], dir: &std::path::Path) -> Berth {
     }
 }
 
+/// A benchmark that panics (or returns early) leaves no server behind: what was not stopped
+/// is killed when dropped.
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Berth {
     /// SIGTERM, then wait for the exit.
     pub fn stop(mut self) {
