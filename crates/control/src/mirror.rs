@@ -89,7 +89,7 @@ impl Mirror {
             if let Op::Delete { key } = op {
                 inner.tombstones.insert(key.clone(), revision);
             }
-            inner.change(op, revision);
+            inner.change(op, revision, None);
         }
     }
 
@@ -114,7 +114,8 @@ impl Mirror {
                     key: e.kv.key.clone(),
                 },
             };
-            inner.change(&op, e.kv.mod_revision);
+            let created = (e.kind == EventKind::Put).then_some(e.kv.create_revision);
+            inner.change(&op, e.kv.mod_revision, created);
         }
         let applied = inner.applied.max(batch.revision);
         inner.applied = applied;
@@ -220,7 +221,11 @@ impl Mirror {
 
 impl Inner {
     /// Applies one change made at `revision`, unless what is held is as new.
-    fn change(&mut self, op: &Op, revision: Revision) {
+    /// `created` is the key's create revision when the change says it (the watch's do); a
+    /// change written through infers it from what the mirror holds, which may be wrong while
+    /// the watch is behind (the key deleted and created again by another server meanwhile)
+    /// until the watch delivers the same revision and corrects it.
+    fn change(&mut self, op: &Op, revision: Revision, created: Option<Revision>) {
         let key = match op {
             Op::Put { key, .. } | Op::Delete { key } => key,
         };
@@ -229,12 +234,19 @@ impl Inner {
             .get(key)
             .map(|kv| kv.mod_revision)
             .or_else(|| self.tombstones.get(key).copied());
-        if held.is_some_and(|r| r >= revision) {
+        if held == Some(revision) {
+            if let (Some(kv), Some(created)) = (self.kvs.get_mut(key), created) {
+                kv.create_revision = created;
+            }
+            return;
+        }
+        if held.is_some_and(|r| r > revision) {
             return;
         }
         match op {
             Op::Put { key, value } => {
-                let create_revision = self.kvs.get(key).map_or(revision, |kv| kv.create_revision);
+                let create_revision = created
+                    .unwrap_or_else(|| self.kvs.get(key).map_or(revision, |kv| kv.create_revision));
                 self.kvs.insert(
                     key.clone(),
                     KeyValue {
@@ -366,7 +378,10 @@ mod tests {
                         let held = store.get(&key(w)).await.unwrap();
                         let served = m.get(&key(w));
                         if w.inside {
-                            assert_eq!(served, held, "read-your-writes of {w:?}");
+                            // The value and its revision; the create revision of a key written
+                            // through is the watch's to settle.
+                            let seen = |kv: Option<KeyValue>| kv.map(|kv| (kv.value, kv.mod_revision));
+                            assert_eq!(seen(served), seen(held), "read-your-writes of {w:?}");
                         }
                     }
                 }

@@ -1166,10 +1166,43 @@ impl Control {
         if s == before {
             return Ok(false);
         }
-        // A conflict means someone changed the service meanwhile: the next pass sees it.
+        // A conflict means someone changed the service meanwhile: the next pass sees it and
+        // decides again. What this pass did (tasks started or stopped) is done, though, and
+        // the next pass will not say so: its events go onto the service as it is now.
         let txn = Txn::new().replace(&kv, encode(&s)?);
         let txn = self.with_history(txn, cluster, &s, now).await?;
-        self.commit(txn).await
+        let committed = self.commit(txn).await?;
+        if committed || !decision.acts() {
+            return Ok(committed);
+        }
+        let known: std::collections::HashSet<&str> = before
+            .events
+            .iter()
+            .flatten()
+            .filter_map(|e| e.id.as_deref())
+            .collect();
+        // Newest first in the record; pushed oldest first.
+        let mut said: Vec<String> = s
+            .events
+            .iter()
+            .flatten()
+            .filter(|e| e.id.as_deref().is_some_and(|id| !known.contains(id)))
+            .filter_map(|e| e.message.clone())
+            .collect();
+        said.reverse();
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut now_s, now_kv)) = self.get_record::<Service>(&kv.key).await? else {
+                return Ok(false);
+            };
+            push_service_events(&mut now_s, said.clone(), now);
+            if self
+                .commit(Txn::new().replace(&now_kv, encode(&now_s)?))
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Everything [`deploy::decide`] needs of a service, from its record and the cluster state.
