@@ -83,15 +83,19 @@ async fn leader(etcd: &berth_store::Etcd, servers: &[common::Berth]) -> Option<u
     servers.iter().position(|s| s.endpoint.ends_with(&addr))
 }
 
+/// The task definition the failover rounds register and name their services after.
+fn acked_task_definition() -> Value {
+    json!({"family": "acked", "containerDefinitions": [
+        {"name": "app", "image": "busybox", "memory": 16}]})
+}
+
 /// Registers task definitions of family `acked` through the servers in turn until told to
 /// stop; every acknowledged revision's ARN.
 async fn writer(servers: Vec<(String, String, String)>, stop: Arc<AtomicBool>) -> Vec<String> {
     let client = common::client();
     let mut acked = Vec::new();
     let mut i = 0usize;
-    let td = json!({"family": "acked", "containerDefinitions": [
-        {"name": "app", "image": "busybox", "memory": 16}]})
-    .to_string();
+    let td = acked_task_definition().to_string();
     while !stop.load(Relaxed) {
         let (endpoint, ak, sk) = &servers[i % servers.len()];
         i += 1;
@@ -135,8 +139,7 @@ async fn failover(berth: &str) -> (Vec<f64>, usize) {
         &client,
         &plane.servers[0],
         "RegisterTaskDefinition",
-        json!({"family": "acked", "containerDefinitions": [
-            {"name": "app", "image": "busybox", "memory": 16}]}),
+        acked_task_definition(),
     )
     .await;
     assert_eq!(status, 200, "RegisterTaskDefinition: {v}");

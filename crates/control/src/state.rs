@@ -828,11 +828,6 @@ impl State {
         }
     }
 
-    /// Applies one revision's changes.
-    pub async fn apply(self: &Arc<Self>, batch: &Batch) {
-        self.apply_batches(&[batch]).await
-    }
-
     /// Applies consecutive revisions' changes (in revision order) together. A cluster whose
     /// lock is free takes them at once; one whose lock is held (a placement holds it while it
     /// commits, which takes long when the store is busy) gets them as pending changes that
@@ -841,7 +836,7 @@ impl State {
     /// comes. Either way they count as applied at once: no holder of the lock from now on
     /// misses them. An applier that waited for each cluster's lock fell further behind the
     /// busier the cluster was, and readers waiting for it to catch up timed out.
-    async fn apply_batches(self: &Arc<Self>, batches: &[&Batch]) {
+    fn apply_batches(self: &Arc<Self>, batches: &[&Batch]) {
         let Some(last) = batches.last() else {
             return;
         };
@@ -1008,7 +1003,7 @@ impl State {
                 };
                 if !ready.is_empty() {
                     let batches: Vec<&Batch> = ready.iter().map(|b| &**b).collect();
-                    self.apply_batches(&batches).await;
+                    self.apply_batches(&batches);
                 }
                 match failed {
                     Some(e) => {
