@@ -212,6 +212,13 @@ pub(crate) fn pool_is_not_a_cluster() -> EcsError {
     )
 }
 
+/// How long a placement waits, in all, for other placements of this server to finish
+/// committing to the instances it picked before it gives up with a conflict.
+const LANDING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long it waits for one landing before it places again anyway.
+const LANDING_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where a placement's hosts are: the task's cluster, or the pool of Fargate capacity.
 fn hosts<'a>(
     cs: &'a mut ClusterState,
@@ -715,7 +722,19 @@ impl Control {
             demand: &d,
             meta: &meta,
         };
-        for _ in 0..CAS_ATTEMPTS {
+        // Where the hosts are: FARGATE's in the pool.
+        let host_cluster = match fargate {
+            true => crate::FARGATE_POOL,
+            false => cluster.as_str(),
+        };
+        let flights = self.state.flights(host_cluster);
+        // A placement lets the cluster's lock go while it commits (readers and the other
+        // placements of the cluster need not wait for the store), except an awsvpc one: each
+        // rewrites its subnet's record, so two of them committing at once would conflict.
+        let hold = meta.awsvpc.is_some();
+        let waiting_since = std::time::Instant::now();
+        let mut conflicts = 0;
+        while conflicts < CAS_ATTEMPTS {
             let (_, cluster_kv) = self.active_cluster(Some(&cluster)).await?;
             let addresses = match &meta.awsvpc {
                 Some(_) => Some(Addresses {
@@ -723,6 +742,9 @@ impl Control {
                 }),
                 None => None,
             };
+            let landed = flights.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
             let mut cs = self.state.cluster(&cluster).await;
             // FARGATE tasks go on the pool's capacity and live in their own cluster. Locks
             // are taken in this order (the task's cluster, then the pool) by every placement.
@@ -763,6 +785,25 @@ impl Control {
                 hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
                 return Ok((Vec::new(), failures));
             }
+            let flight = match hold {
+                true => None,
+                false => match self.state.take_off(host_cluster, &placed.touched) {
+                    Some(f) => Some(f),
+                    None => {
+                        // Another placement of this server is committing to one of these
+                        // instances: place again once it has landed.
+                        hosts(&mut cs, &mut pool_hosts)
+                            .undo(&placed.touched, self.state.presence());
+                        drop(pool_hosts);
+                        drop(cs);
+                        if waiting_since.elapsed() > LANDING_WAIT {
+                            break;
+                        }
+                        let _ = tokio::time::timeout(LANDING_POLL, landed).await;
+                        continue;
+                    }
+                },
+            };
             let commit = match self.placement_txn(
                 hosts(&mut cs, &mut pool_hosts),
                 &ctx,
@@ -776,16 +817,34 @@ impl Control {
                     return Err(e);
                 }
             };
-            match self.store.txn(commit.txn).await {
+            let outcome = match &flight {
+                None => self.store.txn(commit.txn).await,
+                Some(_) => {
+                    drop(pool_hosts);
+                    drop(cs);
+                    let outcome = self.store.txn(commit.txn).await;
+                    cs = self.state.cluster(&cluster).await;
+                    pool_hosts = match fargate {
+                        true => Some(self.state.cluster(crate::FARGATE_POOL).await),
+                        false => None,
+                    };
+                    outcome
+                }
+            };
+            match outcome {
                 Ok(TxnOutcome::Committed(rev)) => {
+                    let presence = self.state.presence();
                     let woken = match pool_hosts.as_mut() {
                         Some(pool_state) => {
-                            let mut w = pool_state.committed(rev, commit.instances, &[]);
-                            w.extend(cs.committed(rev, Vec::new(), &commit.tasks));
+                            let mut w = pool_state.committed(rev, commit.instances, &[], presence);
+                            w.extend(cs.committed(rev, Vec::new(), &commit.tasks, presence));
                             w
                         }
-                        None => cs.committed(rev, commit.instances, &commit.tasks),
+                        None => cs.committed(rev, commit.instances, &commit.tasks, presence),
                     };
+                    if let Some(f) = flight {
+                        f.land();
+                    }
                     drop(pool_hosts);
                     let dirty = cs.take_dirty_services();
                     drop(cs);
@@ -802,13 +861,20 @@ impl Control {
                 }
                 Ok(TxnOutcome::Conflict) => {
                     hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
+                    if let Some(f) = flight {
+                        f.land();
+                    }
                     drop(pool_hosts);
                     drop(cs);
                     // Someone wrote an instance or the cluster since the state saw it.
                     self.caught_up().await?;
+                    conflicts += 1;
                 }
                 Err(e) => {
                     hosts(&mut cs, &mut pool_hosts).undo(&placed.touched, self.state.presence());
+                    if let Some(f) = flight {
+                        f.land();
+                    }
                     return Err(store_error(e));
                 }
             }

@@ -576,12 +576,16 @@ impl ClusterState {
         }
     }
 
-    /// A placement committed at `rev`: its instance records and new tasks, written through.
+    /// A placement committed at `rev`: its instance records and new tasks, written through,
+    /// and the instances they touched refiled as their records (newer ones, if the applier
+    /// has seen any since) and tasks now say: the placement let the lock go while it
+    /// committed, so the index's view of them may have been refiled without its copies.
     pub(crate) fn committed(
         &mut self,
         rev: Revision,
         instances: Vec<(String, ContainerInstance)>,
         tasks: &[(String, ecs::Task)],
+        presence: &Presence,
     ) -> Vec<String> {
         let mut touched = Vec::new();
         for (key, record) in instances {
@@ -598,8 +602,9 @@ impl ClusterState {
         }
         touched.sort();
         touched.dedup();
-        // No refile: the index took these copies when it placed them, and the cluster's lock,
-        // held from the decision to here, kept every other change out in between.
+        for arn in &touched {
+            self.refile(arn, presence);
+        }
         touched
     }
 }
@@ -614,12 +619,13 @@ fn parse_key(key: &str) -> Option<(&str, &str, &str)> {
     Some((kind, cluster, id))
 }
 
-/// One cluster's part, and the changes the applier left for it while its lock was held
-/// ([`State::apply_batches`]).
+/// One cluster's part, the changes the applier left for it while its lock was held
+/// ([`State::apply_batches`]), and the instances placements are committing to.
 #[derive(Debug, Default, Clone)]
 struct Slot {
     state: Arc<tokio::sync::Mutex<ClusterState>>,
     pending: Arc<Mutex<Pending>>,
+    flights: Arc<Flights>,
 }
 
 #[derive(Debug, Default)]
@@ -628,6 +634,57 @@ struct Pending {
     events: Vec<berth_store::Event>,
     /// A task is waiting for the lock to apply them.
     drainer: bool,
+    /// Instances whose placement was dropped while it committed: the index may still hold
+    /// its copies, so the next holder refiles them from their records.
+    refile: BTreeSet<String>,
+}
+
+/// The instances of one cluster that placements of this server are committing to, outside
+/// the cluster's lock ([`State::take_off`]). A placement that picks one of them waits for it
+/// to land and places again: its guard would compare the instance's revision from before that
+/// commit and fail, and the index may have dropped the other's copies meanwhile (a refile).
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    busy: Mutex<HashSet<String>>,
+    /// Every flight of the cluster that lands wakes every placement waiting.
+    pub(crate) landed: tokio::sync::Notify,
+}
+
+/// Instances taken by one placement while it commits; let go when it is dropped, with the
+/// instances left for refiling unless [`Flight::land`] said the index is right again.
+#[derive(Debug)]
+pub(crate) struct Flight {
+    slot: Slot,
+    arns: Vec<String>,
+    landed: bool,
+}
+
+impl Flight {
+    /// The placement's outcome is in the index (written through and refiled, or undone),
+    /// under the cluster's lock.
+    pub(crate) fn land(mut self) {
+        self.landed = true;
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if !self.landed {
+            let mut pending = self.slot.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.refile.extend(self.arns.iter().cloned());
+        }
+        let mut busy = self
+            .slot
+            .flights
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for arn in &self.arns {
+            busy.remove(arn);
+        }
+        drop(busy);
+        self.slot.flights.landed.notify_waiters();
+    }
 }
 
 /// The whole state, every cluster's part behind its own lock.
@@ -685,14 +742,37 @@ impl State {
         m.entry(cluster.to_string()).or_default().clone()
     }
 
+    /// The instances placements of this server are committing to in `cluster`: wait on its
+    /// `landed` (enabled before [`State::take_off`] is tried) when they are in the way.
+    pub(crate) fn flights(&self, cluster: &str) -> Arc<Flights> {
+        self.slot(cluster).flights
+    }
+
+    /// Takes `arns` (instances of `cluster`) for a placement that lets the cluster's lock go
+    /// while it commits; `None` when a placement of this server is committing to one of them.
+    pub(crate) fn take_off(&self, cluster: &str, arns: &BTreeSet<String>) -> Option<Flight> {
+        let slot = self.slot(cluster);
+        let mut busy = slot.flights.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if arns.iter().any(|a| busy.contains(a)) {
+            return None;
+        }
+        busy.extend(arns.iter().cloned());
+        drop(busy);
+        Some(Flight {
+            slot,
+            arns: arns.iter().cloned().collect(),
+            landed: false,
+        })
+    }
+
     /// The clusters the state holds.
     pub fn cluster_names(&self) -> Vec<String> {
         let m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         m.keys().cloned().collect()
     }
 
-    /// The cluster's part, locked: placement holds it from the decision to the commit.
-    /// What the applier left pending for it is applied first.
+    /// The cluster's part, locked: placement holds it while it decides, and again to write
+    /// its outcome through. What the applier left pending for it is applied first.
     pub async fn cluster(&self, cluster: &str) -> OwnedMutexGuard<ClusterState> {
         let slot = self.slot(cluster);
         let mut cs = slot.state.clone().lock_owned().await;
@@ -886,15 +966,15 @@ impl State {
     /// Applies what the applier left for `cluster` while its lock was held; `cs` is that
     /// lock's guard.
     fn take_pending(&self, cluster: &str, slot: &Slot, cs: &mut ClusterState) {
-        let events = std::mem::take(
-            &mut slot
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .events,
-        );
+        let (events, refile) = {
+            let mut p = slot.pending.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut p.events), std::mem::take(&mut p.refile))
+        };
         if !events.is_empty() {
             self.apply_events(cluster, cs, events.iter());
+        }
+        for arn in &refile {
+            cs.refile(arn, &self.presence);
         }
     }
 
@@ -1076,6 +1156,8 @@ mod tests {
         Join(i64, u8),
         /// RunTask of `count` copies of a task of this memory, spread or binpacked.
         Run(usize, usize, bool),
+        /// Two such RunTasks at once (each commits with the cluster's lock let go).
+        RunTogether(usize, usize, bool),
         /// The agent reports task `n` (of those placed so far) STOPPED.
         Stop(usize),
         /// Instance `n` turns DRAINING.
@@ -1086,6 +1168,7 @@ mod tests {
         prop_oneof![
             (256i64..4096, 0u8..3).prop_map(|(m, z)| Step::Join(m, z)),
             (1usize..6, 0usize..3, any::<bool>()).prop_map(|(c, m, b)| Step::Run(c, m, b)),
+            (1usize..4, 0usize..3, any::<bool>()).prop_map(|(c, m, b)| Step::RunTogether(c, m, b)),
             (0usize..40).prop_map(Step::Stop),
             (0usize..8).prop_map(Step::Drain),
         ]
@@ -1191,6 +1274,209 @@ mod tests {
         });
     }
 
+    /// What every task definition requires of its host (`requiresAttributes`).
+    const DOCKER_API: &str = "com.amazonaws.ecs.capability.docker-remote-api.1.17";
+
+    /// A store whose next transaction that writes a task waits until it is let go: a
+    /// placement caught in the middle of its commit.
+    #[derive(Debug)]
+    struct Gated {
+        inner: Embedded,
+        armed: std::sync::atomic::AtomicBool,
+        held: tokio::sync::Notify,
+        open: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Gated {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn range(
+            &self,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: Option<usize>,
+        ) -> Result<Vec<KeyValue>, StoreError> {
+            self.inner.range(prefix, start_after, limit).await
+        }
+        async fn txn(&self, txn: berth_store::Txn) -> Result<berth_store::TxnOutcome, StoreError> {
+            let writes_task = txn.ops.iter().any(|op| {
+                matches!(op, berth_store::Op::Put { key, .. } if key.starts_with("tasks/") || key.contains("/tasks/"))
+            });
+            if writes_task && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.held.notify_one();
+                self.open.acquire().await.unwrap().forget();
+            }
+            self.inner.txn(txn).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            after: Revision,
+        ) -> Result<berth_store::Watch, StoreError> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn revision(&self) -> Result<Revision, StoreError> {
+            self.inner.revision().await
+        }
+        async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+            self.inner.delete_prefix(prefix).await
+        }
+    }
+
+    /// A placement lets the cluster's lock go while it commits: readers and a placement on
+    /// another instance go on meanwhile, a placement that picks the same instance waits for it
+    /// to land and then places on what is left, and nothing is over-committed.
+    #[test]
+    fn a_placement_committing_holds_its_instances_not_the_cluster() {
+        crate::test_runtime().block_on(async {
+            let gated = Arc::new(Gated {
+                inner: Embedded::in_memory().unwrap(),
+                armed: false.into(),
+                held: tokio::sync::Notify::new(),
+                open: tokio::sync::Semaphore::new(0),
+            });
+            let c = Control::new(gated.clone(), crate::Config::default());
+            let from = c.load_state().await.unwrap();
+            let (_stop, rx) = watch::channel(false);
+            let cc = c.clone();
+            tokio::spawn(async move { cc.run_state(from, rx).await });
+            let caller = crate::Caller {
+                access_key: "AKIA".into(),
+                principal_arn: "arn:aws:iam::000000000000:root".into(),
+                instance: None,
+            };
+            c.create_cluster(
+                &caller,
+                ecs::CreateClusterRequest {
+                    cluster_name: Some("default".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let r: ecs::RegisterTaskDefinitionRequest = serde_json::from_value(serde_json::json!({
+                "family": "large",
+                "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 1024}]
+            }))
+            .unwrap();
+            c.register_task_definition(&caller, r).await.unwrap();
+            let mut hosts = Vec::new();
+            for (n, memory) in [(1, 2048), (2, 1024)] {
+                let ci = c
+                    .register_instance(
+                        "default",
+                        Registration {
+                            instance_id: format!("i-{n:017x}"),
+                            cpu: 2048,
+                            memory,
+                            attributes: [(DOCKER_API.to_string(), None)].into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                let arn = ci.container_instance_arn.unwrap();
+                c.agents.heartbeat(&arn);
+                hosts.push(arn);
+            }
+            c.caught_up().await.unwrap();
+            let start_on = |host: &str| {
+                let (c, host) = (c.clone(), host.to_string());
+                tokio::spawn(async move {
+                    c.start_tasks(
+                        Some("default"),
+                        Some("large"),
+                        Pool::Instances(vec![host]),
+                        1,
+                        Meta::default(),
+                    )
+                    .await
+                    .map(|(tasks, failures)| (tasks.len(), failures.len()))
+                })
+            };
+            gated.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let first = start_on(&hosts[0]);
+            if tokio::time::timeout(Duration::from_secs(5), gated.held.notified())
+                .await
+                .is_err()
+            {
+                panic!("the first placement never committed: {:?}", first.await);
+            }
+
+            // Its commit is held: a reader does not wait for it.
+            let listed = tokio::time::timeout(
+                Duration::from_secs(2),
+                c.list_tasks(ecs::ListTasksRequest {
+                    cluster: Some("default".into()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("ListTasks waited for a placement's commit")
+            .unwrap();
+            assert_eq!(
+                listed.task_arns.unwrap_or_default().len(),
+                0,
+                "a task listed before its commit"
+            );
+            // Nor does a placement on the other instance.
+            let other = tokio::time::timeout(Duration::from_secs(2), start_on(&hosts[1]))
+                .await
+                .expect("a placement on another instance waited for the held commit")
+                .unwrap()
+                .unwrap();
+            assert_eq!(other, (1, 0), "the other instance had room for one copy");
+            // One on the same instance waits for the first to land.
+            let same = start_on(&hosts[0]);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !same.is_finished(),
+                "a placement on the instance in flight did not wait for it"
+            );
+
+            gated.open.add_permits(1);
+            let first = first.await.unwrap().unwrap();
+            assert_eq!(first, (1, 0), "the held placement did not place its copy");
+            let same = tokio::time::timeout(Duration::from_secs(5), same)
+                .await
+                .expect("the waiting placement was never let go")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                same,
+                (1, 0),
+                "the second copy did not fit in what the first left"
+            );
+            // The first instance is now full, the second too.
+            for host in &hosts {
+                let full = start_on(host).await.unwrap().unwrap();
+                assert_eq!(full, (0, 1), "a copy placed on a full instance {host}");
+            }
+            c.caught_up().await.unwrap();
+            assert_eq!(
+                c.state.dump().await,
+                fresh(&c).await,
+                "the state differs from the store"
+            );
+            for (ci, _) in c.instances_of("default").await.unwrap() {
+                let memory = ci
+                    .remaining_resources
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|r| r.name.as_deref() == Some("MEMORY"))
+                    .and_then(|r| r.integer_value);
+                assert_eq!(
+                    memory,
+                    Some(0),
+                    "instance {:?} is not exactly full",
+                    ci.ec2_instance_id
+                );
+            }
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// After any sequence of joins, placements, stops and drains, the state kept by the
@@ -1227,7 +1513,10 @@ mod tests {
                                 instance_id: format!("i-{:017x}", hosts.len() + 1),
                                 cpu: 2048,
                                 memory,
-                                attributes: [("ecs.availability-zone".to_string(), Some(format!("z{zone}")))].into(),
+                                attributes: [
+                                    ("ecs.availability-zone".to_string(), Some(format!("z{zone}"))),
+                                    (DOCKER_API.to_string(), None),
+                                ].into(),
                                 ..Default::default()
                             }).await.unwrap();
                             let arn = ci.container_instance_arn.unwrap();
@@ -1270,6 +1559,23 @@ mod tests {
                                 }
                             }
                         }
+                        Step::RunTogether(count, size, binpack) => {
+                            let family = ["small", "medium", "large"][size];
+                            let strategy = if binpack { ("binpack", "memory") } else { ("spread", "instanceId") };
+                            let run = || c.start_tasks(Some("default"), Some(family), Pool::LaunchType("EC2".into()), count, Meta {
+                                strategies: vec![ecs::PlacementStrategy {
+                                    r#type: Some(strategy.0.into()),
+                                    field: Some(strategy.1.into()),
+                                }],
+                                ..Default::default()
+                            });
+                            let (a, b) = tokio::join!(run(), run());
+                            for (ts, _) in [a, b].into_iter().flatten() {
+                                for t in ts {
+                                    tasks.push((t.task_arn.unwrap(), t.container_instance_arn.unwrap()));
+                                }
+                            }
+                        }
                         Step::Stop(n) if !tasks.is_empty() => {
                             let (task, host) = tasks[n % tasks.len()].clone();
                             c.apply_report("default", &host, &TaskReport {
@@ -1303,6 +1609,11 @@ mod tests {
                         .collect();
                     placeable.sort();
                     assert_eq!(indexed, placeable, "the index holds other instances than the store");
+                    for (ci, _) in c.instances_of("default").await.unwrap() {
+                        for r in ci.remaining_resources.iter().flatten() {
+                            assert!(r.integer_value.unwrap_or(0) >= 0, "instance {:?} over-committed: {r:?}", ci.ec2_instance_id);
+                        }
+                    }
                     let reference = c.candidates("default").await.unwrap();
                     for mut got in cs.index_instances("EC2") {
                         // agentConnected changes with time, not writes: placement refreshes it.
