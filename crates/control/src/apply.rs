@@ -23,7 +23,7 @@ use berth_model::status::{InstanceStatus, TaskStatus};
 use berth_model::units;
 use berth_scheduler::{Candidate, Demand, Rules};
 use berth_store::{Compare, KeyValue, Txn, TxnOutcome};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Who asked for the tasks, how to label them, and the request's placement rules.
 #[derive(Default)]
@@ -752,13 +752,35 @@ impl Control {
                 true => Some(self.state.cluster(crate::FARGATE_POOL).await),
                 false => None,
             };
-            let Some(placed) = hosts(&mut cs, &mut pool_hosts).place(
+            // Around the instances other placements of this server are committing to, if
+            // every copy fits elsewhere; else as if they were not in flight (and then, if it
+            // picks one of them, it waits for it to land).
+            let busy = match hold {
+                true => HashSet::new(),
+                false => self.state.in_flight(host_cluster),
+            };
+            let mut placed = hosts(&mut cs, &mut pool_hosts).place(
                 &pool,
                 &d,
                 &rules,
                 count,
                 self.state.presence(),
-            ) else {
+                &busy,
+            );
+            if let Some(p) = placed.as_ref().filter(|p| {
+                !busy.is_empty() && matches!(pool, Pool::LaunchType(_)) && p.copies.len() < count
+            }) {
+                hosts(&mut cs, &mut pool_hosts).undo(&p.touched, self.state.presence());
+                placed = hosts(&mut cs, &mut pool_hosts).place(
+                    &pool,
+                    &d,
+                    &rules,
+                    count,
+                    self.state.presence(),
+                    &HashSet::new(),
+                );
+            }
+            let Some(placed) = placed else {
                 return Err(EcsError::invalid(if fargate {
                     "No Fargate capacity is available: start an agent with --capacity fargate (berth up starts one)."
                 } else {

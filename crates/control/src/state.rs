@@ -471,7 +471,9 @@ impl ClusterState {
     }
 
     /// Places `count` copies in `pool`, taking their resources in the index; nothing is
-    /// committed. `None`: the pool has no instance at all.
+    /// committed. A launch type's copies go on instances other than those in `avoid` (an
+    /// instance pool's named ones go where they are named). `None`: the pool has no instance
+    /// at all.
     pub(crate) fn place(
         &mut self,
         pool: &Pool,
@@ -479,6 +481,7 @@ impl ClusterState {
         rules: &Rules,
         count: usize,
         presence: &Presence,
+        avoid: &HashSet<String>,
     ) -> Option<Placed> {
         let mut out = Placed::default();
         match pool {
@@ -488,7 +491,8 @@ impl ClusterState {
                 if idx.instances().is_empty() {
                     return None;
                 }
-                let p = idx.place(d, rules, count);
+                let avoid: HashSet<usize> = avoid.iter().filter_map(|a| idx.position(a)).collect();
+                let p = idx.place_avoiding(d, rules, count, &avoid);
                 let arn = |i: usize| idx.instances()[i].arn.clone();
                 out.copies = p.placed.iter().map(|&i| arn(i)).collect();
                 out.failures = p
@@ -746,6 +750,13 @@ impl State {
     /// `landed` (enabled before [`State::take_off`] is tried) when they are in the way.
     pub(crate) fn flights(&self, cluster: &str) -> Arc<Flights> {
         self.slot(cluster).flights
+    }
+
+    /// The instances of `cluster` placements of this server are committing to.
+    pub(crate) fn in_flight(&self, cluster: &str) -> HashSet<String> {
+        let slot = self.slot(cluster);
+        let busy = slot.flights.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.clone()
     }
 
     /// Takes `arns` (instances of `cluster`) for a placement that lets the cluster's lock go
@@ -1363,7 +1374,7 @@ mod tests {
             .unwrap();
             c.register_task_definition(&caller, r).await.unwrap();
             let mut hosts = Vec::new();
-            for (n, memory) in [(1, 2048), (2, 1024)] {
+            for (n, memory) in [(1, 2048), (2, 3072)] {
                 let ci = c
                     .register_instance(
                         "default",
@@ -1421,13 +1432,36 @@ mod tests {
                 0,
                 "a task listed before its commit"
             );
-            // Nor does a placement on the other instance.
-            let other = tokio::time::timeout(Duration::from_secs(2), start_on(&hosts[1]))
-                .await
-                .expect("a placement on another instance waited for the held commit")
-                .unwrap()
-                .unwrap();
-            assert_eq!(other, (1, 0), "the other instance had room for one copy");
+            // Nor does a RunTask: binpacked, it would pick the first instance (1,024 MiB left
+            // as the index sees it, against 3,072), and goes around it while it is in flight.
+            let other = tokio::time::timeout(
+                Duration::from_secs(2),
+                c.start_tasks(
+                    Some("default"),
+                    Some("large"),
+                    Pool::LaunchType("EC2".into()),
+                    1,
+                    Meta {
+                        strategies: vec![ecs::PlacementStrategy {
+                            r#type: Some("binpack".into()),
+                            field: Some("memory".into()),
+                        }],
+                        ..Default::default()
+                    },
+                ),
+            )
+            .await
+            .expect("a RunTask waited for the held commit although another instance had room")
+            .unwrap();
+            assert_eq!(
+                other
+                    .0
+                    .iter()
+                    .map(|t| t.container_instance_arn.clone().unwrap())
+                    .collect::<Vec<_>>(),
+                vec![hosts[1].clone()],
+                "the RunTask did not go to the instance not in flight"
+            );
             // One on the same instance waits for the first to land.
             let same = start_on(&hosts[0]);
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1449,11 +1483,9 @@ mod tests {
                 (1, 0),
                 "the second copy did not fit in what the first left"
             );
-            // The first instance is now full, the second too.
-            for host in &hosts {
-                let full = start_on(host).await.unwrap().unwrap();
-                assert_eq!(full, (0, 1), "a copy placed on a full instance {host}");
-            }
+            // The first instance is now full.
+            let full = start_on(&hosts[0]).await.unwrap().unwrap();
+            assert_eq!(full, (0, 1), "a copy placed on a full instance");
             c.caught_up().await.unwrap();
             assert_eq!(
                 c.state.dump().await,
@@ -1467,10 +1499,14 @@ mod tests {
                     .into_iter()
                     .find(|r| r.name.as_deref() == Some("MEMORY"))
                     .and_then(|r| r.integer_value);
+                let want = match ci.container_instance_arn.as_deref() == Some(hosts[0].as_str()) {
+                    true => 0,
+                    false => 2048,
+                };
                 assert_eq!(
                     memory,
-                    Some(0),
-                    "instance {:?} is not exactly full",
+                    Some(want),
+                    "instance {:?}: remaining memory",
                     ci.ec2_instance_id
                 );
             }
@@ -1544,7 +1580,7 @@ mod tests {
                                 let mut scan = cs.index_instances("EC2");
                                 let want = berth_scheduler::place(&mut scan, &d, &rules, count);
                                 let want: Vec<String> = want.placed.iter().map(|&i| scan[i].arn.clone()).collect();
-                                if let Some(got) = cs.place(&Pool::LaunchType("EC2".into()), &d, &rules, count, &c.agents) {
+                                if let Some(got) = cs.place(&Pool::LaunchType("EC2".into()), &d, &rules, count, &c.agents, &HashSet::new()) {
                                     assert_eq!(got.copies, want, "the index and the full scan place differently");
                                     cs.undo(&got.touched, &c.agents);
                                 }

@@ -18,7 +18,7 @@ use crate::{
     query, rejects, take, Candidate, Constraint, Demand, Placement, Reason, Resource, Rules,
     SpreadField, Strategy,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// What orders the instances of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -332,9 +332,23 @@ impl ClusterIndex {
 
     /// Places `count` copies, exactly as [`crate::place`] would over these instances.
     pub fn place(&mut self, d: &Demand, rules: &Rules, count: usize) -> Placement {
+        self.place_avoiding(d, rules, count, &HashSet::new())
+    }
+
+    /// Places `count` copies on instances other than those at the positions in `avoid`
+    /// (instances another placement is committing to), as [`crate::place`] would with those
+    /// instances unable to take anything; they still count in spreads over an attribute.
+    /// Failures name the avoided instances as INACTIVE.
+    pub fn place_avoiding(
+        &mut self,
+        d: &Demand,
+        rules: &Rules,
+        count: usize,
+        avoid: &HashSet<usize>,
+    ) -> Placement {
         let Some((attr, key)) = shape(rules) else {
             self.scanned += count as u64;
-            return self.place_by_scan(d, rules, count);
+            return self.place_by_scan(d, rules, count, avoid);
         };
         if let Some(a) = &attr {
             self.ensure_spread_counts(&rules.group, a);
@@ -357,12 +371,15 @@ impl ClusterIndex {
         self.ensure_index(&id);
         let mut out = Placement::default();
         for _ in 0..count {
-            let Some(chosen) = self.choose(d, rules, &id, distinct) else {
+            let Some(chosen) = self.choose(d, rules, &id, distinct, avoid) else {
                 out.failures = self
                     .inst
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, c)| rejects(c, d, rules).map(|r| (i, r)))
+                    .filter_map(|(i, c)| match avoid.contains(&i) {
+                        true => Some((i, Reason::Inactive)),
+                        false => rejects(c, d, rules).map(|r| (i, r)),
+                    })
                     .collect::<Vec<(usize, Reason)>>();
                 break;
             };
@@ -378,7 +395,14 @@ impl ClusterIndex {
         crate::misfit(c, d).is_none() && !(distinct && c.groups.get(group).is_some_and(|n| *n > 0))
     }
 
-    fn choose(&self, d: &Demand, rules: &Rules, id: &IndexId, distinct: bool) -> Option<usize> {
+    fn choose(
+        &self,
+        d: &Demand,
+        rules: &Rules,
+        id: &IndexId,
+        distinct: bool,
+        avoid: &HashSet<usize>,
+    ) -> Option<usize> {
         let (attr, key, _) = id;
         let idx = &self.indices[id];
         let lower = match key {
@@ -397,9 +421,10 @@ impl ClusterIndex {
             if best.is_some_and(|(s, _)| s < spread) {
                 continue;
             }
-            let hit = set
-                .range((lower, 0, 0)..)
-                .find(|e| self.feasible(e.2 as usize, d, &rules.group, distinct));
+            let hit = set.range((lower, 0, 0)..).find(|e| {
+                !avoid.contains(&(e.2 as usize))
+                    && self.feasible(e.2 as usize, d, &rules.group, distinct)
+            });
             if let Some(e) = hit {
                 let cand = (spread, *e);
                 if best.is_none_or(|b| cand < b) {
@@ -458,8 +483,19 @@ impl ClusterIndex {
     }
 
     /// The full scan over the index's instances, keeping the indices current.
-    fn place_by_scan(&mut self, d: &Demand, rules: &Rules, count: usize) -> Placement {
+    fn place_by_scan(
+        &mut self,
+        d: &Demand,
+        rules: &Rules,
+        count: usize,
+        avoid: &HashSet<usize>,
+    ) -> Placement {
         let mut scratch = self.inst.clone();
+        for &i in avoid {
+            if let Some(c) = scratch.get_mut(i) {
+                c.active = false;
+            }
+        }
         let p = crate::place(&mut scratch, d, rules, count);
         for &i in &p.placed {
             self.commit(i, d, &rules.group);
@@ -471,7 +507,7 @@ impl ClusterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::{any, prop, prop_assert_eq, proptest};
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
     use std::collections::BTreeMap;
 
     fn cluster(spec: &[(i64, i64, usize, bool)]) -> Vec<Candidate> {
@@ -550,6 +586,41 @@ mod tests {
             }
             prop_assert_eq!(index.scanned, 0);
             prop_assert_eq!(index.instances(), &scan[..]);
+        }
+
+        /// Placing around some instances (others are committing to them) never picks one of
+        /// them, and picks what the full scan picks with them unable to take anything.
+        #[test]
+        fn placing_around_instances_places_as_the_scan_without_them(
+            spec in prop::collection::vec((0i64..4096, 0i64..8192, 0usize..4, any::<bool>()), 1..30),
+            chain in 0usize..6,
+            distinct in any::<bool>(),
+            avoided in prop::collection::vec(any::<bool>(), 30),
+            demands in prop::collection::vec((0i64..1024, 1i64..2048, 1usize..12), 1..10),
+        ) {
+            let az = || Strategy::Spread(SpreadField::Attribute("ecs.availability-zone".into()));
+            let strategies = match chain {
+                0 => vec![],
+                1 => vec![Strategy::Binpack(Resource::Memory)],
+                2 => vec![az(), Strategy::Binpack(Resource::Memory)],
+                3 => vec![Strategy::Spread(SpreadField::Instance)],
+                4 => vec![az(), Strategy::Binpack(Resource::Cpu)],
+                _ => vec![az()],
+            };
+            let rules = rules(strategies, distinct, false);
+            let avoid: HashSet<usize> = (0..spec.len()).filter(|&i| avoided[i]).collect();
+            let mut index = ClusterIndex::new(cluster(&spec));
+            for (cpu, memory, count) in demands {
+                let d = Demand { cpu, memory, ..Default::default() };
+                let mut scan = index.instances().to_vec();
+                for &i in &avoid {
+                    scan[i].active = false;
+                }
+                let want = crate::place(&mut scan, &d, &rules, count);
+                let got = index.place_avoiding(&d, &rules, count, &avoid);
+                prop_assert!(got.placed.iter().all(|i| !avoid.contains(i)), "placed on an avoided instance: {:?}", got.placed);
+                prop_assert_eq!(&got.placed, &want.placed);
+            }
         }
     }
 
