@@ -625,6 +625,8 @@ async fn run(args: ServerArgs, up: Option<UpArgs>) -> Result<()> {
         task_retention: Duration::from_secs(args.task_retention),
         public_ips: args.public_ips,
         leader_ttl: Duration::from_secs(args.leader_ttl),
+        // As the store suits: see the field.
+        placement_lets_go: None,
     };
     if !berth_control::regions::well_formed(&args.region) {
         anyhow::bail!(

@@ -728,10 +728,15 @@ impl Control {
             false => cluster.as_str(),
         };
         let flights = self.state.flights(host_cluster);
-        // A placement lets the cluster's lock go while it commits (readers and the other
-        // placements of the cluster need not wait for the store), except an awsvpc one: each
-        // rewrites its subnet's record, so two of them committing at once would conflict.
-        let hold = meta.awsvpc.is_some();
+        // On a shared store a placement lets the cluster's lock go while it commits (readers,
+        // agents' polls and the other placements of the cluster need not wait for etcd;
+        // `Config::placement_lets_go`), except an awsvpc one: each rewrites its subnet's
+        // record, so two of them committing at once would conflict.
+        let lets_go = self
+            .config
+            .placement_lets_go
+            .unwrap_or_else(|| self.root.leases().is_some());
+        let hold = !lets_go || meta.awsvpc.is_some();
         let waiting_since = std::time::Instant::now();
         let mut conflicts = 0;
         while conflicts < CAS_ATTEMPTS {

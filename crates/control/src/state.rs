@@ -1185,10 +1185,15 @@ mod tests {
         ]
     }
 
-    async fn control() -> (Control, watch::Sender<bool>) {
+    /// A control plane on an in-memory store whose placements let the cluster's lock go
+    /// while they commit (as on etcd) or not (as on the embedded store).
+    async fn control_with(lets_go: bool) -> (Control, watch::Sender<bool>) {
         let c = Control::new(
             Arc::new(Embedded::in_memory().unwrap()),
-            crate::Config::default(),
+            crate::Config {
+                placement_lets_go: Some(lets_go),
+                ..Default::default()
+            },
         );
         let from = c.load_state().await.unwrap();
         let (stop, rx) = watch::channel(false);
@@ -1217,6 +1222,10 @@ mod tests {
             c.register_task_definition(&caller, r).await.unwrap();
         }
         (c, stop)
+    }
+
+    async fn control() -> (Control, watch::Sender<bool>) {
+        control_with(false).await
     }
 
     /// What a fresh read of the store gives, to compare the followed state with.
@@ -1348,7 +1357,13 @@ mod tests {
                 held: tokio::sync::Notify::new(),
                 open: tokio::sync::Semaphore::new(0),
             });
-            let c = Control::new(gated.clone(), crate::Config::default());
+            let c = Control::new(
+                gated.clone(),
+                crate::Config {
+                    placement_lets_go: Some(true),
+                    ..Default::default()
+                },
+            );
             let from = c.load_state().await.unwrap();
             let (_stop, rx) = watch::channel(false);
             let cc = c.clone();
@@ -1524,9 +1539,10 @@ mod tests {
             steps in prop::collection::vec(step(), 1..16),
             reload in any::<bool>(),
             contended in any::<bool>(),
+            lets_go in any::<bool>(),
         ) {
             crate::test_runtime().block_on(async {
-                let (c, _stop) = control().await;
+                let (c, _stop) = control_with(lets_go).await;
                 // Something else holding the cluster's lock now and then, as placements and
                 // polls do, so changes also reach the state as pending ones.
                 let holder = contended.then(|| {
