@@ -6,7 +6,12 @@
 //!   for the cluster's life and updated as instances and tasks change), and commits guarded on
 //!   the revisions the state holds; on success it writes the result through (so the next
 //!   placement needs no wait), on a conflict it puts the instances it touched back as the
-//!   records say and waits for the applier to catch up.
+//!   records say and waits for the applier to catch up. On a shared store it lets the lock go
+//!   while it commits ([`crate::Config::placement_lets_go`]): the instances it picked are in
+//!   flight ([`Flights`]) until it has written its outcome through under the lock again, other
+//!   placements go around them, and one that must pick one of them waits for it to land and
+//!   places again. (awsvpc placements keep the lock through the commit: each rewrites its
+//!   subnet's record.)
 //! - An agent's held poll waits on its own instance's generation, which moves only when that
 //!   instance or one of its tasks changes: a task write wakes one agent, not all of them.
 //! - The service reconciler reads a service's tasks by group, without reading the cluster.
