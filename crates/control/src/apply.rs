@@ -860,14 +860,14 @@ impl Control {
             };
             match outcome {
                 Ok(TxnOutcome::Committed(rev)) => {
-                    let presence = self.state.presence();
+                    let let_go = flight.as_ref().map(|_| self.state.presence());
                     let woken = match pool_hosts.as_mut() {
                         Some(pool_state) => {
-                            let mut w = pool_state.committed(rev, commit.instances, &[], presence);
-                            w.extend(cs.committed(rev, Vec::new(), &commit.tasks, presence));
+                            let mut w = pool_state.committed(rev, commit.instances, &[], let_go);
+                            w.extend(cs.committed(rev, Vec::new(), &commit.tasks, let_go));
                             w
                         }
-                        None => cs.committed(rev, commit.instances, &commit.tasks, presence),
+                        None => cs.committed(rev, commit.instances, &commit.tasks, let_go),
                     };
                     if let Some(f) = flight {
                         f.land();

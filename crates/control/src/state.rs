@@ -585,16 +585,18 @@ impl ClusterState {
         }
     }
 
-    /// A placement committed at `rev`: its instance records and new tasks, written through,
-    /// and the instances they touched refiled as their records (newer ones, if the applier
-    /// has seen any since) and tasks now say: the placement let the lock go while it
-    /// committed, so the index's view of them may have been refiled without its copies.
+    /// A placement committed at `rev`: its instance records and new tasks, written through.
+    /// `let_go`: it let the lock go while it committed, so the index's view of the instances
+    /// may have been refiled without its copies meanwhile; they are refiled as their records
+    /// (newer ones, if the applier has seen any since) and tasks now say. A placement that
+    /// held the lock needs none: the index took its copies when it placed them, and the lock
+    /// kept every other change out in between.
     pub(crate) fn committed(
         &mut self,
         rev: Revision,
         instances: Vec<(String, ContainerInstance)>,
         tasks: &[(String, ecs::Task)],
-        presence: &Presence,
+        let_go: Option<&Presence>,
     ) -> Vec<String> {
         let mut touched = Vec::new();
         for (key, record) in instances {
@@ -611,8 +613,10 @@ impl ClusterState {
         }
         touched.sort();
         touched.dedup();
-        for arn in &touched {
-            self.refile(arn, presence);
+        if let Some(presence) = let_go {
+            for arn in &touched {
+                self.refile(arn, presence);
+            }
         }
         touched
     }
@@ -649,9 +653,10 @@ struct Pending {
 }
 
 /// The instances of one cluster that placements of this server are committing to, outside
-/// the cluster's lock ([`State::take_off`]). A placement that picks one of them waits for it
-/// to land and places again: its guard would compare the instance's revision from before that
-/// commit and fail, and the index may have dropped the other's copies meanwhile (a refile).
+/// the cluster's lock ([`State::take_off`]). Other placements go around them; one that must
+/// pick one of them waits for it to land and places again: its guard would compare the
+/// instance's revision from before that commit and fail, and the index may have dropped the
+/// other's copies meanwhile (a refile).
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     busy: Mutex<HashSet<String>>,
@@ -787,8 +792,9 @@ impl State {
         m.keys().cloned().collect()
     }
 
-    /// The cluster's part, locked: placement holds it while it decides, and again to write
-    /// its outcome through. What the applier left pending for it is applied first.
+    /// The cluster's part, locked: placement holds it while it decides and while it writes
+    /// its outcome through (on the embedded store, from the one to the other). What the
+    /// applier left pending for it is applied first.
     pub async fn cluster(&self, cluster: &str) -> OwnedMutexGuard<ClusterState> {
         let slot = self.slot(cluster);
         let mut cs = slot.state.clone().lock_owned().await;
