@@ -750,13 +750,7 @@ impl Control {
             let landed = flights.landed.notified();
             tokio::pin!(landed);
             landed.as_mut().enable();
-            let mut cs = self.state.cluster(&cluster).await;
-            // FARGATE tasks go on the pool's capacity and live in their own cluster. Locks
-            // are taken in this order (the task's cluster, then the pool) by every placement.
-            let mut pool_hosts = match fargate {
-                true => Some(self.state.cluster(crate::FARGATE_POOL).await),
-                false => None,
-            };
+            let (mut cs, mut pool_hosts) = self.lock_placement(&cluster, fargate).await;
             // Around the instances other placements of this server are committing to, if
             // every copy fits elsewhere; else as if they were not in flight (and then, if it
             // picks one of them, it waits for it to land).
@@ -850,11 +844,7 @@ impl Control {
                     drop(pool_hosts);
                     drop(cs);
                     let outcome = self.store.txn(commit.txn).await;
-                    cs = self.state.cluster(&cluster).await;
-                    pool_hosts = match fargate {
-                        true => Some(self.state.cluster(crate::FARGATE_POOL).await),
-                        false => None,
-                    };
+                    (cs, pool_hosts) = self.lock_placement(&cluster, fargate).await;
                     outcome
                 }
             };
@@ -907,6 +897,25 @@ impl Control {
             }
         }
         Err(conflict_exhausted("placing tasks"))
+    }
+
+    /// The locks a placement takes: its cluster's part of the state and, for FARGATE tasks
+    /// (which go on the pool's capacity and live in their own cluster), the pool's. Every
+    /// placement takes them in this order.
+    async fn lock_placement(
+        &self,
+        cluster: &str,
+        fargate: bool,
+    ) -> (
+        tokio::sync::OwnedMutexGuard<ClusterState>,
+        Option<tokio::sync::OwnedMutexGuard<ClusterState>>,
+    ) {
+        let cs = self.state.cluster(cluster).await;
+        let pool = match fargate {
+            true => Some(self.state.cluster(crate::FARGATE_POOL).await),
+            false => None,
+        };
+        (cs, pool)
     }
 
     /// The transaction that commits a placement: the new tasks (and their tags and client

@@ -1199,8 +1199,14 @@ mod tests {
     /// A control plane on an in-memory store whose placements let the cluster's lock go
     /// while they commit (as on etcd) or not (as on the embedded store).
     async fn control_with(lets_go: bool) -> (Control, watch::Sender<bool>) {
+        control_on(Arc::new(Embedded::in_memory().unwrap()), lets_go).await
+    }
+
+    /// The same on `store`: the cluster `default` and the families small, medium and large
+    /// (128, 512 and 1,024 MiB).
+    async fn control_on(store: Arc<dyn Store>, lets_go: bool) -> (Control, watch::Sender<bool>) {
         let c = Control::new(
-            Arc::new(Embedded::in_memory().unwrap()),
+            store,
             crate::Config {
                 placement_lets_go: Some(lets_go),
                 ..Default::default()
@@ -1368,37 +1374,7 @@ mod tests {
                 held: tokio::sync::Notify::new(),
                 open: tokio::sync::Semaphore::new(0),
             });
-            let c = Control::new(
-                gated.clone(),
-                crate::Config {
-                    placement_lets_go: Some(true),
-                    ..Default::default()
-                },
-            );
-            let from = c.load_state().await.unwrap();
-            let (_stop, rx) = watch::channel(false);
-            let cc = c.clone();
-            tokio::spawn(async move { cc.run_state(from, rx).await });
-            let caller = crate::Caller {
-                access_key: "AKIA".into(),
-                principal_arn: "arn:aws:iam::000000000000:root".into(),
-                instance: None,
-            };
-            c.create_cluster(
-                &caller,
-                ecs::CreateClusterRequest {
-                    cluster_name: Some("default".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            let r: ecs::RegisterTaskDefinitionRequest = serde_json::from_value(serde_json::json!({
-                "family": "large",
-                "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 1024}]
-            }))
-            .unwrap();
-            c.register_task_definition(&caller, r).await.unwrap();
+            let (c, _stop) = control_on(gated.clone(), true).await;
             let mut hosts = Vec::new();
             for (n, memory) in [(1, 2048), (2, 3072)] {
                 let ci = c

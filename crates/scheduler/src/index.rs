@@ -536,6 +536,20 @@ mod tests {
             .collect()
     }
 
+    /// The strategy chains the property tests place with, by number (0-5): every shape the
+    /// index serves.
+    fn chain_of(n: usize) -> Vec<Strategy> {
+        let az = || Strategy::Spread(SpreadField::Attribute("ecs.availability-zone".into()));
+        match n {
+            0 => vec![],
+            1 => vec![Strategy::Binpack(Resource::Memory)],
+            2 => vec![az(), Strategy::Binpack(Resource::Memory)],
+            3 => vec![Strategy::Spread(SpreadField::Instance)],
+            4 => vec![az(), Strategy::Binpack(Resource::Cpu)],
+            _ => vec![az()],
+        }
+    }
+
     /// The rules the property tests place with: group `g`, a fixed seed, and optionally
     /// `distinctInstance` and a static `memberOf`.
     fn rules(strategies: Vec<Strategy>, distinct: bool, member: bool) -> Rules {
@@ -566,16 +580,7 @@ mod tests {
             member in any::<bool>(),
             demands in prop::collection::vec((0i64..1024, 1i64..2048, 1usize..12), 1..10),
         ) {
-            let az = || Strategy::Spread(SpreadField::Attribute("ecs.availability-zone".into()));
-            let strategies = match chain {
-                0 => vec![],
-                1 => vec![Strategy::Binpack(Resource::Memory)],
-                2 => vec![az(), Strategy::Binpack(Resource::Memory)],
-                3 => vec![Strategy::Spread(SpreadField::Instance)],
-                4 => vec![az(), Strategy::Binpack(Resource::Cpu)],
-                _ => vec![az()],
-            };
-            let rules = rules(strategies, distinct, member);
+            let rules = rules(chain_of(chain), distinct, member);
             let mut scan = cluster(&spec);
             let mut index = ClusterIndex::new(cluster(&spec));
             for (cpu, memory, count) in demands {
@@ -598,16 +603,7 @@ mod tests {
             avoided in prop::collection::vec(any::<bool>(), 30),
             demands in prop::collection::vec((0i64..1024, 1i64..2048, 1usize..12), 1..10),
         ) {
-            let az = || Strategy::Spread(SpreadField::Attribute("ecs.availability-zone".into()));
-            let strategies = match chain {
-                0 => vec![],
-                1 => vec![Strategy::Binpack(Resource::Memory)],
-                2 => vec![az(), Strategy::Binpack(Resource::Memory)],
-                3 => vec![Strategy::Spread(SpreadField::Instance)],
-                4 => vec![az(), Strategy::Binpack(Resource::Cpu)],
-                _ => vec![az()],
-            };
-            let rules = rules(strategies, distinct, false);
+            let rules = rules(chain_of(chain), distinct, false);
             let avoid: HashSet<usize> = (0..spec.len()).filter(|&i| avoided[i]).collect();
             let mut index = ClusterIndex::new(cluster(&spec));
             for (cpu, memory, count) in demands {
